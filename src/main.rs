@@ -1,3 +1,16 @@
-fn main() {
-    println!("Hello, world!");
+//! Parse the flags, start logging, bind, serve until SIGINT or SIGTERM.
+
+use clap::Parser;
+use switchboard::{Config, serve, shutdown};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let listener = TcpListener::bind(config.listen).await?;
+    serve(listener, config, shutdown::signal()).await
 }

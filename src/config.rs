@@ -1,0 +1,171 @@
+//! Server configuration: one [`Config`], parsed once in `main` from flags with `SWITCHBOARD_*`
+//! environment fallbacks, then passed by value into `serve`. Nothing else reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// File descriptors kept back from the stream limit for the listener, the runtime, static files
+/// and short-lived API requests, so that a full house of streams still leaves room to answer 503.
+pub const RESERVED_FDS: u64 = 512;
+
+/// switchboard: clients register with POST /helo, read their events from an SSE stream and
+/// message each other with plain HTTP POSTs.
+#[derive(Clone, Debug, Parser, PartialEq)]
+#[command(version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:4000")]
+    pub listen: SocketAddr,
+
+    /// A session with no attached stream for this long is removed (e.g. 30s, 2m).
+    #[arg(long, env = "SWITCHBOARD_SESSION_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub session_ttl: Duration,
+
+    /// Interval of the `: ping` comment on quiet streams.
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+
+    /// Reconnection delay suggested to clients in the stream's `retry:` line.
+    #[arg(long, env = "SWITCHBOARD_SSE_RETRY", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub sse_retry: Duration,
+
+    /// Events kept per session for delivery and replay; a direct message to a session with this
+    /// many unread events gets 429.
+    #[arg(long, env = "SWITCHBOARD_MAILBOX_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mailbox_size: u32,
+
+    /// Most registered sessions; POST /helo answers 503 beyond it.
+    #[arg(long, env = "SWITCHBOARD_MAX_SESSIONS", default_value_t = 100_000)]
+    pub max_sessions: usize,
+
+    /// Most attached SSE streams; GET /events answers 503 beyond it. Default: the process's
+    /// open-file limit minus 512 reserved descriptors.
+    #[arg(long, env = "SWITCHBOARD_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
+
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[arg(long, env = "SWITCHBOARD_MAX_BODY", default_value_t = 64 * 1024)]
+    pub max_body: u64,
+
+    /// Origins allowed to call the API from another site (CORS), comma-separated. Default:
+    /// none, i.e. same origin only.
+    #[arg(
+        long = "cors-origin",
+        env = "SWITCHBOARD_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Announce joins and leaves (`new_user`, `user_left`) and list the roster in `ready`.
+    /// Turn off for very large audiences: with it on, N clients joining cost O(N²) events.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub presence: bool,
+
+    /// Directory served at `/` (the web client).
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_DIR", default_value = "public")]
+    pub public_dir: PathBuf,
+
+    /// On shutdown, streams close at random moments within this window, so clients do not all
+    /// reconnect at once.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_WINDOW", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub drain_window: Duration,
+
+    /// Longest wait for open connections after shutdown begins.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log filter, in `tracing_subscriber::EnvFilter` syntax (e.g. `info`, `switchboard=debug`).
+    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            session_ttl: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(15),
+            sse_retry: Duration::from_secs(2),
+            mailbox_size: 256,
+            max_sessions: 100_000,
+            max_streams: None,
+            max_body: 64 * 1024,
+            cors_origins: Vec::new(),
+            presence: true,
+            public_dir: PathBuf::from("public"),
+            drain_window: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+            log: "info".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// The process's soft open-file limit, when it can be read.
+    pub fn open_file_limit() -> Option<u64> {
+        rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .ok()
+            .map(|(soft, _hard)| soft)
+    }
+
+    /// Most streams to accept: `max_streams` if set, else the open-file limit less
+    /// [`RESERVED_FDS`] (each stream holds one socket).
+    pub fn stream_limit(&self) -> usize {
+        self.max_streams.unwrap_or_else(|| {
+            let fds = Self::open_file_limit().unwrap_or(1024);
+            usize::try_from(fds.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
+        })
+    }
+
+    /// Most connections of any kind: the open-file limit less a few for the process itself.
+    pub fn connection_limit(&self) -> usize {
+        let fds = Self::open_file_limit().unwrap_or(1024);
+        usize::try_from(fds.saturating_sub(64).max(1)).unwrap_or(usize::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_default_to_the_contract() {
+        // Only meaningful when no SWITCHBOARD_* variable is set, as in CI.
+        if std::env::vars().any(|(k, _)| k.starts_with("SWITCHBOARD_")) {
+            return;
+        }
+        assert_eq!(Config::parse_from(["switchboard"]), Config::default());
+    }
+
+    #[test]
+    fn durations_and_switches_parse() {
+        let config = Config::parse_from([
+            "switchboard",
+            "--session-ttl",
+            "2m",
+            "--presence",
+            "false",
+            "--cors-origin",
+            "https://a.example,https://b.example",
+        ]);
+        assert_eq!(config.session_ttl, Duration::from_secs(120));
+        assert!(!config.presence);
+        assert_eq!(config.cors_origins.len(), 2);
+    }
+
+    #[test]
+    fn the_stream_limit_leaves_reserved_descriptors() {
+        let limit = Config::default().stream_limit() as u64;
+        if let Some(fds) = Config::open_file_limit() {
+            assert_eq!(limit, fds.saturating_sub(RESERVED_FDS).max(1));
+        }
+        let fixed = Config {
+            max_streams: Some(7),
+            ..Config::default()
+        };
+        assert_eq!(fixed.stream_limit(), 7);
+    }
+}

@@ -1,0 +1,129 @@
+//! Extraction filters: turn headers, query strings and bodies into typed values or reject with
+//! an [`ApiError`]. Handlers only ever see the typed values.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use warp::Filter;
+use warp::http::StatusCode;
+
+use super::error::ApiError;
+use crate::registry::{EventId, Registry, Token};
+
+/// Hands each request a clone of the registry handle.
+pub fn with_registry(
+    registry: Registry,
+) -> impl Filter<Extract = (Registry,), Error = Infallible> + Clone {
+    warp::any().map(move || registry.clone())
+}
+
+/// A JSON body of at most `limit` bytes, sent as `application/json`, deserialised into `T`.
+///
+/// Rejects with 415 for another (or no) content type, 413 above the limit, 411 without a
+/// `Content-Length`, and 400 `invalid_body` with serde's explanation when it does not parse.
+pub fn json_body<T: DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and_then(|content_type: Option<String>| async move {
+            let is_json = content_type
+                .as_deref()
+                .and_then(|value| value.parse::<mime::Mime>().ok())
+                .is_some_and(|mime| mime.essence_str() == "application/json");
+            if is_json {
+                Ok(())
+            } else {
+                Err(warp::Rejection::from(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as Content-Type: application/json",
+                )))
+            }
+        })
+        .untuple_one()
+        .and(warp::body::content_length_limit(limit))
+        .and(warp::body::bytes())
+        .and_then(|body: Bytes| async move {
+            serde_json::from_slice(&body).map_err(|err| {
+                warp::Rejection::from(ApiError::bad_request(
+                    "invalid_body",
+                    format!("the body is not valid: {err}"),
+                ))
+            })
+        })
+}
+
+fn parse_bearer(value: &str) -> Result<Token, ApiError> {
+    let credentials = value
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| ApiError::unauthorized("use Authorization: Bearer <token>"))?;
+    Token::parse(credentials.trim()).ok_or_else(|| ApiError::unauthorized("malformed token"))
+}
+
+/// The token from `Authorization: Bearer <token>`; 401 when missing or malformed.
+pub fn bearer() -> impl Filter<Extract = (Token,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(|value: Option<String>| async move {
+        let value = value.ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization: Bearer <token> header")
+        })?;
+        parse_bearer(&value).map_err(warp::Rejection::from)
+    })
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    token: Option<String>,
+    last_event_id: Option<String>,
+}
+
+/// What `GET /events/{id}` needs beyond the path: the token and where to resume.
+pub struct StreamParams {
+    pub token: Token,
+    pub last_event_id: Option<EventId>,
+}
+
+/// Token from the `Authorization` header or `?token=` (EventSource cannot set headers), and
+/// resume point from the `Last-Event-ID` header or `?last_event_id=`. 401 without a token,
+/// 400 for a resume point that is not an event id.
+pub fn stream_params() -> impl Filter<Extract = (StreamParams,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and(
+            warp::query::<StreamQuery>()
+                .or(warp::any().map(|| StreamQuery {
+                    token: None,
+                    last_event_id: None,
+                }))
+                .unify(),
+        )
+        .and_then(
+            |header: Option<String>, last_header: Option<String>, query: StreamQuery| async move {
+                let token = match (header, query.token) {
+                    (Some(value), _) => parse_bearer(&value)?,
+                    (None, Some(token)) => Token::parse(&token)
+                        .ok_or_else(|| ApiError::unauthorized("malformed token"))?,
+                    (None, None) => {
+                        return Err(warp::Rejection::from(ApiError::unauthorized(
+                            "missing token: send Authorization: Bearer <token> or ?token=",
+                        )));
+                    }
+                };
+                let last_event_id = match last_header.or(query.last_event_id) {
+                    None => None,
+                    Some(text) if text.trim().is_empty() => None,
+                    Some(text) => Some(text.trim().parse::<EventId>().map_err(|_| {
+                        ApiError::bad_request(
+                            "invalid_last_event_id",
+                            "Last-Event-ID must be an event id from this stream",
+                        )
+                    })?),
+                };
+                Ok::<_, warp::Rejection>(StreamParams {
+                    token,
+                    last_event_id,
+                })
+            },
+        )
+}

@@ -1,0 +1,162 @@
+//! The HTTP edge: warp filters over the registry, one [`routes`] filter for the whole API.
+//!
+//! Filters extract and validate (`filters`), handlers call the registry (`handlers`), `sse`
+//! owns the stream wire format, `error` turns every failure into JSON, and `server` runs the
+//! accept loop with tower-http's layers and graceful shutdown.
+
+pub mod error;
+pub mod filters;
+pub mod handlers;
+pub mod server;
+pub mod sse;
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+use warp::reply::Reply;
+
+use crate::registry::Registry;
+use filters::{bearer, json_body, stream_params, with_registry};
+pub use sse::StreamSettings;
+
+/// Every route the API serves, as (method, path template). `openapi.yaml` must list exactly
+/// these (a test checks both directions), and metrics label requests by these templates.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/helo"),
+    ("GET", "/events/{id}"),
+    ("POST", "/response"),
+    ("POST", "/broadcast"),
+    ("DELETE", "/session"),
+    ("GET", "/clients"),
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.yaml"),
+    ("GET", "/"),
+];
+
+/// The OpenAPI description, compiled in so the binary serves the one it was built with.
+const OPENAPI: &str = include_str!("../../openapi.yaml");
+
+/// What the stream handler needs beyond the registry.
+#[derive(Clone)]
+pub struct Context {
+    pub registry: Registry,
+    pub stream: StreamSettings,
+    pub shutdown: CancellationToken,
+}
+
+/// The route template a concrete path belongs to, for metrics labels.
+pub fn route_of(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .map(|&(_, template)| template)
+        .find(|template| match template.strip_suffix("{id}") {
+            Some(prefix) => path.starts_with(prefix) && !path[prefix.len()..].contains('/'),
+            None => *template == path,
+        })
+        .unwrap_or("static")
+}
+
+/// The whole API: routes, static files from `public_dir`, errors as JSON, metrics per request.
+pub fn routes(
+    context: Context,
+    max_body: u64,
+    public_dir: PathBuf,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let registry = context.registry.clone();
+    let metrics = registry.metrics().clone();
+    let authenticated = with_registry(registry.clone())
+        .and(bearer())
+        .and_then(handlers::verify);
+
+    let helo = warp::path!("helo")
+        .and(warp::post())
+        .and(with_registry(registry.clone()))
+        .and(json_body(max_body))
+        .then(handlers::helo);
+    let events = warp::path!("events" / String)
+        .and(warp::get())
+        .and(stream_params())
+        .and(warp::any().map(move || context.clone()))
+        .then(handlers::events);
+    let response = warp::path!("response")
+        .and(warp::post())
+        .and(with_registry(registry.clone()))
+        .and(authenticated.clone())
+        .and(json_body(max_body))
+        .then(handlers::post_response);
+    let broadcast = warp::path!("broadcast")
+        .and(warp::post())
+        .and(with_registry(registry.clone()))
+        .and(authenticated.clone())
+        .and(json_body(max_body))
+        .then(handlers::post_broadcast);
+    let delete = warp::path!("session")
+        .and(warp::delete())
+        .and(with_registry(registry.clone()))
+        .and(authenticated)
+        .then(handlers::delete_session);
+    let clients = warp::path!("clients")
+        .and(warp::get())
+        .and(with_registry(registry.clone()))
+        .then(handlers::list_clients);
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .and(with_registry(registry.clone()))
+        .then(handlers::healthz);
+    let metrics_route = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_registry(registry))
+        .then(handlers::metrics);
+    let openapi = warp::path!("openapi.yaml").and(warp::get()).map(|| {
+        warp::reply::with_header(OPENAPI, "content-type", "application/yaml").into_response()
+    });
+    let files = warp::get()
+        .and(warp::fs::dir(public_dir))
+        .map(Reply::into_response);
+
+    helo.or(events)
+        .unify()
+        .or(response)
+        .unify()
+        .or(broadcast)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(clients)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(metrics_route)
+        .unify()
+        .map(
+            |result: Result<warp::reply::Response, error::ApiError>| match result {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            },
+        )
+        .or(openapi)
+        .unify()
+        .or(files)
+        .unify()
+        .recover(error::handle_rejection)
+        .unify()
+        .with(warp::log::custom(move |info| {
+            metrics.http_request(route_of(info.path()), info.status().as_u16());
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_of;
+
+    #[test]
+    fn paths_map_to_their_templates() {
+        assert_eq!(route_of("/helo"), "/helo");
+        assert_eq!(route_of("/events/abc"), "/events/{id}");
+        assert_eq!(route_of("/events/abc/def"), "static");
+        assert_eq!(route_of("/app.js"), "static");
+    }
+}

@@ -1,0 +1,177 @@
+//! The SSE wire format, and only here: how a [`Subscription`] becomes a `text/event-stream`.
+//!
+//! A stream sends `retry:` and `ready` first, then the mailbox replay (`lagged` first when events
+//! were evicted), then live events, with a `: ping` comment after each quiet heartbeat interval.
+//! It ends on takeover, removal or shutdown; on shutdown each stream waits a random part of the
+//! drain window first, so thousands of clients do not reconnect in the same millisecond.
+//!
+//! Each event's `event:`/`data:` lines are encoded once into the shared [`Envelope`] and copied
+//! into every recipient's batch behind that recipient's own `id:` line.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use warp::http::{HeaderValue, header};
+use warp::reply::{Reply, Response};
+
+use crate::metrics::Metrics;
+use crate::registry::{Closed, Event, Pull, Subscription};
+
+/// Most events written in one chunk; bounds the chunk size and keeps streams fair.
+const BATCH: usize = 64;
+
+const PING: &[u8] = b": ping\n\n";
+
+/// Timings every stream shares.
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    pub heartbeat: Duration,
+    pub retry: Duration,
+    pub drain_window: Duration,
+}
+
+/// `event: <name>` plus the JSON payload as `data:` lines, and the blank line that ends it.
+///
+/// A client's message is kept as it sent it, so it may hold line breaks; each line becomes its
+/// own `data:` line, which EventSource joins back with `\n` (still the same JSON value).
+pub fn encode(event: &Event) -> Bytes {
+    let json = serde_json::to_string(event).expect("events always serialise");
+    let mut out = BytesMut::with_capacity(json.len() + 32);
+    out.put_slice(b"event: ");
+    out.put_slice(event.name().as_bytes());
+    out.put_u8(b'\n');
+    for line in json.split("\r\n").flat_map(|l| l.split(['\r', '\n'])) {
+        out.put_slice(b"data: ");
+        out.put_slice(line.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_u8(b'\n');
+    out.freeze()
+}
+
+struct StreamState {
+    subscription: Subscription,
+    settings: StreamSettings,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+    next_ping: Instant,
+}
+
+/// The full response for an attached stream.
+pub fn reply(
+    subscription: Subscription,
+    settings: StreamSettings,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> Response {
+    let state = StreamState {
+        next_ping: Instant::now() + settings.heartbeat,
+        subscription,
+        settings,
+        shutdown,
+        metrics,
+    };
+    let body = futures_util::stream::unfold(state, |mut state| async move {
+        let chunk = next_chunk(&mut state).await?;
+        Some((Ok::<_, Infallible>(chunk), state))
+    });
+    let mut response = warp::reply::stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The next bytes to write, or `None` when the stream ends.
+async fn next_chunk(state: &mut StreamState) -> Option<Bytes> {
+    if let Some(ready) = state.subscription.take_ready() {
+        let mut out = BytesMut::new();
+        let _ = write!(out, "retry: {}\n\n", state.settings.retry.as_millis());
+        out.put_slice(&encode(&ready));
+        state.metrics.delivered("ready", 1);
+        return Some(out.freeze());
+    }
+    loop {
+        match state.subscription.pull(BATCH) {
+            Pull::Events(replay) => {
+                state.next_ping = Instant::now() + state.settings.heartbeat;
+                let mut out = BytesMut::new();
+                if replay.missed > 0 {
+                    out.put_slice(&encode(&Event::Lagged {
+                        missed: replay.missed,
+                    }));
+                    state.metrics.delivered("lagged", 1);
+                }
+                for (id, envelope) in &replay.events {
+                    let frame = envelope.frame(encode);
+                    out.reserve(frame.len() + 24);
+                    // Formatting into a BytesMut cannot fail.
+                    let _ = writeln!(out, "id: {id}");
+                    out.put_slice(frame);
+                    state.metrics.delivered(envelope.event.name(), 1);
+                }
+                return Some(out.freeze());
+            }
+            Pull::Closed(reason) => {
+                let session = state.subscription.session_id();
+                match reason {
+                    Closed::TakenOver => info!(%session, "takeover: older stream closed"),
+                    Closed::Removed => info!(%session, "stream closed: session removed"),
+                }
+                return None;
+            }
+            Pull::Idle => {}
+        }
+        tokio::select! {
+            biased;
+            () = state.shutdown.cancelled() => {
+                let window = state.settings.drain_window.as_millis() as u64;
+                let delay = if window == 0 { 0 } else { rand::random_range(0..window) };
+                sleep(Duration::from_millis(delay)).await;
+                return None;
+            }
+            () = state.subscription.changed() => {}
+            () = sleep_until(state.next_ping) => {
+                state.next_ping = Instant::now() + state.settings.heartbeat;
+                state.metrics.delivered("ping", 1);
+                return Some(Bytes::from_static(PING));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::registry::{DisplayName, SessionId};
+
+    #[test]
+    fn multi_line_messages_become_several_data_lines() {
+        let id = SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
+        let event = Event::ClientBroadcast {
+            from: id,
+            from_name: DisplayName::parse("ann").unwrap(),
+            message: RawValue::from_string("{\r\n\"a\": 1\n}".into()).unwrap(),
+        };
+        let frame = encode(&event);
+        assert_eq!(
+            std::str::from_utf8(&frame).unwrap(),
+            "event: client_broadcast\n\
+             data: {\"from\":\"67e55044-10b1-426f-9247-bb680e5fe0c8\",\"from_name\":\"ann\",\"message\":{\n\
+             data: \"a\": 1\n\
+             data: }}\n\n"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! A session's bounded, ordered mailbox: the one buffer between senders and the stream.
+//!
+//! Events stay here after a stream has read them, so a reconnect with `Last-Event-ID` can replay
+//! them; `delivered` marks how far a stream has read. Only events past `delivered` count as
+//! pending: a direct message is refused when the pending events already fill the mailbox, while
+//! broadcasts and presence announcements never wait: they evict the oldest entry, and a reader
+//! that had not yet seen it learns the count as `lagged`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::event::{Envelope, EventId};
+
+/// What to do when a push finds the mailbox full of unread events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Refuse the push (direct messages: the sender gets 429 and retries).
+    Refuse,
+    /// Drop the oldest entry (broadcasts and presence: never wait on a slow reader).
+    EvictOldest,
+}
+
+/// The push was refused because every slot holds an event no stream has read yet.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
+
+/// Events after a cursor, and how many of them are gone for good.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Events with ids after the cursor that were evicted before anyone read them.
+    pub missed: u64,
+    pub events: Vec<(EventId, Arc<Envelope>)>,
+    /// More events follow the ones returned (the batch limit was reached).
+    pub more: bool,
+}
+
+#[derive(Debug)]
+pub struct Mailbox {
+    entries: VecDeque<(EventId, Arc<Envelope>)>,
+    capacity: usize,
+    /// Id of the newest event ever pushed; 0 before the first.
+    last_id: EventId,
+    /// Newest id a stream has been handed.
+    delivered: EventId,
+}
+
+impl Mailbox {
+    /// # Panics
+    /// When `capacity` is 0: a mailbox must hold at least the event being pushed.
+    pub fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "mailbox capacity must be at least 1");
+        Mailbox {
+            entries: VecDeque::new(),
+            capacity,
+            last_id: 0,
+            delivered: 0,
+        }
+    }
+
+    /// Appends an event and returns its id, plus whether an unread event was evicted for it.
+    ///
+    /// # Errors
+    /// [`Full`] with [`Overflow::Refuse`] when `capacity` unread events are waiting.
+    pub fn push(
+        &mut self,
+        envelope: Arc<Envelope>,
+        overflow: Overflow,
+    ) -> Result<(EventId, bool), Full> {
+        if overflow == Overflow::Refuse && self.pending() >= self.capacity {
+            return Err(Full);
+        }
+        let mut evicted_unread = false;
+        if self.entries.len() == self.capacity
+            && let Some((oldest, _)) = self.entries.pop_front()
+        {
+            evicted_unread = oldest > self.delivered;
+        }
+        self.last_id += 1;
+        self.entries.push_back((self.last_id, envelope));
+        Ok((self.last_id, evicted_unread))
+    }
+
+    /// Events no stream has been handed yet.
+    pub fn pending(&self) -> usize {
+        // Bounded by `entries.len()`: evicted events are no longer pending, they are missed.
+        usize::try_from(self.last_id - self.delivered)
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len())
+    }
+
+    /// Id of the newest event a stream was handed; where a fresh attach without
+    /// `Last-Event-ID` resumes.
+    pub fn delivered(&self) -> EventId {
+        self.delivered
+    }
+
+    /// Up to `limit` events with ids after `after`, oldest first, marking them delivered.
+    ///
+    /// A cursor beyond the newest id (a client inventing ids) is treated as "up to date".
+    pub fn replay_after(&mut self, after: EventId, limit: usize) -> Replay {
+        let after = after.min(self.last_id);
+        let first_kept = self.last_id + 1 - self.entries.len() as u64;
+        let missed = first_kept.saturating_sub(after + 1);
+        let skip = usize::try_from(after.saturating_sub(first_kept - 1)).unwrap_or(usize::MAX);
+        let events: Vec<_> = self
+            .entries
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect();
+        let newest = events.last().map_or(after, |(id, _)| *id);
+        self.delivered = self.delivered.max(newest);
+        Replay {
+            missed,
+            more: newest < self.last_id,
+            events,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::event::Event;
+
+    fn envelope(missed: u64) -> Arc<Envelope> {
+        Envelope::new(Event::Lagged { missed })
+    }
+
+    fn ids(replay: &Replay) -> Vec<EventId> {
+        replay.events.iter().map(|(id, _)| *id).collect()
+    }
+
+    #[test]
+    fn ids_start_at_one_and_replay_in_order() {
+        let mut mailbox = Mailbox::new(4);
+        for n in 0..3 {
+            assert_eq!(
+                mailbox.push(envelope(n), Overflow::Refuse).unwrap().0,
+                n + 1
+            );
+        }
+        let replay = mailbox.replay_after(1, 10);
+        assert_eq!(ids(&replay), [2, 3]);
+        assert_eq!(replay.missed, 0);
+        assert!(!replay.more);
+    }
+
+    #[test]
+    fn direct_pushes_are_refused_only_when_unread_events_fill_it() {
+        let mut mailbox = Mailbox::new(2);
+        mailbox.push(envelope(0), Overflow::Refuse).unwrap();
+        mailbox.push(envelope(0), Overflow::Refuse).unwrap();
+        assert_eq!(mailbox.push(envelope(0), Overflow::Refuse), Err(Full));
+        mailbox.replay_after(0, 1);
+        // One slot now holds a read event, which may be evicted without loss.
+        assert_eq!(mailbox.push(envelope(0), Overflow::Refuse), Ok((3, false)));
+    }
+
+    #[test]
+    fn eviction_of_unread_events_is_reported_as_missed() {
+        let mut mailbox = Mailbox::new(2);
+        for _ in 0..5 {
+            mailbox.push(envelope(0), Overflow::EvictOldest).unwrap();
+        }
+        let replay = mailbox.replay_after(0, 10);
+        assert_eq!(replay.missed, 3);
+        assert_eq!(ids(&replay), [4, 5]);
+        // A reader that had already seen up to 3 missed nothing: 4 and 5 are kept.
+        assert_eq!(mailbox.replay_after(3, 10).missed, 0);
+    }
+
+    #[test]
+    fn batches_are_limited_and_say_more_follows() {
+        let mut mailbox = Mailbox::new(8);
+        for _ in 0..5 {
+            mailbox.push(envelope(0), Overflow::Refuse).unwrap();
+        }
+        let first = mailbox.replay_after(0, 2);
+        assert_eq!(ids(&first), [1, 2]);
+        assert!(first.more);
+        assert_eq!(mailbox.delivered(), 2);
+        assert_eq!(mailbox.pending(), 3);
+    }
+
+    #[test]
+    fn a_cursor_from_the_future_replays_nothing() {
+        let mut mailbox = Mailbox::new(2);
+        mailbox.push(envelope(0), Overflow::Refuse).unwrap();
+        let replay = mailbox.replay_after(99, 10);
+        assert!(replay.events.is_empty());
+        assert_eq!(replay.missed, 0);
+    }
+}

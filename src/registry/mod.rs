@@ -1,0 +1,516 @@
+//! The hub: every session, its mailbox, and who is attached. No HTTP in here.
+//!
+//! [`Registry`] is a cheap handle around shared state. Two levels of `std::sync::Mutex`, always
+//! taken in this order and never held across an `.await`:
+//! - the registry lock guards the session map, the expiry queue and the attached-stream count.
+//!   It is held while an event is appended to many mailboxes (a broadcast), so that a session
+//!   registering at the same time is either in the fan-out or sees the event in nobody's roster:
+//!   ordering stays simple to reason about. Appending is a pointer push per recipient.
+//! - each session's lock guards its mailbox and attachment; a stream reading its own mailbox
+//!   takes only this one, so readers never contend with each other on the registry lock.
+//!
+//! Writing to sockets happens in `http::sse`, after the locks are released. Waking a stream is a
+//! per-attachment [`Notify`]; a takeover or removal wakes the old stream, which then finds it is
+//! no longer the current attachment and ends.
+//!
+//! The registry is also the seam for a multi-instance backplane: every state change goes through
+//! one of the verbs below (`register`, `deliver`, `broadcast`, `remove`, `expire`).
+
+pub mod event;
+pub mod mailbox;
+pub mod reaper;
+pub mod session;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::metrics::Metrics;
+pub use event::{Envelope, Event, EventId, Peer};
+use mailbox::{Mailbox, Overflow, Replay};
+pub use session::{DisplayName, SessionId, Token};
+
+/// What the registry refuses, in domain terms; the HTTP edge picks the status codes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    #[error("no session with id {0}")]
+    UnknownSession(SessionId),
+    #[error("no recipient with id {0}")]
+    UnknownRecipient(SessionId),
+    #[error("the token is not valid for this session")]
+    BadToken,
+    #[error("the recipient's mailbox is full; retry later")]
+    MailboxFull { retry_after: Duration },
+    #[error("the server holds its maximum of {0} sessions")]
+    SessionLimit(usize),
+    #[error("the server holds its maximum of {0} streams")]
+    StreamLimit(usize),
+}
+
+/// Sizes and switches the registry needs; a slice of the server's `Config`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mailbox_size: usize,
+    pub max_sessions: usize,
+    pub max_streams: usize,
+    pub session_ttl: Duration,
+    /// Announce joins and leaves (`new_user`, `user_left`) and send the roster in `ready`.
+    pub presence: bool,
+}
+
+/// Handle to the hub; clone it freely.
+#[derive(Clone)]
+pub struct Registry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the reaper when a session detaches (a new, possibly earlier, deadline).
+    reaper: Notify,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<SessionId, Arc<Session>>,
+    /// Detached sessions by deadline. Entries go stale when a session re-attaches; the reaper
+    /// checks each against the session before removing anything.
+    expirations: BTreeSet<(Instant, SessionId)>,
+    attached: usize,
+}
+
+/// One registered client.
+pub struct Session {
+    peer: Peer,
+    token: Token,
+    inner: Mutex<SessionInner>,
+}
+
+struct SessionInner {
+    mailbox: Mailbox,
+    attachment: Option<Attachment>,
+    /// Generation handed to the next attach; tells an old stream it was taken over.
+    next_generation: u64,
+    detached_since: Option<Instant>,
+    removed: bool,
+}
+
+struct Attachment {
+    generation: u64,
+    wake: Arc<Notify>,
+}
+
+impl Session {
+    fn lock(&self) -> MutexGuard<'_, SessionInner> {
+        self.inner.lock().expect("session lock poisoned")
+    }
+
+    /// Appends to the mailbox and wakes the attached stream, if any.
+    fn push(
+        &self,
+        envelope: &Arc<Envelope>,
+        overflow: Overflow,
+        metrics: &Metrics,
+    ) -> Result<EventId, mailbox::Full> {
+        let mut inner = self.lock();
+        let (id, evicted_unread) = inner.mailbox.push(Arc::clone(envelope), overflow)?;
+        if evicted_unread {
+            metrics.evictions.inc();
+        }
+        if let Some(attachment) = &inner.attachment {
+            attachment.wake.notify_one();
+        }
+        Ok(id)
+    }
+}
+
+/// Why a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// Another stream attached to the same session.
+    TakenOver,
+    /// The session was deleted or expired.
+    Removed,
+}
+
+/// What a stream gets when it reads its mailbox.
+#[derive(Debug)]
+pub enum Pull {
+    Events(Replay),
+    Idle,
+    Closed(Closed),
+}
+
+/// The registry's side of one attached stream. Dropping it detaches the session (starting its
+/// TTL) unless a newer stream has taken over.
+pub struct Subscription {
+    registry: Registry,
+    session: Arc<Session>,
+    generation: u64,
+    wake: Arc<Notify>,
+    cursor: EventId,
+    ready: Option<Event>,
+}
+
+impl Subscription {
+    pub fn session_id(&self) -> SessionId {
+        self.session.peer.id
+    }
+
+    /// The `ready` event, once: the first thing a stream sends.
+    pub fn take_ready(&mut self) -> Option<Event> {
+        self.ready.take()
+    }
+
+    /// Reads up to `limit` events past this stream's cursor without waiting.
+    pub fn pull(&mut self, limit: usize) -> Pull {
+        let mut inner = self.session.lock();
+        if inner.removed {
+            return Pull::Closed(Closed::Removed);
+        }
+        match &inner.attachment {
+            Some(a) if a.generation == self.generation => {}
+            _ => return Pull::Closed(Closed::TakenOver),
+        }
+        let replay = inner.mailbox.replay_after(self.cursor, limit);
+        drop(inner);
+        if replay.events.is_empty() && replay.missed == 0 {
+            return Pull::Idle;
+        }
+        if let Some((last, _)) = replay.events.last() {
+            self.cursor = *last;
+        }
+        Pull::Events(replay)
+    }
+
+    /// Resolves when something may have changed: a new event, a takeover, or removal.
+    pub async fn changed(&self) {
+        self.wake.notified().await;
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.registry.detach(&self.session, self.generation);
+    }
+}
+
+impl Registry {
+    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Self {
+        metrics.stream_limit.set(settings.max_streams as i64);
+        Registry {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                reaper: Notify::new(),
+                settings,
+                metrics,
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().expect("registry lock poisoned")
+    }
+
+    /// Registers a new session, then announces it with `new_user` to every other session.
+    ///
+    /// The new session starts detached, so it expires after the TTL unless a stream attaches.
+    ///
+    /// # Errors
+    /// [`RegistryError::SessionLimit`] when `max_sessions` are registered.
+    pub fn register(&self, name: DisplayName) -> Result<(Peer, Token), RegistryError> {
+        let settings = &self.shared.settings;
+        let now = Instant::now();
+        let id = SessionId::random();
+        let peer = Peer { id, name };
+        let token = Token::issue(id);
+        let session = Arc::new(Session {
+            peer: peer.clone(),
+            token: token.clone(),
+            inner: Mutex::new(SessionInner {
+                mailbox: Mailbox::new(settings.mailbox_size),
+                attachment: None,
+                next_generation: 0,
+                detached_since: Some(now),
+                removed: false,
+            }),
+        });
+        let mut state = self.lock();
+        if state.sessions.len() >= settings.max_sessions {
+            return Err(RegistryError::SessionLimit(settings.max_sessions));
+        }
+        // Insert before announcing: anyone who hears `new_user` can already message the newcomer.
+        state.sessions.insert(id, session);
+        state.expirations.insert((now + settings.session_ttl, id));
+        if settings.presence {
+            self.fan_out(&state, Event::NewUser(peer.clone()), Some(id));
+        }
+        self.shared
+            .metrics
+            .sessions
+            .set(state.sessions.len() as i64);
+        drop(state);
+        self.shared.reaper.notify_one();
+        info!(session = %id, name = peer.name.as_str(), "helo");
+        Ok((peer, token))
+    }
+
+    /// Checks a token and returns the session it proves.
+    ///
+    /// # Errors
+    /// [`RegistryError::BadToken`] when the session does not exist or the secret is wrong.
+    pub fn authenticate(&self, token: &Token) -> Result<Peer, RegistryError> {
+        self.session_for(token).map(|s| s.peer.clone())
+    }
+
+    fn session_for(&self, token: &Token) -> Result<Arc<Session>, RegistryError> {
+        let state = self.lock();
+        match state.sessions.get(&token.session()) {
+            Some(session) if session.token.matches(token) => Ok(Arc::clone(session)),
+            _ => Err(RegistryError::BadToken),
+        }
+    }
+
+    /// Attaches a stream to session `id`, taking over any stream already attached.
+    ///
+    /// Replay starts after `last_event_id` when given; otherwise after the last event any stream
+    /// of this session was handed, so events that waited while detached come first.
+    ///
+    /// # Errors
+    /// `UnknownSession` when `id` is not registered, `BadToken` when the token does not belong
+    /// to it, `StreamLimit` when a new stream would pass `max_streams`.
+    pub fn attach(
+        &self,
+        id: SessionId,
+        token: &Token,
+        last_event_id: Option<EventId>,
+    ) -> Result<Subscription, RegistryError> {
+        let settings = &self.shared.settings;
+        let mut state = self.lock();
+        let session = state
+            .sessions
+            .get(&id)
+            .cloned()
+            .ok_or(RegistryError::UnknownSession(id))?;
+        if !session.token.matches(token) {
+            return Err(RegistryError::BadToken);
+        }
+        let mut inner = session.lock();
+        let takeover = inner.attachment.is_some();
+        if !takeover && state.attached >= settings.max_streams {
+            return Err(RegistryError::StreamLimit(settings.max_streams));
+        }
+        let generation = inner.next_generation;
+        inner.next_generation += 1;
+        let wake = Arc::new(Notify::new());
+        if let Some(old) = inner.attachment.replace(Attachment {
+            generation,
+            wake: Arc::clone(&wake),
+        }) {
+            old.wake.notify_one();
+        }
+        inner.detached_since = None;
+        let cursor = last_event_id.unwrap_or_else(|| inner.mailbox.delivered());
+        drop(inner);
+        if !takeover {
+            state.attached += 1;
+            self.shared.metrics.streams.set(state.attached as i64);
+        }
+        let clients = if settings.presence {
+            state
+                .sessions
+                .values()
+                .filter(|s| s.peer.id != id)
+                .map(|s| s.peer.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        drop(state);
+        info!(session = %id, takeover, ?last_event_id, "attach");
+        Ok(Subscription {
+            registry: self.clone(),
+            ready: Some(Event::Ready {
+                id,
+                name: session.peer.name.clone(),
+                clients,
+            }),
+            session,
+            generation,
+            wake,
+            cursor,
+        })
+    }
+
+    fn detach(&self, session: &Arc<Session>, generation: u64) {
+        let mut state = self.lock();
+        let mut inner = session.lock();
+        let current = matches!(&inner.attachment, Some(a) if a.generation == generation);
+        if !current || inner.removed {
+            return;
+        }
+        inner.attachment = None;
+        let now = Instant::now();
+        inner.detached_since = Some(now);
+        drop(inner);
+        state.attached -= 1;
+        self.shared.metrics.streams.set(state.attached as i64);
+        let id = session.peer.id;
+        state
+            .expirations
+            .insert((now + self.shared.settings.session_ttl, id));
+        drop(state);
+        self.shared.reaper.notify_one();
+        info!(session = %id, "detach");
+    }
+
+    /// Writes a `client_response` from the token's session into `to`'s mailbox.
+    ///
+    /// # Errors
+    /// `BadToken` for the sender, `UnknownRecipient`, or `MailboxFull` when `to` has
+    /// `mailbox_size` unread events (the message is not stored).
+    pub fn deliver(
+        &self,
+        from: &Token,
+        to: SessionId,
+        message: Box<RawValue>,
+    ) -> Result<EventId, RegistryError> {
+        let sender = self.session_for(from)?;
+        let recipient = self
+            .lock()
+            .sessions
+            .get(&to)
+            .cloned()
+            .ok_or(RegistryError::UnknownRecipient(to))?;
+        let envelope = Envelope::new(Event::ClientResponse {
+            from: sender.peer.id,
+            from_name: sender.peer.name.clone(),
+            recipient: to,
+            message,
+        });
+        let metrics = &self.shared.metrics;
+        recipient
+            .push(&envelope, Overflow::Refuse, metrics)
+            .map_err(|mailbox::Full| {
+                metrics.mailbox_full.inc();
+                RegistryError::MailboxFull {
+                    retry_after: Duration::from_secs(1),
+                }
+            })
+    }
+
+    /// Sends a `client_broadcast` from the token's session to every other session and returns
+    /// how many received it. Never waits: a full mailbox evicts its oldest event.
+    ///
+    /// # Errors
+    /// `BadToken` for the sender.
+    pub fn broadcast(&self, from: &Token, message: Box<RawValue>) -> Result<usize, RegistryError> {
+        let sender = self.session_for(from)?;
+        let event = Event::ClientBroadcast {
+            from: sender.peer.id,
+            from_name: sender.peer.name.clone(),
+            message,
+        };
+        let state = self.lock();
+        Ok(self.fan_out(&state, event, Some(sender.peer.id)))
+    }
+
+    /// Appends `event` to every mailbox but `except`'s, evicting where full; returns the count.
+    fn fan_out(&self, state: &State, event: Event, except: Option<SessionId>) -> usize {
+        let envelope = Envelope::new(event);
+        let metrics = &self.shared.metrics;
+        let mut recipients = 0;
+        for session in state.sessions.values() {
+            if Some(session.peer.id) != except {
+                // Eviction never refuses, so the result is always Ok.
+                let _ = session.push(&envelope, Overflow::EvictOldest, metrics);
+                recipients += 1;
+            }
+        }
+        recipients
+    }
+
+    /// Deletes the token's session: its stream ends and the others hear `user_left`.
+    ///
+    /// # Errors
+    /// `BadToken` when the token proves no session.
+    pub fn remove(&self, token: &Token) -> Result<(), RegistryError> {
+        let session = self.session_for(token)?;
+        let mut state = self.lock();
+        self.remove_locked(&mut state, &session);
+        info!(session = %session.peer.id, "leave");
+        Ok(())
+    }
+
+    fn remove_locked(&self, state: &mut State, session: &Arc<Session>) {
+        let id = session.peer.id;
+        if state.sessions.remove(&id).is_none() {
+            return; // already gone: a concurrent DELETE or expiry won the race
+        }
+        let mut inner = session.lock();
+        inner.removed = true;
+        if let Some(attachment) = inner.attachment.take() {
+            attachment.wake.notify_one();
+            state.attached -= 1;
+        }
+        drop(inner);
+        if self.shared.settings.presence {
+            self.fan_out(state, Event::UserLeft(session.peer.clone()), None);
+        }
+        let metrics = &self.shared.metrics;
+        metrics.sessions.set(state.sessions.len() as i64);
+        metrics.streams.set(state.attached as i64);
+    }
+
+    /// Removes sessions detached for longer than the TTL; returns the next deadline, if any.
+    pub(crate) fn expire(&self, now: Instant) -> Option<Instant> {
+        let ttl = self.shared.settings.session_ttl;
+        let mut state = self.lock();
+        while let Some(&(deadline, id)) = state.expirations.first() {
+            if deadline > now {
+                return Some(deadline);
+            }
+            state.expirations.pop_first();
+            let Some(session) = state.sessions.get(&id).cloned() else {
+                continue;
+            };
+            let detached_since = session.lock().detached_since;
+            // Stale entry: the session re-attached, or detached again later.
+            if detached_since.is_some_and(|since| since + ttl <= now) {
+                self.remove_locked(&mut state, &session);
+                info!(session = %id, "expire");
+            }
+        }
+        None
+    }
+
+    /// Every registered session, in no particular order.
+    pub fn list(&self) -> Vec<Peer> {
+        self.lock()
+            .sessions
+            .values()
+            .map(|s| s.peer.clone())
+            .collect()
+    }
+
+    /// (registered sessions, attached streams).
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.sessions.len(), state.attached)
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+}

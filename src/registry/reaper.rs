@@ -1,0 +1,75 @@
+//! The TTL task: removes sessions that stayed detached longer than the TTL.
+//!
+//! It sleeps until the earliest deadline, and is woken early when a detach may have created an
+//! earlier one. It ends when shutdown fires.
+
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::Registry;
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(registry: Registry, shutdown: CancellationToken) {
+    loop {
+        let next = registry.expire(Instant::now());
+        // With nothing detached, sleep "forever": a detach will wake us.
+        let deadline = next.unwrap_or_else(|| Instant::now() + registry.settings().session_ttl);
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = registry.shared.reaper.notified() => {}
+            () = sleep_until(deadline) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::registry::{DisplayName, Settings};
+
+    fn registry(ttl: Duration) -> Registry {
+        Registry::new(
+            Settings {
+                mailbox_size: 8,
+                max_sessions: 10,
+                max_streams: 10,
+                session_ttl: ttl,
+                presence: true,
+            },
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn detached_sessions_expire_after_the_ttl_and_attached_ones_do_not() {
+        let registry = registry(Duration::from_secs(30));
+        let shutdown = CancellationToken::new();
+        let reaper = tokio::spawn(run(registry.clone(), shutdown.clone()));
+
+        let (idle, _) = registry
+            .register(DisplayName::parse("idle").unwrap())
+            .unwrap();
+        let (held, token) = registry
+            .register(DisplayName::parse("held").unwrap())
+            .unwrap();
+        let subscription = registry.attach(held.id, &token, None).unwrap();
+
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert_eq!(registry.counts(), (2, 1));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let left: Vec<_> = registry.list().into_iter().map(|p| p.id).collect();
+        assert_eq!(left, [held.id], "{} should have expired", idle.id);
+
+        // Detaching starts the clock for the held session too.
+        drop(subscription);
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!(registry.counts(), (0, 0));
+
+        shutdown.cancel();
+        reaper.await.unwrap();
+    }
+}
