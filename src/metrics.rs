@@ -9,16 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// Every event name a stream can carry (see `registry::Event::name`).
-const EVENT_NAMES: [&str; 7] = [
-    "ready",
-    "new_user",
-    "client_response",
-    "client_broadcast",
-    "user_left",
-    "lagged",
-    "ping",
-];
+use crate::registry::Event;
 
 /// Label set for HTTP requests: the route template (never a concrete id) and the status code.
 type HttpLabels = Vec<(&'static str, String)>;
@@ -67,8 +58,10 @@ impl Default for Metrics {
             "Events written to SSE streams, by event name",
             events.clone(),
         );
-        let delivered = EVENT_NAMES
+        // Heartbeat comments are counted as "ping" beside the real events.
+        let delivered = Event::NAMES
             .iter()
+            .chain(&["ping"])
             .map(|&name| (name, events.get_or_create(&vec![("event", name)]).clone()))
             .collect();
         registry.register(

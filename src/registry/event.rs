@@ -54,7 +54,17 @@ pub enum Event {
 }
 
 impl Event {
-    /// The snake_case name clients listen for.
+    /// Every event name a stream can carry, in the order the docs list them.
+    pub const NAMES: [&'static str; 6] = [
+        "ready",
+        "new_user",
+        "client_response",
+        "client_broadcast",
+        "user_left",
+        "lagged",
+    ];
+
+    /// The snake_case name clients listen for; always one of [`Event::NAMES`].
     pub fn name(&self) -> &'static str {
         match self {
             Event::Ready { .. } => "ready",
