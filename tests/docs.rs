@@ -156,7 +156,7 @@ fn readme_opens_with_the_two_commands_ci_runs() {
     assert_eq!(commands, ["cargo run --release", "bash scripts/test.sh"]);
     let ci = include_str!("../.ci/run");
     assert_eq!(
-        ci.lines().filter(|l| !l.starts_with('#')).last(),
+        ci.lines().rfind(|l| !l.starts_with('#')),
         Some(commands[1]),
         ".ci/run must end with the README's test command"
     );
