@@ -1,0 +1,677 @@
+//! Browser tests: the web client in `public/` driven in a real, headless Chromium.
+//!
+//! Each test starts the real server in-process on `127.0.0.1:0`, its own
+//! `chromedriver` on a free port, and one Chromium per page (one WebDriver
+//! session each, with a fresh profile, so the pages share no cookies or
+//! storage, like two people). They need Debian's `chromium` and
+//! `chromium-driver`; without them the tests fail and say how to install them.
+//!
+//! Pages are read through one small script ([`Snapshot`]) and every wait polls
+//! it against a deadline ([`WAIT`]); a timeout prints the last state seen.
+//!
+//! Screenshots go to `target/tmp/screenshots/`, or to the folder named by
+//! `SWITCHBOARD_SCREENSHOTS` (the README's come from
+//! `SWITCHBOARD_SCREENSHOTS=docs/screenshots cargo test --test browser`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use fantoccini::wd::Capabilities;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde::Deserialize;
+use serde_json::json;
+use switchboard::Config;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Debian's paths; `SWITCHBOARD_CHROMIUM` and `SWITCHBOARD_CHROMEDRIVER` override them.
+const CHROMIUM: (&str, &str) = ("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium");
+const CHROMEDRIVER: (&str, &str) = ("SWITCHBOARD_CHROMEDRIVER", "/usr/bin/chromedriver");
+const INSTALL_HINT: &str = "the browser tests need Debian's Chromium and its driver: \
+                            run `apt-get install -y chromium chromium-driver`";
+
+/// How long any one condition may take to become true.
+const WAIT: Duration = Duration::from_secs(10);
+/// How often a condition is checked while waiting.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How a page is shown: a desktop window, or Chromium's phone emulation
+/// (a plain window cannot be made narrower than about 500 px).
+#[derive(Clone, Copy)]
+enum Screen {
+    Desktop,
+    Phone,
+}
+
+// ------------------------------------------------------------------ server
+
+/// The real server on an ephemeral port, stopped by [`Server::stop`].
+struct Server {
+    addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Binds `addr` with `SO_REUSEADDR`, so a test can bring a fresh server
+    /// up on the port the previous one just left.
+    async fn start_on(addr: SocketAddr) -> Self {
+        let socket = TcpSocket::new_v4().expect("create socket");
+        socket.set_reuseaddr(true).expect("set SO_REUSEADDR");
+        socket.bind(addr).expect("bind server socket");
+        let listener: TcpListener = socket.listen(1024).expect("listen");
+        let addr = listener.local_addr().expect("server address");
+        let config = Config {
+            public_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/public").into(),
+            ..Config::default()
+        };
+        let (shutdown, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(switchboard::serve(listener, config, async {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    async fn stop(self) {
+        let _ = self.shutdown.send(());
+        let result = tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("server did not shut down in time")
+            .expect("server task panicked");
+        result.expect("server returned an error");
+    }
+}
+
+// ------------------------------------------------------------ chromedriver
+
+/// A `chromedriver` process of our own on a free port.
+///
+/// It runs in a process group of its own, so dropping it (also when a test
+/// panics) kills it together with every Chromium it started, then removes
+/// the temporary folder holding the browser profiles and the driver's log.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+    profiles: AtomicU32,
+}
+
+impl ChromeDriver {
+    async fn start() -> Self {
+        binary(CHROMIUM);
+        let chromedriver = binary(CHROMEDRIVER);
+
+        let dir = unique_temp_dir();
+        let port = free_port();
+        let log = dir.join("chromedriver.log");
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(&chromedriver)
+                .arg(format!("--port={port}"))
+                .arg(format!("--log-path={}", log.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot start {}: {e}; {INSTALL_HINT}",
+                        chromedriver.display()
+                    )
+                })
+        };
+        let mut driver = ChromeDriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            profiles: AtomicU32::new(0),
+        };
+        driver.wait_until_ready().await;
+        driver
+    }
+
+    /// Polls `GET /status` until chromedriver says it is ready.
+    async fn wait_until_ready(&mut self) {
+        let http = reqwest::Client::new();
+        let status_url = format!("{}/status", self.url);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("poll chromedriver") {
+                panic!(
+                    "chromedriver exited early ({exit}); see {}",
+                    self.log().display()
+                );
+            }
+            if let Ok(response) = http.get(&status_url).send().await {
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                if body["value"]["ready"] == true {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not answer on {status_url} within {WAIT:?}; see {}",
+                self.log().display()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("chromedriver.log")
+    }
+
+    /// Starts a new Chromium (a WebDriver session with its own profile) and
+    /// opens `url` in it.
+    async fn open(&self, url: &str, screen: Screen) -> Page {
+        let n = self.profiles.fetch_add(1, Ordering::Relaxed);
+        let profile = self.dir.join(format!("profile-{n}"));
+        let mut options = json!({
+            "binary": binary(CHROMIUM),
+            "args": [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--hide-scrollbars",
+                "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        });
+        if let Screen::Phone = screen {
+            options["mobileEmulation"] = json!({
+                "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 2 },
+            });
+        }
+        let mut capabilities = Capabilities::new();
+        capabilities.insert("goog:chromeOptions".into(), options);
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start Chromium through chromedriver: {e}; see {}; {INSTALL_HINT}",
+                    self.log().display()
+                )
+            });
+        client.goto(url).await.expect("open the page");
+        Page { client }
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        // The whole group: chromedriver and every browser process it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The path of a browser binary, which must exist.
+fn binary((var, default): (&str, &str)) -> PathBuf {
+    let path = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    assert!(
+        path.is_file(),
+        "{} not found (set {var} to use another path): {INSTALL_HINT}",
+        path.display()
+    );
+    path
+}
+
+fn unique_temp_dir() -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-browser-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A port that was free a moment ago; chromedriver binds it right after.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("find a free port")
+        .port()
+}
+
+// -------------------------------------------------------------------- page
+
+/// One browser showing the web client.
+struct Page {
+    client: Client,
+}
+
+/// What a page shows, read in one round trip by [`Page::snapshot`].
+#[derive(Debug, Deserialize)]
+struct Snapshot {
+    status: String,
+    me_id: String,
+    me_name: String,
+    people: Vec<Person>,
+    log: Vec<Entry>,
+    /// Whether any element was created inside the log's messages: untrusted
+    /// text must never become markup.
+    markup_in_messages: bool,
+    rejoin_visible: bool,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Person {
+    id: String,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Entry {
+    kind: String,
+    direction: String,
+    peer: Option<String>,
+    who: String,
+    text: String,
+}
+
+const SNAPSHOT_JS: &str = r#"
+const q = (s) => document.querySelector(s);
+const all = (s) => [...document.querySelectorAll(s)];
+const text = (node) => (node ? node.textContent : '');
+return {
+  status: q('#status').dataset.state,
+  me_id: text(q('#me-id')),
+  me_name: text(q('#me-name')),
+  people: all('#people li[data-id]').map((li) => ({ id: li.dataset.id, name: text(li.querySelector('.name')) })),
+  log: all('#log li').map((li) => ({
+    kind: li.dataset.kind,
+    direction: li.dataset.direction,
+    peer: li.dataset.peer || null,
+    who: text(li.querySelector('.who .name')),
+    text: text(li.querySelector('.text')),
+  })),
+  markup_in_messages: q('#log .text *') !== null,
+  rejoin_visible: !q('#rejoin-form').hidden,
+};
+"#;
+
+impl Snapshot {
+    fn is_live(&self) -> bool {
+        self.status == "live" && looks_like_uuid(&self.me_id)
+    }
+
+    fn sees(&self, id: &str) -> bool {
+        self.people.iter().any(|p| p.id == id)
+    }
+
+    fn has_entry(&self, kind: &str, peer: &str, text: &str) -> bool {
+        self.log
+            .iter()
+            .any(|e| e.kind == kind && e.peer.as_deref() == Some(peer) && e.text == text)
+    }
+}
+
+impl Page {
+    async fn snapshot(&self) -> Snapshot {
+        let value = self
+            .client
+            .execute(SNAPSHOT_JS, vec![])
+            .await
+            .expect("read the page");
+        serde_json::from_value(value).expect("snapshot shape")
+    }
+
+    /// Polls the page until `ready` holds, for at most [`WAIT`].
+    async fn wait_for(&self, what: &str, ready: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let snapshot = self.snapshot().await;
+            if ready(&snapshot) {
+                return snapshot;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {WAIT:?} waiting for {what}; the page shows {snapshot:#?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn wait_until_live(&self, what: &str) -> Snapshot {
+        self.wait_for(what, Snapshot::is_live).await
+    }
+
+    /// Types `message` into the form, picks `recipient` (`""` = everyone) and sends.
+    async fn send(&self, recipient: &str, message: &str) {
+        let select = self.find("#recipient").await;
+        select
+            .select_by_value(recipient)
+            .await
+            .expect("choose the recipient");
+        let input = self.find("#message").await;
+        input.send_keys(message).await.expect("type the message");
+        self.find("#send").await.click().await.expect("click Send");
+    }
+
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("take a screenshot");
+        let dir = screenshot_dir();
+        std::fs::create_dir_all(&dir).expect("create the screenshot folder");
+        std::fs::write(dir.join(name), png).expect("save the screenshot");
+    }
+
+    /// Closes the page's tab the way a person does. A blank tab stays open,
+    /// so the browser keeps running while the page's `keepalive` request
+    /// finishes; [`Page::quit`] ends it once the effect has been seen.
+    async fn close_tab(&self) {
+        let blank = self
+            .client
+            .new_window(true)
+            .await
+            .expect("open a blank tab");
+        self.client
+            .close_window()
+            .await
+            .expect("close the page's tab");
+        self.client
+            .switch_to_window(blank.handle)
+            .await
+            .expect("switch to the blank tab");
+    }
+
+    /// Ends the WebDriver session, which quits this page's Chromium.
+    async fn quit(self) {
+        let _ = self.client.close().await;
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    match std::env::var_os("SWITCHBOARD_SCREENSHOTS") {
+        Some(dir) => Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
+        None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots"),
+    }
+}
+
+fn looks_like_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.chars().enumerate().all(|(i, c)| {
+            matches!(i, 8 | 13 | 18 | 23) == (c == '-') && (c == '-' || c.is_ascii_hexdigit())
+        })
+}
+
+/// Runs `body` with a bounded total time, so a hung browser fails the test
+/// instead of the CI run.
+async fn bounded<F: Future<Output = ()>>(body: F) {
+    tokio::time::timeout(Duration::from_secs(120), body)
+        .await
+        .expect("browser test took longer than 120 s");
+}
+
+// ------------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pages_greet_each_other_chat_and_see_each_other_leave() {
+    bounded(async {
+        let server = Server::start().await;
+        let driver = ChromeDriver::start().await;
+
+        let first = driver.open(&server.url(), Screen::Desktop).await;
+        let me1 = first.wait_until_live("the first page to go live").await;
+        assert!(
+            me1.me_name.starts_with("new-user-"),
+            "generated name, got {:?}",
+            me1.me_name
+        );
+        let (id1, name1) = (me1.me_id, me1.me_name);
+
+        let second = driver.open(&server.url(), Screen::Desktop).await;
+        let me2 = second.wait_until_live("the second page to go live").await;
+        let (id2, name2) = (me2.me_id, me2.me_name);
+        assert_ne!(id1, id2);
+
+        // Each sees the other, exactly once: the second from its `ready`
+        // roster, the first from `new_user`.
+        let seen = second
+            .wait_for("the second page to list the first", |s| s.sees(&id1))
+            .await;
+        assert_eq!(
+            seen.people,
+            [Person {
+                id: id1.clone(),
+                name: name1.clone()
+            }]
+        );
+        let seen = first
+            .wait_for("the first page to list the second", |s| s.sees(&id2))
+            .await;
+        assert_eq!(
+            seen.people,
+            [Person {
+                id: id2.clone(),
+                name: name2.clone()
+            }]
+        );
+
+        // The first greeted the newcomer on `new_user`, and logged it as sent.
+        let greeting = format!("hello there {name2}");
+        let snap = second
+            .wait_for("the greeting to reach the second page", |s| {
+                s.has_entry("client_response", &id1, &greeting)
+            })
+            .await;
+        let entry = snap
+            .log
+            .iter()
+            .find(|e| e.kind == "client_response")
+            .unwrap();
+        assert_eq!(
+            (entry.direction.as_str(), entry.who.as_str()),
+            ("in", name1.as_str())
+        );
+        let snap = first
+            .wait_for("the first page to log the greeting it sent", |s| {
+                s.has_entry("sent_response", &id2, &greeting)
+            })
+            .await;
+        assert!(
+            snap.log
+                .iter()
+                .any(|e| e.kind == "new_user" && e.peer.as_deref() == Some(&*id2))
+        );
+        // The newcomer greets nobody: it heard of the first through `ready`.
+        assert!(
+            !second
+                .snapshot()
+                .await
+                .log
+                .iter()
+                .any(|e| e.kind == "sent_response")
+        );
+
+        // A direct message typed in the form; its markup stays text.
+        let direct = "hi <b>first</b> & <img src=x onerror=alert(1)>";
+        second.send(&id1, direct).await;
+        first
+            .wait_for("the typed message to reach the first page", |s| {
+                s.has_entry("client_response", &id2, direct)
+            })
+            .await;
+        second
+            .wait_for("the second page to log what it sent", |s| {
+                s.has_entry("sent_response", &id1, direct)
+            })
+            .await;
+
+        // A broadcast to everyone.
+        let broadcast = "hello everyone, ça va ? — from the first page";
+        first.send("", broadcast).await;
+        second
+            .wait_for("the broadcast to reach the second page", |s| {
+                s.has_entry("client_broadcast", &id1, broadcast)
+            })
+            .await;
+        let snap = first
+            .wait_for("the first page to log its broadcast", |s| {
+                s.log
+                    .iter()
+                    .any(|e| e.kind == "sent_broadcast" && e.text == broadcast)
+            })
+            .await;
+        assert!(
+            !snap.markup_in_messages,
+            "a message became markup: {snap:#?}"
+        );
+        assert!(!second.snapshot().await.markup_in_messages);
+
+        // A third person, on a phone: both desktop pages greet it.
+        let phone = driver.open(&server.url(), Screen::Phone).await;
+        let me3 = phone.wait_until_live("the phone page to go live").await;
+        let (id3, name3) = (me3.me_id, me3.me_name);
+        let greeting = format!("hello there {name3}");
+        let snap = phone
+            .wait_for("both greetings to reach the phone page", |s| {
+                s.has_entry("client_response", &id1, &greeting)
+                    && s.has_entry("client_response", &id2, &greeting)
+            })
+            .await;
+        assert_eq!(snap.people.len(), 2, "{snap:#?}");
+        assert!(snap.sees(&id1) && snap.sees(&id2), "{snap:#?}");
+        let from_phone = "typing this on my phone";
+        phone.send("", from_phone).await;
+        for page in [&first, &second] {
+            page.wait_for("the phone's broadcast to arrive", |s| {
+                s.has_entry("client_broadcast", &id3, from_phone)
+            })
+            .await;
+        }
+
+        first.screenshot("first.png").await;
+        second.screenshot("second.png").await;
+        phone.screenshot("phone.png").await;
+
+        // Closing a tab deletes its session; the other page hears at once,
+        // long before the 30 s TTL would have removed it.
+        second.close_tab().await;
+        for page in [&first, &phone] {
+            let snap = page
+                .wait_for("the closed page to leave the list", |s| !s.sees(&id2))
+                .await;
+            assert_eq!(snap.people.len(), 1, "{snap:#?}");
+            assert!(
+                snap.log
+                    .iter()
+                    .any(|e| e.kind == "user_left" && e.peer.as_deref() == Some(&*id2)),
+                "{snap:#?}"
+            );
+        }
+
+        second.quit().await;
+        phone.quit().await;
+        first.quit().await;
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_follows_the_stream_and_a_lost_session_offers_to_reconnect() {
+    bounded(async {
+        let server = Server::start().await;
+        let addr = server.addr;
+        let driver = ChromeDriver::start().await;
+
+        let page = driver.open(&server.url(), Screen::Desktop).await;
+        let before = page.wait_until_live("the page to go live").await;
+        assert!(!before.rejoin_visible);
+
+        // The server goes away: EventSource keeps retrying.
+        server.stop().await;
+        page.wait_for("the status to say reconnecting", |s| {
+            s.status == "reconnecting"
+        })
+        .await;
+
+        // A fresh server on the same port does not know the session: the
+        // stream is refused (404), EventSource gives up, and the page says so.
+        let server = Server::start_on(addr).await;
+        let snap = page
+            .wait_for("the status to say closed", |s| s.status == "closed")
+            .await;
+        assert!(snap.rejoin_visible, "{snap:#?}");
+
+        // Reconnecting says hello again and gets a new session.
+        page.find("#rejoin")
+            .await
+            .click()
+            .await
+            .expect("click Reconnect");
+        let after = page.wait_until_live("the page to be live again").await;
+        assert_ne!(after.me_id, before.me_id);
+        assert_eq!(after.me_name, before.me_name);
+        assert!(!after.rejoin_visible);
+
+        // Leaving on purpose closes the session at once.
+        page.find("#leave")
+            .await
+            .click()
+            .await
+            .expect("click Leave");
+        page.wait_for("the status to say closed after leaving", |s| {
+            s.status == "closed" && s.rejoin_visible
+        })
+        .await;
+        let clients: serde_json::Value = reqwest::get(format!("{}clients", server.url()))
+            .await
+            .expect("GET /clients")
+            .json()
+            .await
+            .expect("a JSON roster");
+        assert_eq!(clients, json!([]), "the session was deleted");
+
+        page.quit().await;
+        server.stop().await;
+    })
+    .await;
+}
