@@ -21,6 +21,7 @@ use warp::http::{HeaderValue, header};
 use warp::reply::{Reply, Response};
 
 use crate::metrics::Metrics;
+use crate::registry::event::Lagged;
 use crate::registry::{Closed, Event, Pull, Subscription};
 
 /// Most events written in one chunk; bounds the chunk size and keeps streams fair.
@@ -41,7 +42,7 @@ pub struct StreamSettings {
 /// A client's message is kept as it sent it, so it may hold line breaks; each line becomes its
 /// own `data:` line, which EventSource joins back with `\n` (still the same JSON value).
 pub fn encode(event: &Event) -> Bytes {
-    let json = serde_json::to_string(event).expect("events always serialise");
+    let json = event.data_json();
     let mut out = BytesMut::with_capacity(json.len() + 32);
     out.put_slice(b"event: ");
     out.put_slice(event.name().as_bytes());
@@ -107,9 +108,9 @@ async fn next_chunk(state: &mut StreamState) -> Option<Bytes> {
                 state.next_ping = Instant::now() + state.settings.heartbeat;
                 let mut out = BytesMut::new();
                 if replay.missed > 0 {
-                    out.put_slice(&encode(&Event::Lagged {
+                    out.put_slice(&encode(&Event::Lagged(Lagged {
                         missed: replay.missed,
-                    }));
+                    })));
                     state.metrics.delivered("lagged", 1);
                 }
                 for (id, envelope) in &replay.events {
@@ -155,16 +156,17 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
+    use crate::registry::event::Broadcast;
     use crate::registry::{DisplayName, SessionId};
 
     #[test]
     fn multi_line_messages_become_several_data_lines() {
         let id = SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
-        let event = Event::ClientBroadcast {
+        let event = Event::ClientBroadcast(Broadcast {
             from: id,
             from_name: DisplayName::parse("ann").unwrap(),
             message: RawValue::from_string("{\r\n\"a\": 1\n}".into()).unwrap(),
-        };
+        });
         let frame = encode(&event);
         assert_eq!(
             std::str::from_utf8(&frame).unwrap(),

@@ -8,7 +8,7 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::session::{DisplayName, SessionId};
@@ -17,43 +17,73 @@ use super::session::{DisplayName, SessionId};
 pub type EventId = u64;
 
 /// A client as others see it: in the roster, in `new_user` and in `user_left`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Peer {
     pub id: SessionId,
     pub name: DisplayName,
 }
 
+/// Data of `ready`: who you are and who else is here.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ready {
+    pub id: SessionId,
+    pub name: DisplayName,
+    pub clients: Vec<Peer>,
+}
+
+/// Data of `client_response`: a direct message.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Direct {
+    pub from: SessionId,
+    pub from_name: DisplayName,
+    pub recipient: SessionId,
+    pub message: Box<RawValue>,
+}
+
+/// Data of `client_broadcast`: a message to everyone but the sender.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Broadcast {
+    pub from: SessionId,
+    pub from_name: DisplayName,
+    pub message: Box<RawValue>,
+}
+
+/// Data of `lagged`: `missed` events were evicted from the bounded mailbox before this stream
+/// read them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Lagged {
+    pub missed: u64,
+}
+
 /// Every kind of event a stream can carry. `Ready` and `Lagged` are produced by the stream
 /// itself and never stored in a mailbox; the others are.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
+///
+/// Serialised with its name beside its data (`{"event": "new_user", "data": {...}}`) when it
+/// travels between instances; a stream sends only the data, under the name.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum Event {
-    /// First event of every attach: who you are and who else is here.
-    Ready {
-        id: SessionId,
-        name: DisplayName,
-        clients: Vec<Peer>,
-    },
+    Ready(Ready),
     NewUser(Peer),
-    ClientResponse {
-        from: SessionId,
-        from_name: DisplayName,
-        recipient: SessionId,
-        message: Box<RawValue>,
-    },
-    ClientBroadcast {
-        from: SessionId,
-        from_name: DisplayName,
-        message: Box<RawValue>,
-    },
+    ClientResponse(Direct),
+    ClientBroadcast(Broadcast),
     UserLeft(Peer),
-    /// `missed` events were evicted from the bounded mailbox before this stream read them.
-    Lagged {
-        missed: u64,
-    },
+    Lagged(Lagged),
 }
 
 impl Event {
+    /// The event's data as JSON, without its name.
+    pub fn data_json(&self) -> String {
+        let json = match self {
+            Event::Ready(data) => serde_json::to_string(data),
+            Event::NewUser(data) | Event::UserLeft(data) => serde_json::to_string(data),
+            Event::ClientResponse(data) => serde_json::to_string(data),
+            Event::ClientBroadcast(data) => serde_json::to_string(data),
+            Event::Lagged(data) => serde_json::to_string(data),
+        };
+        json.expect("event data always serialises")
+    }
+
     /// Every event name a stream can carry, in the order the docs list them.
     pub const NAMES: [&'static str; 6] = [
         "ready",
@@ -67,12 +97,12 @@ impl Event {
     /// The snake_case name clients listen for; always one of [`Event::NAMES`].
     pub fn name(&self) -> &'static str {
         match self {
-            Event::Ready { .. } => "ready",
+            Event::Ready(_) => "ready",
             Event::NewUser(_) => "new_user",
-            Event::ClientResponse { .. } => "client_response",
-            Event::ClientBroadcast { .. } => "client_broadcast",
+            Event::ClientResponse(_) => "client_response",
+            Event::ClientBroadcast(_) => "client_broadcast",
             Event::UserLeft(_) => "user_left",
-            Event::Lagged { .. } => "lagged",
+            Event::Lagged(_) => "lagged",
         }
     }
 }

@@ -122,10 +122,10 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::event::Event;
+    use crate::registry::event::{Event, Lagged};
 
     fn envelope(missed: u64) -> Arc<Envelope> {
-        Envelope::new(Event::Lagged { missed })
+        Envelope::new(Event::Lagged(Lagged { missed }))
     }
 
     fn ids(replay: &Replay) -> Vec<EventId> {

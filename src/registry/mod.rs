@@ -341,11 +341,11 @@ impl Registry {
         info!(session = %id, takeover, ?last_event_id, "attach");
         Ok(Subscription {
             registry: self.clone(),
-            ready: Some(Event::Ready {
+            ready: Some(Event::Ready(event::Ready {
                 id,
                 name: session.peer.name.clone(),
                 clients,
-            }),
+            })),
             session,
             generation,
             wake,
@@ -393,12 +393,12 @@ impl Registry {
             .get(&to)
             .cloned()
             .ok_or(RegistryError::UnknownRecipient(to))?;
-        let envelope = Envelope::new(Event::ClientResponse {
+        let envelope = Envelope::new(Event::ClientResponse(event::Direct {
             from: sender.peer.id,
             from_name: sender.peer.name.clone(),
             recipient: to,
             message,
-        });
+        }));
         let metrics = &self.shared.metrics;
         recipient
             .push(&envelope, Overflow::Refuse, metrics)
@@ -417,11 +417,11 @@ impl Registry {
     /// `BadToken` for the sender.
     pub fn broadcast(&self, from: &Token, message: Box<RawValue>) -> Result<usize, RegistryError> {
         let sender = self.session_for(from)?;
-        let event = Event::ClientBroadcast {
+        let event = Event::ClientBroadcast(event::Broadcast {
             from: sender.peer.id,
             from_name: sender.peer.name.clone(),
             message,
-        };
+        });
         let state = self.lock();
         Ok(self.fan_out(&state, event, Some(sender.peer.id)))
     }
