@@ -1,0 +1,357 @@
+//! `switchboard-load`: the load generator for switchboard, and for nginx+nchan side by side.
+//!
+//! # Layout
+//! - `main.rs`: the command line; picks a mode and prints its [`outcome::Outcome`].
+//! - [`coord`]: the coordinating process (phases, publishing, server memory/CPU sampling).
+//! - [`worker`]: worker processes (`__worker`), each holding up to ~15,000 streams on one thread.
+//! - [`proto`]: the JSON lines coordinator and workers exchange.
+//! - [`http`]: a small HTTP/1.1 client on tokio TCP, loopback only, with source-address binding.
+//! - [`sse`]: the incremental chunked + SSE decoder (the hot path).
+//! - [`sys`]: `getrusage`, `/proc` memory and CPU of the server's process tree.
+//! - [`outcome`]: the result table, `--json`, and the `report` subcommand (medians, ratios).
+#![forbid(unsafe_code)]
+
+mod coord;
+mod http;
+mod outcome;
+mod proto;
+mod sse;
+mod sys;
+mod worker;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::coord::Common;
+use crate::http::Endpoint;
+use crate::proto::Target;
+
+/// Load generator for switchboard (and nginx+nchan for comparison).
+///
+/// Only loopback (127.0.0.0/8) targets are accepted. Connections are spread over worker
+/// processes (this host allows ~20,000 open files per process) and over source addresses
+/// 127.0.0.2, .3, … so ephemeral ports never run out.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    opts: Opts,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TargetKind {
+    /// switchboard's contract: POST /helo, GET /events/{id}, POST /broadcast, …
+    Switchboard,
+    /// A plain "subscribe URL + publish URL" pair, e.g. nginx+nchan.
+    Nchan,
+}
+
+#[derive(Debug, Clone, Args)]
+struct Opts {
+    /// Which kind of server to load.
+    #[arg(long, global = true, value_enum, default_value_t = TargetKind::Switchboard)]
+    target: TargetKind,
+    /// switchboard's base URL.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:4000")]
+    url: String,
+    /// nchan subscribe URL (an EventSource endpoint); `{channel}` is replaced.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8080/sub/{channel}"
+    )]
+    sub_url: String,
+    /// nchan publish URL (POST); `{channel}` is replaced.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8080/pub/{channel}"
+    )]
+    pub_url: String,
+    /// Channel name for nchan; default: a new one per run.
+    #[arg(long, global = true)]
+    channel: Option<String>,
+    /// The server's process id, to read its memory (VmRSS, Pss) and CPU time from /proc.
+    /// Children count too (nginx's workers).
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Worker processes holding the streams (default: one per 5,000 streams, at most 8).
+    #[arg(long, global = true)]
+    workers: Option<usize>,
+    /// Most streams one worker process may hold (the open-file limit is ~20,000).
+    #[arg(long, global = true, default_value_t = 15_000)]
+    max_per_worker: usize,
+    /// Connections per source address before moving on to the next one.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    conns_per_ip: usize,
+    /// Streams connecting at once, per worker.
+    #[arg(long, global = true, default_value_t = 128)]
+    connect_concurrency: usize,
+    /// Keep-alive connections per worker for helo and DELETE /session.
+    #[arg(long, global = true, default_value_t = 8)]
+    http_concurrency: usize,
+    /// Seconds one stream may take to attach.
+    #[arg(long, global = true, default_value_t = 60)]
+    attach_timeout: u64,
+    /// Hard limit on the whole run, in seconds.
+    #[arg(long, global = true, default_value_t = 1800)]
+    max_secs: u64,
+    /// Name of the scenario, for `report` (default: the mode).
+    #[arg(long, global = true, default_value = "")]
+    label: String,
+    /// Print the result as one JSON line instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Keep the sessions at the end instead of deleting them.
+    #[arg(long, global = true)]
+    no_cleanup: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Hold N idle streams: time to attach them and server memory per stream.
+    Idle {
+        #[arg(long, short = 'n', default_value_t = 1000)]
+        streams: usize,
+        /// Seconds to wait after attaching before reading memory.
+        #[arg(long, default_value_t = 3)]
+        settle: u64,
+        /// Further seconds to hold the streams (any stream closed meanwhile fails the run).
+        #[arg(long, default_value_t = 5)]
+        hold: u64,
+    },
+    /// N streams, M broadcasts: deliveries/s, delivery latency, events lost.
+    Fanout {
+        #[arg(long, short = 'n', default_value_t = 1000)]
+        streams: usize,
+        #[arg(long, short = 'm', default_value_t = 100)]
+        broadcasts: u64,
+        /// Broadcasts per second; 0 = saturated (as fast as `--window` allows).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Saturated mode: at most this many broadcasts ahead of the slowest stream.
+        #[arg(long, default_value_t = 64)]
+        window: u64,
+        /// Padding bytes added to each message.
+        #[arg(long, default_value_t = 0)]
+        payload: usize,
+        /// Give up waiting for deliveries after this many seconds without progress.
+        #[arg(long, default_value_t = 10)]
+        drain_timeout: u64,
+    },
+    /// K sender→receiver pairs posting /response: sustained rate and POST→event latency.
+    Direct {
+        #[arg(long, short = 'k', default_value_t = 50)]
+        pairs: usize,
+        /// Messages per second in all; 0 = each pair back to back.
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 0)]
+        payload: usize,
+        #[arg(long, default_value_t = 5)]
+        drain_timeout: u64,
+    },
+    /// Sessions connecting and leaving continuously (helo, attach, hold, DELETE /session);
+    /// server RSS sampled over time.
+    Churn {
+        /// New sessions per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Seconds to churn.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Milliseconds each session stays attached.
+        #[arg(long, default_value_t = 1000)]
+        hold_ms: u64,
+        /// Seconds between RSS samples.
+        #[arg(long, default_value_t = 5)]
+        sample: u64,
+        /// RSS growth is measured from the first sample after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        warmup: u64,
+    },
+    /// Medians and switchboard/nchan ratios from files of `--json` lines (Markdown table).
+    Report {
+        files: Vec<PathBuf>,
+        /// Only these metrics (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        metrics: Vec<String>,
+    },
+    #[command(name = "__worker", hide = true)]
+    Worker,
+}
+
+fn common(o: &Opts) -> Result<Common, String> {
+    let channel = o.channel.clone().unwrap_or_else(|| {
+        format!(
+            "load{}x{}",
+            std::process::id(),
+            sys::now_us() % 1_000_000_000
+        )
+    });
+    let (target, publish) = match o.target {
+        TargetKind::Switchboard => (
+            Target::Switchboard {
+                base: Endpoint::parse(&o.url)?,
+            },
+            None,
+        ),
+        TargetKind::Nchan => (
+            Target::Nchan {
+                sub: Endpoint::parse(&o.sub_url.replace("{channel}", &channel))?,
+            },
+            Some(Endpoint::parse(&o.pub_url.replace("{channel}", &channel))?),
+        ),
+    };
+    Ok(Common {
+        target,
+        target_name: match o.target {
+            TargetKind::Switchboard => "switchboard".into(),
+            TargetKind::Nchan => "nchan".into(),
+        },
+        publish,
+        server_pid: o.server_pid,
+        workers: o.workers,
+        max_per_worker: o.max_per_worker.clamp(1, 18_000),
+        conns_per_ip: o.conns_per_ip.max(1),
+        connect_concurrency: o.connect_concurrency.max(1),
+        http_concurrency: o.http_concurrency.max(1),
+        attach_timeout: Duration::from_secs(o.attach_timeout),
+        label: o.label.clone(),
+        cleanup: !o.no_cleanup,
+    })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.mode {
+        Mode::Worker => worker::main(),
+        Mode::Report { files, metrics } => match outcome::report(&files, &metrics) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
+        mode => run(&cli.opts, mode),
+    };
+    std::process::exit(code);
+}
+
+fn run(o: &Opts, mode: Mode) -> i32 {
+    let c = match common(o) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    sys::raise_nofile();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    let limit = Duration::from_secs(o.max_secs);
+    let result = local.block_on(&rt, async {
+        let fut = async {
+            match mode {
+                Mode::Idle {
+                    streams,
+                    settle,
+                    hold,
+                } => {
+                    coord::idle(
+                        &c,
+                        streams,
+                        Duration::from_secs(settle),
+                        Duration::from_secs(hold),
+                    )
+                    .await
+                }
+                Mode::Fanout {
+                    streams,
+                    broadcasts,
+                    rate,
+                    window,
+                    payload,
+                    drain_timeout,
+                } => {
+                    coord::fanout(
+                        &c,
+                        &coord::FanoutArgs {
+                            streams,
+                            broadcasts,
+                            rate,
+                            window: window.max(1),
+                            payload,
+                            drain_timeout: Duration::from_secs(drain_timeout),
+                        },
+                    )
+                    .await
+                }
+                Mode::Direct {
+                    pairs,
+                    rate,
+                    duration,
+                    payload,
+                    drain_timeout,
+                } => {
+                    coord::direct(
+                        &c,
+                        pairs,
+                        rate,
+                        Duration::from_secs(duration),
+                        payload,
+                        Duration::from_secs(drain_timeout),
+                    )
+                    .await
+                }
+                Mode::Churn {
+                    rate,
+                    duration,
+                    hold_ms,
+                    sample,
+                    warmup,
+                } => {
+                    coord::churn(
+                        &c,
+                        rate,
+                        Duration::from_secs(duration),
+                        Duration::from_millis(hold_ms),
+                        Duration::from_secs(sample.max(1)),
+                        Duration::from_secs(warmup),
+                    )
+                    .await
+                }
+                Mode::Report { .. } | Mode::Worker => unreachable!("handled in main"),
+            }
+        };
+        tokio::time::timeout(limit, fut)
+            .await
+            .unwrap_or_else(|_| Err(format!("run exceeded --max-secs {}", o.max_secs)))
+    });
+    match result {
+        Ok(out) => {
+            if o.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&out).expect("outcome serializes")
+                );
+            } else {
+                out.print_table();
+            }
+            if out.ok { 0 } else { 1 }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
