@@ -51,11 +51,16 @@ pub async fn serve(
             max_streams,
             session_ttl: config.session_ttl,
             presence: config.presence,
+            announce_locally: true,
         },
         metrics,
     );
     let cancel = CancellationToken::new();
-    let reaper = tokio::spawn(registry::reaper::run(registry.clone(), cancel.clone()));
+    let reaper = tokio::spawn(registry::reaper::run(
+        registry.clone(),
+        cancel.clone(),
+        |_| {},
+    ));
     let context = Context {
         registry,
         stream: StreamSettings {

@@ -64,6 +64,7 @@ async fn every_declared_route_is_really_served() {
             max_streams: 4,
             session_ttl: std::time::Duration::from_secs(30),
             presence: true,
+            announce_locally: true,
         },
         std::sync::Arc::new(Metrics::default()),
     );

@@ -24,7 +24,7 @@ pub struct Peer {
 }
 
 /// Data of `ready`: who you are and who else is here.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ready {
     pub id: SessionId,
     pub name: DisplayName,
@@ -32,7 +32,7 @@ pub struct Ready {
 }
 
 /// Data of `client_response`: a direct message.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Direct {
     pub from: SessionId,
     pub from_name: DisplayName,
@@ -41,7 +41,7 @@ pub struct Direct {
 }
 
 /// Data of `client_broadcast`: a message to everyone but the sender.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Broadcast {
     pub from: SessionId,
     pub from_name: DisplayName,
@@ -50,7 +50,7 @@ pub struct Broadcast {
 
 /// Data of `lagged`: `missed` events were evicted from the bounded mailbox before this stream
 /// read them.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Lagged {
     pub missed: u64,
 }
@@ -60,7 +60,7 @@ pub struct Lagged {
 ///
 /// Serialised with its name beside its data (`{"event": "new_user", "data": {...}}`) when it
 /// travels between instances; a stream sends only the data, under the name.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum Event {
     Ready(Ready),

@@ -94,6 +94,26 @@ impl Mailbox {
         self.delivered
     }
 
+    /// Everything needed to continue this mailbox elsewhere with the same ids.
+    pub fn export(&self) -> (EventId, EventId, Vec<(EventId, Arc<Envelope>)>) {
+        (self.last_id, self.delivered, self.entries.iter().cloned().collect())
+    }
+
+    /// The mailbox [`Mailbox::export`] described, with `capacity` slots (the newest kept).
+    pub fn import(
+        capacity: usize,
+        last_id: EventId,
+        delivered: EventId,
+        entries: Vec<(EventId, Arc<Envelope>)>,
+    ) -> Self {
+        let mut mailbox = Mailbox::new(capacity);
+        let skip = entries.len().saturating_sub(capacity);
+        mailbox.entries = entries.into_iter().skip(skip).collect();
+        mailbox.last_id = last_id;
+        mailbox.delivered = delivered.min(last_id);
+        mailbox
+    }
+
     /// Up to `limit` events with ids after `after`, oldest first, marking them delivered.
     ///
     /// A cursor beyond the newest id (a client inventing ids) is treated as "up to date".

@@ -61,6 +61,9 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// Announce joins and leaves (`new_user`, `user_left`) and send the roster in `ready`.
     pub presence: bool,
+    /// Whether this registry announces presence to its sessions itself (one instance), or a
+    /// backplane carries the announcements to every instance, this one included.
+    pub announce_locally: bool,
 }
 
 /// Handle to the hub; clone it freely.
@@ -99,7 +102,8 @@ struct SessionInner {
     /// Generation handed to the next attach; tells an old stream it was taken over.
     next_generation: u64,
     detached_since: Option<Instant>,
-    removed: bool,
+    /// Set once the session left this registry (removed, or moved to another instance).
+    closed: Option<Closed>,
 }
 
 struct Attachment {
@@ -172,8 +176,8 @@ impl Subscription {
     /// Reads up to `limit` events past this stream's cursor without waiting.
     pub fn pull(&mut self, limit: usize) -> Pull {
         let mut inner = self.session.lock();
-        if inner.removed {
-            return Pull::Closed(Closed::Removed);
+        if let Some(reason) = inner.closed {
+            return Pull::Closed(reason);
         }
         match &inner.attachment {
             Some(a) if a.generation == self.generation => {}
@@ -230,38 +234,14 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::SessionLimit`] when `max_sessions` are registered.
     pub fn register(&self, name: DisplayName) -> Result<(Peer, Token), RegistryError> {
-        let settings = &self.shared.settings;
-        let now = Instant::now();
         let id = SessionId::random();
         let peer = Peer { id, name };
         let token = Token::issue(id);
-        let session = Arc::new(Session {
-            peer: peer.clone(),
-            token: token.clone(),
-            inner: Mutex::new(SessionInner {
-                mailbox: Mailbox::new(settings.mailbox_size),
-                attachment: None,
-                next_generation: 0,
-                detached_since: Some(now),
-                removed: false,
-            }),
-        });
-        let mut state = self.lock();
-        if state.sessions.len() >= settings.max_sessions {
-            return Err(RegistryError::SessionLimit(settings.max_sessions));
-        }
         // Insert before announcing: anyone who hears `new_user` can already message the newcomer.
-        state.sessions.insert(id, session);
-        state.expirations.insert((now + settings.session_ttl, id));
-        if settings.presence {
-            self.fan_out(&state, Event::NewUser(peer.clone()), Some(id));
+        self.insert(peer.clone(), token.clone())?;
+        if self.announces() {
+            self.deliver_all(Event::NewUser(peer.clone()), Some(id), None);
         }
-        self.shared
-            .metrics
-            .sessions
-            .set(state.sessions.len() as i64);
-        drop(state);
-        self.shared.reaper.notify_one();
         info!(session = %id, name = peer.name.as_str(), "helo");
         Ok((peer, token))
     }
@@ -357,7 +337,7 @@ impl Registry {
         let mut state = self.lock();
         let mut inner = session.lock();
         let current = matches!(&inner.attachment, Some(a) if a.generation == generation);
-        if !current || inner.removed {
+        if !current || inner.closed.is_some() {
             return;
         }
         inner.attachment = None;
@@ -387,27 +367,7 @@ impl Registry {
         message: Box<RawValue>,
     ) -> Result<EventId, RegistryError> {
         let sender = self.session_for(from)?;
-        let recipient = self
-            .lock()
-            .sessions
-            .get(&to)
-            .cloned()
-            .ok_or(RegistryError::UnknownRecipient(to))?;
-        let envelope = Envelope::new(Event::ClientResponse(event::Direct {
-            from: sender.peer.id,
-            from_name: sender.peer.name.clone(),
-            recipient: to,
-            message,
-        }));
-        let metrics = &self.shared.metrics;
-        recipient
-            .push(&envelope, Overflow::Refuse, metrics)
-            .map_err(|mailbox::Full| {
-                metrics.mailbox_full.inc();
-                RegistryError::MailboxFull {
-                    retry_after: Duration::from_secs(1),
-                }
-            })
+        self.push_direct(&sender.peer, to, message)
     }
 
     /// Sends a `client_broadcast` from the token's session to every other session and returns
@@ -423,15 +383,31 @@ impl Registry {
             message,
         });
         let state = self.lock();
-        Ok(self.fan_out(&state, event, Some(sender.peer.id)))
+        Ok(self.fan_out(&state, event, Some(sender.peer.id), None))
     }
 
-    /// Appends `event` to every mailbox but `except`'s, evicting where full; returns the count.
-    fn fan_out(&self, state: &State, event: Event, except: Option<SessionId>) -> usize {
+    fn announces(&self) -> bool {
+        let settings = &self.shared.settings;
+        settings.presence && settings.announce_locally
+    }
+
+    /// Appends `event` to every mailbox but `except`'s (or only to `only`'s), evicting where
+    /// full; returns the count. One envelope is shared by all of them.
+    fn fan_out(
+        &self,
+        state: &State,
+        event: Event,
+        except: Option<SessionId>,
+        only: Option<SessionId>,
+    ) -> usize {
         let envelope = Envelope::new(event);
         let metrics = &self.shared.metrics;
         let mut recipients = 0;
-        for session in state.sessions.values() {
+        let targets: Box<dyn Iterator<Item = &Arc<Session>>> = match only {
+            Some(id) => Box::new(state.sessions.get(&id).into_iter()),
+            None => Box::new(state.sessions.values()),
+        };
+        for session in targets {
             if Some(session.peer.id) != except {
                 // Eviction never refuses, so the result is always Ok.
                 let _ = session.push(&envelope, Overflow::EvictOldest, metrics);
@@ -448,38 +424,42 @@ impl Registry {
     pub fn remove(&self, token: &Token) -> Result<(), RegistryError> {
         let session = self.session_for(token)?;
         let mut state = self.lock();
-        self.remove_locked(&mut state, &session);
+        self.remove_locked(&mut state, &session, Closed::Removed);
         info!(session = %session.peer.id, "leave");
         Ok(())
     }
 
-    fn remove_locked(&self, state: &mut State, session: &Arc<Session>) {
+    /// Takes `session` out of this registry and ends its stream; announces `user_left` to the
+    /// others when this registry announces presence itself. False when it was already gone.
+    fn remove_locked(&self, state: &mut State, session: &Arc<Session>, reason: Closed) -> bool {
         let id = session.peer.id;
         if state.sessions.remove(&id).is_none() {
-            return; // already gone: a concurrent DELETE or expiry won the race
+            return false; // already gone: a concurrent DELETE or expiry won the race
         }
         let mut inner = session.lock();
-        inner.removed = true;
+        inner.closed = Some(reason);
         if let Some(attachment) = inner.attachment.take() {
             attachment.wake.notify_one();
             state.attached -= 1;
         }
         drop(inner);
-        if self.shared.settings.presence {
-            self.fan_out(state, Event::UserLeft(session.peer.clone()), None);
+        if reason == Closed::Removed && self.announces() {
+            self.fan_out(state, Event::UserLeft(session.peer.clone()), None, None);
         }
         let metrics = &self.shared.metrics;
         metrics.sessions.set(state.sessions.len() as i64);
         metrics.streams.set(state.attached as i64);
+        true
     }
 
-    /// Removes sessions detached for longer than the TTL; returns the next deadline, if any.
-    pub(crate) fn expire(&self, now: Instant) -> Option<Instant> {
+    /// Removes sessions detached for longer than the TTL; returns them and the next deadline.
+    pub(crate) fn expire(&self, now: Instant) -> (Vec<Peer>, Option<Instant>) {
         let ttl = self.shared.settings.session_ttl;
         let mut state = self.lock();
+        let mut expired = Vec::new();
         while let Some(&(deadline, id)) = state.expirations.first() {
             if deadline > now {
-                return Some(deadline);
+                return (expired, Some(deadline));
             }
             state.expirations.pop_first();
             let Some(session) = state.sessions.get(&id).cloned() else {
@@ -487,12 +467,14 @@ impl Registry {
             };
             let detached_since = session.lock().detached_since;
             // Stale entry: the session re-attached, or detached again later.
-            if detached_since.is_some_and(|since| since + ttl <= now) {
-                self.remove_locked(&mut state, &session);
+            if detached_since.is_some_and(|since| since + ttl <= now)
+                && self.remove_locked(&mut state, &session, Closed::Removed)
+            {
                 info!(session = %id, "expire");
+                expired.push(session.peer.clone());
             }
         }
-        None
+        (expired, None)
     }
 
     /// Every registered session, in no particular order.
@@ -513,4 +495,157 @@ impl Registry {
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
     }
+
+    // ----- Primitives for a backplane: no authentication, no announcements. -----
+
+    /// Adds a session that lives here (detached; its TTL runs until a stream attaches).
+    ///
+    /// # Errors
+    /// [`RegistryError::SessionLimit`] when `max_sessions` are registered here.
+    pub fn insert(&self, peer: Peer, token: Token) -> Result<(), RegistryError> {
+        self.insert_with(peer, token, None)
+    }
+
+    fn insert_with(
+        &self,
+        peer: Peer,
+        token: Token,
+        mailbox: Option<Mailbox>,
+    ) -> Result<(), RegistryError> {
+        let settings = &self.shared.settings;
+        let now = Instant::now();
+        let id = peer.id;
+        let session = Arc::new(Session {
+            peer,
+            token,
+            inner: Mutex::new(SessionInner {
+                mailbox: mailbox.unwrap_or_else(|| Mailbox::new(settings.mailbox_size)),
+                attachment: None,
+                next_generation: 0,
+                detached_since: Some(now),
+                closed: None,
+            }),
+        });
+        let mut state = self.lock();
+        if state.sessions.len() >= settings.max_sessions {
+            return Err(RegistryError::SessionLimit(settings.max_sessions));
+        }
+        state.sessions.insert(id, session);
+        state.expirations.insert((now + settings.session_ttl, id));
+        self.shared.metrics.sessions.set(state.sessions.len() as i64);
+        drop(state);
+        self.shared.reaper.notify_one();
+        Ok(())
+    }
+
+    /// Whether session `id` lives in this registry.
+    pub fn homes(&self, id: SessionId) -> bool {
+        self.lock().sessions.contains_key(&id)
+    }
+
+    /// Every session living here, with its token (to re-register them after a backplane outage).
+    pub fn homed(&self) -> Vec<(Peer, Token)> {
+        self.lock()
+            .sessions
+            .values()
+            .map(|s| (s.peer.clone(), s.token.clone()))
+            .collect()
+    }
+
+    /// Removes session `id` and ends its stream, announcing nothing; returns it if it was here.
+    pub fn remove_id(&self, id: SessionId) -> Option<Peer> {
+        let mut state = self.lock();
+        let session = state.sessions.get(&id).cloned()?;
+        self.remove_locked(&mut state, &session, Closed::Removed)
+            .then(|| session.peer.clone())
+    }
+
+    /// [`Registry::fan_out`] for a backplane: every session here but `except`, or only `only`.
+    pub fn deliver_all(
+        &self,
+        event: Event,
+        except: Option<SessionId>,
+        only: Option<SessionId>,
+    ) -> usize {
+        let state = self.lock();
+        self.fan_out(&state, event, except, only)
+    }
+
+    /// Writes a `client_response` from `from` into `to`'s mailbox.
+    ///
+    /// # Errors
+    /// `UnknownRecipient`, or `MailboxFull` when `to` has `mailbox_size` unread events.
+    pub fn push_direct(
+        &self,
+        from: &Peer,
+        to: SessionId,
+        message: Box<RawValue>,
+    ) -> Result<EventId, RegistryError> {
+        let recipient = self
+            .lock()
+            .sessions
+            .get(&to)
+            .cloned()
+            .ok_or(RegistryError::UnknownRecipient(to))?;
+        let envelope = Envelope::new(Event::ClientResponse(event::Direct {
+            from: from.id,
+            from_name: from.name.clone(),
+            recipient: to,
+            message,
+        }));
+        let metrics = &self.shared.metrics;
+        recipient
+            .push(&envelope, Overflow::Refuse, metrics)
+            .map_err(|mailbox::Full| {
+                metrics.mailbox_full.inc();
+                RegistryError::MailboxFull {
+                    retry_after: Duration::from_secs(1),
+                }
+            })
+    }
+
+    /// Moves session `id` out of this registry: its stream here closes as taken over, and the
+    /// returned snapshot lets another instance continue it with the same event ids.
+    pub fn export(&self, id: SessionId) -> Option<Snapshot> {
+        let mut state = self.lock();
+        let session = state.sessions.get(&id).cloned()?;
+        let (last_id, delivered, entries) = session.lock().mailbox.export();
+        self.remove_locked(&mut state, &session, Closed::TakenOver);
+        Some(Snapshot {
+            peer: session.peer.clone(),
+            last_id,
+            delivered,
+            events: entries
+                .into_iter()
+                .map(|(id, envelope)| (id, envelope.event.clone()))
+                .collect(),
+        })
+    }
+
+    /// Continues a session exported elsewhere; `token` must be the session's own.
+    ///
+    /// # Errors
+    /// [`RegistryError::SessionLimit`] when `max_sessions` are registered here.
+    pub fn import(&self, snapshot: Snapshot, token: Token) -> Result<(), RegistryError> {
+        let mailbox = Mailbox::import(
+            self.shared.settings.mailbox_size,
+            snapshot.last_id,
+            snapshot.delivered,
+            snapshot
+                .events
+                .into_iter()
+                .map(|(id, event)| (id, Envelope::new(event)))
+                .collect(),
+        );
+        self.insert_with(snapshot.peer, token, Some(mailbox))
+    }
+}
+
+/// A session in transit between instances: who it is and its mailbox, ids included.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub peer: Peer,
+    pub last_id: EventId,
+    pub delivered: EventId,
+    pub events: Vec<(EventId, Event)>,
 }

@@ -1,17 +1,26 @@
 //! The TTL task: removes sessions that stayed detached longer than the TTL.
 //!
 //! It sleeps until the earliest deadline, and is woken early when a detach may have created an
-//! earlier one. It ends when shutdown fires.
+//! earlier one. It ends when shutdown fires. What to tell others about expired sessions is the
+//! caller's business (`on_expired`): a single instance has announced them already, a cluster
+//! publishes them.
 
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::Registry;
+use super::{Peer, Registry};
 
 /// Runs until `shutdown` is cancelled.
-pub async fn run(registry: Registry, shutdown: CancellationToken) {
+pub async fn run(
+    registry: Registry,
+    shutdown: CancellationToken,
+    on_expired: impl Fn(Vec<Peer>) + Send,
+) {
     loop {
-        let next = registry.expire(Instant::now());
+        let (expired, next) = registry.expire(Instant::now());
+        if !expired.is_empty() {
+            on_expired(expired);
+        }
         // With nothing detached, sleep "forever": a detach will wake us.
         let deadline = next.unwrap_or_else(|| Instant::now() + registry.settings().session_ttl);
         tokio::select! {
@@ -39,6 +48,7 @@ mod tests {
                 max_streams: 10,
                 session_ttl: ttl,
                 presence: true,
+                announce_locally: true,
             },
             Arc::new(Metrics::default()),
         )
@@ -48,7 +58,7 @@ mod tests {
     async fn detached_sessions_expire_after_the_ttl_and_attached_ones_do_not() {
         let registry = registry(Duration::from_secs(30));
         let shutdown = CancellationToken::new();
-        let reaper = tokio::spawn(run(registry.clone(), shutdown.clone()));
+        let reaper = tokio::spawn(run(registry.clone(), shutdown.clone(), |_| {}));
 
         let (idle, _) = registry
             .register(DisplayName::parse("idle").unwrap())
