@@ -77,6 +77,15 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Redis URL (`redis://host:port/db`) for cluster mode: several instances acting as one
+    /// hub. Without it everything stays in this process and no Redis is needed.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel, so several clusters can share one Redis.
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard")]
+    pub redis_prefix: String,
+
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax (e.g. `info`, `switchboard=debug`).
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
     pub log: String,
@@ -98,6 +107,8 @@ impl Default for Config {
             public_dir: PathBuf::from("public"),
             drain_window: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            redis_url: None,
+            redis_prefix: "switchboard".to_owned(),
             log: "info".to_owned(),
         }
     }

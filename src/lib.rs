@@ -7,12 +7,14 @@
 //! # Layout
 //! - [`config`]: the flags and their defaults.
 //! - [`registry`]: the hub itself: sessions, mailboxes, presence, TTL. No HTTP.
+//! - [`backplane`]: the seam the edge calls: this process alone, or a cluster over Redis.
 //! - [`http`]: warp filters and handlers over the registry, the SSE wire format, JSON errors,
 //!   and the accept loop with tower-http layers.
 //! - [`metrics`]: Prometheus counters both layers record into.
 //! - [`shutdown`]: SIGINT/SIGTERM as one future.
 #![forbid(unsafe_code)]
 
+pub mod backplane;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -26,6 +28,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use backplane::Hub;
+use backplane::redis::Cluster;
 pub use config::Config;
 use http::server::ServeOptions;
 use http::{Context, StreamSettings};
@@ -36,7 +40,7 @@ use registry::{Registry, Settings};
 /// the drain window) and returns once connections have drained or the grace period ends.
 ///
 /// # Errors
-/// Only when the listener's address cannot be read.
+/// When the listener's address cannot be read or the Redis URL is invalid.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
@@ -51,18 +55,26 @@ pub async fn serve(
             max_streams,
             session_ttl: config.session_ttl,
             presence: config.presence,
-            announce_locally: true,
+            announce_locally: config.redis_url.is_none(),
         },
         metrics,
     );
     let cancel = CancellationToken::new();
+    let hub = match &config.redis_url {
+        None => Hub::Local(registry.clone()),
+        Some(url) => Hub::Cluster(
+            Cluster::start(registry.clone(), url, &config.redis_prefix, cancel.clone())
+                .map_err(std::io::Error::other)?,
+        ),
+    };
+    let expired = hub.clone();
     let reaper = tokio::spawn(registry::reaper::run(
-        registry.clone(),
+        registry,
         cancel.clone(),
-        |_| {},
+        move |peers| expired.expired(peers),
     ));
     let context = Context {
-        registry,
+        hub,
         stream: StreamSettings {
             heartbeat: config.heartbeat,
             retry: config.sse_retry,

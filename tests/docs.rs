@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use clap::CommandFactory;
 use serde_json::Value;
 use switchboard::Config;
+use switchboard::backplane::Hub;
 use switchboard::http::{self, Context, ROUTES, StreamSettings};
 use switchboard::metrics::Metrics;
 use switchboard::registry::{Event, Registry, Settings};
@@ -69,7 +70,7 @@ async fn every_declared_route_is_really_served() {
         std::sync::Arc::new(Metrics::default()),
     );
     let context = Context {
-        registry,
+        hub: Hub::Local(registry),
         stream: StreamSettings {
             heartbeat: std::time::Duration::from_secs(15),
             retry: std::time::Duration::from_secs(2),

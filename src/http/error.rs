@@ -85,6 +85,14 @@ impl From<RegistryError> for ApiError {
             RegistryError::StreamLimit(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stream_limit", message)
             }
+            RegistryError::Unavailable(_) => {
+                tracing::warn!(%message, "request failed: backplane unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backplane_unavailable",
+                    message,
+                )
+            }
         }
     }
 }

@@ -10,13 +10,12 @@ use warp::Filter;
 use warp::http::StatusCode;
 
 use super::error::ApiError;
-use crate::registry::{EventId, Registry, Token};
+use crate::backplane::Hub;
+use crate::registry::{EventId, Token};
 
-/// Hands each request a clone of the registry handle.
-pub fn with_registry(
-    registry: Registry,
-) -> impl Filter<Extract = (Registry,), Error = Infallible> + Clone {
-    warp::any().map(move || registry.clone())
+/// Hands each request a clone of the hub handle.
+pub fn with_hub(hub: Hub) -> impl Filter<Extract = (Hub,), Error = Infallible> + Clone {
+    warp::any().map(move || hub.clone())
 }
 
 /// A JSON body of at most `limit` bytes, sent as `application/json`, deserialised into `T`.

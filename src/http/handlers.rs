@@ -8,7 +8,8 @@ use warp::reply::{Reply, Response};
 use super::error::ApiError;
 use super::filters::StreamParams;
 use super::{Context, sse};
-use crate::registry::{DisplayName, Peer, Registry, SessionId, Token};
+use crate::backplane::Hub;
+use crate::registry::{DisplayName, Peer, SessionId, Token};
 
 #[derive(Deserialize)]
 pub struct HeloRequest {
@@ -23,10 +24,10 @@ struct HeloResponse<'a> {
 }
 
 /// `POST /helo`: register, 201 with the id and the token (the only time it is revealed).
-pub async fn helo(registry: Registry, body: HeloRequest) -> Result<Response, ApiError> {
+pub async fn helo(hub: Hub, body: HeloRequest) -> Result<Response, ApiError> {
     let name =
         DisplayName::parse(&body.name).map_err(|m| ApiError::bad_request("invalid_name", m))?;
-    let (peer, token) = registry.register(name)?;
+    let (peer, token) = hub.register(name).await?;
     let body = HeloResponse {
         id: peer.id,
         token: token.reveal(),
@@ -49,13 +50,14 @@ pub async fn events(
         )
     })?;
     let subscription = context
-        .registry
-        .attach(id, &params.token, params.last_event_id)?;
+        .hub
+        .attach(id, &params.token, params.last_event_id)
+        .await?;
     Ok(sse::reply(
         subscription,
         context.stream.clone(),
         context.shutdown.clone(),
-        context.registry.metrics().clone(),
+        context.hub.registry().metrics().clone(),
     ))
 }
 
@@ -72,14 +74,14 @@ struct ResponseAccepted {
 
 /// `POST /response`: a direct message into exactly one recipient's stream.
 pub async fn post_response(
-    registry: Registry,
-    from: Token,
+    hub: Hub,
+    from: Peer,
     body: ResponseRequest,
 ) -> Result<Response, ApiError> {
     let recipient = SessionId::parse(&body.recipient).ok_or_else(|| {
         ApiError::bad_request("invalid_body", "recipient must be a session id (a UUID)")
     })?;
-    let event_id = registry.deliver(&from, recipient, body.message)?;
+    let event_id = hub.deliver(&from, recipient, body.message).await?;
     Ok(accepted(&ResponseAccepted { event_id }))
 }
 
@@ -95,11 +97,11 @@ struct BroadcastAccepted {
 
 /// `POST /broadcast`: one message to every other session.
 pub async fn post_broadcast(
-    registry: Registry,
-    from: Token,
+    hub: Hub,
+    from: Peer,
     body: BroadcastRequest,
 ) -> Result<Response, ApiError> {
-    let recipients = registry.broadcast(&from, body.message)?;
+    let recipients = hub.broadcast(&from, body.message).await?;
     Ok(accepted(&BroadcastAccepted { recipients }))
 }
 
@@ -108,51 +110,62 @@ fn accepted(body: &impl Serialize) -> Response {
 }
 
 /// `DELETE /session`: leave now rather than after the TTL.
-pub async fn delete_session(registry: Registry, token: Token) -> Result<Response, ApiError> {
-    registry.remove(&token)?;
+pub async fn delete_session(hub: Hub, peer: Peer) -> Result<Response, ApiError> {
+    hub.remove(&peer).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /clients`: every registered session.
-pub async fn list_clients(registry: Registry) -> Result<Response, ApiError> {
-    let clients: Vec<Peer> = registry.list();
+pub async fn list_clients(hub: Hub) -> Result<Response, ApiError> {
+    let clients: Vec<Peer> = hub.list().await?;
     Ok(warp::reply::json(&clients).into_response())
 }
 
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
     sessions: usize,
     streams: usize,
     stream_limit: usize,
 }
 
-/// `GET /healthz`: liveness plus the numbers an operator asks first, including the stream limit.
-pub async fn healthz(registry: Registry) -> Result<Response, ApiError> {
+/// `GET /healthz`: 200 when this instance can serve (in cluster mode: a probe went through
+/// Redis and came back), 503 with the reason otherwise; with the numbers an operator asks
+/// first, including the stream limit.
+pub async fn healthz(hub: Hub) -> Result<Response, ApiError> {
+    let registry = hub.registry();
     let (sessions, streams) = registry.counts();
-    Ok(warp::reply::json(&Health {
-        status: "ok",
+    let health = hub.health().await;
+    let status = if health.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status: if health.is_ok() { "ok" } else { "unavailable" },
+        reason: health.err(),
         sessions,
         streams,
         stream_limit: registry.settings().max_streams,
-    })
-    .into_response())
+    };
+    Ok(warp::reply::with_status(warp::reply::json(&body), status).into_response())
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics(registry: Registry) -> Result<Response, ApiError> {
+pub async fn metrics(hub: Hub) -> Result<Response, ApiError> {
     Ok(warp::reply::with_header(
-        registry.metrics().render(),
+        hub.registry().metrics().render(),
         "content-type",
         "text/plain; version=0.0.4; charset=utf-8",
     )
     .into_response())
 }
 
-/// Rejects a bearer token the registry does not accept, before any body is read.
-pub async fn verify(registry: Registry, token: Token) -> Result<Token, warp::Rejection> {
-    registry
-        .authenticate(&token)
-        .map(|_| token)
+/// The session a bearer token proves, checked before any body is read.
+pub async fn verify(hub: Hub, token: Token) -> Result<Peer, warp::Rejection> {
+    hub.authenticate(&token)
+        .await
         .map_err(|err| ApiError::from(err).into())
 }

@@ -1,6 +1,6 @@
-//! The HTTP edge: warp filters over the registry, one [`routes`] filter for the whole API.
+//! The HTTP edge: warp filters over the hub, one [`routes`] filter for the whole API.
 //!
-//! Filters extract and validate (`filters`), handlers call the registry (`handlers`), `sse`
+//! Filters extract and validate (`filters`), handlers call the hub (`handlers`), `sse`
 //! owns the stream wire format, `error` turns every failure into JSON, and `server` runs the
 //! accept loop with tower-http's layers and graceful shutdown.
 
@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use warp::Filter;
 use warp::reply::Reply;
 
-use crate::registry::Registry;
-use filters::{bearer, json_body, stream_params, with_registry};
+use crate::backplane::Hub;
+use filters::{bearer, json_body, stream_params, with_hub};
 pub use sse::StreamSettings;
 
 /// Every route the API serves, as (method, path template). `openapi.yaml` must list exactly
@@ -39,10 +39,10 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The OpenAPI description, compiled in so the binary serves the one it was built with.
 const OPENAPI: &str = include_str!("../../openapi.yaml");
 
-/// What the stream handler needs beyond the registry.
+/// What the handlers share: the hub, stream timings, and the shutdown signal.
 #[derive(Clone)]
 pub struct Context {
-    pub registry: Registry,
+    pub hub: Hub,
     pub stream: StreamSettings,
     pub shutdown: CancellationToken,
 }
@@ -65,15 +65,15 @@ pub fn routes(
     max_body: u64,
     public_dir: PathBuf,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    let registry = context.registry.clone();
-    let metrics = registry.metrics().clone();
-    let authenticated = with_registry(registry.clone())
+    let hub = context.hub.clone();
+    let metrics = hub.registry().metrics().clone();
+    let authenticated = with_hub(hub.clone())
         .and(bearer())
         .and_then(handlers::verify);
 
     let helo = warp::path!("helo")
         .and(warp::post())
-        .and(with_registry(registry.clone()))
+        .and(with_hub(hub.clone()))
         .and(json_body(max_body))
         .then(handlers::helo);
     let events = warp::path!("events" / String)
@@ -83,32 +83,32 @@ pub fn routes(
         .then(handlers::events);
     let response = warp::path!("response")
         .and(warp::post())
-        .and(with_registry(registry.clone()))
+        .and(with_hub(hub.clone()))
         .and(authenticated.clone())
         .and(json_body(max_body))
         .then(handlers::post_response);
     let broadcast = warp::path!("broadcast")
         .and(warp::post())
-        .and(with_registry(registry.clone()))
+        .and(with_hub(hub.clone()))
         .and(authenticated.clone())
         .and(json_body(max_body))
         .then(handlers::post_broadcast);
     let delete = warp::path!("session")
         .and(warp::delete())
-        .and(with_registry(registry.clone()))
+        .and(with_hub(hub.clone()))
         .and(authenticated)
         .then(handlers::delete_session);
     let clients = warp::path!("clients")
         .and(warp::get())
-        .and(with_registry(registry.clone()))
+        .and(with_hub(hub.clone()))
         .then(handlers::list_clients);
     let healthz = warp::path!("healthz")
         .and(warp::get())
-        .and(with_registry(registry.clone()))
+        .and(with_hub(hub.clone()))
         .then(handlers::healthz);
     let metrics_route = warp::path!("metrics")
         .and(warp::get())
-        .and(with_registry(registry))
+        .and(with_hub(hub))
         .then(handlers::metrics);
     let openapi = warp::path!("openapi.yaml").and(warp::get()).map(|| {
         warp::reply::with_header(OPENAPI, "content-type", "application/yaml").into_response()

@@ -96,7 +96,11 @@ impl Mailbox {
 
     /// Everything needed to continue this mailbox elsewhere with the same ids.
     pub fn export(&self) -> (EventId, EventId, Vec<(EventId, Arc<Envelope>)>) {
-        (self.last_id, self.delivered, self.entries.iter().cloned().collect())
+        (
+            self.last_id,
+            self.delivered,
+            self.entries.iter().cloned().collect(),
+        )
     }
 
     /// The mailbox [`Mailbox::export`] described, with `capacity` slots (the newest kept).

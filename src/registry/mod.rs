@@ -50,6 +50,8 @@ pub enum RegistryError {
     SessionLimit(usize),
     #[error("the server holds its maximum of {0} streams")]
     StreamLimit(usize),
+    #[error("the cluster backplane is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Sizes and switches the registry needs; a slice of the server's `Config`.
@@ -166,6 +168,13 @@ pub struct Subscription {
 impl Subscription {
     pub fn session_id(&self) -> SessionId {
         self.session.peer.id
+    }
+
+    /// Replaces the roster in `ready` (a cluster knows sessions this registry does not).
+    pub fn set_roster(&mut self, clients: Vec<Peer>) {
+        if let Some(Event::Ready(ready)) = &mut self.ready {
+            ready.clients = clients;
+        }
     }
 
     /// The `ready` event, once: the first thing a stream sends.
@@ -355,35 +364,15 @@ impl Registry {
         info!(session = %id, "detach");
     }
 
-    /// Writes a `client_response` from the token's session into `to`'s mailbox.
-    ///
-    /// # Errors
-    /// `BadToken` for the sender, `UnknownRecipient`, or `MailboxFull` when `to` has
-    /// `mailbox_size` unread events (the message is not stored).
-    pub fn deliver(
-        &self,
-        from: &Token,
-        to: SessionId,
-        message: Box<RawValue>,
-    ) -> Result<EventId, RegistryError> {
-        let sender = self.session_for(from)?;
-        self.push_direct(&sender.peer, to, message)
-    }
-
-    /// Sends a `client_broadcast` from the token's session to every other session and returns
-    /// how many received it. Never waits: a full mailbox evicts its oldest event.
-    ///
-    /// # Errors
-    /// `BadToken` for the sender.
-    pub fn broadcast(&self, from: &Token, message: Box<RawValue>) -> Result<usize, RegistryError> {
-        let sender = self.session_for(from)?;
+    /// Sends a `client_broadcast` from `from` to every other session here and returns how many
+    /// received it. Never waits: a full mailbox evicts its oldest event.
+    pub fn broadcast(&self, from: &Peer, message: Box<RawValue>) -> usize {
         let event = Event::ClientBroadcast(event::Broadcast {
-            from: sender.peer.id,
-            from_name: sender.peer.name.clone(),
+            from: from.id,
+            from_name: from.name.clone(),
             message,
         });
-        let state = self.lock();
-        Ok(self.fan_out(&state, event, Some(sender.peer.id), None))
+        self.deliver_all(event, Some(from.id), None)
     }
 
     fn announces(&self) -> bool {
@@ -415,18 +404,6 @@ impl Registry {
             }
         }
         recipients
-    }
-
-    /// Deletes the token's session: its stream ends and the others hear `user_left`.
-    ///
-    /// # Errors
-    /// `BadToken` when the token proves no session.
-    pub fn remove(&self, token: &Token) -> Result<(), RegistryError> {
-        let session = self.session_for(token)?;
-        let mut state = self.lock();
-        self.remove_locked(&mut state, &session, Closed::Removed);
-        info!(session = %session.peer.id, "leave");
-        Ok(())
     }
 
     /// Takes `session` out of this registry and ends its stream; announces `user_left` to the
@@ -496,7 +473,7 @@ impl Registry {
         &self.shared.metrics
     }
 
-    // ----- Primitives for a backplane: no authentication, no announcements. -----
+    // ----- Primitives for a backplane: no authentication. -----
 
     /// Adds a session that lives here (detached; its TTL runs until a stream attaches).
     ///
@@ -532,7 +509,10 @@ impl Registry {
         }
         state.sessions.insert(id, session);
         state.expirations.insert((now + settings.session_ttl, id));
-        self.shared.metrics.sessions.set(state.sessions.len() as i64);
+        self.shared
+            .metrics
+            .sessions
+            .set(state.sessions.len() as i64);
         drop(state);
         self.shared.reaper.notify_one();
         Ok(())
@@ -552,12 +532,17 @@ impl Registry {
             .collect()
     }
 
-    /// Removes session `id` and ends its stream, announcing nothing; returns it if it was here.
+    /// Removes session `id` and ends its stream; returns it if it was here. The others hear
+    /// `user_left` when this registry announces presence itself.
     pub fn remove_id(&self, id: SessionId) -> Option<Peer> {
         let mut state = self.lock();
         let session = state.sessions.get(&id).cloned()?;
-        self.remove_locked(&mut state, &session, Closed::Removed)
-            .then(|| session.peer.clone())
+        let removed = self.remove_locked(&mut state, &session, Closed::Removed);
+        drop(state);
+        removed.then(|| {
+            info!(session = %id, "leave");
+            session.peer.clone()
+        })
     }
 
     /// [`Registry::fan_out`] for a backplane: every session here but `except`, or only `only`.
