@@ -46,6 +46,8 @@ struct Workers {
     _children: Vec<Child>,
     rx: mpsc::UnboundedReceiver<(usize, Report)>,
     latest: Vec<Counters>,
+    /// Workers that reported `Cleaned` (or exited), whenever that arrived.
+    cleaned: Vec<bool>,
 }
 
 impl Workers {
@@ -92,6 +94,7 @@ impl Workers {
             _children: children,
             rx,
             latest: vec![Counters::default(); n],
+            cleaned: vec![false; n],
         })
     }
 
@@ -110,6 +113,9 @@ impl Workers {
         }
         if let Report::Done { counters, .. } = &r {
             self.latest[i] = counters.clone();
+        }
+        if let Report::Cleaned { .. } | Report::Exited = &r {
+            self.cleaned[i] = true;
         }
         (i, r)
     }
@@ -151,13 +157,11 @@ impl Workers {
     }
 }
 
-/// How many workers: the user's choice, else one per 5,000 streams (at most 8), never more
-/// than `max_per_worker` streams each.
+/// How many workers: the user's choice, else as few as the per-worker limit allows (fewer
+/// processes wake up less often and so spend less CPU per event on this shared host).
 fn worker_count(c: &Common, streams: usize) -> usize {
     let need = streams.div_ceil(c.max_per_worker.max(1)).max(1);
-    c.workers
-        .unwrap_or_else(|| streams.div_ceil(5000).clamp(1, 8))
-        .max(need)
+    c.workers.unwrap_or(need).max(need)
 }
 
 fn jobs(
@@ -292,20 +296,14 @@ async fn delete_session(base: &Endpoint, token: &str) {
 async fn await_cleanup(c: &Common, w: &mut Workers) {
     if c.cleanup && matches!(c.target, Target::Switchboard { .. }) {
         let t = Instant::now();
-        match w
-            .collect(
-                "cleanup",
-                Duration::from_secs(120),
-                |_| {},
-                |r| match r {
-                    Report::Cleaned { secs } => Some(secs),
-                    _ => None,
-                },
-            )
-            .await
-        {
-            Ok(_) => eprintln!("sessions deleted in {:.1} s", t.elapsed().as_secs_f64()),
-            Err(e) => eprintln!("cleanup: {e}"),
+        let limit = Duration::from_secs(120);
+        while w.cleaned.iter().any(|d| !d) && t.elapsed() < limit {
+            let _ = tokio::time::timeout(Duration::from_millis(200), w.next()).await;
+        }
+        if w.cleaned.iter().all(|d| *d) {
+            eprintln!("sessions deleted in {:.1} s", t.elapsed().as_secs_f64());
+        } else {
+            eprintln!("cleanup: workers did not finish deleting sessions within {limit:?}");
         }
     }
 }
@@ -653,7 +651,11 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
         (Target::Nchan { .. }, Some(p)) => (p.clone(), p.path.clone(), None),
         (Target::Nchan { .. }, None) => return Err("nchan fanout needs --pub-url".into()),
     };
-    let jobs = jobs(c, a.streams, workers, 10, |n| Work::Streams { count: n });
+    // Saturated runs steer the window by the workers' progress: report it often.
+    let progress_ms = if a.rate > 0.0 { 200 } else { 10 };
+    let jobs = jobs(c, a.streams, workers, progress_ms, |n| Work::Streams {
+        count: n,
+    });
     let (mut w, ph) = start_streams(c, &mut out, jobs, a.streams, &mut prog).await?;
     out.metric("attached", ph.attached as f64);
     out.metric("register_s", ph.helo_s);
@@ -686,7 +688,12 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
     let (allow_tx, allow_rx) = watch::channel(0u64);
     let pub_task = tokio::task::spawn_local(publisher.clone().run(a.broadcasts, allow_rx));
     let t0 = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let tick_every = if a.rate > 0.0 {
+        Duration::from_secs_f64((1.0 / a.rate).clamp(0.001, 0.05))
+    } else {
+        Duration::from_millis(5)
+    };
+    let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let sent_all = |p: &Publisher| p.ok.get() + p.errors.get() >= a.broadcasts;
     let expect = |p: &Publisher| p.ok.get() * ph.attached as u64;

@@ -73,6 +73,10 @@ impl Endpoint {
 pub async fn connect(ep: &Endpoint, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
     let sock = TcpSocket::new_v4()?;
     if let Some(ip) = src {
+        // Choose the port at connect time, unique per 4-tuple: a plain bind to port 0 would
+        // search the whole ephemeral range under a lock for every socket.
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)
+            .map_err(io::Error::from)?;
         sock.bind(SocketAddr::new(IpAddr::V4(ip), 0))?;
     }
     let stream = sock.connect(SocketAddr::V4(ep.addr)).await?;

@@ -79,7 +79,7 @@ struct Opts {
     /// Children count too (nginx's workers).
     #[arg(long, global = true)]
     server_pid: Option<u32>,
-    /// Worker processes holding the streams (default: one per 5,000 streams, at most 8).
+    /// Worker processes holding the streams (default: as few as `--max-per-worker` allows).
     #[arg(long, global = true)]
     workers: Option<usize>,
     /// Most streams one worker process may hold (the open-file limit is ~20,000).

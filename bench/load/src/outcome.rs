@@ -57,13 +57,6 @@ impl Outcome {
         });
     }
 
-    pub fn get(&self, name: &str) -> Option<f64> {
-        self.metrics
-            .iter()
-            .find(|m| m.name == name)
-            .map(|m| m.value)
-    }
-
     /// Records a failure: the run is not ok and the note says why.
     pub fn fail(&mut self, why: impl Into<String>) {
         self.ok = false;

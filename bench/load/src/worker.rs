@@ -409,17 +409,27 @@ fn spawn_progress(st: &Rc<State>) {
     });
 }
 
-/// Posts `/response` from the pair's sender to its receiver until `deadline`.
-async fn sender(
-    st: Rc<State>,
-    ep: Endpoint,
+/// One pair's sending schedule.
+struct Plan {
     from: Session,
     to: String,
+    /// Time between two sends; `None`: back to back.
     period: Option<Duration>,
     start: tokio::time::Instant,
     deadline: tokio::time::Instant,
     payload: usize,
-) {
+}
+
+/// Posts `/response` from the pair's sender to its receiver until the deadline.
+async fn sender(st: Rc<State>, ep: Endpoint, plan: Plan) {
+    let Plan {
+        from,
+        to,
+        period,
+        start,
+        deadline,
+        payload,
+    } = plan;
     let src = st.control_ip();
     let mut conn: Option<HttpConn> = None;
     let mut next = start;
@@ -726,16 +736,15 @@ async fn run() {
                 // Spread the pairs' send times over one period.
                 let offset =
                     period.map_or(Duration::ZERO, |pd| pd.mul_f64(p as f64 / *pairs as f64));
-                tokio::task::spawn_local(sender(
-                    st.clone(),
-                    base.clone(),
-                    from.clone(),
-                    to.id.clone(),
+                let plan = Plan {
+                    from: from.clone(),
+                    to: to.id.clone(),
                     period,
-                    start + offset,
+                    start: start + offset,
                     deadline,
-                    *payload,
-                ));
+                    payload: *payload,
+                };
+                tokio::task::spawn_local(sender(st.clone(), base.clone(), plan));
             }
         }
         (

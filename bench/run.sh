@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: switchboard against nginx+nchan on this host, with the project's
+# own load generator (bench/load, `switchboard-load`).
+#
+#   bash bench/run.sh                 # the comparison (idle memory + fanout), 3 rounds
+#   ROUNDS=5 bash bench/run.sh        # more rounds
+#   EXTRA=1 bash bench/run.sh         # also switchboard-only targets: direct messages,
+#                                     # presence cost at 1k/10k, churn (CHURN_SECS, 600 s)
+#
+# What it does, bounded in time (every run has --max-secs, every wait a limit):
+#   1. installs nginx + libnginx-mod-nchan from Debian when missing (apt-get update first);
+#   2. builds the release binaries (switchboard, switchboard-load);
+#   3. for each round, for each target (the order alternates between rounds): starts the
+#      server fresh on loopback, measures idle memory with IDLE_N streams, then the fanout
+#      workloads, and stops the server it started, by pid;
+#   4. prints medians and switchboard/nchan ratios (`switchboard-load report`) and keeps every
+#      raw result under bench/results/<UTC time>/ (results.jsonl, report.md, logs, machine.txt).
+#
+# Only loopback addresses are used. The nginx configuration is bench/nchan.conf.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+ROUNDS=${ROUNDS:-3}
+IDLE_N=${IDLE_N:-19000}         # one process may hold at most 20,000 open files here
+FANOUT_N=${FANOUT_N:-10000}
+FANOUT_MAX_N=${FANOUT_MAX_N:-19000}
+SAT_BROADCASTS=${SAT_BROADCASTS:-200}
+RATE_BROADCASTS=${RATE_BROADCASTS:-20}
+EXTRA=${EXTRA:-0}
+CHURN_SECS=${CHURN_SECS:-600}
+CHURN_RATE=${CHURN_RATE:-1000}
+SB_PORT=${SB_PORT:-4400}
+NCHAN_PORT=${NCHAN_PORT:-4480}
+OUT=${OUT:-$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
+
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+WORK=$(mktemp -d /tmp/switchboard-bench.XXXXXX)
+SERVER_PID=""
+
+log() { printf '\n=== %s ===\n' "$*" >&2; }
+
+stop_server() {
+    # Stops the server this script started, by its pid, and waits (bounded) for it to exit.
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$SERVER_PID" 2>/dev/null; then
+            kill -KILL "$SERVER_PID" 2>/dev/null || true
+        fi
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    SERVER_PID=""
+}
+
+cleanup() {
+    stop_server
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_http() {
+    # Waits up to 10 s for $1 to answer.
+    for _ in $(seq 1 100); do
+        curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "server at $1 did not come up" >&2
+    return 1
+}
+
+# --- 1. nginx + nchan --------------------------------------------------------------------
+if ! command -v nginx >/dev/null || [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
+    log "installing nginx + libnginx-mod-nchan from Debian"
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 600 apt-get update -qq
+    timeout 900 apt-get install -y -qq nginx-light libnginx-mod-nchan >/dev/null ||
+        timeout 900 apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
+fi
+
+# --- 2. binaries -------------------------------------------------------------------------
+log "building release binaries"
+timeout 1800 cargo build --release -p switchboard -p switchboard-load >&2
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+SB=$TARGET_DIR/release/switchboard
+LOAD=$TARGET_DIR/release/switchboard-load
+
+for p in "$SB_PORT" "$NCHAN_PORT"; do
+    port_free "$p" || { echo "port $p is in use; set SB_PORT / NCHAN_PORT" >&2; exit 2; }
+done
+
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
+    echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
+    echo "kernel: $(uname -r)"
+    echo "open files: soft $(ulimit -Sn) hard $(ulimit -Hn)"
+    echo "nginx: $(nginx -v 2>&1)"
+    echo "nchan: $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?')"
+    echo "switchboard: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "rustc: $(rustc --version)"
+} >"$OUT/machine.txt"
+cat "$OUT/machine.txt" >&2
+
+# --- servers -----------------------------------------------------------------------------
+start_nchan() {
+    local dir=$WORK/nginx
+    rm -rf "$dir" && mkdir -p "$dir"
+    sed -e "s#@DIR@#$dir#g" -e "s#@PORT@#$NCHAN_PORT#g" bench/nchan.conf >"$dir/nginx.conf"
+    nginx -p "$dir" -c "$dir/nginx.conf" >>"$OUT/nginx.log" 2>&1 &
+    SERVER_PID=$!
+    # nchan answers 404 on / : any HTTP answer means it is up.
+    for _ in $(seq 1 100); do
+        curl -sS -o /dev/null --max-time 1 "http://127.0.0.1:$NCHAN_PORT/" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nginx did not start; see $OUT/nginx.log and $dir/error.log" >&2
+    return 1
+}
+
+start_switchboard() {
+    # Presence off: the large audiences here would cost O(N²) join announcements (measured
+    # separately with EXTRA=1). Log level warn: info logs one line per session lifecycle event.
+    "$SB" --listen "127.0.0.1:$SB_PORT" --presence "${1:-false}" --log warn \
+        >>"$OUT/switchboard.log" 2>&1 &
+    SERVER_PID=$!
+    wait_http "http://127.0.0.1:$SB_PORT/healthz"
+}
+
+load() {
+    # load <target> <label> <mode args...>: one run, its JSON line appended to results.jsonl.
+    local target=$1 label=$2
+    shift 2
+    local args=(--json --label "$label" --server-pid "$SERVER_PID" --max-secs 900)
+    if [[ $target == nchan ]]; then
+        args+=(--target nchan
+            --sub-url "http://127.0.0.1:$NCHAN_PORT/sub/{channel}"
+            --pub-url "http://127.0.0.1:$NCHAN_PORT/pub/{channel}")
+    else
+        args+=(--target switchboard --url "http://127.0.0.1:$SB_PORT")
+    fi
+    echo "--- $target $label: $*" >&2
+    local line
+    if line=$(timeout 1000 "$LOAD" "${args[@]}" "$@" 2>>"$OUT/load.log"); then
+        :
+    else
+        echo "    (run reported a failure: exit $?)" >&2
+    fi
+    if [[ -n "$line" ]]; then
+        echo "$line" >>"$RESULTS"
+        # A short summary on the console.
+        echo "$line" | tr ',' '\n' | grep -E '"name":"(deliveries_per_s|latency_p50_ms|latency_p99_ms|rss_per_stream_bytes|attach_s|lost|sustained_per_s|rss_growth_pct|gen_cpu_pct)"' -A1 |
+            paste -sd' ' | sed 's/"name"://g; s/"value"://g; s/--//g; s/}//g' >&2 || true
+    fi
+}
+
+comparison_round() {
+    local target=$1
+    if [[ $target == nchan ]]; then start_nchan; else start_switchboard false; fi
+    # Idle memory first, on the fresh server.
+    load "$target" "idle-${IDLE_N}" idle --streams "$IDLE_N" --settle 3 --hold 5
+    load "$target" "fanout-${FANOUT_N}-saturated" fanout --streams "$FANOUT_N" --broadcasts "$SAT_BROADCASTS"
+    load "$target" "fanout-${FANOUT_N}-1hz" fanout --streams "$FANOUT_N" --broadcasts "$RATE_BROADCASTS" --rate 1
+    load "$target" "fanout-1000-saturated" fanout --streams 1000 --broadcasts 1000
+    load "$target" "fanout-${FANOUT_MAX_N}-saturated" fanout --streams "$FANOUT_MAX_N" --broadcasts 100
+    stop_server
+}
+
+extra_round() {
+    start_switchboard false
+    load switchboard "direct-5000-per-s" direct --pairs 50 --rate 5000 --duration 10
+    load switchboard "direct-closed-loop" direct --pairs 64 --rate 0 --duration 10
+    stop_server
+    for n in 1000 10000; do
+        start_switchboard true
+        load switchboard "presence-on-idle-$n" idle --streams "$n" --settle 2 --hold 2
+        stop_server
+        start_switchboard false
+        load switchboard "presence-off-idle-$n" idle --streams "$n" --settle 2 --hold 2
+        stop_server
+    done
+}
+
+T0=$(date +%s)
+for round in $(seq 1 "$ROUNDS"); do
+    if ((round % 2)); then order=(nchan switchboard); else order=(switchboard nchan); fi
+    for target in "${order[@]}"; do
+        log "round $round/$ROUNDS: $target"
+        comparison_round "$target"
+    done
+    if [[ $EXTRA == 1 ]]; then
+        log "round $round/$ROUNDS: switchboard-only targets"
+        extra_round
+    fi
+done
+if [[ $EXTRA == 1 ]]; then
+    log "churn: $CHURN_RATE sessions/s for $CHURN_SECS s (presence on)"
+    start_switchboard true
+    load switchboard "churn-$CHURN_RATE-per-s" churn --rate "$CHURN_RATE" --duration "$CHURN_SECS" --hold-ms 1000 --sample 10 --warmup 30
+    stop_server
+fi
+
+log "results ($(( $(date +%s) - T0 )) s): $OUT"
+"$LOAD" report "$RESULTS" | tee "$OUT/report.md"
