@@ -1,5 +1,7 @@
 //! Parse the flags, start logging, bind, serve until SIGINT or SIGTERM.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use switchboard::{Config, serve, shutdown};
 use tokio::net::TcpListener;
@@ -10,6 +12,7 @@ async fn main() -> std::io::Result<()> {
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let listener = TcpListener::bind(config.listen).await?;
     serve(listener, config, shutdown::signal()).await
