@@ -143,6 +143,10 @@ pub fn routes(
         .unify()
         .recover(error::handle_rejection)
         .unify()
+        .with(warp::reply::with::header(
+            "x-content-type-options",
+            "nosniff",
+        ))
         .with(warp::log::custom(move |info| {
             metrics.http_request(route_of(info.path()), info.status().as_u16());
         }))
