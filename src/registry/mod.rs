@@ -3,9 +3,8 @@
 //! [`Registry`] is a cheap handle around shared state. Two levels of `std::sync::Mutex`, always
 //! taken in this order and never held across an `.await`:
 //! - the registry lock guards the session map, the expiry queue and the attached-stream count.
-//!   It is held while an event is appended to many mailboxes (a broadcast), so that a session
-//!   registering at the same time is either in the fan-out or sees the event in nobody's roster:
-//!   ordering stays simple to reason about. Appending is a pointer push per recipient.
+//!   It is held while one event is appended to many mailboxes (a broadcast), so a fan-out sees
+//!   one consistent set of sessions. Appending is a pointer push per recipient.
 //! - each session's lock guards its mailbox and attachment; a stream reading its own mailbox
 //!   takes only this one, so readers never contend with each other on the registry lock.
 //!
@@ -13,8 +12,10 @@
 //! per-attachment [`Notify`]; a takeover or removal wakes the old stream, which then finds it is
 //! no longer the current attachment and ends.
 //!
-//! The registry is also the seam for a multi-instance backplane: every state change goes through
-//! one of the verbs below (`register`, `deliver`, `broadcast`, `remove`, `expire`).
+//! In cluster mode the registry holds the sessions *homed* on this instance; `backplane::redis`
+//! drives it through the primitives at the end (`insert`, `deliver_all`, `push_direct`,
+//! `export`, `import`), and presence announcements arrive through the backplane instead of
+//! being made here (`Settings::announce_locally`).
 
 pub mod event;
 pub mod mailbox;
