@@ -1,0 +1,288 @@
+//! The operational routes: `/healthz`, `/metrics`, `/clients`, `/openapi.yaml`, static files,
+//! and CORS.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn healthz_reports_ok_with_counts_and_the_stream_limit() {
+    let app = spawn_app(Config {
+        max_streams: Some(7),
+        ..test_config()
+    })
+    .await;
+    assert_eq!(
+        app.health().await,
+        json!({"status": "ok", "sessions": 0, "streams": 0, "stream_limit": 7})
+    );
+
+    let ann = app.helo("ann").await;
+    app.helo("bob").await;
+    let _stream = app.attach_ready(&ann).await;
+
+    assert_eq!(
+        app.health().await,
+        json!({"status": "ok", "sessions": 2, "streams": 1, "stream_limit": 7})
+    );
+}
+
+#[tokio::test]
+async fn healthz_stream_limit_defaults_to_the_open_file_limit_less_the_reserve() {
+    let app = spawn_app(test_config()).await;
+
+    let health = app.health().await;
+
+    assert_eq!(
+        health["stream_limit"],
+        Config::default().stream_limit() as u64
+    );
+}
+
+/// The value of the metric line that starts with `series ` (name and labels, exactly).
+fn metric(text: &str, series: &str) -> u64 {
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_sessions_streams_events_evictions_refusals_and_requests() {
+    let app = spawn_app(Config {
+        mailbox_size: 2,
+        heartbeat: Duration::from_secs(600),
+        ..test_config()
+    })
+    .await;
+    let ann = app.helo("ann").await;
+    let bob = app.helo("bob").await;
+    let mut ann_stream = app.attach_ready(&ann).await;
+    ann_stream.next_named("new_user").await;
+    app.respond(&bob, &ann, json!("hi ann")).await;
+    ann_stream.next_named("client_response").await;
+    // Bob is detached: two direct messages fill his mailbox, the third is refused, and a
+    // broadcast evicts the oldest.
+    app.respond(&ann, &bob, json!(1)).await;
+    app.respond(&ann, &bob, json!(2)).await;
+    assert_eq!(
+        app.post_response(&ann, &bob.id, json!(3)).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    app.broadcast_ok(&ann, json!("all")).await;
+    let mut bob_stream = app.attach_ready(&bob).await;
+    bob_stream.next_named("lagged").await;
+    bob_stream.next_named("client_response").await;
+    bob_stream.next_named("client_broadcast").await;
+
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let text = body_text(response).await;
+
+    let expected = [
+        ("switchboard_sessions", 2),
+        ("switchboard_streams", 2),
+        (r#"switchboard_events_delivered_total{event="ready"}"#, 2),
+        (r#"switchboard_events_delivered_total{event="new_user"}"#, 1),
+        (
+            r#"switchboard_events_delivered_total{event="client_response"}"#,
+            2,
+        ),
+        (
+            r#"switchboard_events_delivered_total{event="client_broadcast"}"#,
+            1,
+        ),
+        (
+            r#"switchboard_events_delivered_total{event="user_left"}"#,
+            0,
+        ),
+        (r#"switchboard_events_delivered_total{event="lagged"}"#, 1),
+        (r#"switchboard_events_delivered_total{event="ping"}"#, 0),
+        ("switchboard_mailbox_evictions_total", 1),
+        ("switchboard_mailbox_full_total", 1),
+        (
+            r#"switchboard_http_requests_total{route="/helo",status="201"}"#,
+            2,
+        ),
+        (
+            r#"switchboard_http_requests_total{route="/events/{id}",status="200"}"#,
+            2,
+        ),
+        (
+            r#"switchboard_http_requests_total{route="/response",status="202"}"#,
+            3,
+        ),
+        (
+            r#"switchboard_http_requests_total{route="/response",status="429"}"#,
+            1,
+        ),
+        (
+            r#"switchboard_http_requests_total{route="/broadcast",status="202"}"#,
+            1,
+        ),
+    ];
+    for (series, value) in expected {
+        assert_eq!(metric(&text, series), value, "{series}");
+    }
+    assert!(
+        text.contains("# TYPE switchboard_events_delivered counter"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_label_requests_by_route_template_never_by_id() {
+    let app = spawn_app(test_config()).await;
+    let ann = app.helo("ann").await;
+    app.get("/events/00000000-0000-4000-8000-000000000000")
+        .await;
+    app.get("/nope").await;
+
+    let text = app.metrics().await;
+
+    assert_eq!(
+        metric(
+            &text,
+            r#"switchboard_http_requests_total{route="/events/{id}",status="401"}"#
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"switchboard_http_requests_total{route="static",status="404"}"#
+        ),
+        1
+    );
+    assert!(!text.contains(&ann.id), "a session id leaked into a label");
+    assert!(
+        !text.contains("00000000-0000"),
+        "a path leaked into a label"
+    );
+}
+
+#[tokio::test]
+async fn clients_lists_every_registered_session_with_id_and_name() {
+    let app = spawn_app(test_config()).await;
+    assert_eq!(body_json(app.get("/clients").await).await, json!([]));
+    let ann = app.helo("ann").await;
+    let bob = app.helo("bob").await;
+
+    let response = app.get("/clients").await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_json_content_type(response.headers());
+    let mut clients = body_json(response).await.as_array().unwrap().clone();
+    clients.sort_by_key(|c| c["name"].as_str().unwrap().to_owned());
+    assert_eq!(clients, [ann.peer(), bob.peer()]);
+}
+
+#[tokio::test]
+async fn openapi_yaml_is_served_as_written() {
+    let app = spawn_app(test_config()).await;
+
+    let response = app.get("/openapi.yaml").await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/yaml");
+    let body = body_text(response).await;
+    assert_eq!(body, include_str!("../../openapi.yaml"));
+}
+
+#[tokio::test]
+async fn root_serves_the_web_client_from_public_dir() {
+    let app = spawn_app(test_config()).await;
+    let index =
+        std::fs::read_to_string(public_dir().join("index.html")).expect("public/index.html exists");
+
+    let response = app.get("/").await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert_eq!(body_text(response).await, index);
+    let index_by_name = app.get("/index.html").await;
+    assert_eq!(index_by_name.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn static_files_come_from_the_configured_directory_only() {
+    let dir = std::env::temp_dir().join(format!("switchboard-api-static-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<!doctype html><title>own</title>").unwrap();
+    std::fs::write(dir.join("hello.txt"), "hello").unwrap();
+    let app = spawn_app(Config {
+        public_dir: dir.clone(),
+        ..test_config()
+    })
+    .await;
+
+    assert_eq!(
+        body_text(app.get("/").await).await,
+        "<!doctype html><title>own</title>"
+    );
+    assert_eq!(body_text(app.get("/hello.txt").await).await, "hello");
+    // No escaping the directory.
+    let escape = app.get("/../Cargo.toml").await;
+    assert_eq!(escape.status(), StatusCode::NOT_FOUND);
+    let encoded = app.get("/%2e%2e/Cargo.toml").await;
+    assert_eq!(encoded.status(), StatusCode::NOT_FOUND);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn cors_headers_are_absent_by_default_and_sent_for_configured_origins() {
+    let same_origin = spawn_app(test_config()).await;
+    let response = send(
+        same_origin
+            .client
+            .get(same_origin.url("/clients"))
+            .header("origin", "https://elsewhere.example"),
+    )
+    .await;
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+
+    let app = spawn_app(Config {
+        cors_origins: vec!["https://app.example".to_owned()],
+        ..test_config()
+    })
+    .await;
+    let preflight = send(
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/helo"))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type"),
+    )
+    .await;
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let other = send(
+        app.client
+            .get(app.url("/clients"))
+            .header("origin", "https://evil.example"),
+    )
+    .await;
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}

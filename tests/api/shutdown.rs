@@ -1,0 +1,130 @@
+//! Graceful shutdown: firing `serve`'s trigger closes every stream (spread over the drain
+//! window), refuses new connections, and `serve` returns within a bounded time.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn shutdown_closes_open_streams_and_serve_returns_promptly() {
+    let mut app = spawn_app(Config {
+        drain_window: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(10),
+        ..test_config()
+    })
+    .await;
+    let ann = app.helo("ann").await;
+    let bob = app.helo("bob").await;
+    let mut ann_stream = app.attach_ready(&ann).await;
+    ann_stream.next_named("new_user").await;
+    let mut bob_stream = app.attach_ready(&bob).await;
+
+    let fired = Instant::now();
+    let trigger = app.shutdown.take().unwrap();
+    trigger.send(()).unwrap();
+
+    ann_stream.expect_end().await;
+    bob_stream.expect_end().await;
+    // Well inside the grace period: the streams ended by themselves, nothing was abandoned.
+    app.stop(Duration::from_secs(3))
+        .await
+        .expect("serve returns Ok");
+    assert!(
+        fired.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        fired.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn after_shutdown_new_connections_are_refused() {
+    let mut app = spawn_app(test_config()).await;
+    app.helo("ann").await;
+
+    app.stop(WAIT).await.unwrap();
+
+    let refused = TcpStream::connect(app.addr).await;
+    assert_eq!(
+        refused.expect_err("the listener is closed").kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    assert!(app.client.get(app.url("/healthz")).send().await.is_err());
+}
+
+#[tokio::test]
+async fn stream_closes_are_spread_over_the_drain_window() {
+    let window = Duration::from_millis(600);
+    let mut app = spawn_app(Config {
+        drain_window: window,
+        shutdown_grace: Duration::from_secs(10),
+        ..test_config()
+    })
+    .await;
+    let mut streams = Vec::new();
+    for n in 0..10 {
+        let session = app.helo(&format!("client {n}")).await;
+        streams.push(app.attach_ready(&session).await);
+    }
+
+    let fired = Instant::now();
+    app.shutdown.take().unwrap().send(()).unwrap();
+    let closes = futures_util::future::join_all(streams.iter_mut().map(|stream| async {
+        // Drain the new_user events of later joiners, then the end.
+        loop {
+            match stream.try_next(WAIT).await.expect("closed within the wait") {
+                Some(event) => assert_eq!(event.event, "new_user"),
+                None => return fired.elapsed(),
+            }
+        }
+    }))
+    .await;
+
+    let first = *closes.iter().min().unwrap();
+    let last = *closes.iter().max().unwrap();
+    assert!(
+        last < window + Duration::from_millis(500),
+        "last close after {last:?}"
+    );
+    // Ten uniform picks in 600 ms span less than 100 ms with probability about 1e-6.
+    assert!(
+        last - first >= Duration::from_millis(100),
+        "closes not spread: {closes:?}"
+    );
+    app.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stuck_connection_delays_shutdown_by_at_most_the_grace_period() {
+    let grace = Duration::from_millis(300);
+    let mut app = spawn_app(Config {
+        drain_window: Duration::ZERO,
+        shutdown_grace: grace,
+        ..test_config()
+    })
+    .await;
+    // A request whose body never finishes arriving.
+    let mut stuck = TcpStream::connect(app.addr).await.unwrap();
+    stuck
+        .write_all(
+            b"POST /helo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"name\":",
+        )
+        .await
+        .unwrap();
+    // Connections are accepted in order: once a later one is answered, the stuck one is open.
+    app.health().await;
+
+    let fired = Instant::now();
+    app.stop(WAIT).await.expect("serve returns Ok");
+
+    assert!(
+        fired.elapsed() < grace + Duration::from_secs(1),
+        "{:?}",
+        fired.elapsed()
+    );
+    drop(stuck);
+}
