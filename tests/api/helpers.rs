@@ -57,20 +57,28 @@ pub fn public_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("public")
 }
 
-/// The contract's defaults, with the crate's `public/` and a drain window short enough that
-/// tests which shut down do not wait for it.
+/// Set to a Redis URL to run the whole suite in cluster mode (one instance per test, each
+/// with its own key prefix); unset, every test runs the default in-process hub.
+pub const REDIS_URL_VAR: &str = "TEST_REDIS_URL";
+
+/// The contract's defaults, with the crate's `public/`, a drain window short enough that tests
+/// which shut down do not wait for it, and cluster mode when [`REDIS_URL_VAR`] is set.
 pub fn test_config() -> Config {
     Config {
         public_dir: public_dir(),
         drain_window: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(2),
+        redis_url: std::env::var(REDIS_URL_VAR).ok(),
+        redis_prefix: format!("switchboard-test-{}", uuid::Uuid::new_v4().simple()),
         ..Config::default()
     }
 }
 
 /// Binds an ephemeral port, spawns the server and returns without waiting for anything else:
-/// the listener is already bound, so requests queue until `serve` accepts them.
+/// the listener is already bound, so requests queue until `serve` accepts them. In cluster
+/// mode it first waits for `/healthz` to say the instance is on the Redis bus.
 pub async fn spawn_app(config: Config) -> TestApp {
+    let cluster = config.redis_url.is_some();
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binding an ephemeral port");
@@ -83,13 +91,17 @@ pub async fn spawn_app(config: Config) -> TestApp {
         .connect_timeout(WAIT)
         .build()
         .unwrap();
-    TestApp {
+    let app = TestApp {
         base_url: format!("http://{addr}"),
         addr,
         client,
         shutdown: Some(shutdown),
         server: Some(server),
+    };
+    if cluster {
+        app.wait_until_healthy().await;
     }
+    app
 }
 
 /// Sends a request, failing the test if no response head arrives within [`WAIT`].
@@ -276,6 +288,18 @@ impl TestApp {
         let response = self.get("/healthz").await;
         assert_eq!(response.status(), StatusCode::OK);
         body_json(response).await
+    }
+
+    /// Polls `/healthz` until it answers 200, within [`WAIT`]; nothing else announces readiness.
+    async fn wait_until_healthy(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.get("/healthz").await.status() != StatusCode::OK {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not healthy after {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits until `/healthz` counts `streams` attached streams, polling, within [`WAIT`].
