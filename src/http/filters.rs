@@ -45,6 +45,13 @@ pub fn json_body<T: DeserializeOwned + Send>(
         .and(warp::body::content_length_limit(limit))
         .and(warp::body::bytes())
         .and_then(|body: Bytes| async move {
+            // serde would also accept a struct written as an array; the contract says object.
+            if body.trim_ascii_start().first() != Some(&b'{') {
+                return Err(warp::Rejection::from(ApiError::bad_request(
+                    "invalid_body",
+                    "the body must be a JSON object",
+                )));
+            }
             serde_json::from_slice(&body).map_err(|err| {
                 warp::Rejection::from(ApiError::bad_request(
                     "invalid_body",
@@ -52,6 +59,20 @@ pub fn json_body<T: DeserializeOwned + Send>(
                 ))
             })
         })
+}
+
+/// Passes GET and HEAD; anything else is "no such route" rather than "wrong method", so that
+/// `POST /nope` is a 404 even though static files are served from every path.
+pub fn get_or_not_found() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::method()
+        .and_then(|method: warp::http::Method| async move {
+            if method == warp::http::Method::GET || method == warp::http::Method::HEAD {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
 }
 
 fn parse_bearer(value: &str) -> Result<Token, ApiError> {

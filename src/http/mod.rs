@@ -113,7 +113,7 @@ pub fn routes(
     let openapi = warp::path!("openapi.yaml").and(warp::get()).map(|| {
         warp::reply::with_header(OPENAPI, "content-type", "application/yaml").into_response()
     });
-    let files = warp::get()
+    let files = filters::get_or_not_found()
         .and(warp::fs::dir(public_dir))
         .map(Reply::into_response);
 

@@ -26,7 +26,13 @@ fn forged_token(session: &Session) -> String {
 async fn helo_rejects_malformed_json_with_invalid_body() {
     let app = spawn_app(test_config()).await;
 
-    for body in [r#"{"name": "ann""#, "not json", r#"{"name": 5}"#, "null"] {
+    for body in [
+        r#"{"name": "ann""#,
+        "not json",
+        r#"{"name": 5}"#,
+        "null",
+        r#"["ann"]"#,
+    ] {
         let response = app.post_raw("/helo", None, body).await;
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_body").await;
     }
@@ -471,6 +477,15 @@ async fn unknown_routes_are_404_not_found() {
         "/public/index.html",
     ] {
         let response = app.get(path).await;
+        assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    }
+    // Other methods too: static files are served from every path, but only to GET.
+    for (method, path) in [
+        ("POST", "/nope"),
+        ("DELETE", "/index.html"),
+        ("PUT", "/a/b"),
+    ] {
+        let response = send(app.client.request(method.parse().unwrap(), app.url(path))).await;
         assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
     }
 }
