@@ -552,9 +552,17 @@ impl Cluster {
             match connected {
                 Ok(Ok(mut pubsub)) => {
                     backoff = Duration::from_millis(100);
-                    self.subscribed.store(true, Ordering::Relaxed);
                     info!(channel, "subscribed to the Redis bus");
-                    self.reregister().await;
+                    // Healthy only once re-registered: the command connection may still be
+                    // reconnecting, so retry until it works (bus messages wait meanwhile).
+                    while let Err(err) = self.reregister().await {
+                        warn!(error = %err, "could not re-register homed sessions; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                    }
+                    self.subscribed.store(true, Ordering::Relaxed);
                     let mut messages = pubsub.on_message();
                     loop {
                         let message = tokio::select! {
@@ -583,18 +591,20 @@ impl Cluster {
         }
     }
 
-    async fn reregister(&self) {
+    /// Re-writes the directory entries of the sessions homed here, liveness key first: Redis
+    /// may have restarted empty, and another instance's sweep must not find these entries
+    /// without it and remove them as a dead instance's.
+    async fn reregister(&self) -> Result<(), RegistryError> {
+        self.refresh_liveness().await?;
         let homed = self.registry.homed();
         let count = homed.len();
         for (peer, token) in homed {
-            if let Err(err) = self.set_entry(&peer, &token).await {
-                warn!(error = %err, "could not re-register a session");
-                return;
-            }
+            self.set_entry(&peer, &token).await?;
         }
         if count > 0 {
             info!(sessions = count, "re-registered homed sessions");
         }
+        Ok(())
     }
 
     /// Refreshes this instance's liveness key and removes sessions of instances that died.
@@ -607,15 +617,7 @@ impl Cluster {
                 _ = tick.tick() => {}
             }
             let result = async {
-                let mut conn = self.conn.clone();
-                redis::cmd("SET")
-                    .arg(self.instance_key(self.instance))
-                    .arg(1)
-                    .arg("PX")
-                    .arg(LIVENESS.as_millis() as u64)
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
+                self.refresh_liveness().await?;
                 self.sweep().await
             }
             .await;
@@ -631,6 +633,19 @@ impl Cluster {
                 _ => {}
             }
         }
+    }
+
+    /// Sets this instance's liveness key for another [`LIVENESS`].
+    async fn refresh_liveness(&self) -> Result<(), RegistryError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(self.instance_key(self.instance))
+            .arg(1)
+            .arg("PX")
+            .arg(LIVENESS.as_millis() as u64)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
     }
 
     /// Removes directory entries homed on instances whose liveness key expired.
