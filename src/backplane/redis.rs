@@ -610,25 +610,33 @@ impl Cluster {
     /// Refreshes this instance's liveness key and removes sessions of instances that died.
     async fn keep_alive(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(LIVENESS / 3);
-        let mut healthy = true;
+        // After an outage the other instances need time to refresh their own keys too: until
+        // two liveness periods have passed, a missing key means "not back yet", not "dead".
+        let mut reachable = true;
+        let mut sweep_after = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            let settled = reachable && tokio::time::Instant::now() >= sweep_after;
             let result = async {
                 self.refresh_liveness().await?;
-                self.sweep().await
+                if settled {
+                    self.sweep().await?;
+                }
+                Ok::<_, RegistryError>(())
             }
             .await;
             match result {
-                Ok(()) if !healthy => {
+                Ok(()) if !reachable => {
                     info!("Redis reachable again");
-                    healthy = true;
+                    reachable = true;
+                    sweep_after = tokio::time::Instant::now() + LIVENESS * 2;
                 }
-                Err(err) if healthy => {
+                Err(err) if reachable => {
                     error!(error = %err, "Redis unreachable");
-                    healthy = false;
+                    reachable = false;
                 }
                 _ => {}
             }
