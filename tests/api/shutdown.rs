@@ -133,3 +133,82 @@ async fn a_stuck_connection_delays_shutdown_by_at_most_the_grace_period() {
     );
     drop(stuck);
 }
+
+/// The real binary, stopped by a signal: streams end, and the process exits 0 by itself.
+async fn binary_stops_cleanly_on(signal: &str) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--listen", "127.0.0.1:0", "--drain-window", "200ms"])
+        .args(["--public-dir", public_dir().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the switchboard binary");
+    // The log line `listening address=127.0.0.1:NNNNN ...` says where it listens.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("address=").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the binary logs its address");
+    let client = reqwest::Client::new();
+    let base = format!("http://{address}");
+    let hello: serde_json::Value = client
+        .post(format!("{base}/helo"))
+        .json(&serde_json::json!({"name": "ann"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = client
+        .get(format!(
+            "{base}/events/{}?token={}",
+            hello["id"].as_str().unwrap(),
+            hello["token"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = SseReader::new(response);
+    stream.ready().await;
+
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    stream.expect_end().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after {signal}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "exit status after {signal}: {exit:?}");
+}
+
+#[tokio::test]
+async fn sigterm_ends_streams_and_the_binary_exits_0() {
+    binary_stops_cleanly_on("-TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_ends_streams_and_the_binary_exits_0() {
+    binary_stops_cleanly_on("-INT").await;
+}
