@@ -324,8 +324,9 @@ pub async fn open_sse(ep: &Endpoint, src: Option<Ipv4Addr>, path: &str) -> io::R
             if head.status != 200 {
                 let body = String::from_utf8_lossy(&buf[head.len..]);
                 let body: String = body.chars().take(200).collect();
+                let shown = path.split('?').next().unwrap_or_default();
                 return Err(io::Error::other(format!(
-                    "HTTP {} on {path}: {body}",
+                    "HTTP {} on {shown}: {body}",
                     head.status
                 )));
             }

@@ -136,6 +136,11 @@ enum Mode {
         /// Saturated mode: at most this many broadcasts ahead of the slowest stream.
         #[arg(long, default_value_t = 64)]
         window: u64,
+        /// Publishing connections sending at once. nchan answers a publish only after writing
+        /// the message to its subscribers, so one sequential publisher cannot saturate it.
+        /// With more than one, arrival order is not checked.
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
         /// Padding bytes added to each message.
         #[arg(long, default_value_t = 0)]
         payload: usize,
@@ -280,6 +285,7 @@ fn run(o: &Opts, mode: Mode) -> i32 {
                     broadcasts,
                     rate,
                     window,
+                    publishers,
                     payload,
                     drain_timeout,
                 } => {
@@ -290,6 +296,7 @@ fn run(o: &Opts, mode: Mode) -> i32 {
                             broadcasts,
                             rate,
                             window: window.max(1),
+                            publishers: publishers.max(1),
                             payload,
                             drain_timeout: Duration::from_secs(drain_timeout),
                         },

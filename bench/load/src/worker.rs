@@ -202,6 +202,21 @@ fn pct(s: &str) -> String {
     out
 }
 
+/// `text` with the value of any `token=` query parameter replaced.
+fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("token=") {
+        out.push_str(&rest[..i + 6]);
+        out.push_str("REDACTED");
+        rest = &rest[i + 6..];
+        let end = rest.find(['&', ' ', ':', '"']).unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn events_path(s: &Session) -> String {
     format!("/events/{}?token={}", pct(&s.id), pct(&s.token))
 }
@@ -359,6 +374,8 @@ async fn attach_all(st: &Rc<State>, ep: &Endpoint, paths: Vec<String>, wait_read
     let total = paths.len();
     for (i, path) in paths.into_iter().enumerate() {
         let (st, sem, ep) = (st.clone(), sem.clone(), ep.clone());
+        // Errors name the path without its query: it holds the session's token.
+        let shown = path.split('?').next().unwrap_or_default().to_string();
         let src = source_ip(st.job.first + i, st.job.conns_per_ip);
         tokio::task::spawn_local(async move {
             let permit = sem.acquire().await;
@@ -371,12 +388,12 @@ async fn attach_all(st: &Rc<State>, ep: &Endpoint, paths: Vec<String>, wait_read
             let mut s = match r {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    st.error(format_args!("attach {path}: {e}"));
+                    st.error(format_args!("attach {shown}: {}", redact(&e.to_string())));
                     st.attach_result(false);
                     return;
                 }
                 Err(_) => {
-                    st.error(format_args!("attach {path}: timed out"));
+                    st.error(format_args!("attach {shown}: timed out"));
                     st.attach_result(false);
                     return;
                 }
