@@ -17,6 +17,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
+use tower::util::BoxCloneService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
@@ -82,7 +83,12 @@ pub async fn run<F>(
     F: Filter + Clone + Send + Sync + 'static,
     F::Extract: Reply,
 {
+    // hyper keeps a connection's in-flight request future inline for the connection's whole
+    // life. warp's combined filter future is several KiB; boxing it (outermost layer) means
+    // the allocation is freed once the response has started, which for an SSE stream is
+    // almost at once: idle streams then cost what they hold, not what routing needed.
     let service = ServiceBuilder::new()
+        .layer(BoxCloneService::layer())
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<Incoming>| {
