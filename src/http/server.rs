@@ -26,6 +26,9 @@ use warp::Filter;
 use warp::http::{HeaderName, HeaderValue, Method, Request, Uri, header};
 use warp::reply::Reply;
 
+/// hyper's per-connection buffer limit (its minimum).
+const MAX_BUF: usize = 8 * 1024;
+
 /// The URI with any `token` query parameter's value replaced, for logs and traces.
 pub fn redact(uri: &Uri) -> String {
     let Some(query) = uri.query() else {
@@ -128,6 +131,11 @@ pub async fn run<F>(
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
+            // hyper's default lets a connection queue ~400 KiB of response before it stops
+            // pulling the body; with thousands of streams that is unbounded in practice. At
+            // the minimum, a slow reader stops pulling at once and its events wait in its
+            // bounded mailbox, where overflow is counted and reported as `lagged`.
+            .max_buf_size(MAX_BUF)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
