@@ -228,6 +228,11 @@ async fn helo(conn: &mut HttpConn, name: &str) -> Result<Session, String> {
         .request("POST", "/helo", None, Some(body.as_bytes()))
         .await
         .map_err(|e| format!("helo: {e}"))?;
+    helo_reply(r)
+}
+
+/// The session in a `POST /helo` answer.
+fn helo_reply(r: http::Response) -> Result<Session, String> {
     if r.status != 201 {
         return Err(format!(
             "helo: HTTP {}: {}",
@@ -266,6 +271,28 @@ impl Pool {
         if !c.closed {
             self.idle.borrow_mut().push(c);
         }
+    }
+
+    /// One request on a pooled connection; when a reused connection turns out to be closed
+    /// by the server (keep-alive ended while idle), once more on a new one.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> std::io::Result<http::Response> {
+        let pooled = self.idle.borrow_mut().pop();
+        if let Some(mut c) = pooled
+            && let Ok(r) = c.request(method, path, bearer, body).await
+        {
+            self.put(c);
+            return Ok(r);
+        }
+        let mut c = HttpConn::open(&self.ep, Some(self.src)).await?;
+        let r = c.request(method, path, bearer, body).await?;
+        self.put(c);
+        Ok(r)
     }
 }
 
@@ -529,9 +556,12 @@ async fn sender(st: Rc<State>, ep: Endpoint, plan: Plan) {
 /// One churn cycle: helo, attach, hold, delete, see the stream end.
 async fn churn_cycle(st: Rc<State>, pool: Rc<Pool>, n: usize, hold: Duration) {
     let r: Result<(), String> = async {
-        let mut conn = pool.get().await.map_err(|e| format!("connect: {e}"))?;
-        let s = helo(&mut conn, &session_name(n)).await?;
-        pool.put(conn);
+        let body = serde_json::json!({ "name": session_name(n) }).to_string();
+        let r = pool
+            .call("POST", "/helo", None, Some(body.as_bytes()))
+            .await
+            .map_err(|e| format!("helo: {e}"))?;
+        let s = helo_reply(r)?;
         let src = source_ip(n, 1);
         let mut stream = timeout(
             Duration::from_millis(st.job.attach_timeout_ms),
@@ -547,12 +577,10 @@ async fn churn_cycle(st: Rc<State>, pool: Rc<Pool>, n: usize, hold: Duration) {
         if held.is_ok() {
             return Err("stream ended while held".into());
         }
-        let mut conn = pool.get().await.map_err(|e| format!("connect: {e}"))?;
-        let r = conn
-            .request("DELETE", "/session", Some(&s.token), None)
+        let r = pool
+            .call("DELETE", "/session", Some(&s.token), None)
             .await
             .map_err(|e| format!("delete: {e}"))?;
-        pool.put(conn);
         if r.status != 204 {
             return Err(format!("DELETE /session: HTTP {}", r.status));
         }
