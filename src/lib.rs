@@ -82,7 +82,7 @@ pub async fn serve(
         },
         shutdown: cancel.clone(),
     };
-    let routes = http::routes(context, config.max_body, config.public_dir.clone());
+    let routes = http::routes(context.clone(), config.max_body, config.public_dir.clone());
     info!(
         address = %listener.local_addr()?,
         max_streams,
@@ -95,7 +95,7 @@ pub async fn serve(
         max_connections: config.connection_limit(),
         shutdown_grace: config.shutdown_grace + config.drain_window,
     };
-    http::server::run(listener, routes, options, shutdown, cancel).await;
+    http::server::run(listener, routes, context, options, shutdown).await;
     let _ = reaper.await;
     info!("stopped");
     Ok(())

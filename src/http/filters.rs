@@ -92,7 +92,7 @@ pub fn bearer() -> impl Filter<Extract = (Token,), Error = warp::Rejection> + Cl
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct StreamQuery {
     token: Option<String>,
     last_event_id: Option<String>,
@@ -105,45 +105,58 @@ pub struct StreamParams {
 }
 
 /// Token from the `Authorization` header or `?token=` (EventSource cannot set headers), and
-/// resume point from the `Last-Event-ID` header or `?last_event_id=`. 401 without a token,
-/// 400 for a resume point that is not an event id.
+/// resume point from the `Last-Event-ID` header or `?last_event_id=`.
+///
+/// # Errors
+/// 401 without a token or with a malformed one, 400 for a resume point that is not an event id.
+pub fn parse_stream_params(
+    authorization: Option<&str>,
+    last_event_id: Option<&str>,
+    query: Option<&str>,
+) -> Result<StreamParams, ApiError> {
+    // An undecodable query is treated as absent: the request then lacks a token (401).
+    let query: StreamQuery = serde_urlencoded::from_str(query.unwrap_or("")).unwrap_or_default();
+    let token = match (authorization, query.token) {
+        (Some(value), _) => parse_bearer(value)?,
+        (None, Some(token)) => {
+            Token::parse(&token).ok_or_else(|| ApiError::unauthorized("malformed token"))?
+        }
+        (None, None) => {
+            return Err(ApiError::unauthorized(
+                "missing token: send Authorization: Bearer <token> or ?token=",
+            ));
+        }
+    };
+    let last_event_id = match last_event_id.map(str::to_owned).or(query.last_event_id) {
+        None => None,
+        Some(text) if text.trim().is_empty() => None,
+        Some(text) => Some(text.trim().parse::<EventId>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_last_event_id",
+                "Last-Event-ID must be an event id from this stream",
+            )
+        })?),
+    };
+    Ok(StreamParams {
+        token,
+        last_event_id,
+    })
+}
+
+/// [`parse_stream_params`] as a filter.
 pub fn stream_params() -> impl Filter<Extract = (StreamParams,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and(warp::header::optional::<String>("last-event-id"))
         .and(
-            warp::query::<StreamQuery>()
-                .or(warp::any().map(|| StreamQuery {
-                    token: None,
-                    last_event_id: None,
-                }))
+            warp::query::raw()
+                .map(Some)
+                .or(warp::any().map(|| None))
                 .unify(),
         )
         .and_then(
-            |header: Option<String>, last_header: Option<String>, query: StreamQuery| async move {
-                let token = match (header, query.token) {
-                    (Some(value), _) => parse_bearer(&value)?,
-                    (None, Some(token)) => Token::parse(&token)
-                        .ok_or_else(|| ApiError::unauthorized("malformed token"))?,
-                    (None, None) => {
-                        return Err(warp::Rejection::from(ApiError::unauthorized(
-                            "missing token: send Authorization: Bearer <token> or ?token=",
-                        )));
-                    }
-                };
-                let last_event_id = match last_header.or(query.last_event_id) {
-                    None => None,
-                    Some(text) if text.trim().is_empty() => None,
-                    Some(text) => Some(text.trim().parse::<EventId>().map_err(|_| {
-                        ApiError::bad_request(
-                            "invalid_last_event_id",
-                            "Last-Event-ID must be an event id from this stream",
-                        )
-                    })?),
-                };
-                Ok::<_, warp::Rejection>(StreamParams {
-                    token,
-                    last_event_id,
-                })
+            |authorization: Option<String>, last: Option<String>, query: Option<String>| async move {
+                parse_stream_params(authorization.as_deref(), last.as_deref(), query.as_deref())
+                    .map_err(warp::Rejection::from)
             },
         )
 }

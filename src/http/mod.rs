@@ -7,6 +7,7 @@
 pub mod error;
 pub mod filters;
 pub mod handlers;
+pub mod lean;
 pub mod server;
 pub mod sse;
 

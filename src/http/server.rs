@@ -1,5 +1,6 @@
-//! The accept loop: tower-http layers around the warp filter, connection limits, and the
-//! graceful drain. Kept in one place because warp's own `serve` cannot take tower layers.
+//! The accept loop: tower-http layers around the warp filter, connection limits, the hand-off
+//! of `GET /events/` connections to [`lean`], and the graceful drain. Kept in one place because
+//! warp's own `serve` cannot take tower layers.
 //!
 //! Layers, outermost first: mark `Authorization` sensitive (never printed), trace each request
 //! with the query's `token` redacted, and CORS when origins are configured (none: same origin
@@ -14,8 +15,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -25,6 +26,8 @@ use tracing::{info, warn};
 use warp::Filter;
 use warp::http::{HeaderName, HeaderValue, Method, Request, Uri, header};
 use warp::reply::Reply;
+
+use super::{Context, lean};
 
 /// hyper's per-connection buffer limit (its minimum).
 const MAX_BUF: usize = 8 * 1024;
@@ -74,14 +77,15 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `filter` on `listener` until `shutdown` resolves, then cancels `streams` (every SSE
-/// stream and background task watches it) and drains open connections for at most the grace.
+/// Serves `filter` on `listener` (and `GET /events/` connections through [`lean`] with
+/// `context`) until `shutdown` resolves, then cancels `context.shutdown` (every SSE stream and
+/// background task watches it) and drains open connections for at most the grace period.
 pub async fn run<F>(
     listener: TcpListener,
     filter: F,
+    context: Context,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
-    streams: CancellationToken,
 ) where
     F: Filter + Clone + Send + Sync + 'static,
     F::Extract: Reply,
@@ -101,8 +105,10 @@ pub async fn run<F>(
         .option_layer(cors(&options.cors_origins))
         .service(warp::service(filter));
 
+    let origins: Arc<[String]> = options.cors_origins.clone().into();
     let open = Arc::new(AtomicUsize::new(0));
     let graceful = GracefulShutdown::new();
+    let tracker = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -128,31 +134,58 @@ pub async fn run<F>(
         let _ = stream.set_nodelay(true);
         let guard = ConnectionGuard::new(&open);
         let service = TowerToHyperService::new(service.clone());
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            // hyper's default lets a connection queue ~400 KiB of response before it stops
-            // pulling the body; with thousands of streams that is unbounded in practice. At
-            // the minimum, a slow reader stops pulling at once and its events wait in its
-            // bounded mailbox, where overflow is counted and reported as `lagged`.
-            .max_buf_size(MAX_BUF)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        let watcher = graceful.watcher();
+        let context = context.clone();
+        let origins = Arc::clone(&origins);
+        tracker.spawn(async move {
             let _guard = guard;
-            let _ = connection.await;
+            if claimed_by_lean(&stream).await {
+                return lean::serve(stream, context, &origins).await;
+            }
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                // hyper's default lets a connection queue ~400 KiB of response before it
+                // stops pulling the body; with thousands of streams that is unbounded in
+                // practice. At the minimum, a slow reader stops pulling at once and its
+                // events wait in its bounded mailbox, where overflow is counted as `lagged`.
+                .max_buf_size(MAX_BUF)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = watcher.watch(connection).await;
         });
     }
 
     drop(listener);
     info!("shutting down: listener closed, closing streams");
-    streams.cancel();
-    if tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
+    context.shutdown.cancel();
+    tracker.close();
+    let drained = async {
+        graceful.shutdown().await;
+        tracker.wait().await;
+    };
+    if tokio::time::timeout(options.shutdown_grace, drained)
         .await
         .is_err()
     {
         warn!("connections still open after the shutdown grace period; leaving them");
     }
+}
+
+/// Whether a new connection starts with `GET /events/` (see `lean`). Requests arrive in one
+/// packet in practice; a head split before the prefix is decided goes to hyper, which serves
+/// `/events` as well, only with larger buffers.
+async fn claimed_by_lean(stream: &TcpStream) -> bool {
+    let mut start = [0u8; lean::PREFIX.len()];
+    for _ in 0..4 {
+        match stream.peek(&mut start).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => match lean::claims(&start[..n]) {
+                Some(answer) => return answer,
+                None => tokio::time::sleep(Duration::from_millis(5)).await,
+            },
+        }
+    }
+    false
 }
 
 /// Counts a connection as open for as long as it lives.

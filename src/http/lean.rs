@@ -1,0 +1,204 @@
+//! `GET /events/{id}` connections served without hyper, to keep idle streams small.
+//!
+//! A hyper HTTP/1 connection keeps an 8 KiB read buffer and an 8 KiB write buffer for its whole
+//! life (hyper's minimum), which made up most of an idle stream's memory (measured with massif:
+//! 16 KiB of 20 KiB allocated per stream). An SSE connection reads one request and then only
+//! writes, so the accept loop hands connections that start with `GET /events/` to this module:
+//! it parses the head with `httparse` into a buffer that is freed at once, calls the same
+//! handler as the warp route (`handlers::events`, so authentication, errors and the stream are
+//! the same code), writes the response head itself, and then copies the body's chunks to the
+//! socket. The body is close-delimited (`Connection: close`), the plainest HTTP/1.1 framing.
+//! A client that disconnects is noticed by waiting for the socket to become readable.
+//!
+//! Everything else (every other route, and anything this module cannot parse) goes to hyper.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{Instrument, debug, debug_span};
+use warp::http::{StatusCode, Uri};
+use warp::reply::Reply;
+
+use super::error::ApiError;
+use super::filters::parse_stream_params;
+use super::{Context, handlers, route_of, server::redact};
+
+/// The prefix that routes a connection here.
+pub const PREFIX: &[u8] = b"GET /events/";
+
+/// Largest request head accepted (as hyper's limit: the same requests succeed on both paths).
+const MAX_HEAD: usize = 8 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// Whether the bytes a new connection starts with belong here. `None`: not enough bytes yet.
+pub fn claims(start: &[u8]) -> Option<bool> {
+    if start.len() >= PREFIX.len() {
+        Some(start.starts_with(PREFIX))
+    } else if PREFIX.starts_with(start) {
+        None
+    } else {
+        Some(false)
+    }
+}
+
+/// What the request head says, copied out so the read buffer can be freed.
+struct Head {
+    uri: Uri,
+    authorization: Option<String>,
+    last_event_id: Option<String>,
+    origin: Option<String>,
+}
+
+/// Reads the request head, at most [`MAX_HEAD`] bytes, within `timeout`.
+async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Head> {
+    let mut buf = Vec::with_capacity(1024);
+    let read = async {
+        loop {
+            stream.readable().await.ok()?;
+            let mut chunk = [0u8; 1024];
+            match stream.try_read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return None,
+            }
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut request = httparse::Request::new(&mut headers);
+            match request.parse(&buf) {
+                Ok(httparse::Status::Complete(_)) => {
+                    let find = |name: &str| {
+                        request
+                            .headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case(name))
+                            .and_then(|h| std::str::from_utf8(h.value).ok())
+                            .map(str::to_owned)
+                    };
+                    return Some(Head {
+                        uri: request.path?.parse().ok()?,
+                        authorization: find("authorization"),
+                        last_event_id: find("last-event-id"),
+                        origin: find("origin"),
+                    });
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+                _ => return None,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read).await.ok().flatten()
+}
+
+/// Serves one `GET /events/...` connection to its end.
+pub async fn serve(mut stream: TcpStream, context: Context, cors_origins: &[String]) {
+    let Some(head) = read_head(&mut stream, Duration::from_secs(30)).await else {
+        return; // malformed, too large, or too slow: close, as hyper would
+    };
+    let span = debug_span!("http", method = "GET", uri = %redact(&head.uri));
+    answer(&mut stream, head, context, cors_origins)
+        .instrument(span)
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+/// Writes the response to one parsed request, the stream to its end.
+async fn answer(stream: &mut TcpStream, head: Head, context: Context, cors_origins: &[String]) {
+    let response = respond(&head, context.clone()).await;
+    let status = response.status();
+    context
+        .hub
+        .registry()
+        .metrics()
+        .http_request(route_of(head.uri.path()), status.as_u16());
+    let allowed = head
+        .origin
+        .as_deref()
+        .filter(|origin| cors_origins.iter().any(|o| o == origin));
+    let streaming = status == StatusCode::OK;
+    let (parts, mut body) = response.into_parts();
+    let mut out = String::with_capacity(256);
+    let _ = write!(out, "HTTP/1.1 {status}\r\n");
+    for (name, value) in &parts.headers {
+        if let Ok(value) = value.to_str() {
+            let _ = write!(out, "{name}: {value}\r\n");
+        }
+    }
+    out.push_str("x-content-type-options: nosniff\r\nconnection: close\r\n");
+    if let Some(origin) = allowed {
+        let _ = write!(
+            out,
+            "access-control-allow-origin: {origin}\r\nvary: origin\r\n"
+        );
+    }
+    if !streaming {
+        let bytes = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        let _ = write!(out, "content-length: {}\r\n\r\n", bytes.len());
+        let _ = stream.write_all(out.as_bytes()).await;
+        let _ = stream.write_all(&bytes).await;
+        return;
+    }
+    out.push_str("\r\n");
+    if stream.write_all(out.as_bytes()).await.is_err() {
+        return;
+    }
+    drop(out);
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            // The client only ever sends its request: readable means it closed (or sent
+            // bytes we ignore; a real client does not).
+            gone = client_gone(stream) => if gone { break } else { continue },
+        };
+        let Some(Ok(frame)) = frame else { break };
+        if let Ok(data) = frame.into_data()
+            && stream.write_all(&data).await.is_err()
+        {
+            break;
+        }
+    }
+    debug!("stream connection closed");
+}
+
+/// Resolves when the socket is readable: true when the client closed, false for stray bytes.
+async fn client_gone(stream: &TcpStream) -> bool {
+    if stream.readable().await.is_err() {
+        return true;
+    }
+    let mut scratch = [0u8; 64];
+    match stream.try_read(&mut scratch) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// The same response the warp route gives: `handlers::events`, or the error it maps to.
+async fn respond(head: &Head, context: Context) -> warp::reply::Response {
+    let id = head
+        .uri
+        .path()
+        .strip_prefix("/events/")
+        .filter(|id| !id.is_empty() && !id.contains('/'));
+    let Some(id) = id else {
+        return ApiError::no_route().into_response();
+    };
+    let params = match parse_stream_params(
+        head.authorization.as_deref(),
+        head.last_event_id.as_deref(),
+        head.uri.query(),
+    ) {
+        Ok(params) => params,
+        Err(error) => return error.into_response(),
+    };
+    match handlers::events(id.to_owned(), params, context).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
