@@ -31,3 +31,6 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 TEST_REDIS_URL="redis://127.0.0.1:$redis_port" cargo test --workspace --test api
+
+# The load generator against a real server, briefly: every event must arrive.
+bash bench/smoke.sh
