@@ -401,7 +401,7 @@ async fn start_streams(
 
 fn target_param(c: &Common, out: &mut Outcome) {
     match &c.target {
-        Target::Switchboard { base } => out.param("url", format!("http://{}", base.host)),
+        Target::Switchboard { base, .. } => out.param("url", format!("http://{}", base.host)),
         Target::Nchan { sub } => {
             out.param("sub", format!("http://{}{}", sub.host, sub.path));
         }
@@ -652,9 +652,9 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
     target_param(c, &mut out);
 
     let (ep, path, token) = match (&c.target, &c.publish) {
-        (Target::Switchboard { base }, _) => {
+        (Target::Switchboard { base, posts }, _) => {
             let token = coordinator_session(base).await?;
-            (base.clone(), "/broadcast".to_string(), Some(token))
+            (posts.clone(), "/broadcast".to_string(), Some(token))
         }
         (Target::Nchan { .. }, Some(p)) => (p.clone(), p.path.clone(), None),
         (Target::Nchan { .. }, None) => return Err("nchan fanout needs --pub-url".into()),
@@ -860,7 +860,7 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
         out.notes.push(format!("worker error: {e}"));
     }
     await_cleanup(c, &mut w).await;
-    if let (Target::Switchboard { base }, Some(t)) = (&c.target, &token) {
+    if let (Target::Switchboard { base, .. }, Some(t)) = (&c.target, &token) {
         delete_session(base, t).await;
     }
     Ok(out)

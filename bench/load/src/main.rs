@@ -58,6 +58,10 @@ struct Opts {
     /// switchboard's base URL.
     #[arg(long, global = true, default_value = "http://127.0.0.1:4000")]
     url: String,
+    /// switchboard URL for `POST /broadcast` and `/response` (default: `--url`). Point it at
+    /// another instance of a cluster to measure cross-instance delivery.
+    #[arg(long, global = true)]
+    post_url: Option<String>,
     /// nchan subscribe URL (an EventSource endpoint); `{channel}` is replaced.
     #[arg(
         long,
@@ -204,6 +208,7 @@ fn common(o: &Opts) -> Result<Common, String> {
         TargetKind::Switchboard => (
             Target::Switchboard {
                 base: Endpoint::parse(&o.url)?,
+                posts: Endpoint::parse(o.post_url.as_deref().unwrap_or(&o.url))?,
             },
             None,
         ),

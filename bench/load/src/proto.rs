@@ -15,8 +15,9 @@ use crate::http::Endpoint;
 /// The server under test, as a worker needs to know it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Target {
-    /// switchboard: `POST /helo`, `GET /events/{id}?token=`, `DELETE /session`.
-    Switchboard { base: Endpoint },
+    /// switchboard: `POST /helo`, `GET /events/{id}?token=`, `DELETE /session` on `base`;
+    /// `POST /broadcast` and `/response` on `posts` (another instance, to measure cluster mode).
+    Switchboard { base: Endpoint, posts: Endpoint },
     /// nginx+nchan (or any plain SSE endpoint): subscribe with `GET sub`, no sessions.
     Nchan { sub: Endpoint },
 }

@@ -697,7 +697,7 @@ async fn run() {
     });
 
     match (&job.target, &job.work) {
-        (Target::Switchboard { base }, Work::Streams { count }) => {
+        (Target::Switchboard { base, .. }, Work::Streams { count }) => {
             helo_all(&st, base, *count).await;
             expect(&mut cmds, "attach").await;
             let paths = st
@@ -719,7 +719,7 @@ async fn run() {
             expect(&mut cmds, "attach").await;
             attach_all(&st, sub, vec![sub.path.clone(); *count], false).await;
         }
-        (Target::Switchboard { base }, Work::Direct { pairs, .. }) => {
+        (Target::Switchboard { base, .. }, Work::Direct { pairs, .. }) => {
             helo_all(&st, base, pairs * 2).await;
             expect(&mut cmds, "attach").await;
             // Receivers are slots 0..pairs (their counts matter); senders follow.
@@ -760,7 +760,7 @@ async fn run() {
     spawn_progress(&st);
     match (&job.target, &job.work) {
         (
-            Target::Switchboard { base },
+            Target::Switchboard { posts, .. },
             Work::Direct {
                 pairs,
                 rate,
@@ -789,11 +789,11 @@ async fn run() {
                     deadline,
                     payload: *payload,
                 };
-                tokio::task::spawn_local(sender(st.clone(), base.clone(), plan));
+                tokio::task::spawn_local(sender(st.clone(), posts.clone(), plan));
             }
         }
         (
-            Target::Switchboard { base },
+            Target::Switchboard { base, .. },
             Work::Churn {
                 rate,
                 duration_ms,
@@ -819,7 +819,7 @@ async fn run() {
         cpu_secs: sys::self_cpu_secs() - cpu0,
         error: st.first_error.borrow().clone(),
     });
-    if let (Target::Switchboard { base }, true) = (&job.target, job.cleanup) {
+    if let (Target::Switchboard { base, .. }, true) = (&job.target, job.cleanup) {
         cleanup(&st, base).await;
     }
 }
