@@ -8,7 +8,7 @@
 //! - each session's lock guards its mailbox and attachment; a stream reading its own mailbox
 //!   takes only this one, so readers never contend with each other on the registry lock.
 //!
-//! Writing to sockets happens in `http::sse`, after the locks are released. Waking a stream is a
+//! Writing to sockets happens in the `http` layer, after the locks are released. Waking a stream is a
 //! per-attachment [`Notify`]; a takeover or removal wakes the old stream, which then finds it is
 //! no longer the current attachment and ends.
 //!
