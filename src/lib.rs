@@ -6,8 +6,9 @@
 //!
 //! # Layout
 //! - [`config`]: the flags and their defaults.
-//! - [`registry`]: the hub itself: sessions, mailboxes, presence, TTL. No HTTP.
-//! - [`backplane`]: the seam the edge calls: this process alone, or a cluster over Redis.
+//! - [`registry`]: where sessions live: sessions, mailboxes, streams, TTL. Mechanics only, no HTTP.
+//! - [`backplane`]: the hub the edge calls: presence (who hears what), over this process alone
+//!   or a cluster over Redis.
 //! - [`http`]: warp filters and handlers over the registry, the SSE wire format, JSON errors,
 //!   and the accept loop with tower-http layers.
 //! - [`metrics`]: Prometheus counters both layers record into.
@@ -29,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use backplane::Hub;
-use backplane::redis::Cluster;
 pub use config::Config;
 use http::server::ServeOptions;
 use http::{Context, StreamSettings};
@@ -54,18 +54,20 @@ pub async fn serve(
             max_sessions: config.max_sessions,
             max_streams,
             session_ttl: config.session_ttl,
-            presence: config.presence,
-            announce_locally: config.redis_url.is_none(),
         },
         metrics,
     );
     let cancel = CancellationToken::new();
     let hub = match &config.redis_url {
-        None => Hub::Local(registry.clone()),
-        Some(url) => Hub::Cluster(
-            Cluster::start(registry.clone(), url, &config.redis_prefix, cancel.clone())
-                .map_err(std::io::Error::other)?,
-        ),
+        None => Hub::local(registry.clone(), config.presence),
+        Some(url) => Hub::cluster(
+            registry.clone(),
+            config.presence,
+            url,
+            &config.redis_prefix,
+            cancel.clone(),
+        )
+        .map_err(std::io::Error::other)?,
     };
     let expired = hub.clone();
     let reaper = tokio::spawn(registry::reaper::run(

@@ -64,13 +64,11 @@ async fn every_declared_route_is_really_served() {
             max_sessions: 4,
             max_streams: 4,
             session_ttl: std::time::Duration::from_secs(30),
-            presence: true,
-            announce_locally: true,
         },
         std::sync::Arc::new(Metrics::default()),
     );
     let context = Context {
-        hub: Hub::Local(registry),
+        hub: Hub::local(registry, true),
         stream: StreamSettings {
             heartbeat: std::time::Duration::from_secs(15),
             retry: std::time::Duration::from_secs(2),

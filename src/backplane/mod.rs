@@ -1,42 +1,82 @@
-//! The seam between the HTTP edge and where sessions live: one instance, or a cluster.
+//! The hub: the seam the HTTP edge calls, over this instance's registry alone or a cluster.
 //!
-//! [`Hub`] is what handlers call. `Local` is the registry itself. `Cluster` ([`redis`]) keeps
-//! the same registry for the sessions *homed* on this instance and uses Redis for the rest:
-//! a directory of every session, and one pub/sub channel that every instance reads in the same
-//! order. The guarantees handlers rely on are the same in both:
+//! [`Hub`] decides who hears what; the registry below it only keeps sessions. Presence (who
+//! hears `new_user` and `user_left`, who is listed in `ready`) lives in [`presence`] and is the
+//! same for both modes. In cluster mode ([`cluster`]) the registry holds the sessions *homed* on
+//! this instance and Redis carries the rest: a directory of every session, and one pub/sub
+//! channel that every instance reads in the same order. The guarantees handlers rely on are the
+//! same in both:
 //! - `register` returns only once the session can be messaged, then `new_user` reaches every
 //!   other session;
-//! - `deliver` returns the id the event got in the recipient's stream, or why it did not;
+//! - `deliver` returns the id the direct message got in the recipient's stream, or why not;
 //! - `attach` resumes with the same event ids wherever the stream was before;
 //! - a failure to reach the backplane is an error ([`RegistryError::Unavailable`]), never a
 //!   silent drop.
 
-pub mod redis;
+pub(crate) mod cluster;
+pub(crate) mod presence;
 
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
+pub use crate::registry::Stats;
 use crate::registry::{
     DisplayName, EventId, Peer, Registry, RegistryError, SessionId, Subscription, Token,
 };
+use cluster::Cluster;
+use presence::Presence;
 
-/// Where sessions live; clone freely.
+/// Where sessions live, and who hears about them; clone freely.
 #[derive(Clone)]
-pub enum Hub {
-    /// Everything in this process (the default).
-    Local(Registry),
-    /// Several instances over Redis.
-    Cluster(Arc<redis::Cluster>),
+pub struct Hub {
+    /// The sessions homed on this instance (all of them, without a cluster).
+    registry: Registry,
+    presence: Presence,
+    /// `None`: this process alone.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Hub {
-    /// The registry of sessions homed on this instance.
-    pub fn registry(&self) -> &Registry {
-        match self {
-            Hub::Local(registry) => registry,
-            Hub::Cluster(cluster) => cluster.registry(),
+    /// A hub of this process alone; `presence` turns announcements and the roster on.
+    pub fn local(registry: Registry, presence: bool) -> Self {
+        Hub {
+            registry,
+            presence: Presence::new(presence),
+            cluster: None,
         }
+    }
+
+    /// A hub over Redis at `url`, keys under `prefix`; its tasks end when `shutdown` fires.
+    ///
+    /// # Errors
+    /// When `url` is not a valid Redis URL.
+    pub(crate) fn cluster(
+        registry: Registry,
+        presence: bool,
+        url: &str,
+        prefix: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Self, RegistryError> {
+        let presence = Presence::new(presence);
+        let cluster = Cluster::start(registry.clone(), presence, url, prefix, shutdown)?;
+        Ok(Hub {
+            registry,
+            presence,
+            cluster: Some(cluster),
+        })
+    }
+
+    /// The counters and gauges of this instance.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.registry.metrics()
+    }
+
+    /// Sessions and streams on this instance, and its stream limit.
+    pub fn stats(&self) -> Stats {
+        self.registry.stats()
     }
 
     /// Registers a session and announces it to the others.
@@ -44,9 +84,15 @@ impl Hub {
     /// # Errors
     /// `SessionLimit`, or `Unavailable` when the backplane cannot be reached.
     pub async fn register(&self, name: DisplayName) -> Result<(Peer, Token), RegistryError> {
-        match self {
-            Hub::Local(registry) => registry.register(name),
-            Hub::Cluster(cluster) => cluster.register(name).await,
+        match &self.cluster {
+            None => {
+                // Registered first: whoever hears `new_user` can already message it.
+                let (peer, token) = self.registry.register(name)?;
+                self.presence.joined(&self.registry, &peer, None);
+                Ok((peer, token))
+            }
+            // Announced when the join comes back on the bus, on every instance.
+            Some(cluster) => cluster.register(name).await,
         }
     }
 
@@ -55,13 +101,14 @@ impl Hub {
     /// # Errors
     /// `BadToken`, or `Unavailable`.
     pub async fn authenticate(&self, token: &Token) -> Result<Peer, RegistryError> {
-        match self {
-            Hub::Local(registry) => registry.authenticate(token),
-            Hub::Cluster(cluster) => cluster.authenticate(token).await,
+        match &self.cluster {
+            None => self.registry.authenticate(token),
+            Some(cluster) => cluster.authenticate(token).await,
         }
     }
 
-    /// Attaches a stream to session `id`, moving the session here if it lives elsewhere.
+    /// Attaches a stream to session `id`, moving the session here if it lives elsewhere; its
+    /// `ready` lists the others when presence is on.
     ///
     /// # Errors
     /// `UnknownSession`, `BadToken`, `StreamLimit`, or `Unavailable`.
@@ -71,10 +118,14 @@ impl Hub {
         token: &Token,
         last_event_id: Option<EventId>,
     ) -> Result<Subscription, RegistryError> {
-        match self {
-            Hub::Local(registry) => registry.attach(id, token, last_event_id),
-            Hub::Cluster(cluster) => cluster.attach(id, token, last_event_id).await,
-        }
+        let mut subscription = match &self.cluster {
+            None => self.registry.attach(id, token, last_event_id)?,
+            Some(cluster) => cluster.attach(id, token, last_event_id).await?,
+        };
+        self.presence
+            .fill_roster(&mut subscription, self.list())
+            .await?;
+        Ok(subscription)
     }
 
     /// A direct message from `from` to `to`; the id it got in `to`'s stream.
@@ -87,9 +138,9 @@ impl Hub {
         to: SessionId,
         message: Box<RawValue>,
     ) -> Result<EventId, RegistryError> {
-        match self {
-            Hub::Local(registry) => registry.push_direct(from, to, message),
-            Hub::Cluster(cluster) => cluster.deliver(from, to, message).await,
+        match &self.cluster {
+            None => self.registry.deliver(from, to, message),
+            Some(cluster) => cluster.deliver(from, to, message).await,
         }
     }
 
@@ -102,9 +153,9 @@ impl Hub {
         from: &Peer,
         message: Box<RawValue>,
     ) -> Result<usize, RegistryError> {
-        match self {
-            Hub::Local(registry) => Ok(registry.broadcast(from, message)),
-            Hub::Cluster(cluster) => cluster.broadcast(from, message).await,
+        match &self.cluster {
+            None => Ok(self.registry.broadcast(from, message)),
+            Some(cluster) => cluster.broadcast(from, message).await,
         }
     }
 
@@ -113,12 +164,14 @@ impl Hub {
     /// # Errors
     /// `Unavailable`.
     pub async fn remove(&self, peer: &Peer) -> Result<(), RegistryError> {
-        match self {
-            Hub::Local(registry) => {
-                registry.remove_id(peer.id);
+        match &self.cluster {
+            None => {
+                if let Some(left) = self.registry.remove(peer.id) {
+                    self.presence.left(&self.registry, &left, None);
+                }
                 Ok(())
             }
-            Hub::Cluster(cluster) => cluster.remove(peer).await,
+            Some(cluster) => cluster.remove(peer).await,
         }
     }
 
@@ -127,9 +180,9 @@ impl Hub {
     /// # Errors
     /// `Unavailable`.
     pub async fn list(&self) -> Result<Vec<Peer>, RegistryError> {
-        match self {
-            Hub::Local(registry) => Ok(registry.list()),
-            Hub::Cluster(cluster) => cluster.list().await,
+        match &self.cluster {
+            None => Ok(self.registry.list()),
+            Some(cluster) => cluster.list().await,
         }
     }
 
@@ -138,18 +191,21 @@ impl Hub {
     /// # Errors
     /// The reason, for `/healthz`.
     pub async fn health(&self) -> Result<(), String> {
-        match self {
-            Hub::Local(_) => Ok(()),
-            Hub::Cluster(cluster) => cluster.health().await,
+        match &self.cluster {
+            None => Ok(()),
+            Some(cluster) => cluster.health().await,
         }
     }
 
     /// Tells the others about sessions the reaper removed here.
-    pub fn expired(&self, peers: Vec<Peer>) {
-        match self {
-            // The registry announced them itself.
-            Hub::Local(_) => {}
-            Hub::Cluster(cluster) => cluster.expired(peers),
+    pub(crate) fn expired(&self, peers: Vec<Peer>) {
+        match &self.cluster {
+            None => {
+                for peer in &peers {
+                    self.presence.left(&self.registry, peer, None);
+                }
+            }
+            Some(cluster) => cluster.expired(peers),
         }
     }
 }

@@ -57,7 +57,7 @@ pub async fn events(
         subscription,
         context.stream.clone(),
         context.shutdown.clone(),
-        context.hub.registry().metrics().clone(),
+        context.hub.metrics().clone(),
     ))
 }
 
@@ -135,8 +135,7 @@ struct Health {
 /// Redis and came back), 503 with the reason otherwise; with the numbers an operator asks
 /// first, including the stream limit.
 pub async fn healthz(hub: Hub) -> Result<Response, ApiError> {
-    let registry = hub.registry();
-    let (sessions, streams) = registry.counts();
+    let stats = hub.stats();
     let health = hub.health().await;
     let status = if health.is_ok() {
         StatusCode::OK
@@ -146,9 +145,9 @@ pub async fn healthz(hub: Hub) -> Result<Response, ApiError> {
     let body = Health {
         status: if health.is_ok() { "ok" } else { "unavailable" },
         reason: health.err(),
-        sessions,
-        streams,
-        stream_limit: registry.settings().max_streams,
+        sessions: stats.sessions,
+        streams: stats.streams,
+        stream_limit: stats.stream_limit,
     };
     Ok(warp::reply::with_status(warp::reply::json(&body), status).into_response())
 }
@@ -156,7 +155,7 @@ pub async fn healthz(hub: Hub) -> Result<Response, ApiError> {
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(hub: Hub) -> Result<Response, ApiError> {
     Ok(warp::reply::with_header(
-        hub.registry().metrics().render(),
+        hub.metrics().render(),
         "content-type",
         "text/plain; version=0.0.4; charset=utf-8",
     )

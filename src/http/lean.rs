@@ -111,7 +111,6 @@ async fn answer(stream: &mut TcpStream, head: Head, context: Context, cors_origi
     let status = response.status();
     context
         .hub
-        .registry()
         .metrics()
         .http_request(route_of(head.uri.path()), status.as_u16());
     let allowed = head

@@ -67,7 +67,7 @@ pub fn routes(
     public_dir: PathBuf,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let hub = context.hub.clone();
-    let metrics = hub.registry().metrics().clone();
+    let metrics = hub.metrics().clone();
     let authenticated = with_hub(hub.clone())
         .and(bearer())
         .and_then(handlers::verify);

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::session::{DisplayName, SessionId};
+use super::identity::{DisplayName, SessionId};
 
 /// Per-session event number; strictly increasing within one session, starting at 1.
 pub type EventId = u64;
@@ -31,7 +31,7 @@ pub struct Ready {
     pub clients: Vec<Peer>,
 }
 
-/// Data of `client_response`: a direct message.
+/// Data of a direct message (`client_response` on the wire).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Direct {
     pub from: SessionId,
@@ -65,7 +65,9 @@ pub struct Lagged {
 pub enum Event {
     Ready(Ready),
     NewUser(Peer),
-    ClientResponse(Direct),
+    /// A direct message from one session to another; on the wire `client_response`.
+    #[serde(rename = "client_response")]
+    Direct(Direct),
     ClientBroadcast(Broadcast),
     UserLeft(Peer),
     Lagged(Lagged),
@@ -77,7 +79,7 @@ impl Event {
         let json = match self {
             Event::Ready(data) => serde_json::to_string(data),
             Event::NewUser(data) | Event::UserLeft(data) => serde_json::to_string(data),
-            Event::ClientResponse(data) => serde_json::to_string(data),
+            Event::Direct(data) => serde_json::to_string(data),
             Event::ClientBroadcast(data) => serde_json::to_string(data),
             Event::Lagged(data) => serde_json::to_string(data),
         };
@@ -99,7 +101,7 @@ impl Event {
         match self {
             Event::Ready(_) => "ready",
             Event::NewUser(_) => "new_user",
-            Event::ClientResponse(_) => "client_response",
+            Event::Direct(_) => "client_response",
             Event::ClientBroadcast(_) => "client_broadcast",
             Event::UserLeft(_) => "user_left",
             Event::Lagged(_) => "lagged",

@@ -1,146 +1,105 @@
-//! Who a session is: its id, the secret that proves it, and the name it chose.
+//! One registered client as the registry holds it: who it is, its mailbox, and which stream (if
+//! any) is attached to it.
 //!
-//! Nothing here knows about HTTP; a [`Token`] is parsed from whatever string the edge hands over.
+//! A session's lock is the inner one of the registry's two (see the lock order in the parent
+//! module): a stream reading its own mailbox takes only this lock.
 
-use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
-use uuid::Uuid;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
-/// A session's public identifier (a UUID v4), safe to show to other clients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SessionId(Uuid);
+use super::event::{Envelope, EventId, Peer};
+use super::identity::Token;
+use super::mailbox::{self, Mailbox, Overflow};
+use crate::metrics::Metrics;
 
-impl SessionId {
-    pub(crate) fn random() -> Self {
-        SessionId(Uuid::new_v4())
-    }
-
-    /// Parses the textual form; any UUID is accepted, the registry decides whether it exists.
-    pub fn parse(text: &str) -> Option<Self> {
-        Uuid::parse_str(text).ok().map(SessionId)
-    }
+/// One registered client.
+pub(crate) struct Session {
+    pub(crate) peer: Peer,
+    pub(crate) token: Token,
+    /// Mailbox and attachment. Taken after the registry lock when both are needed, and alone by
+    /// a stream reading its mailbox; never held across an `.await`.
+    inner: Mutex<SessionInner>,
 }
 
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
+pub(crate) struct SessionInner {
+    pub(crate) mailbox: Mailbox,
+    pub(crate) attachment: Option<Attachment>,
+    /// Generation handed to the next attach; tells an old stream it was taken over.
+    pub(crate) next_generation: u64,
+    /// When the last stream left (or the session was created); `None` while attached. The
+    /// reaper removes the session once this is older than the TTL.
+    pub(crate) detached_since: Option<Instant>,
+    /// Set once the session left this registry (removed, or moved to another instance).
+    pub(crate) closed: Option<Closed>,
 }
 
-/// The bearer secret of one session: `<session id>.<256 random bits, hex>`.
-///
-/// Embedding the id lets the registry find the session without a second index keyed by a
-/// secret, and then compare the secret in constant time. `Debug` never prints the secret.
-#[derive(Clone)]
-pub struct Token {
-    session: SessionId,
-    secret: [u8; 32],
+/// The stream currently attached to a session.
+pub(crate) struct Attachment {
+    pub(crate) generation: u64,
+    /// Wakes that stream: a new event, a takeover, or removal.
+    pub(crate) wake: Arc<Notify>,
 }
 
-impl Token {
-    pub(crate) fn issue(session: SessionId) -> Self {
-        Token {
-            session,
-            secret: rand::random(),
+/// Why a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// Another stream attached to the same session.
+    TakenOver,
+    /// The session was deleted or expired.
+    Removed,
+}
+
+impl Session {
+    /// A detached session (its TTL runs from `now`) with `mailbox`.
+    pub(crate) fn new(peer: Peer, token: Token, mailbox: Mailbox, now: Instant) -> Self {
+        Session {
+            peer,
+            token,
+            inner: Mutex::new(SessionInner {
+                mailbox,
+                attachment: None,
+                next_generation: 0,
+                detached_since: Some(now),
+                closed: None,
+            }),
         }
     }
 
-    /// Splits a presented token into its session id and secret; `None` when malformed.
-    pub fn parse(text: &str) -> Option<Self> {
-        let (id, secret_hex) = text.split_once('.')?;
-        let session = SessionId::parse(id)?;
-        if secret_hex.len() != 64 {
-            return None;
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SessionInner> {
+        self.inner.lock().expect("session lock poisoned")
+    }
+
+    /// Appends to the mailbox and wakes the attached stream, if any.
+    pub(crate) fn push(
+        &self,
+        envelope: &Arc<Envelope>,
+        overflow: Overflow,
+        metrics: &Metrics,
+    ) -> Result<EventId, mailbox::Full> {
+        let mut inner = self.lock();
+        let (id, evicted_unread) = inner.mailbox.push(Arc::clone(envelope), overflow)?;
+        if evicted_unread {
+            metrics.evictions.inc();
         }
-        let mut secret = [0u8; 32];
-        hex::decode_to_slice(secret_hex, &mut secret).ok()?;
-        Some(Token { session, secret })
-    }
-
-    /// The session this token claims to belong to (not yet verified).
-    pub fn session(&self) -> SessionId {
-        self.session
-    }
-
-    /// Constant-time comparison of the secrets, so response timing leaks nothing about them.
-    pub(crate) fn matches(&self, other: &Token) -> bool {
-        self.session == other.session && bool::from(self.secret.ct_eq(&other.secret))
-    }
-
-    /// The string handed to the client once, at `helo`.
-    pub fn reveal(&self) -> String {
-        format!("{}.{}", self.session.0.simple(), hex::encode(self.secret))
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Token({}, <redacted>)", self.session)
-    }
-}
-
-/// A display name: 1 to 64 characters, none of them a control character.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String")]
-pub struct DisplayName(String);
-
-impl TryFrom<String> for DisplayName {
-    type Error = &'static str;
-
-    fn try_from(name: String) -> Result<Self, Self::Error> {
-        DisplayName::parse(&name)
-    }
-}
-
-impl DisplayName {
-    /// Longest name accepted, in characters (not bytes).
-    pub const MAX_CHARS: usize = 64;
-
-    /// # Errors
-    /// A human-readable reason when the name is empty, too long or holds control characters.
-    pub fn parse(name: &str) -> Result<Self, &'static str> {
-        let count = name.chars().count();
-        if count == 0 {
-            Err("name must not be empty")
-        } else if count > Self::MAX_CHARS {
-            Err("name must be at most 64 characters")
-        } else if name.chars().any(char::is_control) {
-            Err("name must not contain control characters")
-        } else {
-            Ok(DisplayName(name.to_owned()))
+        if let Some(attachment) = &inner.attachment {
+            attachment.wake.notify_one();
         }
+        Ok(id)
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_round_trips_and_rejects_other_secrets() {
-        let id = SessionId::random();
-        let token = Token::issue(id);
-        let parsed = Token::parse(&token.reveal()).expect("own token parses");
-        assert!(token.matches(&parsed));
-        assert_eq!(parsed.session(), id);
-        assert!(!token.matches(&Token::issue(id)));
-        assert!(Token::parse("nonsense").is_none());
-        assert!(Token::parse(&format!("{id}.abc")).is_none());
-    }
-
-    #[test]
-    fn names_are_checked_in_characters() {
-        assert!(DisplayName::parse(&"é".repeat(64)).is_ok());
-        assert!(DisplayName::parse(&"é".repeat(65)).is_err());
-        assert!(DisplayName::parse("").is_err());
-        assert!(DisplayName::parse("a\u{7}b").is_err());
-        assert!(DisplayName::parse("line\nbreak").is_err());
+    /// Marks the session as gone from this registry and wakes its stream, which then ends with
+    /// `reason`. True when a stream was attached.
+    pub(crate) fn close(&self, reason: Closed) -> bool {
+        let mut inner = self.lock();
+        inner.closed = Some(reason);
+        match inner.attachment.take() {
+            Some(attachment) => {
+                attachment.wake.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 }

@@ -1,0 +1,345 @@
+//! The bus: the one pub/sub channel ([`BUS`](super::BUS)) every instance reads in the same order,
+//! what travels on it ([`Bus`]), and what each message does here when it comes back.
+//!
+//! Every message is applied by one task, in bus order, under the hand-over lock: a session being
+//! moved here sees each message exactly once, either buffered before its mailbox arrives or
+//! applied after.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use super::{BUS, Cluster, unavailable};
+use crate::registry::event::Broadcast;
+use crate::registry::{Event, EventId, Peer, RegistryError, SessionId, Snapshot};
+
+/// Everything that travels on the bus.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", content = "body", rename_all = "snake_case")]
+pub(super) enum Bus {
+    Join {
+        peer: Peer,
+    },
+    Leave {
+        peer: Peer,
+    },
+    Broadcast {
+        from: Peer,
+        message: Box<RawValue>,
+    },
+    /// A direct message for a session homed elsewhere; its home answers with `Reply`.
+    Direct {
+        req: u64,
+        origin: Uuid,
+        from: Peer,
+        to: SessionId,
+        message: Box<RawValue>,
+    },
+    Reply {
+        req: u64,
+        origin: Uuid,
+        outcome: Outcome,
+    },
+    /// `origin` asks the session's home to hand it over; the home answers with `HandedOver`.
+    Handover {
+        req: u64,
+        origin: Uuid,
+        session: SessionId,
+    },
+    HandedOver {
+        req: u64,
+        origin: Uuid,
+        session: SessionId,
+        snapshot: Box<Snapshot>,
+    },
+    /// Published by `/healthz` and answered by itself coming back.
+    Probe {
+        req: u64,
+        origin: Uuid,
+    },
+}
+
+/// What the home instance did with a direct message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Outcome {
+    Delivered(EventId),
+    MailboxFull,
+    UnknownRecipient,
+}
+
+/// Whose stream a message changes.
+#[derive(Clone, Copy)]
+enum Audience {
+    AllBut(SessionId),
+    Only(SessionId),
+}
+
+impl Audience {
+    fn includes(self, session: SessionId) -> bool {
+        match self {
+            Audience::AllBut(id) => id != session,
+            Audience::Only(id) => id == session,
+        }
+    }
+}
+
+impl Bus {
+    /// Whose stream this message changes; `None` for the cluster's own traffic. Both applying
+    /// a message and buffering it for a session on the move go by this one answer.
+    fn audience(&self) -> Option<Audience> {
+        match self {
+            Bus::Join { peer } | Bus::Leave { peer } => Some(Audience::AllBut(peer.id)),
+            Bus::Broadcast { from, .. } => Some(Audience::AllBut(from.id)),
+            Bus::Direct { to, .. } => Some(Audience::Only(*to)),
+            _ => None,
+        }
+    }
+
+    /// Whether this message changes what `session`'s stream receives.
+    pub(super) fn concerns(&self, session: SessionId) -> bool {
+        self.audience().is_some_and(|a| a.includes(session))
+    }
+}
+
+impl Cluster {
+    pub(super) async fn publish(&self, message: &Bus) -> Result<(), RegistryError> {
+        let payload = serde_json::to_string(message).expect("bus messages serialise");
+        self.conn
+            .clone()
+            .publish::<_, _, ()>(self.key(BUS), payload)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Publishes from synchronous code (the bus loop); a failure is logged: the asker times out.
+    fn publish_soon(self: &Arc<Self>, message: Bus) {
+        let cluster = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(err) = cluster.publish(&message).await {
+                warn!(error = %err, "could not publish an answer");
+            }
+        });
+    }
+
+    /// Reads the bus until shutdown, reconnecting with backoff; after each (re)connection it
+    /// re-registers the sessions homed here (Redis may have restarted empty).
+    pub(super) async fn subscribe(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let channel = self.key(BUS);
+        loop {
+            let connected = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let connected = tokio::select! {
+                () = shutdown.cancelled() => return,
+                c = tokio::time::timeout(Duration::from_secs(2), connected) => c,
+            };
+            match connected {
+                Ok(Ok(mut pubsub)) => {
+                    backoff = Duration::from_millis(100);
+                    info!(channel, "subscribed to the Redis bus");
+                    // Healthy only once re-registered: the command connection may still be
+                    // reconnecting, so retry until it works (bus messages wait meanwhile).
+                    while let Err(err) = self.reregister().await {
+                        warn!(error = %err, "could not re-register homed sessions; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                    }
+                    self.subscribed.store(true, Ordering::Relaxed);
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        let message = tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            m = messages.next() => m,
+                        };
+                        let Some(message) = message else { break };
+                        match serde_json::from_slice::<Bus>(message.get_payload_bytes()) {
+                            Ok(bus) => self.apply(bus),
+                            Err(err) => warn!(error = %err, "ignoring a malformed bus message"),
+                        }
+                    }
+                    self.subscribed.store(false, Ordering::Relaxed);
+                    error!("lost the Redis bus subscription; reconnecting");
+                }
+                Ok(Err(err)) => {
+                    error!(error = %err, retry_in = ?backoff, "cannot subscribe to Redis")
+                }
+                Err(_) => error!(retry_in = ?backoff, "cannot subscribe to Redis: timed out"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Applies one bus message, in bus order.
+    fn apply(self: &Arc<Self>, message: Bus) {
+        // Held for the whole message, so a hand-over completes atomically with respect to it.
+        let mut moving = self.handovers.lock();
+        moving.buffer(&message);
+        let mine = |origin: &Uuid| *origin == self.instance;
+        match message {
+            Bus::Reply {
+                req,
+                origin,
+                outcome,
+            } if mine(&origin) => self.replies.answer(req, outcome),
+            Bus::Probe { req, origin } if mine(&origin) => self.probes.answer(req, ()),
+            Bus::Handover {
+                req,
+                origin,
+                session,
+            } => {
+                if mine(&origin) {
+                    moving.seen(session, req);
+                } else if let Some(snapshot) = self.hand_over(session, origin) {
+                    self.publish_soon(Bus::HandedOver {
+                        req,
+                        origin,
+                        session,
+                        snapshot: Box::new(snapshot),
+                    });
+                }
+            }
+            Bus::HandedOver {
+                req,
+                origin,
+                snapshot,
+                ..
+            } if mine(&origin) => self.handovers.arrived(req, snapshot),
+            Bus::Leave { ref peer } => {
+                // A session that leaves while moving here: its mover gets no snapshot.
+                if let Some(req) = moving.request(peer.id) {
+                    self.handovers.withdraw(req);
+                }
+                self.registry.remove(peer.id);
+                self.apply_to(&message, None);
+            }
+            message => self.apply_to(&message, None),
+        }
+    }
+
+    /// The effect of a join, leave, broadcast or direct message on the sessions homed here, or
+    /// only on `only` (replaying a hand-over's buffer).
+    pub(super) fn apply_to(self: &Arc<Self>, message: &Bus, only: Option<SessionId>) {
+        let Some(audience) = message.audience() else {
+            return;
+        };
+        if only.is_some_and(|id| !audience.includes(id)) {
+            return;
+        }
+        match message {
+            Bus::Join { peer } => self.presence.joined(&self.registry, peer, only),
+            Bus::Leave { peer } => self.presence.left(&self.registry, peer, only),
+            Bus::Broadcast { from, message } => {
+                let event = Event::ClientBroadcast(Broadcast {
+                    from: from.id,
+                    from_name: from.name.clone(),
+                    message: message.clone(),
+                });
+                self.registry.fan_out(event, Some(from.id), only);
+            }
+            Bus::Direct {
+                req,
+                origin,
+                from,
+                to,
+                message,
+            } if self.registry.homes(*to) => {
+                let outcome = match self.registry.deliver(from, *to, message.clone()) {
+                    Ok(id) => Outcome::Delivered(id),
+                    Err(RegistryError::MailboxFull { .. }) => Outcome::MailboxFull,
+                    Err(_) => Outcome::UnknownRecipient,
+                };
+                self.publish_soon(Bus::Reply {
+                    req: *req,
+                    origin: *origin,
+                    outcome,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::DisplayName;
+
+    fn ann() -> Peer {
+        Peer {
+            id: SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap(),
+            name: DisplayName::parse("ann").unwrap(),
+        }
+    }
+
+    #[test]
+    fn bus_messages_round_trip_with_raw_json_inside() {
+        let peer = ann();
+        let message = Bus::Broadcast {
+            from: peer.clone(),
+            message: RawValue::from_string(r#"{"a": [1, 2]}"#.into()).unwrap(),
+        };
+        let json = serde_json::to_string(&message).unwrap();
+        let Bus::Broadcast { from, message } = serde_json::from_str(&json).unwrap() else {
+            panic!("wrong variant from {json}");
+        };
+        assert_eq!(from.id, peer.id);
+        assert_eq!(message.get(), r#"{"a": [1, 2]}"#);
+
+        let snapshot = Snapshot {
+            peer: peer.clone(),
+            last_id: 3,
+            delivered: 1,
+            events: vec![(3, Event::UserLeft(peer))],
+        };
+        let json = serde_json::to_string(&Bus::HandedOver {
+            req: 1,
+            origin: Uuid::nil(),
+            session: snapshot.peer.id,
+            snapshot: Box::new(snapshot),
+        })
+        .unwrap();
+        let Bus::HandedOver { snapshot, .. } = serde_json::from_str(&json).unwrap() else {
+            panic!("wrong variant from {json}");
+        };
+        assert_eq!(snapshot.events[0].0, 3);
+    }
+
+    #[test]
+    fn messages_concern_their_audience_only() {
+        let ann = ann();
+        let bob = SessionId::parse("0b7e5d2c-1d9e-4b8f-9a77-3f2a1c4e5d6f").unwrap();
+        let join = Bus::Join { peer: ann.clone() };
+        assert!(join.concerns(bob) && !join.concerns(ann.id));
+        let direct = Bus::Direct {
+            req: 1,
+            origin: Uuid::nil(),
+            from: ann.clone(),
+            to: bob,
+            message: RawValue::from_string("1".into()).unwrap(),
+        };
+        assert!(direct.concerns(bob) && !direct.concerns(ann.id));
+        let probe = Bus::Probe {
+            req: 1,
+            origin: Uuid::nil(),
+        };
+        assert!(!probe.concerns(bob));
+    }
+}

@@ -1,0 +1,150 @@
+//! The directory: every session of the cluster, in one Redis hash ([`SESSIONS`](super::SESSIONS)),
+//! with its name, a hash of its token, and the instance it is homed on.
+
+use std::collections::HashMap;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::unavailable;
+use crate::registry::{DisplayName, Peer, RegistryError, SessionId, Token};
+
+/// A session in the directory.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Entry {
+    pub(super) name: DisplayName,
+    /// SHA-256 of the token, hex: enough to check a token, useless to forge one.
+    token: String,
+    /// The instance holding the session's mailbox.
+    pub(super) home: Uuid,
+}
+
+impl Entry {
+    /// Whether `token` is the one this entry was written with, compared in constant time.
+    pub(super) fn proves(&self, token: &Token) -> bool {
+        bool::from(self.token.as_bytes().ct_eq(token_hash(token).as_bytes()))
+    }
+}
+
+fn token_hash(token: &Token) -> String {
+    hex::encode(Sha256::digest(token.reveal().as_bytes()))
+}
+
+/// This instance's view of the directory hash.
+pub(super) struct Directory {
+    conn: ConnectionManager,
+    /// `<prefix>:sessions`.
+    key: String,
+    /// This instance: the home written for the sessions it puts.
+    here: Uuid,
+}
+
+impl Directory {
+    pub(super) fn new(conn: ConnectionManager, key: String, here: Uuid) -> Self {
+        Directory { conn, key, here }
+    }
+
+    /// The entry of session `id`, if the cluster knows it.
+    pub(super) async fn get(&self, id: SessionId) -> Result<Option<Entry>, RegistryError> {
+        let json: Option<String> = self
+            .conn
+            .clone()
+            .hget(&self.key, id.to_string())
+            .await
+            .map_err(unavailable)?;
+        Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    /// Writes `peer`'s entry, homed here.
+    pub(super) async fn put(&self, peer: &Peer, token: &Token) -> Result<(), RegistryError> {
+        let entry = Entry {
+            name: peer.name.clone(),
+            token: token_hash(token),
+            home: self.here,
+        };
+        self.conn
+            .clone()
+            .hset::<_, _, _, ()>(
+                &self.key,
+                peer.id.to_string(),
+                serde_json::to_string(&entry).expect("entries serialise"),
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Removes an entry; true when this call removed it (so the caller announces the leave,
+    /// and only one caller does).
+    pub(super) async fn delete(&self, id: SessionId) -> Result<bool, RegistryError> {
+        let removed: u64 = self
+            .conn
+            .clone()
+            .hdel(&self.key, id.to_string())
+            .await
+            .map_err(unavailable)?;
+        Ok(removed == 1)
+    }
+
+    /// How many sessions the cluster holds.
+    pub(super) async fn count(&self) -> Result<usize, RegistryError> {
+        self.conn.clone().hlen(&self.key).await.map_err(unavailable)
+    }
+
+    /// Every well-formed entry.
+    pub(super) async fn entries(&self) -> Result<Vec<(SessionId, Entry)>, RegistryError> {
+        let all: HashMap<String, String> = self
+            .conn
+            .clone()
+            .hgetall(&self.key)
+            .await
+            .map_err(unavailable)?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(id, json)| {
+                Some((SessionId::parse(&id)?, serde_json::from_str(&json).ok()?))
+            })
+            .collect())
+    }
+
+    /// Every session of the cluster.
+    pub(super) async fn peers(&self) -> Result<Vec<Peer>, RegistryError> {
+        Ok(self
+            .entries()
+            .await?
+            .into_iter()
+            .map(|(id, entry)| Peer {
+                id,
+                name: entry.name,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stored_hashed() {
+        let token = Token::parse(&format!(
+            "67e55044-10b1-426f-9247-bb680e5fe0c8.{}",
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        let hash = token_hash(&token);
+        assert_eq!(hash.len(), 64);
+        assert!(!token.reveal().contains(&hash));
+        let entry = Entry {
+            name: DisplayName::parse("ann").unwrap(),
+            token: hash,
+            home: Uuid::nil(),
+        };
+        assert!(entry.proves(&token));
+        let other = Token::parse(&format!("{}.{}", token.session(), "cd".repeat(32))).unwrap();
+        assert!(!entry.proves(&other));
+    }
+}

@@ -1,0 +1,122 @@
+//! Liveness: each instance keeps its [`INSTANCE`](super::INSTANCE) key alive, and any instance
+//! that finds directory entries homed on an instance whose key expired removes them and
+//! announces `user_left`, so a crashed instance leaves no session behind for longer than
+//! [`LIVENESS`] plus a sweep.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redis::AsyncCommands;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+use uuid::Uuid;
+
+use super::bus::Bus;
+use super::{Cluster, INSTANCE, LIVENESS, unavailable};
+use crate::registry::{Peer, RegistryError};
+
+impl Cluster {
+    fn instance_key(&self, instance: Uuid) -> String {
+        format!("{}:{INSTANCE}:{instance}", self.prefix)
+    }
+
+    /// Refreshes this instance's liveness key and removes sessions of instances that died,
+    /// until `shutdown` fires.
+    pub(super) async fn keep_alive(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(LIVENESS / 3);
+        // After an outage the other instances need time to refresh their own keys too: until
+        // two liveness periods have passed, a missing key means "not back yet", not "dead".
+        let mut reachable = true;
+        let mut sweep_after = Instant::now();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let settled = reachable && Instant::now() >= sweep_after;
+            let result = async {
+                self.refresh_liveness().await?;
+                if settled {
+                    self.sweep().await?;
+                }
+                Ok::<_, RegistryError>(())
+            }
+            .await;
+            match result {
+                Ok(()) if !reachable => {
+                    info!("Redis reachable again");
+                    reachable = true;
+                    sweep_after = Instant::now() + LIVENESS * 2;
+                }
+                Err(err) if reachable => {
+                    error!(error = %err, "Redis unreachable");
+                    reachable = false;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Re-writes the directory entries of the sessions homed here, liveness key first: Redis
+    /// may have restarted empty, and another instance's sweep must not find these entries
+    /// without it and remove them as a dead instance's.
+    pub(super) async fn reregister(&self) -> Result<(), RegistryError> {
+        self.refresh_liveness().await?;
+        let homed = self.registry.homed();
+        let count = homed.len();
+        for (peer, token) in homed {
+            self.directory.put(&peer, &token).await?;
+        }
+        if count > 0 {
+            info!(sessions = count, "re-registered homed sessions");
+        }
+        Ok(())
+    }
+
+    /// Sets this instance's liveness key for another [`LIVENESS`].
+    async fn refresh_liveness(&self) -> Result<(), RegistryError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(self.instance_key(self.instance))
+            .arg(1)
+            .arg("PX")
+            .arg(LIVENESS.as_millis() as u64)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Removes directory entries homed on instances whose liveness key expired, announcing
+    /// each leave once (whichever instance deletes the entry announces it).
+    async fn sweep(&self) -> Result<(), RegistryError> {
+        let mut alive: HashMap<Uuid, bool> = HashMap::new();
+        for (id, entry) in self.directory.entries().await? {
+            if entry.home == self.instance {
+                continue;
+            }
+            let live = match alive.get(&entry.home) {
+                Some(live) => *live,
+                None => {
+                    let live: bool = self
+                        .conn
+                        .clone()
+                        .exists(self.instance_key(entry.home))
+                        .await
+                        .map_err(unavailable)?;
+                    alive.insert(entry.home, live);
+                    live
+                }
+            };
+            if !live && self.directory.delete(id).await? {
+                info!(session = %id, home = %entry.home, "removing a session of a dead instance");
+                let peer = Peer {
+                    id,
+                    name: entry.name,
+                };
+                self.publish(&Bus::Leave { peer }).await?;
+            }
+        }
+        Ok(())
+    }
+}

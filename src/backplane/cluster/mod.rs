@@ -1,0 +1,303 @@
+//! Cluster mode: several instances act as one hub over Redis.
+//!
+//! Each session is *homed* on one instance, which holds its mailbox in its [`Registry`]: where it
+//! said hello, then wherever its stream last attached. Redis holds what every instance must see:
+//!
+//! | key (`<prefix>` = `--redis-prefix`) | type | what |
+//! |---|---|---|
+//! | [`BUS`] `<prefix>:bus` | pub/sub channel | every cross-instance message, JSON (`bus::Bus`) |
+//! | [`SESSIONS`] `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home"}` |
+//! | [`INSTANCE`] `<prefix>:instance:<uuid>` | string, expiring | this instance is alive |
+//!
+//! Why one channel: Redis delivers a channel's messages to every subscriber in the one order it
+//! executed the PUBLISHes, so every instance sees joins, broadcasts, direct messages and
+//! hand-overs in the same order. A broadcast is one PUBLISH; each instance appends one shared
+//! envelope to the mailboxes it homes, and encodes it once for all of its streams.
+//!
+//! # Layout
+//! - this file: the operations the hub calls (register, attach, deliver, ...).
+//! - [`bus`]: the channel, its messages, and what each does when it comes back.
+//! - [`directory`]: the sessions hash.
+//! - [`liveness`]: instance keys, and removing the sessions of dead instances.
+//! - [`handover`]: moving a session here with its event ids.
+//! - [`request`]: request/reply over the bus (direct messages, hand-overs, health probes).
+//!
+//! Direct messages to a session homed elsewhere are published with a request id; the home
+//! applies them (or refuses: full mailbox) and publishes the reply with the event id.
+//!
+//! Faults: pub/sub does not queue for a disconnected subscriber, so while Redis is unreachable
+//! writes fail with `Unavailable` (503) and `/healthz` says why; on reconnection the instance
+//! re-subscribes and re-registers the sessions it homes. Events published while an instance was
+//! cut off are not replayed to it.
+//!
+//! Locks, in order: the hand-over table ([`handover`]), then the registry's (see
+//! [`crate::registry`]), then a request table ([`request`]), which is held only to insert or
+//! remove one waiter.
+
+mod bus;
+mod directory;
+mod handover;
+mod liveness;
+mod request;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::presence::Presence;
+use crate::registry::{
+    DisplayName, EventId, Peer, Registry, RegistryError, SessionId, Subscription, Token,
+};
+use bus::{Bus, Outcome};
+use directory::Directory;
+use handover::Handovers;
+use request::{Requests, Unanswered};
+
+/// Suffix of the pub/sub channel every instance subscribes to.
+pub const BUS: &str = "bus";
+/// Suffix of the directory hash: session id → entry JSON.
+pub const SESSIONS: &str = "sessions";
+/// Suffix (then `:<instance uuid>`) of each instance's liveness key.
+pub const INSTANCE: &str = "instance";
+/// How long an instance's liveness key outlives its last refresh.
+pub const LIVENESS: Duration = Duration::from_secs(3);
+/// Longest wait for another instance's answer (a direct message, a hand-over).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for a health probe to come back.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// This instance's side of the cluster.
+pub(crate) struct Cluster {
+    /// The sessions homed here.
+    registry: Registry,
+    presence: Presence,
+    instance: Uuid,
+    prefix: String,
+    /// Opens the pub/sub connection (a dedicated one, reopened after each loss).
+    client: redis::Client,
+    /// Commands and PUBLISH; reconnects by itself.
+    conn: ConnectionManager,
+    directory: Directory,
+    /// Direct messages awaiting their home's reply.
+    replies: Requests<Outcome>,
+    /// Health probes awaiting their own return.
+    probes: Requests<()>,
+    handovers: Handovers,
+    /// Subscribed to the bus and re-registered: healthy.
+    subscribed: AtomicBool,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Unavailable(err.to_string())
+}
+
+impl Cluster {
+    /// Connects lazily (an unreachable Redis at start is reported, not fatal) and starts the
+    /// subscriber and liveness tasks, which end when `shutdown` fires.
+    ///
+    /// # Errors
+    /// When `url` is not a valid Redis URL.
+    pub(crate) fn start(
+        registry: Registry,
+        presence: Presence,
+        url: &str,
+        prefix: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, RegistryError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let instance = Uuid::new_v4();
+        let directory = Directory::new(conn.clone(), format!("{prefix}:{SESSIONS}"), instance);
+        let cluster = Arc::new(Cluster {
+            registry,
+            presence,
+            instance,
+            prefix: prefix.to_owned(),
+            client,
+            conn,
+            directory,
+            replies: Requests::default(),
+            probes: Requests::default(),
+            handovers: Handovers::default(),
+            subscribed: AtomicBool::new(false),
+        });
+        info!(instance = %cluster.instance, prefix, "cluster mode");
+        tokio::spawn(Arc::clone(&cluster).subscribe(shutdown.clone()));
+        tokio::spawn(Arc::clone(&cluster).keep_alive(shutdown));
+        Ok(cluster)
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.prefix)
+    }
+
+    /// Registers a session here, writes it to the directory, and publishes its join.
+    pub(crate) async fn register(&self, name: DisplayName) -> Result<(Peer, Token), RegistryError> {
+        let limit = self.registry.settings().max_sessions;
+        if self.directory.count().await? >= limit {
+            return Err(RegistryError::SessionLimit(limit));
+        }
+        let (peer, token) = self.registry.register(name)?;
+        if let Err(err) = self.directory.put(&peer, &token).await {
+            self.registry.remove(peer.id);
+            return Err(err);
+        }
+        self.publish(&Bus::Join { peer: peer.clone() }).await?;
+        Ok((peer, token))
+    }
+
+    /// The session `token` proves, here or in the directory.
+    pub(crate) async fn authenticate(&self, token: &Token) -> Result<Peer, RegistryError> {
+        if let Ok(peer) = self.registry.authenticate(token) {
+            return Ok(peer);
+        }
+        let id = token.session();
+        let entry = self
+            .directory
+            .get(id)
+            .await?
+            .ok_or(RegistryError::BadToken)?;
+        if entry.proves(token) {
+            Ok(Peer {
+                id,
+                name: entry.name,
+            })
+        } else {
+            Err(RegistryError::BadToken)
+        }
+    }
+
+    /// Attaches here, first moving the session here if it is homed elsewhere.
+    pub(crate) async fn attach(
+        self: &Arc<Self>,
+        id: SessionId,
+        token: &Token,
+        last_event_id: Option<EventId>,
+    ) -> Result<Subscription, RegistryError> {
+        if !self.registry.homes(id) {
+            if self.directory.get(id).await?.is_none() {
+                return Err(RegistryError::UnknownSession(id));
+            }
+            if token.session() != id {
+                return Err(RegistryError::BadToken);
+            }
+            self.authenticate(token).await?;
+            self.move_here(id, token).await?;
+        }
+        self.registry.attach(id, token, last_event_id)
+    }
+
+    /// Delivers a direct message here, or asks `to`'s home to.
+    pub(crate) async fn deliver(
+        &self,
+        from: &Peer,
+        to: SessionId,
+        message: Box<RawValue>,
+    ) -> Result<EventId, RegistryError> {
+        if self.registry.homes(to) {
+            return self.registry.deliver(from, to, message);
+        }
+        if self.directory.get(to).await?.is_none() {
+            return Err(RegistryError::UnknownRecipient(to));
+        }
+        let request = self.replies.open();
+        let direct = Bus::Direct {
+            req: request.id(),
+            origin: self.instance,
+            from: from.clone(),
+            to,
+            message,
+        };
+        match request.ask(self.publish(&direct), ANSWER_TIMEOUT).await {
+            Ok(Outcome::Delivered(id)) => Ok(id),
+            Ok(Outcome::MailboxFull) => Err(RegistryError::MailboxFull {
+                retry_after: Duration::from_secs(1),
+            }),
+            Ok(Outcome::UnknownRecipient) => Err(RegistryError::UnknownRecipient(to)),
+            Err(Unanswered::Unpublished(err)) => Err(err),
+            Err(Unanswered::TimedOut | Unanswered::Withdrawn) => {
+                Err(unavailable("the recipient's instance did not answer"))
+            }
+        }
+    }
+
+    /// Publishes a broadcast; returns how many other sessions the cluster holds.
+    pub(crate) async fn broadcast(
+        &self,
+        from: &Peer,
+        message: Box<RawValue>,
+    ) -> Result<usize, RegistryError> {
+        let count = self.directory.count().await?;
+        self.publish(&Bus::Broadcast {
+            from: from.clone(),
+            message,
+        })
+        .await?;
+        Ok(count.saturating_sub(1))
+    }
+
+    /// Removes `peer` from the directory and publishes its leave (once, by whoever removed it).
+    pub(crate) async fn remove(&self, peer: &Peer) -> Result<(), RegistryError> {
+        if self.directory.delete(peer.id).await? {
+            self.publish(&Bus::Leave { peer: peer.clone() }).await?;
+        }
+        // Applied here too when our own Leave comes back; removing now ends the stream at once.
+        self.registry.remove(peer.id);
+        Ok(())
+    }
+
+    /// Every session of the cluster.
+    pub(crate) async fn list(&self) -> Result<Vec<Peer>, RegistryError> {
+        self.directory.peers().await
+    }
+
+    /// Proves the whole path: a probe published through Redis must come back to us.
+    pub(crate) async fn health(&self) -> Result<(), String> {
+        if !self.subscribed.load(Ordering::Relaxed) {
+            return Err("not subscribed to the Redis bus (Redis unreachable?)".to_owned());
+        }
+        let request = self.probes.open();
+        let probe = Bus::Probe {
+            req: request.id(),
+            origin: self.instance,
+        };
+        match request.ask(self.publish(&probe), PROBE_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            Err(Unanswered::Unpublished(err)) => Err(err.to_string()),
+            Err(Unanswered::TimedOut) => {
+                Err("a probe published through Redis did not come back".to_owned())
+            }
+            Err(Unanswered::Withdrawn) => Err("probe dropped".to_owned()),
+        }
+    }
+
+    /// Publishes the leave of sessions the reaper removed here.
+    pub(crate) fn expired(self: &Arc<Self>, peers: Vec<Peer>) {
+        let cluster = Arc::clone(self);
+        tokio::spawn(async move {
+            for peer in peers {
+                match cluster.directory.delete(peer.id).await {
+                    Ok(true) => {
+                        if let Err(err) = cluster.publish(&Bus::Leave { peer }).await {
+                            warn!(error = %err, "could not announce an expiry");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(err) => warn!(error = %err, "could not remove an expired session"),
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,146 @@
+//! Who a session is: its id, the secret that proves it, and the name it chose.
+//!
+//! Nothing here knows about HTTP; a [`Token`] is parsed from whatever string the edge hands over.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+/// A session's public identifier (a UUID v4), safe to show to other clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(Uuid);
+
+impl SessionId {
+    pub(crate) fn random() -> Self {
+        SessionId(Uuid::new_v4())
+    }
+
+    /// Parses the textual form; any UUID is accepted, the registry decides whether it exists.
+    pub fn parse(text: &str) -> Option<Self> {
+        Uuid::parse_str(text).ok().map(SessionId)
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The bearer secret of one session: `<session id>.<256 random bits, hex>`.
+///
+/// Embedding the id lets the registry find the session without a second index keyed by a
+/// secret, and then compare the secret in constant time. `Debug` never prints the secret.
+#[derive(Clone)]
+pub struct Token {
+    session: SessionId,
+    secret: [u8; 32],
+}
+
+impl Token {
+    pub(crate) fn issue(session: SessionId) -> Self {
+        Token {
+            session,
+            secret: rand::random(),
+        }
+    }
+
+    /// Splits a presented token into its session id and secret; `None` when malformed.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (id, secret_hex) = text.split_once('.')?;
+        let session = SessionId::parse(id)?;
+        if secret_hex.len() != 64 {
+            return None;
+        }
+        let mut secret = [0u8; 32];
+        hex::decode_to_slice(secret_hex, &mut secret).ok()?;
+        Some(Token { session, secret })
+    }
+
+    /// The session this token claims to belong to (not yet verified).
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// Constant-time comparison of the secrets, so response timing leaks nothing about them.
+    pub(crate) fn matches(&self, other: &Token) -> bool {
+        self.session == other.session && bool::from(self.secret.ct_eq(&other.secret))
+    }
+
+    /// The string handed to the client once, at `helo`.
+    pub fn reveal(&self) -> String {
+        format!("{}.{}", self.session.0.simple(), hex::encode(self.secret))
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({}, <redacted>)", self.session)
+    }
+}
+
+/// A display name: 1 to 64 characters, none of them a control character.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DisplayName(String);
+
+impl TryFrom<String> for DisplayName {
+    type Error = &'static str;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        DisplayName::parse(&name)
+    }
+}
+
+impl DisplayName {
+    /// Longest name accepted, in characters (not bytes).
+    pub const MAX_CHARS: usize = 64;
+
+    /// # Errors
+    /// A human-readable reason when the name is empty, too long or holds control characters.
+    pub fn parse(name: &str) -> Result<Self, &'static str> {
+        let count = name.chars().count();
+        if count == 0 {
+            Err("name must not be empty")
+        } else if count > Self::MAX_CHARS {
+            Err("name must be at most 64 characters")
+        } else if name.chars().any(char::is_control) {
+            Err("name must not contain control characters")
+        } else {
+            Ok(DisplayName(name.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trips_and_rejects_other_secrets() {
+        let id = SessionId::random();
+        let token = Token::issue(id);
+        let parsed = Token::parse(&token.reveal()).expect("own token parses");
+        assert!(token.matches(&parsed));
+        assert_eq!(parsed.session(), id);
+        assert!(!token.matches(&Token::issue(id)));
+        assert!(Token::parse("nonsense").is_none());
+        assert!(Token::parse(&format!("{id}.abc")).is_none());
+    }
+
+    #[test]
+    fn names_are_checked_in_characters() {
+        assert!(DisplayName::parse(&"é".repeat(64)).is_ok());
+        assert!(DisplayName::parse(&"é".repeat(65)).is_err());
+        assert!(DisplayName::parse("").is_err());
+        assert!(DisplayName::parse("a\u{7}b").is_err());
+        assert!(DisplayName::parse("line\nbreak").is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! Attaching a stream to a session, and the stream's side of it: [`Subscription`].
+//!
+//! One stream per session: a new attach takes over, waking the old stream, which then finds it
+//! is no longer the current attachment and ends. Dropping a subscription detaches the session
+//! and starts its TTL.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::info;
+
+use super::event::{self, Event, EventId, Peer};
+use super::identity::{SessionId, Token};
+use super::mailbox::Replay;
+use super::session::{Attachment, Closed, Session};
+use super::{Registry, RegistryError};
+
+/// What a stream gets when it reads its mailbox.
+#[derive(Debug)]
+pub enum Pull {
+    Events(Replay),
+    Idle,
+    Closed(Closed),
+}
+
+/// The registry's side of one attached stream. Dropping it detaches the session (starting its
+/// TTL) unless a newer stream has taken over.
+pub struct Subscription {
+    registry: Registry,
+    session: Arc<Session>,
+    generation: u64,
+    wake: Arc<Notify>,
+    cursor: EventId,
+    ready: Option<Event>,
+}
+
+impl Subscription {
+    pub fn session_id(&self) -> SessionId {
+        self.session.peer.id
+    }
+
+    /// Sets who else is here in `ready` (empty until the hub fills it: presence is its call).
+    pub(crate) fn set_roster(&mut self, clients: Vec<Peer>) {
+        if let Some(Event::Ready(ready)) = &mut self.ready {
+            ready.clients = clients;
+        }
+    }
+
+    /// The `ready` event, once: the first thing a stream sends.
+    pub fn take_ready(&mut self) -> Option<Event> {
+        self.ready.take()
+    }
+
+    /// Reads up to `limit` events past this stream's cursor without waiting.
+    pub fn pull(&mut self, limit: usize) -> Pull {
+        let mut inner = self.session.lock();
+        if let Some(reason) = inner.closed {
+            return Pull::Closed(reason);
+        }
+        match &inner.attachment {
+            Some(a) if a.generation == self.generation => {}
+            _ => return Pull::Closed(Closed::TakenOver),
+        }
+        let replay = inner.mailbox.replay_after(self.cursor, limit);
+        drop(inner);
+        if replay.events.is_empty() && replay.missed == 0 {
+            return Pull::Idle;
+        }
+        if let Some((last, _)) = replay.events.last() {
+            self.cursor = *last;
+        }
+        Pull::Events(replay)
+    }
+
+    /// Resolves when something may have changed: a new event, a takeover, or removal.
+    pub async fn changed(&self) {
+        self.wake.notified().await;
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.registry.detach(&self.session, self.generation);
+    }
+}
+
+impl Registry {
+    /// Attaches a stream to session `id`, taking over any stream already attached.
+    ///
+    /// Replay starts after `last_event_id` when given; otherwise after the last event any stream
+    /// of this session was handed, so events that waited while detached come first. The `ready`
+    /// event's roster is empty; the hub fills it.
+    ///
+    /// # Errors
+    /// `UnknownSession` when `id` is not registered, `BadToken` when the token does not belong
+    /// to it, `StreamLimit` when a new stream would pass `max_streams`.
+    pub(crate) fn attach(
+        &self,
+        id: SessionId,
+        token: &Token,
+        last_event_id: Option<EventId>,
+    ) -> Result<Subscription, RegistryError> {
+        let max_streams = self.shared.settings.max_streams;
+        let mut state = self.lock();
+        let session = state
+            .sessions
+            .get(&id)
+            .cloned()
+            .ok_or(RegistryError::UnknownSession(id))?;
+        if !session.token.matches(token) {
+            return Err(RegistryError::BadToken);
+        }
+        let mut inner = session.lock();
+        let takeover = inner.attachment.is_some();
+        if !takeover && state.attached >= max_streams {
+            return Err(RegistryError::StreamLimit(max_streams));
+        }
+        let generation = inner.next_generation;
+        inner.next_generation += 1;
+        let wake = Arc::new(Notify::new());
+        if let Some(old) = inner.attachment.replace(Attachment {
+            generation,
+            wake: Arc::clone(&wake),
+        }) {
+            old.wake.notify_one();
+        }
+        inner.detached_since = None;
+        let cursor = last_event_id.unwrap_or_else(|| inner.mailbox.delivered());
+        drop(inner);
+        if !takeover {
+            state.attached += 1;
+            self.shared.metrics.streams.set(state.attached as i64);
+        }
+        drop(state);
+        info!(session = %id, takeover, ?last_event_id, "attach");
+        Ok(Subscription {
+            registry: self.clone(),
+            ready: Some(Event::Ready(event::Ready {
+                id,
+                name: session.peer.name.clone(),
+                clients: Vec::new(),
+            })),
+            session,
+            generation,
+            wake,
+            cursor,
+        })
+    }
+
+    /// Ends attachment `generation` of `session`, unless a newer one took over or the session
+    /// is gone; the session's TTL starts now.
+    fn detach(&self, session: &Arc<Session>, generation: u64) {
+        let mut state = self.lock();
+        let mut inner = session.lock();
+        let current = matches!(&inner.attachment, Some(a) if a.generation == generation);
+        if !current || inner.closed.is_some() {
+            return;
+        }
+        inner.attachment = None;
+        let now = Instant::now();
+        inner.detached_since = Some(now);
+        drop(inner);
+        state.attached -= 1;
+        self.shared.metrics.streams.set(state.attached as i64);
+        let id = session.peer.id;
+        state
+            .expirations
+            .insert((now + self.shared.settings.session_ttl, id));
+        drop(state);
+        self.shared.reaper.notify_one();
+        info!(session = %id, "detach");
+    }
+}
