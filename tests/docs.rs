@@ -161,3 +161,26 @@ fn readme_opens_with_the_two_commands_ci_runs() {
         ".ci/run must end with the README's test command"
     );
 }
+
+#[test]
+fn readme_error_table_lists_exactly_the_error_codes() {
+    use switchboard::http::error::ErrorCode;
+
+    let section = README
+        .split("\n## Errors")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has an Errors section");
+    let documented: BTreeSet<&str> = section
+        .lines()
+        .filter(|line| line.starts_with('|'))
+        .skip(2) // the header row and the separator
+        .filter_map(|row| row.split('|').nth(2))
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+        .collect();
+    let code: BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(
+        documented, code,
+        "README's error table and ErrorCode differ"
+    );
+}

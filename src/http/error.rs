@@ -1,10 +1,12 @@
 //! Errors become JSON here, and only here: `{"error": "<snake_case code>", "message": "<text>"}`.
 //!
+//! [`ErrorCode`] is the one list of `error` codes the API answers with; nothing else spells one.
 //! Handlers return `Result<_, ApiError>`; domain errors convert through `From<RegistryError>`,
 //! the one place that picks their status codes. Rejections (a filter that did not match or could
 //! not extract its input) are mapped by [`handle_rejection`].
 
 use std::convert::Infallible;
+use std::fmt::Display;
 
 use serde::Serialize;
 use warp::http::{StatusCode, header};
@@ -13,17 +15,66 @@ use warp::reply::{Reply, Response};
 
 use crate::registry::RegistryError;
 
+/// Defines [`ErrorCode`] and its wire spellings from one list, so they cannot drift apart.
+macro_rules! error_codes {
+    ($($variant:ident => $wire:literal,)*) => {
+        /// Every machine-readable `error` code the API answers with. The README's error table
+        /// lists exactly these (a test checks it).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of the README's table (by status).
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The wire spelling (snake_case), e.g. `"unknown_session"`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $wire,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidBody => "invalid_body",
+    InvalidName => "invalid_name",
+    InvalidLastEventId => "invalid_last_event_id",
+    Unauthorized => "unauthorized",
+    UnknownSession => "unknown_session",
+    UnknownRecipient => "unknown_recipient",
+    NotFound => "not_found",
+    MethodNotAllowed => "method_not_allowed",
+    LengthRequired => "length_required",
+    PayloadTooLarge => "payload_too_large",
+    UnsupportedMediaType => "unsupported_media_type",
+    MailboxFull => "mailbox_full",
+    Internal => "internal",
+    SessionLimit => "session_limit",
+    StreamLimit => "stream_limit",
+    BackplaneUnavailable => "backplane_unavailable",
+}
+
+impl Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An error response: status, machine-readable code, human-readable message.
 #[derive(Clone, Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -32,17 +83,26 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// 404 for a path no route serves.
-    pub fn no_route() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    pub(crate) fn no_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
     }
 
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+    }
+
+    /// 404 for a session id that is not registered (or not even a session id).
+    pub(crate) fn unknown_session(id: impl Display) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownSession,
+            format!("no session with id {id}"),
+        )
     }
 }
 
@@ -55,7 +115,7 @@ struct Body<'a> {
 impl Reply for ApiError {
     fn into_response(self) -> Response {
         let body = Body {
-            error: self.code,
+            error: self.code.as_str(),
             message: &self.message,
         };
         let mut response =
@@ -73,28 +133,34 @@ impl From<RegistryError> for ApiError {
     fn from(err: RegistryError) -> Self {
         let message = err.to_string();
         match err {
-            RegistryError::UnknownSession(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_session", message)
-            }
+            RegistryError::UnknownSession(id) => ApiError::unknown_session(id),
             RegistryError::UnknownRecipient(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_recipient", message)
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::UnknownRecipient, message)
             }
             RegistryError::BadToken => ApiError::unauthorized(message),
             RegistryError::MailboxFull { retry_after } => ApiError {
                 retry_after_secs: Some(retry_after.as_secs().max(1)),
-                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "mailbox_full", message)
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::MailboxFull,
+                    message,
+                )
             },
-            RegistryError::SessionLimit(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "session_limit", message)
-            }
-            RegistryError::StreamLimit(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stream_limit", message)
-            }
+            RegistryError::SessionLimit(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::SessionLimit,
+                message,
+            ),
+            RegistryError::StreamLimit(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StreamLimit,
+                message,
+            ),
             RegistryError::Unavailable(_) => {
                 tracing::warn!(%message, "request failed: backplane unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "backplane_unavailable",
+                    ErrorCode::BackplaneUnavailable,
                     message,
                 )
             }
@@ -104,7 +170,7 @@ impl From<RegistryError> for ApiError {
 
 /// A filter could not extract what a route needs; carries the response to give.
 #[derive(Debug)]
-pub struct Rejected(pub ApiError);
+pub(crate) struct Rejected(pub(crate) ApiError);
 
 impl Reject for Rejected {}
 
@@ -116,7 +182,7 @@ impl From<ApiError> for warp::Rejection {
 
 /// Maps every rejection to an [`ApiError`], most specific first: our own extraction errors,
 /// then warp's, then "no route". Anything unexpected is logged and becomes a bare 500.
-pub async fn handle_rejection(rejection: warp::Rejection) -> Result<Response, Infallible> {
+pub(crate) async fn handle_rejection(rejection: warp::Rejection) -> Result<Response, Infallible> {
     use warp::reject::{LengthRequired, MethodNotAllowed, PayloadTooLarge};
 
     let error = if let Some(Rejected(err)) = rejection.find::<Rejected>() {
@@ -124,13 +190,13 @@ pub async fn handle_rejection(rejection: warp::Rejection) -> Result<Response, In
     } else if rejection.find::<PayloadTooLarge>().is_some() {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "the request body is larger than the server accepts",
         )
     } else if rejection.find::<LengthRequired>().is_some() {
         ApiError::new(
             StatusCode::LENGTH_REQUIRED,
-            "length_required",
+            ErrorCode::LengthRequired,
             "send the body with a Content-Length header",
         )
     } else if rejection.is_not_found() {
@@ -138,14 +204,14 @@ pub async fn handle_rejection(rejection: warp::Rejection) -> Result<Response, In
     } else if rejection.find::<MethodNotAllowed>().is_some() {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this route does not accept that method",
         )
     } else {
         tracing::error!(?rejection, "unhandled rejection");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal server error",
         )
     };

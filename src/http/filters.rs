@@ -9,12 +9,12 @@ use serde::de::DeserializeOwned;
 use warp::Filter;
 use warp::http::StatusCode;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::backplane::Hub;
 use crate::registry::{EventId, Token};
 
 /// Hands each request a clone of the hub handle.
-pub fn with_hub(hub: Hub) -> impl Filter<Extract = (Hub,), Error = Infallible> + Clone {
+pub(crate) fn with_hub(hub: Hub) -> impl Filter<Extract = (Hub,), Error = Infallible> + Clone {
     warp::any().map(move || hub.clone())
 }
 
@@ -22,7 +22,7 @@ pub fn with_hub(hub: Hub) -> impl Filter<Extract = (Hub,), Error = Infallible> +
 ///
 /// Rejects with 415 for another (or no) content type, 413 above the limit, 411 without a
 /// `Content-Length`, and 400 `invalid_body` with serde's explanation when it does not parse.
-pub fn json_body<T: DeserializeOwned + Send>(
+pub(crate) fn json_body<T: DeserializeOwned + Send>(
     limit: u64,
 ) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("content-type")
@@ -36,7 +36,7 @@ pub fn json_body<T: DeserializeOwned + Send>(
             } else {
                 Err(warp::Rejection::from(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
+                    ErrorCode::UnsupportedMediaType,
                     "send the body as Content-Type: application/json",
                 )))
             }
@@ -48,13 +48,13 @@ pub fn json_body<T: DeserializeOwned + Send>(
             // serde would also accept a struct written as an array; the contract says object.
             if body.trim_ascii_start().first() != Some(&b'{') {
                 return Err(warp::Rejection::from(ApiError::bad_request(
-                    "invalid_body",
+                    ErrorCode::InvalidBody,
                     "the body must be a JSON object",
                 )));
             }
             serde_json::from_slice(&body).map_err(|err| {
                 warp::Rejection::from(ApiError::bad_request(
-                    "invalid_body",
+                    ErrorCode::InvalidBody,
                     format!("the body is not valid: {err}"),
                 ))
             })
@@ -63,7 +63,7 @@ pub fn json_body<T: DeserializeOwned + Send>(
 
 /// Passes GET and HEAD; anything else is "no such route" rather than "wrong method", so that
 /// `POST /nope` is a 404 even though static files are served from every path.
-pub fn get_or_not_found() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+pub(crate) fn get_or_not_found() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
     warp::method()
         .and_then(|method: warp::http::Method| async move {
             if method == warp::http::Method::GET || method == warp::http::Method::HEAD {
@@ -83,7 +83,7 @@ fn parse_bearer(value: &str) -> Result<Token, ApiError> {
 }
 
 /// The token from `Authorization: Bearer <token>`; 401 when missing or malformed.
-pub fn bearer() -> impl Filter<Extract = (Token,), Error = warp::Rejection> + Clone {
+pub(crate) fn bearer() -> impl Filter<Extract = (Token,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization").and_then(|value: Option<String>| async move {
         let value = value.ok_or_else(|| {
             ApiError::unauthorized("missing Authorization: Bearer <token> header")
@@ -99,9 +99,9 @@ struct StreamQuery {
 }
 
 /// What `GET /events/{id}` needs beyond the path: the token and where to resume.
-pub struct StreamParams {
-    pub token: Token,
-    pub last_event_id: Option<EventId>,
+pub(crate) struct StreamParams {
+    pub(crate) token: Token,
+    pub(crate) last_event_id: Option<EventId>,
 }
 
 /// Token from the `Authorization` header or `?token=` (EventSource cannot set headers), and
@@ -109,7 +109,7 @@ pub struct StreamParams {
 ///
 /// # Errors
 /// 401 without a token or with a malformed one, 400 for a resume point that is not an event id.
-pub fn parse_stream_params(
+pub(crate) fn parse_stream_params(
     authorization: Option<&str>,
     last_event_id: Option<&str>,
     query: Option<&str>,
@@ -132,7 +132,7 @@ pub fn parse_stream_params(
         Some(text) if text.trim().is_empty() => None,
         Some(text) => Some(text.trim().parse::<EventId>().map_err(|_| {
             ApiError::bad_request(
-                "invalid_last_event_id",
+                ErrorCode::InvalidLastEventId,
                 "Last-Event-ID must be an event id from this stream",
             )
         })?),
@@ -144,7 +144,8 @@ pub fn parse_stream_params(
 }
 
 /// [`parse_stream_params`] as a filter.
-pub fn stream_params() -> impl Filter<Extract = (StreamParams,), Error = warp::Rejection> + Clone {
+pub(crate) fn stream_params()
+-> impl Filter<Extract = (StreamParams,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and(warp::header::optional::<String>("last-event-id"))
         .and(

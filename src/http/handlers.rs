@@ -5,14 +5,14 @@ use serde_json::value::RawValue;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::filters::StreamParams;
 use super::{Context, sse};
 use crate::backplane::Hub;
 use crate::registry::{DisplayName, Peer, SessionId, Token};
 
 #[derive(Deserialize)]
-pub struct HeloRequest {
+pub(crate) struct HeloRequest {
     name: String,
 }
 
@@ -24,9 +24,9 @@ struct HeloResponse<'a> {
 }
 
 /// `POST /helo`: register, 201 with the id and the token (the only time it is revealed).
-pub async fn helo(hub: Hub, body: HeloRequest) -> Result<Response, ApiError> {
-    let name =
-        DisplayName::parse(&body.name).map_err(|m| ApiError::bad_request("invalid_name", m))?;
+pub(crate) async fn helo(hub: Hub, body: HeloRequest) -> Result<Response, ApiError> {
+    let name = DisplayName::parse(&body.name)
+        .map_err(|m| ApiError::bad_request(ErrorCode::InvalidName, m))?;
     let (peer, token) = hub.register(name).await?;
     let body = HeloResponse {
         id: peer.id,
@@ -37,18 +37,12 @@ pub async fn helo(hub: Hub, body: HeloRequest) -> Result<Response, ApiError> {
 }
 
 /// `GET /events/{id}`: attach and stream. An id that is not a UUID is simply unknown.
-pub async fn events(
+pub(crate) async fn events(
     id: String,
     params: StreamParams,
     context: Context,
 ) -> Result<Response, ApiError> {
-    let id = SessionId::parse(&id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_session",
-            format!("no session with id {id}"),
-        )
-    })?;
+    let id = SessionId::parse(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
     let subscription = context
         .hub
         .attach(id, &params.token, params.last_event_id)
@@ -62,7 +56,7 @@ pub async fn events(
 }
 
 #[derive(Deserialize)]
-pub struct ResponseRequest {
+pub(crate) struct ResponseRequest {
     recipient: String,
     message: Box<RawValue>,
 }
@@ -73,20 +67,23 @@ struct ResponseAccepted {
 }
 
 /// `POST /response`: a direct message into exactly one recipient's stream.
-pub async fn post_response(
+pub(crate) async fn post_response(
     hub: Hub,
     from: Peer,
     body: ResponseRequest,
 ) -> Result<Response, ApiError> {
     let recipient = SessionId::parse(&body.recipient).ok_or_else(|| {
-        ApiError::bad_request("invalid_body", "recipient must be a session id (a UUID)")
+        ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            "recipient must be a session id (a UUID)",
+        )
     })?;
     let event_id = hub.deliver(&from, recipient, body.message).await?;
     Ok(accepted(&ResponseAccepted { event_id }))
 }
 
 #[derive(Deserialize)]
-pub struct BroadcastRequest {
+pub(crate) struct BroadcastRequest {
     message: Box<RawValue>,
 }
 
@@ -96,7 +93,7 @@ struct BroadcastAccepted {
 }
 
 /// `POST /broadcast`: one message to every other session.
-pub async fn post_broadcast(
+pub(crate) async fn post_broadcast(
     hub: Hub,
     from: Peer,
     body: BroadcastRequest,
@@ -110,13 +107,13 @@ fn accepted(body: &impl Serialize) -> Response {
 }
 
 /// `DELETE /session`: leave now rather than after the TTL.
-pub async fn delete_session(hub: Hub, peer: Peer) -> Result<Response, ApiError> {
+pub(crate) async fn delete_session(hub: Hub, peer: Peer) -> Result<Response, ApiError> {
     hub.remove(&peer).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /clients`: every registered session.
-pub async fn list_clients(hub: Hub) -> Result<Response, ApiError> {
+pub(crate) async fn list_clients(hub: Hub) -> Result<Response, ApiError> {
     let clients: Vec<Peer> = hub.list().await?;
     Ok(warp::reply::json(&clients).into_response())
 }
@@ -134,7 +131,7 @@ struct Health {
 /// `GET /healthz`: 200 when this instance can serve (in cluster mode: a probe went through
 /// Redis and came back), 503 with the reason otherwise; with the numbers an operator asks
 /// first, including the stream limit.
-pub async fn healthz(hub: Hub) -> Result<Response, ApiError> {
+pub(crate) async fn healthz(hub: Hub) -> Result<Response, ApiError> {
     let stats = hub.stats();
     let health = hub.health().await;
     let status = if health.is_ok() {
@@ -153,7 +150,7 @@ pub async fn healthz(hub: Hub) -> Result<Response, ApiError> {
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics(hub: Hub) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(hub: Hub) -> Result<Response, ApiError> {
     Ok(warp::reply::with_header(
         hub.metrics().render(),
         "content-type",
@@ -163,7 +160,7 @@ pub async fn metrics(hub: Hub) -> Result<Response, ApiError> {
 }
 
 /// The session a bearer token proves, checked before any body is read.
-pub async fn verify(hub: Hub, token: Token) -> Result<Peer, warp::Rejection> {
+pub(crate) async fn verify(hub: Hub, token: Token) -> Result<Peer, warp::Rejection> {
     hub.authenticate(&token)
         .await
         .map_err(|err| ApiError::from(err).into())

@@ -25,17 +25,18 @@ use warp::reply::Reply;
 
 use super::error::ApiError;
 use super::filters::parse_stream_params;
-use super::{Context, handlers, route_of, server::redact};
+use super::redact::redact;
+use super::{Context, handlers, route_of};
 
 /// The prefix that routes a connection here.
-pub const PREFIX: &[u8] = b"GET /events/";
+pub(crate) const PREFIX: &[u8] = b"GET /events/";
 
 /// Largest request head accepted (as hyper's limit: the same requests succeed on both paths).
 const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
 
 /// Whether the bytes a new connection starts with belong here. `None`: not enough bytes yet.
-pub fn claims(start: &[u8]) -> Option<bool> {
+pub(crate) fn claims(start: &[u8]) -> Option<bool> {
     if start.len() >= PREFIX.len() {
         Some(start.starts_with(PREFIX))
     } else if PREFIX.starts_with(start) {
@@ -94,7 +95,7 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Head> {
 }
 
 /// Serves one `GET /events/...` connection to its end.
-pub async fn serve(mut stream: TcpStream, context: Context, cors_origins: &[String]) {
+pub(crate) async fn serve(mut stream: TcpStream, context: Context, cors_origins: &[String]) {
     let Some(head) = read_head(&mut stream, Duration::from_secs(30)).await else {
         return; // malformed, too large, or too slow: close, as hyper would
     };

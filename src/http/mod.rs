@@ -1,15 +1,18 @@
 //! The HTTP edge: warp filters over the hub, one [`routes`] filter for the whole API.
 //!
 //! Filters extract and validate (`filters`), handlers call the hub (`handlers`), `sse`
-//! owns the stream wire format, `error` turns every failure into JSON, and `server` runs the
-//! accept loop with tower-http's layers and graceful shutdown.
+//! owns the stream wire format, `error` turns every failure into JSON (its [`error::ErrorCode`]
+//! is public, so tests can hold the docs to it), `redact` decides what of a request may be
+//! logged, `lean` serves stream connections without hyper, and `server` runs the accept loop
+//! with tower-http's layers and graceful shutdown. Only what tests need is `pub`.
 
 pub mod error;
-pub mod filters;
-pub mod handlers;
-pub mod lean;
-pub mod server;
-pub mod sse;
+mod filters;
+mod handlers;
+mod lean;
+mod redact;
+pub(crate) mod server;
+mod sse;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -49,7 +52,7 @@ pub struct Context {
 }
 
 /// The route template a concrete path belongs to, for metrics labels.
-pub fn route_of(path: &str) -> &'static str {
+pub(crate) fn route_of(path: &str) -> &'static str {
     ROUTES
         .iter()
         .map(|&(_, template)| template)

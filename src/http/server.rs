@@ -1,4 +1,4 @@
-//! The accept loop: tower-http layers around the warp filter, connection limits, the hand-off
+//! The accept loop: tower-http layers around the warp filter, the connection budget, the hand-off
 //! of `GET /events/` connections to [`lean`], and the graceful drain. Kept in one place because
 //! warp's own `serve` cannot take tower layers.
 //!
@@ -8,7 +8,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -16,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneService;
@@ -24,28 +24,14 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tracing::{info, warn};
 use warp::Filter;
-use warp::http::{HeaderName, HeaderValue, Method, Request, Uri, header};
+use warp::http::{HeaderName, HeaderValue, Method, Request, header};
 use warp::reply::Reply;
 
+use super::redact::redact;
 use super::{Context, lean};
 
 /// hyper's per-connection buffer limit (its minimum).
 const MAX_BUF: usize = 8 * 1024;
-
-/// The URI with any `token` query parameter's value replaced, for logs and traces.
-pub fn redact(uri: &Uri) -> String {
-    let Some(query) = uri.query() else {
-        return uri.path().to_owned();
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some(("token", _)) => "token=REDACTED".to_owned(),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{}?{}", uri.path(), query.join("&"))
-}
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
@@ -68,19 +54,72 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 }
 
 /// Options for [`run`].
-pub struct ServeOptions {
-    pub cors_origins: Vec<String>,
+pub(crate) struct ServeOptions {
+    pub(crate) cors_origins: Vec<String>,
     /// Connections beyond this are closed on accept, keeping file descriptors for streams
     /// already open (and the registry's 503 for streams beyond its own limit).
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// How long to wait for connections to finish after `shutdown` before giving up on them.
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
+}
+
+/// The listening socket and what every accepted connection takes from it (as mini-redis'
+/// `Listener`): a permit from the connection budget, and a place in the task tracker.
+struct Listener {
+    listener: TcpListener,
+    /// One permit per open connection. The permit moves into the connection's task and is
+    /// released when that task ends, however it ends; a connection that finds none left is
+    /// closed at once rather than queued, so the clients already connected keep their sockets.
+    budget: Arc<Semaphore>,
+    /// The budget's size, for the log line when it runs out.
+    max_connections: usize,
+    /// Every connection task, so that shutdown can wait for them to finish.
+    tracker: TaskTracker,
+}
+
+impl Listener {
+    /// Accepts connections for ever, handing each one with a permit to `serve` on its own task.
+    async fn run<F, Fut>(&self, serve: F)
+    where
+        F: Fn(TcpStream) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            let stream = self.accept().await;
+            let Ok(permit) = Arc::clone(&self.budget).try_acquire_owned() else {
+                warn!(
+                    limit = self.max_connections,
+                    "connection limit reached; closing new connection"
+                );
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = serve(stream);
+            self.tracker.spawn(async move {
+                connection.await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// The next connection. EMFILE and friends: back off briefly instead of spinning.
+    async fn accept(&self) -> TcpStream {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _peer)) => return stream,
+                Err(err) => {
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
 }
 
 /// Serves `filter` on `listener` (and `GET /events/` connections through [`lean`] with
 /// `context`) until `shutdown` resolves, then cancels `context.shutdown` (every SSE stream and
 /// background task watches it) and drains open connections for at most the grace period.
-pub async fn run<F>(
+pub(crate) async fn run<F>(
     listener: TcpListener,
     filter: F,
     context: Context,
@@ -106,39 +145,22 @@ pub async fn run<F>(
         .service(warp::service(filter));
 
     let origins: Arc<[String]> = options.cors_origins.clone().into();
-    let open = Arc::new(AtomicUsize::new(0));
     let graceful = GracefulShutdown::new();
-    let tracker = TaskTracker::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, _peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        if open.load(Ordering::Relaxed) >= options.max_connections {
-            warn!(
-                limit = options.max_connections,
-                "connection limit reached; closing new connection"
-            );
-            drop(stream);
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        let guard = ConnectionGuard::new(&open);
+    let listener = Listener {
+        listener,
+        budget: Arc::new(Semaphore::new(options.max_connections)),
+        max_connections: options.max_connections,
+        tracker: TaskTracker::new(),
+    };
+    // Owns the service (which is `Send` but not `Sync`), so the accept loop's future is `Send`.
+    let graceful_ref = &graceful;
+    let shared_context = context.clone();
+    let serve = move |stream: TcpStream| {
         let service = TowerToHyperService::new(service.clone());
-        let watcher = graceful.watcher();
-        let context = context.clone();
+        let watcher = graceful_ref.watcher();
+        let context = shared_context.clone();
         let origins = Arc::clone(&origins);
-        tracker.spawn(async move {
-            let _guard = guard;
+        async move {
             if claimed_by_lean(&stream).await {
                 return lean::serve(stream, context, &origins).await;
             }
@@ -152,10 +174,14 @@ pub async fn run<F>(
                 .max_buf_size(MAX_BUF)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = watcher.watch(connection).await;
-        });
+        }
+    };
+    tokio::select! {
+        () = listener.run(serve) => {}
+        () = shutdown => {}
     }
 
-    drop(listener);
+    let Listener { tracker, .. } = listener;
     info!("shutting down: listener closed, closing streams");
     context.shutdown.cancel();
     tracker.close();
@@ -186,35 +212,4 @@ async fn claimed_by_lean(stream: &TcpStream) -> bool {
         }
     }
     false
-}
-
-/// Counts a connection as open for as long as it lives.
-struct ConnectionGuard(Arc<AtomicUsize>);
-
-impl ConnectionGuard {
-    fn new(open: &Arc<AtomicUsize>) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard(Arc::clone(open))
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_in_queries_are_redacted() {
-        let uri: Uri = "/events/x?last_event_id=3&token=secret.abc"
-            .parse()
-            .unwrap();
-        assert_eq!(redact(&uri), "/events/x?last_event_id=3&token=REDACTED");
-        let uri: Uri = "/clients".parse().unwrap();
-        assert_eq!(redact(&uri), "/clients");
-    }
 }

@@ -43,7 +43,7 @@ pub struct StreamSettings {
 ///
 /// A client's message is kept as it sent it, so it may hold line breaks; each line becomes its
 /// own `data:` line, which EventSource joins back with `\n` (still the same JSON value).
-pub fn encode(event: &Event) -> Bytes {
+pub(crate) fn encode(event: &Event) -> Bytes {
     let json = event.data_json();
     let mut out = BytesMut::with_capacity(json.len() + 32);
     out.put_slice(b"event: ");
@@ -71,7 +71,7 @@ struct StreamState {
 }
 
 /// The full response for an attached stream.
-pub fn reply(
+pub(crate) fn reply(
     subscription: Subscription,
     settings: StreamSettings,
     shutdown: CancellationToken,
