@@ -13,263 +13,18 @@
 //! `SWITCHBOARD_SCREENSHOTS` (the README's come from
 //! `SWITCHBOARD_SCREENSHOTS=docs/screenshots cargo test --test browser`).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use fantoccini::wd::Capabilities;
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use fantoccini::{Client, Locator};
 use serde::Deserialize;
 use serde_json::json;
-use switchboard::Config;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-/// Debian's paths; `SWITCHBOARD_CHROMIUM` and `SWITCHBOARD_CHROMEDRIVER` override them.
-const CHROMIUM: (&str, &str) = ("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium");
-const CHROMEDRIVER: (&str, &str) = ("SWITCHBOARD_CHROMEDRIVER", "/usr/bin/chromedriver");
-const INSTALL_HINT: &str = "the browser tests need Debian's Chromium and its driver: \
-                            run `apt-get install -y chromium chromium-driver`";
-
-/// How long any one condition may take to become true.
-const WAIT: Duration = Duration::from_secs(10);
-/// How often a condition is checked while waiting.
-const POLL: Duration = Duration::from_millis(50);
-
-/// How a page is shown: a desktop window, or Chromium's phone emulation
-/// (a plain window cannot be made narrower than about 500 px).
-#[derive(Clone, Copy)]
-enum Screen {
-    Desktop,
-    Phone,
-}
-
-// ------------------------------------------------------------------ server
-
-/// The real server on an ephemeral port, stopped by [`Server::stop`].
-struct Server {
-    addr: SocketAddr,
-    shutdown: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl Server {
-    async fn start() -> Self {
-        Self::start_on("127.0.0.1:0".parse().unwrap()).await
-    }
-
-    /// Binds `addr` with `SO_REUSEADDR`, so a test can bring a fresh server
-    /// up on the port the previous one just left.
-    async fn start_on(addr: SocketAddr) -> Self {
-        let socket = TcpSocket::new_v4().expect("create socket");
-        socket.set_reuseaddr(true).expect("set SO_REUSEADDR");
-        socket.bind(addr).expect("bind server socket");
-        let listener: TcpListener = socket.listen(1024).expect("listen");
-        let addr = listener.local_addr().expect("server address");
-        let config = Config {
-            public_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/public").into(),
-            ..Config::default()
-        };
-        let (shutdown, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(switchboard::serve(listener, config, async {
-            let _ = rx.await;
-        }));
-        Server {
-            addr,
-            shutdown,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-
-    async fn stop(self) {
-        let _ = self.shutdown.send(());
-        let result = tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("server did not shut down in time")
-            .expect("server task panicked");
-        result.expect("server returned an error");
-    }
-}
-
-// ------------------------------------------------------------ chromedriver
-
-/// A `chromedriver` process of our own on a free port.
-///
-/// It runs in a process group of its own, so dropping it (also when a test
-/// panics) kills it together with every Chromium it started, then removes
-/// the temporary folder holding the browser profiles and the driver's log.
-struct ChromeDriver {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-    profiles: AtomicU32,
-}
-
-impl ChromeDriver {
-    async fn start() -> Self {
-        binary(CHROMIUM);
-        let chromedriver = binary(CHROMEDRIVER);
-
-        let dir = unique_temp_dir();
-        let port = free_port();
-        let log = dir.join("chromedriver.log");
-        let child = {
-            use std::os::unix::process::CommandExt;
-            Command::new(&chromedriver)
-                .arg(format!("--port={port}"))
-                .arg(format!("--log-path={}", log.display()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot start {}: {e}; {INSTALL_HINT}",
-                        chromedriver.display()
-                    )
-                })
-        };
-        let mut driver = ChromeDriver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-            profiles: AtomicU32::new(0),
-        };
-        driver.wait_until_ready().await;
-        driver
-    }
-
-    /// Polls `GET /status` until chromedriver says it is ready.
-    async fn wait_until_ready(&mut self) {
-        let http = reqwest::Client::new();
-        let status_url = format!("{}/status", self.url);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(exit) = self.child.try_wait().expect("poll chromedriver") {
-                panic!(
-                    "chromedriver exited early ({exit}); see {}",
-                    self.log().display()
-                );
-            }
-            if let Ok(response) = http.get(&status_url).send().await {
-                let body: serde_json::Value = response.json().await.unwrap_or_default();
-                if body["value"]["ready"] == true {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not answer on {status_url} within {WAIT:?}; see {}",
-                self.log().display()
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.join("chromedriver.log")
-    }
-
-    /// Starts a new Chromium (a WebDriver session with its own profile) and
-    /// opens `url` in it.
-    async fn open(&self, url: &str, screen: Screen) -> Page {
-        let n = self.profiles.fetch_add(1, Ordering::Relaxed);
-        let profile = self.dir.join(format!("profile-{n}"));
-        let mut options = json!({
-            "binary": binary(CHROMIUM),
-            "args": [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--hide-scrollbars",
-                "--window-size=1280,900",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        });
-        if let Screen::Phone = screen {
-            options["mobileEmulation"] = json!({
-                "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 2 },
-            });
-        }
-        let mut capabilities = Capabilities::new();
-        capabilities.insert("goog:chromeOptions".into(), options);
-        let client = ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&self.url)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start Chromium through chromedriver: {e}; see {}; {INSTALL_HINT}",
-                    self.log().display()
-                )
-            });
-        client.goto(url).await.expect("open the page");
-        Page { client }
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        // The whole group: chromedriver and every browser process it started.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The path of a browser binary, which must exist.
-fn binary((var, default): (&str, &str)) -> PathBuf {
-    let path = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
-    assert!(
-        path.is_file(),
-        "{} not found (set {var} to use another path): {INSTALL_HINT}",
-        path.display()
-    );
-    path
-}
-
-fn unique_temp_dir() -> PathBuf {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!(
-        "switchboard-browser-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
-}
-
-/// A port that was free a moment ago; chromedriver binds it right after.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("find a free port")
-        .port()
-}
+use support::browser::{ChromeDriver, PAGE_WAIT as WAIT, Screen, page_config};
+use support::{POLL, spawn_app, spawn_app_on};
 
 // -------------------------------------------------------------------- page
 
@@ -345,6 +100,13 @@ impl Snapshot {
 }
 
 impl Page {
+    /// Opens `url` in a new Chromium of `driver`'s.
+    async fn open(driver: &ChromeDriver, url: &str, screen: Screen) -> Page {
+        Page {
+            client: driver.open(url, screen).await,
+        }
+    }
+
     async fn snapshot(&self) -> Snapshot {
         let value = self
             .client
@@ -454,10 +216,10 @@ async fn bounded<F: Future<Output = ()>>(body: F) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pages_greet_each_other_chat_and_see_each_other_leave() {
     bounded(async {
-        let server = Server::start().await;
+        let mut server = spawn_app(page_config()).await;
         let driver = ChromeDriver::start().await;
 
-        let first = driver.open(&server.url(), Screen::Desktop).await;
+        let first = Page::open(&driver, &server.url("/"), Screen::Desktop).await;
         let me1 = first.wait_until_live("the first page to go live").await;
         assert!(
             me1.me_name.starts_with("new-user-"),
@@ -466,7 +228,7 @@ async fn two_pages_greet_each_other_chat_and_see_each_other_leave() {
         );
         let (id1, name1) = (me1.me_id, me1.me_name);
 
-        let second = driver.open(&server.url(), Screen::Desktop).await;
+        let second = Page::open(&driver, &server.url("/"), Screen::Desktop).await;
         let me2 = second.wait_until_live("the second page to go live").await;
         let (id2, name2) = (me2.me_id, me2.me_name);
         assert_ne!(id1, id2);
@@ -566,7 +328,7 @@ async fn two_pages_greet_each_other_chat_and_see_each_other_leave() {
         assert!(!second.snapshot().await.markup_in_messages);
 
         // A third person, on a phone: both desktop pages greet it.
-        let phone = driver.open(&server.url(), Screen::Phone).await;
+        let phone = Page::open(&driver, &server.url("/"), Screen::Phone).await;
         let me3 = phone.wait_until_live("the phone page to go live").await;
         let (id3, name3) = (me3.me_id, me3.me_name);
         let greeting = format!("hello there {name3}");
@@ -610,7 +372,7 @@ async fn two_pages_greet_each_other_chat_and_see_each_other_leave() {
         second.quit().await;
         phone.quit().await;
         first.quit().await;
-        server.stop().await;
+        server.stop(WAIT).await.expect("server returned an error");
     })
     .await;
 }
@@ -618,16 +380,16 @@ async fn two_pages_greet_each_other_chat_and_see_each_other_leave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_follows_the_stream_and_a_lost_session_offers_to_reconnect() {
     bounded(async {
-        let server = Server::start().await;
+        let mut server = spawn_app(page_config()).await;
         let addr = server.addr;
         let driver = ChromeDriver::start().await;
 
-        let page = driver.open(&server.url(), Screen::Desktop).await;
+        let page = Page::open(&driver, &server.url("/"), Screen::Desktop).await;
         let before = page.wait_until_live("the page to go live").await;
         assert!(!before.rejoin_visible);
 
         // The server goes away: EventSource keeps retrying.
-        server.stop().await;
+        server.stop(WAIT).await.expect("server returned an error");
         page.wait_for("the status to say reconnecting", |s| {
             s.status == "reconnecting"
         })
@@ -635,7 +397,7 @@ async fn status_follows_the_stream_and_a_lost_session_offers_to_reconnect() {
 
         // A fresh server on the same port does not know the session: the
         // stream is refused (404), EventSource gives up, and the page says so.
-        let server = Server::start_on(addr).await;
+        let mut server = spawn_app_on(addr, page_config()).await;
         let snap = page
             .wait_for("the status to say closed", |s| s.status == "closed")
             .await;
@@ -662,7 +424,7 @@ async fn status_follows_the_stream_and_a_lost_session_offers_to_reconnect() {
             s.status == "closed" && s.rejoin_visible
         })
         .await;
-        let clients: serde_json::Value = reqwest::get(format!("{}clients", server.url()))
+        let clients: serde_json::Value = reqwest::get(server.url("/clients"))
             .await
             .expect("GET /clients")
             .json()
@@ -671,7 +433,7 @@ async fn status_follows_the_stream_and_a_lost_session_offers_to_reconnect() {
         assert_eq!(clients, json!([]), "the session was deleted");
 
         page.quit().await;
-        server.stop().await;
+        server.stop(WAIT).await.expect("server returned an error");
     })
     .await;
 }

@@ -1,15 +1,17 @@
 //! The docs must say what the code does: `openapi.yaml` lists exactly the routes the server
 //! serves, names every stream event, and the README documents every flag and event.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeSet;
 
 use clap::CommandFactory;
 use serde_json::Value;
+use support::{body_json, send, spawn_app};
 use switchboard::Config;
-use switchboard::backplane::Hub;
-use switchboard::http::{self, Context, ROUTES, StreamSettings};
-use switchboard::metrics::Metrics;
-use switchboard::registry::{Event, Registry, Settings};
+use switchboard::http::ROUTES;
+use switchboard::registry::Event;
 
 const OPENAPI: &str = include_str!("../openapi.yaml");
 const README: &str = include_str!("../README.md");
@@ -58,46 +60,28 @@ async fn every_declared_route_is_really_served() {
     let public = std::env::temp_dir().join(format!("switchboard-docs-{}", std::process::id()));
     std::fs::create_dir_all(&public).unwrap();
     std::fs::write(public.join("index.html"), "<!doctype html><title>t</title>").unwrap();
-    let registry = Registry::new(
-        Settings {
-            mailbox_size: 4,
-            max_sessions: 4,
-            max_streams: 4,
-            session_ttl: std::time::Duration::from_secs(30),
-        },
-        std::sync::Arc::new(Metrics::default()),
-    );
-    let context = Context {
-        hub: Hub::local(registry, true),
-        stream: StreamSettings {
-            heartbeat: std::time::Duration::from_secs(15),
-            retry: std::time::Duration::from_secs(2),
-            drain_window: std::time::Duration::ZERO,
-        },
-        shutdown: tokio_util::sync::CancellationToken::new(),
-    };
-    let routes = http::routes(context, 1024, public.clone());
+    let app = spawn_app(Config {
+        public_dir: public.clone(),
+        ..Config::default()
+    })
+    .await;
     for &(method, template) in ROUTES {
         let path = template.replace("{id}", "0b7e5d2c-1d9e-4b8f-9a77-3f2a1c4e5d6f");
-        let response = warp::test::request()
-            .method(method)
-            .path(&path)
-            .reply(&routes)
-            .await;
-        let body: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+        let request = app.client.request(method.parse().unwrap(), app.url(&path));
+        let response = send(request).await;
+        let status = response.status();
+        let body: Value = match response.headers().get("content-type") {
+            Some(t) if t.as_bytes().starts_with(b"application/json") => body_json(response).await,
+            _ => Value::Null,
+        };
         let code = body["error"].as_str().unwrap_or("");
         assert!(
             !["not_found", "method_not_allowed"].contains(&code),
-            "{method} {path} is declared but answered {} {code}",
-            response.status()
+            "{method} {path} is declared but answered {status} {code}"
         );
     }
     // And an undeclared route is not served.
-    let response = warp::test::request()
-        .method("GET")
-        .path("/no-such-route")
-        .reply(&routes)
-        .await;
+    let response = app.get("/no-such-route").await;
     assert_eq!(response.status(), 404);
     std::fs::remove_dir_all(public).ok();
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::Barrier;
 
-use crate::helpers::*;
+use crate::support::*;
 
 const CLIENTS: usize = 50;
 

@@ -4,20 +4,13 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::json;
 
-use crate::helpers::*;
+use crate::support::*;
 
 /// A token in the right shape for a session that does not exist.
 const UNKNOWN_ID: &str = "0b6f1f3e-3c55-4b8f-9f0e-6c2b9a7d1e42";
 
 fn unknown_token() -> String {
     format!("{}.{}", UNKNOWN_ID.replace('-', ""), "ab".repeat(32))
-}
-
-/// The session's token with a different secret.
-fn forged_token(session: &Session) -> String {
-    let (id, secret) = session.token.split_once('.').unwrap();
-    let flipped = if secret.starts_with('0') { "1" } else { "0" };
-    format!("{id}.{flipped}{}", &secret[1..])
 }
 
 // POST /helo

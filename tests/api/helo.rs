@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn helo_returns_201_with_a_uuid_v4_id_a_secret_token_and_the_name() {

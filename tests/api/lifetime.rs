@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::helpers::*;
+use crate::support::*;
 
 const TTL: Duration = Duration::from_millis(300);
 

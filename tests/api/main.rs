@@ -1,11 +1,11 @@
-//! HTTP API tests: each starts the real server on an ephemeral port (see `helpers`) and talks
-//! to it over 127.0.0.1 with reqwest, reading streams with `eventsource-stream`.
+//! HTTP API tests: each starts the real server on an ephemeral port (see `support::server`) and
+//! talks to it over 127.0.0.1, with `switchboard-client` for ordinary calls and reqwest for
+//! hand-shaped requests. With `TEST_REDIS_URL` set, every test runs in cluster mode.
 
 mod broadcast;
 mod concurrency;
 mod errors;
 mod helo;
-mod helpers;
 mod lifetime;
 mod misc;
 mod presence;
@@ -13,3 +13,6 @@ mod replay;
 mod response;
 mod shutdown;
 mod stream;
+
+#[path = "../support/mod.rs"]
+mod support;

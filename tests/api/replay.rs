@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::*;
+use crate::support::*;
 
 /// Ann and bob, bob attached and having read the five direct messages ann sent (ids 1..=5).
 async fn bob_read_five(app: &TestApp) -> (Session, Session) {
@@ -63,7 +63,7 @@ async fn reconnect_with_last_event_id_query_replays_later_events_in_order_with_t
         bob.id, bob.token
     ))))
     .await;
-    let mut stream = SseReader::new(response);
+    let mut stream = SseReader::new(response).await;
 
     assert_replays(&app, &ann, &bob, &mut stream, &[4, 5]).await;
 }

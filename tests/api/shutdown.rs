@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::helpers::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn shutdown_closes_open_streams_and_serve_returns_promptly() {
@@ -136,70 +136,28 @@ async fn a_stuck_connection_delays_shutdown_by_at_most_the_grace_period() {
 
 /// The real binary, stopped by a signal: streams end, and the process exits 0 by itself.
 async fn binary_stops_cleanly_on(signal: &str) {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--listen", "127.0.0.1:0", "--drain-window", "200ms"])
-        .args(["--public-dir", public_dir().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting the switchboard binary");
-    // The log line `listening address=127.0.0.1:NNNNN ...` says where it listens.
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("address=").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let address = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the binary logs its address");
-    let client = reqwest::Client::new();
-    let base = format!("http://{address}");
-    let hello: serde_json::Value = client
-        .post(format!("{base}/helo"))
-        .json(&serde_json::json!({"name": "ann"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let response = client
-        .get(format!(
-            "{base}/events/{}?token={}",
-            hello["id"].as_str().unwrap(),
-            hello["token"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = SseReader::new(response);
+    let public = public_dir();
+    let args = [
+        "--drain-window",
+        "200ms",
+        "--public-dir",
+        public.to_str().unwrap(),
+    ];
+    let mut binary = Instance::start("the binary", &args).await;
+    let ann = binary.helo("ann").await;
+    let mut stream = binary.attach(&ann, None).await;
     stream.ready().await;
 
     let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
+        .args([signal, &binary.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
 
     stream.expect_end().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running 10 s after {signal}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let exit = binary.wait_for_exit(Duration::from_secs(10)).await;
     assert!(exit.success(), "exit status after {signal}: {exit:?}");
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn stream_headers_announce_an_unbuffered_event_stream() {
@@ -109,7 +109,7 @@ async fn token_in_the_query_string_authenticates_the_stream() {
     )
     .await;
 
-    let mut stream = SseReader::new(response);
+    let mut stream = SseReader::new(response).await;
     assert_eq!(stream.ready().await["id"], ann.id);
 }
 

@@ -1,0 +1,177 @@
+//! Cluster mode for real: a `redis-server` child on an ephemeral port and a few `switchboard`
+//! binaries pointed at it with a key prefix of their own.
+//!
+//! [`Cluster::settle`] is a barrier on the bus: `GET /healthz` in cluster mode publishes a
+//! probe through Redis and waits for it to come back, and every instance applies the bus in
+//! order, so once each instance answered 200 each has applied everything published before.
+//!
+//! Needs `redis-server` (Debian: `apt-get install -y redis-server`); without it every cluster
+//! test fails and says so.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use tokio::time::{sleep, timeout};
+
+use super::{Instance, POLL, WAIT, free_port, wait_for_health};
+
+/// Where Debian's `redis-server` package installs the server.
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+/// A `redis-server` child process, killed (SIGKILL) on drop. Nothing is persisted.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts a server on a free ephemeral port; retries with another port if one was taken
+    /// between finding it and the server binding it.
+    pub async fn start() -> Redis {
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            match Redis::start_on(free_port()).await {
+                Ok(redis) => return redis,
+                Err(err) => failures.push(err),
+            }
+        }
+        panic!("could not start redis-server: {failures:?}");
+    }
+
+    /// Starts a server on `port` and waits until it answers and proves it is this child (its
+    /// `process_id`), not some other server that owns the port.
+    pub async fn start_on(port: u16) -> Result<Redis, String> {
+        let program = if Path::new(REDIS_SERVER).exists() {
+            REDIS_SERVER
+        } else {
+            "redis-server"
+        };
+        let port_arg = port.to_string();
+        let spawned = Command::new(program)
+            .args(["--port", &port_arg, "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not installed ({REDIS_SERVER} not found); the cluster tests \
+                 need it: apt-get install -y redis-server"
+            ),
+            Err(err) => panic!("cannot run {program}: {err}"),
+        };
+        let pid = child.id();
+        let mut redis = Redis {
+            port,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(info) = redis.info("server").await
+                && info.lines().any(|l| l == format!("process_id:{pid}"))
+            {
+                return Ok(redis);
+            }
+            if let Some(child) = redis.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                redis.child = None;
+                return Err(format!("redis-server on port {port} exited: {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("redis-server on port {port} never answered"));
+            }
+            sleep(POLL).await;
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `INFO <section>` over a fresh connection, within [`WAIT`].
+    async fn info(&self, section: &str) -> Result<String, String> {
+        let exchange = async {
+            let client = redis::Client::open(self.url())?;
+            let mut connection = client.get_multiplexed_async_connection().await?;
+            redis::cmd("INFO")
+                .arg(section)
+                .query_async::<String>(&mut connection)
+                .await
+        };
+        match timeout(WAIT, exchange).await {
+            Ok(reply) => reply.map_err(|e| e.to_string()),
+            Err(_) => Err("no reply within the wait".to_owned()),
+        }
+    }
+
+    /// SIGKILL, and wait until the process is gone (its port is then free again).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// How many `PUBLISH` commands this server has executed (`INFO commandstats`).
+    pub async fn publish_calls(&self) -> u64 {
+        let stats = self.info("commandstats").await.expect("INFO commandstats");
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_publish:calls="))
+            .map_or(0, |rest| {
+                rest.split(',')
+                    .next()
+                    .and_then(|calls| calls.parse().ok())
+                    .expect("a number of calls")
+            })
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One Redis and a few instances sharing a prefix of their own.
+pub struct Cluster {
+    // Dropped first: instances die before their Redis.
+    pub nodes: Vec<Instance>,
+    pub redis: Redis,
+}
+
+impl Cluster {
+    /// One instance per entry of `extra` (its extra flags), labelled A, B, C; returns once
+    /// every instance is subscribed to the bus.
+    pub async fn start(test: &str, extra: &[&[&str]]) -> Cluster {
+        const LABELS: [&str; 3] = ["A", "B", "C"];
+        let redis = Redis::start().await;
+        let redis_url = redis.url();
+        let prefix = format!("sbtest-{test}-{}", std::process::id());
+        let mut nodes = Vec::new();
+        for (label, flags) in LABELS.into_iter().zip(extra) {
+            let mut args = vec!["--redis-url", &redis_url, "--redis-prefix", &prefix];
+            args.extend_from_slice(flags);
+            nodes.push(Instance::start(label, &args).await);
+        }
+        let cluster = Cluster { nodes, redis };
+        cluster.settle().await;
+        cluster
+    }
+
+    /// A bus barrier: waits until every live instance answers `/healthz` 200, i.e. a probe it
+    /// published came back, so it has applied everything published before.
+    pub async fn settle(&self) {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            wait_for_health(node, StatusCode::OK, Duration::from_secs(10)).await;
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! What every test binary shares: servers to talk to, bounded HTTP and SSE helpers, and the
+//! assertions on the API's error format. Each test binary includes it with
+//! `#[path = "support/mod.rs"] mod support;` (or `../support/mod.rs` from `tests/api/`).
+//!
+//! # Layout
+//! - [`server`]: one server in-process ([`spawn_app`]) or as the real binary ([`Instance`]),
+//!   and [`Endpoint`], the HTTP surface both offer, driven through `switchboard-client`.
+//! - [`cluster`]: a `redis-server` child and a [`cluster::Cluster`] of binaries sharing it.
+//! - [`browser`]: a `chromedriver` of our own that opens headless Chromium pages.
+//! - [`sse`]: [`SseReader`], every read bounded by [`WAIT`]; [`RawStream`] for wire bytes.
+//!
+//! Every wait is bounded: HTTP calls and SSE reads by [`WAIT`], "eventually" conditions by a
+//! deadline polled every [`POLL`].
+// Each test binary uses a different part of this module.
+#![allow(dead_code, unused_imports)]
+
+pub mod browser;
+pub mod cluster;
+pub mod server;
+pub mod sse;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+pub use server::{
+    Endpoint, Instance, REDIS_URL_VAR, TestApp, public_dir, spawn_app, spawn_app_on, test_config,
+    wait_for_health,
+};
+pub use sse::{RawStream, SseEvent, SseReader};
+pub use switchboard::Config;
+pub use switchboard_client::Session;
+
+/// Longest wait for anything that should happen: a response, an event, a process starting.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Interval between two looks at an "eventually" condition.
+pub const POLL: Duration = Duration::from_millis(25);
+
+/// Sends a request, failing the test if no response head arrives within [`WAIT`].
+pub async fn send(request: reqwest::RequestBuilder) -> Response {
+    tokio::time::timeout(WAIT, request.send())
+        .await
+        .expect("no response within the wait")
+        .expect("request failed")
+}
+
+/// The body as JSON, read within [`WAIT`].
+pub async fn body_json(response: Response) -> Value {
+    tokio::time::timeout(WAIT, response.json())
+        .await
+        .expect("no body within the wait")
+        .expect("the body is JSON")
+}
+
+/// The body as text, read within [`WAIT`].
+pub async fn body_text(response: Response) -> String {
+    tokio::time::timeout(WAIT, response.text())
+        .await
+        .expect("no body within the wait")
+        .expect("the body is text")
+}
+
+/// Asserts `response` is the JSON error `{"error": code, "message": <text>}` with `status`,
+/// and returns it for further checks.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "status for expected `{code}`");
+    assert_json_content_type(response.headers());
+    let body: Value = body_json(response).await;
+    assert_eq!(body["error"], code, "error code in {body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "a human-readable message in {body}");
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        2,
+        "only error and message: {body}"
+    );
+    body
+}
+
+pub fn assert_json_content_type(headers: &HeaderMap) {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type:?}"
+    );
+}
+
+/// A port nobody listened on a moment ago, for a child process to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("binding an ephemeral port")
+        .port()
+}
+
+/// A token with `session`'s id and the right shape, but a secret nobody issued.
+pub fn forged_token(session: &Session) -> String {
+    let (id, secret) = session
+        .token
+        .split_once('.')
+        .expect("token is <id>.<secret>");
+    let forged = "5a".repeat(32);
+    assert_eq!(secret.len(), forged.len(), "same shape as a real token");
+    assert_ne!(secret, forged);
+    format!("{id}.{forged}")
+}
+
+/// How the tests look at a [`Session`] from the outside.
+pub trait SessionExt {
+    /// `{"id", "name"}`, the way others see this session in `ready`, `new_user` and `user_left`.
+    fn peer(&self) -> Value;
+    /// `(id, name)`, for set comparisons with [`peer_set`].
+    fn key(&self) -> (String, String);
+}
+
+impl SessionExt for Session {
+    fn peer(&self) -> Value {
+        json!({"id": self.id, "name": self.name})
+    }
+
+    fn key(&self) -> (String, String) {
+        (self.id.clone(), self.name.clone())
+    }
+}
+
+/// The (id, name) pairs of a list of peers; fails the test if a peer has other fields.
+pub fn peer_set(peers: &[Value]) -> BTreeSet<(String, String)> {
+    peers
+        .iter()
+        .map(|peer| {
+            assert_eq!(peer.as_object().map(|o| o.len()), Some(2), "{peer}");
+            (
+                peer["id"].as_str().expect("an id").to_owned(),
+                peer["name"].as_str().expect("a name").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The (id, name) pairs of `list`, to compare with [`peer_set`].
+pub fn sessions(list: &[&Session]) -> BTreeSet<(String, String)> {
+    list.iter().map(|s| s.key()).collect()
+}
