@@ -58,3 +58,62 @@ impl Presence {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::registry::{DisplayName, Pull, Settings};
+
+    fn registry() -> Registry {
+        let settings = Settings {
+            mailbox_size: 8,
+            max_sessions: 10,
+            max_streams: 10,
+            session_ttl: Duration::from_secs(30),
+        };
+        Registry::new(settings, Arc::new(Metrics::default()))
+    }
+
+    fn names(subscription: &mut Subscription) -> Vec<&'static str> {
+        match subscription.pull(10) {
+            Pull::Events(replay) => replay.events.iter().map(|(_, e)| e.event.name()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn joins_and_leaves_reach_the_others_only_when_presence_is_on() {
+        for enabled in [true, false] {
+            let presence = Presence::new(enabled);
+            let registry = registry();
+            let (ann, token) = registry
+                .register(DisplayName::parse("ann").unwrap())
+                .unwrap();
+            let (bob, _) = registry
+                .register(DisplayName::parse("bob").unwrap())
+                .unwrap();
+            let mut stream = registry.attach(ann.id, &token, None).unwrap();
+            presence.joined(&registry, &bob, None);
+            presence.left(&registry, &bob, None);
+            presence.joined(&registry, &ann, None); // ann does not hear of herself
+            let heard = if enabled {
+                vec!["new_user", "user_left"]
+            } else {
+                vec![]
+            };
+            assert_eq!(names(&mut stream), heard);
+
+            let roster = async { Ok(registry.list()) };
+            presence.fill_roster(&mut stream, roster).await.unwrap();
+            let Some(Event::Ready(ready)) = stream.take_ready() else {
+                panic!("ready first");
+            };
+            let listed: Vec<_> = ready.clients.iter().map(|p| p.id).collect();
+            assert_eq!(listed, if enabled { vec![bob.id] } else { vec![] });
+        }
+    }
+}
