@@ -64,7 +64,7 @@ pub async fn serve(
         None => Hub::Local(registry.clone()),
         Some(url) => Hub::Cluster(
             Cluster::start(registry.clone(), url, &config.redis_prefix, cancel.clone())
-                .map_err(std::io::Error::other)?,
+                .map_err(|err| std::io::Error::other(format!("--redis-url: {err}")))?,
         ),
     };
     let expired = hub.clone();

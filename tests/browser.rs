@@ -72,7 +72,7 @@ impl Server {
         let listener: TcpListener = socket.listen(1024).expect("listen");
         let addr = listener.local_addr().expect("server address");
         let config = Config {
-            public_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/public").into(),
+            public_dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/public").into()),
             ..Config::default()
         };
         let (shutdown, rx) = oneshot::channel::<()>();

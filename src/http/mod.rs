@@ -8,6 +8,7 @@ pub mod error;
 pub mod filters;
 pub mod handlers;
 pub mod lean;
+pub mod page;
 pub mod server;
 pub mod sse;
 
@@ -32,6 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/session"),
     ("GET", "/clients"),
     ("GET", "/healthz"),
+    ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.yaml"),
     ("GET", "/"),
@@ -60,13 +62,15 @@ pub fn route_of(path: &str) -> &'static str {
         .unwrap_or("static")
 }
 
-/// The whole API: routes, static files from `public_dir`, errors as JSON, metrics per request.
+/// The whole API: routes, the web client (built in, or from `public_dir`), errors as JSON,
+/// metrics per request.
 pub fn routes(
     context: Context,
     max_body: u64,
-    public_dir: PathBuf,
+    public_dir: impl Into<Option<PathBuf>>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let hub = context.hub.clone();
+    let ready_context = context.clone();
     let metrics = hub.registry().metrics().clone();
     let authenticated = with_hub(hub.clone())
         .and(bearer())
@@ -107,16 +111,19 @@ pub fn routes(
         .and(warp::get())
         .and(with_hub(hub.clone()))
         .then(handlers::healthz);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(warp::any().map(move || ready_context.clone()))
+        .then(handlers::readyz);
     let metrics_route = warp::path!("metrics")
         .and(warp::get())
         .and(with_hub(hub))
+        .and(warp::header::optional::<String>("accept"))
         .then(handlers::metrics);
     let openapi = warp::path!("openapi.yaml").and(warp::get()).map(|| {
         warp::reply::with_header(OPENAPI, "content-type", "application/yaml").into_response()
     });
-    let files = filters::get_or_not_found()
-        .and(warp::fs::dir(public_dir))
-        .map(Reply::into_response);
+    let files = page::files(public_dir.into());
 
     helo.or(events)
         .unify()
@@ -129,6 +136,8 @@ pub fn routes(
         .or(clients)
         .unify()
         .or(healthz)
+        .unify()
+        .or(readyz)
         .unify()
         .or(metrics_route)
         .unify()
@@ -149,7 +158,9 @@ pub fn routes(
             "nosniff",
         ))
         .with(warp::log::custom(move |info| {
-            metrics.http_request(route_of(info.path()), info.status().as_u16());
+            let route = route_of(info.path());
+            metrics.http_request(route, info.status().as_u16());
+            metrics.http_request_duration(route, info.elapsed());
         }))
 }
 
