@@ -716,7 +716,10 @@ async fn the_page_has_a_favicon_and_says_when_the_phone_list_overflows() {
         loop {
             let hint_shown = phone
                 .client
-                .execute("return !document.querySelector('#people-more').hidden", vec![])
+                .execute(
+                    "return !document.querySelector('#people-more').hidden",
+                    vec![],
+                )
                 .await
                 .expect("read the hint")
                 .as_bool()
