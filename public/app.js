@@ -125,6 +125,13 @@
 
   // ---------------------------------------------------------------- people
 
+  /** On a phone the people list is one scrolling row: say so when it overflows. */
+  function hintOverflow() {
+    const list = $('#people');
+    $('#people-more').hidden = list.scrollWidth <= list.clientWidth + 1;
+  }
+  window.addEventListener('resize', hintOverflow);
+
   function renderPeople() {
     const sorted = [...people.values()].sort(
       (a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id),
@@ -164,6 +171,7 @@
       }),
     );
     ui.recipient.value = people.has(chosen) ? chosen : '';
+    hintOverflow();
   }
 
   function addPerson(id, name) {

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs every test: unit, API integration, docs-drift and browser tests.
-# Installs the system packages the browser and cluster tests need when they are missing
-# (as root, Debian): Chromium and its driver, and redis-server.
+# Runs every test: unit, API integration, docs-drift and browser tests, then the operations
+# checks: an installed binary run from elsewhere, the OpenAPI document through a real
+# validator, and the systemd unit through systemd-analyze.
+# Installs the system packages the tests need when they are missing (as root, Debian):
+# Chromium and its driver, redis-server, jq (the README walkthrough), Python's
+# prometheus_client (the metrics format test), python3-venv and systemd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +12,10 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v jq >/dev/null 2>&1 || need+=(jq)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need+=(python3-prometheus-client)
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing: ${need[*]}; run: sudo apt-get install -y ${need[*]}" >&2
@@ -34,3 +41,40 @@ TEST_REDIS_URL="redis://127.0.0.1:$redis_port" cargo test --workspace --test api
 
 # The load generator against a real server, briefly: every event must arrive.
 bash bench/smoke.sh
+
+# Installed with `cargo install` and started from another directory, the binary still serves
+# its page (built in). --debug reuses the build above; a release build embeds the same way.
+install_root=$(mktemp -d /tmp/switchboard-install.XXXXXX)
+CARGO_TARGET_DIR=$PWD/target cargo install --quiet --debug --locked --path . --root "$install_root"
+install_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+(cd "$install_root" && exec ./bin/switchboard --listen "$install_port" --log warn) &
+install_pid=$!
+trap 'kill "$redis_pid" "$install_pid" 2>/dev/null || true' EXIT
+page=""
+for _ in $(seq 1 100); do
+    page=$(curl -fsS --max-time 1 "http://127.0.0.1:$install_port/" 2>/dev/null) && break
+    sleep 0.1
+done
+kill "$install_pid"
+wait "$install_pid" || true
+if ! grep -q '<title>switchboard</title>' <<<"$page"; then
+    echo "the installed binary, run from $install_root, did not serve its page" >&2
+    exit 1
+fi
+echo "installed binary serves its page from another directory: ok"
+
+# The OpenAPI document through a real validator (openapi-spec-validator, in a venv).
+venv=target/openapi-venv
+[ -x "$venv/bin/openapi-spec-validator" ] || {
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet openapi-spec-validator
+}
+"$venv/bin/openapi-spec-validator" openapi.yaml
+
+# The systemd unit, pointed at the installed binary (verify checks that ExecStart exists).
+unit_dir=$(mktemp -d /tmp/switchboard-unit.XXXXXX)
+sed "s|/usr/local/bin/switchboard|$install_root/bin/switchboard|" docs/systemd/switchboard.service \
+    >"$unit_dir/switchboard.service"
+systemd-analyze verify "$unit_dir/switchboard.service"
+echo "systemd unit verifies: ok"
+rm -rf "$install_root" "$unit_dir"

@@ -1,11 +1,12 @@
 //! Server configuration: one [`Config`], parsed once in `main` from flags with `SWITCHBOARD_*`
 //! environment fallbacks, then passed by value into `serve`. Nothing else reads the environment.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
 
 /// File descriptors kept back from the stream limit for the listener, the runtime, static files
 /// and short-lived API requests, so that a full house of streams still leaves room to answer 503.
@@ -16,8 +17,9 @@ pub const RESERVED_FDS: u64 = 512;
 #[derive(Clone, Debug, Parser, PartialEq)]
 #[command(version, about)]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:4000")]
+    /// Address to listen on: `host:port` (`localhost:4000`, `0.0.0.0:4000`, `[::1]:4000`), or
+    /// a port alone (`4000`, `:4000`) on the loopback address.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:4000", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     /// A session with no attached stream for this long is removed (e.g. 30s, 2m).
@@ -64,9 +66,10 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_PRESENCE", default_value_t = true, action = clap::ArgAction::Set)]
     pub presence: bool,
 
-    /// Directory served at `/` (the web client).
-    #[arg(long, env = "SWITCHBOARD_PUBLIC_DIR", default_value = "public")]
-    pub public_dir: PathBuf,
+    /// Serve the web client at `/` from this directory instead of the copy built into the
+    /// binary (for working on the page without rebuilding).
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_DIR")]
+    pub public_dir: Option<PathBuf>,
 
     /// On shutdown, streams close at random moments within this window, so clients do not all
     /// reconnect at once.
@@ -87,8 +90,81 @@ pub struct Config {
     pub redis_prefix: String,
 
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax (e.g. `info`, `switchboard=debug`).
-    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
+    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub log: String,
+
+    /// Log line format: `text` for people, `json` for one JSON object per line.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `tracing`'s human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the same fields (and the same redactions) as `text`.
+    Json,
+}
+
+/// `--listen`: what people type. A port alone stays on the loopback address, so exposing the
+/// server is always written out (`0.0.0.0:4000`); a host name is resolved once, preferring
+/// IPv4 (`localhost` is `127.0.0.1`, as in the README's URLs).
+///
+/// # Errors
+/// A message naming what was wrong, which clap prints after the flag's name.
+pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    let value = value.trim();
+    let port_only = value.strip_prefix(':').unwrap_or(value);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(format!(
+            "expected host:port or a port, e.g. localhost:4000, 0.0.0.0:4000, [::1]:4000 or 4000; got `{value}`"
+        ));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{port}` is not a port number (0-65535)"))?;
+    if host.is_empty() || host.contains(':') && !host.starts_with('[') {
+        return Err(format!(
+            "`{value}` is ambiguous: write an IPv6 address in brackets, e.g. [::1]:4000"
+        ));
+    }
+    let resolved: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve `{host}`: {err}"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("`{host}` resolves to no address"))
+}
+
+/// `--log`: a valid `EnvFilter`, checked here so a typo stops the start instead of silently
+/// logging at another level. A format name is refused too: `json` alone is a valid filter
+/// (every event of a target named `json`), which would silence every line.
+///
+/// # Errors
+/// `EnvFilter`'s explanation, or a hint towards `--log-format`.
+pub fn parse_log_filter(value: &str) -> Result<String, String> {
+    if LogFormat::from_str(value, true).is_ok() {
+        return Err(format!(
+            "`{value}` is a log format, not a filter: use --log-format {value}"
+        ));
+    }
+    EnvFilter::try_new(value)
+        .map(|_| value.to_owned())
+        .map_err(|err| {
+            format!("not a valid log filter ({err}); e.g. info, debug, switchboard=debug,warn")
+        })
 }
 
 impl Default for Config {
@@ -104,12 +180,13 @@ impl Default for Config {
             max_body: 64 * 1024,
             cors_origins: Vec::new(),
             presence: true,
-            public_dir: PathBuf::from("public"),
+            public_dir: None,
             drain_window: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
             redis_url: None,
             redis_prefix: "switchboard".to_owned(),
             log: "info".to_owned(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -165,6 +242,48 @@ mod tests {
         assert_eq!(config.session_ttl, Duration::from_secs(120));
         assert!(!config.presence);
         assert_eq!(config.cors_origins.len(), 2);
+    }
+
+    #[test]
+    fn listen_takes_what_people_type() {
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(parse_listen("localhost:4000"), Ok(loopback(4000)));
+        assert_eq!(parse_listen(":4000"), Ok(loopback(4000)));
+        assert_eq!(parse_listen("4000"), Ok(loopback(4000)));
+        assert_eq!(parse_listen("127.0.0.1:4001"), Ok(loopback(4001)));
+        assert_eq!(
+            parse_listen("0.0.0.0:4000"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 4000)))
+        );
+        assert_eq!(
+            parse_listen("[::1]:4000"),
+            Ok("[::1]:4000".parse().unwrap())
+        );
+        for bad in [
+            "",
+            "localhost",
+            "localhost:99999",
+            "::1:4000",
+            "no such host:4000",
+        ] {
+            assert!(parse_listen(bad).is_err(), "{bad:?} was accepted");
+        }
+        let err = Config::try_parse_from(["switchboard", "--listen", "localhost:port"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--listen"), "{err}");
+    }
+
+    #[test]
+    fn log_filters_are_checked_and_formats_are_not_filters() {
+        assert_eq!(parse_log_filter("info"), Ok("info".to_owned()));
+        assert!(parse_log_filter("switchboard=debug,warn").is_ok());
+        assert!(parse_log_filter("info,[").is_err());
+        assert!(parse_log_filter("switchboard=loud").is_err());
+        let err = parse_log_filter("json").unwrap_err();
+        assert!(err.contains("--log-format json"), "{err}");
+        let config = Config::parse_from(["switchboard", "--log-format", "json"]);
+        assert_eq!(config.log_format, LogFormat::Json);
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub async fn serve(
             &config.redis_prefix,
             cancel.clone(),
         )
-        .map_err(std::io::Error::other)?,
+        .map_err(|err| std::io::Error::other(format!("--redis-url: {err}")))?,
     };
     let expired = hub.clone();
     let reaper = tokio::spawn(registry::reaper::run(

@@ -1,18 +1,93 @@
-//! Prometheus counters and gauges, rendered by `GET /metrics`.
+//! Prometheus metrics, rendered by `GET /metrics`.
 //!
-//! The registry and the HTTP edge both record here; neither knows the exposition format. Per-kind
-//! counters are created once up front, so the hot path is one atomic add, never a label lookup.
+//! The registry and the HTTP edge both record here; neither knows the exposition format, and
+//! this module knows neither of them: delivered events are counted by [`EventKind`], which the
+//! stream code maps its events onto. Per-kind counters are created once up front, so the hot
+//! path is one atomic add, never a label lookup.
+//!
+//! Two formats, by the scraper's `Accept` header: the classic Prometheus text format (0.0.4,
+//! what `curl` and most tools read) by default, OpenMetrics 1.0 when asked for; each is served
+//! with its own content type. Beside our own metrics (`switchboard_*`) come the standard
+//! `process_*` ones (CPU, memory, open and maximum file descriptors: each stream holds one) and
+//! `switchboard_build_info`.
 
-use prometheus_client::encoding::text::encode;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
 
-use crate::registry::Event;
+/// Content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+/// Content type of [`Metrics::render_openmetrics`].
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every kind of event a stream delivers, as metrics count them. The stream code maps its
+/// events onto these (the heartbeat is not an event and is counted apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Ready,
+    NewUser,
+    ClientResponse,
+    ClientBroadcast,
+    UserLeft,
+    Lagged,
+}
+
+impl EventKind {
+    /// Every kind, in label order.
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Ready,
+        EventKind::NewUser,
+        EventKind::ClientResponse,
+        EventKind::ClientBroadcast,
+        EventKind::UserLeft,
+        EventKind::Lagged,
+    ];
+
+    /// The `event` label: the event's name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Ready => "ready",
+            EventKind::NewUser => "new_user",
+            EventKind::ClientResponse => "client_response",
+            EventKind::ClientBroadcast => "client_broadcast",
+            EventKind::UserLeft => "user_left",
+            EventKind::Lagged => "lagged",
+        }
+    }
+}
 
 /// Label set for HTTP requests: the route template (never a concrete id) and the status code.
-type HttpLabels = Vec<(&'static str, String)>;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Latency buckets in seconds: 100 µs to about 6.5 s, doubling (17 buckets).
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 17))
+}
 
 /// Every metric switchboard exports.
 pub struct Metrics {
@@ -23,28 +98,53 @@ pub struct Metrics {
     pub streams: Gauge,
     /// The stream limit derived from the open-file limit (or set by flag).
     pub stream_limit: Gauge,
-    /// Events written to streams, one counter per event name, created up front.
-    delivered: Vec<(&'static str, Counter)>,
     /// Unread events evicted from a full mailbox (each becomes part of a `lagged` count).
     pub evictions: Counter,
     /// Direct messages refused with 429 because the recipient's mailbox was full.
     pub mailbox_full: Counter,
+    /// `: ping` comments written to quiet streams (not events: no id, no data).
+    pub heartbeats: Counter,
+    /// Events written to streams, indexed by [`EventKind`] (`kind as usize`).
+    delivered: [Counter; EventKind::ALL.len()],
+    /// From the moment an event was accepted to the moment its stream wrote it.
+    delivery_latency: Histogram,
     http: Family<HttpLabels, Counter>,
+    http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("switchboard");
+        let mut root = Registry::default();
+        #[cfg(target_os = "linux")]
+        root.register_collector(Box::new(process::Collector));
+        let events = Family::<EventLabel, Counter>::default();
+        // Each kind's counter is the family's own (a clone shares the atomic), looked up once.
+        let delivered = EventKind::ALL.map(|kind| {
+            events
+                .get_or_create(&EventLabel { event: kind.name() })
+                .clone()
+        });
         let metrics = Metrics {
             sessions: Gauge::default(),
             streams: Gauge::default(),
             stream_limit: Gauge::default(),
-            delivered: Vec::new(),
             evictions: Counter::default(),
             mailbox_full: Counter::default(),
+            heartbeats: Counter::default(),
+            delivered,
+            delivery_latency: latency_buckets(),
             http: Family::default(),
+            http_latency: Family::new_with_constructor(latency_buckets as fn() -> Histogram),
             registry: Registry::default(),
         };
+        let registry = root.sub_registry_with_prefix("switchboard");
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The running version; always 1", build);
         registry.register("sessions", "Registered sessions", metrics.sessions.clone());
         registry.register("streams", "Attached SSE streams", metrics.streams.clone());
         registry.register(
@@ -52,18 +152,22 @@ impl Default for Metrics {
             "Most SSE streams this process accepts",
             metrics.stream_limit.clone(),
         );
-        let events = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
         registry.register(
             "events_delivered",
             "Events written to SSE streams, by event name",
-            events.clone(),
+            events,
         );
-        // Heartbeat comments are counted as "ping" beside the real events.
-        let delivered = Event::NAMES
-            .iter()
-            .chain(&["ping"])
-            .map(|&name| (name, events.get_or_create(&vec![("event", name)]).clone()))
-            .collect();
+        registry.register(
+            "heartbeats",
+            "Keep-alive comments written to quiet SSE streams",
+            metrics.heartbeats.clone(),
+        );
+        registry.register_with_unit(
+            "delivery_latency",
+            "From accepting an event to writing it to its stream",
+            Unit::Seconds,
+            metrics.delivery_latency.clone(),
+        );
         registry.register(
             "mailbox_evictions",
             "Unread events evicted from full mailboxes",
@@ -79,36 +183,151 @@ impl Default for Metrics {
             "HTTP requests by route and status",
             metrics.http.clone(),
         );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer an HTTP request (to the response head, for streams), by route",
+            Unit::Seconds,
+            metrics.http_latency.clone(),
+        );
         Metrics {
-            registry,
-            delivered,
+            registry: root,
             ..metrics
         }
     }
 }
 
 impl Metrics {
-    /// Counts `n` events named `kind` written to a stream.
-    pub fn delivered(&self, kind: &str, n: u64) {
-        if let Some((_, counter)) = self.delivered.iter().find(|(name, _)| *name == kind) {
-            counter.inc_by(n);
-        }
+    /// Counts `n` events of `kind` written to a stream.
+    pub fn delivered(&self, kind: EventKind, n: u64) {
+        self.delivered[kind as usize].inc_by(n);
+    }
+
+    /// Records how long an event took from being accepted to being written to its stream.
+    pub fn delivery_latency(&self, latency: Duration) {
+        self.delivery_latency.observe(latency.as_secs_f64());
     }
 
     /// Counts one HTTP request; `route` must be a template such as `/events/{id}`.
     pub fn http_request(&self, route: &'static str, status: u16) {
-        self.http
-            .get_or_create(&vec![
-                ("route", route.to_owned()),
-                ("status", status.to_string()),
-            ])
-            .inc();
+        self.http.get_or_create(&HttpLabels { route, status }).inc();
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Records how long a request to `route` (a template) took to answer.
+    pub fn http_request_duration(&self, route: &'static str, elapsed: Duration) {
+        self.http_latency
+            .get_or_create(&RouteLabel { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Every metric in the classic Prometheus text format (0.0.4), served as [`CONTENT_TYPE`].
     pub fn render(&self) -> String {
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Every metric in OpenMetrics 1.0 text, served as [`OPENMETRICS_CONTENT_TYPE`].
+    pub fn render_openmetrics(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The standard `process_*` metrics, read from `/proc/self` at each scrape.
+#[cfg(target_os = "linux")]
+mod process {
+    use procfs::process::{LimitValue, Process};
+    use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    use prometheus_client::registry::Unit;
+
+    #[derive(Debug)]
+    pub(super) struct Collector;
+
+    fn gauge(
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        unit: Option<&Unit>,
+        value: f64,
+    ) -> Result<(), std::fmt::Error> {
+        let gauge = ConstGauge::new(value);
+        gauge.encode(encoder.encode_descriptor(name, help, unit, gauge.metric_type())?)
+    }
+
+    impl prometheus_client::collector::Collector for Collector {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            // A /proc read failing (it does not in practice) leaves its metrics out of this
+            // scrape rather than failing it.
+            let Ok(me) = Process::myself() else {
+                return Ok(());
+            };
+            if let Ok(stat) = me.stat() {
+                let ticks = procfs::ticks_per_second() as f64;
+                let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
+                cpu.encode(encoder.encode_descriptor(
+                    "process_cpu",
+                    "Total user and system CPU time spent in seconds",
+                    Some(&Unit::Seconds),
+                    cpu.metric_type(),
+                )?)?;
+                let rss = stat.rss * procfs::page_size();
+                gauge(
+                    &mut encoder,
+                    "process_resident_memory",
+                    "Resident memory size in bytes",
+                    Some(&Unit::Bytes),
+                    rss as f64,
+                )?;
+                gauge(
+                    &mut encoder,
+                    "process_virtual_memory",
+                    "Virtual memory size in bytes",
+                    Some(&Unit::Bytes),
+                    stat.vsize as f64,
+                )?;
+                if let Ok(boot) = procfs::boot_time_secs() {
+                    gauge(
+                        &mut encoder,
+                        "process_start_time",
+                        "Start time of the process since the Unix epoch in seconds",
+                        Some(&Unit::Seconds),
+                        boot as f64 + stat.starttime as f64 / ticks,
+                    )?;
+                }
+                gauge(
+                    &mut encoder,
+                    "process_threads",
+                    "Number of OS threads in the process",
+                    None,
+                    stat.num_threads as f64,
+                )?;
+            }
+            if let Ok(open) = me.fd_count() {
+                gauge(
+                    &mut encoder,
+                    "process_open_fds",
+                    "Number of open file descriptors",
+                    None,
+                    open as f64,
+                )?;
+            }
+            if let Ok(limits) = me.limits()
+                && let LimitValue::Value(max) = limits.max_open_files.soft_limit
+            {
+                gauge(
+                    &mut encoder,
+                    "process_max_fds",
+                    "Maximum number of open file descriptors",
+                    None,
+                    max as f64,
+                )?;
+            }
+            Ok(())
+        }
     }
 }

@@ -437,3 +437,63 @@ async fn status_follows_the_stream_and_a_lost_session_offers_to_reconnect() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_has_a_favicon_and_says_when_the_phone_list_overflows() {
+    bounded(async {
+        let server = Server::start().await;
+        let icon = reqwest::get(format!("{}favicon.svg", server.url()))
+            .await
+            .expect("GET /favicon.svg");
+        assert_eq!(icon.status(), 200);
+        assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+
+        // Enough people with long names to overflow a phone-wide row.
+        let client = reqwest::Client::new();
+        for n in 0..6 {
+            let response = client
+                .post(format!("{}helo", server.url()))
+                .json(&json!({ "name": format!("someone with a long name {n}") }))
+                .send()
+                .await
+                .expect("POST /helo");
+            assert_eq!(response.status(), 201);
+        }
+        let driver = ChromeDriver::start().await;
+        let phone = driver.open(&server.url(), Screen::Phone).await;
+        phone.wait_until_live("the phone page to go live").await;
+        let icon_link: String = phone
+            .client
+            .execute(
+                "return document.querySelector('link[rel=icon]').href",
+                vec![],
+            )
+            .await
+            .expect("read the icon link")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(icon_link.ends_with("/favicon.svg"), "{icon_link}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let hint_shown = phone
+                .client
+                .execute(
+                    "return !document.querySelector('#people-more').hidden",
+                    vec![],
+                )
+                .await
+                .expect("read the hint")
+                .as_bool()
+                .unwrap_or(false);
+            if hint_shown {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no overflow hint on the phone");
+            tokio::time::sleep(POLL).await;
+        }
+        phone.quit().await;
+        server.stop().await;
+    })
+    .await;
+}

@@ -86,19 +86,69 @@ async fn every_declared_route_is_really_served() {
     std::fs::remove_dir_all(public).ok();
 }
 
+/// The schema a local `$ref` points to.
+fn resolve<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => spec
+            .pointer(reference.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("{reference} resolves")),
+        None => schema,
+    }
+}
+
 #[test]
-fn openapi_describes_every_stream_event() {
+fn openapi_models_every_stream_event_as_a_schema_generators_read() {
     let spec = openapi();
-    let events = &spec["paths"]["/events/{id}"]["get"]["responses"]["200"]["content"]["text/event-stream"]
-        ["x-events"];
-    let documented: BTreeSet<&str> = events
-        .as_object()
-        .expect("x-events lists the events")
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let stream = &spec["paths"]["/events/{id}"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+        ["schema"];
+    assert_eq!(stream["type"], "array", "one item per SSE frame");
+    let event = resolve(&spec, &stream["items"]);
+    let variants = event["oneOf"]
+        .as_array()
+        .expect("items are a oneOf of the events");
+    let mut documented = BTreeSet::new();
+    for variant in variants {
+        let variant = resolve(&spec, variant);
+        let name = variant["properties"]["event"]["const"]
+            .as_str()
+            .expect("each event names itself with a const");
+        assert!(
+            variant["properties"]["data"]["$ref"].is_string(),
+            "{name} has a data schema"
+        );
+        assert_eq!(
+            event["discriminator"]["mapping"][name].as_str(),
+            variant_ref(variants, name, &spec),
+            "the discriminator maps {name}"
+        );
+        documented.insert(name);
+    }
     let code: BTreeSet<&str> = Event::NAMES.into_iter().collect();
     assert_eq!(documented, code);
+}
+
+/// The `$ref` of the `oneOf` variant whose `event` is `name`.
+fn variant_ref<'a>(variants: &'a [Value], name: &str, spec: &Value) -> Option<&'a str> {
+    variants
+        .iter()
+        .find(|v| resolve(spec, v)["properties"]["event"]["const"] == name)
+        .and_then(|v| v["$ref"].as_str())
+}
+
+#[test]
+fn openapi_has_a_default_error_and_a_relative_server() {
+    let spec = openapi();
+    assert_eq!(spec["servers"][0]["url"], "/");
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let default = resolve(&spec, &op["responses"]["default"]);
+            assert_eq!(
+                default["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/Error",
+                "{method} {path} has a default error response"
+            );
+        }
+    }
 }
 
 #[test]

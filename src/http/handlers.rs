@@ -149,14 +149,47 @@ pub(crate) async fn healthz(hub: Hub) -> Result<Response, ApiError> {
     Ok(warp::reply::with_status(warp::reply::json(&body), status).into_response())
 }
 
-/// `GET /metrics`: Prometheus text exposition.
-pub(crate) async fn metrics(hub: Hub) -> Result<Response, ApiError> {
-    Ok(warp::reply::with_header(
-        hub.metrics().render(),
-        "content-type",
-        "text/plain; version=0.0.4; charset=utf-8",
-    )
-    .into_response())
+/// `GET /metrics`: the classic Prometheus text format, or OpenMetrics when the scraper's
+/// `Accept` asks for it (as Prometheus does), each with its own content type.
+pub(crate) async fn metrics(hub: Hub, accept: Option<String>) -> Result<Response, ApiError> {
+    let metrics = hub.metrics();
+    let openmetrics = accept.is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let (body, content_type) = if openmetrics {
+        (
+            metrics.render_openmetrics(),
+            crate::metrics::OPENMETRICS_CONTENT_TYPE,
+        )
+    } else {
+        (metrics.render(), crate::metrics::CONTENT_TYPE)
+    };
+    Ok(warp::reply::with_header(body, "content-type", content_type).into_response())
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// `GET /readyz`: whether a load balancer should send new clients here. 503 while shutting
+/// down (streams are being closed) and while the backplane is unreachable; 200 otherwise.
+/// `/healthz` answers the same numbers for people; this answers only the question.
+pub(crate) async fn readyz(context: Context) -> Result<Response, ApiError> {
+    let reason = if context.shutdown.is_cancelled() {
+        Some("shutting down".to_owned())
+    } else {
+        context.hub.health().await.err()
+    };
+    let (status, code) = match reason {
+        None => (StatusCode::OK, "ready"),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    };
+    let body = Readiness {
+        status: code,
+        reason,
+    };
+    Ok(warp::reply::with_status(warp::reply::json(&body), status).into_response())
 }
 
 /// The session a bearer token proves, checked before any body is read.

@@ -10,6 +10,7 @@ pub mod error;
 mod filters;
 mod handlers;
 mod lean;
+mod page;
 mod redact;
 pub(crate) mod server;
 mod sse;
@@ -35,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/session"),
     ("GET", "/clients"),
     ("GET", "/healthz"),
+    ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.yaml"),
     ("GET", "/"),
@@ -63,13 +65,15 @@ pub(crate) fn route_of(path: &str) -> &'static str {
         .unwrap_or("static")
 }
 
-/// The whole API: routes, static files from `public_dir`, errors as JSON, metrics per request.
+/// The whole API: routes, the web client (built in, or from `public_dir`), errors as JSON,
+/// metrics per request.
 pub fn routes(
     context: Context,
     max_body: u64,
-    public_dir: PathBuf,
+    public_dir: impl Into<Option<PathBuf>>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let hub = context.hub.clone();
+    let ready_context = context.clone();
     let metrics = hub.metrics().clone();
     let authenticated = with_hub(hub.clone())
         .and(bearer())
@@ -110,16 +114,19 @@ pub fn routes(
         .and(warp::get())
         .and(with_hub(hub.clone()))
         .then(handlers::healthz);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(warp::any().map(move || ready_context.clone()))
+        .then(handlers::readyz);
     let metrics_route = warp::path!("metrics")
         .and(warp::get())
         .and(with_hub(hub))
+        .and(warp::header::optional::<String>("accept"))
         .then(handlers::metrics);
     let openapi = warp::path!("openapi.yaml").and(warp::get()).map(|| {
         warp::reply::with_header(OPENAPI, "content-type", "application/yaml").into_response()
     });
-    let files = filters::get_or_not_found()
-        .and(warp::fs::dir(public_dir))
-        .map(Reply::into_response);
+    let files = page::files(public_dir.into());
 
     helo.or(events)
         .unify()
@@ -132,6 +139,8 @@ pub fn routes(
         .or(clients)
         .unify()
         .or(healthz)
+        .unify()
+        .or(readyz)
         .unify()
         .or(metrics_route)
         .unify()
@@ -152,7 +161,9 @@ pub fn routes(
             "nosniff",
         ))
         .with(warp::log::custom(move |info| {
-            metrics.http_request(route_of(info.path()), info.status().as_u16());
+            let route = route_of(info.path());
+            metrics.http_request(route, info.status().as_u16());
+            metrics.http_request_duration(route, info.elapsed());
         }))
 }
 

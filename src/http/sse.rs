@@ -22,7 +22,7 @@ use tracing::info;
 use warp::http::{HeaderValue, header};
 use warp::reply::{Reply, Response};
 
-use crate::metrics::Metrics;
+use crate::metrics::{EventKind, Metrics};
 use crate::registry::event::Lagged;
 use crate::registry::{Closed, Event, Pull, Subscription};
 
@@ -56,6 +56,18 @@ pub(crate) fn encode(event: &Event) -> Bytes {
     }
     out.put_u8(b'\n');
     out.freeze()
+}
+
+/// The metrics' name for an event's kind.
+fn kind(event: &Event) -> EventKind {
+    match event {
+        Event::Ready(_) => EventKind::Ready,
+        Event::NewUser(_) => EventKind::NewUser,
+        Event::ClientResponse(_) => EventKind::ClientResponse,
+        Event::ClientBroadcast(_) => EventKind::ClientBroadcast,
+        Event::UserLeft(_) => EventKind::UserLeft,
+        Event::Lagged(_) => EventKind::Lagged,
+    }
 }
 
 struct StreamState {
@@ -106,7 +118,7 @@ async fn next_chunk(state: &mut StreamState) -> Option<Bytes> {
         let mut out = BytesMut::new();
         let _ = write!(out, "retry: {}\n\n", state.settings.retry.as_millis());
         out.put_slice(&encode(&ready));
-        state.metrics.delivered("ready", 1);
+        state.metrics.delivered(EventKind::Ready, 1);
         return Some(out.freeze());
     }
     loop {
@@ -118,7 +130,7 @@ async fn next_chunk(state: &mut StreamState) -> Option<Bytes> {
                     out.put_slice(&encode(&Event::Lagged(Lagged {
                         missed: replay.missed,
                     })));
-                    state.metrics.delivered("lagged", 1);
+                    state.metrics.delivered(EventKind::Lagged, 1);
                 }
                 for (id, envelope) in &replay.events {
                     let frame = envelope.frame(encode);
@@ -126,7 +138,7 @@ async fn next_chunk(state: &mut StreamState) -> Option<Bytes> {
                     // Formatting into a BytesMut cannot fail.
                     let _ = writeln!(out, "id: {id}");
                     out.put_slice(frame);
-                    state.metrics.delivered(envelope.event.name(), 1);
+                    state.metrics.delivered(kind(&envelope.event), 1);
                 }
                 return Some(out.freeze());
             }
@@ -159,7 +171,7 @@ async fn next_chunk(state: &mut StreamState) -> Option<Bytes> {
                 state.next_ping = Instant::now() + state.settings.heartbeat;
                 let due = state.next_ping;
                 state.timer.as_mut().reset(due);
-                state.metrics.delivered("ping", 1);
+                state.metrics.heartbeats.inc();
                 return Some(Bytes::from_static(PING));
             }
         }
@@ -173,6 +185,14 @@ mod tests {
     use super::*;
     use crate::registry::event::Broadcast;
     use crate::registry::{DisplayName, SessionId};
+
+    #[test]
+    fn metrics_label_events_by_their_wire_names() {
+        let names: Vec<&str> = EventKind::ALL.iter().map(|kind| kind.name()).collect();
+        assert_eq!(names, Event::NAMES);
+        let ready = Event::Lagged(Lagged { missed: 1 });
+        assert_eq!(kind(&ready).name(), ready.name());
+    }
 
     #[test]
     fn multi_line_messages_become_several_data_lines() {

@@ -225,7 +225,7 @@ async fn static_files_come_from_the_configured_directory_only() {
     std::fs::write(dir.join("index.html"), "<!doctype html><title>own</title>").unwrap();
     std::fs::write(dir.join("hello.txt"), "hello").unwrap();
     let app = spawn_app(Config {
-        public_dir: dir.clone(),
+        public_dir: Some(dir.clone()),
         ..test_config()
     })
     .await;

@@ -19,7 +19,7 @@ use super::{POLL, free_port, public_dir};
 /// The server as the browser tests run it: the contract's defaults serving `public/`.
 pub fn page_config() -> Config {
     Config {
-        public_dir: public_dir(),
+        public_dir: Some(public_dir()),
         ..Config::default()
     }
 }

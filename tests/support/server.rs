@@ -40,7 +40,7 @@ pub const REDIS_URL_VAR: &str = "TEST_REDIS_URL";
 /// which shut down do not wait for it, and cluster mode when [`REDIS_URL_VAR`] is set.
 pub fn test_config() -> Config {
     Config {
-        public_dir: public_dir(),
+        public_dir: Some(public_dir()),
         drain_window: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(2),
         redis_url: std::env::var(REDIS_URL_VAR).ok(),

@@ -1,0 +1,74 @@
+//! The web client served at `/`: built into the binary from `public/`, so the server shows its
+//! page wherever it is started or installed, or read from `--public-dir` when one is given
+//! (to work on the page without rebuilding).
+//!
+//! Built-in files carry an `ETag` (their SHA-256, computed at build time), so a browser
+//! revalidates with `If-None-Match` and gets `304` until the binary changes.
+
+use std::path::PathBuf;
+
+use rust_embed::Embed;
+use tracing::warn;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use warp::http::{HeaderValue, StatusCode};
+use warp::reply::{Reply, Response};
+
+use super::filters;
+
+/// `public/`, compiled in (also in debug builds: tests serve what a release serves).
+#[derive(Embed)]
+#[folder = "public/"]
+struct Builtin;
+
+/// GET and HEAD of any path not taken by the API: `dir`'s files, or the built-in page when no
+/// directory is given. A `dir` that is not a directory is reported once, here at start-up, and
+/// the built-in page is served instead of a 404 for every path.
+pub fn files(dir: Option<PathBuf>) -> BoxedFilter<(Response,)> {
+    let dir = dir.filter(|dir| {
+        let usable = dir.is_dir();
+        if !usable {
+            warn!(
+                public_dir = %dir.display(),
+                "--public-dir is not a directory; serving the built-in page instead"
+            );
+        }
+        usable
+    });
+    let files = match dir {
+        Some(dir) => warp::fs::dir(dir).map(Reply::into_response).boxed(),
+        None => warp::path::tail()
+            .and(warp::header::optional::<String>(IF_NONE_MATCH.as_str()))
+            .and_then(
+                |tail: warp::path::Tail, if_none_match: Option<String>| async move {
+                    builtin(tail.as_str(), if_none_match.as_deref())
+                        .ok_or_else(warp::reject::not_found)
+                },
+            )
+            .boxed(),
+    };
+    filters::get_or_not_found().and(files).boxed()
+}
+
+/// The built-in file at `path` (`""` is `index.html`), or `304` when `if_none_match` already
+/// names its version; `None` when there is no such file.
+fn builtin(path: &str, if_none_match: Option<&str>) -> Option<Response> {
+    let path = if path.is_empty() { "index.html" } else { path };
+    let file = Builtin::get(path)?;
+    let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
+    let mut response =
+        if if_none_match.is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag)) {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            let mut response = Response::new(file.data.into_owned().into());
+            if let Ok(mime) = HeaderValue::from_str(file.metadata.mimetype()) {
+                response.headers_mut().insert(CONTENT_TYPE, mime);
+            }
+            response
+        };
+    let headers = response.headers_mut();
+    headers.insert(ETAG, HeaderValue::from_str(&etag).ok()?);
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Some(response)
+}
