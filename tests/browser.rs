@@ -441,8 +441,8 @@ async fn status_follows_the_stream_and_a_lost_session_offers_to_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_has_a_favicon_and_says_when_the_phone_list_overflows() {
     bounded(async {
-        let server = Server::start().await;
-        let icon = reqwest::get(format!("{}favicon.svg", server.url()))
+        let mut server = spawn_app(page_config()).await;
+        let icon = reqwest::get(server.url("/favicon.svg"))
             .await
             .expect("GET /favicon.svg");
         assert_eq!(icon.status(), 200);
@@ -452,7 +452,7 @@ async fn the_page_has_a_favicon_and_says_when_the_phone_list_overflows() {
         let client = reqwest::Client::new();
         for n in 0..6 {
             let response = client
-                .post(format!("{}helo", server.url()))
+                .post(server.url("/helo"))
                 .json(&json!({ "name": format!("someone with a long name {n}") }))
                 .send()
                 .await
@@ -460,7 +460,7 @@ async fn the_page_has_a_favicon_and_says_when_the_phone_list_overflows() {
             assert_eq!(response.status(), 201);
         }
         let driver = ChromeDriver::start().await;
-        let phone = driver.open(&server.url(), Screen::Phone).await;
+        let phone = Page::open(&driver, &server.url("/"), Screen::Phone).await;
         phone.wait_until_live("the phone page to go live").await;
         let icon_link: String = phone
             .client
@@ -493,7 +493,7 @@ async fn the_page_has_a_favicon_and_says_when_the_phone_list_overflows() {
             tokio::time::sleep(POLL).await;
         }
         phone.quit().await;
-        server.stop().await;
+        server.stop(WAIT).await.expect("server returned an error");
     })
     .await;
 }

@@ -61,7 +61,7 @@ async fn every_declared_route_is_really_served() {
     std::fs::create_dir_all(&public).unwrap();
     std::fs::write(public.join("index.html"), "<!doctype html><title>t</title>").unwrap();
     let app = spawn_app(Config {
-        public_dir: public.clone(),
+        public_dir: Some(public.clone()),
         ..Config::default()
     })
     .await;

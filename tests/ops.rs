@@ -285,14 +285,12 @@ async fn readyz_fails_while_draining() {
             max_sessions: 4,
             max_streams: 4,
             session_ttl: Duration::from_secs(30),
-            presence: true,
-            announce_locally: true,
         },
         Arc::new(Metrics::default()),
     );
     let shutdown = tokio_util::sync::CancellationToken::new();
     let context = Context {
-        hub: Hub::Local(registry),
+        hub: Hub::local(registry, true),
         stream: StreamSettings {
             heartbeat: Duration::from_secs(15),
             retry: Duration::from_secs(2),

@@ -63,7 +63,7 @@ fn kind(event: &Event) -> EventKind {
     match event {
         Event::Ready(_) => EventKind::Ready,
         Event::NewUser(_) => EventKind::NewUser,
-        Event::ClientResponse(_) => EventKind::ClientResponse,
+        Event::Direct(_) => EventKind::ClientResponse,
         Event::ClientBroadcast(_) => EventKind::ClientBroadcast,
         Event::UserLeft(_) => EventKind::UserLeft,
         Event::Lagged(_) => EventKind::Lagged,
