@@ -54,12 +54,25 @@ pub struct Config {
 
     /// Origins allowed to call the API from another site (CORS), comma-separated. Default:
     /// none, i.e. same origin only.
+    /// Each origin is trimmed and must be a plain origin such as `https://a.example`; `*` is
+    /// refused (tokens travel in headers, so "any origin" is never what a deployment wants).
     #[arg(
         long = "cors-origin",
         env = "SWITCHBOARD_CORS_ORIGINS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_origin
     )]
     pub cors_origins: Vec<String>,
+
+    /// Longest wait for a new connection's first byte and its whole request head (both the
+    /// stream path and hyper's), and for the next request on an idle keep-alive connection.
+    #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Longest time from a request's head to its response, body included: a stalled or
+    /// trickled body gets 408 and the connection is closed.
+    #[arg(long, env = "SWITCHBOARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
 
     /// Announce joins and leaves (`new_user`, `user_left`) and list the roster in `ready`.
     /// Turn off for very large audiences: with it on, N clients joining cost O(N²) events.
@@ -179,6 +192,8 @@ impl Default for Config {
             max_streams: None,
             max_body: 64 * 1024,
             cors_origins: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
             presence: true,
             public_dir: None,
             drain_window: Duration::from_secs(1),
@@ -189,6 +204,22 @@ impl Default for Config {
             log_format: LogFormat::Text,
         }
     }
+}
+
+/// One `--cors-origin` entry: trimmed, not `*`, and usable as a header value.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let origin = text.trim();
+    if origin == "*" {
+        return Err(
+            "`*` is not supported: list each allowed origin, e.g. https://app.example".into(),
+        );
+    }
+    if origin.is_empty() || warp::http::HeaderValue::from_str(origin).is_err() {
+        return Err(format!(
+            "{origin:?} is not an origin such as https://app.example"
+        ));
+    }
+    Ok(origin.to_owned())
 }
 
 impl Config {
@@ -237,11 +268,20 @@ mod tests {
             "--presence",
             "false",
             "--cors-origin",
-            "https://a.example,https://b.example",
+            "https://a.example, https://b.example",
         ]);
         assert_eq!(config.session_ttl, Duration::from_secs(120));
         assert!(!config.presence);
-        assert_eq!(config.cors_origins.len(), 2);
+        assert_eq!(
+            config.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn a_wildcard_origin_is_refused_when_parsed() {
+        let err = Config::try_parse_from(["switchboard", "--cors-origin", "*"]).unwrap_err();
+        assert!(err.to_string().contains("`*` is not supported"), "{err}");
     }
 
     #[test]

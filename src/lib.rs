@@ -94,6 +94,8 @@ pub async fn serve(
     );
     let options = ServeOptions {
         cors_origins: config.cors_origins.clone(),
+        header_timeout: config.header_timeout,
+        request_timeout: config.request_timeout,
         max_connections: config.connection_limit(),
         shutdown_grace: config.shutdown_grace + config.drain_window,
     };

@@ -48,6 +48,7 @@ error_codes! {
     UnknownRecipient => "unknown_recipient",
     NotFound => "not_found",
     MethodNotAllowed => "method_not_allowed",
+    RequestTimeout => "request_timeout",
     LengthRequired => "length_required",
     PayloadTooLarge => "payload_too_large",
     UnsupportedMediaType => "unsupported_media_type",
@@ -94,6 +95,15 @@ impl ApiError {
 
     pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+    }
+
+    /// 408 for a request whose body did not arrive within the request deadline.
+    pub(crate) fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout,
+            "the request did not complete in time",
+        )
     }
 
     /// 404 for a session id that is not registered (or not even a session id).

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use warp::Filter;
-use warp::http::StatusCode;
+use warp::http::{HeaderValue, StatusCode};
 
 use super::error::{ApiError, ErrorCode};
 use crate::backplane::Hub;
@@ -25,10 +25,11 @@ pub(crate) fn with_hub(hub: Hub) -> impl Filter<Extract = (Hub,), Error = Infall
 pub(crate) fn json_body<T: DeserializeOwned + Send>(
     limit: u64,
 ) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("content-type")
-        .and_then(|content_type: Option<String>| async move {
+    raw_header("content-type")
+        .and_then(|content_type: Option<HeaderValue>| async move {
             let is_json = content_type
-                .as_deref()
+                .as_ref()
+                .and_then(|value| header_text(value.as_bytes()))
                 .and_then(|value| value.parse::<mime::Mime>().ok())
                 .is_some_and(|mime| mime.essence_str() == "application/json");
             if is_json {
@@ -82,13 +83,40 @@ fn parse_bearer(value: &str) -> Result<Token, ApiError> {
     Token::parse(credentials.trim()).ok_or_else(|| ApiError::unauthorized("malformed token"))
 }
 
+/// A header's value as sent, or `None` when absent. warp's typed header filters reject a
+/// value that is not visible ASCII with an error that would become a 500; we decide instead.
+fn raw_header(
+    name: &'static str,
+) -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
+    warp::header::value(name)
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
+}
+
+/// A header value as text, when it is text (visible ASCII, spaces and tabs), as
+/// `HeaderValue::to_str` decides; both connection paths use this.
+pub(crate) fn header_text(value: &[u8]) -> Option<&str> {
+    HeaderValue::from_bytes(value).ok()?;
+    std::str::from_utf8(value).ok().filter(|_| {
+        value
+            .iter()
+            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+    })
+}
+
+fn parse_authorization(value: &[u8]) -> Result<Token, ApiError> {
+    let text = header_text(value).ok_or_else(|| ApiError::unauthorized("malformed token"))?;
+    parse_bearer(text)
+}
+
 /// The token from `Authorization: Bearer <token>`; 401 when missing or malformed.
 pub(crate) fn bearer() -> impl Filter<Extract = (Token,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("authorization").and_then(|value: Option<String>| async move {
+    raw_header("authorization").and_then(|value: Option<HeaderValue>| async move {
         let value = value.ok_or_else(|| {
             ApiError::unauthorized("missing Authorization: Bearer <token> header")
         })?;
-        parse_bearer(&value).map_err(warp::Rejection::from)
+        parse_authorization(value.as_bytes()).map_err(warp::Rejection::from)
     })
 }
 
@@ -108,16 +136,17 @@ pub(crate) struct StreamParams {
 /// resume point from the `Last-Event-ID` header or `?last_event_id=`.
 ///
 /// # Errors
-/// 401 without a token or with a malformed one, 400 for a resume point that is not an event id.
+/// 401 without a token or with a malformed one, 400 for a resume point that is not an event id
+/// (header values that are not text included).
 pub(crate) fn parse_stream_params(
-    authorization: Option<&str>,
-    last_event_id: Option<&str>,
+    authorization: Option<&[u8]>,
+    last_event_id: Option<&[u8]>,
     query: Option<&str>,
 ) -> Result<StreamParams, ApiError> {
     // An undecodable query is treated as absent: the request then lacks a token (401).
     let query: StreamQuery = serde_urlencoded::from_str(query.unwrap_or("")).unwrap_or_default();
     let token = match (authorization, query.token) {
-        (Some(value), _) => parse_bearer(value)?,
+        (Some(value), _) => parse_authorization(value)?,
         (None, Some(token)) => {
             Token::parse(&token).ok_or_else(|| ApiError::unauthorized("malformed token"))?
         }
@@ -127,15 +156,28 @@ pub(crate) fn parse_stream_params(
             ));
         }
     };
-    let last_event_id = match last_event_id.map(str::to_owned).or(query.last_event_id) {
+    let invalid_last_event_id = || {
+        ApiError::bad_request(
+            ErrorCode::InvalidLastEventId,
+            "Last-Event-ID must be an event id from this stream",
+        )
+    };
+    let last_event_id = match last_event_id {
+        Some(bytes) => Some(
+            header_text(bytes)
+                .ok_or_else(invalid_last_event_id)?
+                .to_owned(),
+        ),
+        None => query.last_event_id,
+    };
+    let last_event_id = match last_event_id {
         None => None,
         Some(text) if text.trim().is_empty() => None,
-        Some(text) => Some(text.trim().parse::<EventId>().map_err(|_| {
-            ApiError::bad_request(
-                ErrorCode::InvalidLastEventId,
-                "Last-Event-ID must be an event id from this stream",
-            )
-        })?),
+        Some(text) => Some(
+            text.trim()
+                .parse::<EventId>()
+                .map_err(|_| invalid_last_event_id())?,
+        ),
     };
     Ok(StreamParams {
         token,
@@ -146,8 +188,8 @@ pub(crate) fn parse_stream_params(
 /// [`parse_stream_params`] as a filter.
 pub(crate) fn stream_params()
 -> impl Filter<Extract = (StreamParams,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and(warp::header::optional::<String>("last-event-id"))
+    raw_header("authorization")
+        .and(raw_header("last-event-id"))
         .and(
             warp::query::raw()
                 .map(Some)
@@ -155,9 +197,15 @@ pub(crate) fn stream_params()
                 .unify(),
         )
         .and_then(
-            |authorization: Option<String>, last: Option<String>, query: Option<String>| async move {
-                parse_stream_params(authorization.as_deref(), last.as_deref(), query.as_deref())
-                    .map_err(warp::Rejection::from)
+            |authorization: Option<HeaderValue>,
+             last: Option<HeaderValue>,
+             query: Option<String>| async move {
+                parse_stream_params(
+                    authorization.as_ref().map(HeaderValue::as_bytes),
+                    last.as_ref().map(HeaderValue::as_bytes),
+                    query.as_deref(),
+                )
+                .map_err(warp::Rejection::from)
             },
         )
 }

@@ -36,6 +36,26 @@ pub(crate) async fn helo(hub: Hub, body: HeloRequest) -> Result<Response, ApiErr
     Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response())
 }
 
+/// `HEAD /events/{id}`: what `GET` would answer, without attaching (a `HEAD` must not take
+/// over the session's stream). 200 with the stream's headers when the token is the session's.
+pub(crate) async fn events_head(
+    id: String,
+    hub: Hub,
+    params: StreamParams,
+) -> Result<Response, ApiError> {
+    let id = SessionId::parse(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
+    let peer = hub.authenticate(&params.token).await?;
+    if peer.id != id {
+        return Err(ApiError::unauthorized(
+            "the token is not valid for this session",
+        ));
+    }
+    Ok(
+        warp::reply::with_header(StatusCode::OK, "content-type", "text/event-stream")
+            .into_response(),
+    )
+}
+
 /// `GET /events/{id}`: attach and stream. An id that is not a UUID is simply unknown.
 pub(crate) async fn events(
     id: String,
@@ -55,10 +75,56 @@ pub(crate) async fn events(
     ))
 }
 
+/// Deepest nesting of arrays and objects a `message` may have. serde_json's own recursion
+/// limit does not apply to a message kept raw, and recipients' parsers may have none; 64
+/// levels is far beyond any real message.
+pub(crate) const MAX_MESSAGE_DEPTH: usize = 64;
+
+/// A client's `message`, kept as sent (any JSON value), refused beyond [`MAX_MESSAGE_DEPTH`].
+pub(crate) struct Message(Box<RawValue>);
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if nesting_depth(raw.get()) > MAX_MESSAGE_DEPTH {
+            return Err(serde::de::Error::custom(format_args!(
+                "message nested deeper than {MAX_MESSAGE_DEPTH} levels"
+            )));
+        }
+        Ok(Message(raw))
+    }
+}
+
+/// How deeply arrays and objects nest in a valid JSON text (brackets inside strings skipped).
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 #[derive(Deserialize)]
 pub(crate) struct ResponseRequest {
     recipient: String,
-    message: Box<RawValue>,
+    message: Message,
 }
 
 #[derive(Serialize)]
@@ -78,13 +144,13 @@ pub(crate) async fn post_response(
             "recipient must be a session id (a UUID)",
         )
     })?;
-    let event_id = hub.deliver(&from, recipient, body.message).await?;
+    let event_id = hub.deliver(&from, recipient, body.message.0).await?;
     Ok(accepted(&ResponseAccepted { event_id }))
 }
 
 #[derive(Deserialize)]
 pub(crate) struct BroadcastRequest {
-    message: Box<RawValue>,
+    message: Message,
 }
 
 #[derive(Serialize)]
@@ -98,7 +164,7 @@ pub(crate) async fn post_broadcast(
     from: Peer,
     body: BroadcastRequest,
 ) -> Result<Response, ApiError> {
-    let recipients = hub.broadcast(&from, body.message).await?;
+    let recipients = hub.broadcast(&from, body.message.0).await?;
     Ok(accepted(&BroadcastAccepted { recipients }))
 }
 

@@ -24,9 +24,9 @@ use warp::http::{StatusCode, Uri};
 use warp::reply::Reply;
 
 use super::error::ApiError;
-use super::filters::parse_stream_params;
+use super::filters::{header_text, parse_stream_params};
 use super::redact::redact;
-use super::{Context, handlers, route_of};
+use super::{Context, SECURITY_HEADERS, handlers, route_of};
 
 /// The prefix that routes a connection here.
 pub(crate) const PREFIX: &[u8] = b"GET /events/";
@@ -49,9 +49,9 @@ pub(crate) fn claims(start: &[u8]) -> Option<bool> {
 /// What the request head says, copied out so the read buffer can be freed.
 struct Head {
     uri: Uri,
-    authorization: Option<String>,
-    last_event_id: Option<String>,
-    origin: Option<String>,
+    authorization: Option<Vec<u8>>,
+    last_event_id: Option<Vec<u8>>,
+    origin: Option<Vec<u8>>,
 }
 
 /// Reads the request head, at most [`MAX_HEAD`] bytes, within `timeout`.
@@ -76,8 +76,7 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Head> {
                             .headers
                             .iter()
                             .find(|h| h.name.eq_ignore_ascii_case(name))
-                            .and_then(|h| std::str::from_utf8(h.value).ok())
-                            .map(str::to_owned)
+                            .map(|h| h.value.to_vec())
                     };
                     return Some(Head {
                         uri: request.path?.parse().ok()?,
@@ -95,8 +94,13 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Head> {
 }
 
 /// Serves one `GET /events/...` connection to its end.
-pub(crate) async fn serve(mut stream: TcpStream, context: Context, cors_origins: &[String]) {
-    let Some(head) = read_head(&mut stream, Duration::from_secs(30)).await else {
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    context: Context,
+    cors_origins: &[String],
+    header_timeout: Duration,
+) {
+    let Some(head) = read_head(&mut stream, header_timeout).await else {
         return; // malformed, too large, or too slow: close, as hyper would
     };
     let span = debug_span!("http", method = "GET", uri = %redact(&head.uri));
@@ -117,6 +121,7 @@ async fn answer(stream: &mut TcpStream, head: Head, context: Context, cors_origi
     let allowed = head
         .origin
         .as_deref()
+        .and_then(header_text)
         .filter(|origin| cors_origins.iter().any(|o| o == origin));
     let streaming = status == StatusCode::OK;
     let (parts, mut body) = response.into_parts();
@@ -127,7 +132,10 @@ async fn answer(stream: &mut TcpStream, head: Head, context: Context, cors_origi
             let _ = write!(out, "{name}: {value}\r\n");
         }
     }
-    out.push_str("x-content-type-options: nosniff\r\nconnection: close\r\n");
+    for (name, value) in SECURITY_HEADERS {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    out.push_str("connection: close\r\n");
     if let Some(origin) = allowed {
         let _ = write!(
             out,

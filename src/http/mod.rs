@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
+use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Reply;
 
 use crate::backplane::Hub;
@@ -41,6 +42,36 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.yaml"),
     ("GET", "/"),
 ];
+
+/// Headers on every response, from both connection paths: no MIME sniffing, the page's code
+/// only from this origin (no inline code), never framed, and no `Referer` leaked onwards.
+pub(crate) const SECURITY_HEADERS: [(&str, &str); 3] = [
+    ("x-content-type-options", "nosniff"),
+    (
+        "content-security-policy",
+        "default-src 'self'; frame-ancestors 'none'",
+    ),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// The `Allow` value for a path: the methods its route serves (`HEAD` with every `GET`).
+pub(crate) fn allowed_methods(path: &str) -> String {
+    let template = route_of(path);
+    let methods: Vec<&str> = ROUTES
+        .iter()
+        .filter(|&&(_, t)| t == template)
+        .flat_map(|&(method, _)| match method {
+            "GET" => vec!["GET", "HEAD"],
+            other => vec![other],
+        })
+        .collect();
+    methods.join(", ")
+}
+
+/// `GET`, and `HEAD` answered as `GET` without the body (hyper leaves the body out).
+fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::get().or(warp::head()).unify()
+}
 
 /// The OpenAPI description, compiled in so the binary serves the one it was built with.
 const OPENAPI: &str = include_str!("../../openapi.yaml");
@@ -89,6 +120,11 @@ pub fn routes(
         .and(stream_params())
         .and(warp::any().map(move || context.clone()))
         .then(handlers::events);
+    let events_head = warp::path!("events" / String)
+        .and(warp::head())
+        .and(with_hub(hub.clone()))
+        .and(stream_params())
+        .then(handlers::events_head);
     let response = warp::path!("response")
         .and(warp::post())
         .and(with_hub(hub.clone()))
@@ -107,11 +143,11 @@ pub fn routes(
         .and(authenticated)
         .then(handlers::delete_session);
     let clients = warp::path!("clients")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_hub(hub.clone()))
         .then(handlers::list_clients);
     let healthz = warp::path!("healthz")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_hub(hub.clone()))
         .then(handlers::healthz);
     let readyz = warp::path!("readyz")
@@ -119,16 +155,19 @@ pub fn routes(
         .and(warp::any().map(move || ready_context.clone()))
         .then(handlers::readyz);
     let metrics_route = warp::path!("metrics")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_hub(hub))
         .and(warp::header::optional::<String>("accept"))
         .then(handlers::metrics);
-    let openapi = warp::path!("openapi.yaml").and(warp::get()).map(|| {
+    let openapi = warp::path!("openapi.yaml").and(get_or_head()).map(|| {
         warp::reply::with_header(OPENAPI, "content-type", "application/yaml").into_response()
     });
     let files = page::files(public_dir.into());
 
-    helo.or(events)
+    let api = helo
+        .or(events)
+        .unify()
+        .or(events_head)
         .unify()
         .or(response)
         .unify()
@@ -155,11 +194,23 @@ pub fn routes(
         .or(files)
         .unify()
         .recover(error::handle_rejection)
-        .unify()
-        .with(warp::reply::with::header(
-            "x-content-type-options",
-            "nosniff",
-        ))
+        .unify();
+    warp::path::full()
+        .and(api)
+        .map(
+            |path: warp::path::FullPath, mut response: warp::reply::Response| {
+                let headers = response.headers_mut();
+                for (name, value) in SECURITY_HEADERS {
+                    headers.insert(name, HeaderValue::from_static(value));
+                }
+                if response.status() == StatusCode::METHOD_NOT_ALLOWED
+                    && let Ok(allow) = HeaderValue::from_str(&allowed_methods(path.as_str()))
+                {
+                    response.headers_mut().insert(header::ALLOW, allow);
+                }
+                response
+            },
+        )
         .with(warp::log::custom(move |info| {
             let route = route_of(info.path());
             metrics.http_request(route, info.status().as_u16());

@@ -5,19 +5,28 @@
 
 use warp::http::Uri;
 
-/// The URI with any `token` query parameter's value replaced, for logs and traces.
+/// The URI with the value of every query parameter whose *decoded* name is `token` (in any
+/// case: `%74oken`, `TOKEN`) replaced, for logs and traces. A query the parser cannot decode is
+/// left out altogether: what it holds cannot be told apart, so none of it is logged.
 pub(crate) fn redact(uri: &Uri) -> String {
     let Some(query) = uri.query() else {
         return uri.path().to_owned();
     };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some(("token", _)) => "token=REDACTED".to_owned(),
-            _ => pair.to_owned(),
+    let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else {
+        return format!("{}?<undecodable query>", uri.path());
+    };
+    let pairs: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|(name, value)| {
+            if name.trim().eq_ignore_ascii_case("token") {
+                (name, "REDACTED".to_owned())
+            } else {
+                (name, value)
+            }
         })
         .collect();
-    format!("{}?{}", uri.path(), query.join("&"))
+    let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+    format!("{}?{}", uri.path(), query)
 }
 
 #[cfg(test)]
@@ -30,6 +39,16 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(redact(&uri), "/events/x?last_event_id=3&token=REDACTED");
+        for spelling in ["%74oken", "tok%65n", "TOKEN", "%54oken"] {
+            let uri: Uri = format!("/events/x?{spelling}=secret.abc").parse().unwrap();
+            assert!(
+                !redact(&uri).contains("secret"),
+                "{spelling}: {}",
+                redact(&uri)
+            );
+        }
+        let uri: Uri = "/events/x?token=secret.abc&%FF=1".parse().unwrap();
+        assert!(!redact(&uri).contains("secret"));
         let uri: Uri = "/clients".parse().unwrap();
         assert_eq!(redact(&uri), "/clients");
     }

@@ -27,6 +27,7 @@ use warp::Filter;
 use warp::http::{HeaderName, HeaderValue, Method, Request, header};
 use warp::reply::Reply;
 
+use super::error::ApiError;
 use super::redact::redact;
 use super::{Context, lean};
 
@@ -59,6 +60,10 @@ pub(crate) struct ServeOptions {
     /// Connections beyond this are closed on accept, keeping file descriptors for streams
     /// already open (and the registry's 503 for streams beyond its own limit).
     pub(crate) max_connections: usize,
+    /// Deadline for a connection's first byte and request head, and for an idle keep-alive.
+    pub(crate) header_timeout: Duration,
+    /// Deadline from a request's head to its response (the body is read within it).
+    pub(crate) request_timeout: Duration,
     /// How long to wait for connections to finish after `shutdown` before giving up on them.
     pub(crate) shutdown_grace: Duration,
 }
@@ -133,6 +138,7 @@ pub(crate) async fn run<F>(
     // life. warp's combined filter future is several KiB; boxing it (outermost layer) means
     // the allocation is freed once the response has started, which for an SSE stream is
     // almost at once: idle streams then cost what they hold, not what routing needed.
+    let (header_timeout, request_timeout) = (options.header_timeout, options.request_timeout);
     let service = ServiceBuilder::new()
         .layer(BoxCloneService::layer())
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
@@ -142,6 +148,12 @@ pub(crate) async fn run<F>(
             }),
         )
         .option_layer(cors(&options.cors_origins))
+        .map_future(move |answer| async move {
+            // A body that stalls or trickles would otherwise hold its connection for ever.
+            tokio::time::timeout(request_timeout, answer)
+                .await
+                .unwrap_or_else(|_| Ok(ApiError::request_timeout().into_response()))
+        })
         .service(warp::service(filter));
 
     let origins: Arc<[String]> = options.cors_origins.clone().into();
@@ -161,12 +173,20 @@ pub(crate) async fn run<F>(
         let context = shared_context.clone();
         let origins = Arc::clone(&origins);
         async move {
-            if claimed_by_lean(&stream).await {
-                return lean::serve(stream, context, &origins).await;
+            // The first byte has the same deadline as the head: a connection that sends
+            // nothing must not hold its permit for ever.
+            let started = tokio::time::Instant::now();
+            let Ok(lean) = tokio::time::timeout(header_timeout, claimed_by_lean(&stream)).await
+            else {
+                return;
+            };
+            let header_timeout = header_timeout.saturating_sub(started.elapsed());
+            if lean {
+                return lean::serve(stream, context, &origins, header_timeout).await;
             }
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
+                .header_read_timeout(header_timeout)
                 // hyper's default lets a connection queue ~400 KiB of response before it
                 // stops pulling the body; with thousands of streams that is unbounded in
                 // practice. At the minimum, a slow reader stops pulling at once and its

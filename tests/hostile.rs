@@ -1,0 +1,497 @@
+//! Hostile and broken clients against the real binary (issue 9): for each attack, a legitimate
+//! client (healthz, helo, attach, response) is still served during it and afterwards.
+//!
+//! The server runs with a low open-file limit (set in the child before exec), so an attack that
+//! holds sockets would exhaust the connection budget quickly. Every wait is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Soft and hard open-file limit of the server: 256 descriptors, 192 connection slots.
+const NOFILE: u64 = 256;
+
+struct Server {
+    address: String,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let public =
+            std::env::temp_dir().join(format!("switchboard-hostile-{}", std::process::id()));
+        std::fs::create_dir_all(&public).unwrap();
+        std::fs::write(public.join("index.html"), "<!doctype html><title>t</title>").unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--drain-window", "0s"])
+            .args(["--public-dir", public.to_str().unwrap()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| rlimit::setrlimit(rlimit::Resource::NOFILE, NOFILE, NOFILE));
+        }
+        let mut child = command.spawn().expect("starting the switchboard binary");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (log, tx) = (Arc::clone(&log), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("address=").nth(1) {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let address = rx.recv_timeout(WAIT).expect("the binary logs its address");
+        Server {
+            address,
+            child,
+            log,
+        }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// One raw request on a new connection; the status and body of the answer.
+    async fn raw(&self, request: &[u8]) -> (u16, String) {
+        let mut stream = timeout(WAIT, TcpStream::connect(&self.address))
+            .await
+            .unwrap()
+            .unwrap();
+        stream.write_all(request).await.unwrap();
+        read_response(&mut stream).await
+    }
+
+    /// A legitimate client's whole exchange: healthz, two helos, an attached stream that
+    /// receives a direct message. Returns whether every step succeeded within the bound.
+    async fn legit(&self) -> bool {
+        timeout(WAIT, self.legit_steps())
+            .await
+            .is_ok_and(|ok| ok.is_some())
+    }
+
+    async fn legit_steps(&self) -> Option<()> {
+        let (status, _) = self
+            .try_raw(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await?;
+        if status != 200 {
+            return None;
+        }
+        let ann = self.helo("ann").await?;
+        let bob = self.helo("bob").await?;
+        let mut stream = TcpStream::connect(&self.address).await.ok()?;
+        let request = format!(
+            "GET /events/{}?token={} HTTP/1.1\r\nhost: x\r\n\r\n",
+            ann["id"].as_str()?,
+            ann["token"].as_str()?
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        read_until(&mut stream, "event: ready").await?;
+        let body = format!(
+            r#"{{"recipient":"{}","message":"hi"}}"#,
+            ann["id"].as_str()?
+        );
+        let request = format!(
+            "POST /response HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            bob["token"].as_str()?,
+            body.len()
+        );
+        let (status, _) = self.try_raw(request.as_bytes()).await?;
+        if status != 202 {
+            return None;
+        }
+        read_until(&mut stream, "event: client_response").await?;
+        Some(())
+    }
+
+    async fn try_raw(&self, request: &[u8]) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(&self.address).await.ok()?;
+        stream.write_all(request).await.ok()?;
+        let (status, body) = read_response(&mut stream).await;
+        (status != 0).then_some((status, body))
+    }
+
+    async fn helo(&self, name: &str) -> Option<Value> {
+        let body = format!(r#"{{"name":"{name}"}}"#);
+        let request = format!(
+            "POST /helo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, body) = self.try_raw(request.as_bytes()).await?;
+        (status == 201).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// A legitimate client, retried until it succeeds or `within` passes.
+    async fn legit_within(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.legit().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads one response (to its close or its Content-Length); status 0 when none came.
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            let text = String::from_utf8_lossy(&buf);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head.lines().find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                });
+                if length.is_some_and(|n| body.len() >= n) {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = timeout(WAIT, read).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Reads from a stream until `needle` has been seen; `None` on close or after [`WAIT`].
+async fn read_until(stream: &mut TcpStream, needle: &str) -> Option<()> {
+    let mut seen = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            seen.extend_from_slice(&chunk[..n]);
+            if String::from_utf8_lossy(&seen).contains(needle) {
+                return Some(());
+            }
+        }
+    };
+    timeout(WAIT, read).await.ok().flatten()
+}
+
+/// Whether the server closes `stream` within `within` (reads until EOF or error).
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    timeout(within, read).await.is_ok()
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_header_timeout() {
+    let server = Server::start(&["--header-timeout", "1s"]);
+    // More idle sockets than the server has slots: on main they were held for ever and every
+    // new connection was reset.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(Ok(stream)) = timeout(WAIT, TcpStream::connect(&server.address)).await {
+            idle.push(stream);
+        }
+    }
+    // During the attack: slots come back as the deadlines pass.
+    assert!(
+        server.legit_within(Duration::from_secs(8)).await,
+        "no service during the attack"
+    );
+    let mut first = idle.remove(0);
+    assert!(
+        closed_within(&mut first, Duration::from_secs(3)).await,
+        "an idle socket was held past its deadline"
+    );
+    // A connection that sent half a head is closed too, on both paths.
+    for partial in [
+        &b"GET /events/x HTTP/1.1\r\nhost"[..],
+        b"POST /helo HTTP/1.1\r\nhost",
+    ] {
+        let mut stream = TcpStream::connect(&server.address).await.unwrap();
+        stream.write_all(partial).await.unwrap();
+        assert!(closed_within(&mut stream, Duration::from_secs(3)).await);
+    }
+    drop(idle);
+    assert!(server.legit().await, "no service after the attack");
+}
+
+#[tokio::test]
+async fn stalled_and_trickled_bodies_get_408_and_are_closed() {
+    let server = Server::start(&["--request-timeout", "1s"]);
+    let head = b"POST /helo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
+    let mut stalled = TcpStream::connect(&server.address).await.unwrap();
+    stalled.write_all(head).await.unwrap();
+    stalled.write_all(b"{").await.unwrap();
+    let mut trickled = TcpStream::connect(&server.address).await.unwrap();
+    trickled.write_all(head).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..20 {
+            if trickled.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        trickled
+    });
+    assert!(server.legit().await, "no service during the attack");
+    let started = Instant::now();
+    let (status, body) = read_response(&mut stalled).await;
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("request_timeout"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(closed_within(&mut stalled, Duration::from_secs(2)).await);
+    let mut trickled = timeout(WAIT, trickle).await.unwrap().unwrap();
+    assert!(closed_within(&mut trickled, Duration::from_secs(2)).await);
+    assert!(server.legit().await, "no service after the attack");
+}
+
+#[tokio::test]
+async fn header_bytes_that_are_not_text_are_client_errors_not_500() {
+    let server = Server::start(&[]);
+    let ann = server.helo("ann").await.unwrap();
+    let id = ann["id"].as_str().unwrap();
+    let body = format!(r#"{{"recipient":"{id}","message":1}}"#);
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (
+            [&b"POST /response HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \xff\xfe\r\ncontent-type: application/json\r\ncontent-length: "[..], body.len().to_string().as_bytes(), b"\r\nconnection: close\r\n\r\n", body.as_bytes()].concat(),
+            401,
+        ),
+        (
+            [&b"POST /helo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\xe9\r\ncontent-length: 12\r\nconnection: close\r\n\r\n{\"name\":\"x\"}"[..]].concat(),
+            415,
+        ),
+        (
+            format!("GET /events/{id}?token={} HTTP/1.1\r\nhost: x\r\nlast-event-id: 1", ann["token"].as_str().unwrap()).into_bytes().into_iter().chain(b"\xff\r\n\r\n".iter().copied()).collect(),
+            400,
+        ),
+        (
+            format!("GET /events/{id} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ").into_bytes().into_iter().chain(b"\xc3\xa9\r\n\r\n".iter().copied()).collect(),
+            401,
+        ),
+    ];
+    for (request, expected) in cases {
+        let (status, body) = server.raw(&request).await;
+        assert_eq!(
+            status,
+            expected,
+            "{}: {body}",
+            String::from_utf8_lossy(&request)
+        );
+        let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        assert!(json["error"].is_string(), "{body}");
+    }
+    assert!(server.legit().await);
+    let log = server.log();
+    assert!(!log.iter().any(|l| l.contains("ERROR")), "{log:#?}");
+}
+
+#[tokio::test]
+async fn a_token_is_in_no_log_line_however_it_is_spelled() {
+    let server = Server::start(&["--log", "trace"]);
+    let ann = server.helo("ann").await.unwrap();
+    let (id, token) = (ann["id"].as_str().unwrap(), ann["token"].as_str().unwrap());
+    for spelling in [
+        "token",
+        "%74oken",
+        "tok%65n",
+        "TOKEN",
+        "%54%4F%4B%45%4E",
+        "token%20",
+    ] {
+        for path in [format!("/events/{id}"), format!("//events/{id}")] {
+            let request = format!(
+                "GET {path}?{spelling}={token}&x=1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+            );
+            let mut stream = TcpStream::connect(&server.address).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let _ = timeout(
+                Duration::from_millis(300),
+                read_until(&mut stream, "event: ready"),
+            )
+            .await;
+        }
+    }
+    let request = format!(
+        "GET /clients HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    );
+    server.raw(request.as_bytes()).await;
+    assert!(server.legit().await);
+    // The secret part of the token (after the id) must be nowhere.
+    let secret = token.rsplit('.').next().unwrap();
+    let log = server.log();
+    assert!(log.len() > 20, "trace logging is on: {}", log.len());
+    let leaked: Vec<_> = log.iter().filter(|l| l.contains(secret)).collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
+}
+
+#[test]
+fn a_wildcard_cors_origin_is_refused_at_start_without_a_panic() {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--listen", "127.0.0.1:0", "--cors-origin", "*"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`*` is not supported"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn every_listed_cors_origin_matches_after_trimming() {
+    let server = Server::start(&["--cors-origin", "https://a.example, https://b.example"]);
+    let request = b"GET /healthz HTTP/1.1\r\nhost: x\r\norigin: https://b.example\r\nconnection: close\r\n\r\n";
+    let mut stream = TcpStream::connect(&server.address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut all = Vec::new();
+    let _ = timeout(WAIT, stream.read_to_end(&mut all)).await;
+    let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
+    assert!(
+        text.contains("access-control-allow-origin: https://b.example"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_carry_security_headers() {
+    let server = Server::start(&[]);
+    for path in ["/", "/index.html", "/healthz"] {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let mut stream = TcpStream::connect(&server.address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut all = Vec::new();
+        let _ = timeout(WAIT, stream.read_to_end(&mut all)).await;
+        let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
+        assert!(
+            text.contains("content-security-policy: default-src 'self'; frame-ancestors 'none'"),
+            "{path}: {text}"
+        );
+        assert!(
+            text.contains("referrer-policy: no-referrer"),
+            "{path}: {text}"
+        );
+        assert!(
+            text.contains("x-content-type-options: nosniff"),
+            "{path}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_deeply_nested_message_is_400_invalid_body() {
+    let server = Server::start(&[]);
+    let ann = server.helo("ann").await.unwrap();
+    let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+    let body = format!(r#"{{"message":{deep}}}"#);
+    let request = format!(
+        "POST /broadcast HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        ann["token"].as_str().unwrap(),
+        body.len()
+    );
+    let (status, body) = server.raw(request.as_bytes()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid_body"), "{body}");
+    // 64 levels still pass.
+    let ok = format!(r#"{{"message":{}{}}}"#, "[".repeat(64), "]".repeat(64));
+    let request = format!(
+        "POST /broadcast HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{ok}",
+        ann["token"].as_str().unwrap(),
+        ok.len()
+    );
+    assert_eq!(server.raw(request.as_bytes()).await.0, 202);
+    assert!(server.legit().await);
+}
+
+#[tokio::test]
+async fn head_is_served_on_get_routes_and_405_says_allow() {
+    let server = Server::start(&[]);
+    for path in ["/healthz", "/clients", "/metrics", "/openapi.yaml", "/"] {
+        let request = format!("HEAD {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let mut stream = TcpStream::connect(&server.address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut all = Vec::new();
+        let _ = timeout(WAIT, stream.read_to_end(&mut all)).await;
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.starts_with("HTTP/1.1 200"), "HEAD {path}: {text}");
+    }
+    let ann = server.helo("ann").await.unwrap();
+    let request = format!(
+        "HEAD /events/{}?token={} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        ann["id"].as_str().unwrap(),
+        ann["token"].as_str().unwrap()
+    );
+    let mut stream = TcpStream::connect(&server.address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut all = Vec::new();
+    let _ = timeout(WAIT, stream.read_to_end(&mut all)).await;
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"));
+    for (request, allow) in [
+        ("GET /helo", "POST"),
+        ("DELETE /healthz", "GET, HEAD"),
+        ("PUT /session", "DELETE"),
+    ] {
+        let raw = format!(
+            "{request} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        let mut stream = TcpStream::connect(&server.address).await.unwrap();
+        stream.write_all(raw.as_bytes()).await.unwrap();
+        let mut all = Vec::new();
+        let _ = timeout(WAIT, stream.read_to_end(&mut all)).await;
+        let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 405"), "{request}: {text}");
+        assert!(
+            text.contains(&format!("allow: {}", allow.to_ascii_lowercase())),
+            "{request}: {text}"
+        );
+    }
+    assert!(server.legit().await);
+}
