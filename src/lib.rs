@@ -18,6 +18,7 @@ pub mod backplane;
 pub mod config;
 pub mod http;
 pub mod metrics;
+mod names;
 pub mod registry;
 pub mod shutdown;
 
