@@ -14,6 +14,7 @@
 //! - [`shutdown`]: SIGINT/SIGTERM as one future.
 #![forbid(unsafe_code)]
 
+mod auth;
 pub mod backplane;
 pub mod config;
 pub mod http;
