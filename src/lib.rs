@@ -18,6 +18,7 @@ mod auth;
 pub mod backplane;
 pub mod config;
 pub mod http;
+mod limits;
 pub mod metrics;
 mod names;
 pub mod registry;
