@@ -299,10 +299,9 @@ impl Verifier {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|error| self.refusal(error.into_kind()))?
             .claims;
-        if claims
-            .iat
-            .is_some_and(|iat| iat > jsonwebtoken::get_current_timestamp() + self.leeway_secs)
-        {
+        if claims.iat.is_some_and(|iat| {
+            iat > (jsonwebtoken::get_current_timestamp() + self.leeway_secs) as f64
+        }) {
             return Err(AuthError::NotYetValid);
         }
         let sub = claims.sub.filter(|sub| !sub.trim().is_empty());
@@ -346,7 +345,8 @@ struct Claims {
     sub: Option<String>,
     name: Option<String>,
     broadcast: Option<bool>,
-    iat: Option<u64>,
+    /// Seconds since the epoch; a float, as some signers write fractions.
+    iat: Option<f64>,
 }
 
 /// The `alg` of a compact JWT's header, read without trusting anything else in it.
