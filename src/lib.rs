@@ -15,10 +15,13 @@
 //! - [`shutdown`]: SIGINT/SIGTERM as one future.
 #![forbid(unsafe_code)]
 
+mod auth;
 pub mod backplane;
 pub mod config;
 pub mod http;
+mod limits;
 pub mod metrics;
+mod names;
 pub mod registry;
 pub mod shutdown;
 
