@@ -55,8 +55,10 @@ const CLOSED = 2;
 /** Server events that carry an `id:` (and so move the resume point). */
 const EVENTS_WITH_ID = new Set(['new_user', 'client_response', 'client_broadcast', 'user_left']);
 
-/** The stream's event names and the name each is dispatched under here. */
-/** @type {Record<string, string>} */
+/**
+ * The stream's event names and the name each is dispatched under here.
+ * @type {Record<string, string>}
+ */
 const DISPATCH = {
   ready: 'ready',
   new_user: 'new_user',
@@ -77,7 +79,10 @@ export class SwitchboardError extends Error {
     this.name = 'SwitchboardError';
     /** HTTP status, or 0 when no answer came (network error, not connected). */
     this.status = status;
-    /** The API's snake_case `error` code, or `network_error`, `not_connected`, `closed`. */
+    /**
+     * The API's snake_case `error` code, or `network_error`, `not_connected`, `closed`,
+     * `http_error` (a status without a JSON error), `invalid_event` (unreadable stream data).
+     */
     this.code = code;
     /** Seconds the server asked to wait (`Retry-After`), or null. */
     this.retryAfter = retryAfter;
@@ -95,8 +100,8 @@ export class SwitchboardError extends Error {
  */
 export class Switchboard extends EventTarget {
   /**
-   * @type {{ baseUrl: string, persist: boolean, autoLeaveOnPagehide: boolean,
-   *   backoffInitialMs: number, backoffMaxMs: number, maxSendRetries: number }}
+   * @type {{ baseUrl: string, autoLeaveOnPagehide: boolean, backoffInitialMs: number,
+   *   backoffMaxMs: number, maxSendRetries: number }}
    */
   #options;
   /** @type {typeof globalThis.fetch} */
@@ -165,7 +170,6 @@ export class Switchboard extends EventTarget {
     this.#name = name;
     this.#options = {
       baseUrl: String(baseUrl).replace(/\/+$/, ''),
-      persist,
       autoLeaveOnPagehide,
       backoffInitialMs,
       backoffMaxMs,
@@ -218,9 +222,10 @@ export class Switchboard extends EventTarget {
   // -------------------------------------------------------------- lifecycle
 
   /**
-   * Registers (or resumes a persisted session) and opens the stream. Resolves with this client
-   * once the first `ready` has arrived; rejects when registering is refused for good (e.g.
-   * 400 invalid_name) or when `leave`/`close` runs first. Network errors and 5xx are retried.
+   * Opens the stream: resumes the session that `close` kept (or that `persist` saved before a
+   * reload), or registers a new one. Resolves with this client once the first `ready` has
+   * arrived; rejects when registering is refused for good (e.g. 400 invalid_name) or when
+   * `leave`/`close` runs first. Network errors and 5xx are retried.
    * @returns {Promise<Switchboard>}
    */
   connect() {
@@ -233,12 +238,14 @@ export class Switchboard extends EventTarget {
       this.#leftOnPagehide = null;
       this.#listenToWindow();
       this.#setState('connecting');
-      const stored = this.#readStorage();
+      const stored = this.#session ? null : this.#readStorage();
       if (stored) {
         this.#session = { id: stored.id, token: stored.token, name: stored.name };
         this.#lastEventId = stored.lastEventId;
         this.#name = stored.name;
-        this.#attached = true; // It was attached before the reload: this is a resume.
+      }
+      if (this.#session) {
+        this.#attached = true; // It was attached before: this is a resume.
         this.#openStream();
       } else {
         this.#register(this.#generation, left, left ? 'pagehide' : null);
@@ -257,6 +264,7 @@ export class Switchboard extends EventTarget {
     const session = this.#session;
     if (!this.#leftOnPagehide) this.#stopListeningToWindow();
     this.#shutdown(new SwitchboardError('left', { code: 'closed' }));
+    this.#forget();
     this.#clearStorage();
     if (!session) return;
     try {
@@ -272,7 +280,8 @@ export class Switchboard extends EventTarget {
 
   /**
    * Stops without deleting the session: the stream closes and the server keeps the session for
-   * its TTL (with `persist`, a page that comes back within it resumes). `connect` reopens.
+   * its TTL. `connect` within it resumes the same session (with `persist`, so does a reloaded
+   * page); after it, `connect` registers again and dispatches `rejoined`.
    */
   close() {
     this.#writeStorage();
@@ -621,6 +630,7 @@ export class Switchboard extends EventTarget {
    */
   #fail(error) {
     this.#shutdown(error);
+    this.#forget();
     this.#emit('error', { error, fatal: true });
   }
 
@@ -638,7 +648,7 @@ export class Switchboard extends EventTarget {
   }
 
   /**
-   * Stops all activity; the session is forgotten (not deleted).
+   * Stops all activity (the session, if any, is kept for `connect` or `#forget`).
    * @param {Error} reason
    */
   #shutdown(reason) {
@@ -647,9 +657,6 @@ export class Switchboard extends EventTarget {
     this.#clearTimer();
     if (this.#probe) this.#probe.abort();
     this.#dropStream();
-    this.#session = null;
-    this.#lastEventId = null;
-    this.#attached = false;
     this.#attempt = 0;
     if (this.#presence.size > 0) {
       this.#presence.clear();
@@ -657,6 +664,12 @@ export class Switchboard extends EventTarget {
     }
     this.#setState('closed');
     this.#settle(reason);
+  }
+
+  #forget() {
+    this.#session = null;
+    this.#lastEventId = null;
+    this.#attached = false;
   }
 
   #dropStream() {
