@@ -1,16 +1,18 @@
-// switchboard web client: the reference client for the HTTP + SSE contract.
+// switchboard web client: the reference page, built on the `switchboard.js` module.
 //
-// On load it says hello (POST /helo), keeps the returned id and token in memory
-// only, and reads its events from `new EventSource("/events/<id>?token=<token>")`.
-// Every `new_user` is answered with a direct "hello there <name>" (POST /response),
-// the form sends to one person or to everyone (POST /broadcast), and closing the
-// tab leaves (DELETE /session with keepalive) so the others hear it at once.
+// On load it joins under `?name=` or a random name. The module keeps the session
+// alive: the stream resumes after a network blip or a server restart that kept
+// its state, and when the session is gone (a restart without state, an expired
+// TTL) it joins again under the same name by itself; the log says so. Every
+// `new_user` is answered with a direct "hello there <name>", the form sends to
+// one person or to everyone, and closing the tab leaves so the others hear it
+// at once. The name form appears only after leaving on purpose.
 //
 // Everything another user controls (names, messages) is written with textContent,
 // never parsed as HTML.
-'use strict';
+import { Switchboard } from './switchboard.js';
 
-(() => {
+{
   const MAX_LOG_ENTRIES = 500;
 
   const $ = (selector) => document.querySelector(selector);
@@ -33,10 +35,8 @@
     send: $('#send'),
   };
 
-  /** The current session: `{id, token, name}` while we hold one, else null. */
-  let me = null;
-  /** The EventSource reading `me`'s stream. */
-  let source = null;
+  /** The client while this page takes part; null after leaving on purpose. */
+  let board = null;
   /** Everyone else online, keyed by id: presence is a set, never a list. */
   const people = new Map();
 
@@ -80,35 +80,6 @@
     return node;
   }
 
-  async function api(method, path, body) {
-    const headers = {};
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
-    if (me) headers.Authorization = 'Bearer ' + me.token;
-    const response = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await response.text();
-    let data = null;
-    if (text) {
-      try {
-        data = JSON.parse(text);
-      } catch {
-        data = null;
-      }
-    }
-    if (!response.ok) {
-      const reason = (data && data.message) || response.statusText || 'request failed';
-      const retry = response.headers.get('Retry-After');
-      const error = new Error(retry ? `${reason} (retry after ${retry} s)` : reason);
-      error.status = response.status;
-      error.code = data && data.error;
-      throw error;
-    }
-    return data;
-  }
-
   // ----------------------------------------------------------------- status
 
   /** One of connecting, live, reconnecting, closed. */
@@ -118,7 +89,7 @@
     const live = state === 'live';
     ui.send.disabled = !live;
     ui.leave.hidden = state === 'closed';
-    ui.leave.disabled = !me;
+    ui.leave.disabled = !board;
     ui.rejoinForm.hidden = state !== 'closed';
     document.body.dataset.state = state;
   }
@@ -174,14 +145,11 @@
     hintOverflow();
   }
 
-  function addPerson(id, name) {
-    if (!me || id === me.id) return;
-    people.set(id, { id, name });
+  /** The module's presence (the others, keyed by id) is the truth; mirror it. */
+  function syncPeople(presence) {
+    people.clear();
+    for (const [id, person] of presence) people.set(id, { id, name: person.name });
     renderPeople();
-  }
-
-  function removePerson(id) {
-    if (people.delete(id)) renderPeople();
   }
 
   // ------------------------------------------------------------------- log
@@ -246,7 +214,7 @@
   async function sendDirect(recipient, message, tag) {
     const name = nameOf(recipient);
     try {
-      const reply = await api('POST', '/response', { recipient, message });
+      const reply = await board.send(recipient, message);
       log({
         kind: 'sent_response',
         direction: 'out',
@@ -264,7 +232,7 @@
 
   async function sendBroadcast(message) {
     try {
-      const reply = await api('POST', '/broadcast', { message });
+      const reply = await board.broadcast(message);
       const n = reply.recipients;
       log({
         kind: 'sent_broadcast',
@@ -281,7 +249,7 @@
   ui.sendForm.addEventListener('submit', (event) => {
     event.preventDefault();
     const message = ui.message.value.trim();
-    if (!message || !me) return;
+    if (!message || !board) return;
     const recipient = ui.recipient.value;
     ui.message.value = '';
     if (recipient) sendDirect(recipient, message);
@@ -290,34 +258,24 @@
 
   // ----------------------------------------------------------------- events
 
-  function parse(event) {
-    try {
-      return JSON.parse(event.data);
-    } catch {
-      log({ kind: 'error', text: `unreadable ${event.type} event` });
-      return null;
-    }
-  }
-
+  /** What the module dispatches, and what the page does with each. */
   const handlers = {
-    // Sent on every (re)attach: the whole roster of the others, so it replaces ours.
-    ready(data) {
-      people.clear();
-      for (const person of data.clients || []) {
-        if (person.id !== me.id) people.set(person.id, { id: person.id, name: person.name });
-      }
-      renderPeople();
+    // Every (re)attach carries the whole roster; the `presence` event renders it.
+    ready({ resumed }) {
+      if (resumed) log({ kind: 'system', text: 'reconnected' });
     },
 
-    new_user(data) {
-      if (data.id === me.id) return;
-      addPerson(data.id, data.name);
-      log({ kind: 'new_user', direction: 'in', who: data.name, whoId: data.id });
+    presence({ presence }) {
+      syncPeople(presence);
+    },
+
+    new_user({ id, name }) {
+      log({ kind: 'new_user', direction: 'in', who: name, whoId: id });
       // The seed's scenario: greet every newcomer directly.
-      sendDirect(data.id, `hello there ${data.name}`, 'auto-reply');
+      sendDirect(id, `hello there ${name}`, 'auto-reply');
     },
 
-    client_response(data) {
+    message(data) {
       log({
         kind: 'client_response',
         direction: 'in',
@@ -328,7 +286,7 @@
       });
     },
 
-    client_broadcast(data) {
+    broadcast(data) {
       log({
         kind: 'client_broadcast',
         direction: 'in',
@@ -339,54 +297,33 @@
       });
     },
 
-    user_left(data) {
-      removePerson(data.id);
-      log({ kind: 'user_left', direction: 'in', who: data.name, whoId: data.id });
+    user_left({ id, name }) {
+      log({ kind: 'user_left', direction: 'in', who: name, whoId: id });
     },
 
-    lagged(data) {
-      const n = data.missed;
+    lagged({ missed }) {
       log({
         kind: 'lagged',
-        text: `${n} ${n === 1 ? 'event was' : 'events were'} dropped while this page was away`,
+        text: `${missed} ${missed === 1 ? 'event was' : 'events were'} dropped while this page was away`,
       });
     },
+
+    // The old session was gone (server restarted without its state, TTL expired).
+    rejoined({ id, name }) {
+      showMe(name, id);
+      log({ kind: 'system', text: `the session was lost; joined again as ${name}` });
+    },
+
+    state({ state }) {
+      const shown = { idle: 'connecting', open: 'live' }[state] || state;
+      if (shown !== 'closed' || !board) setStatus(shown);
+      if (state === 'open') showMe(board.name, board.id);
+    },
+
+    error({ error, fatal }) {
+      if (fatal) log({ kind: 'error', text: error.message });
+    },
   };
-
-  function attach() {
-    const url = `/events/${encodeURIComponent(me.id)}?token=${encodeURIComponent(me.token)}`;
-    const stream = new EventSource(url);
-    source = stream;
-    let opened = false;
-
-    stream.addEventListener('open', () => {
-      if (source !== stream) return;
-      if (opened) log({ kind: 'system', text: 'reconnected' });
-      opened = true;
-      setStatus('live');
-    });
-
-    // The browser reconnects by itself (readyState CONNECTING) and sends
-    // Last-Event-ID, so the server replays what we missed. It gives up
-    // (readyState CLOSED) when the server answers with an error, e.g. 404 once
-    // the session has expired: then the session is gone for good.
-    stream.addEventListener('error', () => {
-      if (source !== stream) return;
-      if (stream.readyState === EventSource.CLOSED) {
-        closed('the session ended; reconnect to join again');
-      } else {
-        setStatus(opened ? 'reconnecting' : 'connecting');
-      }
-    });
-
-    for (const [name, handle] of Object.entries(handlers)) {
-      stream.addEventListener(name, (event) => {
-        if (source !== stream) return;
-        const data = parse(event);
-        if (data) handle(data);
-      });
-    }
-  }
 
   // -------------------------------------------------------------- lifecycle
 
@@ -397,54 +334,34 @@
   }
 
   async function join(name) {
+    const client = new Switchboard({ name });
+    board = client;
+    for (const [type, handle] of Object.entries(handlers)) {
+      client.addEventListener(type, (event) => {
+        if (board === client) handle(event.detail);
+      });
+    }
     setStatus('connecting');
     showMe(name, 'not connected');
     try {
-      const session = await api('POST', '/helo', { name });
-      me = { id: session.id, token: session.token, name: session.name };
+      await client.connect();
     } catch (error) {
+      if (board !== client) return;
+      board = null;
       log({ kind: 'error', text: `could not say hello: ${error.message}` });
       setStatus('closed');
-      return;
     }
-    showMe(me.name, me.id);
-    people.clear();
-    renderPeople();
-    attach();
-    setStatus('connecting');
-  }
-
-  function stopStream() {
-    if (source) source.close();
-    source = null;
-  }
-
-  /** The session is over (expired, deleted, refused): say so and offer to rejoin. */
-  function closed(reason) {
-    stopStream();
-    me = null;
-    people.clear();
-    renderPeople();
-    setStatus('closed');
-    if (reason) log({ kind: 'system', text: reason });
   }
 
   /** Leave on purpose: delete the session so the others hear `user_left` at once. */
-  function leave({ keepalive }) {
-    if (!me) return;
-    const token = me.token;
-    stopStream();
-    me = null;
-    fetch('/session', {
-      method: 'DELETE',
-      keepalive,
-      headers: { Authorization: 'Bearer ' + token },
-    }).catch(() => {});
-  }
-
   ui.leave.addEventListener('click', () => {
-    leave({ keepalive: false });
-    closed('you left');
+    const client = board;
+    board = null;
+    if (client) client.leave();
+    people.clear();
+    renderPeople();
+    setStatus('closed');
+    log({ kind: 'system', text: 'you left' });
   });
 
   ui.rejoinForm.addEventListener('submit', (event) => {
@@ -453,13 +370,6 @@
     if (name) join(name);
   });
 
-  // `pagehide` also fires when the page goes into the back/forward cache; a
-  // page restored from it has no session any more, so it starts a new one.
-  window.addEventListener('pagehide', () => leave({ keepalive: true }));
-  window.addEventListener('pageshow', (event) => {
-    if (event.persisted && !me) join(ui.nameInput.value.trim() || randomName());
-  });
-
   const requested = new URLSearchParams(location.search).get('name');
   join((requested && requested.trim()) || randomName());
-})();
+}

@@ -93,6 +93,13 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Keep sessions across a graceful restart (single instance): on shutdown every session,
+    /// its mailbox and its TTL are written to this file, and loaded (then removed) at start.
+    /// An unreadable file or an unknown version stops the start. Not with `--redis-url` (a
+    /// cluster keeps its sessions in Redis).
+    #[arg(long, env = "SWITCHBOARD_STATE_FILE", conflicts_with = "redis_url")]
+    pub state_file: Option<PathBuf>,
+
     /// Redis URL (`redis://host:port/db`) for cluster mode: several instances acting as one
     /// hub. Without it everything stays in this process and no Redis is needed.
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
@@ -198,6 +205,7 @@ impl Default for Config {
             public_dir: None,
             drain_window: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            state_file: None,
             redis_url: None,
             redis_prefix: "switchboard".to_owned(),
             log: "info".to_owned(),

@@ -11,6 +11,7 @@
 //!   or a cluster over Redis.
 //! - [`http`]: warp filters and handlers over the registry, the SSE wire format, JSON errors,
 //!   and the accept loop with tower-http layers.
+//! - [`state_file`]: `--state-file`, the sessions kept across a graceful restart.
 //! - [`metrics`]: Prometheus counters both layers record into.
 //! - [`shutdown`]: SIGINT/SIGTERM as one future.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod metrics;
 mod names;
 pub mod registry;
 pub mod shutdown;
+pub mod state_file;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,8 +44,12 @@ use registry::{Registry, Settings};
 /// Serves the API on `listener` until `shutdown` resolves, then closes every stream (spread over
 /// the drain window) and returns once connections have drained or the grace period ends.
 ///
+/// With `config.state_file`, the sessions saved there are restored before anything is served,
+/// and every session is written back once the streams have closed.
+///
 /// # Errors
-/// When the listener's address cannot be read or the Redis URL is invalid.
+/// When the listener's address cannot be read, the Redis URL is invalid, the state file cannot
+/// be read (or is combined with a Redis URL), or it cannot be written at the end.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
@@ -60,6 +66,20 @@ pub async fn serve(
         },
         metrics,
     );
+    if let Some(path) = &config.state_file {
+        if config.redis_url.is_some() {
+            return Err(std::io::Error::other(
+                "--state-file is for a single instance; a cluster (--redis-url) keeps its sessions in Redis",
+            ));
+        }
+        let loaded = state_file::load(&registry, path).map_err(std::io::Error::other)?;
+        info!(
+            path = %path.display(),
+            restored = loaded.restored,
+            dropped = loaded.dropped,
+            "state loaded"
+        );
+    }
     let cancel = CancellationToken::new();
     let hub = match &config.redis_url {
         None => Hub::local(registry.clone(), config.presence),
@@ -74,7 +94,7 @@ pub async fn serve(
     };
     let expired = hub.clone();
     let reaper = tokio::spawn(registry::reaper::run(
-        registry,
+        registry.clone(),
         cancel.clone(),
         move |peers| expired.expired(peers),
     ));
@@ -104,6 +124,10 @@ pub async fn serve(
     };
     http::server::run(listener, routes, context, options, shutdown).await;
     let _ = reaper.await;
+    if let Some(path) = &config.state_file {
+        let saved = state_file::save(&registry, path).map_err(std::io::Error::other)?;
+        info!(path = %path.display(), sessions = saved, "state saved");
+    }
     info!("stopped");
     Ok(())
 }

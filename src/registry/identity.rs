@@ -5,6 +5,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -82,6 +83,72 @@ impl fmt::Debug for Token {
     }
 }
 
+/// A token's SHA-256 digest (of its revealed form): what is written to disk or Redis instead of
+/// the secret, and enough to check a presented token later. 256 random bits need no salt.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    pub fn of(token: &Token) -> Self {
+        TokenHash(Sha256::digest(token.reveal().as_bytes()).into())
+    }
+
+    /// Parses the 64 hex digits [`TokenHash::to_hex`] wrote; `None` when malformed.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(text, &mut digest).ok()?;
+        Some(TokenHash(digest))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Whether `token` hashes to this digest, compared in constant time.
+    pub fn verifies(&self, token: &Token) -> bool {
+        bool::from(self.0.ct_eq(&TokenHash::of(token).0))
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenHash(<redacted>)")
+    }
+}
+
+/// What a session checks presented tokens against: the token itself when it was issued (or
+/// handed over) in this process, only its hash when the session was restored from a state file.
+#[derive(Clone, Debug)]
+pub(crate) enum Credential {
+    Token(Token),
+    Hash(TokenHash),
+}
+
+impl Credential {
+    /// Whether `token` proves this session; constant-time either way.
+    pub(crate) fn matches(&self, token: &Token) -> bool {
+        match self {
+            Credential::Token(own) => own.matches(token),
+            Credential::Hash(hash) => hash.verifies(token),
+        }
+    }
+
+    /// The token, when this process holds it (not after a restore from a state file).
+    pub(crate) fn token(&self) -> Option<&Token> {
+        match self {
+            Credential::Token(token) => Some(token),
+            Credential::Hash(_) => None,
+        }
+    }
+
+    pub(crate) fn hash(&self) -> TokenHash {
+        match self {
+            Credential::Token(token) => TokenHash::of(token),
+            Credential::Hash(hash) => hash.clone(),
+        }
+    }
+}
+
 /// A display name: 1 to 64 characters, none of them a control character.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String")]
@@ -133,6 +200,20 @@ mod tests {
         assert!(!token.matches(&Token::issue(id)));
         assert!(Token::parse("nonsense").is_none());
         assert!(Token::parse(&format!("{id}.abc")).is_none());
+    }
+
+    #[test]
+    fn a_hash_verifies_its_token_only() {
+        let token = Token::issue(SessionId::random());
+        let hash = TokenHash::of(&token);
+        assert!(hash.verifies(&token));
+        assert!(!hash.verifies(&Token::issue(token.session())));
+        let hex = hash.to_hex();
+        assert!(!token.reveal().contains(&hex));
+        assert_eq!(TokenHash::from_hex(&hex), Some(hash.clone()));
+        assert!(TokenHash::from_hex("zz").is_none());
+        assert!(Credential::Hash(hash).matches(&token));
+        assert!(!Credential::Hash(TokenHash::of(&Token::issue(token.session()))).matches(&token));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! - [`subscription`]: attaching a stream, and the stream's side ([`Subscription`]).
 //! - [`mailbox`]: the bounded, ordered buffer of one session.
 //! - [`event`]: what a stream carries, and the [`Envelope`] shared by recipients.
-//! - [`transfer`]: moving a session between instances ([`Snapshot`]).
+//! - [`transfer`]: moving sessions between instances or across a restart ([`Snapshot`]).
 //! - [`reaper`]: the TTL task.
 //!
 //! # Locks
@@ -50,12 +50,13 @@ use tracing::info;
 
 use crate::metrics::Metrics;
 pub use event::{Envelope, Event, EventId, Peer};
-pub use identity::{DisplayName, SessionId, Token};
+use identity::Credential;
+pub use identity::{DisplayName, SessionId, Token, TokenHash};
 use mailbox::{Mailbox, Overflow};
 pub use session::Closed;
 use session::Session;
 pub use subscription::{Pull, Subscription};
-pub use transfer::Snapshot;
+pub use transfer::{Kept, Snapshot};
 
 /// What the registry refuses, in domain terms; the HTTP edge picks the status codes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -161,23 +162,32 @@ impl Registry {
         let peer = Peer { id, name };
         let token = Token::issue(id);
         let mailbox = Mailbox::new(self.shared.settings.mailbox_size);
-        self.insert(peer.clone(), token.clone(), mailbox)?;
+        let now = Instant::now();
+        self.insert(peer.clone(), Credential::Token(token.clone()), mailbox, now)?;
         info!(session = %id, name = peer.name.as_str(), "helo");
         Ok((peer, token))
     }
 
-    /// Adds a detached session (its TTL runs until a stream attaches) with `mailbox`.
-    fn insert(&self, peer: Peer, token: Token, mailbox: Mailbox) -> Result<(), RegistryError> {
+    /// Adds a session with `mailbox`, detached since `detached_since`: it is removed one TTL
+    /// after that unless a stream attaches.
+    fn insert(
+        &self,
+        peer: Peer,
+        token: Credential,
+        mailbox: Mailbox,
+        detached_since: Instant,
+    ) -> Result<(), RegistryError> {
         let settings = &self.shared.settings;
-        let now = Instant::now();
         let id = peer.id;
-        let session = Arc::new(Session::new(peer, token, mailbox, now));
+        let session = Arc::new(Session::new(peer, token, mailbox, detached_since));
         let mut state = self.lock();
         if state.sessions.len() >= settings.max_sessions {
             return Err(RegistryError::SessionLimit(settings.max_sessions));
         }
         state.sessions.insert(id, session);
-        state.expirations.insert((now + settings.session_ttl, id));
+        state
+            .expirations
+            .insert((detached_since + settings.session_ttl, id));
         self.shared
             .metrics
             .sessions

@@ -10,14 +10,14 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::event::{Envelope, EventId, Peer};
-use super::identity::Token;
+use super::identity::Credential;
 use super::mailbox::{self, Mailbox, Overflow};
 use crate::metrics::Metrics;
 
 /// One registered client.
 pub(crate) struct Session {
     pub(crate) peer: Peer,
-    pub(crate) token: Token,
+    pub(crate) token: Credential,
     /// Mailbox and attachment. Taken after the registry lock when both are needed, and alone by
     /// a stream reading its mailbox; never held across an `.await`.
     inner: Mutex<SessionInner>,
@@ -53,7 +53,7 @@ pub enum Closed {
 
 impl Session {
     /// A detached session (its TTL runs from `now`) with `mailbox`.
-    pub(crate) fn new(peer: Peer, token: Token, mailbox: Mailbox, now: Instant) -> Self {
+    pub(crate) fn new(peer: Peer, token: Credential, mailbox: Mailbox, now: Instant) -> Self {
         Session {
             peer,
             token,

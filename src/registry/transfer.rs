@@ -1,12 +1,18 @@
 //! Moving sessions between registries: which sessions live here, and a session's mailbox as a
-//! [`Snapshot`] that another instance continues with the same event ids.
+//! [`Snapshot`] that another instance (a cluster peer, or this server after a restart)
+//! continues with the same event ids.
 //!
-//! Only a cluster uses these; they check no token (the cluster has checked it already).
+//! A cluster hands sessions over one by one ([`Registry::export`], [`Registry::import`]); a
+//! restart keeps them all ([`Registry::keep_all`], [`Registry::restore`]). Writing them
+//! anywhere is the caller's business. None of these check a token.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::event::{Envelope, Event, EventId, Peer};
-use super::identity::{SessionId, Token};
+use super::identity::{Credential, SessionId, Token, TokenHash};
 use super::mailbox::Mailbox;
 use super::session::Closed;
 use super::{Registry, RegistryError};
@@ -23,6 +29,16 @@ pub struct Snapshot {
     pub events: Vec<(EventId, Event)>,
 }
 
+/// A session kept across a restart: its snapshot, the hash of its token (never the token) and
+/// how much of its TTL was left.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub snapshot: Snapshot,
+    pub token_hash: TokenHash,
+    /// Time left before the reaper would remove it; a full TTL for an attached session.
+    pub ttl_left: Duration,
+}
+
 impl Registry {
     /// Whether session `id` lives in this registry.
     pub(crate) fn homes(&self, id: SessionId) -> bool {
@@ -34,7 +50,7 @@ impl Registry {
         self.lock()
             .sessions
             .values()
-            .map(|s| (s.peer.clone(), s.token.clone()))
+            .filter_map(|s| Some((s.peer.clone(), s.token.token()?.clone())))
             .collect()
     }
 
@@ -73,6 +89,76 @@ impl Registry {
                 .map(|(id, event)| (id, Envelope::new(event)))
                 .collect::<Vec<(EventId, Arc<Envelope>)>>(),
         );
-        self.insert(snapshot.peer, token, mailbox)
+        self.insert(
+            snapshot.peer,
+            Credential::Token(token),
+            mailbox,
+            Instant::now(),
+        )
+    }
+
+    /// Every session here as it stands, without removing any (the caller is about to exit).
+    pub fn keep_all(&self) -> Vec<Kept> {
+        let ttl = self.shared.settings.session_ttl;
+        let now = Instant::now();
+        let state = self.lock();
+        state
+            .sessions
+            .values()
+            .map(|session| {
+                let inner = session.lock();
+                let (last_id, delivered, entries) = inner.mailbox.export();
+                let detached_for = inner
+                    .detached_since
+                    .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+                Kept {
+                    snapshot: Snapshot {
+                        peer: session.peer.clone(),
+                        last_id,
+                        delivered,
+                        events: entries
+                            .into_iter()
+                            .map(|(id, envelope)| (id, envelope.event.clone()))
+                            .collect(),
+                    },
+                    token_hash: session.token.hash(),
+                    ttl_left: ttl.saturating_sub(detached_for),
+                }
+            })
+            .collect()
+    }
+
+    /// Brings back a session [`Registry::keep_all`] kept: same id, name and event ids; tokens
+    /// are checked against the hash. It starts detached with `ttl_left` to live.
+    ///
+    /// # Errors
+    /// [`RegistryError::SessionLimit`] when `max_sessions` are registered here.
+    pub fn restore(&self, kept: Kept) -> Result<(), RegistryError> {
+        let settings = &self.shared.settings;
+        let Kept {
+            snapshot,
+            token_hash,
+            ttl_left,
+        } = kept;
+        let mailbox = Mailbox::import(
+            settings.mailbox_size,
+            snapshot.last_id,
+            snapshot.delivered,
+            snapshot
+                .events
+                .into_iter()
+                .map(|(id, event)| (id, Envelope::new(event)))
+                .collect(),
+        );
+        // Back-date the detachment so the reaper's "detached for one TTL" rule holds as is.
+        let now = Instant::now();
+        let spent = settings.session_ttl.saturating_sub(ttl_left);
+        let detached_since = now.checked_sub(spent).unwrap_or(now);
+        self.insert(
+            snapshot.peer,
+            Credential::Hash(token_hash),
+            mailbox,
+            detached_since,
+        )
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -400,11 +400,16 @@ impl Instance {
     /// background threads for as long as it runs, so it never blocks on a full pipe.
     /// `SWITCHBOARD_*` variables of the test's environment are not passed on.
     pub async fn start(label: &str, args: &[&str]) -> Instance {
+        Instance::start_in(label, Path::new(env!("CARGO_MANIFEST_DIR")), args).await
+    }
+
+    /// [`Instance::start`] with `dir` as the working directory.
+    pub async fn start_in(label: &str, dir: &Path, args: &[&str]) -> Instance {
         let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
         command
             .args(["--listen", "127.0.0.1:0", "--log", "info"])
             .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -466,6 +471,21 @@ impl Instance {
             );
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// SIGTERM, then waits (bounded) for the graceful shutdown to finish; its exit status.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -TERM {}", self.id());
+        self.wait_for_exit(WAIT * 2).await
+    }
+
+    /// The lines it has logged so far (stdout and stderr).
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// SIGKILL: no shutdown, no goodbye to anyone.

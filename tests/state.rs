@@ -1,0 +1,205 @@
+//! `--state-file` on the real binary: a graceful restart keeps sessions, tokens and event ids;
+//! a file that cannot be used stops the start with a message; without the flag nothing is
+//! written.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Instance, POLL, WAIT};
+
+/// A fresh empty directory under the system's temporary one, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("switchboard-state-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&dir).expect("creating a temporary directory");
+        TempDir(dir)
+    }
+
+    fn entries(&self) -> Vec<String> {
+        std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the binary with `args` and returns its output once it exits (bounded by [`WAIT`]).
+fn run_to_exit(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting switchboard");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("polling").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("switchboard {args:?} still running after {WAIT:?}");
+        }
+        std::thread::sleep(POLL);
+    }
+    child.wait_with_output().expect("reading its output")
+}
+
+fn path_arg(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary path")
+}
+
+#[tokio::test]
+async fn a_graceful_restart_keeps_tokens_and_replays_missed_events_with_their_ids() {
+    let dir = TempDir::new();
+    let state = dir.0.join("state.json");
+    let args = ["--state-file", path_arg(&state)];
+    let mut before = Instance::start("before", &args).await;
+    let ann = before.helo("ann").await;
+    let mut stream = before.attach_ready(&ann).await;
+    let bob = before.helo("bob").await;
+    stream.expect_new_user(&bob).await;
+    let seen = before.respond(&bob, &ann, json!("one")).await;
+    stream
+        .expect_response(seen, &bob, &ann, &json!("one"))
+        .await;
+    // Sent before the restart, never read by ann.
+    let two = before.respond(&bob, &ann, json!("two")).await;
+    let three = before.respond(&bob, &ann, json!("three")).await;
+
+    assert!(before.terminate().await.success(), "a clean exit");
+    stream.expect_end().await;
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).expect("the state file was written"))
+            .expect("the state file is JSON");
+    assert_eq!(saved["version"], 1);
+    assert_eq!(saved["sessions"].as_array().unwrap().len(), 2);
+    let text = saved.to_string();
+    assert!(
+        !text.contains(&ann.token) && !text.contains(&bob.token),
+        "tokens are stored as hashes only"
+    );
+
+    let after = Instance::start("after", &args).await;
+    assert!(!state.exists(), "the file is consumed at start");
+    assert_eq!(
+        after.client_ids().await,
+        [ann.id.clone(), bob.id.clone()].into()
+    );
+    let mut resumed = after.attach(&ann, Some(seen)).await;
+    let ready = resumed.ready().await;
+    assert_eq!(ready["id"], ann.id.as_str());
+    resumed
+        .expect_response(two, &bob, &ann, &json!("two"))
+        .await;
+    resumed
+        .expect_response(three, &bob, &ann, &json!("three"))
+        .await;
+    // bob's token still works, and ids continue where they were.
+    let four = after.respond(&bob, &ann, json!("four")).await;
+    assert_eq!(four, three + 1);
+    resumed
+        .expect_response(four, &bob, &ann, &json!("four"))
+        .await;
+    resumed
+        .expect_no_event_within(Duration::from_millis(200))
+        .await;
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_still_refused_after_a_restart() {
+    let dir = TempDir::new();
+    let state = dir.0.join("state.json");
+    let args = ["--state-file", path_arg(&state)];
+    let mut before = Instance::start("before", &args).await;
+    let ann = before.helo("ann").await;
+    let bob = before.helo("bob").await;
+    assert!(before.terminate().await.success());
+
+    let after = Instance::start("after", &args).await;
+    let refused = after.events_response(&ann.id, &bob.token, None).await;
+    assert_eq!(refused.status(), 401);
+    let ok = after.events_response(&ann.id, &ann.token, None).await;
+    assert_eq!(ok.status(), 200);
+}
+
+#[test]
+fn an_unreadable_state_file_stops_the_start_with_a_message() {
+    let dir = TempDir::new();
+    let state = dir.0.join("state.json");
+    for (content, expected) in [
+        ("not json at all", "is not a switchboard state file"),
+        (
+            r#"{"version": 99, "saved_at": 0, "sessions": []}"#,
+            "has version 99",
+        ),
+        (
+            r#"{"version": 1, "sessions": "nope"}"#,
+            "is not a switchboard state file",
+        ),
+    ] {
+        std::fs::write(&state, content).unwrap();
+        let output = run_to_exit(&["--state-file", path_arg(&state)]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{content}: {stderr}");
+        assert!(
+            stderr.contains(expected) && stderr.contains(path_arg(&state)),
+            "{content}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&state).unwrap(),
+            content,
+            "a refused file is left as it was"
+        );
+    }
+}
+
+#[test]
+fn a_state_file_is_refused_in_cluster_mode() {
+    let output = run_to_exit(&[
+        "--state-file",
+        "state.json",
+        "--redis-url",
+        "redis://127.0.0.1:1/",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--state-file") && stderr.contains("--redis-url"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_flag_nothing_is_written() {
+    let dir = TempDir::new();
+    let mut server = Instance::start_in("memory", &dir.0, &[]).await;
+    let ann = server.helo("ann").await;
+    let _stream = server.attach_ready(&ann).await;
+    assert!(server.terminate().await.success());
+    assert!(dir.entries().is_empty(), "wrote {:?}", dir.entries());
+}
+
+#[tokio::test]
+async fn a_first_start_with_a_state_file_starts_empty_and_writes_it_at_the_end() {
+    let dir = TempDir::new();
+    let state = dir.0.join("state.json");
+    let mut server = Instance::start("first", &["--state-file", path_arg(&state)]).await;
+    assert!(server.client_ids().await.is_empty());
+    assert!(server.terminate().await.success());
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["sessions"], json!([]));
+    assert_eq!(dir.entries(), ["state.json"], "no temporary file left");
+}
