@@ -4,102 +4,17 @@
 //! The metrics format test runs Python's `prometheus_client` parser (Debian:
 //! `python3-prometheus-client`; `scripts/test.sh` installs it when missing).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{Value, json};
-use switchboard::Config;
-use switchboard::backplane::Hub;
-use switchboard::http::{self, Context, StreamSettings};
-use switchboard::metrics::Metrics;
-use switchboard::registry::{Registry, Settings};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-const WAIT: Duration = Duration::from_secs(10);
-
-// ------------------------------------------------------------------ the binary
-
-/// The binary's exit status and stderr, for flags that must stop it at start.
-fn refused(args: &[&str]) -> (i32, String) {
-    let output = Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .stdin(Stdio::null())
-        .output()
-        .expect("running the switchboard binary");
-    assert!(output.stdout.is_empty(), "{output:?}");
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    (output.status.code().expect("exited, not killed"), stderr)
-}
-
-/// A running binary and every line it logged so far (stdout and stderr merged in one channel).
-struct Running {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the switchboard binary");
-        let (tx, lines) = std::sync::mpsc::channel();
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Running { child, lines }
-    }
-
-    /// The next logged line containing `needle`, within [`WAIT`]; the lines before it too.
-    fn wait_for(&self, needle: &str) -> (String, Vec<String>) {
-        let deadline = std::time::Instant::now() + WAIT;
-        let mut before = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return (line, before),
-                Ok(line) => before.push(line),
-                Err(_) => panic!("no log line with {needle:?}; saw {before:#?}"),
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `address=...` of a text `listening` line.
-fn address_of(line: &str) -> String {
-    line.split("address=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
+use support::{Config, Instance, RawStream, WAIT, body_json, body_text, refused, send, spawn_app};
 
 #[test]
 fn a_port_in_use_is_one_line_naming_the_address_and_exit_1() {
@@ -135,13 +50,13 @@ fn bad_flags_are_refused_at_start_naming_the_flag() {
     }
 }
 
-#[test]
-fn listen_takes_a_port_alone_on_the_loopback_address() {
+#[tokio::test]
+async fn listen_takes_a_port_alone_on_the_loopback_address() {
     for form in ["0", ":0", "localhost:0"] {
-        let server = Running::start(&["--listen", form]);
-        let (line, _) = server.wait_for("listening");
+        let server = Instance::with_args(form, &["--listen", form]).await;
+        let (line, _) = server.log_line("listening").await;
         assert!(
-            address_of(&line).starts_with("127.0.0.1:"),
+            server.authority().starts_with("127.0.0.1:"),
             "{form}: {line}"
         );
     }
@@ -149,22 +64,18 @@ fn listen_takes_a_port_alone_on_the_loopback_address() {
 
 #[tokio::test]
 async fn json_logs_are_one_object_per_line_with_the_same_fields_and_redaction() {
-    let server = Running::start(&["--listen", "0", "--log-format", "json", "--log", "debug"]);
-    let (line, _) = server.wait_for("\"listening\"");
+    let args = ["--listen", "0", "--log-format", "json", "--log", "debug"];
+    let server = Instance::with_args("json", &args).await;
+    let (line, _) = server.log_line("\"listening\"").await;
     let listening: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(listening["level"], "INFO");
-    let address = listening["address"]
-        .as_str()
-        .expect("address field")
-        .to_owned();
+    assert_eq!(listening["address"], server.authority(), "{listening}");
     assert!(listening["max_streams"].is_u64(), "{listening}");
 
     // A token in a query string is redacted from request spans in JSON as in text.
-    let response = reqwest::get(format!("http://{address}/clients?token=secret"))
-        .await
-        .unwrap();
+    let response = server.get("/clients?token=secret").await;
     assert_eq!(response.status(), 200);
-    let (line, before) = server.wait_for("token=REDACTED");
+    let (line, before) = server.log_line("token=REDACTED").await;
     for line in before.iter().chain([&line]) {
         serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(!line.contains("secret"), "{line}");
@@ -173,77 +84,19 @@ async fn json_logs_are_one_object_per_line_with_the_same_fields_and_redaction() 
 
 #[tokio::test]
 async fn a_missing_public_dir_is_reported_and_the_built_in_page_served() {
-    let server = Running::start(&["--listen", "0", "--public-dir", "/nonexistent/public"]);
-    let (warning, _) = server.wait_for("--public-dir");
+    let args = ["--listen", "0", "--public-dir", "/nonexistent/public"];
+    let server = Instance::with_args("no public dir", &args).await;
+    let (warning, _) = server.log_line("--public-dir").await;
     assert!(
         warning.contains("WARN") && warning.contains("/nonexistent/public"),
         "{warning}"
     );
-    let (line, _) = server.wait_for("listening");
-    let page = reqwest::get(format!("http://{}/", address_of(&line)))
-        .await
-        .unwrap();
+    let page = server.get("/").await;
     assert_eq!(page.status(), 200);
-    assert_eq!(
-        page.text().await.unwrap(),
-        include_str!("../public/index.html")
-    );
+    assert_eq!(body_text(page).await, include_str!("../public/index.html"));
 }
 
-// ------------------------------------------------------------------ in-process servers
-
-struct App {
-    base: String,
-    client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl App {
-    async fn spawn(config: Config) -> App {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(switchboard::serve(listener, config, async {
-            let _ = stopped.await;
-        }));
-        App {
-            base,
-            client: reqwest::Client::new(),
-            stop: Some(stop),
-        }
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        tokio::time::timeout(WAIT, self.client.get(format!("{}{path}", self.base)).send())
-            .await
-            .expect("answered in time")
-            .unwrap()
-    }
-
-    async fn helo(&self, name: &str) -> Value {
-        let response = self
-            .client
-            .post(format!("{}/helo", self.base))
-            .json(&json!({ "name": name }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        response.json().await.unwrap()
-    }
-
-    async fn metrics(&self) -> String {
-        self.get("/metrics").await.text().await.unwrap()
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
+// ------------------------------------------------------------------ readiness and metrics
 
 /// The value of the sample `name` (with its labels, as written) in classic text.
 fn sample(text: &str, name: &str) -> Option<f64> {
@@ -253,93 +106,84 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn readyz_is_ready_on_a_healthy_instance() {
-    let app = App::spawn(Config::default()).await;
+    let app = spawn_app(Config::default()).await;
     let response = app.get("/readyz").await;
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.json::<Value>().await.unwrap(),
-        json!({"status": "ready"})
-    );
+    assert_eq!(body_json(response).await, json!({"status": "ready"}));
 }
 
 #[tokio::test]
 async fn readyz_fails_while_the_backplane_is_down() {
     // Nothing listens on port 1: the instance never gets onto the Redis bus.
-    let app = App::spawn(Config {
-        redis_url: Some("redis://127.0.0.1:1".to_owned()),
-        ..Config::default()
-    })
-    .await;
-    let response = app.get("/readyz").await;
+    let server = Instance::start("no redis", &["--redis-url", "redis://127.0.0.1:1"]).await;
+    let response = server.get("/readyz").await;
     assert_eq!(response.status(), 503);
-    let body: Value = response.json().await.unwrap();
+    let body = body_json(response).await;
     assert_eq!(body["status"], "unavailable");
     assert!(body["reason"].as_str().unwrap().contains("Redis"), "{body}");
 }
 
+/// A connection that has sent the first line of `GET path` and waits to finish it.
+async fn half_sent(server: &Instance, path: &str) -> TcpStream {
+    let mut socket = TcpStream::connect(server.authority()).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: switchboard\r\n");
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket
+}
+
+/// Ends the head `socket` started and reads the whole answer (the server closes the
+/// connection after it, as it does every connection once shutting down).
+async fn finish(mut socket: TcpStream) -> String {
+    socket
+        .write_all(b"Connection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, socket.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    String::from_utf8(answer).unwrap()
+}
+
 #[tokio::test]
 async fn readyz_fails_while_draining() {
-    let registry = Registry::new(
-        Settings {
-            mailbox_size: 4,
-            max_sessions: 4,
-            max_streams: 4,
-            session_ttl: Duration::from_secs(30),
-        },
-        Arc::new(Metrics::default()),
-    );
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let context = Context {
-        hub: Hub::local(registry, true),
-        stream: StreamSettings {
-            heartbeat: Duration::from_secs(15),
-            retry: Duration::from_secs(2),
-            drain_window: Duration::ZERO,
-        },
-        shutdown: shutdown.clone(),
-    };
-    let routes = http::routes(context, 1024, None);
-    let ready = warp::test::request().path("/readyz").reply(&routes).await;
-    assert_eq!(ready.status(), 200);
+    let mut server = Instance::start("draining", &["--shutdown-grace", "10s"]).await;
+    assert_eq!(server.get("/readyz").await.status(), 200);
 
-    shutdown.cancel();
-    let draining = warp::test::request().path("/readyz").reply(&routes).await;
-    assert_eq!(draining.status(), 503);
-    let body: Value = serde_json::from_slice(draining.body()).unwrap();
+    // The listener closes on SIGTERM; requests already on their way are still answered.
+    let readyz = half_sent(&server, "/readyz").await;
+    let healthz = half_sent(&server, "/healthz").await;
+    // Connections are accepted in order: once a later one is answered, both are in.
+    let probe = half_sent(&server, "/healthz").await;
+    assert!(finish(probe).await.starts_with("HTTP/1.1 200"));
+
+    server.terminate();
+    server.log_line("shutting down").await;
+    let draining = finish(readyz).await;
+    assert!(draining.starts_with("HTTP/1.1 503"), "{draining}");
+    let (_, body) = draining.split_once("\r\n\r\n").unwrap();
     assert_eq!(
-        body,
+        serde_json::from_str::<Value>(body).unwrap(),
         json!({"status": "unavailable", "reason": "shutting down"})
     );
     // Liveness is another question: the process still answers.
-    let health = warp::test::request().path("/healthz").reply(&routes).await;
-    assert_eq!(health.status(), 200);
+    let health = finish(healthz).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(server.wait_for_exit(WAIT).await.success());
 }
 
 #[tokio::test]
 async fn heartbeats_are_counted_apart_from_events() {
-    let app = App::spawn(Config {
+    let app = spawn_app(Config {
         heartbeat: Duration::from_millis(50),
         ..Config::default()
     })
     .await;
     let ann = app.helo("ann").await;
-    let url = format!(
-        "{}/events/{}?token={}",
-        app.base,
-        ann["id"].as_str().unwrap(),
-        ann["token"].as_str().unwrap()
-    );
-    let stream = app.client.get(url).send().await.unwrap();
-    let mut body = stream.bytes_stream();
-    let mut seen = String::new();
-    tokio::time::timeout(WAIT, async {
-        while seen.matches(": ping").count() < 2 {
-            let chunk = body.next().await.expect("stream open").unwrap();
-            seen.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    })
-    .await
-    .expect("two pings in time");
+    let mut stream = RawStream::new(app.events_response(&ann.id, &ann.token, None).await);
+    let first = stream.read_until(0, ": ping").await;
+    stream.read_until(first, ": ping").await;
 
     let text = app.metrics().await;
     assert!(
@@ -355,14 +199,14 @@ async fn heartbeats_are_counted_apart_from_events() {
 
 #[tokio::test]
 async fn metrics_carry_process_build_and_request_latency() {
-    let app = App::spawn(Config::default()).await;
+    let app = spawn_app(Config::default()).await;
     app.get("/healthz").await;
     let response = app.get("/metrics").await;
     assert_eq!(
         response.headers()["content-type"],
         "text/plain; version=0.0.4; charset=utf-8"
     );
-    let text = response.text().await.unwrap();
+    let text = body_text(response).await;
     assert!(sample(&text, "process_open_fds").unwrap() > 0.0, "{text}");
     assert!(sample(&text, "process_max_fds").unwrap() > 0.0, "{text}");
     assert!(sample(&text, "process_resident_memory_bytes").unwrap() > 0.0);
@@ -381,18 +225,17 @@ async fn metrics_carry_process_build_and_request_latency() {
     );
     assert!(text.contains("# TYPE switchboard_delivery_latency_seconds histogram"));
 
-    let openmetrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .header("accept", "application/openmetrics-text; version=1.0.0")
-        .send()
-        .await
-        .unwrap();
+    let openmetrics = send(
+        app.client
+            .get(app.url("/metrics"))
+            .header("accept", "application/openmetrics-text; version=1.0.0"),
+    )
+    .await;
     assert_eq!(
         openmetrics.headers()["content-type"],
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
-    assert!(openmetrics.text().await.unwrap().ends_with("# EOF\n"));
+    assert!(body_text(openmetrics).await.ends_with("# EOF\n"));
 }
 
 /// Runs Python's `prometheus_client` parser on `text` (`module` picks the format) and returns
@@ -434,9 +277,8 @@ fn python_parse(module: &str, text: &str) -> Value {
 
 #[tokio::test]
 async fn prometheus_own_parser_reads_every_family_with_its_type() {
-    let app = App::spawn(Config::default()).await;
-    let ann = app.helo("ann").await;
-    assert!(ann["id"].is_string());
+    let app = spawn_app(Config::default()).await;
+    app.helo("ann").await;
     let text = app.metrics().await;
     let expected = json!({
         "process_cpu_seconds": "counter",
@@ -459,15 +301,9 @@ async fn prometheus_own_parser_reads_every_family_with_its_type() {
         "prometheus_client.openmetrics.parser",
     ] {
         let text = if module.contains("openmetrics") {
-            app.client
-                .get(format!("{}/metrics", app.base))
-                .header("accept", "application/openmetrics-text")
-                .send()
+            let accept = "application/openmetrics-text";
+            body_text(send(app.client.get(app.url("/metrics")).header("accept", accept)).await)
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
         } else {
             text.clone()
         };

@@ -1,13 +1,17 @@
 //! The README's curl walkthrough, run as written against the real binary: its three terminals'
 //! commands in bash (with `jq`), and every line it says they print.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use support::{Instance, POLL, WAIT};
 
 const README: &str = include_str!("../README.md");
-const WAIT: Duration = Duration::from_secs(10);
 
 /// The walkthrough's fenced blocks, in order, as (language, text).
 fn blocks() -> Vec<(&'static str, &'static str)> {
@@ -61,7 +65,7 @@ impl Terminal {
     }
 
     /// Waits until the output contains `needle`.
-    fn wait_for(&self, needle: &str) {
+    async fn wait_for(&self, needle: &str) {
         let deadline = Instant::now() + WAIT;
         while !self.text().contains(needle) {
             assert!(
@@ -69,7 +73,7 @@ impl Terminal {
                 "no {needle:?} in:\n{}",
                 self.text()
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(POLL).await;
         }
     }
 }
@@ -87,8 +91,8 @@ fn field(dir: &std::path::Path, file: &str, key: &str) -> String {
     value[key].as_str().unwrap().to_owned()
 }
 
-#[test]
-fn the_readme_walkthrough_prints_what_it_says() {
+#[tokio::test]
+async fn the_readme_walkthrough_prints_what_it_says() {
     let blocks = blocks();
     let scripts: Vec<&str> = blocks
         .iter()
@@ -105,30 +109,16 @@ fn the_readme_walkthrough_prints_what_it_says() {
     assert_eq!(outputs.len(), 3, "terminal 3's answers and both streams");
 
     // The real binary on an ephemeral port, with no heartbeat inside the test's time.
-    let mut server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--listen", "127.0.0.1:0", "--heartbeat", "1h"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut log = String::new();
-    let mut stdout = server.stdout.take().unwrap();
-    let mut byte = [0u8; 1];
-    while !log.contains("address=") || !log.ends_with(' ') {
-        assert_eq!(stdout.read(&mut byte).unwrap(), 1, "server log: {log}");
-        log.push(byte[0] as char);
-    }
-    let address = log.split("address=").nth(1).unwrap().trim().to_owned();
-    let port = address.rsplit(':').next().unwrap();
-    let local = |script: &str| script.replace("localhost:4000", &format!("127.0.0.1:{port}"));
+    let server = Instance::start("walkthrough", &["--heartbeat", "1h"]).await;
+    let local = |script: &str| script.replace("localhost:4000", server.authority());
 
     let dir = std::env::temp_dir().join(format!("switchboard-walkthrough-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let alice = Terminal::open(&local(scripts[0]), &dir);
-    alice.wait_for("event: ready");
+    alice.wait_for("event: ready").await;
     let bob = Terminal::open(&local(scripts[1]), &dir);
-    bob.wait_for("event: ready");
-    alice.wait_for("event: new_user");
+    bob.wait_for("event: ready").await;
+    alice.wait_for("event: new_user").await;
 
     let commands = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &local(scripts[2])])
@@ -142,19 +132,17 @@ fn the_readme_walkthrough_prints_what_it_says() {
         text.replace("<alice-id>", &field(&dir, "alice.json", "id"))
             .replace("<bob-id>", &field(&dir, "bob.json", "id"))
     };
-    alice.wait_for("event: user_left");
-    alice.wait_for("\"name\":\"bob\"}\n\n");
+    alice.wait_for("event: user_left").await;
+    alice.wait_for("\"name\":\"bob\"}\n\n").await;
     assert_eq!(alice.text(), ids(outputs[1]));
     // Bob's stream ends on its own when he leaves.
     let mut bob = bob;
     let deadline = Instant::now() + WAIT;
     while bob.child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "Bob's stream still open");
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(POLL).await;
     }
     assert_eq!(bob.text(), ids(outputs[2]));
 
-    let _ = server.kill();
-    let _ = server.wait();
     std::fs::remove_dir_all(&dir).ok();
 }

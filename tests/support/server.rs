@@ -81,6 +81,11 @@ impl Endpoint {
         }
     }
 
+    /// `127.0.0.1:<port>`, for raw sockets and for rewriting documented commands.
+    pub fn authority(&self) -> &str {
+        self.base_url.trim_start_matches("http://")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }
@@ -405,9 +410,21 @@ impl Instance {
 
     /// [`Instance::start`] with `dir` as the working directory.
     pub async fn start_in(label: &str, dir: &Path, args: &[&str]) -> Instance {
+        let mut all = vec!["--listen", "127.0.0.1:0", "--log", "info"];
+        all.extend_from_slice(args);
+        Instance::spawn(label, dir, &all).await
+    }
+
+    /// Runs the binary with exactly `args` (which must make it listen on an ephemeral port) and
+    /// waits for the `listening` log line, in text or JSON, that gives its address.
+    pub async fn with_args(label: &str, args: &[&str]) -> Instance {
+        Instance::spawn(label, Path::new(env!("CARGO_MANIFEST_DIR")), args).await
+    }
+
+    /// Starts the binary in `dir` with exactly `args` and waits for its address.
+    async fn spawn(label: &str, dir: &Path, args: &[&str]) -> Instance {
         let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
         command
-            .args(["--listen", "127.0.0.1:0", "--log", "info"])
             .args(args)
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -443,6 +460,35 @@ impl Instance {
             child: Some(child),
             log,
         }
+    }
+
+    /// The first log line (stdout or stderr) containing `needle`, and every line before it;
+    /// fails the test if none appears within [`WAIT`].
+    pub async fn log_line(&self, needle: &str) -> (String, Vec<String>) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            {
+                let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(at) = log.iter().position(|line| line.contains(needle)) {
+                    return (log[at].clone(), log[..at].to_vec());
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no log line with {needle:?} from {}; saw {log:#?}",
+                    self.label
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Sends SIGTERM, the signal a service manager stops it with.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM {}", self.id());
     }
 
     /// Whether the process still runs (it has not been killed).
@@ -531,10 +577,7 @@ fn drain(
             }
             let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
             if line.contains("listening")
-                && let Some(addr) = line
-                    .split_whitespace()
-                    .find_map(|field| field.strip_prefix("address="))
-                    .and_then(|addr| addr.parse().ok())
+                && let Some(addr) = listening_address(&line)
                 && let Some(address) = address.take()
             {
                 let _ = address.send(addr);
@@ -542,4 +585,30 @@ fn drain(
             log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
         }
     });
+}
+
+/// The address of a `listening` log line: `address=...` in text, `"address":"..."` in JSON.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    let text = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("address="));
+    let json = || {
+        let rest = line.split("\"address\":\"").nth(1)?;
+        rest.split('"').next()
+    };
+    text.or_else(json)?.parse().ok()
+}
+
+/// Runs the binary with `args` and no `SWITCHBOARD_*` environment to its exit, which must
+/// come without a word on stdout; its exit code and stderr.
+pub fn refused(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .expect("running the switchboard binary");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).expect("stderr is text");
+    (output.status.code().expect("exited, not killed"), stderr)
 }
