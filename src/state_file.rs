@@ -32,7 +32,7 @@ struct Document {
 
 #[derive(Serialize, Deserialize)]
 struct Entry {
-    #[serde(flatten)]
+    // Not flattened: serde's flatten buffers the fields and cannot hand a message's raw JSON on.
     snapshot: Snapshot,
     /// Hex SHA-256 of the session's token.
     token_hash: String,
