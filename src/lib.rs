@@ -17,13 +17,13 @@
 #![forbid(unsafe_code)]
 
 mod auth;
-pub mod backplane;
-pub mod config;
-pub mod http;
+mod backplane;
+mod config;
+mod http;
 mod limits;
-pub mod metrics;
+mod metrics;
 mod names;
-pub mod registry;
+mod registry;
 pub mod shutdown;
 pub mod state_file;
 
@@ -35,10 +35,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use backplane::Hub;
-pub use config::Config;
+pub use config::{Config, LogFormat};
+pub use http::ROUTES;
+pub use http::error::ErrorCode;
 use http::server::ServeOptions;
 use http::{Context, StreamSettings};
 use metrics::Metrics;
+pub use registry::Event;
 use registry::{Registry, Settings};
 
 /// Serves the API on `listener` until `shutdown` resolves, then closes every stream (spread over

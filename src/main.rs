@@ -7,8 +7,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchboard::config::LogFormat;
-use switchboard::{Config, serve, shutdown};
+use switchboard::{Config, LogFormat, serve, shutdown};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 

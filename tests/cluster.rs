@@ -31,7 +31,7 @@ use support::cluster::{Cluster, Redis};
 use support::*;
 use tokio::time::sleep;
 
-/// How long an instance's liveness key outlives its last refresh (`backplane::redis::LIVENESS`);
+/// How long an instance's liveness key outlives its last refresh (`backplane::cluster::LIVENESS`);
 /// every instance sweeps the directory once a third of it.
 const LIVENESS: Duration = Duration::from_secs(3);
 

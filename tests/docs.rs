@@ -9,9 +9,7 @@ use std::collections::BTreeSet;
 use clap::CommandFactory;
 use serde_json::Value;
 use support::{body_json, send, spawn_app};
-use switchboard::Config;
-use switchboard::http::ROUTES;
-use switchboard::registry::Event;
+use switchboard::{Config, Event, ROUTES};
 
 const OPENAPI: &str = include_str!("../openapi.yaml");
 const README: &str = include_str!("../README.md");
@@ -198,7 +196,7 @@ fn readme_opens_with_the_two_commands_ci_runs() {
 
 #[test]
 fn readme_error_table_lists_exactly_the_error_codes() {
-    use switchboard::http::error::ErrorCode;
+    use switchboard::ErrorCode;
 
     let section = README
         .split("\n## Errors")

@@ -161,6 +161,11 @@ impl From<RegistryError> for ApiError {
                 ErrorCode::SessionLimit,
                 message,
             ),
+            RegistryError::ResumePointAhead { .. } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidLastEventId,
+                message,
+            ),
             RegistryError::StreamLimit(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::StreamLimit,

@@ -139,6 +139,7 @@ async fn next_chunk(state: &mut StreamState) -> Option<Bytes> {
                     let _ = writeln!(out, "id: {id}");
                     out.put_slice(frame);
                     state.metrics.delivered(kind(&envelope.event), 1);
+                    state.metrics.delivery_latency(envelope.accepted.elapsed());
                 }
                 return Some(out.freeze());
             }

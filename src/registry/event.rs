@@ -6,6 +6,7 @@
 //! streams is serialised once, not 10,000 times.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -113,6 +114,8 @@ impl Event {
 #[derive(Debug)]
 pub struct Envelope {
     pub event: Event,
+    /// When this instance accepted the event; a stream's write measures delivery latency from it.
+    pub accepted: Instant,
     frame: OnceLock<Bytes>,
 }
 
@@ -120,6 +123,7 @@ impl Envelope {
     pub(crate) fn new(event: Event) -> Arc<Self> {
         Arc::new(Envelope {
             event,
+            accepted: Instant::now(),
             frame: OnceLock::new(),
         })
     }

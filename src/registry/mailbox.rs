@@ -30,8 +30,6 @@ pub struct Replay {
     /// Events with ids after the cursor that were evicted before anyone read them.
     pub missed: u64,
     pub events: Vec<(EventId, Arc<Envelope>)>,
-    /// More events follow the ones returned (the batch limit was reached).
-    pub more: bool,
 }
 
 #[derive(Debug)]
@@ -88,6 +86,11 @@ impl Mailbox {
             .min(self.entries.len())
     }
 
+    /// Id of the newest event this mailbox ever held (0 before the first).
+    pub fn newest(&self) -> EventId {
+        self.last_id
+    }
+
     /// Id of the newest event a stream was handed; where a fresh attach without
     /// `Last-Event-ID` resumes.
     pub fn delivered(&self) -> EventId {
@@ -135,11 +138,7 @@ impl Mailbox {
             .collect();
         let newest = events.last().map_or(after, |(id, _)| *id);
         self.delivered = self.delivered.max(newest);
-        Replay {
-            missed,
-            more: newest < self.last_id,
-            events,
-        }
+        Replay { missed, events }
     }
 }
 
@@ -168,7 +167,6 @@ mod tests {
         let replay = mailbox.replay_after(1, 10);
         assert_eq!(ids(&replay), [2, 3]);
         assert_eq!(replay.missed, 0);
-        assert!(!replay.more);
     }
 
     #[test]
@@ -203,7 +201,6 @@ mod tests {
         }
         let first = mailbox.replay_after(0, 2);
         assert_eq!(ids(&first), [1, 2]);
-        assert!(first.more);
         assert_eq!(mailbox.delivered(), 2);
         assert_eq!(mailbox.pending(), 3);
     }

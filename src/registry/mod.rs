@@ -71,6 +71,8 @@ pub enum RegistryError {
     MailboxFull { retry_after: Duration },
     #[error("the server holds its maximum of {0} sessions")]
     SessionLimit(usize),
+    #[error("resume point {asked} is after the newest event of this session, {newest}")]
+    ResumePointAhead { asked: EventId, newest: EventId },
     #[error("the server holds its maximum of {0} streams")]
     StreamLimit(usize),
     /// Raised by the cluster hub, never by the registry itself.

@@ -94,7 +94,8 @@ impl Registry {
     ///
     /// # Errors
     /// `UnknownSession` when `id` is not registered, `BadToken` when the token does not belong
-    /// to it, `StreamLimit` when a new stream would pass `max_streams`.
+    /// to it, `ResumePointAhead` when `last_event_id` is after the newest event of the session
+    /// (a client cannot have seen it), `StreamLimit` when a new stream would pass `max_streams`.
     pub(crate) fn attach(
         &self,
         id: SessionId,
@@ -112,6 +113,10 @@ impl Registry {
             return Err(RegistryError::BadToken);
         }
         let mut inner = session.lock();
+        let newest = inner.mailbox.newest();
+        if let Some(asked) = last_event_id.filter(|&asked| asked > newest) {
+            return Err(RegistryError::ResumePointAhead { asked, newest });
+        }
         let takeover = inner.attachment.is_some();
         if !takeover && state.attached >= max_streams {
             return Err(RegistryError::StreamLimit(max_streams));

@@ -1,6 +1,7 @@
 //! Reconnecting: `Last-Event-ID` (header or query) replays what came after it, and evictions
 //! from the bounded mailbox are reported as `lagged` first. Nothing is lost silently.
 
+use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::support::*;
@@ -86,6 +87,26 @@ async fn last_event_id_of_the_newest_event_replays_nothing() {
     let mut stream = app.attach(&bob, Some(5)).await;
 
     assert_replays(&app, &ann, &bob, &mut stream, &[]).await;
+}
+
+#[tokio::test]
+async fn a_resume_point_after_the_newest_event_is_refused_naming_the_newest() {
+    let app = spawn_app(test_config()).await;
+    let (_, bob) = bob_read_five(&app).await;
+
+    for last in [6, u64::from(u32::MAX)] {
+        let response = app.events_response(&bob.id, &bob.token, Some(last)).await;
+        let body = assert_error(response, StatusCode::BAD_REQUEST, "invalid_last_event_id").await;
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&last.to_string())
+                && message.contains("newest event of this session, 5"),
+            "{body}"
+        );
+    }
+    // The refusal changed nothing: the newest id itself still resumes.
+    let mut stream = app.attach(&bob, Some(5)).await;
+    stream.ready().await;
 }
 
 #[tokio::test]
