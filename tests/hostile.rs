@@ -639,3 +639,13 @@ async fn streams_that_read_nothing_share_their_queued_events() {
     );
     assert!(server.legit().await);
 }
+
+#[tokio::test]
+async fn bytes_sent_up_a_stream_close_it() {
+    let server = Server::start(&["--presence", "false", "--max-streams", "10"]);
+    let ann = server.helo("ann").await.unwrap();
+    let mut stream = server.stalled_stream(&ann).await;
+    stream.write_all(&[b'x'; 65_536]).await.unwrap();
+    assert!(closed_within(&mut stream, WAIT).await);
+    assert!(server.legit().await);
+}
