@@ -39,6 +39,12 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_MAILBOX_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub mailbox_size: u32,
 
+    /// Bytes of events kept per session (their encoded size), beside the event count: a
+    /// broadcast evicts the oldest events to fit, a direct message that would take the unread
+    /// events past it gets 429. At least 64 KiB, so that any one message fits.
+    #[arg(long, env = "SWITCHBOARD_MAILBOX_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
+    pub mailbox_bytes: u64,
+
     /// Most registered sessions; POST /helo answers 503 beyond it.
     #[arg(long, env = "SWITCHBOARD_MAX_SESSIONS", default_value_t = 100_000)]
     pub max_sessions: usize,
@@ -73,6 +79,11 @@ pub struct Config {
     /// trickled body gets 408 and the connection is closed.
     #[arg(long, env = "SWITCHBOARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+
+    /// A connection whose socket accepts nothing for this long (a client that stopped reading)
+    /// is closed; a stream's session and mailbox stay, so the client resumes on reconnect.
+    #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
 
     /// Announce joins and leaves (`new_user`, `user_left`) and list the roster in `ready`.
     /// Turn off for very large audiences: with it on, N clients joining cost O(N²) events.
@@ -195,12 +206,14 @@ impl Default for Config {
             heartbeat: Duration::from_secs(15),
             sse_retry: Duration::from_secs(2),
             mailbox_size: 256,
+            mailbox_bytes: 1024 * 1024,
             max_sessions: 100_000,
             max_streams: None,
             max_body: 64 * 1024,
             cors_origins: Vec::new(),
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             presence: true,
             public_dir: None,
             drain_window: Duration::from_secs(1),

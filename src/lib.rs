@@ -63,6 +63,7 @@ pub async fn serve(
     let registry = Registry::new(
         Settings {
             mailbox_size: config.mailbox_size as usize,
+            mailbox_bytes: usize::try_from(config.mailbox_bytes).unwrap_or(usize::MAX),
             max_sessions: config.max_sessions,
             max_streams,
             session_ttl: config.session_ttl,
@@ -122,6 +123,7 @@ pub async fn serve(
         cors_origins: config.cors_origins.clone(),
         header_timeout: config.header_timeout,
         request_timeout: config.request_timeout,
+        write_timeout: config.write_timeout,
         max_connections: config.connection_limit(),
         shutdown_grace: config.shutdown_grace + config.drain_window,
     };

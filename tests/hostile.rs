@@ -495,3 +495,157 @@ async fn head_is_served_on_get_routes_and_405_says_allow() {
     }
     assert!(server.legit().await);
 }
+
+impl Server {
+    /// POST /broadcast from the session with `token`; the status.
+    async fn broadcast(&self, token: &str, message: &str) -> u16 {
+        let body = format!(r#"{{"message":"{message}"}}"#);
+        let request = format!(
+            "POST /broadcast HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        self.raw(request.as_bytes()).await.0
+    }
+
+    /// A stream whose client reads only up to `ready` and then nothing: its receive buffer is
+    /// as small as the kernel allows, so the server's writes stall almost at once.
+    async fn stalled_stream(&self, session: &Value) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = timeout(WAIT, socket.connect(self.address.parse().unwrap()))
+            .await
+            .unwrap()
+            .unwrap();
+        let request = format!(
+            "GET /events/{}?token={} HTTP/1.1\r\nhost: x\r\n\r\n",
+            session["id"].as_str().unwrap(),
+            session["token"].as_str().unwrap()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        read_until(&mut stream, "event: ready").await.unwrap();
+        stream
+    }
+
+    /// The server's resident memory, from /proc/<pid>/status.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Waits for a log line holding every one of `needles`.
+    async fn logged(&self, needles: &[&str]) -> bool {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if self
+                .log()
+                .iter()
+                .any(|line| needles.iter().all(|n| line.contains(n)))
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_reads_nothing_is_closed_after_the_write_timeout_and_can_resume() {
+    // More than the kernel's largest send buffer (4 MiB) can absorb.
+    let server = Server::start(&[
+        "--write-timeout",
+        "1s",
+        "--presence",
+        "false",
+        "--mailbox-bytes",
+        "16777216",
+        "--max-streams",
+        "10",
+    ]);
+    let ann = server.helo("ann").await.unwrap();
+    let bob = server.helo("bob").await.unwrap();
+    let ann_id = ann["id"].as_str().unwrap();
+    let _stalled = server.stalled_stream(&ann).await;
+    let message = "x".repeat(60_000);
+    for _ in 0..128 {
+        assert_eq!(
+            server
+                .broadcast(bob["token"].as_str().unwrap(), &message)
+                .await,
+            202
+        );
+    }
+    // The socket stays open on the client's side; the server gives up on it and detaches.
+    assert!(
+        server.logged(&["detach", ann_id]).await,
+        "the stalled stream was not closed"
+    );
+    // The session and its mailbox stayed: a reconnect from the start replays the broadcasts.
+    let mut again = TcpStream::connect(&server.address).await.unwrap();
+    let request = format!(
+        "GET /events/{ann_id}?token={} HTTP/1.1\r\nhost: x\r\nlast-event-id: 0\r\n\r\n",
+        ann["token"].as_str().unwrap()
+    );
+    again.write_all(request.as_bytes()).await.unwrap();
+    read_until(&mut again, "event: client_broadcast")
+        .await
+        .unwrap();
+    assert!(server.legit().await);
+}
+
+#[tokio::test]
+async fn streams_that_read_nothing_share_their_queued_events() {
+    // 50 detached sessions each get 64 broadcasts of 60 KB (3.8 MB), then attach and read
+    // nothing. When each stream copied its batch, that cost 3.8 MB per stream (190 MB here).
+    const SESSIONS: usize = 50;
+    let server = Server::start(&[
+        "--presence",
+        "false",
+        "--mailbox-bytes",
+        "8388608",
+        "--max-streams",
+        "100",
+    ]);
+    let mut sessions = Vec::new();
+    for n in 0..SESSIONS {
+        sessions.push(server.helo(&format!("s{n}")).await.unwrap());
+    }
+    let sender = server.helo("sender").await.unwrap();
+    let message = "x".repeat(60_000);
+    for _ in 0..64 {
+        let token = sender["token"].as_str().unwrap();
+        assert_eq!(server.broadcast(token, &message).await, 202);
+    }
+    let before = server.rss_kib();
+    let mut streams = Vec::new();
+    for session in &sessions {
+        streams.push(server.stalled_stream(session).await);
+    }
+    // Each stream took its batch when it attached; sample while they all sit stalled.
+    let mut peak = 0;
+    for _ in 0..20 {
+        peak = peak.max(server.rss_kib());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = peak.saturating_sub(before);
+    eprintln!("RSS before {before} KiB, peak {peak} KiB, grown {grown} KiB");
+    assert!(
+        grown < 40 * 1024,
+        "{SESSIONS} stalled streams grew RSS by {grown} KiB (before {before}, peak {peak})"
+    );
+    assert!(server.legit().await);
+}
+
+#[tokio::test]
+async fn bytes_sent_up_a_stream_close_it() {
+    let server = Server::start(&["--presence", "false", "--max-streams", "10"]);
+    let ann = server.helo("ann").await.unwrap();
+    let mut stream = server.stalled_stream(&ann).await;
+    stream.write_all(&[b'x'; 65_536]).await.unwrap();
+    assert!(closed_within(&mut stream, WAIT).await);
+    assert!(server.legit().await);
+}

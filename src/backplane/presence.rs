@@ -71,6 +71,7 @@ mod tests {
     fn registry() -> Registry {
         let settings = Settings {
             mailbox_size: 8,
+            mailbox_bytes: usize::MAX,
             max_sessions: 10,
             max_streams: 10,
             session_ttl: Duration::from_secs(30),

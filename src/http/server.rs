@@ -64,6 +64,8 @@ pub(crate) struct ServeOptions {
     pub(crate) header_timeout: Duration,
     /// Deadline from a request's head to its response (the body is read within it).
     pub(crate) request_timeout: Duration,
+    /// A connection whose socket accepts no bytes for this long is closed.
+    pub(crate) write_timeout: Duration,
     /// How long to wait for connections to finish after `shutdown` before giving up on them.
     pub(crate) shutdown_grace: Duration,
 }
@@ -138,7 +140,11 @@ pub(crate) async fn run<F>(
     // life. warp's combined filter future is several KiB; boxing it (outermost layer) means
     // the allocation is freed once the response has started, which for an SSE stream is
     // almost at once: idle streams then cost what they hold, not what routing needed.
-    let (header_timeout, request_timeout) = (options.header_timeout, options.request_timeout);
+    let (header_timeout, request_timeout, write_timeout) = (
+        options.header_timeout,
+        options.request_timeout,
+        options.write_timeout,
+    );
     let service = ServiceBuilder::new()
         .layer(BoxCloneService::layer())
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
@@ -182,7 +188,7 @@ pub(crate) async fn run<F>(
             };
             let header_timeout = header_timeout.saturating_sub(started.elapsed());
             if lean {
-                return lean::serve(stream, context, &origins, header_timeout).await;
+                return lean::serve(stream, context, &origins, header_timeout, write_timeout).await;
             }
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -116,14 +116,27 @@ pub struct Envelope {
     pub event: Event,
     /// When this instance accepted the event; a stream's write measures delivery latency from it.
     pub accepted: Instant,
+    /// Bytes this event is counted as in a mailbox's byte budget: the client's message plus
+    /// [`ENVELOPE_OVERHEAD`] for ids, names and framing (an estimate that is never below the
+    /// message itself, so the budget bounds what clients can make the server hold).
+    pub size: usize,
     frame: OnceLock<Bytes>,
 }
 
+/// What an event costs beyond its message: ids, names, JSON keys and the SSE framing.
+pub const ENVELOPE_OVERHEAD: usize = 256;
+
 impl Envelope {
     pub(crate) fn new(event: Event) -> Arc<Self> {
+        let message = match &event {
+            Event::Direct(direct) => direct.message.get().len(),
+            Event::ClientBroadcast(broadcast) => broadcast.message.get().len(),
+            _ => 0,
+        };
         Arc::new(Envelope {
             event,
             accepted: Instant::now(),
+            size: message + ENVELOPE_OVERHEAD,
             frame: OnceLock::new(),
         })
     }

@@ -1,5 +1,8 @@
 //! A session's bounded, ordered mailbox: the one buffer between senders and the stream.
 //!
+//! Bounded twice: by a count of events and by a byte budget (each event's [`Envelope::size`]),
+//! so a session holds at most `max_bytes` of events however large each one is.
+//!
 //! Events stay here after a stream has read them, so a reconnect with `Last-Event-ID` can replay
 //! them; `delivered` marks how far a stream has read. Only events past `delivered` count as
 //! pending: a direct message is refused when the pending events already fill the mailbox, while
@@ -16,11 +19,13 @@ use super::event::{Envelope, EventId};
 pub enum Overflow {
     /// Refuse the push (direct messages: the sender gets 429 and retries).
     Refuse,
-    /// Drop the oldest entry (broadcasts and presence: never wait on a slow reader).
+    /// Drop the oldest entries until the new one fits (broadcasts and presence: never wait on a
+    /// slow reader).
     EvictOldest,
 }
 
-/// The push was refused because every slot holds an event no stream has read yet.
+/// The push was refused: unread events fill every slot, or with this one would pass the byte
+/// budget.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Full;
 
@@ -36,6 +41,11 @@ pub struct Replay {
 pub struct Mailbox {
     entries: VecDeque<(EventId, Arc<Envelope>)>,
     capacity: usize,
+    /// Byte budget: the sum of the entries' sizes stays at or below it (an event larger than
+    /// the whole budget is kept alone, since refusing a broadcast is not an option).
+    max_bytes: usize,
+    /// Sum of the entries' sizes.
+    bytes: usize,
     /// Id of the newest event ever pushed; 0 before the first.
     last_id: EventId,
     /// Newest id a stream has been handed.
@@ -43,13 +53,17 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
+    /// A mailbox of at most `capacity` events and `max_bytes` bytes of them.
+    ///
     /// # Panics
     /// When `capacity` is 0: a mailbox must hold at least the event being pushed.
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         assert!(capacity > 0, "mailbox capacity must be at least 1");
         Mailbox {
             entries: VecDeque::new(),
             capacity,
+            max_bytes,
+            bytes: 0,
             last_id: 0,
             delivered: 0,
         }
@@ -57,22 +71,34 @@ impl Mailbox {
 
     /// Appends an event and returns its id, plus whether an unread event was evicted for it.
     ///
+    /// Events already read make room first, being the oldest; with [`Overflow::EvictOldest`]
+    /// unread ones follow.
+    ///
     /// # Errors
-    /// [`Full`] with [`Overflow::Refuse`] when `capacity` unread events are waiting.
+    /// [`Full`] with [`Overflow::Refuse`] when `capacity` unread events are waiting, or when
+    /// the unread events and this one would pass `max_bytes`.
     pub fn push(
         &mut self,
         envelope: Arc<Envelope>,
         overflow: Overflow,
     ) -> Result<(EventId, bool), Full> {
-        if overflow == Overflow::Refuse && self.pending() >= self.capacity {
+        if overflow == Overflow::Refuse
+            && (self.pending() >= self.capacity
+                || self.pending_bytes() + envelope.size > self.max_bytes)
+        {
             return Err(Full);
         }
         let mut evicted_unread = false;
-        if self.entries.len() == self.capacity
-            && let Some((oldest, _)) = self.entries.pop_front()
+        while self.entries.len() == self.capacity
+            || !self.entries.is_empty() && self.bytes + envelope.size > self.max_bytes
         {
-            evicted_unread = oldest > self.delivered;
+            let Some((oldest, evicted)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= evicted.size;
+            evicted_unread |= oldest > self.delivered;
         }
+        self.bytes += envelope.size;
         self.last_id += 1;
         self.entries.push_back((self.last_id, envelope));
         Ok((self.last_id, evicted_unread))
@@ -91,6 +117,16 @@ impl Mailbox {
         self.last_id
     }
 
+    /// Bytes of the events no stream has been handed yet.
+    fn pending_bytes(&self) -> usize {
+        let pending = self.pending();
+        self.entries
+            .iter()
+            .skip(self.entries.len() - pending)
+            .map(|(_, envelope)| envelope.size)
+            .sum()
+    }
+
     /// Id of the newest event a stream was handed; where a fresh attach without
     /// `Last-Event-ID` resumes.
     pub fn delivered(&self) -> EventId {
@@ -106,16 +142,23 @@ impl Mailbox {
         )
     }
 
-    /// The mailbox [`Mailbox::export`] described, with `capacity` slots (the newest kept).
+    /// The mailbox [`Mailbox::export`] described, within `capacity` and `max_bytes` (the
+    /// newest kept).
     pub fn import(
         capacity: usize,
+        max_bytes: usize,
         last_id: EventId,
         delivered: EventId,
         entries: Vec<(EventId, Arc<Envelope>)>,
     ) -> Self {
-        let mut mailbox = Mailbox::new(capacity);
-        let skip = entries.len().saturating_sub(capacity);
-        mailbox.entries = entries.into_iter().skip(skip).collect();
+        let mut mailbox = Mailbox::new(capacity, max_bytes);
+        for entry in entries.into_iter().rev().take(capacity) {
+            if !mailbox.entries.is_empty() && mailbox.bytes + entry.1.size > max_bytes {
+                break;
+            }
+            mailbox.bytes += entry.1.size;
+            mailbox.entries.push_front(entry);
+        }
         mailbox.last_id = last_id;
         mailbox.delivered = delivered.min(last_id);
         mailbox
@@ -144,8 +187,11 @@ impl Mailbox {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::value::RawValue;
+
     use super::*;
-    use crate::registry::event::{Event, Lagged};
+    use crate::registry::event::{Broadcast, ENVELOPE_OVERHEAD, Event, Lagged};
+    use crate::registry::{DisplayName, SessionId};
 
     fn envelope(missed: u64) -> Arc<Envelope> {
         Envelope::new(Event::Lagged(Lagged { missed }))
@@ -157,7 +203,7 @@ mod tests {
 
     #[test]
     fn ids_start_at_one_and_replay_in_order() {
-        let mut mailbox = Mailbox::new(4);
+        let mut mailbox = Mailbox::new(4, usize::MAX);
         for n in 0..3 {
             assert_eq!(
                 mailbox.push(envelope(n), Overflow::Refuse).unwrap().0,
@@ -171,7 +217,7 @@ mod tests {
 
     #[test]
     fn direct_pushes_are_refused_only_when_unread_events_fill_it() {
-        let mut mailbox = Mailbox::new(2);
+        let mut mailbox = Mailbox::new(2, usize::MAX);
         mailbox.push(envelope(0), Overflow::Refuse).unwrap();
         mailbox.push(envelope(0), Overflow::Refuse).unwrap();
         assert_eq!(mailbox.push(envelope(0), Overflow::Refuse), Err(Full));
@@ -182,7 +228,7 @@ mod tests {
 
     #[test]
     fn eviction_of_unread_events_is_reported_as_missed() {
-        let mut mailbox = Mailbox::new(2);
+        let mut mailbox = Mailbox::new(2, usize::MAX);
         for _ in 0..5 {
             mailbox.push(envelope(0), Overflow::EvictOldest).unwrap();
         }
@@ -195,7 +241,7 @@ mod tests {
 
     #[test]
     fn batches_are_limited_and_say_more_follows() {
-        let mut mailbox = Mailbox::new(8);
+        let mut mailbox = Mailbox::new(8, usize::MAX);
         for _ in 0..5 {
             mailbox.push(envelope(0), Overflow::Refuse).unwrap();
         }
@@ -205,9 +251,40 @@ mod tests {
         assert_eq!(mailbox.pending(), 3);
     }
 
+    fn sized(bytes: usize) -> Arc<Envelope> {
+        let text = format!("\"{}\"", "x".repeat(bytes - 2));
+        let id = SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
+        Envelope::new(Event::ClientBroadcast(Broadcast {
+            from: id,
+            from_name: DisplayName::parse("ann").unwrap(),
+            message: RawValue::from_string(text).unwrap(),
+        }))
+    }
+
+    #[test]
+    fn the_byte_budget_evicts_broadcasts_and_refuses_direct_messages() {
+        let each = 1000 + ENVELOPE_OVERHEAD;
+        let mut mailbox = Mailbox::new(100, 3 * each);
+        for _ in 0..3 {
+            mailbox.push(sized(1000), Overflow::Refuse).unwrap();
+        }
+        // A fourth unread event would pass the budget: refused, though slots are free.
+        assert_eq!(mailbox.push(sized(1000), Overflow::Refuse), Err(Full));
+        // A broadcast evicts the oldest to fit, and the reader learns it missed one.
+        assert_eq!(
+            mailbox.push(sized(1000), Overflow::EvictOldest),
+            Ok((4, true))
+        );
+        let replay = mailbox.replay_after(0, 10);
+        assert_eq!((replay.missed, ids(&replay)), (1, vec![2, 3, 4]));
+        // Read events make room for a direct message without loss.
+        assert_eq!(mailbox.push(sized(1000), Overflow::Refuse), Ok((5, false)));
+        assert_eq!(mailbox.export().2.len(), 3);
+    }
+
     #[test]
     fn a_cursor_from_the_future_replays_nothing() {
-        let mut mailbox = Mailbox::new(2);
+        let mut mailbox = Mailbox::new(2, usize::MAX);
         mailbox.push(envelope(0), Overflow::Refuse).unwrap();
         let replay = mailbox.replay_after(99, 10);
         assert!(replay.events.is_empty());

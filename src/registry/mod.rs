@@ -85,6 +85,8 @@ pub enum RegistryError {
 pub struct Settings {
     /// Slots per session mailbox.
     pub mailbox_size: usize,
+    /// Byte budget per session mailbox (see [`mailbox`]).
+    pub mailbox_bytes: usize,
     pub max_sessions: usize,
     pub max_streams: usize,
     /// How long a session outlives its last stream.
@@ -163,7 +165,8 @@ impl Registry {
         let id = SessionId::random();
         let peer = Peer { id, name };
         let token = Token::issue(id);
-        let mailbox = Mailbox::new(self.shared.settings.mailbox_size);
+        let settings = &self.shared.settings;
+        let mailbox = Mailbox::new(settings.mailbox_size, settings.mailbox_bytes);
         let now = Instant::now();
         self.insert(peer.clone(), Credential::Token(token.clone()), mailbox, now)?;
         info!(session = %id, name = peer.name.as_str(), "helo");
@@ -214,8 +217,9 @@ impl Registry {
     /// Writes a direct message (`client_response`) from `from` into `to`'s mailbox.
     ///
     /// # Errors
-    /// `UnknownRecipient`, or `MailboxFull` when `to` has `mailbox_size` unread events: a direct
-    /// message is refused rather than evicting anything.
+    /// `UnknownRecipient`, or `MailboxFull` when `to` has `mailbox_size` unread events, or its
+    /// unread events and this one would pass `mailbox_bytes`: a direct message is refused
+    /// rather than evicting anything.
     pub(crate) fn deliver(
         &self,
         from: &Peer,

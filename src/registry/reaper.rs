@@ -43,6 +43,7 @@ mod tests {
         Registry::new(
             Settings {
                 mailbox_size: 8,
+                mailbox_bytes: usize::MAX,
                 max_sessions: 10,
                 max_streams: 10,
                 session_ttl: ttl,

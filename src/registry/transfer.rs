@@ -81,6 +81,7 @@ impl Registry {
     pub(crate) fn import(&self, snapshot: Snapshot, token: Token) -> Result<(), RegistryError> {
         let mailbox = Mailbox::import(
             self.shared.settings.mailbox_size,
+            self.shared.settings.mailbox_bytes,
             snapshot.last_id,
             snapshot.delivered,
             snapshot
