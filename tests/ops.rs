@@ -158,7 +158,7 @@ async fn readyz_fails_while_draining() {
     let probe = half_sent(&server, "/healthz").await;
     assert!(finish(probe).await.starts_with("HTTP/1.1 200"));
 
-    server.terminate();
+    server.send_sigterm();
     server.log_line("shutting down").await;
     let draining = finish(readyz).await;
     assert!(draining.starts_with("HTTP/1.1 503"), "{draining}");

@@ -143,6 +143,7 @@ impl Registry {
         } = kept;
         let mailbox = Mailbox::import(
             settings.mailbox_size,
+            settings.mailbox_bytes,
             snapshot.last_id,
             snapshot.delivered,
             snapshot
