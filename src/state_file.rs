@@ -100,10 +100,10 @@ pub fn save(registry: &Registry, path: &Path) -> Result<usize, StateError> {
     drop(file);
     std::fs::rename(&temporary, path).map_err(write_error)?;
     // The rename is durable once the directory entry is; not every platform can sync a directory.
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        if let Ok(dir) = std::fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty())
+        && let Ok(dir) = std::fs::File::open(dir)
+    {
+        let _ = dir.sync_all();
     }
     Ok(count)
 }
