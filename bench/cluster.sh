@@ -27,14 +27,16 @@ wait_up() {
     echo "port $1 did not come up" >&2; exit 1
 }
 
+# Limits off: the load generator is one address sending far faster than a person.
+NO_LIMITS=(--helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0)
 redis-server --port 6479 --bind 127.0.0.1 --save '' --appendonly no --loglevel warning &
 PIDS+=($!)
 sleep 0.5
-"$BIN/switchboard" --listen 127.0.0.1:4601 --presence false --log warn --redis-url redis://127.0.0.1:6479 &
+"$BIN/switchboard" --listen 127.0.0.1:4601 --presence false --log warn "${NO_LIMITS[@]}" --redis-url redis://127.0.0.1:6479 &
 A=$!; PIDS+=($A)
-"$BIN/switchboard" --listen 127.0.0.1:4602 --presence false --log warn --redis-url redis://127.0.0.1:6479 &
+"$BIN/switchboard" --listen 127.0.0.1:4602 --presence false --log warn "${NO_LIMITS[@]}" --redis-url redis://127.0.0.1:6479 &
 B=$!; PIDS+=($B)
-"$BIN/switchboard" --listen 127.0.0.1:4603 --presence false --log warn &
+"$BIN/switchboard" --listen 127.0.0.1:4603 --presence false --log warn "${NO_LIMITS[@]}" &
 S=$!; PIDS+=($S)
 wait_up 4601; wait_up 4602; wait_up 4603
 

@@ -21,7 +21,10 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_d
 BIN=$TARGET_DIR/$PROFILE
 
 LOG=$(mktemp /tmp/switchboard-smoke.XXXXXX)
-"$BIN/switchboard" --listen "127.0.0.1:$PORT" --log warn >"$LOG" 2>&1 &
+# Limits off: the load generator is one address sending far faster than a person.
+"$BIN/switchboard" --listen "127.0.0.1:$PORT" --log warn \
+    --helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0 \
+    >"$LOG" 2>&1 &
 SERVER_PID=$!
 stop() {
     kill -TERM "$SERVER_PID" 2>/dev/null || true

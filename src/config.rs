@@ -3,10 +3,17 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
 use tracing_subscriber::EnvFilter;
+
+use crate::limits::{
+    AddressCap, LimitKind, Limits, Rate, RateLimits, RateSettings, default_per_address,
+};
+use crate::metrics::Metrics;
 
 /// File descriptors kept back from the stream limit for the listener, the runtime, static files
 /// and short-lived API requests, so that a full house of streams still leaves room to answer 503.
@@ -53,6 +60,46 @@ pub struct Config {
     /// open-file limit minus 512 reserved descriptors.
     #[arg(long, env = "SWITCHBOARD_MAX_STREAMS")]
     pub max_streams: Option<usize>,
+
+    /// Joins (`POST /helo`) per second from one client address; 0 turns the limit off.
+    #[arg(long, env = "SWITCHBOARD_HELO_RATE", default_value_t = 50)]
+    pub helo_rate: u32,
+
+    /// Joins one address may make at once before `--helo-rate` applies (an office behind one
+    /// NAT rejoining after a restart).
+    #[arg(long, env = "SWITCHBOARD_HELO_BURST", default_value_t = 500)]
+    pub helo_burst: u32,
+
+    /// Messages (`/response` and `/broadcast`) per second from one session; 0 = off.
+    #[arg(long, env = "SWITCHBOARD_MESSAGE_RATE", default_value_t = 50)]
+    pub message_rate: u32,
+
+    /// Messages one session may send at once before `--message-rate` applies.
+    #[arg(long, env = "SWITCHBOARD_MESSAGE_BURST", default_value_t = 200)]
+    pub message_burst: u32,
+
+    /// Message body bytes per second from one session (counted in KiB); 0 = off.
+    #[arg(long, env = "SWITCHBOARD_BYTE_RATE", default_value_t = 1024 * 1024)]
+    pub byte_rate: u64,
+
+    /// Message body bytes one session may send at once before `--byte-rate` applies.
+    #[arg(long, env = "SWITCHBOARD_BYTE_BURST", default_value_t = 4 * 1024 * 1024)]
+    pub byte_burst: u64,
+
+    /// Most live sessions from one client address; 0 = off. Default: a tenth of
+    /// `--max-sessions`, at least 1,000; off up to 1,000 sessions.
+    #[arg(long, env = "SWITCHBOARD_MAX_SESSIONS_PER_ADDRESS")]
+    pub max_sessions_per_address: Option<usize>,
+
+    /// Most attached streams from one client address; 0 = off. Default: a tenth of the
+    /// stream limit, at least 1,000; off up to 1,000 streams.
+    #[arg(long, env = "SWITCHBOARD_MAX_STREAMS_PER_ADDRESS")]
+    pub max_streams_per_address: Option<usize>,
+
+    /// Proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` or
+    /// `Forwarded` header names the client. Default: none, the socket's peer is the client.
+    #[arg(long, env = "SWITCHBOARD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<IpNet>,
 
     /// Largest request body accepted, in bytes (413 beyond).
     #[arg(long, env = "SWITCHBOARD_MAX_BODY", default_value_t = 64 * 1024)]
@@ -209,6 +256,15 @@ impl Default for Config {
             mailbox_bytes: 1024 * 1024,
             max_sessions: 100_000,
             max_streams: None,
+            helo_rate: 50,
+            helo_burst: 500,
+            message_rate: 50,
+            message_burst: 200,
+            byte_rate: 1024 * 1024,
+            byte_burst: 4 * 1024 * 1024,
+            max_sessions_per_address: None,
+            max_streams_per_address: None,
+            trusted_proxies: Vec::new(),
             max_body: 64 * 1024,
             cors_origins: Vec::new(),
             header_timeout: Duration::from_secs(10),
@@ -225,6 +281,14 @@ impl Default for Config {
             log_format: LogFormat::Text,
         }
     }
+}
+
+/// One `--trusted-proxies` entry: a CIDR block, or one address (a /32 or /128).
+fn parse_proxy(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{text}` is not an address or a CIDR block such as 10.0.0.0/8"))
 }
 
 /// One `--cors-origin` entry: trimmed, not `*`, and usable as a header value.
@@ -258,6 +322,38 @@ impl Config {
             let fds = Self::open_file_limit().unwrap_or(1024);
             usize::try_from(fds.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
         })
+    }
+
+    /// The rate limits and per-address caps these flags ask for.
+    pub(crate) fn limits(&self, metrics: Arc<Metrics>) -> Limits {
+        let share = |flag: Option<usize>, total| flag.unwrap_or_else(|| default_per_address(total));
+        Limits {
+            rates: RateLimits::new(RateSettings {
+                helo: Rate {
+                    per_second: self.helo_rate,
+                    burst: self.helo_burst,
+                },
+                messages: Rate {
+                    per_second: self.message_rate,
+                    burst: self.message_burst,
+                },
+                bytes_per_second: self.byte_rate,
+                byte_burst: self.byte_burst,
+            }),
+            // An abandoned session frees its place within one TTL; a stream at once.
+            sessions: AddressCap::new(
+                LimitKind::SessionsPerAddress,
+                share(self.max_sessions_per_address, self.max_sessions),
+                self.session_ttl,
+            ),
+            streams: AddressCap::new(
+                LimitKind::StreamsPerAddress,
+                share(self.max_streams_per_address, self.stream_limit()),
+                self.sse_retry,
+            ),
+            trusted_proxies: self.trusted_proxies.clone(),
+            metrics,
+        }
     }
 
     /// Most connections of any kind: the open-file limit less a few for the process itself.

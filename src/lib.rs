@@ -68,7 +68,7 @@ pub async fn serve(
             max_streams,
             session_ttl: config.session_ttl,
         },
-        metrics,
+        Arc::clone(&metrics),
     );
     if let Some(path) = &config.state_file {
         if config.redis_url.is_some() {
@@ -102,8 +102,12 @@ pub async fn serve(
         cancel.clone(),
         move |peers| expired.expired(peers),
     ));
+    let limits = Arc::new(config.limits(Arc::clone(&metrics)));
+    tokio::spawn(forget_idle_limits(Arc::clone(&limits), cancel.clone()));
     let context = Context {
         hub,
+        limits,
+        session_ttl: config.session_ttl,
         stream: StreamSettings {
             heartbeat: config.heartbeat,
             retry: config.sse_retry,
@@ -135,4 +139,17 @@ pub async fn serve(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Every minute, drops the rate limiters' memory of clients that have gone quiet, so it
+/// follows the active clients rather than every address that ever came.
+async fn forget_idle_limits(limits: Arc<limits::Limits>, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => limits.forget_idle(),
+            () = cancel.cancelled() => return,
+        }
+    }
 }

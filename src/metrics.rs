@@ -80,6 +80,11 @@ struct EventLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -110,6 +115,8 @@ pub struct Metrics {
     delivery_latency: Histogram,
     http: Family<HttpLabels, Counter>,
     http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    /// Requests refused by a rate limit or a per-address cap, by the limit's name.
+    limited: Family<LimitLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -135,6 +142,7 @@ impl Default for Metrics {
             delivery_latency: latency_buckets(),
             http: Family::default(),
             http_latency: Family::new_with_constructor(latency_buckets as fn() -> Histogram),
+            limited: Family::default(),
             registry: Registry::default(),
         };
         let registry = root.sub_registry_with_prefix("switchboard");
@@ -179,6 +187,11 @@ impl Default for Metrics {
             metrics.mailbox_full.clone(),
         );
         registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit or a per-address cap, by limit",
+            metrics.limited.clone(),
+        );
+        registry.register(
             "http_requests",
             "HTTP requests by route and status",
             metrics.http.clone(),
@@ -210,6 +223,11 @@ impl Metrics {
     /// Counts one HTTP request; `route` must be a template such as `/events/{id}`.
     pub fn http_request(&self, route: &'static str, status: u16) {
         self.http.get_or_create(&HttpLabels { route, status }).inc();
+    }
+
+    /// Counts one request refused by `limit` (a limit's snake_case name).
+    pub fn limited(&self, limit: &'static str) {
+        self.limited.get_or_create(&LimitLabel { limit }).inc();
     }
 
     /// Records how long a request to `route` (a template) took to answer.

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use crate::registry::Stats;
 use crate::registry::{
@@ -83,16 +84,20 @@ impl Hub {
     ///
     /// # Errors
     /// `SessionLimit`, or `Unavailable` when the backplane cannot be reached.
-    pub async fn register(&self, name: DisplayName) -> Result<(Peer, Token), RegistryError> {
+    pub async fn register(
+        &self,
+        name: DisplayName,
+        place: AddressGuard,
+    ) -> Result<(Peer, Token), RegistryError> {
         match &self.cluster {
             None => {
                 // Registered first: whoever hears `new_user` can already message it.
-                let (peer, token) = self.registry.register(name)?;
+                let (peer, token) = self.registry.register(name, place)?;
                 self.presence.joined(&self.registry, &peer, None);
                 Ok((peer, token))
             }
             // Announced when the join comes back on the bus, on every instance.
-            Some(cluster) => cluster.register(name).await,
+            Some(cluster) => cluster.register(name, place).await,
         }
     }
 

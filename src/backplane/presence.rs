@@ -65,6 +65,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::limits::AddressGuard;
     use crate::metrics::Metrics;
     use crate::registry::{DisplayName, Pull, Settings};
 
@@ -92,10 +93,16 @@ mod tests {
             let presence = Presence::new(enabled);
             let registry = registry();
             let (ann, token) = registry
-                .register(DisplayName::parse("ann").unwrap())
+                .register(
+                    DisplayName::parse("ann").unwrap(),
+                    AddressGuard::unlimited(),
+                )
                 .unwrap();
             let (bob, _) = registry
-                .register(DisplayName::parse("bob").unwrap())
+                .register(
+                    DisplayName::parse("bob").unwrap(),
+                    AddressGuard::unlimited(),
+                )
                 .unwrap();
             let mut stream = registry.attach(ann.id, &token, None).unwrap();
             presence.joined(&registry, &bob, None);

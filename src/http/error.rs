@@ -7,12 +7,14 @@
 
 use std::convert::Infallible;
 use std::fmt::Display;
+use std::time::Duration;
 
 use serde::Serialize;
 use warp::http::{StatusCode, header};
 use warp::reject::Reject;
 use warp::reply::{Reply, Response};
 
+use crate::limits::Limited;
 use crate::registry::RegistryError;
 
 /// Defines [`ErrorCode`] and its wire spellings from one list, so they cannot drift apart.
@@ -53,6 +55,7 @@ error_codes! {
     PayloadTooLarge => "payload_too_large",
     UnsupportedMediaType => "unsupported_media_type",
     MailboxFull => "mailbox_full",
+    RateLimited => "rate_limited",
     Internal => "internal",
     SessionLimit => "session_limit",
     StreamLimit => "stream_limit",
@@ -106,6 +109,14 @@ impl ApiError {
         )
     }
 
+    /// The same error with a `Retry-After` hint of `after` (whole seconds, at least 1).
+    pub(crate) fn retry_after(self, after: Duration) -> Self {
+        ApiError {
+            retry_after_secs: Some(after.as_secs_f64().ceil().max(1.0) as u64),
+            ..self
+        }
+    }
+
     /// 404 for a session id that is not registered (or not even a session id).
     pub(crate) fn unknown_session(id: impl Display) -> Self {
         Self::new(
@@ -148,14 +159,12 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, ErrorCode::UnknownRecipient, message)
             }
             RegistryError::BadToken => ApiError::unauthorized(message),
-            RegistryError::MailboxFull { retry_after } => ApiError {
-                retry_after_secs: Some(retry_after.as_secs().max(1)),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    ErrorCode::MailboxFull,
-                    message,
-                )
-            },
+            RegistryError::MailboxFull { retry_after } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::MailboxFull,
+                message,
+            )
+            .retry_after(retry_after),
             RegistryError::SessionLimit(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::SessionLimit,
@@ -180,6 +189,17 @@ impl From<RegistryError> for ApiError {
                 )
             }
         }
+    }
+}
+
+impl From<Limited> for ApiError {
+    fn from(refusal: Limited) -> Self {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            refusal.to_string(),
+        )
+        .retry_after(refusal.retry_after)
     }
 }
 

@@ -2,20 +2,52 @@
 //! an [`ApiError`]. Handlers only ever see the typed values.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use warp::Filter;
-use warp::http::{HeaderValue, StatusCode};
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
 
+use super::PeerAddr;
 use super::error::{ApiError, ErrorCode};
 use crate::backplane::Hub;
+use crate::limits::Limits;
 use crate::registry::{EventId, Token};
 
 /// Hands each request a clone of the hub handle.
 pub(crate) fn with_hub(hub: Hub) -> impl Filter<Extract = (Hub,), Error = Infallible> + Clone {
     warp::any().map(move || hub.clone())
+}
+
+/// The client's address: the connection's peer, or who trusted proxies say they forward for
+/// (see [`Limits::client`]). Repeated forwarding headers are joined in order, as one list.
+pub(crate) fn client_address(
+    limits: Arc<Limits>,
+) -> impl Filter<Extract = (IpAddr,), Error = Infallible> + Clone {
+    warp::ext::optional::<PeerAddr>()
+        .and(warp::header::headers_cloned())
+        .map(move |peer: Option<PeerAddr>, headers: HeaderMap| {
+            // Every connection gets its peer from the accept loop; an unspecified address
+            // only stands in for it in warp's own test harness.
+            let peer = peer.map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |PeerAddr(peer)| peer);
+            let joined =
+                |name: &str| joined_header(headers.get_all(name).iter().map(HeaderValue::as_bytes));
+            limits.client(
+                peer,
+                joined("x-forwarded-for").as_deref(),
+                joined("forwarded").as_deref(),
+            )
+        })
+}
+
+/// Every line of a repeated header, joined with `,` (RFC 9110 list semantics); `None` when
+/// absent. Lines that are not text are left out.
+pub(crate) fn joined_header<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+    let lines: Vec<&str> = lines.filter_map(header_text).collect();
+    (!lines.is_empty()).then(|| lines.join(","))
 }
 
 /// A JSON body of at most `limit` bytes, sent as `application/json`, deserialised into `T`.

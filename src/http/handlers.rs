@@ -1,5 +1,8 @@
 //! One function per route: typed input in, a reply or an [`ApiError`] out.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use warp::http::StatusCode;
@@ -9,7 +12,7 @@ use super::error::{ApiError, ErrorCode};
 use super::filters::StreamParams;
 use super::{Context, sse};
 use crate::backplane::Hub;
-use crate::registry::{DisplayName, Peer, SessionId, Token};
+use crate::registry::{DisplayName, Peer, RegistryError, SessionId, Token};
 
 #[derive(Deserialize)]
 pub(crate) struct HeloRequest {
@@ -24,10 +27,20 @@ struct HeloResponse<'a> {
 }
 
 /// `POST /helo`: register, 201 with the id and the token (the only time it is revealed).
-pub(crate) async fn helo(hub: Hub, body: HeloRequest) -> Result<Response, ApiError> {
+/// The client's join rate and session share are checked first, so refused joins cost nothing.
+pub(crate) async fn helo(
+    context: Context,
+    client: IpAddr,
+    body: HeloRequest,
+) -> Result<Response, ApiError> {
+    let place = context.limits.join(client)?;
     let name = DisplayName::parse(&body.name)
         .map_err(|m| ApiError::bad_request(ErrorCode::InvalidName, m))?;
-    let (peer, token) = hub.register(name).await?;
+    let (peer, token) = context
+        .hub
+        .register(name, place)
+        .await
+        .map_err(|err| full_house(err, context.session_ttl))?;
     let body = HeloResponse {
         id: peer.id,
         token: token.reveal(),
@@ -60,14 +73,18 @@ pub(crate) async fn events_head(
 pub(crate) async fn events(
     id: String,
     params: StreamParams,
+    client: IpAddr,
     context: Context,
 ) -> Result<Response, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
+    let place = context.limits.attach(client)?;
     let subscription = context
         .hub
         .attach(id, &params.token, params.last_event_id)
-        .await?;
+        .await
+        .map_err(|err| full_house(err, context.stream.retry))?;
     Ok(sse::reply(
+        place,
         subscription,
         context.stream.clone(),
         context.shutdown.clone(),
@@ -134,17 +151,23 @@ struct ResponseAccepted {
 
 /// `POST /response`: a direct message into exactly one recipient's stream.
 pub(crate) async fn post_response(
-    hub: Hub,
+    context: Context,
     from: Peer,
     body: ResponseRequest,
 ) -> Result<Response, ApiError> {
+    context
+        .limits
+        .message(&from.id, body.message.0.get().len())?;
     let recipient = SessionId::parse(&body.recipient).ok_or_else(|| {
         ApiError::bad_request(
             ErrorCode::InvalidBody,
             "recipient must be a session id (a UUID)",
         )
     })?;
-    let event_id = hub.deliver(&from, recipient, body.message.0).await?;
+    let event_id = context
+        .hub
+        .deliver(&from, recipient, body.message.0)
+        .await?;
     Ok(accepted(&ResponseAccepted { event_id }))
 }
 
@@ -160,12 +183,29 @@ struct BroadcastAccepted {
 
 /// `POST /broadcast`: one message to every other session.
 pub(crate) async fn post_broadcast(
-    hub: Hub,
+    context: Context,
     from: Peer,
     body: BroadcastRequest,
 ) -> Result<Response, ApiError> {
-    let recipients = hub.broadcast(&from, body.message.0).await?;
+    context
+        .limits
+        .message(&from.id, body.message.0.get().len())?;
+    let recipients = context.hub.broadcast(&from, body.message.0).await?;
     Ok(accepted(&BroadcastAccepted { recipients }))
+}
+
+/// A registry error as an answer; a full house (503) says when a place may be free again.
+fn full_house(err: RegistryError, retry: Duration) -> ApiError {
+    let full = matches!(
+        err,
+        RegistryError::SessionLimit(_) | RegistryError::StreamLimit(_)
+    );
+    let error = ApiError::from(err);
+    if full {
+        error.retry_after(retry)
+    } else {
+        error
+    }
 }
 
 fn accepted(body: &impl Serialize) -> Response {

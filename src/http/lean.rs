@@ -19,6 +19,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::IoSlice;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -31,7 +32,7 @@ use warp::http::{StatusCode, Uri};
 use warp::reply::Reply;
 
 use super::error::ApiError;
-use super::filters::{header_text, parse_stream_params};
+use super::filters::{header_text, joined_header, parse_stream_params};
 use super::redact::redact;
 use super::{Context, SECURITY_HEADERS, handlers, route_of};
 
@@ -62,6 +63,8 @@ struct Head {
     authorization: Option<Vec<u8>>,
     last_event_id: Option<Vec<u8>>,
     origin: Option<Vec<u8>>,
+    forwarded_for: Option<String>,
+    forwarded: Option<String>,
 }
 
 /// Reads the request head, at most [`MAX_HEAD`] bytes, within `timeout`.
@@ -88,11 +91,22 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Head> {
                             .find(|h| h.name.eq_ignore_ascii_case(name))
                             .map(|h| h.value.to_vec())
                     };
+                    let joined = |name: &str| {
+                        joined_header(
+                            request
+                                .headers
+                                .iter()
+                                .filter(|h| h.name.eq_ignore_ascii_case(name))
+                                .map(|h| h.value),
+                        )
+                    };
                     return Some(Head {
                         uri: request.path?.parse().ok()?,
                         authorization: find("authorization"),
                         last_event_id: find("last-event-id"),
                         origin: find("origin"),
+                        forwarded_for: joined("x-forwarded-for"),
+                        forwarded: joined("forwarded"),
                     });
                 }
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
@@ -106,6 +120,7 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Head> {
 /// Serves one `GET /events/...` connection to its end.
 pub(crate) async fn serve(
     mut stream: TcpStream,
+    peer: SocketAddr,
     context: Context,
     cors_origins: &[String],
     header_timeout: Duration,
@@ -115,9 +130,21 @@ pub(crate) async fn serve(
         return; // malformed, too large, or too slow: close, as hyper would
     };
     let span = debug_span!("http", method = "GET", uri = %redact(&head.uri));
-    answer(&mut stream, head, context, cors_origins, write_timeout)
-        .instrument(span)
-        .await;
+    let client = context.limits.client(
+        peer,
+        head.forwarded_for.as_deref(),
+        head.forwarded.as_deref(),
+    );
+    answer(
+        &mut stream,
+        head,
+        client,
+        context,
+        cors_origins,
+        write_timeout,
+    )
+    .instrument(span)
+    .await;
     let _ = stream.shutdown().await;
 }
 
@@ -125,11 +152,12 @@ pub(crate) async fn serve(
 async fn answer(
     stream: &mut TcpStream,
     head: Head,
+    client: IpAddr,
     context: Context,
     cors_origins: &[String],
     write_timeout: Duration,
 ) {
-    let response = respond(&head, context.clone()).await;
+    let response = respond(&head, client, context.clone()).await;
     let status = response.status();
     context
         .hub
@@ -283,7 +311,7 @@ async fn client_gone(stream: &TcpStream) {
 }
 
 /// The same response the warp route gives: `handlers::events`, or the error it maps to.
-async fn respond(head: &Head, context: Context) -> warp::reply::Response {
+async fn respond(head: &Head, client: IpAddr, context: Context) -> warp::reply::Response {
     let id = head
         .uri
         .path()
@@ -300,7 +328,7 @@ async fn respond(head: &Head, context: Context) -> warp::reply::Response {
         Ok(params) => params,
         Err(error) => return error.into_response(),
     };
-    match handlers::events(id.to_owned(), params, context).await {
+    match handlers::events(id.to_owned(), params, client, context).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }

@@ -16,7 +16,10 @@ pub(crate) mod server;
 mod sse;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
@@ -24,7 +27,8 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Reply;
 
 use crate::backplane::Hub;
-use filters::{bearer, json_body, stream_params, with_hub};
+use crate::limits::Limits;
+use filters::{bearer, client_address, json_body, stream_params, with_hub};
 pub use sse::StreamSettings;
 
 /// Every route the API serves, as (method, path template). `openapi.yaml` must list exactly
@@ -76,13 +80,21 @@ fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
 /// The OpenAPI description, compiled in so the binary serves the one it was built with.
 const OPENAPI: &str = include_str!("../../openapi.yaml");
 
-/// What the handlers share: the hub, stream timings, and the shutdown signal.
+/// What the handlers share: the hub, the limits, stream timings, and the shutdown signal.
 #[derive(Clone)]
 pub struct Context {
     pub hub: Hub,
+    pub(crate) limits: Arc<Limits>,
     pub stream: StreamSettings,
+    /// What a full house tells clients to wait: an abandoned session is gone after one TTL.
+    pub session_ttl: Duration,
     pub shutdown: CancellationToken,
 }
+
+/// The socket peer of the connection a request came on, put into every request's extensions
+/// by the accept loop (warp's own `addr::remote` only works with warp's server).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerAddr(pub(crate) SocketAddr);
 
 /// The route template a concrete path belongs to, for metrics labels.
 pub(crate) fn route_of(path: &str) -> &'static str {
@@ -105,6 +117,12 @@ pub fn routes(
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let hub = context.hub.clone();
     let ready_context = context.clone();
+    let helo_context = context.clone();
+    let limits = Arc::clone(&context.limits);
+    let with_context = move || {
+        let context = context.clone();
+        warp::any().map(move || context.clone())
+    };
     let metrics = hub.metrics().clone();
     let authenticated = with_hub(hub.clone())
         .and(bearer())
@@ -112,13 +130,15 @@ pub fn routes(
 
     let helo = warp::path!("helo")
         .and(warp::post())
-        .and(with_hub(hub.clone()))
+        .and(warp::any().map(move || helo_context.clone()))
+        .and(client_address(Arc::clone(&limits)))
         .and(json_body(max_body))
         .then(handlers::helo);
     let events = warp::path!("events" / String)
         .and(warp::get())
         .and(stream_params())
-        .and(warp::any().map(move || context.clone()))
+        .and(client_address(Arc::clone(&limits)))
+        .and(with_context())
         .then(handlers::events);
     let events_head = warp::path!("events" / String)
         .and(warp::head())
@@ -127,13 +147,13 @@ pub fn routes(
         .then(handlers::events_head);
     let response = warp::path!("response")
         .and(warp::post())
-        .and(with_hub(hub.clone()))
+        .and(with_context())
         .and(authenticated.clone())
         .and(json_body(max_body))
         .then(handlers::post_response);
     let broadcast = warp::path!("broadcast")
         .and(warp::post())
-        .and(with_hub(hub.clone()))
+        .and(with_context())
         .and(authenticated.clone())
         .and(json_body(max_body))
         .then(handlers::post_broadcast);

@@ -17,8 +17,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
-use tower::ServiceBuilder;
 use tower::util::BoxCloneService;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
@@ -29,7 +29,7 @@ use warp::reply::Reply;
 
 use super::error::ApiError;
 use super::redact::redact;
-use super::{Context, lean};
+use super::{Context, PeerAddr, lean};
 
 /// hyper's per-connection buffer limit (its minimum).
 const MAX_BUF: usize = 8 * 1024;
@@ -174,7 +174,15 @@ pub(crate) async fn run<F>(
     let graceful_ref = &graceful;
     let shared_context = context.clone();
     let serve = move |stream: TcpStream| {
-        let service = TowerToHyperService::new(service.clone());
+        let peer = stream.peer_addr().ok();
+        let service = TowerToHyperService::new(service.clone().map_request(
+            move |mut request: Request<Incoming>| {
+                if let Some(peer) = peer {
+                    request.extensions_mut().insert(PeerAddr(peer));
+                }
+                request
+            },
+        ));
         let watcher = graceful_ref.watcher();
         let context = shared_context.clone();
         let origins = Arc::clone(&origins);
@@ -188,7 +196,16 @@ pub(crate) async fn run<F>(
             };
             let header_timeout = header_timeout.saturating_sub(started.elapsed());
             if lean {
-                return lean::serve(stream, context, &origins, header_timeout, write_timeout).await;
+                let Some(peer) = peer else { return };
+                return lean::serve(
+                    stream,
+                    peer,
+                    context,
+                    &origins,
+                    header_timeout,
+                    write_timeout,
+                )
+                .await;
             }
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

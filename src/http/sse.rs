@@ -26,6 +26,7 @@ use tracing::info;
 use warp::http::{HeaderValue, header};
 use warp::reply::{Reply, Response};
 
+use crate::limits::AddressGuard;
 use crate::metrics::{EventKind, Metrics};
 use crate::registry::event::Lagged;
 use crate::registry::{Closed, Event, Pull, Subscription};
@@ -84,18 +85,22 @@ struct StreamState {
     /// per delivery showed in the 10,000-stream fan-out profile).
     next_ping: Instant,
     timer: Pin<Box<Sleep>>,
+    /// The stream's place under the per-address stream cap, given back when it ends.
+    _place: AddressGuard,
     /// Chunks of the current batch not yet handed to the writer: `id:` lines and shared frames.
     queued: VecDeque<Bytes>,
 }
 
 /// The full response for an attached stream.
 pub(crate) fn reply(
+    place: AddressGuard,
     subscription: Subscription,
     settings: StreamSettings,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> Response {
     let state = StreamState {
+        _place: place,
         next_ping: Instant::now() + settings.heartbeat,
         timer: Box::pin(sleep(settings.heartbeat)),
         subscription,

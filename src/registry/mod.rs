@@ -48,6 +48,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use event::{Envelope, Event, EventId, Peer};
 use identity::Credential;
@@ -159,16 +160,29 @@ impl Registry {
     ///
     /// The new session starts detached, so it expires after the TTL unless a stream attaches.
     ///
+    /// `place` is the session's share of its address's cap, held for as long as the session
+    /// lives.
+    ///
     /// # Errors
     /// [`RegistryError::SessionLimit`] when `max_sessions` are registered.
-    pub(crate) fn register(&self, name: DisplayName) -> Result<(Peer, Token), RegistryError> {
+    pub(crate) fn register(
+        &self,
+        name: DisplayName,
+        place: AddressGuard,
+    ) -> Result<(Peer, Token), RegistryError> {
         let id = SessionId::random();
         let peer = Peer { id, name };
         let token = Token::issue(id);
         let settings = &self.shared.settings;
         let mailbox = Mailbox::new(settings.mailbox_size, settings.mailbox_bytes);
         let now = Instant::now();
-        self.insert(peer.clone(), Credential::Token(token.clone()), mailbox, now)?;
+        self.insert(
+            peer.clone(),
+            Credential::Token(token.clone()),
+            mailbox,
+            now,
+            Some(place),
+        )?;
         info!(session = %id, name = peer.name.as_str(), "helo");
         Ok((peer, token))
     }
@@ -181,10 +195,11 @@ impl Registry {
         token: Credential,
         mailbox: Mailbox,
         detached_since: Instant,
+        place: Option<AddressGuard>,
     ) -> Result<(), RegistryError> {
         let settings = &self.shared.settings;
         let id = peer.id;
-        let session = Arc::new(Session::new(peer, token, mailbox, detached_since));
+        let session = Arc::new(Session::new(peer, token, mailbox, detached_since, place));
         let mut state = self.lock();
         if state.sessions.len() >= settings.max_sessions {
             return Err(RegistryError::SessionLimit(settings.max_sessions));

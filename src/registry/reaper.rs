@@ -36,6 +36,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::limits::AddressGuard;
     use crate::metrics::Metrics;
     use crate::registry::{DisplayName, Settings};
 
@@ -64,10 +65,16 @@ mod tests {
         let reaper = tokio::spawn(run(registry.clone(), shutdown.clone(), |_| {}));
 
         let (idle, _) = registry
-            .register(DisplayName::parse("idle").unwrap())
+            .register(
+                DisplayName::parse("idle").unwrap(),
+                AddressGuard::unlimited(),
+            )
             .unwrap();
         let (held, token) = registry
-            .register(DisplayName::parse("held").unwrap())
+            .register(
+                DisplayName::parse("held").unwrap(),
+                AddressGuard::unlimited(),
+            )
             .unwrap();
         let subscription = registry.attach(held.id, &token, None).unwrap();
 

@@ -12,12 +12,16 @@ use tokio::time::Instant;
 use super::event::{Envelope, EventId, Peer};
 use super::identity::Credential;
 use super::mailbox::{self, Mailbox, Overflow};
+use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 
 /// One registered client.
 pub(crate) struct Session {
     pub(crate) peer: Peer,
     pub(crate) token: Credential,
+    /// Its place under the per-address session cap, given back when the session is dropped.
+    /// `None` for sessions that came from another instance or from the state file.
+    _place: Option<AddressGuard>,
     /// Mailbox and attachment. Taken after the registry lock when both are needed, and alone by
     /// a stream reading its mailbox; never held across an `.await`.
     inner: Mutex<SessionInner>,
@@ -53,10 +57,17 @@ pub enum Closed {
 
 impl Session {
     /// A detached session (its TTL runs from `now`) with `mailbox`.
-    pub(crate) fn new(peer: Peer, token: Credential, mailbox: Mailbox, now: Instant) -> Self {
+    pub(crate) fn new(
+        peer: Peer,
+        token: Credential,
+        mailbox: Mailbox,
+        now: Instant,
+        place: Option<AddressGuard>,
+    ) -> Self {
         Session {
             peer,
             token,
+            _place: place,
             inner: Mutex::new(SessionInner {
                 mailbox,
                 attachment: None,

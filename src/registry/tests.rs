@@ -26,7 +26,7 @@ fn registry(mailbox_size: usize, max_sessions: usize, max_streams: usize) -> Reg
 
 fn join(registry: &Registry, name: &str) -> (Peer, Token) {
     registry
-        .register(DisplayName::parse(name).unwrap())
+        .register(DisplayName::parse(name).unwrap(), AddressGuard::unlimited())
         .expect("room for one more")
 }
 
@@ -78,7 +78,10 @@ async fn register_announces_nothing_and_attach_says_ready_with_an_empty_roster()
 async fn the_session_limit_refuses_one_more() {
     let registry = registry(8, 1, 10);
     join(&registry, "ann");
-    let refused = registry.register(DisplayName::parse("bob").unwrap());
+    let refused = registry.register(
+        DisplayName::parse("bob").unwrap(),
+        AddressGuard::unlimited(),
+    );
     assert_eq!(refused.unwrap_err(), RegistryError::SessionLimit(1));
 }
 

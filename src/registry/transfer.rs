@@ -95,6 +95,7 @@ impl Registry {
             Credential::Token(token),
             mailbox,
             Instant::now(),
+            None,
         )
     }
 
@@ -161,6 +162,7 @@ impl Registry {
             Credential::Hash(token_hash),
             mailbox,
             detached_since,
+            None,
         )
     }
 }

@@ -81,6 +81,20 @@ impl Endpoint {
         }
     }
 
+    /// The same server as seen from another loopback address (`127.0.0.2`, ...): every
+    /// request of the returned endpoint leaves from `local`, so per-address limits count it
+    /// apart from the default client's 127.0.0.1.
+    pub fn from_address(&self, local: std::net::IpAddr) -> Endpoint {
+        let client = reqwest::Client::builder()
+            .connect_timeout(WAIT)
+            .no_proxy()
+            .local_address(local)
+            .build()
+            .unwrap();
+        let addr = self.authority().parse().expect("a socket address");
+        Endpoint::new(&format!("{} from {local}", self.label), addr, client)
+    }
+
     /// `127.0.0.1:<port>`, for raw sockets and for rewriting documented commands.
     pub fn authority(&self) -> &str {
         self.base_url.trim_start_matches("http://")

@@ -51,6 +51,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::presence::Presence;
+use crate::limits::AddressGuard;
 use crate::registry::{
     DisplayName, EventId, Peer, Registry, RegistryError, SessionId, Subscription, Token,
 };
@@ -144,12 +145,16 @@ impl Cluster {
     }
 
     /// Registers a session here, writes it to the directory, and publishes its join.
-    pub(crate) async fn register(&self, name: DisplayName) -> Result<(Peer, Token), RegistryError> {
+    pub(crate) async fn register(
+        &self,
+        name: DisplayName,
+        place: AddressGuard,
+    ) -> Result<(Peer, Token), RegistryError> {
         let limit = self.registry.settings().max_sessions;
         if self.directory.count().await? >= limit {
             return Err(RegistryError::SessionLimit(limit));
         }
-        let (peer, token) = self.registry.register(name)?;
+        let (peer, token) = self.registry.register(name, place)?;
         if let Err(err) = self.directory.put(&peer, &token).await {
             self.registry.remove(peer.id);
             return Err(err);
