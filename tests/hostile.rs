@@ -565,6 +565,9 @@ async fn a_stream_that_reads_nothing_is_closed_after_the_write_timeout_and_can_r
         "16777216",
         "--max-streams",
         "10",
+        // The flood below is the point: one session far past the default byte rate.
+        "--byte-rate",
+        "0",
     ]);
     let ann = server.helo("ann").await.unwrap();
     let bob = server.helo("bob").await.unwrap();

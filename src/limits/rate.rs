@@ -192,6 +192,8 @@ fn cells(bytes: u64) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use governor::clock::FakeRelativeClock;
 
     use super::*;
