@@ -55,7 +55,7 @@ async fn a_helo_flood_from_one_address_leaves_another_address_served() {
         ..test_config()
     })
     .await;
-    let flooder = app.from_address(other(2));
+    let flooder = app.seen_from(other(2));
 
     for n in 0..5 {
         assert_eq!(
@@ -92,7 +92,7 @@ async fn an_address_holds_at_most_its_share_of_sessions_until_one_leaves() {
         retry, 30,
         "an abandoned session frees its place within one TTL"
     );
-    app.from_address(other(3)).helo("elsewhere").await;
+    app.seen_from(other(3)).helo("elsewhere").await;
 
     assert_eq!(
         app.delete(&first.token).await.status(),
@@ -113,7 +113,7 @@ async fn an_address_holds_at_most_its_share_of_streams() {
 
     let refused = app.events_response(&bob.id, &bob.token, None).await;
     assert_limited(refused, "streams_per_address").await;
-    let from_elsewhere = app.from_address(other(4));
+    let from_elsewhere = app.seen_from(other(4));
     drop(from_elsewhere.attach_ready(&bob).await);
 
     drop(ann_stream);

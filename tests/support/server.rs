@@ -84,7 +84,7 @@ impl Endpoint {
     /// The same server as seen from another loopback address (`127.0.0.2`, ...): every
     /// request of the returned endpoint leaves from `local`, so per-address limits count it
     /// apart from the default client's 127.0.0.1.
-    pub fn from_address(&self, local: std::net::IpAddr) -> Endpoint {
+    pub fn seen_from(&self, local: std::net::IpAddr) -> Endpoint {
         let client = reqwest::Client::builder()
             .connect_timeout(WAIT)
             .no_proxy()
