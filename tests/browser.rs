@@ -214,6 +214,13 @@ fn looks_like_uuid(s: &str) -> bool {
         })
 }
 
+/// A new empty folder for a test's files (a state file, a key); the test removes it.
+fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchboard-browser-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir(&dir).expect("create a scratch folder");
+    dir
+}
+
 /// Runs `body` with a bounded total time, so a hung browser fails the test
 /// instead of the CI run.
 async fn bounded<F: Future<Output = ()>>(body: F) {
@@ -523,9 +530,7 @@ fn count(snapshot: &Snapshot, kind: &str, text: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pages_keep_their_sessions_across_a_restart_with_a_state_file() {
     bounded(async {
-        let dir =
-            std::env::temp_dir().join(format!("switchboard-browser-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir(&dir).unwrap();
+        let dir = scratch_dir();
         let config = || switchboard::Config {
             state_file: Some(dir.join("state.json")),
             ..page_config()
@@ -769,9 +774,7 @@ async fn the_page_offers_a_random_name_and_joins_only_when_told() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_new_user_gets_no_auto_reply_and_a_live_one_does() {
     bounded(async {
-        let dir =
-            std::env::temp_dir().join(format!("switchboard-browser-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir(&dir).unwrap();
+        let dir = scratch_dir();
         // The page's stream comes back `sse_retry` after the restart: time enough for someone
         // to join while it is away.
         let config = || switchboard::Config {
@@ -982,9 +985,7 @@ fn join_token(secret: &[u8], name: &str) -> String {
 #[ignore = "needs `--auth jwt` wired into POST /helo (issue 10, server part)"]
 async fn pages_join_a_jwt_server_with_the_tokens_their_host_page_gives() {
     bounded(async {
-        let dir =
-            std::env::temp_dir().join(format!("switchboard-browser-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir(&dir).unwrap();
+        let dir = scratch_dir();
         let secret = b"browser-test-secret-of-at-least-32-bytes";
         let secret_file = dir.join("jwt-secret");
         std::fs::write(&secret_file, secret).unwrap();
