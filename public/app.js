@@ -1,19 +1,27 @@
 // switchboard web client: the reference page, built on the `switchboard.js` module.
 //
-// On load it joins under `?name=` or a random name. The module keeps the session
-// alive: the stream resumes after a network blip or a server restart that kept
-// its state, and when the session is gone (a restart without state, an expired
-// TTL) it joins again under the same name by itself; the log says so. Every
-// `new_user` is answered with a direct "hello there <name>", the form sends to
-// one person or to everyone, and closing the tab leaves so the others hear it
-// at once. The name form appears only after leaving on purpose.
+// It opens on a name field holding a random name (or `?name=`) and joins when the
+// person presses Join; `?join=1` joins at once (scripts, tests). With a server
+// running `--auth jwt`, the page joins with the token its host page gives it:
+// `window.SWITCHBOARD_TOKEN` or `#token=` in the URL (see hostToken below).
+//
+// The module keeps the session alive: the stream resumes after a network blip or
+// a server restart that kept its state, and when the session is gone (a restart
+// without state, an expired TTL) it joins again under the same name by itself;
+// the log says so. A `new_user` that arrives live is answered with a direct
+// "hello there <name>", at most AUTO_REPLIES_PER_SECOND of them; replayed ones
+// are not news and get none. The form sends to one person or to everyone, and
+// closing the tab leaves so the others hear it at once.
 //
 // Everything another user controls (names, messages) is written with textContent,
-// never parsed as HTML.
+// never parsed as HTML, and every name sits in a <bdi>, so a right-to-left name
+// cannot reorder the text around it.
 import { Switchboard } from './switchboard.js';
 
 {
   const MAX_LOG_ENTRIES = 500;
+  /** Greetings sent in any one second at most; a burst of newcomers gets no more. */
+  const AUTO_REPLIES_PER_SECOND = 3;
 
   const $ = (selector) => document.querySelector(selector);
   const ui = {
@@ -22,8 +30,10 @@ import { Switchboard } from './switchboard.js';
     meName: $('#me-name'),
     meId: $('#me-id'),
     leave: $('#leave'),
-    rejoinForm: $('#rejoin-form'),
+    joinForm: $('#join-form'),
+    nameLabel: $('label[for="name-input"]'),
     nameInput: $('#name-input'),
+    joinHint: $('#join-hint'),
     people: $('#people'),
     peopleCount: $('#people-count'),
     peopleEmpty: $('#people-empty'),
@@ -55,6 +65,24 @@ import { Switchboard } from './switchboard.js';
     return node;
   }
 
+  /** A name someone chose, isolated so that its direction cannot spill into the text around it. */
+  function nameNode(name) {
+    return el('bdi', 'name', name);
+  }
+
+  /**
+   * Text with names in it: parts are strings or `{ name }`, each name in its own <bdi>.
+   * @returns {Node[]}
+   */
+  function withNames(parts) {
+    return parts.map((part) => (typeof part === 'string' ? document.createTextNode(part) : nameNode(part.name)));
+  }
+
+  /** A name inside plain text that cannot hold elements (a tooltip): Unicode's own isolates. */
+  function isolated(name) {
+    return '\u2068' + name + '\u2069';
+  }
+
   /** A message can be any JSON value; strings are shown as they are. */
   function messageText(message) {
     return typeof message === 'string' ? message : JSON.stringify(message);
@@ -82,15 +110,17 @@ import { Switchboard } from './switchboard.js';
 
   // ----------------------------------------------------------------- status
 
-  /** One of connecting, live, reconnecting, closed. */
+  const STATUS_TEXT = { idle: 'not joined' };
+
+  /** One of idle (not joined yet), connecting, live, reconnecting, closed. */
   function setStatus(state) {
     ui.status.dataset.state = state;
-    ui.statusText.textContent = state;
-    const live = state === 'live';
-    ui.send.disabled = !live;
-    ui.leave.hidden = state === 'closed';
+    ui.statusText.textContent = STATUS_TEXT[state] || state;
+    ui.send.disabled = state !== 'live';
+    const out = state === 'idle' || state === 'closed';
+    ui.leave.hidden = out;
     ui.leave.disabled = !board;
-    ui.rejoinForm.hidden = state !== 'closed';
+    ui.joinForm.hidden = !out;
     document.body.dataset.state = state;
   }
 
@@ -114,9 +144,9 @@ import { Switchboard } from './switchboard.js';
         item.dataset.id = person.id;
         const button = el('button', 'person-button');
         button.type = 'button';
-        button.title = 'Send a message to ' + person.name;
+        button.title = 'Send a message to ' + isolated(person.name);
         const label = el('span', 'person-label');
-        label.append(el('span', 'name', person.name), el('span', 'short-id', person.id.slice(0, 8)));
+        label.append(nameNode(person.name), el('span', 'short-id', person.id.slice(0, 8)));
         button.append(avatar(person), label);
         button.addEventListener('click', () => {
           ui.recipient.value = person.id;
@@ -136,7 +166,9 @@ import { Switchboard } from './switchboard.js';
     ui.recipient.replaceChildren(
       everyone,
       ...sorted.map((person) => {
+        // An option holds text only; it shows the name alone, in the name's own direction.
         const option = el('option', '', person.name);
+        option.dir = 'auto';
         option.value = person.id;
         return option;
       }),
@@ -167,9 +199,10 @@ import { Switchboard } from './switchboard.js';
   };
 
   /**
-   * Appends one entry. `who` is the other party ("from X", "to X"), `text` the
-   * message; both are untrusted and only ever set as textContent. `eventId` is
-   * the id a sent message got in the recipient's stream.
+   * Appends one entry. `who` is the other party's name ("from X", "to X"), `text`
+   * the message, or an array of strings and `{ name }` parts (see withNames); all
+   * are untrusted and only ever set as textContent. `eventId` is the id a sent
+   * message got in the recipient's stream.
    */
   function log({ kind, direction = 'info', prefix = '', who = '', whoId = '', text = '', tag = '', eventId }) {
     const item = el('li', 'entry');
@@ -189,13 +222,19 @@ import { Switchboard } from './switchboard.js';
     head.append(time, el('span', 'kind', KIND_LABELS[kind] || kind));
     if (who || prefix) {
       const whoNode = el('span', 'who', prefix);
-      if (who) whoNode.append(el('strong', 'name', who));
+      if (who) whoNode.append(nameNode(who));
       head.append(whoNode);
     }
     if (tag) head.append(el('span', 'tag', tag));
 
     item.append(head);
-    if (text) item.append(el('p', 'text', text));
+    if (text.length > 0) {
+      // A message keeps its own direction (dir=auto: that of its first strong letter).
+      const body = el('p', 'text');
+      body.dir = 'auto';
+      body.append(...(Array.isArray(text) ? withNames(text) : [text]));
+      item.append(body);
+    }
 
     // Follow new entries only when the reader is at the bottom already. The
     // log scrolls by itself on a desktop and scrolls with the page on a phone.
@@ -256,6 +295,20 @@ import { Switchboard } from './switchboard.js';
     else sendBroadcast(message);
   });
 
+  // ------------------------------------------------------------ auto-reply
+
+  /** When the greetings of the last second were sent. */
+  const autoReplies = [];
+
+  /** Whether one more greeting fits in the last second; if so, it counts from now. */
+  function mayAutoReply() {
+    const now = performance.now();
+    while (autoReplies.length > 0 && now - autoReplies[0] >= 1000) autoReplies.shift();
+    if (autoReplies.length >= AUTO_REPLIES_PER_SECOND) return false;
+    autoReplies.push(now);
+    return true;
+  }
+
   // ----------------------------------------------------------------- events
 
   /** What the module dispatches, and what the page does with each. */
@@ -269,10 +322,21 @@ import { Switchboard } from './switchboard.js';
       syncPeople(presence);
     },
 
-    new_user({ id, name }) {
-      log({ kind: 'new_user', direction: 'in', who: name, whoId: id });
-      // The seed's scenario: greet every newcomer directly.
-      sendDirect(id, `hello there ${name}`, 'auto-reply');
+    new_user({ id, name, replayed }) {
+      log({ kind: 'new_user', direction: 'in', who: name, whoId: id, tag: replayed ? 'replayed' : '' });
+      // The seed's scenario: greet every newcomer directly. Only live ones: a replayed
+      // `new_user` joined before this stream attached (it is in the roster already), and
+      // greeting it again after each reconnect would be noise.
+      if (replayed) return;
+      if (mayAutoReply()) {
+        sendDirect(id, `hello there ${name}`, 'auto-reply');
+      } else {
+        log({
+          kind: 'system',
+          whoId: id,
+          text: ['no auto-reply to ', { name }, `: more than ${AUTO_REPLIES_PER_SECOND} newcomers a second`],
+        });
+      }
     },
 
     message(data) {
@@ -311,7 +375,7 @@ import { Switchboard } from './switchboard.js';
     // The old session was gone (server restarted without its state, TTL expired).
     rejoined({ id, name }) {
       showMe(name, id);
-      log({ kind: 'system', text: `the session was lost; joined again as ${name}` });
+      log({ kind: 'system', text: ['the session was lost; joined again as ', { name }] });
     },
 
     state({ state }) {
@@ -320,8 +384,15 @@ import { Switchboard } from './switchboard.js';
       if (state === 'open') showMe(board.name, board.id);
     },
 
+    // The module stopped for good (a refused hello, e.g. an invalid name or token): show the
+    // join form again.
     error({ error, fatal }) {
-      if (fatal) log({ kind: 'error', text: error.message });
+      if (!fatal) return;
+      board = null;
+      people.clear();
+      renderPeople();
+      setStatus('closed');
+      log({ kind: 'error', text: `could not say hello: ${error.message}` });
     },
   };
 
@@ -333,8 +404,29 @@ import { Switchboard } from './switchboard.js';
     ui.nameInput.value = name;
   }
 
+  /**
+   * The join token the host page gives this page, for a server running `--auth jwt`:
+   * `window.SWITCHBOARD_TOKEN` (a string, or a function returning one or a promise of one,
+   * asked again whenever the page joins) set by a script before this module runs, or else
+   * `#token=` in the URL (the fragment never reaches a server or a Referer). The fragment is
+   * removed from the address bar once read, so the token is not bookmarked or shared with
+   * the link. Undefined when there is none (a server running `--auth open` needs none).
+   */
+  function hostToken() {
+    const fragment = new URLSearchParams(location.hash.slice(1));
+    const inUrl = fragment.get('token');
+    if (inUrl !== null) {
+      fragment.delete('token');
+      const rest = fragment.toString();
+      history.replaceState(history.state, '', location.pathname + location.search + (rest ? '#' + rest : ''));
+    }
+    return globalThis.SWITCHBOARD_TOKEN || inUrl || undefined;
+  }
+
+  const joinToken = hostToken();
+
   async function join(name) {
-    const client = new Switchboard({ name });
+    const client = new Switchboard({ name, joinToken });
     board = client;
     for (const [type, handle] of Object.entries(handlers)) {
       client.addEventListener(type, (event) => {
@@ -353,6 +445,12 @@ import { Switchboard } from './switchboard.js';
     }
   }
 
+  ui.joinForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const name = ui.nameInput.value.trim();
+    if (name) join(name);
+  });
+
   /** Leave on purpose: delete the session so the others hear `user_left` at once. */
   ui.leave.addEventListener('click', () => {
     const client = board;
@@ -361,15 +459,20 @@ import { Switchboard } from './switchboard.js';
     people.clear();
     renderPeople();
     setStatus('closed');
+    ui.joinHint.textContent = 'You left. Joining says hello again with a new id.';
     log({ kind: 'system', text: 'you left' });
   });
 
-  ui.rejoinForm.addEventListener('submit', (event) => {
-    event.preventDefault();
-    const name = ui.nameInput.value.trim();
-    if (name) join(name);
-  });
-
-  const requested = new URLSearchParams(location.search).get('name');
-  join((requested && requested.trim()) || randomName());
+  // Nothing happens until the person presses Join, unless `?join=1` asks for it.
+  const params = new URLSearchParams(location.search);
+  const requested = (params.get('name') || '').trim();
+  ui.nameInput.value = requested || randomName();
+  if (joinToken) {
+    // The server names the session after the token's `name` claim: nothing to type.
+    ui.nameLabel.hidden = true;
+    ui.nameInput.hidden = true;
+    ui.joinHint.textContent = 'Your host page signed you in; your name comes from it.';
+  }
+  setStatus('idle');
+  if (params.get('join') === '1') join(ui.nameInput.value.trim());
 }

@@ -15,6 +15,11 @@ export interface Peer {
  * error. */
 export type SwitchboardState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
+/** A credential for `POST /helo` (sent as `Authorization: Bearer`), e.g. a JWT minted by the
+ * app's backend for a server running `--auth jwt`. A function is called again on every
+ * registration (also when the client registers again by itself), so it can fetch a fresh one. */
+export type JoinToken = string | (() => string | Promise<string>);
+
 /** Why a new session replaced the old one. */
 export type RejoinReason = 'unknown_session' | 'unauthorized' | 'pagehide';
 
@@ -24,6 +29,10 @@ export interface SwitchboardOptions {
   /** The server's origin (and path prefix); '' (default) for the page's own origin. A different
    * origin must be allowed by the server's `--cors-origin`. */
   baseUrl?: string;
+  /** Sent on `POST /helo` as `Authorization: Bearer <joinToken>`; required by a server running
+   * `--auth jwt` (its token's `name` claim then names the session). A function that throws or
+   * rejects counts as a network error: registering is retried with backoff. */
+  joinToken?: JoinToken;
   /** The fetch to use (default: the global one). */
   fetch?: typeof globalThis.fetch;
   /** The EventSource constructor to use (default: the global one). */
@@ -70,6 +79,14 @@ export interface PeerDetail extends Peer {
   eventId: number | null;
 }
 
+/** `new_user`: another client said hello. */
+export interface NewUserDetail extends PeerDetail {
+  /** True when this attach's `ready` roster already listed the peer: it joined before the
+   * stream attached, and the mailbox is replaying its `new_user` (after a resume, or when it
+   * joined between this client's `POST /helo` and its first attach). Not news. */
+  replayed: boolean;
+}
+
 /** A direct message to this session (`client_response`). */
 export interface MessageDetail<M = unknown> {
   from: SessionId;
@@ -112,7 +129,7 @@ export interface SwitchboardEventMap {
   state: CustomEvent<StateDetail>;
   ready: CustomEvent<ReadyDetail>;
   presence: CustomEvent<PresenceDetail>;
-  new_user: CustomEvent<PeerDetail>;
+  new_user: CustomEvent<NewUserDetail>;
   user_left: CustomEvent<PeerDetail>;
   message: CustomEvent<MessageDetail>;
   broadcast: CustomEvent<BroadcastDetail>;

@@ -9,9 +9,12 @@
 //   await board.send(someId, 'hello');
 //
 // What it does for the page:
-// - registers (POST /helo) and reads the session's stream (EventSource on /events/{id});
+// - registers (POST /helo, with `joinToken` as `Authorization: Bearer` for a server running
+//   `--auth jwt`) and reads the session's stream (EventSource on /events/{id});
 // - keeps `presence`, a Map of the others keyed by id, from `ready` / `new_user` / `user_left`
-//   (the roster in each `ready` replaces it, so a resume never leaves a stale entry);
+//   (the roster in each `ready` replaces it, so a resume never leaves a stale entry), and marks a
+//   `new_user` whose peer that roster already listed as `replayed`: it happened before the stream
+//   attached (the mailbox replays it after `ready`), so it is not news;
 // - remembers the last event id it read and resumes after it (`?last_event_id=`) whenever it has
 //   to open a new EventSource; the browser's own reconnects send `Last-Event-ID` by themselves;
 // - reconnects with exponential backoff and full jitter (capped at 10 s by default) when the
@@ -35,10 +38,13 @@
  * @typedef {{ id: string, token: string, name: string }} Session
  * @typedef {'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'} State
  * @typedef {'unknown_session' | 'unauthorized' | 'pagehide'} RejoinReason
+ * @typedef {string | (() => string | Promise<string>)} JoinToken
  *
  * @typedef {object} SwitchboardOptions
  * @property {string} name The display name to register with (1 to 64 characters).
  * @property {string} [baseUrl] The server's origin (and path prefix), '' for this page's.
+ * @property {JoinToken} [joinToken] Sent on POST /helo as `Authorization: Bearer` (a server
+ *   running `--auth jwt` requires it); a function is asked again on every registration.
  * @property {typeof globalThis.fetch} [fetch] The fetch to use (tests, instrumentation).
  * @property {typeof globalThis.EventSource} [EventSource] The EventSource to use.
  * @property {boolean} [persist] Keep the session in sessionStorage so a reload resumes it.
@@ -94,9 +100,10 @@ export class SwitchboardError extends Error {
  *
  * Events (all `CustomEvent`s; types in switchboard.d.ts):
  * `state` {state, previous}, `ready` {id, name, clients, resumed}, `presence` {presence},
- * `new_user` / `user_left` {id, name, eventId}, `message` (a direct message, the
- * `client_response` payload plus eventId), `broadcast` (`client_broadcast` plus eventId),
- * `lagged` {missed}, `rejoined` {previousId, id, name, reason}, `error` {error, fatal}.
+ * `new_user` {id, name, eventId, replayed}, `user_left` {id, name, eventId}, `message` (a
+ * direct message, the `client_response` payload plus eventId), `broadcast` (`client_broadcast`
+ * plus eventId), `lagged` {missed}, `rejoined` {previousId, id, name, reason},
+ * `error` {error, fatal}.
  */
 export class Switchboard extends EventTarget {
   /**
@@ -108,6 +115,8 @@ export class Switchboard extends EventTarget {
   #fetch;
   /** @type {typeof globalThis.EventSource} */
   #EventSource;
+  /** @type {JoinToken | undefined} */
+  #joinToken;
   /** @type {Storage | null} */
   #storage = null;
   #storageKey = '';
@@ -155,6 +164,7 @@ export class Switchboard extends EventTarget {
     const {
       name,
       baseUrl = '',
+      joinToken,
       fetch = globalThis.fetch.bind(globalThis),
       EventSource = globalThis.EventSource,
       persist = false,
@@ -177,6 +187,7 @@ export class Switchboard extends EventTarget {
     };
     this.#fetch = fetch;
     this.#EventSource = EventSource;
+    this.#joinToken = joinToken;
     if (persist && storage) {
       this.#storage = storage;
       this.#storageKey = `switchboard:${this.#options.baseUrl || globalThis.location?.origin || ''}`;
@@ -444,12 +455,16 @@ export class Switchboard extends EventTarget {
         this.#settle(null);
         return;
       }
-      case 'new_user':
+      case 'new_user': {
         if (data.id === me.id) return;
+        // Listed already: this attach's `ready` roster had the peer, so the peer joined before
+        // the stream attached and this is the mailbox replaying it.
+        const replayed = this.#presence.has(data.id);
         this.#presence.set(data.id, { id: data.id, name: data.name });
-        this.#emit('new_user', { id: data.id, name: data.name, eventId });
+        this.#emit('new_user', { id: data.id, name: data.name, eventId, replayed });
         this.#emit('presence', { presence: this.#presence });
         return;
+      }
       case 'user_left':
         this.#presence.delete(data.id);
         this.#emit('user_left', { id: data.id, name: data.name, eventId });
@@ -543,7 +558,7 @@ export class Switchboard extends EventTarget {
   }
 
   /**
-   * POST /helo with this client's name; on success opens the new session's stream, and when a
+   * POST /helo with this client's name (and `joinToken`); on success opens the new session's stream, and when a
    * session was lost (`previousId`), dispatches `rejoined`. Failures are retried with backoff
    * (the next step registers again, as there is no session), except refusals that retrying
    * cannot change.
@@ -556,7 +571,8 @@ export class Switchboard extends EventTarget {
     /** @type {Session} */
     let session;
     try {
-      session = await this.#request('POST', '/helo', { name: this.#name });
+      const joinToken = await this.#currentJoinToken();
+      session = await this.#request('POST', '/helo', { name: this.#name }, joinToken);
     } catch (error) {
       if (generation !== this.#generation) return;
       const refused = /** @type {SwitchboardError} */ (error);
@@ -594,6 +610,19 @@ export class Switchboard extends EventTarget {
   }
 
   // ---------------------------------------------------------------- helpers
+
+  /**
+   * The `joinToken` for this registration; a function that fails is a network error (retried).
+   * @returns {Promise<string | undefined>}
+   */
+  async #currentJoinToken() {
+    if (typeof this.#joinToken !== 'function') return this.#joinToken;
+    try {
+      return await this.#joinToken();
+    } catch (cause) {
+      throw new SwitchboardError('the join token could not be had', { cause });
+    }
+  }
 
   /** @param {string} path */
   #url(path) {
