@@ -27,8 +27,8 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
 pub use server::{
-    Endpoint, Instance, REDIS_URL_VAR, TestApp, public_dir, refused, spawn_app, spawn_app_on,
-    test_config, wait_for_health,
+    Endpoint, Instance, Launch, REDIS_URL_VAR, TestApp, public_dir, refused, spawn_app,
+    spawn_app_on, test_config, wait_for_health,
 };
 pub use sse::{RawStream, SseEvent, SseReader};
 pub use switchboard::Config;

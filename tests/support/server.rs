@@ -3,13 +3,14 @@
 //! [`spawn_app`] runs `switchboard::serve` inside the test's runtime on `127.0.0.1:0` with a
 //! oneshot as its shutdown trigger and returns at once: the listener is already bound, so
 //! requests queue until `serve` accepts them. [`Instance`] runs the real binary as a child
-//! process (cluster tests kill it). Both deref to an [`Endpoint`]: a base URL, a raw `reqwest`
+//! process (cluster tests kill it; [`Launch`] sets its directory or open-file limit). Both deref to an [`Endpoint`]: a base URL, a raw `reqwest`
 //! client for wire-level checks, and a `switchboard-client` for the ordinary calls.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::ops::Deref;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -405,60 +406,26 @@ impl Instance {
     /// background threads for as long as it runs, so it never blocks on a full pipe.
     /// `SWITCHBOARD_*` variables of the test's environment are not passed on.
     pub async fn start(label: &str, args: &[&str]) -> Instance {
-        Instance::start_in(label, Path::new(env!("CARGO_MANIFEST_DIR")), args).await
+        Instance::launch(label).start(args).await
     }
 
     /// [`Instance::start`] with `dir` as the working directory.
     pub async fn start_in(label: &str, dir: &Path, args: &[&str]) -> Instance {
-        let mut all = vec!["--listen", "127.0.0.1:0", "--log", "info"];
-        all.extend_from_slice(args);
-        Instance::spawn(label, dir, &all).await
+        Instance::launch(label).dir(dir).start(args).await
     }
 
     /// Runs the binary with exactly `args` (which must make it listen on an ephemeral port) and
     /// waits for the `listening` log line, in text or JSON, that gives its address.
     pub async fn with_args(label: &str, args: &[&str]) -> Instance {
-        Instance::spawn(label, Path::new(env!("CARGO_MANIFEST_DIR")), args).await
+        Instance::launch(label).with_args(args).await
     }
 
-    /// Starts the binary in `dir` with exactly `args` and waits for its address.
-    async fn spawn(label: &str, dir: &Path, args: &[&str]) -> Instance {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-        command
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SWITCHBOARD_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command.spawn().expect("starting switchboard");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (address, listening) = oneshot::channel();
-        drain(
-            child.stdout.take().unwrap(),
-            Arc::clone(&log),
-            Some(address),
-        );
-        drain(child.stderr.take().unwrap(), Arc::clone(&log), None);
-        let addr = match timeout(WAIT, listening).await {
-            Ok(Ok(addr)) => addr,
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "instance {label} never logged `listening address=...`; its log:\n{}",
-                    log.lock().unwrap().join("\n")
-                )
-            }
-        };
-        Instance {
-            endpoint: Endpoint::new(label, addr, http_client()),
-            child: Some(child),
-            log,
+    /// How to run the binary when the arguments are not all a test sets: see [`Launch`].
+    pub fn launch(label: &str) -> Launch {
+        Launch {
+            label: label.to_owned(),
+            dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            open_files: None,
         }
     }
 
@@ -552,6 +519,90 @@ impl Drop for Instance {
             );
         }
         self.kill();
+    }
+}
+
+/// An [`Instance`] about to start: its working directory (the crate's root unless
+/// [`Launch::dir`]) and the limits of its process.
+pub struct Launch {
+    label: String,
+    dir: PathBuf,
+    /// `RLIMIT_NOFILE` (soft and hard) for the child; inherited when `None`.
+    open_files: Option<u64>,
+}
+
+impl Launch {
+    /// Runs the binary in `dir`.
+    pub fn dir(mut self, dir: &Path) -> Launch {
+        self.dir = dir.to_owned();
+        self
+    }
+
+    /// Lowers the child's open-file limit (soft and hard) to `limit` before it execs, so the
+    /// server sizes its connection budget from it, as under a service manager's `LimitNOFILE`.
+    pub fn open_file_limit(mut self, limit: u64) -> Launch {
+        self.open_files = Some(limit);
+        self
+    }
+
+    /// Starts with `--listen 127.0.0.1:0 --log info` and `args`; see [`Instance::start`].
+    pub async fn start(self, args: &[&str]) -> Instance {
+        let mut all = vec!["--listen", "127.0.0.1:0", "--log", "info"];
+        all.extend_from_slice(args);
+        self.with_args(&all).await
+    }
+
+    /// Starts with exactly `args` and waits for its address; see [`Instance::with_args`].
+    pub async fn with_args(self, args: &[&str]) -> Instance {
+        let Launch {
+            label,
+            dir,
+            open_files,
+        } = self;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SWITCHBOARD_") {
+                command.env_remove(key);
+            }
+        }
+        if let Some(limit) = open_files {
+            // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork and
+            // exec.
+            unsafe {
+                command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit));
+            }
+        }
+        let mut child = command.spawn().expect("starting switchboard");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (address, listening) = oneshot::channel();
+        drain(
+            child.stdout.take().unwrap(),
+            Arc::clone(&log),
+            Some(address),
+        );
+        drain(child.stderr.take().unwrap(), Arc::clone(&log), None);
+        let addr = match timeout(WAIT, listening).await {
+            Ok(Ok(addr)) => addr,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "instance {label} never logged `listening address=...`; its log:\n{}",
+                    log.lock().unwrap().join("\n")
+                )
+            }
+        };
+        Instance {
+            endpoint: Endpoint::new(&label, addr, http_client()),
+            child: Some(child),
+            log,
+        }
     }
 }
 
