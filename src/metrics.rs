@@ -18,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 /// Content type of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -92,6 +92,17 @@ struct BuildLabels {
 /// Latency buckets in seconds: 100 µs to about 6.5 s, doubling (17 buckets).
 fn latency_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.000_1, 2.0, 17))
+}
+
+/// Registers a latency metric (a histogram of [`latency_buckets`], or a family of them) in
+/// seconds; the registry keeps a clone, which shares the metric's atomics.
+fn register_latency(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    latency: &(impl Metric + Clone),
+) {
+    registry.register_with_unit(name, help, Unit::Seconds, latency.clone());
 }
 
 /// Every metric switchboard exports.
@@ -170,11 +181,11 @@ impl Default for Metrics {
             "Keep-alive comments written to quiet SSE streams",
             metrics.heartbeats.clone(),
         );
-        registry.register_with_unit(
+        register_latency(
+            registry,
             "delivery_latency",
             "From accepting an event to writing it to its stream",
-            Unit::Seconds,
-            metrics.delivery_latency.clone(),
+            &metrics.delivery_latency,
         );
         registry.register(
             "mailbox_evictions",
@@ -196,11 +207,11 @@ impl Default for Metrics {
             "HTTP requests by route and status",
             metrics.http.clone(),
         );
-        registry.register_with_unit(
+        register_latency(
+            registry,
             "http_request_duration",
             "Time to answer an HTTP request (to the response head, for streams), by route",
-            Unit::Seconds,
-            metrics.http_latency.clone(),
+            &metrics.http_latency,
         );
         Metrics {
             registry: root,

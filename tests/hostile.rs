@@ -2,163 +2,124 @@
 //! client (healthz, helo, attach, response) is still served during it and afterwards.
 //!
 //! The server runs with a low open-file limit (set in the child before exec), so an attack that
-//! holds sockets would exhaust the connection budget quickly. Every wait is bounded.
+//! holds sockets would exhaust the connection budget quickly. Every wait is bounded. The
+//! clients here speak raw HTTP/1.1 over their own sockets: the attacks are on the wire format.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
 use serde_json::Value;
+use support::{Endpoint, Instance, public_dir, refused};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
+/// Longest wait for a read or a condition: longer than [`support::WAIT`], since answers under
+/// attack may be slow.
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Soft and hard open-file limit of the server: 256 descriptors, 192 connection slots.
 const NOFILE: u64 = 256;
 
-struct Server {
-    address: String,
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+/// The binary on an ephemeral port with the crate's `public/`, no drain window, the low
+/// open-file limit and `extra` arguments.
+async fn start(extra: &[&str]) -> Instance {
+    let public = public_dir();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-window",
+        "0s",
+        "--public-dir",
+        public.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Instance::launch("hostile")
+        .open_file_limit(NOFILE)
+        .with_args(&args)
+        .await
 }
 
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let public =
-            std::env::temp_dir().join(format!("switchboard-hostile-{}", std::process::id()));
-        std::fs::create_dir_all(&public).unwrap();
-        std::fs::write(public.join("index.html"), "<!doctype html><title>t</title>").unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-        command
-            .args(["--listen", "127.0.0.1:0", "--drain-window", "0s"])
-            .args(["--public-dir", public.to_str().unwrap()])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            command.pre_exec(|| rlimit::setrlimit(rlimit::Resource::NOFILE, NOFILE, NOFILE));
-        }
-        let mut child = command.spawn().expect("starting the switchboard binary");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (log, tx) = (Arc::clone(&log), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("address=").nth(1) {
-                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let address = rx.recv_timeout(WAIT).expect("the binary logs its address");
-        Server {
-            address,
-            child,
-            log,
-        }
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// One raw request on a new connection; the status and body of the answer.
-    async fn raw(&self, request: &[u8]) -> (u16, String) {
-        let mut stream = timeout(WAIT, TcpStream::connect(&self.address))
-            .await
-            .unwrap()
-            .unwrap();
-        stream.write_all(request).await.unwrap();
-        read_response(&mut stream).await
-    }
-
-    /// A legitimate client's whole exchange: healthz, two helos, an attached stream that
-    /// receives a direct message. Returns whether every step succeeded within the bound.
-    async fn legit(&self) -> bool {
-        timeout(WAIT, self.legit_steps())
-            .await
-            .is_ok_and(|ok| ok.is_some())
-    }
-
-    async fn legit_steps(&self) -> Option<()> {
-        let (status, _) = self
-            .try_raw(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await?;
-        if status != 200 {
-            return None;
-        }
-        let ann = self.helo("ann").await?;
-        let bob = self.helo("bob").await?;
-        let mut stream = TcpStream::connect(&self.address).await.ok()?;
-        let request = format!(
-            "GET /events/{}?token={} HTTP/1.1\r\nhost: x\r\n\r\n",
-            ann["id"].as_str()?,
-            ann["token"].as_str()?
-        );
-        stream.write_all(request.as_bytes()).await.ok()?;
-        read_until(&mut stream, "event: ready").await?;
-        let body = format!(
-            r#"{{"recipient":"{}","message":"hi"}}"#,
-            ann["id"].as_str()?
-        );
-        let request = format!(
-            "POST /response HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            bob["token"].as_str()?,
-            body.len()
-        );
-        let (status, _) = self.try_raw(request.as_bytes()).await?;
-        if status != 202 {
-            return None;
-        }
-        read_until(&mut stream, "event: client_response").await?;
-        Some(())
-    }
-
-    async fn try_raw(&self, request: &[u8]) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(&self.address).await.ok()?;
-        stream.write_all(request).await.ok()?;
-        let (status, body) = read_response(&mut stream).await;
-        (status != 0).then_some((status, body))
-    }
-
-    async fn helo(&self, name: &str) -> Option<Value> {
-        let body = format!(r#"{{"name":"{name}"}}"#);
-        let request = format!(
-            "POST /helo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let (status, body) = self.try_raw(request.as_bytes()).await?;
-        (status == 201).then(|| serde_json::from_str(&body).ok())?
-    }
-
-    /// A legitimate client, retried until it succeeds or `within` passes.
-    async fn legit_within(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.legit().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    }
+/// One raw request on a new connection; the status and body of the answer.
+async fn raw(server: &Endpoint, request: &[u8]) -> (u16, String) {
+    let mut stream = timeout(WAIT, TcpStream::connect(server.authority()))
+        .await
+        .unwrap()
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    read_response(&mut stream).await
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A legitimate client's whole exchange: healthz, two helos, an attached stream that
+/// receives a direct message. Returns whether every step succeeded within the bound.
+async fn legit(server: &Endpoint) -> bool {
+    timeout(WAIT, legit_steps(server))
+        .await
+        .is_ok_and(|ok| ok.is_some())
+}
+
+async fn legit_steps(server: &Endpoint) -> Option<()> {
+    let (status, _) = try_raw(server, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+    if status != 200 {
+        return None;
     }
+    let ann = helo(server, "ann").await?;
+    let bob = helo(server, "bob").await?;
+    let mut stream = TcpStream::connect(server.authority()).await.ok()?;
+    let request = format!(
+        "GET /events/{}?token={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        ann["id"].as_str()?,
+        ann["token"].as_str()?
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    read_until(&mut stream, "event: ready").await?;
+    let body = format!(
+        r#"{{"recipient":"{}","message":"hi"}}"#,
+        ann["id"].as_str()?
+    );
+    let request = format!(
+        "POST /response HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        bob["token"].as_str()?,
+        body.len()
+    );
+    let (status, _) = try_raw(server, request.as_bytes()).await?;
+    if status != 202 {
+        return None;
+    }
+    read_until(&mut stream, "event: client_response").await?;
+    Some(())
+}
+
+async fn try_raw(server: &Endpoint, request: &[u8]) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(server.authority()).await.ok()?;
+    stream.write_all(request).await.ok()?;
+    let (status, body) = read_response(&mut stream).await;
+    (status != 0).then_some((status, body))
+}
+
+/// `POST /helo` as `name`; the session (`id`, `token`, ...) when it was 201.
+async fn helo(server: &Endpoint, name: &str) -> Option<Value> {
+    let body = format!(r#"{{"name":"{name}"}}"#);
+    let request = format!(
+        "POST /helo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, body) = try_raw(server, request.as_bytes()).await?;
+    (status == 201).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// A legitimate client, retried until it succeeds or `within` passes.
+async fn legit_within(server: &Endpoint, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if legit(server).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// Reads one response (to its close or its Content-Length); status 0 when none came.
@@ -233,18 +194,18 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_header_timeout() {
-    let server = Server::start(&["--header-timeout", "1s"]);
+    let server = start(&["--header-timeout", "1s"]).await;
     // More idle sockets than the server has slots: on main they were held for ever and every
     // new connection was reset.
     let mut idle = Vec::new();
     for _ in 0..300 {
-        if let Ok(Ok(stream)) = timeout(WAIT, TcpStream::connect(&server.address)).await {
+        if let Ok(Ok(stream)) = timeout(WAIT, TcpStream::connect(server.authority())).await {
             idle.push(stream);
         }
     }
     // During the attack: slots come back as the deadlines pass.
     assert!(
-        server.legit_within(Duration::from_secs(8)).await,
+        legit_within(&server, Duration::from_secs(8)).await,
         "no service during the attack"
     );
     let mut first = idle.remove(0);
@@ -257,22 +218,22 @@ async fn idle_connections_are_closed_after_the_header_timeout() {
         &b"GET /events/x HTTP/1.1\r\nhost"[..],
         b"POST /helo HTTP/1.1\r\nhost",
     ] {
-        let mut stream = TcpStream::connect(&server.address).await.unwrap();
+        let mut stream = TcpStream::connect(server.authority()).await.unwrap();
         stream.write_all(partial).await.unwrap();
         assert!(closed_within(&mut stream, Duration::from_secs(3)).await);
     }
     drop(idle);
-    assert!(server.legit().await, "no service after the attack");
+    assert!(legit(&server).await, "no service after the attack");
 }
 
 #[tokio::test]
 async fn stalled_and_trickled_bodies_get_408_and_are_closed() {
-    let server = Server::start(&["--request-timeout", "1s"]);
+    let server = start(&["--request-timeout", "1s"]).await;
     let head = b"POST /helo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
-    let mut stalled = TcpStream::connect(&server.address).await.unwrap();
+    let mut stalled = TcpStream::connect(server.authority()).await.unwrap();
     stalled.write_all(head).await.unwrap();
     stalled.write_all(b"{").await.unwrap();
-    let mut trickled = TcpStream::connect(&server.address).await.unwrap();
+    let mut trickled = TcpStream::connect(server.authority()).await.unwrap();
     trickled.write_all(head).await.unwrap();
     let trickle = tokio::spawn(async move {
         for _ in 0..20 {
@@ -283,7 +244,7 @@ async fn stalled_and_trickled_bodies_get_408_and_are_closed() {
         }
         trickled
     });
-    assert!(server.legit().await, "no service during the attack");
+    assert!(legit(&server).await, "no service during the attack");
     let started = Instant::now();
     let (status, body) = read_response(&mut stalled).await;
     assert_eq!(status, 408, "{body}");
@@ -292,13 +253,13 @@ async fn stalled_and_trickled_bodies_get_408_and_are_closed() {
     assert!(closed_within(&mut stalled, Duration::from_secs(2)).await);
     let mut trickled = timeout(WAIT, trickle).await.unwrap().unwrap();
     assert!(closed_within(&mut trickled, Duration::from_secs(2)).await);
-    assert!(server.legit().await, "no service after the attack");
+    assert!(legit(&server).await, "no service after the attack");
 }
 
 #[tokio::test]
 async fn header_bytes_that_are_not_text_are_client_errors_not_500() {
-    let server = Server::start(&[]);
-    let ann = server.helo("ann").await.unwrap();
+    let server = start(&[]).await;
+    let ann = helo(&server, "ann").await.unwrap();
     let id = ann["id"].as_str().unwrap();
     let body = format!(r#"{{"recipient":"{id}","message":1}}"#);
     let cases: Vec<(Vec<u8>, u16)> = vec![
@@ -320,7 +281,7 @@ async fn header_bytes_that_are_not_text_are_client_errors_not_500() {
         ),
     ];
     for (request, expected) in cases {
-        let (status, body) = server.raw(&request).await;
+        let (status, body) = raw(&server, &request).await;
         assert_eq!(
             status,
             expected,
@@ -330,15 +291,15 @@ async fn header_bytes_that_are_not_text_are_client_errors_not_500() {
         let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         assert!(json["error"].is_string(), "{body}");
     }
-    assert!(server.legit().await);
+    assert!(legit(&server).await);
     let log = server.log();
     assert!(!log.iter().any(|l| l.contains("ERROR")), "{log:#?}");
 }
 
 #[tokio::test]
 async fn a_token_is_in_no_log_line_however_it_is_spelled() {
-    let server = Server::start(&["--log", "trace"]);
-    let ann = server.helo("ann").await.unwrap();
+    let server = start(&["--log", "trace"]).await;
+    let ann = helo(&server, "ann").await.unwrap();
     let (id, token) = (ann["id"].as_str().unwrap(), ann["token"].as_str().unwrap());
     for spelling in [
         "token",
@@ -352,7 +313,7 @@ async fn a_token_is_in_no_log_line_however_it_is_spelled() {
             let request = format!(
                 "GET {path}?{spelling}={token}&x=1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
             );
-            let mut stream = TcpStream::connect(&server.address).await.unwrap();
+            let mut stream = TcpStream::connect(server.authority()).await.unwrap();
             stream.write_all(request.as_bytes()).await.unwrap();
             let _ = timeout(
                 Duration::from_millis(300),
@@ -364,8 +325,8 @@ async fn a_token_is_in_no_log_line_however_it_is_spelled() {
     let request = format!(
         "GET /clients HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
     );
-    server.raw(request.as_bytes()).await;
-    assert!(server.legit().await);
+    raw(&server, request.as_bytes()).await;
+    assert!(legit(&server).await);
     // The secret part of the token (after the id) must be nowhere.
     let secret = token.rsplit('.').next().unwrap();
     let log = server.log();
@@ -376,21 +337,17 @@ async fn a_token_is_in_no_log_line_however_it_is_spelled() {
 
 #[test]
 fn a_wildcard_cors_origin_is_refused_at_start_without_a_panic() {
-    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--listen", "127.0.0.1:0", "--cors-origin", "*"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = refused(&["--listen", "127.0.0.1:0", "--cors-origin", "*"]);
+    assert_ne!(code, 0);
     assert!(stderr.contains("`*` is not supported"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[tokio::test]
 async fn every_listed_cors_origin_matches_after_trimming() {
-    let server = Server::start(&["--cors-origin", "https://a.example, https://b.example"]);
+    let server = start(&["--cors-origin", "https://a.example, https://b.example"]).await;
     let request = b"GET /healthz HTTP/1.1\r\nhost: x\r\norigin: https://b.example\r\nconnection: close\r\n\r\n";
-    let mut stream = TcpStream::connect(&server.address).await.unwrap();
+    let mut stream = TcpStream::connect(server.authority()).await.unwrap();
     stream.write_all(request).await.unwrap();
     let mut all = Vec::new();
     let _ = timeout(WAIT, stream.read_to_end(&mut all)).await;
@@ -403,10 +360,10 @@ async fn every_listed_cors_origin_matches_after_trimming() {
 
 #[tokio::test]
 async fn the_page_and_its_assets_carry_security_headers() {
-    let server = Server::start(&[]);
+    let server = start(&[]).await;
     for path in ["/", "/index.html", "/healthz"] {
         let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-        let mut stream = TcpStream::connect(&server.address).await.unwrap();
+        let mut stream = TcpStream::connect(server.authority()).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut all = Vec::new();
         let _ = timeout(WAIT, stream.read_to_end(&mut all)).await;
@@ -428,8 +385,8 @@ async fn the_page_and_its_assets_carry_security_headers() {
 
 #[tokio::test]
 async fn a_deeply_nested_message_is_400_invalid_body() {
-    let server = Server::start(&[]);
-    let ann = server.helo("ann").await.unwrap();
+    let server = start(&[]).await;
+    let ann = helo(&server, "ann").await.unwrap();
     let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
     let body = format!(r#"{{"message":{deep}}}"#);
     let request = format!(
@@ -437,7 +394,7 @@ async fn a_deeply_nested_message_is_400_invalid_body() {
         ann["token"].as_str().unwrap(),
         body.len()
     );
-    let (status, body) = server.raw(request.as_bytes()).await;
+    let (status, body) = raw(&server, request.as_bytes()).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("invalid_body"), "{body}");
     // 64 levels still pass.
@@ -447,29 +404,29 @@ async fn a_deeply_nested_message_is_400_invalid_body() {
         ann["token"].as_str().unwrap(),
         ok.len()
     );
-    assert_eq!(server.raw(request.as_bytes()).await.0, 202);
-    assert!(server.legit().await);
+    assert_eq!(raw(&server, request.as_bytes()).await.0, 202);
+    assert!(legit(&server).await);
 }
 
 #[tokio::test]
 async fn head_is_served_on_get_routes_and_405_says_allow() {
-    let server = Server::start(&[]);
+    let server = start(&[]).await;
     for path in ["/healthz", "/clients", "/metrics", "/openapi.yaml", "/"] {
         let request = format!("HEAD {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-        let mut stream = TcpStream::connect(&server.address).await.unwrap();
+        let mut stream = TcpStream::connect(server.authority()).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut all = Vec::new();
         let _ = timeout(WAIT, stream.read_to_end(&mut all)).await;
         let text = String::from_utf8_lossy(&all);
         assert!(text.starts_with("HTTP/1.1 200"), "HEAD {path}: {text}");
     }
-    let ann = server.helo("ann").await.unwrap();
+    let ann = helo(&server, "ann").await.unwrap();
     let request = format!(
         "HEAD /events/{}?token={} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         ann["id"].as_str().unwrap(),
         ann["token"].as_str().unwrap()
     );
-    let mut stream = TcpStream::connect(&server.address).await.unwrap();
+    let mut stream = TcpStream::connect(server.authority()).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut all = Vec::new();
     let _ = timeout(WAIT, stream.read_to_end(&mut all)).await;
@@ -482,7 +439,7 @@ async fn head_is_served_on_get_routes_and_405_says_allow() {
         let raw = format!(
             "{request} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
         );
-        let mut stream = TcpStream::connect(&server.address).await.unwrap();
+        let mut stream = TcpStream::connect(server.authority()).await.unwrap();
         stream.write_all(raw.as_bytes()).await.unwrap();
         let mut all = Vec::new();
         let _ = timeout(WAIT, stream.read_to_end(&mut all)).await;
@@ -493,70 +450,68 @@ async fn head_is_served_on_get_routes_and_405_says_allow() {
             "{request}: {text}"
         );
     }
-    assert!(server.legit().await);
+    assert!(legit(&server).await);
 }
 
-impl Server {
-    /// POST /broadcast from the session with `token`; the status.
-    async fn broadcast(&self, token: &str, message: &str) -> u16 {
-        let body = format!(r#"{{"message":"{message}"}}"#);
-        let request = format!(
-            "POST /broadcast HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        self.raw(request.as_bytes()).await.0
-    }
+/// POST /broadcast from the session with `token`; the status.
+async fn broadcast(server: &Endpoint, token: &str, message: &str) -> u16 {
+    let body = format!(r#"{{"message":"{message}"}}"#);
+    let request = format!(
+        "POST /broadcast HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw(server, request.as_bytes()).await.0
+}
 
-    /// A stream whose client reads only up to `ready` and then nothing: its receive buffer is
-    /// as small as the kernel allows, so the server's writes stall almost at once.
-    async fn stalled_stream(&self, session: &Value) -> TcpStream {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut stream = timeout(WAIT, socket.connect(self.address.parse().unwrap()))
-            .await
-            .unwrap()
-            .unwrap();
-        let request = format!(
-            "GET /events/{}?token={} HTTP/1.1\r\nhost: x\r\n\r\n",
-            session["id"].as_str().unwrap(),
-            session["token"].as_str().unwrap()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        read_until(&mut stream, "event: ready").await.unwrap();
-        stream
-    }
+/// A stream whose client reads only up to `ready` and then nothing: its receive buffer is
+/// as small as the kernel allows, so the server's writes stall almost at once.
+async fn stalled_stream(server: &Endpoint, session: &Value) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = timeout(WAIT, socket.connect(server.authority().parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    let request = format!(
+        "GET /events/{}?token={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        session["id"].as_str().unwrap(),
+        session["token"].as_str().unwrap()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_until(&mut stream, "event: ready").await.unwrap();
+    stream
+}
 
-    /// The server's resident memory, from /proc/<pid>/status.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
+/// The server's resident memory, from /proc/<pid>/status.
+fn rss_kib(server: &Instance) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
 
-    /// Waits for a log line holding every one of `needles`.
-    async fn logged(&self, needles: &[&str]) -> bool {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if self
-                .log()
-                .iter()
-                .any(|line| needles.iter().all(|n| line.contains(n)))
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// Waits for a log line holding every one of `needles`.
+async fn logged(server: &Instance, needles: &[&str]) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if server
+            .log()
+            .iter()
+            .any(|line| needles.iter().all(|n| line.contains(n)))
+        {
+            return true;
         }
-        false
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    false
 }
 
 #[tokio::test]
 async fn a_stream_that_reads_nothing_is_closed_after_the_write_timeout_and_can_resume() {
     // More than the kernel's largest send buffer (4 MiB) can absorb.
-    let server = Server::start(&[
+    let server = start(&[
         "--write-timeout",
         "1s",
         "--presence",
@@ -568,27 +523,26 @@ async fn a_stream_that_reads_nothing_is_closed_after_the_write_timeout_and_can_r
         // The flood below is the point: one session far past the default byte rate.
         "--byte-rate",
         "0",
-    ]);
-    let ann = server.helo("ann").await.unwrap();
-    let bob = server.helo("bob").await.unwrap();
+    ])
+    .await;
+    let ann = helo(&server, "ann").await.unwrap();
+    let bob = helo(&server, "bob").await.unwrap();
     let ann_id = ann["id"].as_str().unwrap();
-    let _stalled = server.stalled_stream(&ann).await;
+    let _stalled = stalled_stream(&server, &ann).await;
     let message = "x".repeat(60_000);
     for _ in 0..128 {
         assert_eq!(
-            server
-                .broadcast(bob["token"].as_str().unwrap(), &message)
-                .await,
+            broadcast(&server, bob["token"].as_str().unwrap(), &message).await,
             202
         );
     }
     // The socket stays open on the client's side; the server gives up on it and detaches.
     assert!(
-        server.logged(&["detach", ann_id]).await,
+        logged(&server, &["detach", ann_id]).await,
         "the stalled stream was not closed"
     );
     // The session and its mailbox stayed: a reconnect from the start replays the broadcasts.
-    let mut again = TcpStream::connect(&server.address).await.unwrap();
+    let mut again = TcpStream::connect(server.authority()).await.unwrap();
     let request = format!(
         "GET /events/{ann_id}?token={} HTTP/1.1\r\nhost: x\r\nlast-event-id: 0\r\n\r\n",
         ann["token"].as_str().unwrap()
@@ -597,7 +551,7 @@ async fn a_stream_that_reads_nothing_is_closed_after_the_write_timeout_and_can_r
     read_until(&mut again, "event: client_broadcast")
         .await
         .unwrap();
-    assert!(server.legit().await);
+    assert!(legit(&server).await);
 }
 
 #[tokio::test]
@@ -605,33 +559,34 @@ async fn streams_that_read_nothing_share_their_queued_events() {
     // 50 detached sessions each get 64 broadcasts of 60 KB (3.8 MB), then attach and read
     // nothing. When each stream copied its batch, that cost 3.8 MB per stream (190 MB here).
     const SESSIONS: usize = 50;
-    let server = Server::start(&[
+    let server = start(&[
         "--presence",
         "false",
         "--mailbox-bytes",
         "8388608",
         "--max-streams",
         "100",
-    ]);
+    ])
+    .await;
     let mut sessions = Vec::new();
     for n in 0..SESSIONS {
-        sessions.push(server.helo(&format!("s{n}")).await.unwrap());
+        sessions.push(helo(&server, &format!("s{n}")).await.unwrap());
     }
-    let sender = server.helo("sender").await.unwrap();
+    let sender = helo(&server, "sender").await.unwrap();
     let message = "x".repeat(60_000);
     for _ in 0..64 {
         let token = sender["token"].as_str().unwrap();
-        assert_eq!(server.broadcast(token, &message).await, 202);
+        assert_eq!(broadcast(&server, token, &message).await, 202);
     }
-    let before = server.rss_kib();
+    let before = rss_kib(&server);
     let mut streams = Vec::new();
     for session in &sessions {
-        streams.push(server.stalled_stream(session).await);
+        streams.push(stalled_stream(&server, session).await);
     }
     // Each stream took its batch when it attached; sample while they all sit stalled.
     let mut peak = 0;
     for _ in 0..20 {
-        peak = peak.max(server.rss_kib());
+        peak = peak.max(rss_kib(&server));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let grown = peak.saturating_sub(before);
@@ -640,15 +595,15 @@ async fn streams_that_read_nothing_share_their_queued_events() {
         grown < 40 * 1024,
         "{SESSIONS} stalled streams grew RSS by {grown} KiB (before {before}, peak {peak})"
     );
-    assert!(server.legit().await);
+    assert!(legit(&server).await);
 }
 
 #[tokio::test]
 async fn bytes_sent_up_a_stream_close_it() {
-    let server = Server::start(&["--presence", "false", "--max-streams", "10"]);
-    let ann = server.helo("ann").await.unwrap();
-    let mut stream = server.stalled_stream(&ann).await;
+    let server = start(&["--presence", "false", "--max-streams", "10"]).await;
+    let ann = helo(&server, "ann").await.unwrap();
+    let mut stream = stalled_stream(&server, &ann).await;
     stream.write_all(&[b'x'; 65_536]).await.unwrap();
     assert!(closed_within(&mut stream, WAIT).await);
-    assert!(server.legit().await);
+    assert!(legit(&server).await);
 }

@@ -6,7 +6,6 @@
 //! restart keeps them all ([`Registry::keep_all`], [`Registry::restore`]). Writing them
 //! anywhere is the caller's business. None of these check a token.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -60,17 +59,9 @@ impl Registry {
     pub(crate) fn export(&self, id: SessionId) -> Option<Snapshot> {
         let mut state = self.lock();
         let session = state.sessions.get(&id).cloned()?;
-        let (last_id, delivered, entries) = session.lock().mailbox.export();
+        let snapshot = Snapshot::of(&session.peer, &session.lock().mailbox);
         self.remove_locked(&mut state, &session, Closed::TakenOver);
-        Some(Snapshot {
-            peer: session.peer.clone(),
-            last_id,
-            delivered,
-            events: entries
-                .into_iter()
-                .map(|(id, envelope)| (id, envelope.event.clone()))
-                .collect(),
-        })
+        Some(snapshot)
     }
 
     /// Continues a session exported elsewhere; `token` must be the session's own. It starts
@@ -79,24 +70,7 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::SessionLimit`] when `max_sessions` are registered here.
     pub(crate) fn import(&self, snapshot: Snapshot, token: Token) -> Result<(), RegistryError> {
-        let mailbox = Mailbox::import(
-            self.shared.settings.mailbox_size,
-            self.shared.settings.mailbox_bytes,
-            snapshot.last_id,
-            snapshot.delivered,
-            snapshot
-                .events
-                .into_iter()
-                .map(|(id, event)| (id, Envelope::new(event)))
-                .collect::<Vec<(EventId, Arc<Envelope>)>>(),
-        );
-        self.insert(
-            snapshot.peer,
-            Credential::Token(token),
-            mailbox,
-            Instant::now(),
-            None,
-        )
+        self.resume(snapshot, Credential::Token(token), Instant::now())
     }
 
     /// Every session here as it stands, without removing any (the caller is about to exit).
@@ -109,20 +83,11 @@ impl Registry {
             .values()
             .map(|session| {
                 let inner = session.lock();
-                let (last_id, delivered, entries) = inner.mailbox.export();
                 let detached_for = inner
                     .detached_since
                     .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
                 Kept {
-                    snapshot: Snapshot {
-                        peer: session.peer.clone(),
-                        last_id,
-                        delivered,
-                        events: entries
-                            .into_iter()
-                            .map(|(id, envelope)| (id, envelope.event.clone()))
-                            .collect(),
-                    },
+                    snapshot: Snapshot::of(&session.peer, &inner.mailbox),
                     token_hash: session.token.hash(),
                     ttl_left: ttl.saturating_sub(detached_for),
                 }
@@ -136,12 +101,27 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::SessionLimit`] when `max_sessions` are registered here.
     pub fn restore(&self, kept: Kept) -> Result<(), RegistryError> {
-        let settings = &self.shared.settings;
         let Kept {
             snapshot,
             token_hash,
             ttl_left,
         } = kept;
+        // Back-date the detachment so the reaper's "detached for one TTL" rule holds as is.
+        let now = Instant::now();
+        let spent = self.shared.settings.session_ttl.saturating_sub(ttl_left);
+        let detached_since = now.checked_sub(spent).unwrap_or(now);
+        self.resume(snapshot, Credential::Hash(token_hash), detached_since)
+    }
+
+    /// Inserts the session `snapshot` describes, its mailbox rebuilt within this registry's
+    /// limits (the newest events kept), detached since `detached_since`.
+    fn resume(
+        &self,
+        snapshot: Snapshot,
+        credential: Credential,
+        detached_since: Instant,
+    ) -> Result<(), RegistryError> {
+        let settings = &self.shared.settings;
         let mailbox = Mailbox::import(
             settings.mailbox_size,
             settings.mailbox_bytes,
@@ -153,16 +133,22 @@ impl Registry {
                 .map(|(id, event)| (id, Envelope::new(event)))
                 .collect(),
         );
-        // Back-date the detachment so the reaper's "detached for one TTL" rule holds as is.
-        let now = Instant::now();
-        let spent = settings.session_ttl.saturating_sub(ttl_left);
-        let detached_since = now.checked_sub(spent).unwrap_or(now);
-        self.insert(
-            snapshot.peer,
-            Credential::Hash(token_hash),
-            mailbox,
-            detached_since,
-            None,
-        )
+        self.insert(snapshot.peer, credential, mailbox, detached_since, None)
+    }
+}
+
+impl Snapshot {
+    /// `peer`'s mailbox as it stands, ids included; the mailbox is left as it is.
+    fn of(peer: &Peer, mailbox: &Mailbox) -> Snapshot {
+        let (last_id, delivered, entries) = mailbox.export();
+        Snapshot {
+            peer: peer.clone(),
+            last_id,
+            delivered,
+            events: entries
+                .into_iter()
+                .map(|(id, envelope)| (id, envelope.event.clone()))
+                .collect(),
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! `#[path = "support/mod.rs"] mod support;` (or `../support/mod.rs` from `tests/api/`).
 //!
 //! # Layout
-//! - [`server`]: one server in-process ([`spawn_app`]) or as the real binary ([`Instance`]),
-//!   and [`Endpoint`], the HTTP surface both offer, driven through `switchboard-client`.
+//! - [`server`]: one server in-process ([`spawn_app`]), and [`Endpoint`], the HTTP surface
+//!   every server offers, driven through `switchboard-client`.
+//! - [`instance`]: the real binary as a child process ([`Instance`], started by a [`Launch`]).
 //! - [`cluster`]: a `redis-server` child and a [`cluster::Cluster`] of binaries sharing it.
 //! - [`browser`]: a `chromedriver` of our own that opens headless Chromium pages.
 //! - [`sse`]: [`SseReader`], every read bounded by [`WAIT`]; [`RawStream`] for wire bytes.
@@ -16,6 +17,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod instance;
 pub mod server;
 pub mod sse;
 
@@ -26,9 +28,10 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
+pub use instance::{Instance, Launch, refused};
 pub use server::{
-    Endpoint, Instance, REDIS_URL_VAR, TestApp, public_dir, refused, spawn_app, spawn_app_on,
-    test_config, wait_for_health,
+    Endpoint, REDIS_URL_VAR, TestApp, public_dir, spawn_app, spawn_app_on, test_config,
+    wait_for_health,
 };
 pub use sse::{RawStream, SseEvent, SseReader};
 pub use switchboard::Config;

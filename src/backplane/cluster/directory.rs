@@ -6,18 +6,16 @@ use std::collections::HashMap;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::unavailable;
-use crate::registry::{DisplayName, Peer, RegistryError, SessionId, Token};
+use crate::registry::{DisplayName, Peer, RegistryError, SessionId, Token, TokenHash};
 
 /// A session in the directory.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Entry {
     pub(super) name: DisplayName,
-    /// SHA-256 of the token, hex: enough to check a token, useless to forge one.
+    /// The [`TokenHash`] of the token, hex: enough to check a token, useless to forge one.
     token: String,
     /// The instance holding the session's mailbox.
     pub(super) home: Uuid,
@@ -26,12 +24,8 @@ pub(super) struct Entry {
 impl Entry {
     /// Whether `token` is the one this entry was written with, compared in constant time.
     pub(super) fn proves(&self, token: &Token) -> bool {
-        bool::from(self.token.as_bytes().ct_eq(token_hash(token).as_bytes()))
+        TokenHash::from_hex(&self.token).is_some_and(|hash| hash.verifies(token))
     }
-}
-
-fn token_hash(token: &Token) -> String {
-    hex::encode(Sha256::digest(token.reveal().as_bytes()))
 }
 
 /// This instance's view of the directory hash.
@@ -63,7 +57,7 @@ impl Directory {
     pub(super) async fn put(&self, peer: &Peer, token: &Token) -> Result<(), RegistryError> {
         let entry = Entry {
             name: peer.name.clone(),
-            token: token_hash(token),
+            token: TokenHash::of(token).to_hex(),
             home: self.here,
         };
         self.conn
@@ -135,7 +129,7 @@ mod tests {
             "ab".repeat(32)
         ))
         .unwrap();
-        let hash = token_hash(&token);
+        let hash = TokenHash::of(&token).to_hex();
         assert_eq!(hash.len(), 64);
         assert!(!token.reveal().contains(&hash));
         let entry = Entry {
