@@ -7,6 +7,7 @@ mod concurrency;
 mod errors;
 mod helo;
 mod lifetime;
+mod mailbox;
 mod misc;
 mod presence;
 mod replay;
