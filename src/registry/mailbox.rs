@@ -1,55 +1,104 @@
 //! A session's bounded, ordered mailbox: the one buffer between senders and the stream.
 //!
-//! Bounded twice: by a count of events and by a byte budget (each event's [`Envelope::size`]),
-//! so a session holds at most `max_bytes` of events however large each one is.
+//! Bounded twice, strictly: at most `capacity` events and at most `max_bytes` bytes of them
+//! (each event's [`Envelope::size`]).
 //!
 //! Events stay here after a stream has read them, so a reconnect with `Last-Event-ID` can replay
-//! them; `delivered` marks how far a stream has read. Only events past `delivered` count as
-//! pending: a direct message is refused when the pending events already fill the mailbox, while
-//! broadcasts and presence announcements never wait: they evict the oldest entry, and a reader
-//! that had not yet seen it learns the count as `lagged`.
+//! them; `delivered` marks how far a stream has read. Who makes room, in this order:
+//! 1. events already read (kept only for replay), oldest first;
+//! 2. unread broadcasts and presence events (`client_broadcast`, `new_user`, `user_left`),
+//!    oldest first.
+//!
+//! Unread direct messages never make room: the sender was told 202. So a direct message is
+//! refused ([`Full`], 429 to its sender) when the unread direct messages and it would pass
+//! either bound, and otherwise stored, evicting as above. A broadcast or presence event never
+//! waits: it evicts as above, and when the unread direct messages leave it no room it is dropped
+//! on arrival instead.
+//!
+//! An event evicted unread, or dropped on arrival, keeps its id, so ids stay strictly increasing
+//! and a loss is a gap between them. A replay reports each gap as `missed` (a stream sends it as
+//! `lagged`) just before the events that follow it: a reader learns how many events it lost, and
+//! where.
 
 use std::collections::VecDeque;
+use std::collections::vec_deque;
+use std::iter;
 use std::sync::Arc;
 
-use super::event::{Envelope, EventId};
+use super::event::{Envelope, Event, EventId};
 
-/// What to do when a push finds the mailbox full of unread events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Overflow {
-    /// Refuse the push (direct messages: the sender gets 429 and retries).
-    Refuse,
-    /// Drop the oldest entries until the new one fits (broadcasts and presence: never wait on a
-    /// slow reader).
-    EvictOldest,
-}
+type Entry = (EventId, Arc<Envelope>);
 
-/// The push was refused: unread events fill every slot, or with this one would pass the byte
-/// budget.
+/// The push was refused: the unread direct messages with this one would pass the event count or
+/// the byte budget.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Full;
 
-/// Events after a cursor, and how many of them are gone for good.
+/// A run of consecutive events after a cursor, and how many events before it are gone for good.
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// Events with ids after the cursor that were evicted before anyone read them.
+    /// Events with ids between the cursor and the first of `events` that were evicted or
+    /// dropped before anyone read them.
     pub missed: u64,
-    pub events: Vec<(EventId, Arc<Envelope>)>,
+    /// Consecutive ids: a replay stops at the next gap, which the next replay reports.
+    pub events: Vec<Entry>,
+    /// Where the next replay starts: the last of `events`, or the end of the gap when no event
+    /// follows it.
+    pub through: EventId,
+}
+
+/// Entries oldest first, and the sum of their sizes.
+#[derive(Debug, Default)]
+struct Queue {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+impl Queue {
+    fn push(&mut self, entry: Entry) {
+        self.bytes += entry.1.size;
+        self.entries.push_back(entry);
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        let entry = self.entries.pop_front()?;
+        self.bytes -= entry.1.size;
+        Some(entry)
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn front_id(&self) -> Option<EventId> {
+        self.entries.front().map(|(id, _)| *id)
+    }
+
+    /// The entries with ids after `after`, oldest first.
+    fn after(&self, after: EventId) -> vec_deque::Iter<'_, Entry> {
+        let start = self.entries.partition_point(|(id, _)| *id <= after);
+        self.entries.range(start..)
+    }
 }
 
 #[derive(Debug)]
 pub struct Mailbox {
-    entries: VecDeque<(EventId, Arc<Envelope>)>,
+    /// Events a stream was handed (ids up to `delivered`), kept for replay.
+    read: Queue,
+    /// Unread direct messages: never evicted.
+    direct: Queue,
+    /// Unread broadcasts and presence events.
+    fanned: Queue,
     capacity: usize,
-    /// Byte budget: the sum of the entries' sizes stays at or below it (an event larger than
-    /// the whole budget is kept alone, since refusing a broadcast is not an option).
     max_bytes: usize,
-    /// Sum of the entries' sizes.
-    bytes: usize,
-    /// Id of the newest event ever pushed; 0 before the first.
+    /// Id of the newest event ever pushed, stored or not; 0 before the first.
     last_id: EventId,
-    /// Newest id a stream has been handed.
+    /// Newest id a stream has been handed (or told was lost).
     delivered: EventId,
+}
+
+fn is_direct(envelope: &Envelope) -> bool {
+    matches!(envelope.event, Event::Direct(_))
 }
 
 impl Mailbox {
@@ -60,71 +109,82 @@ impl Mailbox {
     pub fn new(capacity: usize, max_bytes: usize) -> Self {
         assert!(capacity > 0, "mailbox capacity must be at least 1");
         Mailbox {
-            entries: VecDeque::new(),
+            read: Queue::default(),
+            direct: Queue::default(),
+            fanned: Queue::default(),
             capacity,
             max_bytes,
-            bytes: 0,
             last_id: 0,
             delivered: 0,
         }
     }
 
-    /// Appends an event and returns its id, plus whether an unread event was evicted for it.
-    ///
-    /// Events already read make room first, being the oldest; with [`Overflow::EvictOldest`]
-    /// unread ones follow.
+    /// Appends an event and returns its id, plus how many unread events the reader lost to it:
+    /// those evicted for it, or the event itself when it was dropped on arrival (see the module
+    /// doc for who makes room).
     ///
     /// # Errors
-    /// [`Full`] with [`Overflow::Refuse`] when `capacity` unread events are waiting, or when
-    /// the unread events and this one would pass `max_bytes`.
-    pub fn push(
-        &mut self,
-        envelope: Arc<Envelope>,
-        overflow: Overflow,
-    ) -> Result<(EventId, bool), Full> {
-        if overflow == Overflow::Refuse
-            && (self.pending() >= self.capacity
-                || self.pending_bytes() + envelope.size > self.max_bytes)
-        {
-            return Err(Full);
+    /// [`Full`] for a direct message when the unread direct messages and it would pass
+    /// `capacity` or `max_bytes`.
+    pub fn push(&mut self, envelope: Arc<Envelope>) -> Result<(EventId, u64), Full> {
+        let direct = is_direct(&envelope);
+        let room = self.direct.len() < self.capacity
+            && self.direct.bytes + envelope.size <= self.max_bytes;
+        if !room {
+            if direct {
+                return Err(Full);
+            }
+            // Dropped on arrival: its id becomes a gap the reader is told about.
+            self.last_id += 1;
+            return Ok((self.last_id, 1));
         }
-        let mut evicted_unread = false;
-        while self.entries.len() == self.capacity
-            || !self.entries.is_empty() && self.bytes + envelope.size > self.max_bytes
-        {
-            let Some((oldest, evicted)) = self.entries.pop_front() else {
-                break;
-            };
-            self.bytes -= evicted.size;
-            evicted_unread |= oldest > self.delivered;
-        }
-        self.bytes += envelope.size;
+        let lost = self.make_room(1, envelope.size);
         self.last_id += 1;
-        self.entries.push_back((self.last_id, envelope));
-        Ok((self.last_id, evicted_unread))
+        let queue = if direct {
+            &mut self.direct
+        } else {
+            &mut self.fanned
+        };
+        queue.push((self.last_id, envelope));
+        Ok((self.last_id, lost))
+    }
+
+    /// Evicts until `count` more events of `bytes` fit; returns how many unread events went.
+    ///
+    /// Read events go first, then unread broadcasts and presence events. Unread direct messages
+    /// go only when they alone pass the bounds, which a push never lets happen (an import into
+    /// a smaller mailbox may).
+    fn make_room(&mut self, count: usize, bytes: usize) -> u64 {
+        let mut lost = 0;
+        while self.len() + count > self.capacity || self.bytes() + bytes > self.max_bytes {
+            if self.read.pop().is_some() {
+                continue;
+            }
+            if self.fanned.pop().or_else(|| self.direct.pop()).is_none() {
+                break;
+            }
+            lost += 1;
+        }
+        lost
+    }
+
+    fn len(&self) -> usize {
+        self.read.len() + self.direct.len() + self.fanned.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.read.bytes + self.direct.bytes + self.fanned.bytes
     }
 
     /// Events no stream has been handed yet.
-    pub fn pending(&self) -> usize {
-        // Bounded by `entries.len()`: evicted events are no longer pending, they are missed.
-        usize::try_from(self.last_id - self.delivered)
-            .unwrap_or(usize::MAX)
-            .min(self.entries.len())
+    #[cfg(test)]
+    fn pending(&self) -> usize {
+        self.direct.len() + self.fanned.len()
     }
 
     /// Id of the newest event this mailbox ever held (0 before the first).
     pub fn newest(&self) -> EventId {
         self.last_id
-    }
-
-    /// Bytes of the events no stream has been handed yet.
-    fn pending_bytes(&self) -> usize {
-        let pending = self.pending();
-        self.entries
-            .iter()
-            .skip(self.entries.len() - pending)
-            .map(|(_, envelope)| envelope.size)
-            .sum()
     }
 
     /// Id of the newest event a stream was handed; where a fresh attach without
@@ -133,55 +193,101 @@ impl Mailbox {
         self.delivered
     }
 
-    /// Everything needed to continue this mailbox elsewhere with the same ids.
-    pub fn export(&self) -> (EventId, EventId, Vec<(EventId, Arc<Envelope>)>) {
+    /// The entries with ids after `after`, oldest first.
+    fn held_after(&self, after: EventId) -> impl Iterator<Item = &Entry> {
+        let mut direct = self.direct.after(after).peekable();
+        let mut fanned = self.fanned.after(after).peekable();
+        let unread = iter::from_fn(move || match (direct.peek(), fanned.peek()) {
+            (Some((d, _)), Some((f, _))) if f < d => fanned.next(),
+            (Some(_), _) => direct.next(),
+            (None, _) => fanned.next(),
+        });
+        // Every read id is below every unread one.
+        self.read.after(after).chain(unread)
+    }
+
+    /// Marks everything up to `id` as handed to a stream: unread entries up to it become read.
+    fn mark_delivered(&mut self, id: EventId) {
+        self.delivered = self.delivered.max(id);
+        loop {
+            let direct = self.direct.front_id().filter(|&d| d <= self.delivered);
+            let fanned = self.fanned.front_id().filter(|&f| f <= self.delivered);
+            let queue = match (direct, fanned) {
+                (Some(d), Some(f)) if f < d => &mut self.fanned,
+                (Some(_), _) => &mut self.direct,
+                (None, Some(_)) => &mut self.fanned,
+                (None, None) => return,
+            };
+            let entry = queue.pop().expect("the front was just seen");
+            self.read.push(entry);
+        }
+    }
+
+    /// Everything needed to continue this mailbox elsewhere with the same ids: the newest id,
+    /// the delivered one, and the entries oldest first.
+    pub fn export(&self) -> (EventId, EventId, Vec<Entry>) {
         (
             self.last_id,
             self.delivered,
-            self.entries.iter().cloned().collect(),
+            self.held_after(0).cloned().collect(),
         )
     }
 
-    /// The mailbox [`Mailbox::export`] described, within `capacity` and `max_bytes` (the
-    /// newest kept).
+    /// The mailbox [`Mailbox::export`] described, within `capacity` and `max_bytes`: should
+    /// those be smaller than where it came from, room is made as for a push, and only then do
+    /// the oldest unread direct messages go. Entries out of order or after `last_id` are
+    /// ignored.
     pub fn import(
         capacity: usize,
         max_bytes: usize,
         last_id: EventId,
         delivered: EventId,
-        entries: Vec<(EventId, Arc<Envelope>)>,
+        entries: Vec<Entry>,
     ) -> Self {
         let mut mailbox = Mailbox::new(capacity, max_bytes);
-        for entry in entries.into_iter().rev().take(capacity) {
-            if !mailbox.entries.is_empty() && mailbox.bytes + entry.1.size > max_bytes {
-                break;
-            }
-            mailbox.bytes += entry.1.size;
-            mailbox.entries.push_front(entry);
-        }
         mailbox.last_id = last_id;
         mailbox.delivered = delivered.min(last_id);
+        let mut previous = 0;
+        for (id, envelope) in entries {
+            if id <= previous || id > last_id {
+                continue;
+            }
+            previous = id;
+            let queue = if id <= mailbox.delivered {
+                &mut mailbox.read
+            } else if is_direct(&envelope) {
+                &mut mailbox.direct
+            } else {
+                &mut mailbox.fanned
+            };
+            queue.push((id, envelope));
+        }
+        mailbox.make_room(0, 0);
         mailbox
     }
 
-    /// Up to `limit` events with ids after `after`, oldest first, marking them delivered.
+    /// The events after `after` up to the next gap (at most `limit`), oldest first, marking
+    /// them delivered; `missed` counts the gap before them.
     ///
     /// A cursor beyond the newest id (a client inventing ids) is treated as "up to date".
     pub fn replay_after(&mut self, after: EventId, limit: usize) -> Replay {
         let after = after.min(self.last_id);
-        let first_kept = self.last_id + 1 - self.entries.len() as u64;
-        let missed = first_kept.saturating_sub(after + 1);
-        let skip = usize::try_from(after.saturating_sub(first_kept - 1)).unwrap_or(usize::MAX);
-        let events: Vec<_> = self
-            .entries
-            .iter()
-            .skip(skip)
+        let mut held = self.held_after(after).peekable();
+        let first = held.peek().map_or(self.last_id + 1, |(id, _)| *id);
+        let missed = first - after - 1;
+        let events: Vec<Entry> = held
+            .zip(first..)
+            .take_while(|((id, _), expected)| id == expected)
+            .map(|(entry, _)| entry.clone())
             .take(limit)
-            .cloned()
             .collect();
-        let newest = events.last().map_or(after, |(id, _)| *id);
-        self.delivered = self.delivered.max(newest);
-        Replay { missed, events }
+        let through = events.last().map_or(after + missed, |(id, _)| *id);
+        self.mark_delivered(through);
+        Replay {
+            missed,
+            events,
+            through,
+        }
     }
 }
 
@@ -190,25 +296,62 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::registry::event::{Broadcast, ENVELOPE_OVERHEAD, Event, Lagged};
+    use crate::registry::event::{Broadcast, Direct, ENVELOPE_OVERHEAD};
     use crate::registry::{DisplayName, SessionId};
 
-    fn envelope(missed: u64) -> Arc<Envelope> {
-        Envelope::new(Event::Lagged(Lagged { missed }))
+    fn ann() -> (SessionId, DisplayName) {
+        let id = SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
+        (id, DisplayName::parse("ann").unwrap())
+    }
+
+    /// A message of `bytes` bytes (at least 2: a JSON string).
+    fn message(bytes: usize) -> Box<RawValue> {
+        RawValue::from_string(format!("\"{}\"", "x".repeat(bytes - 2))).unwrap()
+    }
+
+    /// A direct message whose message is `bytes` long.
+    fn direct(bytes: usize) -> Arc<Envelope> {
+        let (from, from_name) = ann();
+        Envelope::new(Event::Direct(Direct {
+            from,
+            from_name,
+            recipient: from,
+            message: message(bytes),
+        }))
+    }
+
+    /// A broadcast whose message is `bytes` long.
+    fn broadcast(bytes: usize) -> Arc<Envelope> {
+        let (from, from_name) = ann();
+        Envelope::new(Event::ClientBroadcast(Broadcast {
+            from,
+            from_name,
+            message: message(bytes),
+        }))
     }
 
     fn ids(replay: &Replay) -> Vec<EventId> {
         replay.events.iter().map(|(id, _)| *id).collect()
     }
 
+    /// (missed, ids) of each replay from `after` until nothing is left, and marks it all read.
+    fn read_all(mailbox: &mut Mailbox, mut after: EventId) -> Vec<(u64, Vec<EventId>)> {
+        let mut runs = Vec::new();
+        loop {
+            let replay = mailbox.replay_after(after, 100);
+            if replay.missed == 0 && replay.events.is_empty() {
+                return runs;
+            }
+            after = replay.through;
+            runs.push((replay.missed, ids(&replay)));
+        }
+    }
+
     #[test]
     fn ids_start_at_one_and_replay_in_order() {
         let mut mailbox = Mailbox::new(4, usize::MAX);
         for n in 0..3 {
-            assert_eq!(
-                mailbox.push(envelope(n), Overflow::Refuse).unwrap().0,
-                n + 1
-            );
+            assert_eq!(mailbox.push(direct(2)).unwrap().0, n + 1);
         }
         let replay = mailbox.replay_after(1, 10);
         assert_eq!(ids(&replay), [2, 3]);
@@ -216,21 +359,32 @@ mod tests {
     }
 
     #[test]
-    fn direct_pushes_are_refused_only_when_unread_events_fill_it() {
+    fn direct_pushes_are_refused_only_when_unread_direct_messages_fill_it() {
         let mut mailbox = Mailbox::new(2, usize::MAX);
-        mailbox.push(envelope(0), Overflow::Refuse).unwrap();
-        mailbox.push(envelope(0), Overflow::Refuse).unwrap();
-        assert_eq!(mailbox.push(envelope(0), Overflow::Refuse), Err(Full));
+        mailbox.push(direct(2)).unwrap();
+        mailbox.push(direct(2)).unwrap();
+        assert_eq!(mailbox.push(direct(2)), Err(Full));
         mailbox.replay_after(0, 1);
         // One slot now holds a read event, which may be evicted without loss.
-        assert_eq!(mailbox.push(envelope(0), Overflow::Refuse), Ok((3, false)));
+        assert_eq!(mailbox.push(direct(2)), Ok((3, 0)));
+    }
+
+    #[test]
+    fn a_direct_message_evicts_unread_broadcasts_rather_than_being_refused() {
+        let mut mailbox = Mailbox::new(2, usize::MAX);
+        mailbox.push(broadcast(2)).unwrap();
+        mailbox.push(broadcast(2)).unwrap();
+        assert_eq!(mailbox.push(direct(2)), Ok((3, 1)));
+        assert_eq!(mailbox.push(direct(2)), Ok((4, 1)));
+        assert_eq!(mailbox.push(direct(2)), Err(Full));
+        assert_eq!(read_all(&mut mailbox, 0), [(2, vec![3, 4])]);
     }
 
     #[test]
     fn eviction_of_unread_events_is_reported_as_missed() {
         let mut mailbox = Mailbox::new(2, usize::MAX);
         for _ in 0..5 {
-            mailbox.push(envelope(0), Overflow::EvictOldest).unwrap();
+            mailbox.push(broadcast(2)).unwrap();
         }
         let replay = mailbox.replay_after(0, 10);
         assert_eq!(replay.missed, 3);
@@ -240,25 +394,47 @@ mod tests {
     }
 
     #[test]
+    fn broadcasts_never_evict_unread_direct_messages_and_each_gap_is_reported_where_it_is() {
+        let mut mailbox = Mailbox::new(3, usize::MAX);
+        mailbox.push(direct(2)).unwrap(); // 1
+        mailbox.push(broadcast(2)).unwrap(); // 2
+        mailbox.push(direct(2)).unwrap(); // 3
+        // Full: each broadcast evicts the oldest unread broadcast, never a direct message.
+        assert_eq!(mailbox.push(broadcast(2)), Ok((4, 1)));
+        assert_eq!(mailbox.push(broadcast(2)), Ok((5, 1)));
+        // A direct message evicts the last broadcast; then only direct messages are unread, so
+        // a broadcast is dropped on arrival and a direct message refused.
+        assert_eq!(mailbox.push(direct(2)), Ok((6, 1)));
+        assert_eq!(mailbox.push(broadcast(2)), Ok((7, 1)));
+        assert_eq!(mailbox.push(direct(2)), Err(Full));
+        assert_eq!(mailbox.newest(), 7);
+
+        assert_eq!(
+            read_all(&mut mailbox, 0),
+            [
+                (0, vec![1]),
+                (1, vec![3]),
+                (2, vec![6]),
+                (1, vec![]), // the dropped 7: nothing follows it yet
+            ]
+        );
+        assert_eq!(mailbox.delivered(), 7);
+        // Read now, the direct messages make room like any read event.
+        assert_eq!(mailbox.push(direct(2)), Ok((8, 0)));
+        assert_eq!(read_all(&mut mailbox, 7), [(0, vec![8])]);
+    }
+
+    #[test]
     fn batches_are_limited_and_say_more_follows() {
         let mut mailbox = Mailbox::new(8, usize::MAX);
         for _ in 0..5 {
-            mailbox.push(envelope(0), Overflow::Refuse).unwrap();
+            mailbox.push(direct(2)).unwrap();
         }
         let first = mailbox.replay_after(0, 2);
         assert_eq!(ids(&first), [1, 2]);
+        assert_eq!(first.through, 2);
         assert_eq!(mailbox.delivered(), 2);
         assert_eq!(mailbox.pending(), 3);
-    }
-
-    fn sized(bytes: usize) -> Arc<Envelope> {
-        let text = format!("\"{}\"", "x".repeat(bytes - 2));
-        let id = SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
-        Envelope::new(Event::ClientBroadcast(Broadcast {
-            from: id,
-            from_name: DisplayName::parse("ann").unwrap(),
-            message: RawValue::from_string(text).unwrap(),
-        }))
     }
 
     #[test]
@@ -266,28 +442,119 @@ mod tests {
         let each = 1000 + ENVELOPE_OVERHEAD;
         let mut mailbox = Mailbox::new(100, 3 * each);
         for _ in 0..3 {
-            mailbox.push(sized(1000), Overflow::Refuse).unwrap();
+            mailbox.push(direct(1000)).unwrap();
         }
-        // A fourth unread event would pass the budget: refused, though slots are free.
-        assert_eq!(mailbox.push(sized(1000), Overflow::Refuse), Err(Full));
-        // A broadcast evicts the oldest to fit, and the reader learns it missed one.
-        assert_eq!(
-            mailbox.push(sized(1000), Overflow::EvictOldest),
-            Ok((4, true))
-        );
-        let replay = mailbox.replay_after(0, 10);
-        assert_eq!((replay.missed, ids(&replay)), (1, vec![2, 3, 4]));
+        // A fourth unread direct message would pass the budget: refused, though slots are free.
+        assert_eq!(mailbox.push(direct(1000)), Err(Full));
+        // A broadcast finds no room beside them: dropped, and the reader learns it missed one.
+        assert_eq!(mailbox.push(broadcast(1000)), Ok((4, 1)));
+        assert_eq!(read_all(&mut mailbox, 0), [(0, vec![1, 2, 3]), (1, vec![])]);
         // Read events make room for a direct message without loss.
-        assert_eq!(mailbox.push(sized(1000), Overflow::Refuse), Ok((5, false)));
+        assert_eq!(mailbox.push(direct(1000)), Ok((5, 0)));
         assert_eq!(mailbox.export().2.len(), 3);
+    }
+
+    #[test]
+    fn large_broadcasts_evict_each_other_but_not_a_direct_message() {
+        let budget = 256 * 1024;
+        let mut mailbox = Mailbox::new(100, budget);
+        mailbox.push(direct(100)).unwrap();
+        for n in 2..=10 {
+            let (id, _) = mailbox.push(broadcast(60_000)).unwrap();
+            assert_eq!(id, n);
+            assert!(mailbox.bytes() <= budget);
+        }
+        // One larger than the whole budget is dropped rather than kept past it.
+        assert_eq!(mailbox.push(broadcast(budget)), Ok((11, 1)));
+        assert!(mailbox.bytes() <= budget);
+        // Four 60 KB broadcasts fit beside the direct message: 7..=10 are kept.
+        assert_eq!(
+            read_all(&mut mailbox, 0),
+            [(0, vec![1]), (5, vec![7, 8, 9, 10]), (1, vec![])]
+        );
     }
 
     #[test]
     fn a_cursor_from_the_future_replays_nothing() {
         let mut mailbox = Mailbox::new(2, usize::MAX);
-        mailbox.push(envelope(0), Overflow::Refuse).unwrap();
+        mailbox.push(direct(2)).unwrap();
         let replay = mailbox.replay_after(99, 10);
         assert!(replay.events.is_empty());
-        assert_eq!(replay.missed, 0);
+        assert_eq!((replay.missed, replay.through), (0, 1));
+    }
+
+    #[test]
+    fn export_and_import_keep_ids_gaps_and_what_was_read() {
+        let mut mailbox = Mailbox::new(4, usize::MAX);
+        mailbox.push(direct(2)).unwrap(); // 1, read below
+        mailbox.replay_after(0, 10);
+        mailbox.push(broadcast(2)).unwrap(); // 2
+        mailbox.push(direct(2)).unwrap(); // 3
+        mailbox.push(direct(2)).unwrap(); // 4
+        mailbox.push(broadcast(2)).unwrap(); // 5 evicts 1 (read)
+        mailbox.push(broadcast(2)).unwrap(); // 6 evicts 2
+        let (last_id, delivered, entries) = mailbox.export();
+        assert_eq!((last_id, delivered), (6, 1));
+        assert_eq!(
+            entries.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [3, 4, 5, 6]
+        );
+
+        let mut same = Mailbox::import(4, usize::MAX, last_id, delivered, entries.clone());
+        assert_eq!(same.pending(), 4);
+        assert_eq!(read_all(&mut same, 1), [(1, vec![3, 4, 5, 6])]);
+
+        // A smaller mailbox keeps the unread direct messages before the broadcasts...
+        let mut smaller = Mailbox::import(2, usize::MAX, last_id, delivered, entries.clone());
+        assert_eq!(read_all(&mut smaller, 1), [(1, vec![3, 4]), (2, vec![])]);
+        // ...and, when they alone do not fit, the newest of them.
+        let mut tiny = Mailbox::import(1, usize::MAX, last_id, delivered, entries);
+        assert_eq!(read_all(&mut tiny, 1), [(2, vec![4]), (2, vec![])]);
+    }
+
+    #[test]
+    fn whatever_the_traffic_accepted_direct_messages_arrive_and_every_id_is_accounted_for() {
+        let (capacity, budget) = (8, 8 * 1024);
+        let mut mailbox = Mailbox::new(capacity, budget);
+        let (mut accepted, mut seen, mut missed, mut cursor) = (Vec::new(), Vec::new(), 0, 0);
+        // A fixed pseudo-random mix of direct messages, broadcasts of varied sizes and reads.
+        let mut x: u64 = 1;
+        for _ in 0..5000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let size = 2 + (x >> 40) as usize % 3000;
+            match (x >> 33) % 10 {
+                0..=2 => {
+                    if let Ok((id, _)) = mailbox.push(direct(size)) {
+                        accepted.push(id);
+                    }
+                }
+                3..=7 => {
+                    mailbox.push(broadcast(size)).unwrap();
+                }
+                _ => {
+                    let replay = mailbox.replay_after(cursor, 3);
+                    missed += replay.missed;
+                    seen.extend(ids(&replay));
+                    cursor = replay.through;
+                }
+            }
+            assert!(mailbox.len() <= capacity && mailbox.bytes() <= budget);
+        }
+        for (gap, run) in read_all(&mut mailbox, cursor) {
+            missed += gap;
+            seen.extend(run);
+        }
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "ids strictly increase"
+        );
+        assert_eq!(missed + seen.len() as u64, mailbox.newest());
+        assert!(accepted.iter().all(|id| seen.binary_search(id).is_ok()));
+        assert!(
+            accepted.len() > 100 && missed > 100,
+            "the mix exercises both"
+        );
     }
 }

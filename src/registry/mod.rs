@@ -53,7 +53,7 @@ use crate::metrics::Metrics;
 pub use event::{Envelope, Event, EventId, Peer};
 use identity::Credential;
 pub use identity::{DisplayName, SessionId, Token, TokenHash};
-use mailbox::{Mailbox, Overflow};
+use mailbox::Mailbox;
 pub use session::Closed;
 use session::Session;
 pub use subscription::{Pull, Subscription};
@@ -231,10 +231,12 @@ impl Registry {
 
     /// Writes a direct message (`client_response`) from `from` into `to`'s mailbox.
     ///
+    /// Once accepted, it stays in the mailbox until read: broadcasts and presence never evict
+    /// it (see [`mailbox`]).
+    ///
     /// # Errors
-    /// `UnknownRecipient`, or `MailboxFull` when `to` has `mailbox_size` unread events, or its
-    /// unread events and this one would pass `mailbox_bytes`: a direct message is refused
-    /// rather than evicting anything.
+    /// `UnknownRecipient`, or `MailboxFull` when `to` has `mailbox_size` unread direct messages,
+    /// or its unread direct messages and this one would pass `mailbox_bytes`.
     pub(crate) fn deliver(
         &self,
         from: &Peer,
@@ -254,18 +256,17 @@ impl Registry {
             message,
         }));
         let metrics = &self.shared.metrics;
-        recipient
-            .push(&envelope, Overflow::Refuse, metrics)
-            .map_err(|mailbox::Full| {
-                metrics.mailbox_full.inc();
-                RegistryError::MailboxFull {
-                    retry_after: Duration::from_secs(1),
-                }
-            })
+        recipient.push(&envelope, metrics).map_err(|mailbox::Full| {
+            metrics.mailbox_full.inc();
+            RegistryError::MailboxFull {
+                retry_after: Duration::from_secs(1),
+            }
+        })
     }
 
     /// Sends a `client_broadcast` from `from` to every other session here and returns how many
-    /// received it. Never waits: a full mailbox evicts its oldest event.
+    /// received it. Never waits: a full mailbox makes room or drops it, and its reader is told
+    /// (see [`mailbox`]).
     pub(crate) fn broadcast(&self, from: &Peer, message: Box<RawValue>) -> usize {
         let event = Event::ClientBroadcast(event::Broadcast {
             from: from.id,
@@ -275,15 +276,19 @@ impl Registry {
         self.fan_out(event, Some(from.id), None)
     }
 
-    /// Appends `event` to every mailbox here but `except`'s (or only to `only`'s, if it is not
-    /// `except`), evicting the oldest entry where full; returns the count. One envelope is shared
-    /// by all of them, under one hold of the registry lock.
+    /// Appends `event` (a broadcast or presence event) to every mailbox here but `except`'s (or
+    /// only to `only`'s, if it is not `except`), making room or dropping it where full; returns
+    /// the count. One envelope is shared by all of them, under one hold of the registry lock.
     pub(crate) fn fan_out(
         &self,
         event: Event,
         except: Option<SessionId>,
         only: Option<SessionId>,
     ) -> usize {
+        debug_assert!(
+            !matches!(event, Event::Direct(_)),
+            "direct messages go through deliver"
+        );
         let envelope = Envelope::new(event);
         let metrics = &self.shared.metrics;
         let state = self.lock();
@@ -294,8 +299,8 @@ impl Registry {
         let mut recipients = 0;
         for session in targets {
             if Some(session.peer.id) != except {
-                // Eviction never refuses, so the result is always Ok.
-                let _ = session.push(&envelope, Overflow::EvictOldest, metrics);
+                // Only direct messages are ever refused, so the result is always Ok.
+                let _ = session.push(&envelope, metrics);
                 recipients += 1;
             }
         }

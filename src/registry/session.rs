@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::event::{Envelope, EventId, Peer};
 use super::identity::Credential;
-use super::mailbox::{self, Mailbox, Overflow};
+use super::mailbox::{self, Mailbox};
 use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 
@@ -82,17 +82,17 @@ impl Session {
         self.inner.lock().expect("session lock poisoned")
     }
 
-    /// Appends to the mailbox and wakes the attached stream, if any.
+    /// Appends to the mailbox and wakes the attached stream, if any; counts the unread events
+    /// this cost the reader as evictions.
     pub(crate) fn push(
         &self,
         envelope: &Arc<Envelope>,
-        overflow: Overflow,
         metrics: &Metrics,
     ) -> Result<EventId, mailbox::Full> {
         let mut inner = self.lock();
-        let (id, evicted_unread) = inner.mailbox.push(Arc::clone(envelope), overflow)?;
-        if evicted_unread {
-            metrics.evictions.inc();
+        let (id, lost) = inner.mailbox.push(Arc::clone(envelope))?;
+        if lost > 0 {
+            metrics.evictions.inc_by(lost);
         }
         if let Some(attachment) = &inner.attachment {
             attachment.wake.notify_one();

@@ -64,11 +64,9 @@ impl Subscription {
         }
         let replay = inner.mailbox.replay_after(self.cursor, limit);
         drop(inner);
+        self.cursor = replay.through;
         if replay.events.is_empty() && replay.missed == 0 {
             return Pull::Idle;
-        }
-        if let Some((last, _)) = replay.events.last() {
-            self.cursor = *last;
         }
         Pull::Events(replay)
     }

@@ -226,6 +226,49 @@ async fn fan_out_evicts_the_oldest_and_the_reader_learns_how_many_it_missed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn presence_and_broadcasts_never_evict_an_accepted_direct_message() {
+    let registry = registry(4, 200, 10);
+    let (ann, ann_token) = join(&registry, "ann");
+    let (bob, _) = join(&registry, "bob");
+    for n in 1..=2 {
+        assert_eq!(registry.deliver(&bob, ann.id, json(&n.to_string())), Ok(n));
+    }
+    // 100 joins announced to ann alone (3..=102), then a broadcast (103).
+    for n in 0..100 {
+        let (peer, _) = join(&registry, &format!("peer {n}"));
+        let id = peer.id;
+        assert_eq!(
+            registry.fan_out(Event::NewUser(peer), Some(id), Some(ann.id)),
+            1
+        );
+    }
+    registry.broadcast(&bob, json("\"all\""));
+    // Direct messages take the broadcasts' slots (104, 105) until they fill the mailbox.
+    assert_eq!(registry.deliver(&bob, ann.id, json("3")), Ok(104));
+    assert_eq!(registry.deliver(&bob, ann.id, json("4")), Ok(105));
+    assert!(matches!(
+        registry.deliver(&bob, ann.id, json("5")),
+        Err(RegistryError::MailboxFull { .. })
+    ));
+
+    let mut stream = registry.attach(ann.id, &ann_token, None).unwrap();
+    assert_eq!(
+        drain(&mut stream),
+        (0, vec![(1, "client_response"), (2, "client_response")])
+    );
+    // Every event after 2 but the last two direct messages is gone, and said so.
+    assert_eq!(
+        drain(&mut stream),
+        (
+            101,
+            vec![(104, "client_response"), (105, "client_response")]
+        )
+    );
+    assert_eq!(drain(&mut stream), (0, vec![]));
+    assert_eq!(registry.metrics().evictions.get(), 101);
+}
+
+#[tokio::test(start_paused = true)]
 async fn fan_out_reaches_all_but_one_or_only_one() {
     let registry = registry(8, 10, 10);
     let (ann, _) = join(&registry, "ann");

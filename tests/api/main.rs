@@ -8,6 +8,7 @@ mod errors;
 mod helo;
 mod lifetime;
 mod limits;
+mod mailbox;
 mod misc;
 mod presence;
 mod replay;

@@ -67,7 +67,7 @@ async fn metrics_count_sessions_streams_events_evictions_refusals_and_requests()
     app.respond(&bob, &ann, json!("hi ann")).await;
     ann_stream.next_named("client_response").await;
     // Bob is detached: two direct messages fill his mailbox, the third is refused, and a
-    // broadcast evicts the oldest.
+    // broadcast finds no room beside them (direct messages are never evicted): bob lags by one.
     app.respond(&ann, &bob, json!(1)).await;
     app.respond(&ann, &bob, json!(2)).await;
     assert_eq!(
@@ -76,9 +76,11 @@ async fn metrics_count_sessions_streams_events_evictions_refusals_and_requests()
     );
     app.broadcast_ok(&ann, json!("all")).await;
     let mut bob_stream = app.attach_ready(&bob).await;
-    bob_stream.next_named("lagged").await;
     bob_stream.next_named("client_response").await;
-    bob_stream.next_named("client_broadcast").await;
+    bob_stream.next_named("client_response").await;
+    bob_stream.next_named("lagged").await;
+    app.broadcast_ok(&bob, json!("all")).await;
+    ann_stream.next_named("client_broadcast").await;
 
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -96,7 +98,7 @@ async fn metrics_count_sessions_streams_events_evictions_refusals_and_requests()
         (r#"switchboard_events_delivered_total{event="new_user"}"#, 1),
         (
             r#"switchboard_events_delivered_total{event="client_response"}"#,
-            2,
+            3,
         ),
         (
             r#"switchboard_events_delivered_total{event="client_broadcast"}"#,
@@ -129,7 +131,7 @@ async fn metrics_count_sessions_streams_events_evictions_refusals_and_requests()
         ),
         (
             r#"switchboard_http_requests_total{route="/broadcast",status="202"}"#,
-            1,
+            2,
         ),
     ];
     for (series, value) in expected {
