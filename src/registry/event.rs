@@ -49,8 +49,8 @@ pub struct Broadcast {
     pub message: Box<RawValue>,
 }
 
-/// Data of `lagged`: `missed` events were evicted from the bounded mailbox before this stream
-/// read them.
+/// Data of `lagged`: `missed` events were lost (evicted from the bounded mailbox, or dropped on
+/// arrival) before this stream read them, just before the next event it sends.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Lagged {
     pub missed: u64,

@@ -20,8 +20,7 @@
 //! `lagged`) just before the events that follow it: a reader learns how many events it lost, and
 //! where.
 
-use std::collections::VecDeque;
-use std::collections::vec_deque;
+use std::collections::{VecDeque, vec_deque};
 use std::iter;
 use std::sync::Arc;
 
