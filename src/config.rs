@@ -41,14 +41,15 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_SSE_RETRY", default_value = "2s", value_parser = humantime::parse_duration)]
     pub sse_retry: Duration,
 
-    /// Events kept per session for delivery and replay; a direct message to a session with this
-    /// many unread events gets 429.
+    /// Events kept per session for delivery and replay. Unread direct messages are never
+    /// evicted: a direct message that would take them past this gets 429; broadcasts and
+    /// presence events make room by evicting read events, then the oldest unread broadcasts.
     #[arg(long, env = "SWITCHBOARD_MAILBOX_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub mailbox_size: u32,
 
-    /// Bytes of events kept per session (their encoded size), beside the event count: a
-    /// broadcast evicts the oldest events to fit, a direct message that would take the unread
-    /// events past it gets 429. At least 64 KiB, so that any one message fits.
+    /// Bytes of events kept per session (each message plus 256), beside the event count, by the
+    /// same rule as `--mailbox-size`. At least 64 KiB; keep it above `--max-body` + 256 so
+    /// that the largest message fits.
     #[arg(long, env = "SWITCHBOARD_MAILBOX_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
     pub mailbox_bytes: u64,
 

@@ -114,7 +114,8 @@ pub struct Metrics {
     pub streams: Gauge,
     /// The stream limit derived from the open-file limit (or set by flag).
     pub stream_limit: Gauge,
-    /// Unread events evicted from a full mailbox (each becomes part of a `lagged` count).
+    /// Unread events a full mailbox lost, evicted or dropped on arrival (each becomes part of a
+    /// `lagged` count).
     pub evictions: Counter,
     /// Direct messages refused with 429 because the recipient's mailbox was full.
     pub mailbox_full: Counter,
@@ -189,7 +190,7 @@ impl Default for Metrics {
         );
         registry.register(
             "mailbox_evictions",
-            "Unread events evicted from full mailboxes",
+            "Unread events lost to full mailboxes (evicted, or dropped on arrival)",
             metrics.evictions.clone(),
         );
         registry.register(
