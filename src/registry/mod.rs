@@ -12,12 +12,15 @@
 //! - [`reaper`]: the TTL task.
 //!
 //! # Locks
-//! [`Registry`] is a cheap handle around shared state. Two levels of `std::sync::Mutex`, always
-//! taken in this order and never held across an `.await`:
+//! [`Registry`] is a cheap handle around shared state. Three levels of `std::sync::Mutex`,
+//! always taken in this order and never held across an `.await`:
+//! 0. the fan-out lock ([`Shared::fan_out`]) puts fan-outs (announcements, broadcasts) in one
+//!    order, so every mailbox sees them in the same order (never a `user_left` before its
+//!    `new_user`), and keeps a session from being exported halfway through one. It is held
+//!    while one event is appended to many mailboxes; nothing else waits on it.
 //! 1. the registry lock ([`Shared::state`]) guards the session map, the expiry queue and the
-//!    attached-stream count. It is held while one event is appended to many mailboxes (a
-//!    fan-out), so a fan-out sees one consistent set of sessions. Appending is a pointer push
-//!    per recipient.
+//!    attached-stream count. A fan-out holds it only to copy the list of recipients (a pointer
+//!    each), so a flood of joins with presence on does not stall messages, attaches or logins.
 //! 2. each session's lock guards its mailbox and attachment; a stream reading its own mailbox
 //!    takes only this one, so readers never contend with each other on the registry lock.
 //!
@@ -112,7 +115,9 @@ pub struct Registry {
 }
 
 struct Shared {
-    /// The registry lock: first in the lock order (see the module doc).
+    /// Taken before the registry lock by fan-outs and exports (see the module doc).
+    fan_out: Mutex<()>,
+    /// The registry lock (see the module doc).
     state: Mutex<State>,
     /// Wakes the reaper when a session detaches (a new, possibly earlier, deadline).
     reaper: Notify,
@@ -135,6 +140,7 @@ impl Registry {
         metrics.stream_limit.set(settings.max_streams as i64);
         Registry {
             shared: Arc::new(Shared {
+                fan_out: Mutex::new(()),
                 state: Mutex::new(State::default()),
                 reaper: Notify::new(),
                 settings,
@@ -153,6 +159,10 @@ impl Registry {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.state.lock().expect("registry lock poisoned")
+    }
+
+    fn fan_out_lock(&self) -> MutexGuard<'_, ()> {
+        self.shared.fan_out.lock().expect("fan-out lock poisoned")
     }
 
     /// Registers a new session with a fresh id and token. Nobody is told: announcing it is the
@@ -291,18 +301,20 @@ impl Registry {
         );
         let envelope = Envelope::new(event);
         let metrics = &self.shared.metrics;
-        let state = self.lock();
-        let targets: Box<dyn Iterator<Item = &Arc<Session>>> = match only {
-            Some(id) => Box::new(state.sessions.get(&id).into_iter()),
-            None => Box::new(state.sessions.values()),
+        let _order = self.fan_out_lock();
+        let targets: Vec<Arc<Session>> = {
+            let state = self.lock();
+            match only {
+                Some(id) => state.sessions.get(&id).into_iter().cloned().collect(),
+                None => state.sessions.values().cloned().collect(),
+            }
         };
         let mut recipients = 0;
-        for session in targets {
-            if Some(session.peer.id) != except {
-                // Only direct messages are ever refused, so the result is always Ok.
-                let _ = session.push(&envelope, metrics);
-                recipients += 1;
-            }
+        for session in targets.iter().filter(|s| Some(s.peer.id) != except) {
+            // Only direct messages are ever refused, so the result is always Ok. A session
+            // removed since the copy gets the event into a mailbox nobody reads: harmless.
+            let _ = session.push(&envelope, metrics);
+            recipients += 1;
         }
         recipients
     }
@@ -362,11 +374,10 @@ impl Registry {
 
     /// Every session registered here, in no particular order.
     pub(crate) fn list(&self) -> Vec<Peer> {
-        self.lock()
-            .sessions
-            .values()
-            .map(|s| s.peer.clone())
-            .collect()
+        // Copy pointers under the lock, names after it: a roster of thousands costs the other
+        // requests one pointer copy per session.
+        let sessions: Vec<Arc<Session>> = self.lock().sessions.values().cloned().collect();
+        sessions.iter().map(|s| s.peer.clone()).collect()
     }
 
     /// Sessions and streams here, and the stream limit.

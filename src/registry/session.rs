@@ -1,7 +1,7 @@
 //! One registered client as the registry holds it: who it is, its mailbox, and which stream (if
 //! any) is attached to it.
 //!
-//! A session's lock is the inner one of the registry's two (see the lock order in the parent
+//! A session's lock is the innermost of the registry's locks (see the lock order in the parent
 //! module): a stream reading its own mailbox takes only this lock.
 
 use std::sync::{Arc, Mutex, MutexGuard};

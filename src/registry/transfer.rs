@@ -57,6 +57,8 @@ impl Registry {
     /// returned snapshot lets another instance continue it with the same event ids. `None` when
     /// the session does not live here.
     pub(crate) fn export(&self, id: SessionId) -> Option<Snapshot> {
+        // No fan-out is halfway through this session: each is in the snapshot or not at all.
+        let _order = self.fan_out_lock();
         let mut state = self.lock();
         let session = state.sessions.get(&id).cloned()?;
         let snapshot = Snapshot::of(&session.peer, &session.lock().mailbox);
