@@ -11,6 +11,8 @@
 //!   or a cluster over Redis.
 //! - [`http`]: warp filters and handlers over the registry, the SSE wire format, JSON errors,
 //!   and the accept loop with tower-http layers.
+//! - [`limits`]: how much anyone may ask: rates per address and session, per-address shares.
+//! - [`auth`]: who may join: signed join tokens, the API key.
 //! - [`state_file`]: `--state-file`, the sessions kept across a graceful restart.
 //! - [`metrics`]: Prometheus counters both layers record into.
 //! - [`shutdown`]: SIGINT/SIGTERM as one future.
