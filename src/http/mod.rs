@@ -116,8 +116,6 @@ pub fn routes(
     public_dir: impl Into<Option<PathBuf>>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let hub = context.hub.clone();
-    let ready_context = context.clone();
-    let helo_context = context.clone();
     let limits = Arc::clone(&context.limits);
     let with_context = move || {
         let context = context.clone();
@@ -130,7 +128,7 @@ pub fn routes(
 
     let helo = warp::path!("helo")
         .and(warp::post())
-        .and(warp::any().map(move || helo_context.clone()))
+        .and(with_context())
         .and(client_address(Arc::clone(&limits)))
         .and(json_body(max_body))
         .then(handlers::helo);
@@ -172,7 +170,7 @@ pub fn routes(
         .then(handlers::healthz);
     let readyz = warp::path!("readyz")
         .and(warp::get())
-        .and(warp::any().map(move || ready_context.clone()))
+        .and(with_context())
         .then(handlers::readyz);
     let metrics_route = warp::path!("metrics")
         .and(get_or_head())

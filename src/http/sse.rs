@@ -76,6 +76,9 @@ fn kind(event: &Event) -> EventKind {
 }
 
 struct StreamState {
+    /// The stream's place under the per-address stream cap. Declared first so it is given back
+    /// before the subscription ends: once the stream count drops, the place is free.
+    _place: AddressGuard,
     subscription: Subscription,
     settings: StreamSettings,
     shutdown: CancellationToken,
@@ -85,8 +88,6 @@ struct StreamState {
     /// per delivery showed in the 10,000-stream fan-out profile).
     next_ping: Instant,
     timer: Pin<Box<Sleep>>,
-    /// The stream's place under the per-address stream cap, given back when it ends.
-    _place: AddressGuard,
     /// Chunks of the current batch not yet handed to the writer: `id:` lines and shared frames.
     queued: VecDeque<Bytes>,
 }
