@@ -10,6 +10,8 @@ use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 use tracing_subscriber::EnvFilter;
 
+use crate::auth::JoinPolicy;
+use crate::auth::jwt::{JwtChecks, JwtKeyFile, Verifier};
 use crate::limits::{
     AddressCap, LimitKind, Limits, Rate, RateLimits, RateSettings, default_per_address,
 };
@@ -102,6 +104,33 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
     pub trusted_proxies: Vec<IpNet>,
 
+    /// Who may join: `open` (anyone, under any name) or `jwt` (`POST /helo` needs a token
+    /// signed by the app's backend, which names the user).
+    #[arg(long, env = "SWITCHBOARD_AUTH", value_enum, default_value_t = AuthMode::Open)]
+    pub auth: AuthMode,
+
+    /// `--auth jwt` with HS256: the shared secret, at least 32 bytes (surrounding whitespace
+    /// trimmed). Exactly one of this and `--jwt-public-key-file`.
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// `--auth jwt` with a PEM public key (RSA: RS256, EC P-256/P-384: ES256/ES384, Ed25519:
+    /// EdDSA); tokens must be signed with the matching private key.
+    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// When set, a join token's `aud` must be present and contain this value.
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// When set, a join token's `iss` must be present and equal this value.
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Clock skew allowed on a join token's `exp`, `nbf` and `iat`.
+    #[arg(long, env = "SWITCHBOARD_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
+
     /// Largest request body accepted, in bytes (413 beyond).
     #[arg(long, env = "SWITCHBOARD_MAX_BODY", default_value_t = 64 * 1024)]
     pub max_body: u64,
@@ -175,6 +204,16 @@ pub struct Config {
     /// Log line format: `text` for people, `json` for one JSON object per line.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Who may join (`--auth`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Anyone may join, under the name it sends.
+    #[default]
+    Open,
+    /// `POST /helo` needs `Authorization: Bearer <JWT>` from the app's backend.
+    Jwt,
 }
 
 /// How log lines are written.
@@ -266,6 +305,12 @@ impl Default for Config {
             max_sessions_per_address: None,
             max_streams_per_address: None,
             trusted_proxies: Vec::new(),
+            auth: AuthMode::Open,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_audience: None,
+            jwt_issuer: None,
+            jwt_leeway: Duration::from_secs(30),
             max_body: 64 * 1024,
             cors_origins: Vec::new(),
             header_timeout: Duration::from_secs(10),
@@ -357,6 +402,47 @@ impl Config {
         }
     }
 
+    /// The join policy `--auth` and the `--jwt-*` flags ask for, its key loaded.
+    ///
+    /// # Errors
+    /// One line naming the flag: `--auth jwt` without exactly one key file, a key file that
+    /// cannot be read or holds no usable key, or a key file given with `--auth open`.
+    pub(crate) fn join_policy(&self) -> Result<JoinPolicy, String> {
+        let key = match (&self.jwt_secret_file, &self.jwt_public_key_file) {
+            (Some(path), None) => Some(("--jwt-secret-file", JwtKeyFile::Secret(path.clone()))),
+            (None, Some(path)) => {
+                Some(("--jwt-public-key-file", JwtKeyFile::PublicKey(path.clone())))
+            }
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(
+                    "--jwt-secret-file and --jwt-public-key-file exclude each other: give one key"
+                        .to_owned(),
+                );
+            }
+        };
+        match (self.auth, key) {
+            (AuthMode::Open, None) => Ok(JoinPolicy::Open),
+            (AuthMode::Open, Some((flag, _))) => Err(format!(
+                "{flag} is only used with --auth jwt; add --auth jwt, or drop the key file"
+            )),
+            (AuthMode::Jwt, None) => Err(
+                "--auth jwt needs a key: --jwt-secret-file (HS256) or --jwt-public-key-file (PEM)"
+                    .to_owned(),
+            ),
+            (AuthMode::Jwt, Some((flag, key))) => {
+                let checks = JwtChecks {
+                    audience: self.jwt_audience.clone(),
+                    issuer: self.jwt_issuer.clone(),
+                    leeway: self.jwt_leeway,
+                };
+                Verifier::load(&key, checks)
+                    .map(|verifier| JoinPolicy::Jwt(Box::new(verifier)))
+                    .map_err(|err| format!("{flag}: {err}"))
+            }
+        }
+    }
+
     /// Most connections of any kind: the open-file limit less a few for the process itself.
     pub fn connection_limit(&self) -> usize {
         let fds = Self::open_file_limit().unwrap_or(1024);
@@ -442,6 +528,46 @@ mod tests {
         assert!(err.contains("--log-format json"), "{err}");
         let config = Config::parse_from(["switchboard", "--log-format", "json"]);
         assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn the_join_policy_needs_exactly_one_key_with_jwt_and_none_without() {
+        let secret = std::env::temp_dir().join(format!("switchboard-cfg-{}", std::process::id()));
+        std::fs::write(&secret, "a-secret-of-at-least-thirty-two-bytes\n").unwrap();
+        let config = |args: &[&str]| {
+            Config::try_parse_from(["switchboard"].iter().chain(args)).expect("flags parse")
+        };
+        let path = secret.to_str().unwrap();
+        assert!(matches!(config(&[]).join_policy(), Ok(JoinPolicy::Open)));
+        let jwt = config(&["--auth", "jwt", "--jwt-secret-file", path]);
+        assert!(matches!(jwt.join_policy(), Ok(JoinPolicy::Jwt(_))));
+        for (args, needle) in [
+            (&["--auth", "jwt"][..], "--auth jwt needs a key"),
+            (&["--jwt-secret-file", path], "only used with --auth jwt"),
+            (
+                &[
+                    "--auth",
+                    "jwt",
+                    "--jwt-secret-file",
+                    path,
+                    "--jwt-public-key-file",
+                    path,
+                ],
+                "exclude each other",
+            ),
+            (
+                &["--auth", "jwt", "--jwt-public-key-file", "/no/such/key.pem"],
+                "--jwt-public-key-file: cannot read /no/such/key.pem",
+            ),
+        ] {
+            let err = config(args).join_policy().unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        std::fs::write(&secret, "short").unwrap();
+        let err = jwt.join_policy().unwrap_err();
+        assert!(err.starts_with("--jwt-secret-file: "), "{err}");
+        std::fs::remove_file(&secret).ok();
     }
 
     #[test]
