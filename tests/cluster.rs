@@ -252,8 +252,12 @@ async fn a_join_tokens_user_and_broadcast_permission_hold_on_every_instance() {
         .await;
     }
     // ...nor after its session moved to B with its stream.
-    let (mut quiet_stream, roster) = b.attach_roster(&quiet, None).await;
-    assert_eq!(roster, sessions(&[&loud]));
+    let mut quiet_stream = b.attach(&quiet, None).await;
+    let ready = quiet_stream.ready().await;
+    assert_eq!(
+        ready["clients"],
+        json!([{ "id": loud.id, "name": "loud", "user": "user-loud" }])
+    );
     let frame = quiet_stream.next_named("new_user").await;
     assert_eq!(frame.data["user"], "user-loud");
     for node in [a, b] {
