@@ -53,8 +53,8 @@ use registry::{Registry, Settings};
 ///
 /// # Errors
 /// When `--auth` and the `--jwt-*` flags do not make a join policy (e.g. `jwt` without a
-/// readable key), the listener's address cannot be read, the Redis URL is invalid, the state file cannot
-/// be read (or is combined with a Redis URL), or it cannot be written at the end.
+/// readable key), the listener's address cannot be read, the Redis URL is invalid, the state
+/// file cannot be read (or is combined with a Redis URL), or it cannot be written at the end.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
