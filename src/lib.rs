@@ -34,10 +34,11 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
+use auth::JoinPolicy;
 use backplane::Hub;
-pub use config::{Config, LogFormat};
+pub use config::{AuthMode, Config, LogFormat};
 pub use http::ROUTES;
 pub use http::error::ErrorCode;
 use http::server::ServeOptions;
@@ -53,13 +54,26 @@ use registry::{Registry, Settings};
 /// and every session is written back once the streams have closed.
 ///
 /// # Errors
-/// When the listener's address cannot be read, the Redis URL is invalid, the state file cannot
-/// be read (or is combined with a Redis URL), or it cannot be written at the end.
+/// When `--auth` and the `--jwt-*` flags do not make a join policy (e.g. `jwt` without a
+/// readable key), the listener's address cannot be read, the Redis URL is invalid, the state
+/// file cannot be read (or is combined with a Redis URL), or it cannot be written at the end.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let join = config.join_policy().map_err(std::io::Error::other)?;
+    let address = listener.local_addr()?;
+    match &join {
+        JoinPolicy::Open if !address.ip().is_loopback() => warn!(
+            %address,
+            "--auth open: anyone who can reach this address may join under any name; use --auth jwt to admit only your app's users"
+        ),
+        JoinPolicy::Open => {}
+        JoinPolicy::Jwt(verifier) => {
+            info!(algorithm = ?verifier.algorithm(), "joins need a token (--auth jwt)");
+        }
+    }
     let max_streams = config.stream_limit();
     let metrics = Arc::new(Metrics::default());
     let registry = Registry::new(
@@ -109,6 +123,7 @@ pub async fn serve(
     let context = Context {
         hub,
         limits,
+        join: Arc::new(join),
         session_ttl: config.session_ttl,
         stream: StreamSettings {
             heartbeat: config.heartbeat,
@@ -119,10 +134,11 @@ pub async fn serve(
     };
     let routes = http::routes(context.clone(), config.max_body, config.public_dir.clone());
     info!(
-        address = %listener.local_addr()?,
+        %address,
         max_streams,
         open_file_limit = ?Config::open_file_limit(),
         presence = config.presence,
+        auth = ?config.auth,
         "listening"
     );
     let options = ServeOptions {

@@ -972,23 +972,15 @@ async fn the_page_sends_its_host_pages_token_when_it_joins() {
 }
 
 /// An HS256 join token for the test secret, naming `name`.
-fn join_token(secret: &[u8], name: &str) -> String {
-    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
-    let now = get_current_timestamp();
-    let claims =
-        json!({ "sub": format!("user-{name}"), "name": name, "iat": now, "exp": now + 300 });
-    let key = EncodingKey::from_secret(secret).expect("an HMAC key");
-    encode(&Header::new(Algorithm::HS256), &claims, &key).expect("sign the token")
+fn join_token(name: &str) -> String {
+    support::jwt::hs256(support::jwt::SECRET, &support::jwt::claims(name))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs `--auth jwt` wired into POST /helo (issue 10, server part)"]
 async fn pages_join_a_jwt_server_with_the_tokens_their_host_page_gives() {
     bounded(async {
         let dir = scratch_dir();
-        let secret = b"browser-test-secret-of-at-least-32-bytes";
-        let secret_file = dir.join("jwt-secret");
-        std::fs::write(&secret_file, secret).unwrap();
+        let secret_file = support::jwt::secret_file(&dir);
         let server = support::Instance::start(
             "jwt",
             &[
@@ -1015,7 +1007,7 @@ async fn pages_join_a_jwt_server_with_the_tokens_their_host_page_gives() {
             &driver,
             &server.url(&format!(
                 "/?name=someone&join=1#token={}",
-                join_token(secret, "Ada")
+                join_token("Ada")
             )),
             Screen::Desktop,
         )
@@ -1024,7 +1016,7 @@ async fn pages_join_a_jwt_server_with_the_tokens_their_host_page_gives() {
         assert_eq!(me.me_name, "Ada");
         let grace = Page::open(
             &driver,
-            &server.url(&format!("/#token={}", join_token(secret, "Grace"))),
+            &server.url(&format!("/#token={}", join_token("Grace"))),
             Screen::Desktop,
         )
         .await;

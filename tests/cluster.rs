@@ -205,6 +205,66 @@ async fn a_token_issued_by_one_instance_works_on_another() {
 }
 
 #[tokio::test]
+async fn a_join_tokens_user_and_broadcast_permission_hold_on_every_instance() {
+    use support::jwt::{SECRET, claims, hs256, join, secret_file, with};
+
+    let secret = secret_file(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let flags = [
+        "--auth",
+        "jwt",
+        "--jwt-secret-file",
+        secret.to_str().unwrap(),
+    ];
+    let cluster = Cluster::start("jwt", &[&flags, &flags]).await;
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let muted = with(claims("quiet"), json!({ "broadcast": false }));
+    let quiet = join(a, &hs256(SECRET, &muted)).await;
+    cluster.settle().await;
+    let loud = join(b, &hs256(SECRET, &claims("loud"))).await;
+    cluster.settle().await;
+
+    // Both instances list both users, from the directory.
+    for node in [a, b] {
+        let list = body_json(node.get("/clients").await).await;
+        let mut users: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|peer| peer["user"].as_str().expect("a user"))
+            .collect();
+        users.sort_unstable();
+        assert_eq!(
+            users,
+            ["user-loud", "user-quiet"],
+            "/clients on {}",
+            node.label
+        );
+    }
+    // quiet may not broadcast, through its home or through the other instance...
+    let refused_everywhere = async || {
+        for node in [a, b] {
+            let response = node.broadcast(&quiet, "hello all").await;
+            assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
+        }
+    };
+    refused_everywhere().await;
+    // ...nor after its session moved to B with its stream.
+    let mut quiet_stream = b.attach(&quiet, None).await;
+    let ready = quiet_stream.ready().await;
+    assert_eq!(
+        ready["clients"],
+        json!([{ "id": loud.id, "name": "loud", "user": "user-loud" }])
+    );
+    let frame = quiet_stream.next_named("new_user").await;
+    assert_eq!(frame.data["user"], "user-loud");
+    refused_everywhere().await;
+    assert_eq!(a.broadcast_ok(&loud, "hello all").await, 1);
+    let _ = std::fs::remove_file(secret);
+}
+
+#[tokio::test]
 async fn forged_and_stale_tokens_are_refused_by_every_instance() {
     let cluster = Cluster::start("forged", &[&[], &[]]).await;
     let [a, b] = &cluster.nodes[..] else {

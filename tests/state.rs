@@ -120,6 +120,51 @@ async fn a_graceful_restart_keeps_tokens_and_replays_missed_events_with_their_id
 }
 
 #[tokio::test]
+async fn a_restart_keeps_a_join_tokens_user_and_broadcast_permission() {
+    use support::jwt::{SECRET, claims, hs256, join, secret_file, with};
+
+    let dir = TempDir::new();
+    let state = dir.0.join("state.json");
+    let secret = secret_file(&dir.0);
+    let args = [
+        "--state-file",
+        path_arg(&state),
+        "--auth",
+        "jwt",
+        "--jwt-secret-file",
+        path_arg(&secret),
+    ];
+    let mut before = Instance::start("before", &args).await;
+    let muted = with(claims("quiet"), json!({ "broadcast": false }));
+    let quiet = join(&before, &hs256(SECRET, &muted)).await;
+    let loud = join(&before, &hs256(SECRET, &claims("loud"))).await;
+    assert!(before.terminate().await.success(), "a clean exit");
+
+    let after = Instance::start("after", &args).await;
+    let list = support::body_json(after.get("/clients").await).await;
+    let mut users: Vec<(&str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|peer| {
+            (
+                peer["name"].as_str().unwrap(),
+                peer["user"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    users.sort_unstable();
+    assert_eq!(users, [("loud", "user-loud"), ("quiet", "user-quiet")]);
+    support::assert_error(
+        after.broadcast(&quiet, "hello all").await,
+        reqwest::StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(after.broadcast_ok(&loud, "hello all").await, 1);
+}
+
+#[tokio::test]
 async fn a_wrong_token_is_still_refused_after_a_restart() {
     let dir = TempDir::new();
     let state = dir.0.join("state.json");

@@ -25,7 +25,7 @@ use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use crate::registry::Stats;
 use crate::registry::{
-    DisplayName, EventId, Peer, Registry, RegistryError, SessionId, Subscription, Token,
+    EventId, Joining, Peer, Registry, RegistryError, SessionId, Subscription, Token,
 };
 use cluster::Cluster;
 use presence::Presence;
@@ -86,18 +86,18 @@ impl Hub {
     /// `SessionLimit`, or `Unavailable` when the backplane cannot be reached.
     pub async fn register(
         &self,
-        name: DisplayName,
+        joining: Joining,
         place: AddressGuard,
     ) -> Result<(Peer, Token), RegistryError> {
         match &self.cluster {
             None => {
                 // Registered first: whoever hears `new_user` can already message it.
-                let (peer, token) = self.registry.register(name, place)?;
+                let (peer, token) = self.registry.register(joining, place)?;
                 self.presence.joined(&self.registry, &peer, None);
                 Ok((peer, token))
             }
             // Announced when the join comes back on the bus, on every instance.
-            Some(cluster) => cluster.register(name, place).await,
+            Some(cluster) => cluster.register(joining, place).await,
         }
     }
 
@@ -152,12 +152,21 @@ impl Hub {
     /// A message from `from` to every other session; how many there are.
     ///
     /// # Errors
-    /// `Unavailable`.
+    /// `BroadcastDenied` when `from`'s join token said `"broadcast": false`; `BadToken` when
+    /// `from` has left meanwhile; `Unavailable`.
     pub async fn broadcast(
         &self,
         from: &Peer,
         message: Box<RawValue>,
     ) -> Result<usize, RegistryError> {
+        let may_broadcast = match (self.registry.may_broadcast(from.id), &self.cluster) {
+            (Some(here), _) => here,
+            (None, None) => return Err(RegistryError::BadToken),
+            (None, Some(cluster)) => cluster.may_broadcast(from.id).await?,
+        };
+        if !may_broadcast {
+            return Err(RegistryError::BroadcastDenied);
+        }
         match &self.cluster {
             None => Ok(self.registry.broadcast(from, message)),
             Some(cluster) => cluster.broadcast(from, message).await,

@@ -94,13 +94,13 @@ mod tests {
             let registry = registry();
             let (ann, token) = registry
                 .register(
-                    DisplayName::parse("ann").unwrap(),
+                    DisplayName::parse("ann").unwrap().into(),
                     AddressGuard::unlimited(),
                 )
                 .unwrap();
             let (bob, _) = registry
                 .register(
-                    DisplayName::parse("bob").unwrap(),
+                    DisplayName::parse("bob").unwrap().into(),
                     AddressGuard::unlimited(),
                 )
                 .unwrap();

@@ -14,6 +14,7 @@ use warp::http::{StatusCode, header};
 use warp::reject::Reject;
 use warp::reply::{Reply, Response};
 
+use crate::auth::AuthError;
 use crate::limits::Limited;
 use crate::registry::RegistryError;
 
@@ -46,6 +47,7 @@ error_codes! {
     InvalidName => "invalid_name",
     InvalidLastEventId => "invalid_last_event_id",
     Unauthorized => "unauthorized",
+    Forbidden => "forbidden",
     UnknownSession => "unknown_session",
     UnknownRecipient => "unknown_recipient",
     NotFound => "not_found",
@@ -159,6 +161,9 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, ErrorCode::UnknownRecipient, message)
             }
             RegistryError::BadToken => ApiError::unauthorized(message),
+            RegistryError::BroadcastDenied => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
+            }
             RegistryError::MailboxFull { retry_after } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 ErrorCode::MailboxFull,
@@ -189,6 +194,14 @@ impl From<RegistryError> for ApiError {
                 )
             }
         }
+    }
+}
+
+/// A refused join token: 401 `unauthorized`, the message led by the machine-usable reason
+/// (`expired: token has expired`).
+impl From<AuthError> for ApiError {
+    fn from(refusal: AuthError) -> Self {
+        ApiError::unauthorized(format!("{}: {refusal}", refusal.reason()))
     }
 }
 

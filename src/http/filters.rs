@@ -152,6 +152,18 @@ pub(crate) fn bearer() -> impl Filter<Extract = (Token,), Error = warp::Rejectio
     })
 }
 
+/// The credential after `Bearer ` in `Authorization`, if any, for `POST /helo`. Never rejects:
+/// whether a credential is needed is the join policy's call, and an open server ignores one.
+/// Another scheme, or a value that is not text, counts as no credential.
+pub(crate) fn join_credential()
+-> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    raw_header("authorization").map(|value: Option<HeaderValue>| {
+        let value = value?;
+        let text = header_text(value.as_bytes())?;
+        Some(text.strip_prefix("Bearer ")?.trim().to_owned())
+    })
+}
+
 #[derive(Deserialize, Default)]
 struct StreamQuery {
     token: Option<String>,

@@ -12,11 +12,13 @@ use super::error::{ApiError, ErrorCode};
 use super::filters::StreamParams;
 use super::{Context, sse};
 use crate::backplane::Hub;
-use crate::registry::{DisplayName, Peer, RegistryError, SessionId, Token};
+use crate::registry::{DisplayName, Joining, Peer, RegistryError, SessionId, Token};
 
+/// The body of `POST /helo`. `name` is required by an open server; with `--auth jwt` the
+/// token's `name` claim names the session and a `name` sent here is ignored.
 #[derive(Deserialize)]
 pub(crate) struct HeloRequest {
-    name: String,
+    name: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -27,18 +29,38 @@ struct HeloResponse<'a> {
 }
 
 /// `POST /helo`: register, 201 with the id and the token (the only time it is revealed).
-/// The client's join rate and session share are checked first, so refused joins cost nothing.
+/// The client's join rate and session share are checked first, so refused joins cost nothing;
+/// then the join policy: an open server takes the body's name, a JWT server the token's claims.
 pub(crate) async fn helo(
     context: Context,
     client: IpAddr,
+    credential: Option<String>,
     body: HeloRequest,
 ) -> Result<Response, ApiError> {
     let place = context.limits.join(client)?;
-    let name = DisplayName::parse(&body.name)
-        .map_err(|m| ApiError::bad_request(ErrorCode::InvalidName, m))?;
+    let joining = match context.join.admit(credential.as_deref())? {
+        None => {
+            let name = body.name.ok_or_else(|| {
+                ApiError::bad_request(ErrorCode::InvalidBody, "the body lacks `name`")
+            })?;
+            let name = DisplayName::parse(&name)
+                .map_err(|m| ApiError::bad_request(ErrorCode::InvalidName, m))?;
+            Joining::from(name)
+        }
+        Some(claims) => {
+            let name = DisplayName::parse(&claims.name).map_err(|m| {
+                ApiError::bad_request(ErrorCode::InvalidName, format!("the token's `name`: {m}"))
+            })?;
+            Joining {
+                name,
+                user: Some(claims.sub),
+                may_broadcast: claims.broadcast,
+            }
+        }
+    };
     let (peer, token) = context
         .hub
-        .register(name, place)
+        .register(joining, place)
         .await
         .map_err(|err| full_house(err, context.session_ttl))?;
     let body = HeloResponse {

@@ -26,9 +26,10 @@ use warp::Filter;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Reply;
 
+use crate::auth::JoinPolicy;
 use crate::backplane::Hub;
 use crate::limits::Limits;
-use filters::{bearer, client_address, json_body, stream_params, with_hub};
+use filters::{bearer, client_address, join_credential, json_body, stream_params, with_hub};
 pub use sse::StreamSettings;
 
 /// Every route the API serves, as (method, path template). `openapi.yaml` must list exactly
@@ -80,11 +81,13 @@ fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
 /// The OpenAPI description, compiled in so the binary serves the one it was built with.
 const OPENAPI: &str = include_str!("../../openapi.yaml");
 
-/// What the handlers share: the hub, the limits, stream timings, and the shutdown signal.
+/// What the handlers share: the hub, the limits, who may join, stream timings, and the
+/// shutdown signal.
 #[derive(Clone)]
 pub struct Context {
     pub hub: Hub,
     pub(crate) limits: Arc<Limits>,
+    pub(crate) join: Arc<JoinPolicy>,
     pub stream: StreamSettings,
     /// What a full house tells clients to wait: an abandoned session is gone after one TTL.
     pub session_ttl: Duration,
@@ -130,6 +133,7 @@ pub fn routes(
         .and(warp::post())
         .and(with_context())
         .and(client_address(Arc::clone(&limits)))
+        .and(join_credential())
         .and(json_body(max_body))
         .then(handlers::helo);
     let events = warp::path!("events" / String)

@@ -22,6 +22,10 @@ pub type EventId = u64;
 pub struct Peer {
     pub id: SessionId,
     pub name: DisplayName,
+    /// The app's user id (the join token's `sub`) on a server running `--auth jwt`; absent
+    /// (and left out of the JSON) on an open one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Data of `ready`: who you are and who else is here.

@@ -149,6 +149,26 @@ impl Credential {
     }
 }
 
+/// Who a new session is, as its join decided: the name it goes by, the app's user id when a
+/// join token named one, and whether it may broadcast.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joining {
+    pub name: DisplayName,
+    pub user: Option<String>,
+    pub may_broadcast: bool,
+}
+
+/// An open join: a name, no user id, broadcasting allowed.
+impl From<DisplayName> for Joining {
+    fn from(name: DisplayName) -> Self {
+        Joining {
+            name,
+            user: None,
+            may_broadcast: true,
+        }
+    }
+}
+
 /// A display name: 1 to 64 characters, none of them a control character.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String")]

@@ -3,7 +3,7 @@
 //! hub's business (`backplane`). No HTTP in here.
 //!
 //! # Layout
-//! - [`identity`]: `SessionId`, `Token`, `DisplayName`.
+//! - [`identity`]: `SessionId`, `Token`, `DisplayName`, and [`Joining`] (who a new session is).
 //! - [`session`]: one session: mailbox, attachment, why its stream closed.
 //! - [`subscription`]: attaching a stream, and the stream's side ([`Subscription`]).
 //! - [`mailbox`]: the bounded, ordered buffer of one session.
@@ -55,7 +55,7 @@ use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use event::{Envelope, Event, EventId, Peer};
 use identity::Credential;
-pub use identity::{DisplayName, SessionId, Token, TokenHash};
+pub use identity::{DisplayName, Joining, SessionId, Token, TokenHash};
 use mailbox::Mailbox;
 pub use session::Closed;
 use session::Session;
@@ -71,6 +71,8 @@ pub enum RegistryError {
     UnknownRecipient(SessionId),
     #[error("the token is not valid for this session")]
     BadToken,
+    #[error("this session may not broadcast (its join token says so)")]
+    BroadcastDenied,
     #[error("the recipient's mailbox is full; retry later")]
     MailboxFull { retry_after: Duration },
     #[error("the server holds its maximum of {0} sessions")]
@@ -177,17 +179,22 @@ impl Registry {
     /// [`RegistryError::SessionLimit`] when `max_sessions` are registered.
     pub(crate) fn register(
         &self,
-        name: DisplayName,
+        joining: Joining,
         place: AddressGuard,
     ) -> Result<(Peer, Token), RegistryError> {
         let id = SessionId::random();
-        let peer = Peer { id, name };
+        let peer = Peer {
+            id,
+            name: joining.name,
+            user: joining.user,
+        };
         let token = Token::issue(id);
         let settings = &self.shared.settings;
         let mailbox = Mailbox::new(settings.mailbox_size, settings.mailbox_bytes);
         let now = Instant::now();
         self.insert(
             peer.clone(),
+            joining.may_broadcast,
             Credential::Token(token.clone()),
             mailbox,
             now,
@@ -202,6 +209,7 @@ impl Registry {
     fn insert(
         &self,
         peer: Peer,
+        may_broadcast: bool,
         token: Credential,
         mailbox: Mailbox,
         detached_since: Instant,
@@ -209,7 +217,14 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let settings = &self.shared.settings;
         let id = peer.id;
-        let session = Arc::new(Session::new(peer, token, mailbox, detached_since, place));
+        let session = Arc::new(Session::new(
+            peer,
+            may_broadcast,
+            token,
+            mailbox,
+            detached_since,
+            place,
+        ));
         let mut state = self.lock();
         if state.sessions.len() >= settings.max_sessions {
             return Err(RegistryError::SessionLimit(settings.max_sessions));
@@ -237,6 +252,11 @@ impl Registry {
             Some(session) if session.token.matches(token) => Ok(session.peer.clone()),
             _ => Err(RegistryError::BadToken),
         }
+    }
+
+    /// Whether session `id` may broadcast; `None` when it does not live here.
+    pub(crate) fn may_broadcast(&self, id: SessionId) -> Option<bool> {
+        self.lock().sessions.get(&id).map(|s| s.may_broadcast)
     }
 
     /// Writes a direct message (`client_response`) from `from` into `to`'s mailbox.

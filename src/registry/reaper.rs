@@ -66,13 +66,13 @@ mod tests {
 
         let (idle, _) = registry
             .register(
-                DisplayName::parse("idle").unwrap(),
+                DisplayName::parse("idle").unwrap().into(),
                 AddressGuard::unlimited(),
             )
             .unwrap();
         let (held, token) = registry
             .register(
-                DisplayName::parse("held").unwrap(),
+                DisplayName::parse("held").unwrap().into(),
                 AddressGuard::unlimited(),
             )
             .unwrap();

@@ -18,6 +18,8 @@ use crate::metrics::Metrics;
 /// One registered client.
 pub(crate) struct Session {
     pub(crate) peer: Peer,
+    /// False when its join token said `"broadcast": false`.
+    pub(crate) may_broadcast: bool,
     pub(crate) token: Credential,
     /// Its place under the per-address session cap, given back when the session is dropped.
     /// `None` for sessions that came from another instance or from the state file.
@@ -59,6 +61,7 @@ impl Session {
     /// A detached session (its TTL runs from `now`) with `mailbox`.
     pub(crate) fn new(
         peer: Peer,
+        may_broadcast: bool,
         token: Credential,
         mailbox: Mailbox,
         now: Instant,
@@ -66,6 +69,7 @@ impl Session {
     ) -> Self {
         Session {
             peer,
+            may_broadcast,
             token,
             _place: place,
             inner: Mutex::new(SessionInner {

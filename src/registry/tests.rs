@@ -26,7 +26,10 @@ fn registry(mailbox_size: usize, max_sessions: usize, max_streams: usize) -> Reg
 
 fn join(registry: &Registry, name: &str) -> (Peer, Token) {
     registry
-        .register(DisplayName::parse(name).unwrap(), AddressGuard::unlimited())
+        .register(
+            DisplayName::parse(name).unwrap().into(),
+            AddressGuard::unlimited(),
+        )
         .expect("room for one more")
 }
 
@@ -79,7 +82,7 @@ async fn the_session_limit_refuses_one_more() {
     let registry = registry(8, 1, 10);
     join(&registry, "ann");
     let refused = registry.register(
-        DisplayName::parse("bob").unwrap(),
+        DisplayName::parse("bob").unwrap().into(),
         AddressGuard::unlimited(),
     );
     assert_eq!(refused.unwrap_err(), RegistryError::SessionLimit(1));

@@ -13,13 +13,16 @@ use tokio::time::Instant;
 use super::event::{Envelope, Event, EventId, Peer};
 use super::identity::{Credential, SessionId, Token, TokenHash};
 use super::mailbox::Mailbox;
-use super::session::Closed;
+use super::session::{Closed, Session};
 use super::{Registry, RegistryError};
 
 /// A session in transit between instances: who it is and its mailbox, ids included.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub peer: Peer,
+    /// Whether the session may broadcast; files and peers from before this field mean yes.
+    #[serde(default = "allowed")]
+    pub may_broadcast: bool,
     /// Id of the newest event ever pushed to the mailbox.
     pub last_id: EventId,
     /// Newest id a stream was handed.
@@ -44,12 +47,13 @@ impl Registry {
         self.lock().sessions.contains_key(&id)
     }
 
-    /// Every session living here, with its token (to re-register them after a backplane outage).
-    pub(crate) fn homed(&self) -> Vec<(Peer, Token)> {
+    /// Every session living here, with whether it may broadcast and its token (to re-register
+    /// them after a backplane outage).
+    pub(crate) fn homed(&self) -> Vec<(Peer, bool, Token)> {
         self.lock()
             .sessions
             .values()
-            .filter_map(|s| Some((s.peer.clone(), s.token.token()?.clone())))
+            .filter_map(|s| Some((s.peer.clone(), s.may_broadcast, s.token.token()?.clone())))
             .collect()
     }
 
@@ -61,7 +65,7 @@ impl Registry {
         let _order = self.fan_out_lock();
         let mut state = self.lock();
         let session = state.sessions.get(&id).cloned()?;
-        let snapshot = Snapshot::of(&session.peer, &session.lock().mailbox);
+        let snapshot = Snapshot::of(&session, &session.lock().mailbox);
         self.remove_locked(&mut state, &session, Closed::TakenOver);
         Some(snapshot)
     }
@@ -89,7 +93,7 @@ impl Registry {
                     .detached_since
                     .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
                 Kept {
-                    snapshot: Snapshot::of(&session.peer, &inner.mailbox),
+                    snapshot: Snapshot::of(session, &inner.mailbox),
                     token_hash: session.token.hash(),
                     ttl_left: ttl.saturating_sub(detached_for),
                 }
@@ -135,16 +139,25 @@ impl Registry {
                 .map(|(id, event)| (id, Envelope::new(event)))
                 .collect(),
         );
-        self.insert(snapshot.peer, credential, mailbox, detached_since, None)
+        self.insert(
+            snapshot.peer,
+            snapshot.may_broadcast,
+            credential,
+            mailbox,
+            detached_since,
+            None,
+        )
     }
 }
 
 impl Snapshot {
-    /// `peer`'s mailbox as it stands, ids included; the mailbox is left as it is.
-    fn of(peer: &Peer, mailbox: &Mailbox) -> Snapshot {
+    /// `session` with `mailbox` (its own, locked by the caller) as it stands, ids included; the
+    /// mailbox is left as it is.
+    fn of(session: &Session, mailbox: &Mailbox) -> Snapshot {
         let (last_id, delivered, entries) = mailbox.export();
         Snapshot {
-            peer: peer.clone(),
+            peer: session.peer.clone(),
+            may_broadcast: session.may_broadcast,
             last_id,
             delivered,
             events: entries
@@ -153,4 +166,10 @@ impl Snapshot {
                 .collect(),
         }
     }
+}
+
+/// What a missing `may_broadcast` means: data from before the field existed, when every
+/// session could broadcast.
+fn allowed() -> bool {
+    true
 }

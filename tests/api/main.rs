@@ -2,6 +2,7 @@
 //! talks to it over 127.0.0.1, with `switchboard-client` for ordinary calls and reqwest for
 //! hand-shaped requests. With `TEST_REDIS_URL` set, every test runs in cluster mode.
 
+mod auth;
 mod broadcast;
 mod concurrency;
 mod errors;

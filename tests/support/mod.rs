@@ -6,6 +6,7 @@
 //! - [`server`]: one server in-process ([`spawn_app`]), and [`Endpoint`], the HTTP surface
 //!   every server offers, driven through `switchboard-client`.
 //! - [`instance`]: the real binary as a child process ([`Instance`], started by a [`Launch`]).
+//! - [`jwt`]: join tokens for servers running `--auth jwt`.
 //! - [`cluster`]: a `redis-server` child and a [`cluster::Cluster`] of binaries sharing it.
 //! - [`browser`]: a `chromedriver` of our own that opens headless Chromium pages.
 //! - [`sse`]: [`SseReader`], every read bounded by [`WAIT`]; [`RawStream`] for wire bytes.
@@ -18,6 +19,7 @@
 pub mod browser;
 pub mod cluster;
 pub mod instance;
+pub mod jwt;
 pub mod server;
 pub mod sse;
 

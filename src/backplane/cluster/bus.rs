@@ -286,6 +286,7 @@ mod tests {
         Peer {
             id: SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap(),
             name: DisplayName::parse("ann").unwrap(),
+            user: Some("user-7".into()),
         }
     }
 
@@ -305,6 +306,7 @@ mod tests {
 
         let snapshot = Snapshot {
             peer: peer.clone(),
+            may_broadcast: false,
             last_id: 3,
             delivered: 1,
             events: vec![(3, Event::UserLeft(peer))],
@@ -320,6 +322,11 @@ mod tests {
             panic!("wrong variant from {json}");
         };
         assert_eq!(snapshot.events[0].0, 3);
+        assert!(
+            !snapshot.may_broadcast,
+            "the permission travels with the session"
+        );
+        assert_eq!(snapshot.peer.user.as_deref(), Some("user-7"));
     }
 
     #[test]

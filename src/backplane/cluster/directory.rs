@@ -15,6 +15,13 @@ use crate::registry::{DisplayName, Peer, RegistryError, SessionId, Token, TokenH
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Entry {
     pub(super) name: DisplayName,
+    /// The app's user id, on a server running `--auth jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    /// False when its join token said `"broadcast": false`; entries written before the field
+    /// existed mean yes.
+    #[serde(default = "allowed")]
+    pub(super) may_broadcast: bool,
     /// The [`TokenHash`] of the token, hex: enough to check a token, useless to forge one.
     token: String,
     /// The instance holding the session's mailbox.
@@ -22,6 +29,15 @@ pub(super) struct Entry {
 }
 
 impl Entry {
+    /// Session `id` as others see it.
+    pub(super) fn peer(&self, id: SessionId) -> Peer {
+        Peer {
+            id,
+            name: self.name.clone(),
+            user: self.user.clone(),
+        }
+    }
+
     /// Whether `token` is the one this entry was written with, compared in constant time.
     pub(super) fn proves(&self, token: &Token) -> bool {
         TokenHash::from_hex(&self.token).is_some_and(|hash| hash.verifies(token))
@@ -54,9 +70,16 @@ impl Directory {
     }
 
     /// Writes `peer`'s entry, homed here.
-    pub(super) async fn put(&self, peer: &Peer, token: &Token) -> Result<(), RegistryError> {
+    pub(super) async fn put(
+        &self,
+        peer: &Peer,
+        may_broadcast: bool,
+        token: &Token,
+    ) -> Result<(), RegistryError> {
         let entry = Entry {
             name: peer.name.clone(),
+            user: peer.user.clone(),
+            may_broadcast,
             token: TokenHash::of(token).to_hex(),
             home: self.here,
         };
@@ -110,12 +133,14 @@ impl Directory {
             .entries()
             .await?
             .into_iter()
-            .map(|(id, entry)| Peer {
-                id,
-                name: entry.name,
-            })
+            .map(|(id, entry)| entry.peer(id))
             .collect())
     }
+}
+
+/// What a missing `may_broadcast` means: an entry from before the field, when all could.
+fn allowed() -> bool {
+    true
 }
 
 #[cfg(test)]
@@ -134,6 +159,8 @@ mod tests {
         assert!(!token.reveal().contains(&hash));
         let entry = Entry {
             name: DisplayName::parse("ann").unwrap(),
+            user: None,
+            may_broadcast: true,
             token: hash,
             home: Uuid::nil(),
         };

@@ -140,16 +140,18 @@ impl Cluster {
                 return Err(unavailable("the session's instance did not hand it over"));
             }
         };
+        let may_broadcast;
         {
             let mut moving = self.handovers.lock();
             let buffer = moving.0.remove(&id).map(|m| m.buffer).unwrap_or_default();
+            may_broadcast = snapshot.may_broadcast;
             self.registry.import(*snapshot, token.clone())?;
             for message in buffer {
                 self.apply_to(&message, Some(id));
             }
         }
         let peer = self.registry.authenticate(token)?;
-        self.directory.put(&peer, token).await?;
+        self.directory.put(&peer, may_broadcast, token).await?;
         info!(session = %id, "moved here");
         Ok(())
     }

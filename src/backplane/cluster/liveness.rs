@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::bus::Bus;
 use super::{Cluster, INSTANCE, LIVENESS, unavailable};
-use crate::registry::{Peer, RegistryError};
+use crate::registry::RegistryError;
 
 impl Cluster {
     fn instance_key(&self, instance: Uuid) -> String {
@@ -65,8 +65,8 @@ impl Cluster {
         self.refresh_liveness().await?;
         let homed = self.registry.homed();
         let count = homed.len();
-        for (peer, token) in homed {
-            self.directory.put(&peer, &token).await?;
+        for (peer, may_broadcast, token) in homed {
+            self.directory.put(&peer, may_broadcast, &token).await?;
         }
         if count > 0 {
             info!(sessions = count, "re-registered homed sessions");
@@ -110,10 +110,7 @@ impl Cluster {
             };
             if !live && self.directory.delete(id).await? {
                 info!(session = %id, home = %entry.home, "removing a session of a dead instance");
-                let peer = Peer {
-                    id,
-                    name: entry.name,
-                };
+                let peer = entry.peer(id);
                 self.publish(&Bus::Leave { peer }).await?;
             }
         }

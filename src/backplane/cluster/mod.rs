@@ -53,7 +53,7 @@ use uuid::Uuid;
 use super::presence::Presence;
 use crate::limits::AddressGuard;
 use crate::registry::{
-    DisplayName, EventId, Peer, Registry, RegistryError, SessionId, Subscription, Token,
+    EventId, Joining, Peer, Registry, RegistryError, SessionId, Subscription, Token,
 };
 use bus::{Bus, Outcome};
 use directory::Directory;
@@ -147,15 +147,16 @@ impl Cluster {
     /// Registers a session here, writes it to the directory, and publishes its join.
     pub(crate) async fn register(
         &self,
-        name: DisplayName,
+        joining: Joining,
         place: AddressGuard,
     ) -> Result<(Peer, Token), RegistryError> {
         let limit = self.registry.settings().max_sessions;
         if self.directory.count().await? >= limit {
             return Err(RegistryError::SessionLimit(limit));
         }
-        let (peer, token) = self.registry.register(name, place)?;
-        if let Err(err) = self.directory.put(&peer, &token).await {
+        let may_broadcast = joining.may_broadcast;
+        let (peer, token) = self.registry.register(joining, place)?;
+        if let Err(err) = self.directory.put(&peer, may_broadcast, &token).await {
             self.registry.remove(peer.id);
             return Err(err);
         }
@@ -175,13 +176,21 @@ impl Cluster {
             .await?
             .ok_or(RegistryError::BadToken)?;
         if entry.proves(token) {
-            Ok(Peer {
-                id,
-                name: entry.name,
-            })
+            Ok(entry.peer(id))
         } else {
             Err(RegistryError::BadToken)
         }
+    }
+
+    /// Whether session `id`, homed on another instance, may broadcast.
+    ///
+    /// # Errors
+    /// `BadToken` when it has left; `Unavailable`.
+    pub(crate) async fn may_broadcast(&self, id: SessionId) -> Result<bool, RegistryError> {
+        let entry = self.directory.get(id).await?;
+        entry
+            .map(|entry| entry.may_broadcast)
+            .ok_or(RegistryError::BadToken)
     }
 
     /// Attaches here, first moving the session here if it is homed elsewhere.

@@ -1,19 +1,25 @@
 //! Server configuration: one [`Config`], parsed once in `main` from flags with `SWITCHBOARD_*`
 //! environment fallbacks, then passed by value into `serve`. Nothing else reads the environment.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
-use tracing_subscriber::EnvFilter;
 
+use crate::auth::JoinPolicy;
+use crate::auth::jwt::{JwtChecks, JwtKeyFile, Verifier};
 use crate::limits::{
     AddressCap, LimitKind, Limits, Rate, RateLimits, RateSettings, default_per_address,
 };
 use crate::metrics::Metrics;
+
+mod parse;
+
+pub use parse::{parse_listen, parse_log_filter};
+use parse::{parse_origin, parse_proxy};
 
 /// File descriptors kept back from the stream limit for the listener, the runtime, static files
 /// and short-lived API requests, so that a full house of streams still leaves room to answer 503.
@@ -102,6 +108,33 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
     pub trusted_proxies: Vec<IpNet>,
 
+    /// Who may join: `open` (anyone, under any name) or `jwt` (`POST /helo` needs a token
+    /// signed by the app's backend, which names the user).
+    #[arg(long, env = "SWITCHBOARD_AUTH", value_enum, default_value_t = AuthMode::Open)]
+    pub auth: AuthMode,
+
+    /// `--auth jwt` with HS256: the shared secret, at least 32 bytes (surrounding whitespace
+    /// trimmed). Exactly one of this and `--jwt-public-key-file`.
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// `--auth jwt` with a PEM public key (RSA: RS256, EC P-256/P-384: ES256/ES384, Ed25519:
+    /// EdDSA); tokens must be signed with the matching private key.
+    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// When set, a join token's `aud` must be present and contain this value.
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// When set, a join token's `iss` must be present and equal this value.
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Clock skew allowed on a join token's `exp`, `nbf` and `iat`.
+    #[arg(long, env = "SWITCHBOARD_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
+
     /// Largest request body accepted, in bytes (413 beyond).
     #[arg(long, env = "SWITCHBOARD_MAX_BODY", default_value_t = 64 * 1024)]
     pub max_body: u64,
@@ -177,6 +210,16 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// Who may join (`--auth`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Anyone may join, under the name it sends.
+    #[default]
+    Open,
+    /// `POST /helo` needs `Authorization: Bearer <JWT>` from the app's backend.
+    Jwt,
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -185,65 +228,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, with the same fields (and the same redactions) as `text`.
     Json,
-}
-
-/// `--listen`: what people type. A port alone stays on the loopback address, so exposing the
-/// server is always written out (`0.0.0.0:4000`); a host name is resolved once, preferring
-/// IPv4 (`localhost` is `127.0.0.1`, as in the README's URLs).
-///
-/// # Errors
-/// A message naming what was wrong, which clap prints after the flag's name.
-pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
-    let value = value.trim();
-    let port_only = value.strip_prefix(':').unwrap_or(value);
-    if let Ok(port) = port_only.parse::<u16>() {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-    }
-    if let Ok(addr) = value.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let Some((host, port)) = value.rsplit_once(':') else {
-        return Err(format!(
-            "expected host:port or a port, e.g. localhost:4000, 0.0.0.0:4000, [::1]:4000 or 4000; got `{value}`"
-        ));
-    };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("`{port}` is not a port number (0-65535)"))?;
-    if host.is_empty() || host.contains(':') && !host.starts_with('[') {
-        return Err(format!(
-            "`{value}` is ambiguous: write an IPv6 address in brackets, e.g. [::1]:4000"
-        ));
-    }
-    let resolved: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|err| format!("cannot resolve `{host}`: {err}"))?
-        .collect();
-    resolved
-        .iter()
-        .find(|addr| addr.is_ipv4())
-        .or(resolved.first())
-        .copied()
-        .ok_or_else(|| format!("`{host}` resolves to no address"))
-}
-
-/// `--log`: a valid `EnvFilter`, checked here so a typo stops the start instead of silently
-/// logging at another level. A format name is refused too: `json` alone is a valid filter
-/// (every event of a target named `json`), which would silence every line.
-///
-/// # Errors
-/// `EnvFilter`'s explanation, or a hint towards `--log-format`.
-pub fn parse_log_filter(value: &str) -> Result<String, String> {
-    if LogFormat::from_str(value, true).is_ok() {
-        return Err(format!(
-            "`{value}` is a log format, not a filter: use --log-format {value}"
-        ));
-    }
-    EnvFilter::try_new(value)
-        .map(|_| value.to_owned())
-        .map_err(|err| {
-            format!("not a valid log filter ({err}); e.g. info, debug, switchboard=debug,warn")
-        })
 }
 
 impl Default for Config {
@@ -266,6 +250,12 @@ impl Default for Config {
             max_sessions_per_address: None,
             max_streams_per_address: None,
             trusted_proxies: Vec::new(),
+            auth: AuthMode::Open,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_audience: None,
+            jwt_issuer: None,
+            jwt_leeway: Duration::from_secs(30),
             max_body: 64 * 1024,
             cors_origins: Vec::new(),
             header_timeout: Duration::from_secs(10),
@@ -282,30 +272,6 @@ impl Default for Config {
             log_format: LogFormat::Text,
         }
     }
-}
-
-/// One `--trusted-proxies` entry: a CIDR block, or one address (a /32 or /128).
-fn parse_proxy(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("`{text}` is not an address or a CIDR block such as 10.0.0.0/8"))
-}
-
-/// One `--cors-origin` entry: trimmed, not `*`, and usable as a header value.
-fn parse_origin(text: &str) -> Result<String, String> {
-    let origin = text.trim();
-    if origin == "*" {
-        return Err(
-            "`*` is not supported: list each allowed origin, e.g. https://app.example".into(),
-        );
-    }
-    if origin.is_empty() || warp::http::HeaderValue::from_str(origin).is_err() {
-        return Err(format!(
-            "{origin:?} is not an origin such as https://app.example"
-        ));
-    }
-    Ok(origin.to_owned())
 }
 
 impl Config {
@@ -357,6 +323,47 @@ impl Config {
         }
     }
 
+    /// The join policy `--auth` and the `--jwt-*` flags ask for, its key loaded.
+    ///
+    /// # Errors
+    /// One line naming the flag: `--auth jwt` without exactly one key file, a key file that
+    /// cannot be read or holds no usable key, or a key file given with `--auth open`.
+    pub(crate) fn join_policy(&self) -> Result<JoinPolicy, String> {
+        let key = match (&self.jwt_secret_file, &self.jwt_public_key_file) {
+            (Some(path), None) => Some(("--jwt-secret-file", JwtKeyFile::Secret(path.clone()))),
+            (None, Some(path)) => {
+                Some(("--jwt-public-key-file", JwtKeyFile::PublicKey(path.clone())))
+            }
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(
+                    "--jwt-secret-file and --jwt-public-key-file exclude each other: give one key"
+                        .to_owned(),
+                );
+            }
+        };
+        match (self.auth, key) {
+            (AuthMode::Open, None) => Ok(JoinPolicy::Open),
+            (AuthMode::Open, Some((flag, _))) => Err(format!(
+                "{flag} is only used with --auth jwt; add --auth jwt, or drop the key file"
+            )),
+            (AuthMode::Jwt, None) => Err(
+                "--auth jwt needs a key: --jwt-secret-file (HS256) or --jwt-public-key-file (PEM)"
+                    .to_owned(),
+            ),
+            (AuthMode::Jwt, Some((flag, key))) => {
+                let checks = JwtChecks {
+                    audience: self.jwt_audience.clone(),
+                    issuer: self.jwt_issuer.clone(),
+                    leeway: self.jwt_leeway,
+                };
+                Verifier::load(&key, checks)
+                    .map(|verifier| JoinPolicy::Jwt(Box::new(verifier)))
+                    .map_err(|err| format!("{flag}: {err}"))
+            }
+        }
+    }
+
     /// Most connections of any kind: the open-file limit less a few for the process itself.
     pub fn connection_limit(&self) -> usize {
         let fds = Self::open_file_limit().unwrap_or(1024);
@@ -365,95 +372,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_default_to_the_contract() {
-        // Only meaningful when no SWITCHBOARD_* variable is set, as in CI.
-        if std::env::vars().any(|(k, _)| k.starts_with("SWITCHBOARD_")) {
-            return;
-        }
-        assert_eq!(Config::parse_from(["switchboard"]), Config::default());
-    }
-
-    #[test]
-    fn durations_and_switches_parse() {
-        let config = Config::parse_from([
-            "switchboard",
-            "--session-ttl",
-            "2m",
-            "--presence",
-            "false",
-            "--cors-origin",
-            "https://a.example, https://b.example",
-        ]);
-        assert_eq!(config.session_ttl, Duration::from_secs(120));
-        assert!(!config.presence);
-        assert_eq!(
-            config.cors_origins,
-            ["https://a.example", "https://b.example"]
-        );
-    }
-
-    #[test]
-    fn a_wildcard_origin_is_refused_when_parsed() {
-        let err = Config::try_parse_from(["switchboard", "--cors-origin", "*"]).unwrap_err();
-        assert!(err.to_string().contains("`*` is not supported"), "{err}");
-    }
-
-    #[test]
-    fn listen_takes_what_people_type() {
-        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        assert_eq!(parse_listen("localhost:4000"), Ok(loopback(4000)));
-        assert_eq!(parse_listen(":4000"), Ok(loopback(4000)));
-        assert_eq!(parse_listen("4000"), Ok(loopback(4000)));
-        assert_eq!(parse_listen("127.0.0.1:4001"), Ok(loopback(4001)));
-        assert_eq!(
-            parse_listen("0.0.0.0:4000"),
-            Ok(SocketAddr::from(([0, 0, 0, 0], 4000)))
-        );
-        assert_eq!(
-            parse_listen("[::1]:4000"),
-            Ok("[::1]:4000".parse().unwrap())
-        );
-        for bad in [
-            "",
-            "localhost",
-            "localhost:99999",
-            "::1:4000",
-            "no such host:4000",
-        ] {
-            assert!(parse_listen(bad).is_err(), "{bad:?} was accepted");
-        }
-        let err = Config::try_parse_from(["switchboard", "--listen", "localhost:port"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--listen"), "{err}");
-    }
-
-    #[test]
-    fn log_filters_are_checked_and_formats_are_not_filters() {
-        assert_eq!(parse_log_filter("info"), Ok("info".to_owned()));
-        assert!(parse_log_filter("switchboard=debug,warn").is_ok());
-        assert!(parse_log_filter("info,[").is_err());
-        assert!(parse_log_filter("switchboard=loud").is_err());
-        let err = parse_log_filter("json").unwrap_err();
-        assert!(err.contains("--log-format json"), "{err}");
-        let config = Config::parse_from(["switchboard", "--log-format", "json"]);
-        assert_eq!(config.log_format, LogFormat::Json);
-    }
-
-    #[test]
-    fn the_stream_limit_leaves_reserved_descriptors() {
-        let limit = Config::default().stream_limit() as u64;
-        if let Some(fds) = Config::open_file_limit() {
-            assert_eq!(limit, fds.saturating_sub(RESERVED_FDS).max(1));
-        }
-        let fixed = Config {
-            max_streams: Some(7),
-            ..Config::default()
-        };
-        assert_eq!(fixed.stream_limit(), 7);
-    }
-}
+mod tests;

@@ -1,0 +1,130 @@
+use super::*;
+
+#[test]
+fn flags_default_to_the_contract() {
+    // Only meaningful when no SWITCHBOARD_* variable is set, as in CI.
+    if std::env::vars().any(|(k, _)| k.starts_with("SWITCHBOARD_")) {
+        return;
+    }
+    assert_eq!(Config::parse_from(["switchboard"]), Config::default());
+}
+
+#[test]
+fn durations_and_switches_parse() {
+    let config = Config::parse_from([
+        "switchboard",
+        "--session-ttl",
+        "2m",
+        "--presence",
+        "false",
+        "--cors-origin",
+        "https://a.example, https://b.example",
+    ]);
+    assert_eq!(config.session_ttl, Duration::from_secs(120));
+    assert!(!config.presence);
+    assert_eq!(
+        config.cors_origins,
+        ["https://a.example", "https://b.example"]
+    );
+}
+
+#[test]
+fn a_wildcard_origin_is_refused_when_parsed() {
+    let err = Config::try_parse_from(["switchboard", "--cors-origin", "*"]).unwrap_err();
+    assert!(err.to_string().contains("`*` is not supported"), "{err}");
+}
+
+#[test]
+fn listen_takes_what_people_type() {
+    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(parse_listen("localhost:4000"), Ok(loopback(4000)));
+    assert_eq!(parse_listen(":4000"), Ok(loopback(4000)));
+    assert_eq!(parse_listen("4000"), Ok(loopback(4000)));
+    assert_eq!(parse_listen("127.0.0.1:4001"), Ok(loopback(4001)));
+    assert_eq!(
+        parse_listen("0.0.0.0:4000"),
+        Ok(SocketAddr::from(([0, 0, 0, 0], 4000)))
+    );
+    assert_eq!(
+        parse_listen("[::1]:4000"),
+        Ok("[::1]:4000".parse().unwrap())
+    );
+    for bad in [
+        "",
+        "localhost",
+        "localhost:99999",
+        "::1:4000",
+        "no such host:4000",
+    ] {
+        assert!(parse_listen(bad).is_err(), "{bad:?} was accepted");
+    }
+    let err = Config::try_parse_from(["switchboard", "--listen", "localhost:port"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--listen"), "{err}");
+}
+
+#[test]
+fn log_filters_are_checked_and_formats_are_not_filters() {
+    assert_eq!(parse_log_filter("info"), Ok("info".to_owned()));
+    assert!(parse_log_filter("switchboard=debug,warn").is_ok());
+    assert!(parse_log_filter("info,[").is_err());
+    assert!(parse_log_filter("switchboard=loud").is_err());
+    let err = parse_log_filter("json").unwrap_err();
+    assert!(err.contains("--log-format json"), "{err}");
+    let config = Config::parse_from(["switchboard", "--log-format", "json"]);
+    assert_eq!(config.log_format, LogFormat::Json);
+}
+
+#[test]
+fn the_join_policy_needs_exactly_one_key_with_jwt_and_none_without() {
+    let secret = std::env::temp_dir().join(format!("switchboard-cfg-{}", std::process::id()));
+    std::fs::write(&secret, "a-secret-of-at-least-thirty-two-bytes\n").unwrap();
+    let config = |args: &[&str]| {
+        Config::try_parse_from(["switchboard"].iter().chain(args)).expect("flags parse")
+    };
+    let path = secret.to_str().unwrap();
+    assert!(matches!(config(&[]).join_policy(), Ok(JoinPolicy::Open)));
+    let jwt = config(&["--auth", "jwt", "--jwt-secret-file", path]);
+    assert!(matches!(jwt.join_policy(), Ok(JoinPolicy::Jwt(_))));
+    for (args, needle) in [
+        (&["--auth", "jwt"][..], "--auth jwt needs a key"),
+        (&["--jwt-secret-file", path], "only used with --auth jwt"),
+        (
+            &[
+                "--auth",
+                "jwt",
+                "--jwt-secret-file",
+                path,
+                "--jwt-public-key-file",
+                path,
+            ],
+            "exclude each other",
+        ),
+        (
+            &["--auth", "jwt", "--jwt-public-key-file", "/no/such/key.pem"],
+            "--jwt-public-key-file: cannot read /no/such/key.pem",
+        ),
+    ] {
+        let err = config(args).join_policy().unwrap_err();
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+    std::fs::write(&secret, "short").unwrap();
+    let err = jwt.join_policy().unwrap_err();
+    assert!(err.starts_with("--jwt-secret-file: "), "{err}");
+    std::fs::remove_file(&secret).ok();
+}
+
+#[test]
+fn the_stream_limit_leaves_reserved_descriptors() {
+    let limit = Config::default().stream_limit() as u64;
+    if let Some(fds) = Config::open_file_limit() {
+        assert_eq!(limit, fds.saturating_sub(RESERVED_FDS).max(1));
+    }
+    let fixed = Config {
+        max_streams: Some(7),
+        ..Config::default()
+    };
+    assert_eq!(fixed.stream_limit(), 7);
+}
