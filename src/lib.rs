@@ -63,6 +63,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let join = config.join_policy().map_err(std::io::Error::other)?;
+    let api_key = config.api_key().map_err(std::io::Error::other)?;
     let address = listener.local_addr()?;
     match &join {
         JoinPolicy::Open if !address.ip().is_loopback() => warn!(
@@ -124,6 +125,7 @@ pub async fn serve(
         hub,
         limits,
         join: Arc::new(join),
+        api_key: api_key.map(Arc::new),
         session_ttl: config.session_ttl,
         stream: StreamSettings {
             heartbeat: config.heartbeat,

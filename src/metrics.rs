@@ -35,17 +35,19 @@ pub enum EventKind {
     ClientResponse,
     ClientBroadcast,
     UserLeft,
+    ServerMessage,
     Lagged,
 }
 
 impl EventKind {
     /// Every kind, in label order.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Ready,
         EventKind::NewUser,
         EventKind::ClientResponse,
         EventKind::ClientBroadcast,
         EventKind::UserLeft,
+        EventKind::ServerMessage,
         EventKind::Lagged,
     ];
 
@@ -57,6 +59,7 @@ impl EventKind {
             EventKind::ClientResponse => "client_response",
             EventKind::ClientBroadcast => "client_broadcast",
             EventKind::UserLeft => "user_left",
+            EventKind::ServerMessage => "server_message",
             EventKind::Lagged => "lagged",
         }
     }

@@ -444,13 +444,7 @@ async fn status_follows_the_stream_and_a_lost_session_rejoins_by_itself() {
             s.status == "closed" && s.join_visible
         })
         .await;
-        let clients: serde_json::Value = reqwest::get(server.url("/clients"))
-            .await
-            .expect("GET /clients")
-            .json()
-            .await
-            .expect("a JSON roster");
-        assert_eq!(clients, json!([]), "the session was deleted");
+        assert!(server.clients().await.is_empty(), "the session was deleted");
 
         page.quit().await;
         server.stop(WAIT).await.expect("server returned an error");

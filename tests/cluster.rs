@@ -227,7 +227,7 @@ async fn a_join_tokens_user_and_broadcast_permission_hold_on_every_instance() {
 
     // Both instances list both users, from the directory.
     for node in [a, b] {
-        let list = body_json(node.get("/clients").await).await;
+        let list = body_json(node.get_as_backend("/clients").await).await;
         let mut users: Vec<&str> = list
             .as_array()
             .unwrap()

@@ -412,7 +412,10 @@ async fn a_deeply_nested_message_is_400_invalid_body() {
 async fn head_is_served_on_get_routes_and_405_says_allow() {
     let server = start(&[]).await;
     for path in ["/healthz", "/clients", "/metrics", "/openapi.yaml", "/"] {
-        let request = format!("HEAD {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let request = format!(
+            "HEAD {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
+            support::TEST_API_KEY
+        );
         let mut stream = TcpStream::connect(server.authority()).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut all = Vec::new();

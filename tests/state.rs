@@ -141,7 +141,7 @@ async fn a_restart_keeps_a_join_tokens_user_and_broadcast_permission() {
     assert!(before.terminate().await.success(), "a clean exit");
 
     let after = Instance::start("after", &args).await;
-    let list = support::body_json(after.get("/clients").await).await;
+    let list = support::body_json(after.get_as_backend("/clients").await).await;
     let mut users: Vec<(&str, &str)> = list
         .as_array()
         .unwrap()

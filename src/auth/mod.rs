@@ -20,15 +20,8 @@
 //! | `--jwt-audience AUD` | `SWITCHBOARD_JWT_AUDIENCE` | none | when set, `aud` must be present and contain it |
 //! | `--jwt-issuer ISS` | `SWITCHBOARD_JWT_ISSUER` | none | when set, `iss` must be present and equal it |
 //! | `--jwt-leeway DURATION` | `SWITCHBOARD_JWT_LEEWAY` | `30s` | clock skew allowed on `exp`, `nbf`, `iat` |
-//! | `--api-key-file PATH` | `SWITCHBOARD_API_KEY_FILE` | none | enables the server API; without it the API answers 404 (not a flag yet: the server API is still to come) |
+//! | `--api-key-file PATH` | `SWITCHBOARD_API_KEY_FILE` | none | enables the server API (`/api/*`); without it the API answers 404 |
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "wired into the server API after the refactor (issue 10)"
-    )
-)]
 pub(crate) mod api_key;
 pub(crate) mod jwt;
 #[cfg(test)]

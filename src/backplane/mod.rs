@@ -13,6 +13,7 @@
 //! - a failure to reach the backplane is an error ([`RegistryError::Unavailable`]), never a
 //!   silent drop.
 
+mod backend;
 pub(crate) mod cluster;
 pub(crate) mod presence;
 
@@ -25,8 +26,9 @@ use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use crate::registry::Stats;
 use crate::registry::{
-    EventId, Joining, Peer, Registry, RegistryError, SessionId, Subscription, Token,
+    Event, EventId, Joining, Peer, Registry, RegistryError, SessionId, Subscription, Token,
 };
+pub use backend::{Page, PageQuery, Target};
 use cluster::Cluster;
 use presence::Presence;
 
@@ -143,9 +145,15 @@ impl Hub {
         to: SessionId,
         message: Box<RawValue>,
     ) -> Result<EventId, RegistryError> {
+        self.deliver_event(to, Event::direct(from, to, message))
+            .await
+    }
+
+    /// An addressed event (see [`Event::is_addressed`]) into `to`'s stream, wherever it lives.
+    async fn deliver_event(&self, to: SessionId, event: Event) -> Result<EventId, RegistryError> {
         match &self.cluster {
-            None => self.registry.deliver(from, to, message),
-            Some(cluster) => cluster.deliver(from, to, message).await,
+            None => self.registry.deliver_event(to, event),
+            Some(cluster) => cluster.deliver(to, event).await,
         }
     }
 

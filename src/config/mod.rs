@@ -10,6 +10,7 @@ use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 
 use crate::auth::JoinPolicy;
+use crate::auth::api_key::ApiKey;
 use crate::auth::jwt::{JwtChecks, JwtKeyFile, Verifier};
 use crate::limits::{
     AddressCap, LimitKind, Limits, Rate, RateLimits, RateSettings, default_per_address,
@@ -135,6 +136,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
     pub jwt_leeway: Duration,
 
+    /// Enables the server API (`/api/*`) for the app's backend: the file holds its bearer key
+    /// (at least 16 bytes; surrounding whitespace trimmed). Without it the API answers 404.
+    #[arg(long, env = "SWITCHBOARD_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
     /// Largest request body accepted, in bytes (413 beyond).
     #[arg(long, env = "SWITCHBOARD_MAX_BODY", default_value_t = 64 * 1024)]
     pub max_body: u64,
@@ -256,6 +262,7 @@ impl Default for Config {
             jwt_audience: None,
             jwt_issuer: None,
             jwt_leeway: Duration::from_secs(30),
+            api_key_file: None,
             max_body: 64 * 1024,
             cors_origins: Vec::new(),
             header_timeout: Duration::from_secs(10),
@@ -362,6 +369,17 @@ impl Config {
                     .map_err(|err| format!("{flag}: {err}"))
             }
         }
+    }
+
+    /// The server API's key, when `--api-key-file` enables the API.
+    ///
+    /// # Errors
+    /// One line naming the flag: the file cannot be read or holds too short a key.
+    pub(crate) fn api_key(&self) -> Result<Option<ApiKey>, String> {
+        self.api_key_file
+            .as_deref()
+            .map(|path| ApiKey::load(path).map_err(|err| format!("--api-key-file: {err}")))
+            .transpose()
     }
 
     /// Most connections of any kind: the open-file limit less a few for the process itself.

@@ -46,6 +46,7 @@ error_codes! {
     InvalidBody => "invalid_body",
     InvalidName => "invalid_name",
     InvalidLastEventId => "invalid_last_event_id",
+    InvalidQuery => "invalid_query",
     Unauthorized => "unauthorized",
     Forbidden => "forbidden",
     UnknownSession => "unknown_session",

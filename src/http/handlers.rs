@@ -10,8 +10,8 @@ use warp::reply::{Reply, Response};
 
 use super::error::{ApiError, ErrorCode};
 use super::filters::StreamParams;
-use super::{Context, sse};
-use crate::backplane::Hub;
+use super::{Context, backend, sse};
+use crate::backplane::{Hub, PageQuery};
 use crate::registry::{DisplayName, Joining, Peer, RegistryError, SessionId, Token};
 
 /// The body of `POST /helo`. `name` is required by an open server; with `--auth jwt` the
@@ -121,6 +121,12 @@ pub(crate) const MAX_MESSAGE_DEPTH: usize = 64;
 
 /// A client's `message`, kept as sent (any JSON value), refused beyond [`MAX_MESSAGE_DEPTH`].
 pub(crate) struct Message(Box<RawValue>);
+
+impl Message {
+    pub(crate) fn into_inner(self) -> Box<RawValue> {
+        self.0
+    }
+}
 
 impl<'de> Deserialize<'de> for Message {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -240,10 +246,15 @@ pub(crate) async fn delete_session(hub: Hub, peer: Peer) -> Result<Response, Api
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /clients`: every registered session.
-pub(crate) async fn list_clients(hub: Hub) -> Result<Response, ApiError> {
-    let clients: Vec<Peer> = hub.list().await?;
-    Ok(warp::reply::json(&clients).into_response())
+/// `GET /clients`: one page of the sessions, for a session or the backend.
+pub(crate) async fn list_clients(
+    context: Context,
+    authorization: Option<String>,
+    query: PageQuery,
+) -> Result<Response, ApiError> {
+    backend::may_list(&context, authorization.as_deref()).await?;
+    let page = context.hub.page(&query).await?;
+    Ok(backend::page_reply("/clients", &query, &page))
 }
 
 #[derive(Serialize)]

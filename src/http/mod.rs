@@ -6,6 +6,7 @@
 //! logged, `lean` serves stream connections without hyper, and `server` runs the accept loop
 //! with tower-http's layers and graceful shutdown. Only what tests need is `pub`.
 
+mod backend;
 pub mod error;
 mod filters;
 mod handlers;
@@ -27,9 +28,12 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Reply;
 
 use crate::auth::JoinPolicy;
+use crate::auth::api_key::ApiKey;
 use crate::backplane::Hub;
 use crate::limits::Limits;
-use filters::{bearer, client_address, join_credential, json_body, stream_params, with_hub};
+use filters::{
+    authorization_text, bearer, client_address, join_credential, json_body, stream_params, with_hub,
+};
 pub use sse::StreamSettings;
 
 /// Every route the API serves, as (method, path template). `openapi.yaml` must list exactly
@@ -41,6 +45,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/broadcast"),
     ("DELETE", "/session"),
     ("GET", "/clients"),
+    ("POST", "/api/publish"),
+    ("POST", "/api/disconnect"),
+    ("GET", "/api/sessions"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -88,6 +95,8 @@ pub struct Context {
     pub hub: Hub,
     pub(crate) limits: Arc<Limits>,
     pub(crate) join: Arc<JoinPolicy>,
+    /// The server API's key; `None`: the API is off (404).
+    pub(crate) api_key: Option<Arc<ApiKey>>,
     pub stream: StreamSettings,
     /// What a full house tells clients to wait: an abandoned session is gone after one TTL.
     pub session_ttl: Duration,
@@ -120,6 +129,7 @@ pub fn routes(
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let hub = context.hub.clone();
     let limits = Arc::clone(&context.limits);
+    let context_api_key = context.api_key.clone();
     let with_context = move || {
         let context = context.clone();
         warp::any().map(move || context.clone())
@@ -166,8 +176,11 @@ pub fn routes(
         .then(handlers::delete_session);
     let clients = warp::path!("clients")
         .and(get_or_head())
-        .and(with_hub(hub.clone()))
+        .and(with_context())
+        .and(authorization_text())
+        .and(backend::page_query())
         .then(handlers::list_clients);
+    let server_api = backend::routes(context_api_key, with_context(), max_body);
     let healthz = warp::path!("healthz")
         .and(get_or_head())
         .and(with_hub(hub.clone()))
@@ -197,7 +210,11 @@ pub fn routes(
         .unify()
         .or(delete)
         .unify()
+        // Boxed halfway: the chain's type grows with every route, and with it compile time.
+        .boxed()
         .or(clients)
+        .unify()
+        .or(server_api)
         .unify()
         .or(healthz)
         .unify()

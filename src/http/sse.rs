@@ -71,6 +71,7 @@ fn kind(event: &Event) -> EventKind {
         Event::Direct(_) => EventKind::ClientResponse,
         Event::ClientBroadcast(_) => EventKind::ClientBroadcast,
         Event::UserLeft(_) => EventKind::UserLeft,
+        Event::ServerMessage(_) => EventKind::ServerMessage,
         Event::Lagged(_) => EventKind::Lagged,
     }
 }

@@ -53,6 +53,33 @@ pub struct Broadcast {
     pub message: Box<RawValue>,
 }
 
+/// Who a `server_message` was addressed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// This session alone.
+    Session,
+    /// Every session of this session's user (the join token's `sub`).
+    User,
+    /// Every session.
+    Everyone,
+}
+
+/// Data of `server_message`: a message from the app's backend, through the server API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerMessage {
+    pub to: Scope,
+    pub message: Box<RawValue>,
+}
+
+impl ServerMessage {
+    /// Whether it was addressed to someone in particular: such a message is kept like a direct
+    /// message (never evicted unread), one to everyone like a broadcast.
+    pub fn is_addressed(&self) -> bool {
+        self.to != Scope::Everyone
+    }
+}
+
 /// Data of `lagged`: `missed` events were lost (evicted from the bounded mailbox, or dropped on
 /// arrival) before this stream read them, just before the next event it sends.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -75,10 +102,21 @@ pub enum Event {
     Direct(Direct),
     ClientBroadcast(Broadcast),
     UserLeft(Peer),
+    ServerMessage(ServerMessage),
     Lagged(Lagged),
 }
 
 impl Event {
+    /// A direct message from `from` to `to`.
+    pub fn direct(from: &Peer, to: SessionId, message: Box<RawValue>) -> Self {
+        Event::Direct(Direct {
+            from: from.id,
+            from_name: from.name.clone(),
+            recipient: to,
+            message,
+        })
+    }
+
     /// The event's data as JSON, without its name.
     pub fn data_json(&self) -> String {
         let json = match self {
@@ -86,20 +124,33 @@ impl Event {
             Event::NewUser(data) | Event::UserLeft(data) => serde_json::to_string(data),
             Event::Direct(data) => serde_json::to_string(data),
             Event::ClientBroadcast(data) => serde_json::to_string(data),
+            Event::ServerMessage(data) => serde_json::to_string(data),
             Event::Lagged(data) => serde_json::to_string(data),
         };
         json.expect("event data always serialises")
     }
 
     /// Every event name a stream can carry, in the order the docs list them.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "ready",
         "new_user",
         "client_response",
         "client_broadcast",
         "user_left",
+        "server_message",
         "lagged",
     ];
+
+    /// Whether this event is addressed to its recipient in particular: a direct message, or a
+    /// server message to a session or a user. Such events are refused when the recipient is
+    /// full rather than dropped (see the mailbox).
+    pub fn is_addressed(&self) -> bool {
+        match self {
+            Event::Direct(_) => true,
+            Event::ServerMessage(server) => server.is_addressed(),
+            _ => false,
+        }
+    }
 
     /// The snake_case name clients listen for; always one of [`Event::NAMES`].
     pub fn name(&self) -> &'static str {
@@ -109,6 +160,7 @@ impl Event {
             Event::Direct(_) => "client_response",
             Event::ClientBroadcast(_) => "client_broadcast",
             Event::UserLeft(_) => "user_left",
+            Event::ServerMessage(_) => "server_message",
             Event::Lagged(_) => "lagged",
         }
     }
@@ -135,6 +187,7 @@ impl Envelope {
         let message = match &event {
             Event::Direct(direct) => direct.message.get().len(),
             Event::ClientBroadcast(broadcast) => broadcast.message.get().len(),
+            Event::ServerMessage(server) => server.message.get().len(),
             _ => 0,
         };
         Arc::new(Envelope {

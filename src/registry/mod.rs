@@ -259,32 +259,43 @@ impl Registry {
         self.lock().sessions.get(&id).map(|s| s.may_broadcast)
     }
 
-    /// Writes a direct message (`client_response`) from `from` into `to`'s mailbox.
-    ///
-    /// Once accepted, it stays in the mailbox until read: broadcasts and presence never evict
-    /// it (see [`mailbox`]).
+    /// Writes a direct message (`client_response`) from `from` into `to`'s mailbox; see
+    /// [`Registry::deliver_event`].
     ///
     /// # Errors
-    /// `UnknownRecipient`, or `MailboxFull` when `to` has `mailbox_size` unread direct messages,
-    /// or its unread direct messages and this one would pass `mailbox_bytes`.
+    /// As [`Registry::deliver_event`].
+    #[cfg(test)]
     pub(crate) fn deliver(
         &self,
         from: &Peer,
         to: SessionId,
         message: Box<RawValue>,
     ) -> Result<EventId, RegistryError> {
+        self.deliver_event(to, Event::direct(from, to, message))
+    }
+
+    /// Writes an addressed event (a direct message, or a server message to a session or a
+    /// user) into `to`'s mailbox.
+    ///
+    /// Once accepted, it stays in the mailbox until read: broadcasts and presence never evict
+    /// it (see [`mailbox`]).
+    ///
+    /// # Errors
+    /// `UnknownRecipient`, or `MailboxFull` when `to` has `mailbox_size` unread addressed
+    /// events, or its unread addressed events and this one would pass `mailbox_bytes`.
+    pub(crate) fn deliver_event(
+        &self,
+        to: SessionId,
+        event: Event,
+    ) -> Result<EventId, RegistryError> {
+        debug_assert!(event.is_addressed(), "fan-out events go through fan_out");
         let recipient = self
             .lock()
             .sessions
             .get(&to)
             .cloned()
             .ok_or(RegistryError::UnknownRecipient(to))?;
-        let envelope = Envelope::new(Event::Direct(event::Direct {
-            from: from.id,
-            from_name: from.name.clone(),
-            recipient: to,
-            message,
-        }));
+        let envelope = Envelope::new(event);
         let metrics = &self.shared.metrics;
         recipient.push(&envelope, metrics).map_err(|mailbox::Full| {
             metrics.mailbox_full.inc();
@@ -316,8 +327,8 @@ impl Registry {
         only: Option<SessionId>,
     ) -> usize {
         debug_assert!(
-            !matches!(event, Event::Direct(_)),
-            "direct messages go through deliver"
+            !event.is_addressed(),
+            "addressed events go through deliver_event"
         );
         let envelope = Envelope::new(event);
         let metrics = &self.shared.metrics;
@@ -390,6 +401,12 @@ impl Registry {
             }
         }
         (expired, None)
+    }
+
+    /// Session `id` as others see it, when it lives here.
+    pub(crate) fn peer(&self, id: SessionId) -> Option<Peer> {
+        let session = self.lock().sessions.get(&id).cloned()?;
+        Some(session.peer.clone())
     }
 
     /// Every session registered here, in no particular order.

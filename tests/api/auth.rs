@@ -3,8 +3,6 @@
 //! 401 and the reason; `"broadcast": false` makes `/broadcast` 403. Tokens are minted here with
 //! `jsonwebtoken`, HS256 from a secret and RS256/EdDSA from the pairs in `tests/fixtures/jwt`.
 
-use std::path::Path;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, get_current_timestamp};
@@ -14,15 +12,6 @@ use switchboard::AuthMode;
 
 use crate::support::jwt::*;
 use crate::support::*;
-
-/// The test configuration with `--auth jwt` and `--jwt-secret-file`.
-fn hs256_config() -> Config {
-    Config {
-        auth: AuthMode::Jwt,
-        jwt_secret_file: Some(secret_file(Path::new(env!("CARGO_TARGET_TMPDIR")))),
-        ..test_config()
-    }
-}
 
 /// Asserts a 401 `unauthorized` whose message starts with `reason`.
 async fn assert_refused(response: reqwest::Response, reason: &str) {
@@ -36,7 +25,7 @@ async fn assert_refused(response: reqwest::Response, reason: &str) {
 
 /// `GET /clients` as the raw JSON values, by id.
 async fn clients(app: &Endpoint) -> Vec<Value> {
-    let response = app.get("/clients").await;
+    let response = app.get_as_backend("/clients").await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut list: Vec<Value> = serde_json::from_value(body_json(response).await).unwrap();
     list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));

@@ -14,6 +14,7 @@ mod misc;
 mod presence;
 mod replay;
 mod response;
+mod server_api;
 mod shutdown;
 mod stream;
 

@@ -178,11 +178,14 @@ async fn metrics_label_requests_by_route_template_never_by_id() {
 #[tokio::test]
 async fn clients_lists_every_registered_session_with_id_and_name() {
     let app = spawn_app(test_config()).await;
-    assert_eq!(body_json(app.get("/clients").await).await, json!([]));
+    assert_eq!(
+        body_json(app.get_as_backend("/clients").await).await,
+        json!([])
+    );
     let ann = app.helo("ann").await;
     let bob = app.helo("bob").await;
 
-    let response = app.get("/clients").await;
+    let response = app.get_as_backend("/clients").await;
 
     assert_eq!(response.status(), StatusCode::OK);
     assert_json_content_type(response.headers());

@@ -178,9 +178,19 @@ impl Launch {
         self
     }
 
-    /// Starts with `--listen 127.0.0.1:0 --log info` and `args`; see [`Instance::start`].
+    /// Starts with `--listen 127.0.0.1:0 --log info`, the test API key and `args`; see
+    /// [`Instance::start`].
     pub async fn start(self, args: &[&str]) -> Instance {
-        let mut all = vec!["--listen", "127.0.0.1:0", "--log", "info"];
+        let key = super::server::api_key_file();
+        let key = key.to_str().expect("a UTF-8 temporary path");
+        let mut all = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "info",
+            "--api-key-file",
+            key,
+        ];
         all.extend_from_slice(args);
         self.with_args(&all).await
     }

@@ -7,6 +7,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use switchboard::{AuthMode, Config};
+
 use super::{Endpoint, Session, body_json};
 
 /// The HS256 secret of test servers (at least 32 bytes, as the server requires).
@@ -18,6 +20,15 @@ pub fn secret_file(dir: &Path) -> PathBuf {
     let path = dir.join(format!("jwt-secret-{}", uuid::Uuid::new_v4().simple()));
     std::fs::write(&path, [SECRET, b"\n"].concat()).expect("write the secret");
     path
+}
+
+/// The test configuration with `--auth jwt` and `--jwt-secret-file` holding [`SECRET`].
+pub fn hs256_config() -> Config {
+    Config {
+        auth: AuthMode::Jwt,
+        jwt_secret_file: Some(secret_file(Path::new(env!("CARGO_TARGET_TMPDIR")))),
+        ..super::test_config()
+    }
 }
 
 /// A key pair of `tests/fixtures/jwt` (throwaway keys for tests only).

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -34,11 +35,28 @@ pub fn public_dir() -> PathBuf {
 /// with its own key prefix); unset, every test runs the default in-process hub.
 pub const REDIS_URL_VAR: &str = "TEST_REDIS_URL";
 
-/// The contract's defaults, with the crate's `public/`, a drain window short enough that tests
+/// The server API key every test server gets (`--api-key-file`), so that tests can list
+/// sessions with it; the API's own tests also start servers with other keys, or none.
+pub const TEST_API_KEY: &str = "switchboard-test-api-key-0123456789";
+
+/// A file holding [`TEST_API_KEY`], written once per test process.
+pub fn api_key_file() -> PathBuf {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("switchboard-test-api-key-{}", std::process::id()));
+        std::fs::write(&path, TEST_API_KEY).expect("writing the test API key");
+        path
+    })
+    .clone()
+}
+
+/// The contract's defaults, with the crate's `public/`, the test API key, a drain window short enough that tests
 /// which shut down do not wait for it, and cluster mode when [`REDIS_URL_VAR`] is set.
 pub fn test_config() -> Config {
     Config {
         public_dir: Some(public_dir()),
+        api_key_file: Some(api_key_file()),
         drain_window: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(2),
         redis_url: std::env::var(REDIS_URL_VAR).ok(),
@@ -239,9 +257,14 @@ impl Endpoint {
         .await
     }
 
+    /// GETs `path` as the app's backend, with [`TEST_API_KEY`].
+    pub async fn get_as_backend(&self, path: &str) -> Response {
+        send(self.client.get(self.url(path)).bearer_auth(TEST_API_KEY)).await
+    }
+
     /// `GET /clients` as (id, name) pairs; fails the test if a session is listed twice.
     pub async fn clients(&self) -> BTreeSet<(String, String)> {
-        let response = self.get("/clients").await;
+        let response = self.get_as_backend("/clients").await;
         assert_eq!(
             response.status(),
             StatusCode::OK,

@@ -253,13 +253,18 @@ impl Client {
         expect(request, StatusCode::NO_CONTENT).await.map(drop)
     }
 
-    /// Every session registered on the server (or on the whole cluster), `GET /clients`.
+    /// The first page (up to 1,000, in id order) of the sessions registered on the server (or
+    /// on the whole cluster), `GET /clients`, as `session` may see them.
     ///
     /// # Errors
-    /// [`Error::Http`] when unreachable; [`Error::Status`] 503 when a cluster instance has
-    /// lost Redis.
-    pub async fn clients(&self) -> Result<Vec<Peer>, Error> {
-        expect_json(self.http.get(self.url("/clients")), StatusCode::OK).await
+    /// [`Error::Http`] when unreachable; [`Error::Status`] 401 when the session is gone, 503
+    /// when a cluster instance has lost Redis.
+    pub async fn clients(&self, session: &Session) -> Result<Vec<Peer>, Error> {
+        let request = self
+            .http
+            .get(self.url("/clients"))
+            .bearer_auth(&session.token);
+        expect_json(request, StatusCode::OK).await
     }
 }
 

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::{BUS, Cluster, unavailable};
-use crate::registry::event::Broadcast;
+use crate::registry::event::{Broadcast, Scope, ServerMessage};
 use crate::registry::{Event, EventId, Peer, RegistryError, SessionId, Snapshot};
 
 /// Everything that travels on the bus.
@@ -35,13 +35,17 @@ pub(super) enum Bus {
         from: Peer,
         message: Box<RawValue>,
     },
-    /// A direct message for a session homed elsewhere; its home answers with `Reply`.
+    /// A message from the app's backend to every session (`server_message`).
+    Announce {
+        message: Box<RawValue>,
+    },
+    /// An addressed event (a direct message, a server message to a session) for a session
+    /// homed elsewhere; its home answers with `Reply`.
     Direct {
         req: u64,
         origin: Uuid,
-        from: Peer,
         to: SessionId,
-        message: Box<RawValue>,
+        event: Event,
     },
     Reply {
         req: u64,
@@ -79,6 +83,7 @@ pub(super) enum Outcome {
 /// Whose stream a message changes.
 #[derive(Clone, Copy)]
 enum Audience {
+    All,
     AllBut(SessionId),
     Only(SessionId),
 }
@@ -86,6 +91,7 @@ enum Audience {
 impl Audience {
     fn includes(self, session: SessionId) -> bool {
         match self {
+            Audience::All => true,
             Audience::AllBut(id) => id != session,
             Audience::Only(id) => id == session,
         }
@@ -99,6 +105,7 @@ impl Bus {
         match self {
             Bus::Join { peer } | Bus::Leave { peer } => Some(Audience::AllBut(peer.id)),
             Bus::Broadcast { from, .. } => Some(Audience::AllBut(from.id)),
+            Bus::Announce { .. } => Some(Audience::All),
             Bus::Direct { to, .. } => Some(Audience::Only(*to)),
             _ => None,
         }
@@ -254,14 +261,20 @@ impl Cluster {
                 });
                 self.registry.fan_out(event, Some(from.id), only);
             }
+            Bus::Announce { message } => {
+                let event = Event::ServerMessage(ServerMessage {
+                    to: Scope::Everyone,
+                    message: message.clone(),
+                });
+                self.registry.fan_out(event, None, only);
+            }
             Bus::Direct {
                 req,
                 origin,
-                from,
                 to,
-                message,
+                event,
             } if self.registry.homes(*to) => {
-                let outcome = match self.registry.deliver(from, *to, message.clone()) {
+                let outcome = match self.registry.deliver_event(*to, event.clone()) {
                     Ok(id) => Outcome::Delivered(id),
                     Err(RegistryError::MailboxFull { .. }) => Outcome::MailboxFull,
                     Err(_) => Outcome::UnknownRecipient,
@@ -338,11 +351,14 @@ mod tests {
         let direct = Bus::Direct {
             req: 1,
             origin: Uuid::nil(),
-            from: ann.clone(),
             to: bob,
-            message: RawValue::from_string("1".into()).unwrap(),
+            event: Event::direct(&ann, bob, RawValue::from_string("1".into()).unwrap()),
         };
         assert!(direct.concerns(bob) && !direct.concerns(ann.id));
+        let announce = Bus::Announce {
+            message: RawValue::from_string("1".into()).unwrap(),
+        };
+        assert!(announce.concerns(bob) && announce.concerns(ann.id));
         let probe = Bus::Probe {
             req: 1,
             origin: Uuid::nil(),

@@ -53,7 +53,7 @@ use uuid::Uuid;
 use super::presence::Presence;
 use crate::limits::AddressGuard;
 use crate::registry::{
-    EventId, Joining, Peer, Registry, RegistryError, SessionId, Subscription, Token,
+    Event, EventId, Joining, Peer, Registry, RegistryError, SessionId, Subscription, Token,
 };
 use bus::{Bus, Outcome};
 use directory::Directory;
@@ -213,15 +213,14 @@ impl Cluster {
         self.registry.attach(id, token, last_event_id)
     }
 
-    /// Delivers a direct message here, or asks `to`'s home to.
+    /// Delivers an addressed event here, or asks `to`'s home to.
     pub(crate) async fn deliver(
         &self,
-        from: &Peer,
         to: SessionId,
-        message: Box<RawValue>,
+        event: Event,
     ) -> Result<EventId, RegistryError> {
         if self.registry.homes(to) {
-            return self.registry.deliver(from, to, message);
+            return self.registry.deliver_event(to, event);
         }
         if self.directory.get(to).await?.is_none() {
             return Err(RegistryError::UnknownRecipient(to));
@@ -230,9 +229,8 @@ impl Cluster {
         let direct = Bus::Direct {
             req: request.id(),
             origin: self.instance,
-            from: from.clone(),
             to,
-            message,
+            event,
         };
         match request.ask(self.publish(&direct), ANSWER_TIMEOUT).await {
             Ok(Outcome::Delivered(id)) => Ok(id),
@@ -260,6 +258,21 @@ impl Cluster {
         })
         .await?;
         Ok(count.saturating_sub(1))
+    }
+
+    /// Publishes a server message to every session; returns how many the cluster holds.
+    pub(crate) async fn announce(&self, message: Box<RawValue>) -> Result<usize, RegistryError> {
+        let count = self.directory.count().await?;
+        self.publish(&Bus::Announce { message }).await?;
+        Ok(count)
+    }
+
+    /// Session `id` as others see it, wherever it is homed.
+    pub(crate) async fn peer(&self, id: SessionId) -> Result<Option<Peer>, RegistryError> {
+        if let Some(peer) = self.registry.peer(id) {
+            return Ok(Some(peer));
+        }
+        Ok(self.directory.get(id).await?.map(|entry| entry.peer(id)))
     }
 
     /// Removes `peer` from the directory and publishes its leave (once, by whoever removed it).

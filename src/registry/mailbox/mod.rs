@@ -24,7 +24,7 @@ use std::collections::{VecDeque, vec_deque};
 use std::iter;
 use std::sync::Arc;
 
-use super::event::{Envelope, Event, EventId};
+use super::event::{Envelope, EventId};
 
 type Entry = (EventId, Arc<Envelope>);
 
@@ -97,7 +97,7 @@ pub struct Mailbox {
 }
 
 fn is_direct(envelope: &Envelope) -> bool {
-    matches!(envelope.event, Event::Direct(_))
+    envelope.event.is_addressed()
 }
 
 impl Mailbox {

@@ -3,7 +3,8 @@
 use serde_json::value::RawValue;
 
 use super::*;
-use crate::registry::event::{Broadcast, Direct, ENVELOPE_OVERHEAD};
+use crate::registry::Event;
+use crate::registry::event::{Broadcast, Direct, ENVELOPE_OVERHEAD, Scope, ServerMessage};
 use crate::registry::{DisplayName, SessionId};
 
 fn ann() -> (SessionId, DisplayName) {
@@ -33,6 +34,14 @@ fn broadcast(bytes: usize) -> Arc<Envelope> {
     Envelope::new(Event::ClientBroadcast(Broadcast {
         from,
         from_name,
+        message: message(bytes),
+    }))
+}
+
+/// A server message to `to`, `bytes` long.
+fn server(to: Scope, bytes: usize) -> Arc<Envelope> {
+    Envelope::new(Event::ServerMessage(ServerMessage {
+        to,
         message: message(bytes),
     }))
 }
@@ -74,6 +83,17 @@ fn direct_pushes_are_refused_only_when_unread_direct_messages_fill_it() {
     mailbox.replay_after(0, 1);
     // One slot now holds a read event, which may be evicted without loss.
     assert_eq!(mailbox.push(direct(2)), Ok((3, 0)));
+}
+
+#[test]
+fn server_messages_to_a_session_or_user_are_kept_like_direct_ones() {
+    let mut mailbox = Mailbox::new(2, usize::MAX);
+    mailbox.push(server(Scope::Session, 2)).unwrap();
+    mailbox.push(server(Scope::User, 2)).unwrap();
+    assert_eq!(mailbox.push(server(Scope::Session, 2)), Err(Full));
+    // One to everyone is fanned out: never refused, dropped on arrival here.
+    assert_eq!(mailbox.push(server(Scope::Everyone, 2)), Ok((3, 1)));
+    assert_eq!(read_all(&mut mailbox, 0), [(0, vec![1, 2]), (1, vec![])]);
 }
 
 #[test]
