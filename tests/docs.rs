@@ -60,6 +60,8 @@ async fn every_declared_route_is_really_served() {
     std::fs::write(public.join("index.html"), "<!doctype html><title>t</title>").unwrap();
     let app = spawn_app(Config {
         public_dir: Some(public.clone()),
+        // The server API exists only with a key.
+        api_key_file: Some(support::api_key_file()),
         ..Config::default()
     })
     .await;

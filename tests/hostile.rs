@@ -27,6 +27,7 @@ const NOFILE: u64 = 256;
 /// open-file limit and `extra` arguments.
 async fn start(extra: &[&str]) -> Instance {
     let public = public_dir();
+    let key = support::api_key_file();
     let mut args = vec![
         "--listen",
         "127.0.0.1:0",
@@ -34,6 +35,8 @@ async fn start(extra: &[&str]) -> Instance {
         "0s",
         "--public-dir",
         public.to_str().unwrap(),
+        "--api-key-file",
+        key.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     Instance::launch("hostile")

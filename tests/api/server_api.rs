@@ -247,7 +247,10 @@ async fn a_disconnect_of_a_user_ends_all_of_their_sessions() {
 
     assert_eq!(body_json(response).await, json!({"disconnected": 2}));
     let left = body_json(app.get_as_backend("/api/sessions").await).await;
-    assert_eq!(left, json!([{"id": bob.id, "name": "bob", "user": "user-bob"}]));
+    assert_eq!(
+        left,
+        json!([{"id": bob.id, "name": "bob", "user": "user-bob"}])
+    );
 }
 
 /// Follows `path`'s `Link: rel="next"` headers to the end; every id, page by page.

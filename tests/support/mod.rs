@@ -32,8 +32,8 @@ use serde_json::{Value, json};
 
 pub use instance::{Instance, Launch, refused};
 pub use server::{
-    Endpoint, REDIS_URL_VAR, TEST_API_KEY, TestApp, public_dir, spawn_app, spawn_app_on,
-    test_config, wait_for_health,
+    Endpoint, REDIS_URL_VAR, TEST_API_KEY, TestApp, api_key_file, public_dir, spawn_app,
+    spawn_app_on, test_config, wait_for_health,
 };
 pub use sse::{RawStream, SseEvent, SseReader};
 pub use switchboard::Config;
