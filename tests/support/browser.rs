@@ -16,10 +16,12 @@ use switchboard::Config;
 
 use super::{POLL, free_port, public_dir};
 
-/// The server as the browser tests run it: the contract's defaults serving `public/`.
+/// The server as the browser tests run it: the contract's defaults serving `public/`, with
+/// the test API key (to list sessions).
 pub fn page_config() -> Config {
     Config {
         public_dir: Some(public_dir()),
+        api_key_file: Some(super::api_key_file()),
         ..Config::default()
     }
 }
