@@ -193,6 +193,7 @@ import { Switchboard } from './switchboard.js';
     sent_broadcast: 'broadcast',
     new_user: 'joined',
     user_left: 'left',
+    server_message: 'server',
     lagged: 'lagged',
     system: 'info',
     error: 'error',
@@ -359,6 +360,11 @@ import { Switchboard } from './switchboard.js';
         whoId: data.from,
         text: messageText(data.message),
       });
+    },
+
+    // A message from the app's backend (the server API).
+    server_message(data) {
+      log({ kind: 'server_message', direction: 'in', text: messageText(data.message) });
     },
 
     user_left({ id, name }) {

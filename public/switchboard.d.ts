@@ -105,6 +105,15 @@ export interface BroadcastDetail<M = unknown> {
   eventId: number | null;
 }
 
+/** A message from the app's backend, through the server API (`server_message`). */
+export interface ServerMessageDetail<M = unknown> {
+  /** Whether it was addressed to this session, to its user, or to everyone. */
+  to: 'session' | 'user' | 'everyone';
+  /** Any JSON value, as the backend sent it. */
+  message: M;
+  eventId: number | null;
+}
+
 export interface LaggedDetail {
   /** Events evicted from this session's mailbox before they were read. */
   missed: number;
@@ -133,6 +142,7 @@ export interface SwitchboardEventMap {
   user_left: CustomEvent<PeerDetail>;
   message: CustomEvent<MessageDetail>;
   broadcast: CustomEvent<BroadcastDetail>;
+  server_message: CustomEvent<ServerMessageDetail>;
   lagged: CustomEvent<LaggedDetail>;
   rejoined: CustomEvent<RejoinedDetail>;
   error: CustomEvent<ErrorDetail>;

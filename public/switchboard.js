@@ -59,7 +59,7 @@
 const CLOSED = 2;
 
 /** Server events that carry an `id:` (and so move the resume point). */
-const EVENTS_WITH_ID = new Set(['new_user', 'client_response', 'client_broadcast', 'user_left']);
+const EVENTS_WITH_ID = new Set(['new_user', 'client_response', 'client_broadcast', 'user_left', 'server_message']);
 
 /**
  * The stream's event names and the name each is dispatched under here.
@@ -71,6 +71,7 @@ const DISPATCH = {
   user_left: 'user_left',
   client_response: 'message',
   client_broadcast: 'broadcast',
+  server_message: 'server_message',
   lagged: 'lagged',
 };
 
@@ -102,7 +103,7 @@ export class SwitchboardError extends Error {
  * `state` {state, previous}, `ready` {id, name, clients, resumed}, `presence` {presence},
  * `new_user` {id, name, eventId, replayed}, `user_left` {id, name, eventId}, `message` (a
  * direct message, the `client_response` payload plus eventId), `broadcast` (`client_broadcast`
- * plus eventId), `lagged` {missed}, `rejoined` {previousId, id, name, reason},
+ * plus eventId), `server_message` {to, message, eventId} (from the app's backend), `lagged` {missed}, `rejoined` {previousId, id, name, reason},
  * `error` {error, fatal}.
  */
 export class Switchboard extends EventTarget {
@@ -474,7 +475,7 @@ export class Switchboard extends EventTarget {
         this.#emit('lagged', { missed: data.missed });
         return;
       default:
-        this.#emit(/** @type {'message' | 'broadcast'} */ (DISPATCH[type]), { ...data, eventId });
+        this.#emit(/** @type {'message' | 'broadcast' | 'server_message'} */ (DISPATCH[type]), { ...data, eventId });
     }
   }
 
