@@ -62,6 +62,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    config.check_mailbox().map_err(std::io::Error::other)?;
     let join = config.join_policy().map_err(std::io::Error::other)?;
     let api_key = config.api_key().map_err(std::io::Error::other)?;
     let address = listener.local_addr()?;

@@ -31,6 +31,17 @@ fn a_port_in_use_is_one_line_naming_the_address_and_exit_1() {
 }
 
 #[test]
+fn a_mailbox_smaller_than_the_largest_message_stops_the_start() {
+    let (code, stderr) = refused(&["--listen", "0", "--max-body", "1048576"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("--mailbox-bytes 1048576 cannot hold one message of --max-body 1048576")
+            && stderr.contains("at least 1048832"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bad_flags_are_refused_at_start_naming_the_flag() {
     for (args, says) in [
         (&["--listen", "localhost"][..], "'--listen <LISTEN>'"),

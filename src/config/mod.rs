@@ -16,6 +16,7 @@ use crate::limits::{
     AddressCap, LimitKind, Limits, Rate, RateLimits, RateSettings, default_per_address,
 };
 use crate::metrics::Metrics;
+use crate::registry::event::ENVELOPE_OVERHEAD;
 
 mod parse;
 
@@ -55,8 +56,8 @@ pub struct Config {
     pub mailbox_size: u32,
 
     /// Bytes of events kept per session (each message plus 256), beside the event count, by the
-    /// same rule as `--mailbox-size`. At least 64 KiB; keep it above `--max-body` + 256 so
-    /// that the largest message fits.
+    /// same rule as `--mailbox-size`. At least 64 KiB, and at least `--max-body` + 256 so that
+    /// the largest message fits (checked at start).
     #[arg(long, env = "SWITCHBOARD_MAILBOX_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..))]
     pub mailbox_bytes: u64,
 
@@ -369,6 +370,22 @@ impl Config {
                     .map_err(|err| format!("{flag}: {err}"))
             }
         }
+    }
+
+    /// Whether the largest message a client may send fits a mailbox: otherwise every such
+    /// direct message would be refused with 429 for ever, which a client can only retry.
+    ///
+    /// # Errors
+    /// One line naming both flags and the smallest `--mailbox-bytes` that works.
+    pub(crate) fn check_mailbox(&self) -> Result<(), String> {
+        let largest = self.max_body + ENVELOPE_OVERHEAD as u64;
+        if self.mailbox_bytes < largest {
+            return Err(format!(
+                "--mailbox-bytes {} cannot hold one message of --max-body {} (plus {ENVELOPE_OVERHEAD} for its envelope): raise it to at least {largest}, or lower --max-body",
+                self.mailbox_bytes, self.max_body
+            ));
+        }
+        Ok(())
     }
 
     /// The server API's key, when `--api-key-file` enables the API.
