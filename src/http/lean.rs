@@ -14,7 +14,9 @@
 //! gathered without copying and written with one vectored write; a socket that accepts none of
 //! them for `write_timeout` is closed, leaving the session and its mailbox for a reconnect.
 //!
-//! Everything else (every other route, and anything this module cannot parse) goes to hyper.
+//! A head it cannot read is answered as hyper answers it (400, or 431 past 8 KiB or 100 header
+//! lines) and the connection closed. Everything else (every other route, and a head split
+//! before its first bytes decide) goes to hyper.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -42,9 +44,29 @@ pub(crate) const PREFIX: &[u8] = b"GET /events/";
 /// Most body chunks gathered into one vectored write (a batch is 64 events, two chunks each).
 const GATHER: usize = 130;
 
-/// Largest request head accepted (as hyper's limit: the same requests succeed on both paths).
+/// Largest request head accepted, and most header lines: hyper's limits, so that the same
+/// requests succeed, and the same are refused, on both paths.
 const MAX_HEAD: usize = 8 * 1024;
-const MAX_HEADERS: usize = 64;
+const MAX_HEADERS: usize = 100;
+
+/// Why no head was read. hyper's answers, so that both paths answer alike: a malformed head
+/// is 400, one over [`MAX_HEAD`] or [`MAX_HEADERS`] is 431 (both empty, then close); a
+/// connection that is closed or too slow is closed without an answer.
+enum NoHead {
+    Gone,
+    Malformed,
+    TooLarge,
+}
+
+impl NoHead {
+    fn status(&self) -> Option<StatusCode> {
+        match self {
+            NoHead::Gone => None,
+            NoHead::Malformed => Some(StatusCode::BAD_REQUEST),
+            NoHead::TooLarge => Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        }
+    }
+}
 
 /// Whether the bytes a new connection starts with belong here. `None`: not enough bytes yet.
 pub(crate) fn claims(start: &[u8]) -> Option<bool> {
@@ -68,17 +90,17 @@ struct Head {
 }
 
 /// Reads the request head, at most [`MAX_HEAD`] bytes, within `timeout`.
-async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Head> {
+async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<Head, NoHead> {
     let mut buf = Vec::with_capacity(1024);
     let read = async {
         loop {
-            stream.readable().await.ok()?;
+            stream.readable().await.map_err(|_| NoHead::Gone)?;
             let mut chunk = [0u8; 1024];
             match stream.try_read(&mut chunk) {
-                Ok(0) => return None,
+                Ok(0) => return Err(NoHead::Gone),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return None,
+                Err(_) => return Err(NoHead::Gone),
             }
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut request = httparse::Request::new(&mut headers);
@@ -100,8 +122,9 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Head> {
                                 .map(|h| h.value),
                         )
                     };
-                    return Some(Head {
-                        uri: request.path?.parse().ok()?,
+                    let uri = request.path.and_then(|path| path.parse().ok());
+                    return Ok(Head {
+                        uri: uri.ok_or(NoHead::Malformed)?,
                         authorization: find("authorization"),
                         last_event_id: find("last-event-id"),
                         origin: find("origin"),
@@ -110,11 +133,36 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Head> {
                     });
                 }
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-                _ => return None,
+                Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                    return Err(NoHead::TooLarge);
+                }
+                Err(_) => return Err(NoHead::Malformed),
             }
         }
     };
-    tokio::time::timeout(timeout, read).await.ok().flatten()
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(NoHead::Gone))
+}
+
+/// Answers a head that could not be read as hyper does, then closes without a reset: the rest
+/// of what the client sent is read and dropped (briefly), so the answer is not lost to an RST.
+async fn refuse(stream: &mut TcpStream, status: StatusCode) {
+    let head = format!("HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    if stream.write_all(head.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut left = 64 * 1024;
+        while left > 0 {
+            match tokio::io::AsyncReadExt::read(stream, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left -= n.min(left),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// Serves one `GET /events/...` connection to its end.
@@ -126,8 +174,14 @@ pub(crate) async fn serve(
     header_timeout: Duration,
     write_timeout: Duration,
 ) {
-    let Some(head) = read_head(&mut stream, header_timeout).await else {
-        return; // malformed, too large, or too slow: close, as hyper would
+    let head = match read_head(&mut stream, header_timeout).await {
+        Ok(head) => head,
+        Err(refused) => {
+            if let Some(status) = refused.status() {
+                refuse(&mut stream, status).await;
+            }
+            return;
+        }
     };
     let span = debug_span!("http", method = "GET", uri = %redact(&head.uri));
     let client = context.limits.client(
