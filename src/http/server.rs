@@ -16,6 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt};
@@ -207,6 +208,12 @@ pub(crate) async fn run<F>(
                 )
                 .await;
             }
+            // A client that stops reading (a stalled stream, or a large answer it never
+            // takes) holds its connection only until the socket has accepted nothing for
+            // `write_timeout`, as on the stream path. Reads get no deadline here: a stream's
+            // client rightly sends nothing for hours, and the head has hyper's own.
+            let mut io = TimeoutStream::new(stream);
+            io.set_write_timeout(Some(write_timeout));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
@@ -215,7 +222,7 @@ pub(crate) async fn run<F>(
                 // practice. At the minimum, a slow reader stops pulling at once and its
                 // events wait in its bounded mailbox, where overflow is counted as `lagged`.
                 .max_buf_size(MAX_BUF)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(Box::pin(io)), service);
             let _ = watcher.watch(connection).await;
         }
     };
