@@ -15,6 +15,7 @@ mod presence;
 mod replay;
 mod response;
 mod server_api;
+mod session_tokens;
 mod shutdown;
 mod stream;
 

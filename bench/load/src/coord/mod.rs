@@ -1,0 +1,46 @@
+//! The coordinating process: spawns the workers, drives the phases (register, attach,
+//! measure, stop), publishes broadcasts itself, samples the server's memory and CPU, and turns
+//! the workers' reports into an [`Outcome`](crate::outcome::Outcome).
+//!
+//! # Layout
+//! - [`workers`]: the worker processes, their reports, and the register + attach phases.
+//! - [`measure`]: the server's memory and CPU over a window; latency histograms as metrics.
+//! - [`publisher`]: the coordinator's own session and the broadcasts it sends in `fanout`.
+//! - one module per mode: [`idle`](mod@idle), [`fanout`](mod@fanout), [`direct`](mod@direct),
+//!   [`churn`](mod@churn).
+
+mod churn;
+mod direct;
+mod fanout;
+mod idle;
+mod measure;
+mod publisher;
+mod workers;
+
+use std::time::Duration;
+
+use crate::http::Endpoint;
+use crate::proto::Target;
+
+pub use churn::churn;
+pub use direct::direct;
+pub use fanout::{FanoutArgs, fanout};
+pub use idle::idle;
+
+/// Options every mode shares (see `main.rs` for their documentation).
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub target: Target,
+    pub target_name: String,
+    /// nchan publish URL (channel filled in).
+    pub publish: Option<Endpoint>,
+    pub server_pid: Option<u32>,
+    pub workers: Option<usize>,
+    pub max_per_worker: usize,
+    pub conns_per_ip: usize,
+    pub connect_concurrency: usize,
+    pub http_concurrency: usize,
+    pub attach_timeout: Duration,
+    pub label: String,
+    pub cleanup: bool,
+}

@@ -1,0 +1,270 @@
+//! The worker processes: spawned from our own executable with a [`Job`] each, commanded over
+//! stdin, reporting over stdout; and the register + attach phases every mode starts with.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+use super::Common;
+use crate::outcome::{Outcome, Progress};
+use crate::proto::{Counters, Job, Report, Target, Work};
+
+pub(super) struct Workers {
+    stdins: Vec<ChildStdin>,
+    _children: Vec<Child>,
+    rx: mpsc::UnboundedReceiver<(usize, Report)>,
+    latest: Vec<Counters>,
+    /// Workers that reported `Cleaned` (or exited), whenever that arrived.
+    cleaned: Vec<bool>,
+}
+
+impl Workers {
+    pub(super) async fn spawn(jobs: Vec<Job>) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut stdins = Vec::new();
+        let mut children = Vec::new();
+        let n = jobs.len();
+        for (i, job) in jobs.into_iter().enumerate() {
+            let mut child = Command::new(&exe)
+                .arg("__worker")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("spawn worker: {e}"))?;
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            let stdout = child.stdout.take().expect("piped stdout");
+            let line = serde_json::to_string(&job).expect("job serializes") + "\n";
+            stdin
+                .write_all(line.as_bytes())
+                .await
+                .map_err(|e| format!("write job: {e}"))?;
+            let tx = tx.clone();
+            tokio::task::spawn_local(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    match serde_json::from_str::<Report>(&l) {
+                        Ok(r) => {
+                            let _ = tx.send((i, r));
+                        }
+                        Err(e) => eprintln!("worker {i}: unreadable report ({e}): {l}"),
+                    }
+                }
+                let _ = tx.send((i, Report::Exited));
+            });
+            stdins.push(stdin);
+            children.push(child);
+        }
+        Ok(Self {
+            stdins,
+            _children: children,
+            rx,
+            latest: vec![Counters::default(); n],
+            cleaned: vec![false; n],
+        })
+    }
+
+    pub(super) async fn send(&mut self, cmd: &str) {
+        for s in &mut self.stdins {
+            let _ = s.write_all(format!("{cmd}\n").as_bytes()).await;
+            let _ = s.flush().await;
+        }
+    }
+
+    /// The next report; progress is also kept in `latest`.
+    pub(super) async fn next(&mut self) -> (usize, Report) {
+        let (i, r) = self.rx.recv().await.unwrap_or((0, Report::Exited));
+        if let Report::Progress(c) = &r {
+            self.latest[i] = c.clone();
+        }
+        if let Report::Done { counters, .. } = &r {
+            self.latest[i] = counters.clone();
+        }
+        if let Report::Cleaned { .. } | Report::Exited = &r {
+            self.cleaned[i] = true;
+        }
+        (i, r)
+    }
+
+    /// Waits until every worker sent a report `pick` accepts, in worker order.
+    pub(super) async fn collect<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut on_progress: impl FnMut(&Self),
+        pick: impl Fn(Report) -> Option<T>,
+    ) -> Result<Vec<T>, String> {
+        let mut got: Vec<Option<T>> = (0..self.stdins.len()).map(|_| None).collect();
+        let deadline = tokio::time::Instant::now() + limit;
+        while got.iter().any(Option::is_none) {
+            let (i, r) = tokio::time::timeout_at(deadline, self.next())
+                .await
+                .map_err(|_| format!("workers did not report {what} within {limit:?}"))?;
+            if let Report::Exited = r {
+                return Err(format!("worker {i} exited before reporting {what}"));
+            }
+            if let Report::Progress(_) = r {
+                on_progress(self);
+                continue;
+            }
+            if let Some(t) = pick(r) {
+                got[i] = Some(t);
+            }
+        }
+        Ok(got.into_iter().flatten().collect())
+    }
+
+    pub(super) fn totals(&self) -> Counters {
+        let mut t = Counters::empty();
+        for c in &self.latest {
+            t.merge(c);
+        }
+        t
+    }
+}
+
+/// How many workers: the user's choice, else as few as the per-worker limit allows (fewer
+/// processes wake up less often and so spend less CPU per event on this shared host).
+pub(super) fn worker_count(c: &Common, streams: usize) -> usize {
+    let need = streams.div_ceil(c.max_per_worker.max(1)).max(1);
+    c.workers.unwrap_or(need).max(need)
+}
+
+pub(super) fn jobs(
+    c: &Common,
+    total: usize,
+    workers: usize,
+    progress_ms: u64,
+    work: impl Fn(usize) -> Work,
+) -> Vec<Job> {
+    let mut out = Vec::new();
+    let mut first = 0;
+    for i in 0..workers {
+        let share = total / workers + usize::from(i < total % workers);
+        out.push(Job {
+            index: i,
+            target: c.target.clone(),
+            work: work(share),
+            first,
+            conns_per_ip: c.conns_per_ip,
+            connect_concurrency: c.connect_concurrency,
+            http_concurrency: c.http_concurrency,
+            attach_timeout_ms: c.attach_timeout.as_millis() as u64,
+            progress_ms,
+            cleanup: c.cleanup,
+        });
+        first += share.max(1) * 2;
+    }
+    out
+}
+
+/// Waits (bounded) for the workers' `Cleaned` reports.
+pub(super) async fn await_cleanup(c: &Common, w: &mut Workers) {
+    if c.cleanup && matches!(c.target, Target::Switchboard { .. }) {
+        let t = Instant::now();
+        let limit = Duration::from_secs(120);
+        while w.cleaned.iter().any(|d| !d) && t.elapsed() < limit {
+            let _ = tokio::time::timeout(Duration::from_millis(200), w.next()).await;
+        }
+        if w.cleaned.iter().all(|d| *d) {
+            eprintln!("sessions deleted in {:.1} s", t.elapsed().as_secs_f64());
+        } else {
+            eprintln!("cleanup: workers did not finish deleting sessions within {limit:?}");
+        }
+    }
+}
+
+pub(super) struct Phases {
+    pub(super) helo_s: f64,
+    pub(super) attach_s: f64,
+    pub(super) attached: usize,
+    pub(super) failed: usize,
+}
+
+/// Spawns the workers and runs register + attach; `Err` only when workers break.
+pub(super) async fn start_streams(
+    c: &Common,
+    out: &mut Outcome,
+    jobs: Vec<Job>,
+    total: usize,
+    prog: &mut Progress,
+) -> Result<(Workers, Phases), String> {
+    let t0 = Instant::now();
+    let mut w = Workers::spawn(jobs).await?;
+    let limit = c.attach_timeout + Duration::from_secs(600);
+    let heloed = w
+        .collect(
+            "helo",
+            limit,
+            |_| {},
+            |r| match r {
+                Report::Heloed {
+                    ok, failed, error, ..
+                } => Some((ok, failed, error)),
+                _ => None,
+            },
+        )
+        .await?;
+    let helo_s = t0.elapsed().as_secs_f64();
+    let helo_failed: usize = heloed.iter().map(|h| h.1).sum();
+    if helo_failed > 0 {
+        let err = heloed.iter().find_map(|h| h.2.clone()).unwrap_or_default();
+        out.fail(format!(
+            "{helo_failed} of {total} helo calls failed; first: {err}"
+        ));
+    }
+    prog.show(|| {
+        format!(
+            "[{}] {total} sessions registered in {helo_s:.1} s, attaching…",
+            out.mode
+        )
+    });
+    let t1 = Instant::now();
+    w.send("attach").await;
+    let attached = w
+        .collect(
+            "attach",
+            limit,
+            |w| {
+                let t = w.totals();
+                prog.show(|| format!("[attach] events {} bytes {}", t.other_events, t.bytes));
+            },
+            |r| match r {
+                Report::Attached {
+                    ok, failed, error, ..
+                } => Some((ok, failed, error)),
+                _ => None,
+            },
+        )
+        .await?;
+    let attach_s = t1.elapsed().as_secs_f64();
+    let ok: usize = attached.iter().map(|a| a.0).sum();
+    let failed = total - ok.min(total);
+    if failed > 0 {
+        let err = attached
+            .iter()
+            .find_map(|a| a.2.clone())
+            .unwrap_or_default();
+        out.fail(format!(
+            "{failed} of {total} streams did not attach; first error: {err}"
+        ));
+    }
+    prog.done();
+    eprintln!(
+        "[{}] {ok}/{total} streams attached: register {helo_s:.2} s, attach {attach_s:.2} s",
+        out.mode
+    );
+    Ok((
+        w,
+        Phases {
+            helo_s,
+            attach_s,
+            attached: ok,
+            failed,
+        },
+    ))
+}

@@ -1,0 +1,28 @@
+//! Cluster mode, tested for real: each test starts its own `redis-server` on an ephemeral port
+//! and two or three `switchboard` processes (the real binary) pointed at it with a prefix of
+//! their own, then drives them over HTTP across instances.
+//!
+//! Synchronisation never rests on a bare sleep:
+//! - every HTTP call and every SSE read is bounded by [`support::WAIT`], so a missing answer or event
+//!   fails the test in seconds instead of hanging it;
+//! - "eventually" conditions (a dead instance's sessions leaving, health coming back) are polled
+//!   until a deadline;
+//! - [`support::cluster::Cluster::settle`] is a barrier on the bus (see `support::cluster`). Settling after every
+//!   `helo` makes presence deterministic: a session hears `new_user` exactly for the sessions
+//!   registered after it.
+//!
+//! "Nothing else arrived" is checked with a marker: a direct message sent afterwards must be the
+//! very next event of the stream.
+//!
+//! A failing test prints the end of each instance's log; `CLUSTER_LOGS=1` prints them always.
+//!
+//! Needs `redis-server` (Debian: `apt-get install -y redis-server`); without it every test fails
+//! and says so.
+
+mod departures;
+mod messaging;
+mod resume;
+mod tokens;
+
+#[path = "../support/mod.rs"]
+mod support;

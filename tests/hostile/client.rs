@@ -1,0 +1,191 @@
+//! Clients on raw sockets: the attacker's requests and reads, and the legitimate client
+//! ([`legit`]) that must still be served during every attack and after it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+
+use crate::server::*;
+use crate::support::Endpoint;
+
+/// One raw request on a new connection; the status and body of the answer.
+pub(crate) async fn raw(server: &Endpoint, request: &[u8]) -> (u16, String) {
+    let mut stream = timeout(WAIT, TcpStream::connect(server.authority()))
+        .await
+        .unwrap()
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    read_response(&mut stream).await
+}
+
+/// A legitimate client's whole exchange: healthz, two helos, an attached stream that
+/// receives a direct message. Returns whether every step succeeded within the bound.
+pub(crate) async fn legit(server: &Endpoint) -> bool {
+    timeout(WAIT, legit_steps(server))
+        .await
+        .is_ok_and(|ok| ok.is_some())
+}
+
+async fn legit_steps(server: &Endpoint) -> Option<()> {
+    let (status, _) = try_raw(server, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+    if status != 200 {
+        return None;
+    }
+    let ann = helo(server, "ann").await?;
+    let bob = helo(server, "bob").await?;
+    let mut stream = TcpStream::connect(server.authority()).await.ok()?;
+    let request = format!(
+        "GET /events/{}?token={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        ann["id"].as_str()?,
+        ann["token"].as_str()?
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    read_until(&mut stream, "event: ready").await?;
+    let body = format!(
+        r#"{{"recipient":"{}","message":"hi"}}"#,
+        ann["id"].as_str()?
+    );
+    let request = format!(
+        "POST /response HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        bob["token"].as_str()?,
+        body.len()
+    );
+    let (status, _) = try_raw(server, request.as_bytes()).await?;
+    if status != 202 {
+        return None;
+    }
+    read_until(&mut stream, "event: client_response").await?;
+    Some(())
+}
+
+async fn try_raw(server: &Endpoint, request: &[u8]) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(server.authority()).await.ok()?;
+    stream.write_all(request).await.ok()?;
+    let (status, body) = read_response(&mut stream).await;
+    (status != 0).then_some((status, body))
+}
+
+/// `POST /helo` as `name`; the session (`id`, `token`, ...) when it was 201.
+pub(crate) async fn helo(server: &Endpoint, name: &str) -> Option<Value> {
+    let body = format!(r#"{{"name":"{name}"}}"#);
+    let request = format!(
+        "POST /helo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, body) = try_raw(server, request.as_bytes()).await?;
+    (status == 201).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// A legitimate client, retried until it succeeds or `within` passes.
+pub(crate) async fn legit_within(server: &Endpoint, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if legit(server).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Reads one response (to its close or its Content-Length); status 0 when none came.
+pub(crate) async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            let text = String::from_utf8_lossy(&buf);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head.lines().find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                });
+                if length.is_some_and(|n| body.len() >= n) {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = timeout(WAIT, read).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Reads from a stream until `needle` has been seen; `None` on close or after [`WAIT`].
+pub(crate) async fn read_until(stream: &mut TcpStream, needle: &str) -> Option<()> {
+    let mut seen = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            seen.extend_from_slice(&chunk[..n]);
+            if String::from_utf8_lossy(&seen).contains(needle) {
+                return Some(());
+            }
+        }
+    };
+    timeout(WAIT, read).await.ok().flatten()
+}
+
+/// Whether the server closes `stream` within `within` (reads until EOF or error).
+pub(crate) async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    timeout(within, read).await.is_ok()
+}
+
+/// POST /broadcast from the session with `token`; the status.
+pub(crate) async fn broadcast(server: &Endpoint, token: &str, message: &str) -> u16 {
+    let body = format!(r#"{{"message":"{message}"}}"#);
+    let request = format!(
+        "POST /broadcast HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw(server, request.as_bytes()).await.0
+}
+
+/// A stream whose client reads only up to `ready` and then nothing: its receive buffer is
+/// as small as the kernel allows, so the server's writes stall almost at once.
+pub(crate) async fn stalled_stream(server: &Endpoint, session: &Value) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = timeout(WAIT, socket.connect(server.authority().parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    let request = format!(
+        "GET /events/{}?token={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        session["id"].as_str().unwrap(),
+        session["token"].as_str().unwrap()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_until(&mut stream, "event: ready").await.unwrap();
+    stream
+}

@@ -1,0 +1,15 @@
+//! Hostile and broken clients against the real binary (issue 9): for each attack, a legitimate
+//! client (healthz, helo, attach, response) is still served during it and afterwards.
+//!
+//! The server runs with a low open-file limit (set in the child before exec), so an attack that
+//! holds sockets would exhaust the connection budget quickly. Every wait is bounded. The
+//! clients here speak raw HTTP/1.1 over their own sockets: the attacks are on the wire format.
+
+mod client;
+mod headers;
+mod malformed;
+mod server;
+mod stalled;
+
+#[path = "../support/mod.rs"]
+mod support;
