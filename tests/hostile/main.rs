@@ -8,6 +8,7 @@
 mod client;
 mod headers;
 mod malformed;
+mod paths;
 mod server;
 mod stalled;
 

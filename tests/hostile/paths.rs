@@ -5,18 +5,15 @@
 //! stream whose client stopped reading after `--write-timeout`, and an idle connection after
 //! `--header-timeout`.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::Instance;
+
+use crate::server::WAIT;
+use crate::support::Instance;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// Sends `head` on a new connection and reads until the server closes it (or, for a request
 /// that succeeds on a keep-alive connection, until the answer's head); the status line.
