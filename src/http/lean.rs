@@ -211,7 +211,9 @@ async fn answer(
     cors_origins: &[String],
     write_timeout: Duration,
 ) {
-    let response = respond(&head, client, context.clone()).await;
+    // Boxed: attaching needs a large future only until the response starts; inline, it would
+    // size the connection's task, which an idle stream holds for its whole life.
+    let response = Box::pin(respond(&head, client, context.clone())).await;
     let status = response.status();
     context
         .hub
