@@ -153,7 +153,8 @@ async fn refuse(stream: &mut TcpStream, status: StatusCode) {
         return;
     }
     let drain = async {
-        let mut sink = [0u8; 4096];
+        // On the heap: a buffer held across an await would size every stream's task.
+        let mut sink = vec![0u8; 4096];
         let mut left = 64 * 1024;
         while left > 0 {
             match tokio::io::AsyncReadExt::read(stream, &mut sink).await {
