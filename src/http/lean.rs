@@ -292,6 +292,9 @@ async fn answer(
             Ok(Err(_)) => break,
             Err(_) => {
                 debug!("client read nothing within the write timeout; closing its stream");
+                // Closed with a reset: a graceful close would leave the unsent queue (up to
+                // the kernel's send buffer, megabytes) held for a client that reads nothing.
+                let _ = stream.set_zero_linger();
                 break;
             }
         }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
@@ -95,7 +95,7 @@ async fn a_stream_that_reads_nothing_is_closed_after_the_write_timeout_and_can_r
     let ann = helo(&server, "ann").await.unwrap();
     let bob = helo(&server, "bob").await.unwrap();
     let ann_id = ann["id"].as_str().unwrap();
-    let _stalled = stalled_stream(&server, &ann).await;
+    let mut stalled = stalled_stream(&server, &ann).await;
     let message = "x".repeat(60_000);
     for _ in 0..128 {
         assert_eq!(
@@ -107,6 +107,24 @@ async fn a_stream_that_reads_nothing_is_closed_after_the_write_timeout_and_can_r
     assert!(
         logged(&server, &["detach", ann_id]).await,
         "the stalled stream was not closed"
+    );
+    // Closed with a reset, so the kernel dropped the unsent queue at once: what the client
+    // reads now is its own buffer, then the reset, never the megabytes that were queued.
+    let mut sink = vec![0u8; 64 * 1024];
+    let mut read = 0;
+    let end = loop {
+        match timeout(WAIT, stalled.read(&mut sink)).await {
+            Ok(Ok(0)) => break "a graceful close",
+            Ok(Ok(n)) => read += n,
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionReset => break "a reset",
+            Ok(Err(err)) => panic!("{err}"),
+            Err(_) => break "no end",
+        }
+    };
+    assert_eq!(end, "a reset", "after {read} bytes");
+    assert!(
+        read < 1024 * 1024,
+        "{read} bytes were still queued for the stalled client"
     );
     // The session and its mailbox stayed: a reconnect from the start replays the broadcasts.
     let mut again = TcpStream::connect(server.authority()).await.unwrap();
