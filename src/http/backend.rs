@@ -13,7 +13,7 @@ use warp::reply::{Reply, Response};
 
 use super::Context;
 use super::error::{ApiError, ErrorCode};
-use super::filters::{authorization_text, json_body};
+use super::filters::{bearer_credential, json_body};
 use super::handlers::Message;
 use crate::auth::api_key::ApiKey;
 use crate::backplane::{Page, PageQuery, Target};
@@ -56,17 +56,14 @@ pub(crate) const MAX_PAGE: usize = 1000;
 pub(crate) fn backend_key(
     key: Option<Arc<ApiKey>>,
 ) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    authorization_text()
-        .and_then(move |authorization: Option<String>| {
+    bearer_credential()
+        .and_then(move |presented: Option<String>| {
             let key = key.clone();
             async move {
                 let Some(key) = key else {
                     return Err(warp::Rejection::from(ApiError::no_route()));
                 };
-                let presented = authorization
-                    .as_deref()
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                if presented.is_some_and(|presented| key.matches(presented.trim())) {
+                if presented.is_some_and(|presented| key.matches(&presented)) {
                     Ok(())
                 } else {
                     Err(ApiError::unauthorized(
@@ -139,18 +136,12 @@ pub(crate) fn page_reply(path: &str, query: &PageQuery, page: &Page) -> Response
 }
 
 /// Who may list sessions on `GET /clients`: a session (its token) or the backend (the key).
-pub(crate) async fn may_list(
-    context: &Context,
-    authorization: Option<&str>,
-) -> Result<(), ApiError> {
-    let credential = authorization
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                "listing sessions needs Authorization: Bearer <session token or API key>",
-            )
-        })?;
+pub(crate) async fn may_list(context: &Context, credential: Option<&str>) -> Result<(), ApiError> {
+    let credential = credential.ok_or_else(|| {
+        ApiError::unauthorized(
+            "listing sessions needs Authorization: Bearer <session token or API key>",
+        )
+    })?;
     if context
         .api_key
         .as_ref()

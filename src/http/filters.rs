@@ -152,18 +152,10 @@ pub(crate) fn bearer() -> impl Filter<Extract = (Token,), Error = warp::Rejectio
     })
 }
 
-/// The `Authorization` header as text, if present and text.
-pub(crate) fn authorization_text()
--> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
-    raw_header("authorization").map(|value: Option<HeaderValue>| {
-        value.and_then(|value| header_text(value.as_bytes()).map(str::to_owned))
-    })
-}
-
-/// The credential after `Bearer ` in `Authorization`, if any, for `POST /helo`. Never rejects:
-/// whether a credential is needed is the join policy's call, and an open server ignores one.
-/// Another scheme, or a value that is not text, counts as no credential.
-pub(crate) fn join_credential()
+/// The credential after `Bearer ` in `Authorization`, if any. Never rejects: whether one is
+/// needed, and of which kind, is the route's call (the join policy, the API key, a session
+/// token). Another scheme, or a value that is not text, counts as no credential.
+pub(crate) fn bearer_credential()
 -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
     raw_header("authorization").map(|value: Option<HeaderValue>| {
         let value = value?;

@@ -249,10 +249,10 @@ pub(crate) async fn delete_session(hub: Hub, peer: Peer) -> Result<Response, Api
 /// `GET /clients`: one page of the sessions, for a session or the backend.
 pub(crate) async fn list_clients(
     context: Context,
-    authorization: Option<String>,
+    credential: Option<String>,
     query: PageQuery,
 ) -> Result<Response, ApiError> {
-    backend::may_list(&context, authorization.as_deref()).await?;
+    backend::may_list(&context, credential.as_deref()).await?;
     let page = context.hub.page(&query).await?;
     Ok(backend::page_reply("/clients", &query, &page))
 }

@@ -31,9 +31,7 @@ use crate::auth::JoinPolicy;
 use crate::auth::api_key::ApiKey;
 use crate::backplane::Hub;
 use crate::limits::Limits;
-use filters::{
-    authorization_text, bearer, client_address, join_credential, json_body, stream_params, with_hub,
-};
+use filters::{bearer, bearer_credential, client_address, json_body, stream_params, with_hub};
 pub use sse::StreamSettings;
 
 /// Every route the API serves, as (method, path template). `openapi.yaml` must list exactly
@@ -143,7 +141,7 @@ pub fn routes(
         .and(warp::post())
         .and(with_context())
         .and(client_address(Arc::clone(&limits)))
-        .and(join_credential())
+        .and(bearer_credential())
         .and(json_body(max_body))
         .then(handlers::helo);
     let events = warp::path!("events" / String)
@@ -177,7 +175,7 @@ pub fn routes(
     let clients = warp::path!("clients")
         .and(get_or_head())
         .and(with_context())
-        .and(authorization_text())
+        .and(bearer_credential())
         .and(backend::page_query())
         .then(handlers::list_clients);
     let server_api = backend::routes(context_api_key, with_context(), max_body);
