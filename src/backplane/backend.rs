@@ -136,9 +136,11 @@ impl Hub {
             }
             Target::Everyone => {
                 let recipients = match &self.cluster {
-                    None => self
-                        .registry
-                        .fan_out(addressed(Scope::Everyone, message), None, None),
+                    None => {
+                        let event = addressed(Scope::Everyone, message);
+                        self.fan_out(move |registry, _| registry.fan_out(event, None, None))
+                            .await
+                    }
                     Some(cluster) => cluster.announce(message).await?,
                 };
                 Ok(Published {

@@ -95,7 +95,9 @@ impl Hub {
             None => {
                 // Registered first: whoever hears `new_user` can already message it.
                 let (peer, token) = self.registry.register(joining, place)?;
-                self.presence.joined(&self.registry, &peer, None);
+                let joined = peer.clone();
+                self.fan_out(move |registry, presence| presence.joined(registry, &joined, None))
+                    .await;
                 Ok((peer, token))
             }
             // Announced when the join comes back on the bus, on every instance.
@@ -176,7 +178,12 @@ impl Hub {
             return Err(RegistryError::BroadcastDenied);
         }
         match &self.cluster {
-            None => Ok(self.registry.broadcast(from, message)),
+            None => {
+                let from = from.clone();
+                Ok(self
+                    .fan_out(move |registry, _| registry.broadcast(&from, message))
+                    .await)
+            }
             Some(cluster) => cluster.broadcast(from, message).await,
         }
     }
@@ -189,7 +196,8 @@ impl Hub {
         match &self.cluster {
             None => {
                 if let Some(left) = self.registry.remove(peer.id) {
-                    self.presence.left(&self.registry, &left, None);
+                    self.fan_out(move |registry, presence| presence.left(registry, &left, None))
+                        .await;
                 }
                 Ok(())
             }
@@ -223,11 +231,32 @@ impl Hub {
     pub(crate) fn expired(&self, peers: Vec<Peer>) {
         match &self.cluster {
             None => {
-                for peer in &peers {
-                    self.presence.left(&self.registry, peer, None);
-                }
+                let hub = self.clone();
+                tokio::spawn(async move {
+                    hub.fan_out(move |registry, presence| {
+                        for peer in &peers {
+                            presence.left(registry, peer, None);
+                        }
+                    })
+                    .await;
+                });
             }
             Some(cluster) => cluster.expired(peers),
         }
+    }
+
+    /// Runs `job`, a fan-out into every mailbox here (O(sessions)), on tokio's blocking pool and
+    /// waits for it. The runtime has one worker per core; a flood of joins or broadcasts run
+    /// on them would hold them all (each fan-out also waits for the one before it, on the
+    /// registry's fan-out lock, which puts them in one order), and every other request would
+    /// wait behind it. Off the workers, messages, attaches and health checks go on meanwhile.
+    async fn fan_out<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Registry, Presence) -> T + Send + 'static,
+    ) -> T {
+        let (registry, presence) = (self.registry.clone(), self.presence);
+        tokio::task::spawn_blocking(move || job(&registry, presence))
+            .await
+            .expect("a fan-out panicked (reported above)")
     }
 }
