@@ -28,7 +28,7 @@ wait_up() {
 }
 
 # Limits off: the load generator is one address sending far faster than a person.
-NO_LIMITS=(--helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0)
+NO_LIMITS=(--helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0 --max-connections-per-address 0)
 redis-server --port 6479 --bind 127.0.0.1 --save '' --appendonly no --loglevel warning &
 PIDS+=($!)
 sleep 0.5

@@ -23,7 +23,7 @@ BIN=$TARGET_DIR/$PROFILE
 LOG=$(mktemp /tmp/switchboard-smoke.XXXXXX)
 # Limits off: the load generator is one address sending far faster than a person.
 "$BIN/switchboard" --listen "127.0.0.1:$PORT" --log warn \
-    --helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0 \
+    --helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0 --max-connections-per-address 0 \
     >"$LOG" 2>&1 &
 SERVER_PID=$!
 stop() {

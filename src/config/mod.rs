@@ -105,6 +105,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_MAX_STREAMS_PER_ADDRESS")]
     pub max_streams_per_address: Option<usize>,
 
+    /// Most open connections from one socket address (trusted proxies not counted); 0 = off.
+    /// Default: a tenth of the connection limit, at least 1,000; off up to 1,000 connections.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+
     /// Proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` or
     /// `Forwarded` header names the client. Default: none, the socket's peer is the client.
     #[arg(long, env = "SWITCHBOARD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
@@ -256,6 +261,7 @@ impl Default for Config {
             byte_burst: 4 * 1024 * 1024,
             max_sessions_per_address: None,
             max_streams_per_address: None,
+            max_connections_per_address: None,
             trusted_proxies: Vec::new(),
             auth: AuthMode::Open,
             jwt_secret_file: None,
@@ -324,6 +330,12 @@ impl Config {
             streams: AddressCap::new(
                 LimitKind::StreamsPerAddress,
                 share(self.max_streams_per_address, self.stream_limit()),
+                self.sse_retry,
+            ),
+            // Connections come and go; the client's own reconnect delay is a fair wait.
+            connections: AddressCap::new(
+                LimitKind::ConnectionsPerAddress,
+                share(self.max_connections_per_address, self.connection_limit()),
                 self.sse_retry,
             ),
             trusted_proxies: self.trusted_proxies.clone(),

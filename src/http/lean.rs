@@ -145,11 +145,31 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<Head, No
         .unwrap_or(Err(NoHead::Gone))
 }
 
-/// Answers a head that could not be read as hyper does, then closes without a reset: the rest
-/// of what the client sent is read and dropped (briefly), so the answer is not lost to an RST.
-async fn refuse(stream: &mut TcpStream, status: StatusCode) {
-    let head = format!("HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
-    if stream.write_all(head.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+/// Writes `response`, a refusal, and closes without a reset: the rest of what the client sent
+/// is read and dropped (briefly), so the answer is not lost to an RST. A head that could not be
+/// read gets hyper's empty answer; a connection over its address's share gets the API's JSON.
+pub(crate) async fn refuse(stream: &mut TcpStream, response: warp::reply::Response) {
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut head = format!("HTTP/1.1 {}\r\n", parts.status);
+    for (name, value) in &parts.headers {
+        if let Ok(value) = value.to_str() {
+            let _ = write!(head, "{name}: {value}\r\n");
+        }
+    }
+    let _ = write!(
+        head,
+        "connection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    if stream.write_all(head.as_bytes()).await.is_err()
+        || stream.write_all(&body).await.is_err()
+        || stream.shutdown().await.is_err()
+    {
         return;
     }
     let drain = async {
@@ -179,7 +199,7 @@ pub(crate) async fn serve(
         Ok(head) => head,
         Err(refused) => {
             if let Some(status) = refused.status() {
-                refuse(&mut stream, status).await;
+                refuse(&mut stream, status.into_response()).await;
             }
             return;
         }

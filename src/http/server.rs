@@ -7,6 +7,7 @@
 //! only, so no CORS headers at all).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use warp::Filter;
 use warp::http::{HeaderName, HeaderValue, Method, Request, header};
 use warp::reply::Reply;
@@ -32,9 +33,13 @@ use warp::reply::Reply;
 use super::error::ApiError;
 use super::redact::redact;
 use super::{Context, PeerAddr, lean};
+use crate::limits::{Limited, Limits};
 
 /// hyper's per-connection buffer limit (its minimum).
 const MAX_BUF: usize = 8 * 1024;
+
+/// Most refused connections answered at once (see [`Listener::refuse`]).
+const REFUSALS_ANSWERED: usize = 64;
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
@@ -82,6 +87,11 @@ struct Listener {
     budget: Arc<Semaphore>,
     /// The budget's size, for the log line when it runs out.
     max_connections: usize,
+    /// Each address's share of the budget, so that one client cannot take every slot.
+    limits: Arc<Limits>,
+    /// Refusals being answered. Answering costs a descriptor for up to a second, so beyond
+    /// these few a refused connection is closed unanswered.
+    answering: Arc<Semaphore>,
     /// Every connection task, so that shutdown can wait for them to finish.
     tracker: TaskTracker,
 }
@@ -90,11 +100,18 @@ impl Listener {
     /// Accepts connections for ever, handing each one with a permit to `serve` on its own task.
     async fn run<F, Fut>(&self, serve: F)
     where
-        F: Fn(TcpStream) -> Fut,
+        F: Fn(TcpStream, SocketAddr) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         loop {
-            let stream = self.accept().await;
+            let (stream, peer) = self.accept().await;
+            let place = match self.limits.connect(peer.ip()) {
+                Ok(place) => place,
+                Err(refusal) => {
+                    self.refuse(stream, refusal);
+                    continue;
+                }
+            };
             let Ok(permit) = Arc::clone(&self.budget).try_acquire_owned() else {
                 warn!(
                     limit = self.max_connections,
@@ -103,19 +120,33 @@ impl Listener {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let connection = serve(stream);
+            let connection = serve(stream, peer);
             // `map`, not an `async move` block that awaits `connection`: such a block stores
             // the captured future and the awaited one side by side (rust-lang/rust#62958),
             // which doubled what every open connection's task holds (3.3 -> 6.6 KB).
-            self.tracker.spawn(connection.map(move |()| drop(permit)));
+            self.tracker
+                .spawn(connection.map(move |()| drop((permit, place))));
         }
     }
 
+    /// Answers a connection over its address's share with 429 naming the limit and when to
+    /// retry (a reset would tell the client nothing), when few others are being answered.
+    fn refuse(&self, mut stream: TcpStream, refusal: Limited) {
+        debug!(%refusal, "connection refused");
+        let Ok(answering) = Arc::clone(&self.answering).try_acquire_owned() else {
+            return;
+        };
+        self.tracker.spawn(async move {
+            lean::refuse(&mut stream, ApiError::from(refusal).into_response()).await;
+            drop(answering);
+        });
+    }
+
     /// The next connection. EMFILE and friends: back off briefly instead of spinning.
-    async fn accept(&self) -> TcpStream {
+    async fn accept(&self) -> (TcpStream, SocketAddr) {
         loop {
             match self.listener.accept().await {
-                Ok((stream, _peer)) => return stream,
+                Ok(accepted) => return accepted,
                 Err(err) => {
                     warn!(error = %err, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -170,6 +201,8 @@ pub(crate) async fn run<F>(
         listener,
         budget: Arc::new(Semaphore::new(options.max_connections)),
         max_connections: options.max_connections,
+        limits: Arc::clone(&context.limits),
+        answering: Arc::new(Semaphore::new(REFUSALS_ANSWERED)),
         tracker: TaskTracker::new(),
     };
     // Shared, and cloned only for connections that go to hyper: a clone is a boxed copy of
@@ -177,8 +210,7 @@ pub(crate) async fn run<F>(
     let service = Arc::new(service);
     let graceful_ref = &graceful;
     let shared_context = context.clone();
-    let serve = move |stream: TcpStream| {
-        let peer = stream.peer_addr().ok();
+    let serve = move |stream: TcpStream, peer: SocketAddr| {
         let service = Arc::clone(&service);
         let watcher = graceful_ref.watcher();
         let context = shared_context.clone();
@@ -193,7 +225,6 @@ pub(crate) async fn run<F>(
             };
             let header_timeout = header_timeout.saturating_sub(started.elapsed());
             if lean {
-                let Some(peer) = peer else { return };
                 return lean::serve(
                     stream,
                     peer,
@@ -207,9 +238,7 @@ pub(crate) async fn run<F>(
             let service =
                 TowerToHyperService::new(BoxCloneSyncService::clone(&service).map_request(
                     move |mut request: Request<Incoming>| {
-                        if let Some(peer) = peer {
-                            request.extensions_mut().insert(PeerAddr(peer));
-                        }
+                        request.extensions_mut().insert(PeerAddr(peer));
                         request
                     },
                 ));

@@ -97,9 +97,9 @@ pub(crate) struct AddressGuard {
     held: Option<(Counts, IpAddr)>,
 }
 
-#[cfg(test)]
 impl AddressGuard {
-    /// A guard that holds no place, for tests about something else.
+    /// A guard that holds no place: for a client no cap counts, and for tests about something
+    /// else.
     pub(crate) fn unlimited() -> Self {
         AddressGuard { held: None }
     }

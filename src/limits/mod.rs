@@ -47,6 +47,8 @@ pub(crate) enum LimitKind {
     SessionsPerAddress,
     /// Attached streams per client address.
     StreamsPerAddress,
+    /// Open connections per socket address (trusted proxies exempt).
+    ConnectionsPerAddress,
 }
 
 impl LimitKind {
@@ -58,6 +60,7 @@ impl LimitKind {
             LimitKind::ByteRate => "byte_rate",
             LimitKind::SessionsPerAddress => "sessions_per_address",
             LimitKind::StreamsPerAddress => "streams_per_address",
+            LimitKind::ConnectionsPerAddress => "connections_per_address",
         }
     }
 }
@@ -91,6 +94,8 @@ pub(crate) struct Limits {
     pub(crate) sessions: AddressCap,
     /// Attached streams per address; the guard lives as long as the stream.
     pub(crate) streams: AddressCap,
+    /// Open connections per socket peer; the guard lives as long as the connection.
+    pub(crate) connections: AddressCap,
     /// Peers whose forwarding headers are believed.
     pub(crate) trusted_proxies: Vec<IpNet>,
     /// Where refusals are counted, by limit.
@@ -129,6 +134,19 @@ impl Limits {
         self.counted(self.streams.acquire(client))
     }
 
+    /// Admits a connection from `peer`, before anything is read from it: a place under the
+    /// connection cap, held by the connection. Counted by the socket's address, since no
+    /// header has arrived yet; a trusted proxy, which carries many clients, is not counted.
+    ///
+    /// # Errors
+    /// [`LimitKind::ConnectionsPerAddress`].
+    pub(crate) fn connect(&self, peer: IpAddr) -> Result<AddressGuard, Limited> {
+        if self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+            return Ok(AddressGuard::unlimited());
+        }
+        self.counted(self.connections.acquire(peer))
+    }
+
     /// Admits one message of `bytes` from `session`.
     ///
     /// # Errors
@@ -147,5 +165,31 @@ impl Limits {
     /// Forgets rate-limit keys that are back to a full bucket; call it now and then.
     pub(crate) fn forget_idle(&self) {
         self.rates.retain_recent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_count_by_socket_address_and_trusted_proxies_are_not_counted() {
+        let config = crate::config::Config {
+            max_connections_per_address: Some(1),
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            ..crate::config::Config::default()
+        };
+        let limits = config.limits(Arc::new(Metrics::default()));
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let held = limits.connect(client).unwrap();
+        let refused = limits.connect(client).unwrap_err();
+        assert_eq!(refused.limit, LimitKind::ConnectionsPerAddress);
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let _many: Vec<_> = (0..3).map(|_| limits.connect(proxy).unwrap()).collect();
+        drop(held);
+        assert!(
+            limits.connect(client).is_ok(),
+            "a closed connection frees its place"
+        );
     }
 }

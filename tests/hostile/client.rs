@@ -1,6 +1,7 @@
 //! Clients on raw sockets: the attacker's requests and reads, and the legitimate client
 //! ([`legit`]) that must still be served during every attack and after it.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -21,22 +22,32 @@ pub(crate) async fn raw(server: &Endpoint, request: &[u8]) -> (u16, String) {
     read_response(&mut stream).await
 }
 
-/// A legitimate client's whole exchange: healthz, two helos, an attached stream that
-/// receives a direct message. Returns whether every step succeeded within the bound.
+/// The attacker's address: where every raw socket of these tests comes from.
+pub(crate) const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A legitimate client's whole exchange from the attacker's own address: healthz, two helos,
+/// an attached stream that receives a direct message. Returns whether every step succeeded
+/// within the bound.
 pub(crate) async fn legit(server: &Endpoint) -> bool {
-    timeout(WAIT, legit_steps(server))
+    legit_from(server, ATTACKER).await
+}
+
+/// [`legit`] from another loopback address than the attacker's.
+pub(crate) async fn legit_from(server: &Endpoint, from: IpAddr) -> bool {
+    timeout(WAIT, legit_steps(server, from))
         .await
         .is_ok_and(|ok| ok.is_some())
 }
 
-async fn legit_steps(server: &Endpoint) -> Option<()> {
-    let (status, _) = try_raw(server, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+async fn legit_steps(server: &Endpoint, from: IpAddr) -> Option<()> {
+    let healthz = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    let (status, _) = try_raw_from(server, from, healthz).await?;
     if status != 200 {
         return None;
     }
-    let ann = helo(server, "ann").await?;
-    let bob = helo(server, "bob").await?;
-    let mut stream = TcpStream::connect(server.authority()).await.ok()?;
+    let ann = helo_from(server, from, "ann").await?;
+    let bob = helo_from(server, from, "bob").await?;
+    let mut stream = connect_from(server, from).await?;
     let request = format!(
         "GET /events/{}?token={} HTTP/1.1\r\nhost: x\r\n\r\n",
         ann["id"].as_str()?,
@@ -53,7 +64,7 @@ async fn legit_steps(server: &Endpoint) -> Option<()> {
         bob["token"].as_str()?,
         body.len()
     );
-    let (status, _) = try_raw(server, request.as_bytes()).await?;
+    let (status, _) = try_raw_from(server, from, request.as_bytes()).await?;
     if status != 202 {
         return None;
     }
@@ -61,8 +72,15 @@ async fn legit_steps(server: &Endpoint) -> Option<()> {
     Some(())
 }
 
-async fn try_raw(server: &Endpoint, request: &[u8]) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(server.authority()).await.ok()?;
+/// A new connection from `from`, a loopback address.
+pub(crate) async fn connect_from(server: &Endpoint, from: IpAddr) -> Option<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind((from, 0).into()).ok()?;
+    socket.connect(server.authority().parse().ok()?).await.ok()
+}
+
+async fn try_raw_from(server: &Endpoint, from: IpAddr, request: &[u8]) -> Option<(u16, String)> {
+    let mut stream = connect_from(server, from).await?;
     stream.write_all(request).await.ok()?;
     let (status, body) = read_response(&mut stream).await;
     (status != 0).then_some((status, body))
@@ -70,12 +88,16 @@ async fn try_raw(server: &Endpoint, request: &[u8]) -> Option<(u16, String)> {
 
 /// `POST /helo` as `name`; the session (`id`, `token`, ...) when it was 201.
 pub(crate) async fn helo(server: &Endpoint, name: &str) -> Option<Value> {
+    helo_from(server, ATTACKER, name).await
+}
+
+async fn helo_from(server: &Endpoint, from: IpAddr, name: &str) -> Option<Value> {
     let body = format!(r#"{{"name":"{name}"}}"#);
     let request = format!(
         "POST /helo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let (status, body) = try_raw(server, request.as_bytes()).await?;
+    let (status, body) = try_raw_from(server, from, request.as_bytes()).await?;
     (status == 201).then(|| serde_json::from_str(&body).ok())?
 }
 

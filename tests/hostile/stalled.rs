@@ -46,6 +46,42 @@ async fn idle_connections_are_closed_after_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn one_address_holds_at_most_its_share_of_the_connections() {
+    // Idle sockets held for as long as a head may take (30 s): no deadline frees them during
+    // the attack, only the share keeps slots (192 here) for everyone else.
+    let server = start(&[
+        "--header-timeout",
+        "30s",
+        "--max-connections-per-address",
+        "100",
+    ])
+    .await;
+    // More than all the slots, from one address.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(Ok(stream)) = timeout(WAIT, TcpStream::connect(server.authority())).await {
+            idle.push(stream);
+        }
+    }
+    // The first one past the share is told which limit refused it and when to retry.
+    let (status, body) = read_response(&mut idle[100]).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("connections_per_address"), "{body}");
+    // Another address is served at once, during the attack.
+    let elsewhere = "127.0.0.2".parse().unwrap();
+    assert!(
+        legit_from(&server, elsewhere).await,
+        "no service during the attack"
+    );
+    // The places come back as the sockets close.
+    drop(idle);
+    assert!(
+        legit_within(&server, Duration::from_secs(5)).await,
+        "no service after the attack"
+    );
+}
+
+#[tokio::test]
 async fn stalled_and_trickled_bodies_get_408_and_are_closed() {
     let server = start(&["--request-timeout", "1s"]).await;
     let head = b"POST /helo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
