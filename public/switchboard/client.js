@@ -1,0 +1,357 @@
+// client.js: the Switchboard class, what a page holds: the options, the public methods, the
+// events it dispatches and the roster it keeps. connection.js keeps the session attached.
+
+import { Connection } from './connection.js';
+import { SwitchboardError } from './errors.js';
+import { Api } from './http.js';
+import { addPeer, removePeer, replaceRoster } from './presence.js';
+import { SessionStore } from './storage.js';
+import { watchWindow } from './window.js';
+
+/**
+ * @typedef {import('./types.js').Peer} Peer
+ * @typedef {import('./types.js').Session} Session
+ * @typedef {import('./types.js').State} State
+ * @typedef {import('./types.js').SwitchboardOptions} SwitchboardOptions
+ */
+
+/**
+ * The stream's messages and the name each is dispatched under here.
+ * @type {Record<string, 'message' | 'broadcast' | 'server_message'>}
+ */
+const MESSAGES = {
+  client_response: 'message',
+  client_broadcast: 'broadcast',
+  server_message: 'server_message',
+};
+
+/**
+ * A client of one switchboard server: one session at a time, kept alive by itself.
+ *
+ * Events (all `CustomEvent`s; types in switchboard.d.ts):
+ * `state` {state, previous}, `ready` {id, name, clients, resumed}, `presence` {presence},
+ * `new_user` {id, name, eventId, replayed}, `user_left` {id, name, eventId}, `message` (a
+ * direct message, the `client_response` payload plus eventId), `broadcast` (`client_broadcast`
+ * plus eventId), `server_message` {to, message, eventId} (from the app's backend), `lagged`
+ * {missed}, `rejoined` {previousId, id, name, reason}, `error` {error, fatal}.
+ */
+export class Switchboard extends EventTarget {
+  /** @type {{ autoLeaveOnPagehide: boolean, maxSendRetries: number }} */
+  #options;
+  /** @type {Api} */
+  #api;
+  /** @type {Connection} */
+  #link;
+  /** @type {SessionStore | null} */
+  #store = null;
+  /** @type {Map<string, Peer>} */
+  #presence = new Map();
+  /** @type {State} */
+  #state = 'idle';
+  /** @type {{ resolve: (board: Switchboard) => void, reject: (error: Error) => void }[]} */
+  #waiters = [];
+  /** The session `pagehide` left, so that a page restored from the bfcache says it rejoined. */
+  #leftOnPagehide = /** @type {string | null} */ (null);
+  /** @type {(() => void) | null} */
+  #removeWindowListeners = null;
+
+  /**
+   * @param {SwitchboardOptions} options
+   */
+  constructor(options) {
+    super();
+    const {
+      name,
+      baseUrl = '',
+      joinToken,
+      fetch = globalThis.fetch.bind(globalThis),
+      EventSource = globalThis.EventSource,
+      persist = false,
+      storage = persist ? globalThis.sessionStorage : null,
+      autoLeaveOnPagehide = !persist,
+      backoffInitialMs = 500,
+      backoffMaxMs = 10_000,
+      maxSendRetries = 3,
+    } = options || {};
+    if (typeof name !== 'string' || name.trim() === '') {
+      throw new TypeError('Switchboard: `name` must be a non-empty string');
+    }
+    const base = String(baseUrl).replace(/\/+$/, '');
+    this.#options = { autoLeaveOnPagehide, maxSendRetries };
+    this.#api = new Api(fetch, base);
+    const api = this.#api;
+    this.#link = new Connection({ api, EventSource, name, joinToken, backoffInitialMs, backoffMaxMs }, {
+      state: (state) => this.#setState(state),
+      ready: (data, resumed) => this.#onReady(data, resumed),
+      event: (type, data, eventId) => this.#onEvent(type, data, eventId),
+      error: (error) => this.#emit('error', { error, fatal: false }),
+      fail: (error) => {
+        this.#shutdown(error);
+        this.#link.forget();
+        this.#emit('error', { error, fatal: true });
+      },
+      lost: () => this.#store?.clear(),
+      registered: (rejoin) => {
+        this.#presence.clear();
+        this.#save();
+        if (!rejoin) return;
+        const { id, name } = /** @type {Session} */ (this.#link.session);
+        this.#emit('rejoined', { ...rejoin, id, name });
+        this.#emitPresence();
+      },
+    });
+    if (persist && storage) {
+      this.#store = new SessionStore(storage, `switchboard:${base || globalThis.location?.origin || ''}`);
+    }
+  }
+
+  /**
+   * Creates a client and connects it: resolves once the first `ready` has arrived.
+   * @param {SwitchboardOptions} options
+   * @returns {Promise<Switchboard>}
+   */
+  static async join(options) {
+    return new Switchboard(options).connect();
+  }
+
+  // ------------------------------------------------------------------ state
+
+  /** The session id, or null while there is none. */
+  get id() {
+    const session = this.#link.session;
+    return session ? session.id : null;
+  }
+
+  /** The name this client registers under (the server's spelling once registered). */
+  get name() {
+    return this.#link.name;
+  }
+
+  /** `idle`, `connecting`, `open`, `reconnecting` or `closed`. */
+  get state() {
+    return this.#state;
+  }
+
+  /** The others online, keyed by id. Live: read it, do not change it. */
+  get presence() {
+    return this.#presence;
+  }
+
+  /** The id of the last event read from the stream (the resume point), or null. */
+  get lastEventId() {
+    return this.#link.lastEventId;
+  }
+
+  // -------------------------------------------------------------- lifecycle
+
+  /**
+   * Opens the stream: resumes the session that `close` kept (or that `persist` saved before a
+   * reload), or registers a new one. Resolves with this client once the first `ready` has
+   * arrived; rejects when registering is refused for good (e.g. 400 invalid_name) or when
+   * `leave`/`close` runs first. Network errors and 5xx are retried.
+   * @returns {Promise<Switchboard>}
+   */
+  connect() {
+    const waiting = new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    if (this.#state === 'open') {
+      this.#settle(null);
+    } else if (this.#state === 'idle' || this.#state === 'closed') {
+      const left = this.#leftOnPagehide;
+      this.#leftOnPagehide = null;
+      this.#listenToWindow();
+      this.#setState('connecting');
+      const stored = this.#link.session || !this.#store ? null : this.#store.read(this.#link.name);
+      this.#link.start(stored, left);
+    }
+    return waiting;
+  }
+
+  /**
+   * Leaves: deletes the session (a keep-alive request, so it also works while the page
+   * unloads), closes the stream and clears presence. Resolves when the server has answered or
+   * could not be reached; never rejects.
+   * @returns {Promise<void>}
+   */
+  async leave() {
+    const session = this.#link.session;
+    if (!this.#leftOnPagehide) this.#stopListeningToWindow();
+    this.#shutdown(new SwitchboardError('left', { code: 'closed' }));
+    this.#link.forget();
+    this.#store?.clear();
+    if (session) await this.#api.deleteSession(session.token);
+  }
+
+  /**
+   * Stops without deleting the session: the stream closes and the server keeps the session for
+   * its TTL. `connect` within it resumes the same session (with `persist`, so does a reloaded
+   * page); after it, `connect` registers again and dispatches `rejoined`.
+   */
+  close() {
+    this.#save();
+    this.#stopListeningToWindow();
+    this.#shutdown(new SwitchboardError('closed', { code: 'closed' }));
+  }
+
+  // ----------------------------------------------------------------- writes
+
+  /**
+   * Sends a direct message (any JSON value) into one recipient's stream. Waits out 429
+   * mailbox_full up to `maxSendRetries` times. Resolves with `{event_id}`, the id the event got
+   * in the recipient's stream.
+   * @param {string} recipient
+   * @param {unknown} message
+   * @returns {Promise<{ event_id: number }>}
+   */
+  send(recipient, message) {
+    return this.#write('/response', { recipient, message });
+  }
+
+  /**
+   * Sends a message (any JSON value) to every other session. Resolves with `{recipients}`.
+   * @param {unknown} message
+   * @returns {Promise<{ recipients: number }>}
+   */
+  broadcast(message) {
+    return this.#write('/broadcast', { message });
+  }
+
+  /**
+   * @param {string} path
+   * @param {unknown} body
+   */
+  #write(path, body) {
+    return this.#api.write(path, body, () => this.#link.session, this.#options.maxSendRetries);
+  }
+
+  // ----------------------------------------------------------------- events
+
+  /**
+   * The stream's `ready`: the roster of this attach replaces presence.
+   * @param {any} data
+   * @param {boolean} resumed
+   */
+  #onReady(data, resumed) {
+    const me = /** @type {Session} */ (this.#link.session);
+    replaceRoster(this.#presence, data.clients || [], me.id);
+    this.#setState('open');
+    this.#emit('ready', { id: data.id, name: data.name, clients: data.clients || [], resumed });
+    this.#emitPresence();
+    this.#settle(null);
+  }
+
+  /**
+   * Any other event of the stream, read for the first time.
+   * @param {string} type
+   * @param {any} data
+   * @param {number | null} eventId Its id, when it has one (the resume point moved to it).
+   */
+  #onEvent(type, data, eventId) {
+    if (eventId !== null) this.#save();
+    const me = /** @type {Session} */ (this.#link.session);
+    switch (type) {
+      case 'new_user': {
+        if (data.id === me.id) return;
+        const replayed = addPeer(this.#presence, data);
+        this.#emit('new_user', { id: data.id, name: data.name, eventId, replayed });
+        this.#emitPresence();
+        return;
+      }
+      case 'user_left':
+        removePeer(this.#presence, data.id);
+        this.#emit('user_left', { id: data.id, name: data.name, eventId });
+        this.#emitPresence();
+        return;
+      case 'lagged':
+        this.#emit('lagged', { missed: data.missed });
+        return;
+      default:
+        this.#emit(MESSAGES[type], { ...data, eventId });
+    }
+  }
+
+  /** @param {State} state */
+  #setState(state) {
+    if (state === this.#state) return;
+    const previous = this.#state;
+    this.#state = state;
+    this.#emit('state', { state, previous });
+  }
+
+  /**
+   * @param {string} type
+   * @param {unknown} detail
+   */
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #emitPresence() {
+    this.#emit('presence', { presence: this.#presence });
+  }
+
+  /**
+   * Resolves (null) or rejects every pending `connect`.
+   * @param {Error | null} error
+   */
+  #settle(error) {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const { resolve, reject } of waiters) {
+      if (error) reject(error);
+      else resolve(this);
+    }
+  }
+
+  /**
+   * Stops all activity (the session, if any, is kept for `connect` or `leave`).
+   * @param {Error} reason
+   */
+  #shutdown(reason) {
+    this.#link.stop();
+    if (this.#presence.size > 0) {
+      this.#presence.clear();
+      this.#emitPresence();
+    }
+    this.#setState('closed');
+    this.#settle(reason);
+  }
+
+  /** With `persist`, saves the session and its resume point. */
+  #save() {
+    const session = this.#link.session;
+    if (this.#store && session) this.#store.write(session, this.#link.lastEventId);
+  }
+
+  // ------------------------------------------------------------------ window
+
+  #listenToWindow() {
+    if (this.#removeWindowListeners) return;
+    this.#removeWindowListeners = watchWindow({
+      pagehide: () => {
+        const session = this.#link.session;
+        if (!this.#options.autoLeaveOnPagehide) {
+          this.#save();
+        } else if (session) {
+          this.#leftOnPagehide = session.id;
+          this.leave();
+        }
+      },
+      // Restored from the back/forward cache: after leaving on pagehide, register again;
+      // otherwise reopen a stream the browser closed while the page was cached.
+      restored: () => {
+        if (this.#leftOnPagehide && this.#state === 'closed') {
+          this.connect().catch(() => {});
+        } else {
+          this.#link.restore();
+        }
+      },
+      // Back online: do not wait out the rest of a backoff delay.
+      online: () => this.#link.retryNow(),
+    });
+  }
+
+  #stopListeningToWindow() {
+    if (this.#removeWindowListeners) this.#removeWindowListeners();
+    this.#removeWindowListeners = null;
+  }
+}
