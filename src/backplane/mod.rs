@@ -16,6 +16,8 @@
 mod backend;
 pub(crate) mod cluster;
 pub(crate) mod presence;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

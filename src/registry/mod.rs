@@ -17,7 +17,9 @@
 //! 0. the fan-out lock ([`Shared::fan_out`]) puts fan-outs (announcements, broadcasts) in one
 //!    order, so every mailbox sees them in the same order (never a `user_left` before its
 //!    `new_user`), and keeps a session from being exported halfway through one. It is held
-//!    while one event is appended to many mailboxes; nothing else waits on it.
+//!    while one event is appended to many mailboxes; only other fan-outs (and exports) wait
+//!    on it, and the hub runs fan-outs off the runtime's workers, so that waiting blocks no
+//!    request.
 //! 1. the registry lock ([`Shared::state`]) guards the session map, the expiry queue and the
 //!    attached-stream count. A fan-out holds it only to copy the list of recipients (a pointer
 //!    each), so a flood of joins with presence on does not stall messages, attaches or logins.
@@ -165,6 +167,12 @@ impl Registry {
 
     fn fan_out_lock(&self) -> MutexGuard<'_, ()> {
         self.shared.fan_out.lock().expect("fan-out lock poisoned")
+    }
+
+    /// Holds the fan-out lock as a long fan-out would, for tests of who waits on it.
+    #[cfg(test)]
+    pub(crate) fn hold_fan_outs(&self) -> MutexGuard<'_, ()> {
+        self.fan_out_lock()
     }
 
     /// Registers a new session with a fresh id and token. Nobody is told: announcing it is the
