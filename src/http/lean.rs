@@ -30,6 +30,7 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, debug_span};
+use warp::http::request::Parts;
 use warp::http::{StatusCode, Uri};
 use warp::reply::Reply;
 
@@ -204,6 +205,40 @@ pub(crate) async fn serve(
             return;
         }
     };
+    serve_head(stream, head, peer, context, cors_origins, write_timeout).await;
+}
+
+/// Serves a stream asked for on a connection hyper read the request from (see `takeover`).
+pub(crate) async fn serve_handed(
+    stream: TcpStream,
+    request: Parts,
+    peer: SocketAddr,
+    context: Context,
+    cors_origins: &[String],
+    write_timeout: Duration,
+) {
+    let headers = &request.headers;
+    let find = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
+    let joined = |name: &str| joined_header(headers.get_all(name).iter().map(|v| v.as_bytes()));
+    let head = Head {
+        uri: request.uri,
+        authorization: find("authorization"),
+        last_event_id: find("last-event-id"),
+        origin: find("origin"),
+        forwarded_for: joined("x-forwarded-for"),
+        forwarded: joined("forwarded"),
+    };
+    serve_head(stream, head, peer, context, cors_origins, write_timeout).await;
+}
+
+async fn serve_head(
+    mut stream: TcpStream,
+    head: Head,
+    peer: SocketAddr,
+    context: Context,
+    cors_origins: &[String],
+    write_timeout: Duration,
+) {
     let span = debug_span!("http", method = "GET", uri = %redact(&head.uri));
     let client = context.limits.client(
         peer,

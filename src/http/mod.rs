@@ -15,6 +15,7 @@ mod page;
 mod redact;
 pub(crate) mod server;
 mod sse;
+mod takeover;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

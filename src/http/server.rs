@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -32,6 +33,7 @@ use warp::reply::Reply;
 
 use super::error::ApiError;
 use super::redact::redact;
+use super::takeover::{SharedSocket, Takeover};
 use super::{Context, PeerAddr, lean};
 use crate::limits::{Limited, Limits};
 
@@ -235,18 +237,27 @@ pub(crate) async fn run<F>(
                 )
                 .await;
             }
+            // A stream asked for on this connection is answered by `lean` (see `takeover`);
+            // every other request by hyper and the routes.
+            let (takeover, handed) = Takeover::new();
+            let routes = BoxCloneSyncService::clone(&service);
             let service =
-                TowerToHyperService::new(BoxCloneSyncService::clone(&service).map_request(
-                    move |mut request: Request<Incoming>| {
-                        request.extensions_mut().insert(PeerAddr(peer));
-                        request
-                    },
-                ));
+                TowerToHyperService::new(tower::service_fn(move |request: Request<Incoming>| {
+                    match takeover.take(request) {
+                        Some(mut request) => {
+                            request.extensions_mut().insert(PeerAddr(peer));
+                            Either::Left(routes.clone().oneshot(request))
+                        }
+                        // The connection is dropped before this would ever answer.
+                        None => Either::Right(std::future::pending()),
+                    }
+                }));
+            let socket = Arc::new(stream);
             // A client that stops reading (a stalled stream, or a large answer it never
             // takes) holds its connection only until the socket has accepted nothing for
             // `write_timeout`, as on the stream path. Reads get no deadline here: a stream's
             // client rightly sends nothing for hours, and the head has hyper's own.
-            let mut io = TimeoutStream::new(stream);
+            let mut io = TimeoutStream::new(SharedSocket(Arc::clone(&socket)));
             io.set_write_timeout(Some(write_timeout));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -257,7 +268,17 @@ pub(crate) async fn run<F>(
                 // events wait in its bounded mailbox, where overflow is counted as `lagged`.
                 .max_buf_size(MAX_BUF)
                 .serve_connection(TokioIo::new(Box::pin(io)), service);
-            let _ = watcher.watch(connection).await;
+            // Boxed: the task holds it only until a stream takes the connection over.
+            let mut connection = Box::pin(watcher.watch(connection));
+            let head = tokio::select! {
+                _ = &mut connection => return,
+                Ok(head) = handed => head,
+            };
+            drop(connection);
+            let Ok(stream) = Arc::try_unwrap(socket) else {
+                return;
+            };
+            lean::serve_handed(stream, head, peer, context, &origins, write_timeout).await;
         }
     };
     tokio::select! {

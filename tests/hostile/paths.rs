@@ -1,9 +1,9 @@
-//! The two connection paths behave alike (issue 9): a stream request that opens its connection
-//! (`GET /events/…`) is served without hyper, any other request (a stream that follows a request
-//! on a keep-alive connection included) by hyper. Both answer the same broken head with the same
-//! status before closing (no reset) and accept as many header lines (finding 6); both close a
-//! stream whose client stopped reading after `--write-timeout`, and an idle connection after
-//! `--header-timeout`.
+//! The two connection paths behave alike (issue 9): a stream request (`GET /events/…`) is served
+//! without hyper, whether it opens its connection or follows other requests on a keep-alive
+//! one (hyper hands it over); any other request by hyper. Both answer the same broken head with
+//! the same status before closing (no reset) and accept as many header lines (finding 6); both
+//! close a stream whose client stopped reading after `--write-timeout`, and an idle connection
+//! after `--header-timeout`.
 
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,7 @@ async fn both_paths_answer_a_broken_head_with_the_same_status() {
 }
 
 #[tokio::test]
-async fn a_stream_served_by_hyper_that_reads_nothing_is_closed_after_the_write_timeout() {
+async fn a_stream_after_another_request_that_reads_nothing_is_closed_after_the_write_timeout() {
     let server = Instance::launch("parity-write")
         .start(&[
             "--write-timeout",
@@ -88,7 +88,7 @@ async fn a_stream_served_by_hyper_that_reads_nothing_is_closed_after_the_write_t
         .await;
     let ann = server.helo("ann").await;
     let bob = server.helo("bob").await;
-    // A stream after another request on the same connection is served by hyper.
+    // A stream after another request on the same connection, handed over by hyper.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stalled = socket
@@ -133,4 +133,59 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
         started.elapsed() >= Duration::from_millis(900),
         "not before the deadline"
     );
+}
+
+#[tokio::test]
+async fn a_stream_that_follows_a_join_on_its_connection_is_served_by_the_stream_path() {
+    let server = Instance::launch("takeover").start(&[]).await;
+    let bob = server.helo("bob").await;
+    // What a browser does: the page's requests, then the EventSource, on one connection.
+    let mut browser = TcpStream::connect(server.authority()).await.unwrap();
+    browser
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut browser).await.0, 200);
+    let body = r#"{"name":"ann"}"#;
+    let helo = format!(
+        "POST /helo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    browser.write_all(helo.as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut browser).await;
+    assert_eq!(status, 201, "{body}");
+    let ann: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let events = format!(
+        "GET /events/{}?token={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        ann["id"].as_str().unwrap(),
+        ann["token"].as_str().unwrap()
+    );
+    browser.write_all(events.as_bytes()).await.unwrap();
+    let seen = read_until(&mut browser, "event: ready").await;
+    // The stream path's framing: close-delimited, never hyper's chunked encoding.
+    let head = seen.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    let to_ann = server
+        .post_response(&bob, ann["id"].as_str().unwrap(), "hi")
+        .await;
+    assert_eq!(to_ann.status(), 202);
+    let seen = read_until(&mut browser, "event: client_response").await;
+    assert!(seen.contains(r#""message":"hi""#), "{seen}");
+}
+
+/// Reads until `needle` has arrived; everything read. Fails the test after [`WAIT`].
+async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    let mut seen = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before {needle}");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    };
+    timeout(WAIT, read).await.expect(needle);
+    String::from_utf8_lossy(&seen).into_owned()
 }
