@@ -42,6 +42,8 @@ pub struct Hub {
     presence: Presence,
     /// `None`: this process alone.
     cluster: Option<Arc<Cluster>>,
+    /// One local fan-out at a time (see [`Hub::fan_out`]).
+    fan_outs: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Hub {
@@ -51,6 +53,7 @@ impl Hub {
             registry,
             presence: Presence::new(presence),
             cluster: None,
+            fan_outs: Arc::default(),
         }
     }
 
@@ -71,6 +74,7 @@ impl Hub {
             registry,
             presence,
             cluster: Some(cluster),
+            fan_outs: Arc::default(),
         })
     }
 
@@ -247,18 +251,27 @@ impl Hub {
         }
     }
 
-    /// Runs `job`, a fan-out into every mailbox here (O(sessions)), on tokio's blocking pool and
-    /// waits for it. The runtime has one worker per core; a flood of joins or broadcasts run
-    /// on them would hold them all (each fan-out also waits for the one before it, on the
-    /// registry's fan-out lock, which puts them in one order), and every other request would
-    /// wait behind it. Off the workers, messages, attaches and health checks go on meanwhile.
+    /// Runs `job`, a fan-out into every mailbox here (O(sessions): 20 ms at 30,000 sessions),
+    /// when no other fan-out of this hub is running, and waits for it.
+    ///
+    /// Fan-outs wait for their turn without holding a thread, then run on a runtime worker.
+    /// Waiting on the registry's fan-out lock instead, a flood of joins held every worker and
+    /// stalled every other request (`/response` p99 from 1 ms to 0.85 s at 30,000 sessions);
+    /// now at most one worker is busy fanning out. Not on the blocking pool: woken from
+    /// outside the runtime, each of thousands of streams is scheduled remotely, which cut
+    /// saturated fanout to a tenth. Spawned, so that a join whose client went away is still
+    /// announced.
     async fn fan_out<T: Send + 'static>(
         &self,
         job: impl FnOnce(&Registry, Presence) -> T + Send + 'static,
     ) -> T {
         let (registry, presence) = (self.registry.clone(), self.presence);
-        tokio::task::spawn_blocking(move || job(&registry, presence))
-            .await
-            .expect("a fan-out panicked (reported above)")
+        let turn = Arc::clone(&self.fan_outs).lock_owned();
+        tokio::spawn(async move {
+            let _turn = turn.await;
+            job(&registry, presence)
+        })
+        .await
+        .expect("a fan-out panicked (reported above)")
     }
 }

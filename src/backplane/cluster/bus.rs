@@ -13,7 +13,6 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
@@ -112,11 +111,6 @@ impl Bus {
         }
     }
 
-    /// Whether applying this message appends to every mailbox here (O(sessions)).
-    fn fans_out(&self) -> bool {
-        matches!(self.audience(), Some(Audience::All | Audience::AllBut(_)))
-    }
-
     /// Whether this message changes what `session`'s stream receives.
     pub(super) fn concerns(&self, session: SessionId) -> bool {
         self.audience().is_some_and(|a| a.includes(session))
@@ -173,8 +167,6 @@ impl Cluster {
                     }
                     self.subscribed.store(true, Ordering::Relaxed);
                     let mut messages = pubsub.on_message();
-                    let multi_thread =
-                        Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread;
                     loop {
                         let message = tokio::select! {
                             () = shutdown.cancelled() => return,
@@ -182,12 +174,8 @@ impl Cluster {
                         };
                         let Some(message) = message else { break };
                         match serde_json::from_slice::<Bus>(message.get_payload_bytes()) {
-                            // A fan-out holds this worker for as long as it takes: hand the
-                            // worker's other tasks to another thread meanwhile. Bus order
-                            // stays: this loop applies one message at a time.
-                            Ok(bus) if bus.fans_out() && multi_thread => {
-                                tokio::task::block_in_place(|| self.apply(bus));
-                            }
+                            // Inline, fan-outs included: this one task holds at most one
+                            // worker, and the others keep serving requests meanwhile.
                             Ok(bus) => self.apply(bus),
                             Err(err) => warn!(error = %err, "ignoring a malformed bus message"),
                         }
