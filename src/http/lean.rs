@@ -217,18 +217,28 @@ pub(crate) async fn serve_handed(
     cors_origins: &[String],
     write_timeout: Duration,
 ) {
-    let headers = &request.headers;
-    let find = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
-    let joined = |name: &str| joined_header(headers.get_all(name).iter().map(|v| v.as_bytes()));
-    let head = Head {
-        uri: request.uri,
-        authorization: find("authorization"),
-        last_event_id: find("last-event-id"),
-        origin: find("origin"),
-        forwarded_for: joined("x-forwarded-for"),
-        forwarded: joined("forwarded"),
+    let Some(head) = Head::copied_from(request) else {
+        return;
     };
     serve_head(stream, head, peer, context, cors_origins, write_timeout).await;
+}
+
+impl Head {
+    /// What `request` says, copied: hyper's header values and target are slices of its read
+    /// buffer (8 KiB), which a stream holding them would keep for its whole life.
+    fn copied_from(request: Parts) -> Option<Head> {
+        let headers = &request.headers;
+        let find = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
+        let joined = |name: &str| joined_header(headers.get_all(name).iter().map(|v| v.as_bytes()));
+        Some(Head {
+            uri: request.uri.path_and_query()?.as_str().parse().ok()?,
+            authorization: find("authorization"),
+            last_event_id: find("last-event-id"),
+            origin: find("origin"),
+            forwarded_for: joined("x-forwarded-for"),
+            forwarded: joined("forwarded"),
+        })
+    }
 }
 
 async fn serve_head(
