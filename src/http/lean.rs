@@ -81,7 +81,7 @@ pub(crate) fn claims(start: &[u8]) -> Option<bool> {
 }
 
 /// What the request head says, copied out so the read buffer can be freed.
-struct Head {
+pub(crate) struct Head {
     uri: Uri,
     authorization: Option<Vec<u8>>,
     last_event_id: Option<Vec<u8>>,
@@ -187,46 +187,24 @@ pub(crate) async fn refuse(stream: &mut TcpStream, response: warp::reply::Respon
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-/// Serves one `GET /events/...` connection to its end.
-pub(crate) async fn serve(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    context: Context,
-    cors_origins: &[String],
-    header_timeout: Duration,
-    write_timeout: Duration,
-) {
-    let head = match read_head(&mut stream, header_timeout).await {
-        Ok(head) => head,
+/// Reads the request head of a new `GET /events/...` connection; a head that cannot be read
+/// is answered as hyper answers it, and `None`.
+pub(crate) async fn read_request(stream: &mut TcpStream, header_timeout: Duration) -> Option<Head> {
+    match read_head(stream, header_timeout).await {
+        Ok(head) => Some(head),
         Err(refused) => {
             if let Some(status) = refused.status() {
-                refuse(&mut stream, status.into_response()).await;
+                refuse(stream, status.into_response()).await;
             }
-            return;
+            None
         }
-    };
-    serve_head(stream, head, peer, context, cors_origins, write_timeout).await;
-}
-
-/// Serves a stream asked for on a connection hyper read the request from (see `takeover`).
-pub(crate) async fn serve_handed(
-    stream: TcpStream,
-    request: Parts,
-    peer: SocketAddr,
-    context: Context,
-    cors_origins: &[String],
-    write_timeout: Duration,
-) {
-    let Some(head) = Head::copied_from(request) else {
-        return;
-    };
-    serve_head(stream, head, peer, context, cors_origins, write_timeout).await;
+    }
 }
 
 impl Head {
     /// What `request` says, copied: hyper's header values and target are slices of its read
     /// buffer (8 KiB), which a stream holding them would keep for its whole life.
-    fn copied_from(request: Parts) -> Option<Head> {
+    pub(crate) fn copied_from(request: Parts) -> Option<Head> {
         let headers = &request.headers;
         let find = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
         let joined = |name: &str| joined_header(headers.get_all(name).iter().map(|v| v.as_bytes()));
@@ -241,7 +219,9 @@ impl Head {
     }
 }
 
-async fn serve_head(
+/// Answers a stream request read from `stream` (by [`read_request`] or hyper), the stream to
+/// its end.
+pub(crate) async fn serve_head(
     mut stream: TcpStream,
     head: Head,
     peer: SocketAddr,

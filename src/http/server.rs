@@ -6,6 +6,7 @@
 //! with the query's `token` redacted, and CORS when origins are configured (none: same origin
 //! only, so no CORS headers at all).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use futures_util::FutureExt;
 use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -28,7 +29,8 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tracing::{debug, info, warn};
 use warp::Filter;
-use warp::http::{HeaderName, HeaderValue, Method, Request, header};
+use warp::http::request::Parts;
+use warp::http::{HeaderName, HeaderValue, Method, Request, Response, header};
 use warp::reply::Reply;
 
 use super::error::ApiError;
@@ -226,59 +228,32 @@ pub(crate) async fn run<F>(
                 return;
             };
             let header_timeout = header_timeout.saturating_sub(started.elapsed());
-            if lean {
-                return lean::serve(
+            let (stream, head) = if lean {
+                let mut stream = stream;
+                let Some(head) = lean::read_request(&mut stream, header_timeout).await else {
+                    return;
+                };
+                (stream, head)
+            } else {
+                // Boxed: the task holds hyper's state only until a stream takes the connection
+                // over, and a stream is then the same size whichever way it came.
+                let hyper = serve_with_hyper(
                     stream,
                     peer,
-                    context,
-                    &origins,
+                    service.as_ref(),
+                    watcher,
                     header_timeout,
                     write_timeout,
-                )
-                .await;
-            }
-            // A stream asked for on this connection is answered by `lean` (see `takeover`);
-            // every other request by hyper and the routes.
-            let (takeover, handed) = Takeover::new();
-            let routes = BoxCloneSyncService::clone(&service);
-            let service =
-                TowerToHyperService::new(tower::service_fn(move |request: Request<Incoming>| {
-                    match takeover.take(request) {
-                        Some(mut request) => {
-                            request.extensions_mut().insert(PeerAddr(peer));
-                            Either::Left(routes.clone().oneshot(request))
-                        }
-                        // The connection is dropped before this would ever answer.
-                        None => Either::Right(std::future::pending()),
-                    }
-                }));
-            let socket = Arc::new(stream);
-            // A client that stops reading (a stalled stream, or a large answer it never
-            // takes) holds its connection only until the socket has accepted nothing for
-            // `write_timeout`, as on the stream path. Reads get no deadline here: a stream's
-            // client rightly sends nothing for hours, and the head has hyper's own.
-            let mut io = TimeoutStream::new(SharedSocket(Arc::clone(&socket)));
-            io.set_write_timeout(Some(write_timeout));
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                // hyper's default lets a connection queue ~400 KiB of response before it
-                // stops pulling the body; with thousands of streams that is unbounded in
-                // practice. At the minimum, a slow reader stops pulling at once and its
-                // events wait in its bounded mailbox, where overflow is counted as `lagged`.
-                .max_buf_size(MAX_BUF)
-                .serve_connection(TokioIo::new(Box::pin(io)), service);
-            // Boxed: the task holds it only until a stream takes the connection over.
-            let mut connection = Box::pin(watcher.watch(connection));
-            let head = tokio::select! {
-                _ = &mut connection => return,
-                Ok(head) = handed => head,
+                );
+                let Some((stream, request)) = Box::pin(hyper).await else {
+                    return;
+                };
+                let Some(head) = lean::Head::copied_from(request) else {
+                    return;
+                };
+                (stream, head)
             };
-            drop(connection);
-            let Ok(stream) = Arc::try_unwrap(socket) else {
-                return;
-            };
-            lean::serve_handed(stream, head, peer, context, &origins, write_timeout).await;
+            lean::serve_head(stream, head, peer, context, &origins, write_timeout).await;
         }
     };
     tokio::select! {
@@ -300,6 +275,56 @@ pub(crate) async fn run<F>(
     {
         warn!("connections still open after the shutdown grace period; leaving them");
     }
+}
+
+/// Serves `stream` with hyper and the routes until it closes, or until its client asks for a
+/// stream: then the socket and that request, for `lean` to answer (see `takeover`).
+async fn serve_with_hyper<B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    routes: &BoxCloneSyncService<Request<Incoming>, Response<B>, Infallible>,
+    watcher: Watcher,
+    header_timeout: Duration,
+    write_timeout: Duration,
+) -> Option<(TcpStream, Parts)>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (takeover, handed) = Takeover::new();
+    let routes = BoxCloneSyncService::clone(routes);
+    let service = TowerToHyperService::new(tower::service_fn(move |request: Request<Incoming>| {
+        match takeover.take(request) {
+            Some(mut request) => {
+                request.extensions_mut().insert(PeerAddr(peer));
+                Either::Left(routes.clone().oneshot(request))
+            }
+            // The connection is dropped before this would ever answer.
+            None => Either::Right(std::future::pending()),
+        }
+    }));
+    let socket = Arc::new(stream);
+    // A client that stops reading (a large answer it never takes) holds its connection only
+    // until the socket has accepted nothing for `write_timeout`, as on the stream path. Reads
+    // get no deadline here beyond hyper's own for a head.
+    let mut io = TimeoutStream::new(SharedSocket(Arc::clone(&socket)));
+    io.set_write_timeout(Some(write_timeout));
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        // hyper's default lets a connection queue ~400 KiB of response before it stops
+        // pulling the body. At the minimum, a slow reader stops pulling at once.
+        .max_buf_size(MAX_BUF)
+        .serve_connection(TokioIo::new(Box::pin(io)), service);
+    let connection = watcher.watch(connection);
+    let request = tokio::select! {
+        _ = connection => return None,
+        Ok(request) = handed => request,
+    };
+    // hyper's connection is gone (dropped when the select ended): the socket is ours alone.
+    let stream = Arc::try_unwrap(socket).ok()?;
+    Some((stream, request))
 }
 
 /// Whether a new connection starts with `GET /events/` (see `lean`). Requests arrive in one
