@@ -16,7 +16,8 @@
 //!
 //! A head it cannot read is answered as hyper answers it (400, or 431 past 8 KiB or 100 header
 //! lines) and the connection closed. Everything else (every other route, and a head split
-//! before its first bytes decide) goes to hyper.
+//! before its first bytes decide) goes to hyper, which hands the connection back here when a
+//! stream is asked for on it later (`takeover`): every stream is served by [`serve_head`].
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;

@@ -1,6 +1,7 @@
-//! The accept loop: tower-http layers around the warp filter, the connection budget, the hand-off
-//! of `GET /events/` connections to [`lean`], and the graceful drain. Kept in one place because
-//! warp's own `serve` cannot take tower layers.
+//! The accept loop: tower-http layers around the warp filter, the connection budget and each
+//! address's share of it, the hand-off of streams to [`lean`] (on a new connection, or from
+//! hyper's through [`takeover`](super::takeover)), and the graceful drain. Kept in one place
+//! because warp's own `serve` cannot take tower layers.
 //!
 //! Layers, outermost first: mark `Authorization` sensitive (never printed), trace each request
 //! with the query's `token` redacted, and CORS when origins are configured (none: same origin
