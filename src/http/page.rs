@@ -37,7 +37,18 @@ pub fn files(dir: Option<PathBuf>) -> BoxedFilter<(Response,)> {
         usable
     });
     let files = match dir {
-        Some(dir) => warp::fs::dir(dir).map(Reply::into_response).boxed(),
+        Some(dir) => warp::path::peek()
+            .and(warp::fs::dir(dir))
+            .map(|path: warp::path::Peek, file: warp::fs::File| {
+                let mut response = file.into_response();
+                if let Some(mime) = content_type(path.as_str()) {
+                    response
+                        .headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static(mime));
+                }
+                response
+            })
+            .boxed(),
         None => warp::path::tail()
             .and(warp::header::optional::<String>(IF_NONE_MATCH.as_str()))
             .and_then(
@@ -51,6 +62,13 @@ pub fn files(dir: Option<PathBuf>) -> BoxedFilter<(Response,)> {
     filters::get_or_not_found().and(files).boxed()
 }
 
+/// The content type of `path` where guessing by extension gets it wrong: `.ts` is an MPEG
+/// transport stream to `mime_guess`, but here it is `switchboard.d.ts`, TypeScript.
+fn content_type(path: &str) -> Option<&'static str> {
+    path.ends_with(".ts")
+        .then_some("application/typescript; charset=utf-8")
+}
+
 /// The built-in file at `path` (`""` is `index.html`), or `304` when `if_none_match` already
 /// names its version; `None` when there is no such file.
 fn builtin(path: &str, if_none_match: Option<&str>) -> Option<Response> {
@@ -62,7 +80,8 @@ fn builtin(path: &str, if_none_match: Option<&str>) -> Option<Response> {
             StatusCode::NOT_MODIFIED.into_response()
         } else {
             let mut response = Response::new(file.data.into_owned().into());
-            if let Ok(mime) = HeaderValue::from_str(file.metadata.mimetype()) {
+            let mime = content_type(path).unwrap_or(file.metadata.mimetype());
+            if let Ok(mime) = HeaderValue::from_str(mime) {
                 response.headers_mut().insert(CONTENT_TYPE, mime);
             }
             response

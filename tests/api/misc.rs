@@ -226,6 +226,29 @@ async fn root_serves_the_web_client_from_public_dir() {
 }
 
 #[tokio::test]
+async fn the_client_module_and_its_types_have_their_content_types() {
+    // Built in, and from a directory: `.ts` is not a video here.
+    let built_in = spawn_app(Config {
+        public_dir: None,
+        ..test_config()
+    })
+    .await;
+    let from_dir = spawn_app(test_config()).await;
+    for app in [built_in, from_dir] {
+        for (path, expected) in [
+            ("/switchboard.js", "text/javascript"),
+            ("/switchboard/client.js", "text/javascript"),
+            ("/switchboard.d.ts", "application/typescript"),
+        ] {
+            let response = app.get(path).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let content_type = response.headers()["content-type"].to_str().unwrap();
+            assert!(content_type.starts_with(expected), "{path}: {content_type}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn static_files_come_from_the_configured_directory_only() {
     let dir = std::env::temp_dir().join(format!("switchboard-api-static-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
