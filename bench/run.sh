@@ -11,8 +11,10 @@
 #   1. installs nginx + libnginx-mod-nchan from Debian when missing (apt-get update first);
 #   2. builds the release binaries (switchboard, switchboard-load);
 #   3. for each round, for each target (the order alternates between rounds): starts the
-#      server fresh on loopback, measures idle memory with IDLE_N streams, then the fanout
-#      workloads, and stops the server it started, by pid;
+#      server fresh on loopback, measures idle memory with IDLE_N streams (switchboard also
+#      `idle-N-shared`: on a fresh server again, each stream's POST /helo and GET /events on
+#      one keep-alive connection, as a browser sends them), then the fanout workloads, and
+#      stops the server it started, by pid;
 #   4. prints medians and switchboard/nchan ratios (`switchboard-load report`) and keeps every
 #      raw result under target/bench-results/<UTC time>/ (results.jsonl, report.md, logs,
 #      machine.txt; set OUT to choose). bench/results/ holds the runs BENCHMARKS.md quotes.
@@ -179,6 +181,13 @@ comparison_round() {
     if [[ $target == nchan ]]; then start_nchan; else start_switchboard false; fi
     # Idle memory first, on the fresh server.
     load "$target" "idle-${IDLE_N}" idle --streams "$IDLE_N" --settle 3 --hold 5
+    if [[ $target == switchboard ]]; then
+        # As a browser connects: helo, then the stream on the same connection (nchan has no
+        # helo). A fresh server again, so both idle rows start from the same memory.
+        stop_server
+        start_switchboard false
+        load "$target" "idle-${IDLE_N}-shared" idle --shared-connection --streams "$IDLE_N" --settle 3 --hold 5
+    fi
     # Saturated: two publishing connections (nchan answers a publish only after delivering it,
     # so a lone sequential publisher could be what limits it; 1, 2, 4 and 8 gave nchan the same
     # rate here). The window keeps every stream within 64 broadcasts of the newest.

@@ -57,6 +57,7 @@ run fanout --streams 100 --broadcasts 50
 run fanout --streams 100 --broadcasts 5 --rate 10
 run direct --pairs 10 --rate 500 --duration 3
 run idle --streams 200 --settle 1 --hold 1
+run idle --streams 200 --settle 1 --hold 1 --shared-connection
 
 echo "smoke: $passed passed, $failed failed"
 [[ $failed == 0 ]]

@@ -303,10 +303,30 @@ pub struct SseStart {
 /// # Errors
 /// I/O errors, or a status other than 200 (the error text carries the status and body start).
 pub async fn open_sse(ep: &Endpoint, src: Option<Ipv4Addr>, path: &str) -> io::Result<SseStart> {
-    let mut stream = connect(ep, src).await?;
+    sse_on(connect(ep, src).await?, &ep.host, path).await
+}
+
+impl HttpConn {
+    /// Sends `GET path` as an SSE request on this same keep-alive connection, as a browser's
+    /// EventSource does after a `fetch`, and reads the response head (see [`open_sse`]).
+    ///
+    /// # Errors
+    /// The server closed the connection after its last response, or sent more than it; else
+    /// as [`open_sse`].
+    pub async fn into_sse(self, path: &str) -> io::Result<SseStart> {
+        if self.closed {
+            return Err(bad("server closed the connection after its response"));
+        }
+        if !self.buf.is_empty() {
+            return Err(bad("unexpected bytes after the previous response"));
+        }
+        sse_on(self.stream, &self.host, path).await
+    }
+}
+
+async fn sse_on(mut stream: TcpStream, host: &str, path: &str) -> io::Result<SseStart> {
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
-        ep.host
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
     );
     stream.write_all(req.as_bytes()).await?;
     let mut buf = Vec::with_capacity(1024);
@@ -398,5 +418,55 @@ mod tests {
         assert_eq!(body, b"abcde");
         assert_eq!(&b[used..], b"NEXT");
         assert!(dechunk(&b[..b.len() - 6]).unwrap().is_none());
+    }
+
+    /// Reads a request from `s`: everything until the bytes read end with `end`.
+    async fn read_until(s: &mut TcpStream, end: &[u8]) -> String {
+        let mut buf = Vec::new();
+        while !buf.ends_with(end) {
+            let mut tmp = [0u8; 1024];
+            let n = s.read(&mut tmp).await.unwrap();
+            assert!(n > 0, "client closed");
+            buf.extend_from_slice(&tmp[..n]);
+        }
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[tokio::test]
+    async fn helo_then_sse_on_one_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ep = Endpoint::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let helo = read_until(&mut s, b"\r\n\r\n{}").await;
+            assert!(helo.starts_with("POST /helo HTTP/1.1\r\n"), "{helo}");
+            assert!(!helo.to_ascii_lowercase().contains("connection: close"));
+            let body = br#"{"id":"a","token":"t"}"#;
+            let head = format!(
+                "HTTP/1.1 201 Created\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(body).await.unwrap();
+            let get = read_until(&mut s, b"\r\n\r\n").await;
+            assert!(
+                get.starts_with("GET /events/a?token=t HTTP/1.1\r\n"),
+                "{get}"
+            );
+            let sse = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+            s.write_all(sse.as_bytes()).await.unwrap();
+        });
+        let mut conn = HttpConn::open(&ep, None).await.unwrap();
+        let r = conn
+            .request("POST", "/helo", None, Some(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, &r.body[..]),
+            (201, &br#"{"id":"a","token":"t"}"#[..])
+        );
+        let start = conn.into_sse("/events/a?token=t").await.unwrap();
+        assert!(start.chunked);
+        server.await.unwrap();
     }
 }

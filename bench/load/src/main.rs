@@ -127,6 +127,13 @@ enum Mode {
         /// Further seconds to hold the streams (any stream closed meanwhile fails the run).
         #[arg(long, default_value_t = 5)]
         hold: u64,
+        /// Open each stream as a browser does: `POST /helo`, then `GET /events/…` on the same
+        /// keep-alive connection (by default all sessions register first, over a few pooled
+        /// connections, and each stream gets a new connection). The helo calls then count in
+        /// `attach_s` and `register_s` is 0. Default label `idle-shared`. switchboard only:
+        /// refused with `--target nchan`, which has no POST /helo.
+        #[arg(long)]
+        shared_connection: bool,
     },
     /// N streams, M broadcasts: deliveries/s, delivery latency, events lost.
     Fanout {
@@ -276,10 +283,12 @@ fn run(o: &Opts, mode: Mode) -> i32 {
                     streams,
                     settle,
                     hold,
+                    shared_connection,
                 } => {
                     coord::idle(
                         &c,
                         streams,
+                        shared_connection,
                         Duration::from_secs(settle),
                         Duration::from_secs(hold),
                     )

@@ -45,8 +45,10 @@ pub struct Job {
 /// What a worker does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Work {
-    /// Hold `count` streams (idle and fanout modes).
-    Streams { count: usize },
+    /// Hold `count` streams (idle and fanout modes). `shared`: each stream's session is
+    /// registered on the stream's own keep-alive connection, just before its `GET /events`
+    /// (as a browser does), instead of all of them over the control pool before `attach`.
+    Streams { count: usize, shared: bool },
     /// `pairs` sender→receiver pairs posting `/response` at `rate`/s in all (0: back to back).
     Direct {
         pairs: usize,

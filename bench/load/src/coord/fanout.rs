@@ -61,6 +61,7 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
     let progress_ms = if a.rate > 0.0 { 200 } else { 10 };
     let jobs = jobs(c, a.streams, workers, progress_ms, |n| Work::Streams {
         count: n,
+        shared: false,
     });
     let (mut w, ph) = start_streams(c, &mut out, jobs, a.streams, &mut prog).await?;
     out.metric("attached", ph.attached as f64);

@@ -8,30 +8,44 @@ use super::Common;
 use super::measure::*;
 use super::workers::*;
 use crate::outcome::{Outcome, Progress};
-use crate::proto::{Report, Work};
+use crate::proto::{Report, Target, Work};
 
-/// `idle`: hold `streams` streams; server memory before, after and per stream.
+/// `idle`: hold `streams` streams; server memory before, after and per stream. `shared`: each
+/// stream's helo goes first on the stream's own connection (switchboard only).
 pub async fn idle(
     c: &Common,
     streams: usize,
+    shared: bool,
     settle: Duration,
     hold: Duration,
 ) -> Result<Outcome, String> {
-    let mut out = Outcome::new("idle", &c.target_name, &c.label);
+    if shared && !matches!(c.target, Target::Switchboard { .. }) {
+        return Err("--shared-connection needs switchboard's POST /helo; nchan has none".into());
+    }
+    let label = match (c.label.as_str(), shared) {
+        ("", true) => "idle-shared",
+        (l, _) => l,
+    };
+    let mut out = Outcome::new("idle", &c.target_name, label);
     let mut prog = Progress::new();
     let workers = worker_count(c, streams);
     out.param("streams", streams);
     out.param("workers", workers);
+    out.param("shared_connection", shared);
     target_param(c, &mut out);
     let mem0 = memory(c);
     let win = Window::start(c);
-    let jobs = jobs(c, streams, workers, 500, |n| Work::Streams { count: n });
+    let jobs = jobs(c, streams, workers, 500, |n| Work::Streams {
+        count: n,
+        shared,
+    });
     let (mut w, ph) = start_streams(c, &mut out, jobs, streams, &mut prog).await?;
     w.send("go").await;
     let reg = ph.helo_s + ph.attach_s;
     out.metric("attached", ph.attached as f64);
     out.metric("attach_failed", ph.failed as f64);
-    out.metric("register_s", ph.helo_s);
+    // Shared: the helo calls are part of attach_s (ph.helo_s is only the workers' start-up).
+    out.metric("register_s", if shared { 0.0 } else { ph.helo_s });
     out.metric("attach_s", ph.attach_s);
     out.metric("connect_per_s", ph.attached as f64 / reg.max(1e-6));
     // Let the server settle, then read memory; hold and read again.

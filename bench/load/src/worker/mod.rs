@@ -8,9 +8,11 @@
 //! - [`state`]: what the worker's tasks share, and the reports it writes.
 //! - [`control`]: registering and deleting sessions over a pool of keep-alive connections.
 //! - [`stream`]: attaching SSE streams and counting what they deliver.
+//! - [`shared`]: a stream opened as a browser opens it, helo first on the same connection.
 //! - [`traffic`]: the traffic a worker makes itself, in the `direct` and `churn` modes.
 
 mod control;
+mod shared;
 mod state;
 mod stream;
 mod traffic;
@@ -79,7 +81,7 @@ async fn run() {
     });
 
     let count = match job.work {
-        Work::Streams { count } => count,
+        Work::Streams { count, .. } => count,
         Work::Direct { pairs, .. } => pairs * 2,
         Work::Churn { .. } => 0,
     };
@@ -100,19 +102,32 @@ async fn run() {
     });
 
     match (&job.target, &job.work) {
-        (Target::Switchboard { base, .. }, Work::Streams { count }) => {
+        (
+            Target::Switchboard { base, .. },
+            Work::Streams {
+                count,
+                shared: false,
+            },
+        ) => {
             helo_all(&st, base, *count).await;
             expect(&mut cmds, "attach").await;
-            let paths = st
+            let opens = st
                 .sessions
                 .borrow()
                 .iter()
                 .flatten()
-                .map(events_path)
+                .map(|s| Open::Get(events_path(s)))
                 .collect();
-            attach_all(&st, base, paths, true).await;
+            attach_all(&st, base, opens, true).await;
         }
-        (Target::Nchan { sub }, Work::Streams { count }) => {
+        (
+            Target::Switchboard { base, .. },
+            Work::Streams {
+                count,
+                shared: true,
+            },
+        ) => {
+            // Each stream registers its session on its own connection, during attach.
             emit(&Report::Heloed {
                 ok: *count,
                 failed: 0,
@@ -120,7 +135,18 @@ async fn run() {
                 error: None,
             });
             expect(&mut cmds, "attach").await;
-            attach_all(&st, sub, vec![sub.path.clone(); *count], false).await;
+            st.sessions.replace(vec![None; *count]);
+            attach_all(&st, base, vec![Open::Helo; *count], true).await;
+        }
+        (Target::Nchan { sub }, Work::Streams { count, .. }) => {
+            emit(&Report::Heloed {
+                ok: *count,
+                failed: 0,
+                secs: 0.0,
+                error: None,
+            });
+            expect(&mut cmds, "attach").await;
+            attach_all(&st, sub, vec![Open::Get(sub.path.clone()); *count], false).await;
         }
         (Target::Switchboard { base, .. }, Work::Direct { pairs, .. }) => {
             helo_all(&st, base, pairs * 2).await;
@@ -135,7 +161,7 @@ async fn run() {
                 .map(events_path)
                 .collect();
             paths.extend(sessions.iter().step_by(2).flatten().map(events_path));
-            attach_all(&st, base, paths, true).await;
+            attach_all(&st, base, paths.into_iter().map(Open::Get).collect(), true).await;
         }
         (Target::Switchboard { .. }, Work::Churn { .. }) => {
             emit(&Report::Heloed {

@@ -9,8 +9,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
+use super::shared::helo_then_events;
 use super::state::*;
-use crate::http::{self, Endpoint};
+use crate::http::{self, Endpoint, SseStart};
 use crate::proto::{Report, source_ip};
 use crate::sse::{EventKind, SseDecoder, json_u64, stamp};
 use crate::sys;
@@ -36,7 +37,11 @@ impl Stream {
         src: Ipv4Addr,
         wait_ready: bool,
     ) -> std::io::Result<Self> {
-        let start = http::open_sse(ep, Some(src), path).await?;
+        Self::start(st, http::open_sse(ep, Some(src), path).await?, wait_ready).await
+    }
+
+    /// Takes over a stream whose response head was read; for switchboard, waits for `ready`.
+    async fn start(st: &State, start: SseStart, wait_ready: bool) -> std::io::Result<Self> {
         let mut s = Stream {
             sock: start.stream,
             dec: SseDecoder::new(start.chunked),
@@ -143,30 +148,47 @@ pub(super) fn events_path(s: &Session) -> String {
     format!("/events/{}?token={}", pct(&s.id), pct(&s.token))
 }
 
-/// Attaches one stream per entry of `paths`, `slot` = index; reports `Attached` when all are
+/// How a stream's connection begins.
+#[derive(Debug, Clone)]
+pub(super) enum Open {
+    /// `GET path` on a new connection.
+    Get(String),
+    /// As a browser: `POST /helo`, then `GET /events/…` on the same keep-alive connection; the
+    /// session goes to the stream's slot of `State::sessions`.
+    Helo,
+}
+
+impl Open {
+    /// What errors name: the path without its query, which holds the session's token.
+    fn shown(&self) -> String {
+        match self {
+            Open::Get(path) => path.split('?').next().unwrap_or_default().to_string(),
+            Open::Helo => "/helo + /events".to_string(),
+        }
+    }
+}
+
+/// Opens one stream per entry of `opens`, `slot` = index; reports `Attached` when all are
 /// attached or failed. Streams then keep reading until the process exits.
-pub(super) async fn attach_all(
-    st: &Rc<State>,
-    ep: &Endpoint,
-    paths: Vec<String>,
-    wait_ready: bool,
-) {
+pub(super) async fn attach_all(st: &Rc<State>, ep: &Endpoint, opens: Vec<Open>, wait_ready: bool) {
     let t0 = Instant::now();
-    st.attach_expected.set(paths.len());
+    st.attach_expected.set(opens.len());
     let sem = Rc::new(Semaphore::new(st.job.connect_concurrency.max(1)));
     let attach_timeout = Duration::from_millis(st.job.attach_timeout_ms);
-    let total = paths.len();
-    for (i, path) in paths.into_iter().enumerate() {
+    let total = opens.len();
+    for (i, open) in opens.into_iter().enumerate() {
         let (st, sem, ep) = (st.clone(), sem.clone(), ep.clone());
-        // Errors name the path without its query: it holds the session's token.
-        let shown = path.split('?').next().unwrap_or_default().to_string();
+        let shown = open.shown();
         let src = source_ip(st.job.first + i, st.job.conns_per_ip);
         tokio::task::spawn_local(async move {
             let permit = sem.acquire().await;
-            let r = timeout(
-                attach_timeout,
-                Stream::attach(&st, &ep, &path, src, wait_ready),
-            )
+            let r = timeout(attach_timeout, async {
+                let start = match &open {
+                    Open::Get(path) => http::open_sse(&ep, Some(src), path).await?,
+                    Open::Helo => helo_then_events(&st, &ep, i, src).await?,
+                };
+                Stream::start(&st, start, wait_ready).await
+            })
             .await;
             drop(permit);
             let mut s = match r {
