@@ -27,8 +27,8 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::TraceLayer;
-use tracing::{debug, info, warn};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::{Level, debug, info, warn};
 use warp::Filter;
 use warp::http::request::Parts;
 use warp::http::{HeaderName, HeaderValue, Method, Request, Response, header};
@@ -187,9 +187,14 @@ pub(crate) async fn run<F>(
         .layer(BoxCloneSyncService::layer())
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<Incoming>| {
-                tracing::debug_span!("http", method = %request.method(), uri = %redact(request.uri()))
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<Incoming>| {
+                    tracing::debug_span!("http", method = %request.method(), uri = %redact(request.uri()))
+                })
+                // A 5xx here is a refusal (a full server, a backplane outage, each logged
+                // where it is decided) or a fault logged where it happened: not an ERROR
+                // line of its own for every refused request.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .option_layer(cors(&options.cors_origins))
         .map_future(move |answer| async move {

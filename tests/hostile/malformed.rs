@@ -14,6 +14,30 @@ use crate::server::*;
 use crate::support::{self};
 
 #[tokio::test]
+async fn a_full_server_refuses_without_error_lines() {
+    // A refusal is the server working as configured, not a fault of it.
+    let server = start(&["--max-sessions", "1"]).await;
+    let ann = helo(&server, "ann").await.unwrap();
+    let body = r#"{"name":"bob"}"#;
+    let request = format!(
+        "POST /helo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, body) = raw(&server, request.as_bytes()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("session_limit"), "{body}");
+    // A line logged after the refusal: whatever the refusal logged came before it.
+    let leave = format!(
+        "DELETE /session HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
+        ann["token"].as_str().unwrap()
+    );
+    assert_eq!(raw(&server, leave.as_bytes()).await.0, 204);
+    assert!(logged(&server, &["leave"]).await);
+    let log = server.log();
+    assert!(!log.iter().any(|l| l.contains("ERROR")), "{log:#?}");
+}
+
+#[tokio::test]
 async fn header_bytes_that_are_not_text_are_client_errors_not_500() {
     let server = start(&[]).await;
     let ann = helo(&server, "ann").await.unwrap();
