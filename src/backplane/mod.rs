@@ -259,7 +259,7 @@ impl Hub {
     /// stalled every other request (`/response` p99 from 1 ms to 0.85 s at 30,000 sessions);
     /// now at most one worker is busy fanning out. Not on the blocking pool: woken from
     /// outside the runtime, each of thousands of streams is scheduled remotely, which cut
-    /// saturated fanout to a tenth. Spawned, so that a join whose client went away is still
+    /// saturated fanout to a fifth. Spawned, so that a join whose client went away is still
     /// announced.
     async fn fan_out<T: Send + 'static>(
         &self,
