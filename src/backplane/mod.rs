@@ -22,6 +22,7 @@ mod tests;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::AddressGuard;
@@ -236,17 +237,12 @@ impl Hub {
     /// Tells the others about sessions the reaper removed here.
     pub(crate) fn expired(&self, peers: Vec<Peer>) {
         match &self.cluster {
-            None => {
-                let hub = self.clone();
-                tokio::spawn(async move {
-                    hub.fan_out(move |registry, presence| {
-                        for peer in &peers {
-                            presence.left(registry, peer, None);
-                        }
-                    })
-                    .await;
-                });
-            }
+            // Not awaited: the reaper goes on; the announcement runs in its turn.
+            None => drop(self.spawn_fan_out(move |registry, presence| {
+                for peer in &peers {
+                    presence.left(registry, peer, None);
+                }
+            })),
             Some(cluster) => cluster.expired(peers),
         }
     }
@@ -265,13 +261,21 @@ impl Hub {
         &self,
         job: impl FnOnce(&Registry, Presence) -> T + Send + 'static,
     ) -> T {
+        self.spawn_fan_out(job)
+            .await
+            .expect("a fan-out panicked (reported above)")
+    }
+
+    /// Starts `job` in its turn (see [`Hub::fan_out`]) without waiting for it.
+    fn spawn_fan_out<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Registry, Presence) -> T + Send + 'static,
+    ) -> JoinHandle<T> {
         let (registry, presence) = (self.registry.clone(), self.presence);
         let turn = Arc::clone(&self.fan_outs).lock_owned();
         tokio::spawn(async move {
             let _turn = turn.await;
             job(&registry, presence)
         })
-        .await
-        .expect("a fan-out panicked (reported above)")
     }
 }

@@ -62,7 +62,6 @@ impl Presence {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use super::*;
     use crate::limits::AddressGuard;
@@ -70,14 +69,7 @@ mod tests {
     use crate::registry::{DisplayName, Pull, Settings};
 
     fn registry() -> Registry {
-        let settings = Settings {
-            mailbox_size: 8,
-            mailbox_bytes: usize::MAX,
-            max_sessions: 10,
-            max_streams: 10,
-            session_ttl: Duration::from_secs(30),
-        };
-        Registry::new(settings, Arc::new(Metrics::default()))
+        Registry::new(Settings::small(), Arc::new(Metrics::default()))
     }
 
     fn names(subscription: &mut Subscription) -> Vec<&'static str> {

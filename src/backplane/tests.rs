@@ -11,11 +11,8 @@ use crate::registry::{DisplayName, Settings};
 
 fn hub() -> Hub {
     let settings = Settings {
-        mailbox_size: 8,
-        mailbox_bytes: usize::MAX,
         max_sessions: 100,
-        max_streams: 10,
-        session_ttl: Duration::from_secs(30),
+        ..Settings::small()
     };
     Hub::local(Registry::new(settings, Arc::new(Metrics::default())), true)
 }

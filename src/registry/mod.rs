@@ -101,6 +101,21 @@ pub struct Settings {
     pub session_ttl: Duration,
 }
 
+#[cfg(test)]
+impl Settings {
+    /// Small sizes for tests: 8-event mailboxes without a byte budget, 10 sessions and
+    /// streams, a 30 s TTL; override what a test is about.
+    pub(crate) fn small() -> Self {
+        Settings {
+            mailbox_size: 8,
+            mailbox_bytes: usize::MAX,
+            max_sessions: 10,
+            max_streams: 10,
+            session_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
 /// What an operator asks first: how many sessions and streams, and the stream limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stats {

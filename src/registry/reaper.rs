@@ -43,11 +43,8 @@ mod tests {
     fn registry(ttl: Duration) -> Registry {
         Registry::new(
             Settings {
-                mailbox_size: 8,
-                mailbox_bytes: usize::MAX,
-                max_sessions: 10,
-                max_streams: 10,
                 session_ttl: ttl,
+                ..Settings::small()
             },
             Arc::new(Metrics::default()),
         )

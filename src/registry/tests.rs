@@ -15,10 +15,10 @@ fn registry(mailbox_size: usize, max_sessions: usize, max_streams: usize) -> Reg
     Registry::new(
         Settings {
             mailbox_size,
-            mailbox_bytes: usize::MAX,
             max_sessions,
             max_streams,
             session_ttl: TTL,
+            ..Settings::small()
         },
         Arc::new(Metrics::default()),
     )

@@ -150,8 +150,9 @@ pub(crate) async fn read_response(stream: &mut TcpStream) -> (u16, String) {
     (status, body)
 }
 
-/// Reads from a stream until `needle` has been seen; `None` on close or after [`WAIT`].
-pub(crate) async fn read_until(stream: &mut TcpStream, needle: &str) -> Option<()> {
+/// Reads from a stream until `needle` has been seen; everything read, or `None` on close or
+/// after [`WAIT`].
+pub(crate) async fn read_until(stream: &mut TcpStream, needle: &str) -> Option<String> {
     let mut seen = Vec::new();
     let read = async {
         let mut chunk = [0u8; 4096];
@@ -161,8 +162,9 @@ pub(crate) async fn read_until(stream: &mut TcpStream, needle: &str) -> Option<(
                 return None;
             }
             seen.extend_from_slice(&chunk[..n]);
-            if String::from_utf8_lossy(&seen).contains(needle) {
-                return Some(());
+            let text = String::from_utf8_lossy(&seen);
+            if text.contains(needle) {
+                return Some(text.into_owned());
             }
         }
     };
@@ -193,15 +195,20 @@ pub(crate) async fn broadcast(server: &Endpoint, token: &str, message: &str) -> 
     raw(server, request.as_bytes()).await.0
 }
 
-/// A stream whose client reads only up to `ready` and then nothing: its receive buffer is
-/// as small as the kernel allows, so the server's writes stall almost at once.
-pub(crate) async fn stalled_stream(server: &Endpoint, session: &Value) -> TcpStream {
+/// A connection whose receive buffer is as small as the kernel allows: a client that stops
+/// reading stalls the server's writes almost at once.
+pub(crate) async fn small_receiver(server: &Endpoint) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = timeout(WAIT, socket.connect(server.authority().parse().unwrap()))
+    timeout(WAIT, socket.connect(server.authority().parse().unwrap()))
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+}
+
+/// A stream whose client reads only up to `ready` and then nothing (see [`small_receiver`]).
+pub(crate) async fn stalled_stream(server: &Endpoint, session: &Value) -> TcpStream {
+    let mut stream = small_receiver(server).await;
     let request = format!(
         "GET /events/{}?token={} HTTP/1.1\r\nhost: x\r\n\r\n",
         session["id"].as_str().unwrap(),

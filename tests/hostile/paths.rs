@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::client::{raw, read_response};
+use crate::client::{raw, read_response, read_until, small_receiver};
 use crate::server::WAIT;
 use crate::support::Instance;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,12 +89,7 @@ async fn a_stream_after_another_request_that_reads_nothing_is_closed_after_the_w
     let ann = server.helo("ann").await;
     let bob = server.helo("bob").await;
     // A stream after another request on the same connection, handed over by hyper.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket
-        .connect(server.authority().parse().unwrap())
-        .await
-        .unwrap();
+    let mut stalled = small_receiver(&server).await;
     stalled
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
@@ -161,7 +156,7 @@ async fn a_stream_that_follows_a_join_on_its_connection_is_served_by_the_stream_
         ann["token"].as_str().unwrap()
     );
     browser.write_all(events.as_bytes()).await.unwrap();
-    let seen = read_until(&mut browser, "event: ready").await;
+    let seen = read_until(&mut browser, "event: ready").await.unwrap();
     // The stream path's framing: close-delimited, never hyper's chunked encoding.
     let head = seen.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{head}");
@@ -171,21 +166,8 @@ async fn a_stream_that_follows_a_join_on_its_connection_is_served_by_the_stream_
         .post_response(&bob, ann["id"].as_str().unwrap(), "hi")
         .await;
     assert_eq!(to_ann.status(), 202);
-    let seen = read_until(&mut browser, "event: client_response").await;
+    let seen = read_until(&mut browser, "event: client_response")
+        .await
+        .unwrap();
     assert!(seen.contains(r#""message":"hi""#), "{seen}");
-}
-
-/// Reads until `needle` has arrived; everything read. Fails the test after [`WAIT`].
-async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
-    let mut seen = Vec::new();
-    let read = async {
-        let mut chunk = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains(needle) {
-            let n = stream.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "closed before {needle}");
-            seen.extend_from_slice(&chunk[..n]);
-        }
-    };
-    timeout(WAIT, read).await.expect(needle);
-    String::from_utf8_lossy(&seen).into_owned()
 }

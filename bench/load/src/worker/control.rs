@@ -154,6 +154,17 @@ pub(super) async fn helo_all(st: &Rc<State>, base: &Endpoint, count: usize) {
     });
 }
 
+/// Reports `Heloed` for `count` streams whose sessions are not registered here: nchan has
+/// none, a shared-connection stream registers its own while attaching, churn joins in its loop.
+pub(super) fn skip_helo(count: usize) {
+    emit(&Report::Heloed {
+        ok: count,
+        failed: 0,
+        secs: 0.0,
+        error: None,
+    });
+}
+
 /// Deletes every registered session; reports `Cleaned`.
 pub(super) async fn cleanup(st: &Rc<State>, base: &Endpoint) {
     let t0 = Instant::now();
