@@ -89,6 +89,12 @@ impl Hub {
         self.registry.stats()
     }
 
+    /// Ends this instance's streams for a shutdown, each after writing what it holds; the
+    /// sessions stay (see `Registry::close_streams`).
+    pub(crate) fn close_streams(&self) {
+        self.registry.close_streams();
+    }
+
     /// Registers a session and announces it to the others.
     ///
     /// # Errors

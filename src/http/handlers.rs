@@ -109,7 +109,6 @@ pub(crate) async fn events(
         place,
         subscription,
         context.stream.clone(),
-        context.shutdown.clone(),
         context.hub.metrics().clone(),
     ))
 }

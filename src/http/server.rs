@@ -162,8 +162,8 @@ impl Listener {
 }
 
 /// Serves `filter` on `listener` (and `GET /events/` connections through [`lean`] with
-/// `context`) until `shutdown` resolves, then cancels `context.shutdown` (every SSE stream and
-/// background task watches it) and drains open connections for at most the grace period.
+/// `context`) until `shutdown` resolves, then cancels `context.shutdown` (background tasks watch
+/// it), closes every stream (`Hub::close_streams`) and drains open connections for at most the grace period.
 pub(crate) async fn run<F>(
     listener: TcpListener,
     filter: F,
@@ -270,6 +270,7 @@ pub(crate) async fn run<F>(
     let Listener { tracker, .. } = listener;
     info!("shutting down: listener closed, closing streams");
     context.shutdown.cancel();
+    context.hub.close_streams();
     tracker.close();
     let drained = async {
         graceful.shutdown().await;

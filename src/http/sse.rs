@@ -5,11 +5,17 @@
 //! It ends on takeover, removal or shutdown; on shutdown each stream waits a random part of the
 //! drain window first, so thousands of clients do not reconnect in the same millisecond.
 //!
-//! Each event's `event:`/`data:` lines are encoded once into the shared [`Envelope`]; a stream
-//! yields that `Bytes` itself (a reference count, not a copy) after a small chunk holding its
-//! own `id:` line. A stream whose client reads nothing therefore holds no private copy of the
-//! events it is waiting to write: 200 such streams behind 64 queued 60 KB broadcasts held
-//! ~3.7 MB each when every batch was copied into one buffer (issue 9).
+//! Each event's `event:`/`data:` lines are encoded once into the shared [`Envelope`]. A batch
+//! is written into one buffer of the stream's own, straight from the mailbox under the
+//! session's lock: each event's `id:` line, then its frame, copied when it is small
+//! ([`COPY_UP_TO`]). A larger frame is yielded as that shared `Bytes` itself (a reference count,
+//! not a copy), so a stream whose client reads nothing holds no private copy of the big events
+//! it is waiting to write: 200 such streams behind 64 queued 60 KB broadcasts held ~3.7 MB each
+//! when every batch was copied into one buffer (issue 9). Copying the small ones saves a shared
+//! reference count touched from every core per delivery, and gives one chunk per batch.
+//!
+//! Nothing here waits on the shutdown signal: the registry wakes every stream when the server
+//! stops, and a stream with nothing left to write then ends (`Closed::Shutdown`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -21,7 +27,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::pin::Pin;
 
 use tokio::time::{Instant, Sleep, sleep};
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 use warp::http::{HeaderValue, header};
 use warp::reply::{Reply, Response};
@@ -29,10 +34,14 @@ use warp::reply::{Reply, Response};
 use crate::limits::AddressGuard;
 use crate::metrics::{EventKind, Metrics};
 use crate::registry::event::Lagged;
-use crate::registry::{Closed, Event, Pull, Subscription};
+use crate::registry::mailbox::ReplaySink;
+use crate::registry::{Closed, Envelope, Event, EventId, Pull, Subscription};
 
 /// Most events written in one chunk; bounds the chunk size and keeps streams fair.
 const BATCH: usize = 64;
+
+/// Largest frame copied into a batch's buffer; larger ones are shared (see the module doc).
+const COPY_UP_TO: usize = 1024;
 
 const PING: &[u8] = b": ping\n\n";
 
@@ -82,14 +91,14 @@ struct StreamState {
     _place: AddressGuard,
     subscription: Subscription,
     settings: StreamSettings,
-    shutdown: CancellationToken,
     metrics: Arc<Metrics>,
     /// When a ping is due: a heartbeat after the last write. Moving it is a plain store; the
     /// timer below is re-armed only when it fires, not on every event (a timer-wheel update
     /// per delivery showed in the 10,000-stream fan-out profile).
     next_ping: Instant,
     timer: Pin<Box<Sleep>>,
-    /// Chunks of the current batch not yet handed to the writer: `id:` lines and shared frames.
+    /// Chunks of the current batch not yet handed to the writer: the batch's buffer, split
+    /// where a shared frame goes between.
     queued: VecDeque<Bytes>,
 }
 
@@ -98,7 +107,6 @@ pub(crate) fn reply(
     place: AddressGuard,
     subscription: Subscription,
     settings: StreamSettings,
-    shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> Response {
     let state = StreamState {
@@ -107,7 +115,6 @@ pub(crate) fn reply(
         timer: Box::pin(sleep(settings.heartbeat)),
         subscription,
         settings,
-        shutdown,
         metrics,
         queued: VecDeque::new(),
     };
@@ -140,24 +147,12 @@ async fn next_batch(state: &mut StreamState) -> Option<()> {
         return Some(());
     }
     loop {
-        match state.subscription.pull(BATCH) {
-            Pull::Events(replay) => {
+        let mut batch = Batch::new(&mut state.queued, &state.metrics);
+        let pulled = state.subscription.pull_into(BATCH, &mut batch);
+        batch.finish();
+        match pulled {
+            Pull::Events(_) => {
                 state.next_ping = Instant::now() + state.settings.heartbeat;
-                if replay.missed > 0 {
-                    state.queued.push_back(encode(&Event::Lagged(Lagged {
-                        missed: replay.missed,
-                    })));
-                    state.metrics.delivered(EventKind::Lagged, 1);
-                }
-                for (id, envelope) in &replay.events {
-                    // Formatting into a BytesMut cannot fail.
-                    let mut line = BytesMut::with_capacity(24);
-                    let _ = writeln!(line, "id: {id}");
-                    state.queued.push_back(line.freeze());
-                    state.queued.push_back(envelope.frame(encode).clone());
-                    state.metrics.delivered(kind(&envelope.event), 1);
-                    state.metrics.delivery_latency(envelope.accepted.elapsed());
-                }
                 return Some(());
             }
             Pull::Closed(reason) => {
@@ -165,6 +160,15 @@ async fn next_batch(state: &mut StreamState) -> Option<()> {
                 match reason {
                     Closed::TakenOver => info!(%session, "takeover: older stream closed"),
                     Closed::Removed => info!(%session, "stream closed: session removed"),
+                    Closed::Shutdown => {
+                        let window = state.settings.drain_window.as_millis() as u64;
+                        let delay = if window == 0 {
+                            0
+                        } else {
+                            rand::random_range(0..window)
+                        };
+                        sleep(Duration::from_millis(delay)).await;
+                    }
                 }
                 return None;
             }
@@ -172,12 +176,6 @@ async fn next_batch(state: &mut StreamState) -> Option<()> {
         }
         tokio::select! {
             biased;
-            () = state.shutdown.cancelled() => {
-                let window = state.settings.drain_window.as_millis() as u64;
-                let delay = if window == 0 { 0 } else { rand::random_range(0..window) };
-                sleep(Duration::from_millis(delay)).await;
-                return None;
-            }
             () = state.subscription.changed() => {}
             () = state.timer.as_mut() => {
                 if Instant::now() < state.next_ping {
@@ -194,6 +192,71 @@ async fn next_batch(state: &mut StreamState) -> Option<()> {
                 return Some(());
             }
         }
+    }
+}
+
+/// One pull's worth of chunks, encoded under the session's lock. Events are counted once per
+/// batch (a shared counter per delivery is a cache line both cores fight over), and their
+/// latency measured against one reading of the clock.
+struct Batch<'a> {
+    queued: &'a mut VecDeque<Bytes>,
+    metrics: &'a Metrics,
+    buf: BytesMut,
+    counts: [u64; EventKind::ALL.len()],
+    now: std::time::Instant,
+}
+
+impl<'a> Batch<'a> {
+    fn new(queued: &'a mut VecDeque<Bytes>, metrics: &'a Metrics) -> Self {
+        Batch {
+            queued,
+            metrics,
+            buf: BytesMut::new(),
+            counts: [0; EventKind::ALL.len()],
+            now: std::time::Instant::now(),
+        }
+    }
+
+    /// Queues what the buffer holds (once it holds something).
+    fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            self.queued.push_back(self.buf.split().freeze());
+        }
+    }
+
+    fn finish(mut self) {
+        self.flush();
+        for (kind, &count) in EventKind::ALL.into_iter().zip(&self.counts) {
+            if count > 0 {
+                self.metrics.delivered(kind, count);
+            }
+        }
+    }
+}
+
+impl ReplaySink for Batch<'_> {
+    fn missed(&mut self, count: u64) {
+        self.buf
+            .put_slice(&encode(&Event::Lagged(Lagged { missed: count })));
+        self.counts[EventKind::Lagged as usize] += 1;
+    }
+
+    fn event(&mut self, id: EventId, envelope: &Arc<Envelope>) {
+        let frame = envelope.frame(encode);
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(1024);
+        }
+        // Formatting into a BytesMut cannot fail.
+        let _ = writeln!(self.buf, "id: {id}");
+        if frame.len() <= COPY_UP_TO {
+            self.buf.put_slice(frame);
+        } else {
+            self.flush();
+            self.queued.push_back(frame.clone());
+        }
+        self.counts[kind(&envelope.event) as usize] += 1;
+        self.metrics
+            .delivery_latency(self.now.saturating_duration_since(envelope.accepted));
     }
 }
 

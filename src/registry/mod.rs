@@ -45,6 +45,7 @@ pub mod transfer;
 mod tests;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -140,6 +141,10 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the reaper when a session detaches (a new, possibly earlier, deadline).
     reaper: Notify,
+    /// Set by [`Registry::close_streams`]; read by every stream that runs out of events, which
+    /// is why it is a flag and not a shared token each stream waits on: polling one shared
+    /// waiter list per delivery cost two contended locks.
+    stopping: AtomicBool,
     settings: Settings,
     metrics: Arc<Metrics>,
 }
@@ -162,6 +167,7 @@ impl Registry {
                 fan_out: Mutex::new(()),
                 state: Mutex::new(State::default()),
                 reaper: Notify::new(),
+                stopping: AtomicBool::new(false),
                 settings,
                 metrics,
             }),
@@ -174,6 +180,20 @@ impl Registry {
 
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
+    }
+
+    /// Ends every stream once it has written what it holds (`Closed::Shutdown`), and every
+    /// stream attached later; sessions and their mailboxes stay, for a state file or a reconnect.
+    pub(crate) fn close_streams(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let sessions: Vec<Arc<Session>> = self.lock().sessions.values().cloned().collect();
+        for session in sessions {
+            session.wake();
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

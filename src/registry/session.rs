@@ -55,6 +55,8 @@ pub enum Closed {
     TakenOver,
     /// The session was deleted or expired.
     Removed,
+    /// The server is stopping ([`Registry::close_streams`](super::Registry::close_streams)).
+    Shutdown,
 }
 
 impl Session {
@@ -102,6 +104,13 @@ impl Session {
             attachment.wake.notify_one();
         }
         Ok(id)
+    }
+
+    /// Wakes the attached stream, if any, to look again (see [`Closed::Shutdown`]).
+    pub(crate) fn wake(&self) {
+        if let Some(attachment) = &self.lock().attachment {
+            attachment.wake.notify_one();
+        }
     }
 
     /// Marks the session as gone from this registry and wakes its stream, which then ends with

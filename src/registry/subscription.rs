@@ -12,14 +12,17 @@ use tracing::info;
 
 use super::event::{self, Event, EventId, Peer};
 use super::identity::{SessionId, Token};
+#[cfg(test)]
 use super::mailbox::Replay;
+use super::mailbox::{ReplaySink, Replayed};
 use super::session::{Attachment, Closed, Session};
 use super::{Registry, RegistryError};
 
-/// What a stream gets when it reads its mailbox.
+/// What a stream gets when it reads its mailbox: what [`Subscription::pull_into`] handed its
+/// sink, nothing new, or the end.
 #[derive(Debug)]
-pub enum Pull {
-    Events(Replay),
+pub enum Pull<T = Replayed> {
+    Events(T),
     Idle,
     Closed(Closed),
 }
@@ -52,8 +55,24 @@ impl Subscription {
         self.ready.take()
     }
 
-    /// Reads up to `limit` events past this stream's cursor without waiting.
-    pub fn pull(&mut self, limit: usize) -> Pull {
+    /// [`Subscription::pull_into`] a list, for tests.
+    #[cfg(test)]
+    pub fn pull(&mut self, limit: usize) -> Pull<Replay> {
+        let mut replay = Replay::default();
+        match self.pull_into(limit, &mut replay) {
+            Pull::Events(replayed) => {
+                replay.through = replayed.through;
+                Pull::Events(replay)
+            }
+            Pull::Idle => Pull::Idle,
+            Pull::Closed(reason) => Pull::Closed(reason),
+        }
+    }
+
+    /// Reads up to `limit` events past this stream's cursor without waiting, handing them to
+    /// `sink` under the session's lock. Once the server is stopping, a stream with nothing left
+    /// to read gets `Closed(Shutdown)`.
+    pub fn pull_into(&mut self, limit: usize, sink: &mut impl ReplaySink) -> Pull {
         let mut inner = self.session.lock();
         if let Some(reason) = inner.closed {
             return Pull::Closed(reason);
@@ -62,13 +81,16 @@ impl Subscription {
             Some(a) if a.generation == self.generation => {}
             _ => return Pull::Closed(Closed::TakenOver),
         }
-        let replay = inner.mailbox.replay_after(self.cursor, limit);
+        let replayed = inner.mailbox.replay_into(self.cursor, limit, sink);
         drop(inner);
-        self.cursor = replay.through;
-        if replay.events.is_empty() && replay.missed == 0 {
-            return Pull::Idle;
+        self.cursor = replayed.through;
+        if replayed.events > 0 || replayed.missed > 0 {
+            Pull::Events(replayed)
+        } else if self.registry.is_stopping() {
+            Pull::Closed(Closed::Shutdown)
+        } else {
+            Pull::Idle
         }
-        Pull::Events(replay)
     }
 
     /// Resolves when something may have changed: a new event, a takeover, or removal.
