@@ -98,6 +98,18 @@ pub(crate) async fn events(
     client: IpAddr,
     context: Context,
 ) -> Result<Response, ApiError> {
+    attach(id, params, client, context)
+        .await
+        .map(sse::Stream::into_response)
+}
+
+/// Attaches a stream to session `id`: what `GET /events/{id}` answers on either path.
+pub(crate) async fn attach(
+    id: String,
+    params: StreamParams,
+    client: IpAddr,
+    context: Context,
+) -> Result<sse::Stream, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
     let place = context.limits.attach(client)?;
     let subscription = context
@@ -105,7 +117,7 @@ pub(crate) async fn events(
         .attach(id, &params.token, params.last_event_id)
         .await
         .map_err(|err| full_house(err, context.stream.retry))?;
-    Ok(sse::reply(
+    Ok(sse::Stream::new(
         place,
         subscription,
         context.stream.clone(),

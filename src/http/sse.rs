@@ -28,7 +28,7 @@ use std::pin::Pin;
 
 use tokio::time::{Instant, Sleep, sleep};
 use tracing::info;
-use warp::http::{HeaderValue, header};
+use warp::http::HeaderValue;
 use warp::reply::{Reply, Response};
 
 use crate::limits::AddressGuard;
@@ -85,7 +85,17 @@ fn kind(event: &Event) -> EventKind {
     }
 }
 
-struct StreamState {
+/// The headers of every stream's response, whichever path writes it.
+pub(crate) const HEADERS: [(&str, &str); 3] = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+];
+
+/// One attached stream, the core both paths write from: `lean` takes its chunks batch by batch
+/// ([`Stream::next`]) and writes them itself; hyper reads it as a response body
+/// ([`Stream::into_response`]).
+pub(crate) struct Stream {
     /// The stream's place under the per-address stream cap. Declared first so it is given back
     /// before the subscription ends: once the stream count drops, the place is free.
     _place: AddressGuard,
@@ -102,42 +112,52 @@ struct StreamState {
     queued: VecDeque<Bytes>,
 }
 
-/// The full response for an attached stream.
-pub(crate) fn reply(
-    place: AddressGuard,
-    subscription: Subscription,
-    settings: StreamSettings,
-    metrics: Arc<Metrics>,
-) -> Response {
-    let state = StreamState {
-        _place: place,
-        next_ping: Instant::now() + settings.heartbeat,
-        timer: Box::pin(sleep(settings.heartbeat)),
-        subscription,
-        settings,
-        metrics,
-        queued: VecDeque::new(),
-    };
-    let body = futures_util::stream::unfold(state, |mut state| async move {
-        if state.queued.is_empty() {
-            next_batch(&mut state).await?;
+impl Stream {
+    pub(crate) fn new(
+        place: AddressGuard,
+        subscription: Subscription,
+        settings: StreamSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Stream {
+            _place: place,
+            next_ping: Instant::now() + settings.heartbeat,
+            timer: Box::pin(sleep(settings.heartbeat)),
+            subscription,
+            settings,
+            metrics,
+            queued: VecDeque::new(),
         }
-        let chunk = state.queued.pop_front()?;
-        Some((Ok::<_, Infallible>(chunk), state))
-    });
-    let mut response = warp::reply::stream(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    }
+
+    /// The next chunks to write, at least one, once there are any; `None` when the stream ends.
+    pub(crate) async fn next(&mut self) -> Option<impl Iterator<Item = Bytes> + '_> {
+        if self.queued.is_empty() {
+            next_batch(self).await?;
+        }
+        Some(self.queued.drain(..))
+    }
+
+    /// The full response, for hyper to write.
+    pub(crate) fn into_response(self) -> Response {
+        let body = futures_util::stream::unfold(self, |mut stream| async move {
+            if stream.queued.is_empty() {
+                next_batch(&mut stream).await?;
+            }
+            let chunk = stream.queued.pop_front()?;
+            Some((Ok::<_, Infallible>(chunk), stream))
+        });
+        let mut response = warp::reply::stream(body).into_response();
+        let headers = response.headers_mut();
+        for (name, value) in HEADERS {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        response
+    }
 }
 
 /// Queues the next chunks to write (at least one), or returns `None` when the stream ends.
-async fn next_batch(state: &mut StreamState) -> Option<()> {
+async fn next_batch(state: &mut Stream) -> Option<()> {
     if let Some(ready) = state.subscription.take_ready() {
         let mut out = BytesMut::new();
         let _ = write!(out, "retry: {}\n\n", state.settings.retry.as_millis());
