@@ -384,11 +384,19 @@ impl Registry {
             }
         };
         let mut recipients = 0;
+        let mut wakes = Vec::with_capacity(targets.len());
         for session in targets.iter().filter(|s| Some(s.peer.id) != except) {
             // Only direct messages are ever refused, so the result is always Ok. A session
             // removed since the copy gets the event into a mailbox nobody reads: harmless.
-            let _ = session.push(&envelope, metrics);
+            if let Ok((_, wake)) = session.push_unwoken(&envelope, metrics) {
+                wakes.extend(wake);
+            }
             recipients += 1;
+        }
+        // Woken only now: a stream woken mid-way would run on the other core at once and
+        // write this one event alone, while the events behind it wait for the fan-out.
+        for wake in wakes {
+            wake.notify_one();
         }
         recipients
     }

@@ -95,15 +95,27 @@ impl Session {
         envelope: &Arc<Envelope>,
         metrics: &Metrics,
     ) -> Result<EventId, mailbox::Full> {
+        let (id, wake) = self.push_unwoken(envelope, metrics)?;
+        if let Some(wake) = wake {
+            wake.notify_one();
+        }
+        Ok(id)
+    }
+
+    /// [`Session::push`], handing back the attached stream's wake instead of using it: a
+    /// fan-out wakes every stream once all mailboxes hold the event.
+    pub(crate) fn push_unwoken(
+        &self,
+        envelope: &Arc<Envelope>,
+        metrics: &Metrics,
+    ) -> Result<(EventId, Option<Arc<Notify>>), mailbox::Full> {
         let mut inner = self.lock();
         let (id, lost) = inner.mailbox.push(Arc::clone(envelope))?;
         if lost > 0 {
             metrics.evictions.inc_by(lost);
         }
-        if let Some(attachment) = &inner.attachment {
-            attachment.wake.notify_one();
-        }
-        Ok(id)
+        let wake = inner.attachment.as_ref().map(|a| Arc::clone(&a.wake));
+        Ok((id, wake))
     }
 
     /// Wakes the attached stream, if any, to look again (see [`Closed::Shutdown`]).
