@@ -32,7 +32,7 @@ use warp::http::HeaderValue;
 use warp::reply::{Reply, Response};
 
 use crate::limits::AddressGuard;
-use crate::metrics::{EventKind, Metrics};
+use crate::metrics::{EventKind, Latencies, Metrics};
 use crate::registry::event::Lagged;
 use crate::registry::mailbox::ReplaySink;
 use crate::registry::{Closed, Envelope, Event, EventId, Pull, Subscription};
@@ -215,14 +215,15 @@ async fn next_batch(state: &mut Stream) -> Option<()> {
     }
 }
 
-/// One pull's worth of chunks, encoded under the session's lock. Events are counted once per
-/// batch (a shared counter per delivery is a cache line both cores fight over), and their
-/// latency measured against one reading of the clock.
+/// One pull's worth of chunks, encoded under the session's lock. Events and their latencies
+/// (against one reading of the clock) are added to the metrics once per batch, after the lock:
+/// a shared counter per delivery is a cache line both cores fight over.
 struct Batch<'a> {
     queued: &'a mut VecDeque<Bytes>,
     metrics: &'a Metrics,
     buf: BytesMut,
     counts: [u64; EventKind::ALL.len()],
+    latencies: Latencies,
     now: std::time::Instant,
 }
 
@@ -233,6 +234,7 @@ impl<'a> Batch<'a> {
             metrics,
             buf: BytesMut::new(),
             counts: [0; EventKind::ALL.len()],
+            latencies: Latencies::default(),
             now: std::time::Instant::now(),
         }
     }
@@ -251,6 +253,7 @@ impl<'a> Batch<'a> {
                 self.metrics.delivered(kind, count);
             }
         }
+        self.metrics.delivery_latencies(&self.latencies);
     }
 }
 
@@ -275,8 +278,8 @@ impl ReplaySink for Batch<'_> {
             self.queued.push_back(frame.clone());
         }
         self.counts[kind(&envelope.event) as usize] += 1;
-        self.metrics
-            .delivery_latency(self.now.saturating_duration_since(envelope.accepted));
+        self.latencies
+            .record(self.now.saturating_duration_since(envelope.accepted));
     }
 }
 

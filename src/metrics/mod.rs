@@ -11,8 +11,11 @@
 //! `process_*` ones (CPU, memory, open and maximum file descriptors: each stream holds one) and
 //! `switchboard_build_info`.
 
+mod latency;
+
 use std::time::Duration;
 
+pub use latency::Latencies;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -127,7 +130,7 @@ pub struct Metrics {
     /// Events written to streams, indexed by [`EventKind`] (`kind as usize`).
     delivered: [Counter; EventKind::ALL.len()],
     /// From the moment an event was accepted to the moment its stream wrote it.
-    delivery_latency: Histogram,
+    delivery_latency: latency::Histogram,
     http: Family<HttpLabels, Counter>,
     http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     /// Requests refused by a rate limit or a per-address cap, by the limit's name.
@@ -154,7 +157,7 @@ impl Default for Metrics {
             mailbox_full: Counter::default(),
             heartbeats: Counter::default(),
             delivered,
-            delivery_latency: latency_buckets(),
+            delivery_latency: latency::Histogram::default(),
             http: Family::default(),
             http_latency: Family::new_with_constructor(latency_buckets as fn() -> Histogram),
             limited: Family::default(),
@@ -230,9 +233,9 @@ impl Metrics {
         self.delivered[kind as usize].inc_by(n);
     }
 
-    /// Records how long an event took from being accepted to being written to its stream.
-    pub fn delivery_latency(&self, latency: Duration) {
-        self.delivery_latency.observe(latency.as_secs_f64());
+    /// Records how long the events of one write took from being accepted to being written.
+    pub fn delivery_latencies(&self, latencies: &Latencies) {
+        self.delivery_latency.add(latencies);
     }
 
     /// Counts one HTTP request; `route` must be a template such as `/events/{id}`.
