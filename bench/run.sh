@@ -15,7 +15,10 @@
 #      `idle-N-shared`: on a fresh server again, each stream's POST /helo and GET /events on
 #      one keep-alive connection, as a browser sends them), then the fanout workloads, and
 #      stops the server it started, by pid;
-#   4. prints medians and switchboard/nchan ratios (`switchboard-load report`) and keeps every
+#      The floor, rawfan (a bare epoll writer, ../shared/tools/rawfan, built here with cc), runs
+#      the one-broadcast-a-second fanout beside them: it drops what does not fit a socket, so
+#      it has no saturated figure.
+#   4. prints medians and switchboard/nchan and switchboard/floor ratios (`switchboard-load report`) and keeps every
 #      raw result under target/bench-results/<UTC time>/ (results.jsonl, report.md, logs,
 #      machine.txt; set OUT to choose). bench/results/ holds the runs BENCHMARKS.md quotes.
 #
@@ -41,6 +44,8 @@ CHURN_RATE=${CHURN_RATE:-1000}
 CHURN_PRESENCE=${CHURN_PRESENCE:-false}
 SB_PORT=${SB_PORT:-4400}
 NCHAN_PORT=${NCHAN_PORT:-4480}
+FLOOR_PORT=${FLOOR_PORT:-4490}
+RAWFAN_SRC=${RAWFAN_SRC:-$ROOT/../shared/tools/rawfan/rawfan.c}
 OUT=${OUT:-$ROOT/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 
 mkdir -p "$OUT"
@@ -101,9 +106,15 @@ timeout 1800 cargo build --release -p switchboard -p switchboard-load >&2
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 SB=$TARGET_DIR/release/switchboard
 LOAD=$TARGET_DIR/release/switchboard-load
+RAWFAN=""
+if [[ -r $RAWFAN_SRC ]] && cc -O2 -pthread -o "$WORK/rawfan" "$RAWFAN_SRC"; then
+    RAWFAN=$WORK/rawfan
+else
+    echo "no floor column: cannot build rawfan from $RAWFAN_SRC (set RAWFAN_SRC)" >&2
+fi
 
-for p in "$SB_PORT" "$NCHAN_PORT"; do
-    port_free "$p" || { echo "port $p is in use; set SB_PORT / NCHAN_PORT" >&2; exit 2; }
+for p in "$SB_PORT" "$NCHAN_PORT" "$FLOOR_PORT"; do
+    port_free "$p" || { echo "port $p is in use; set SB_PORT / NCHAN_PORT / FLOOR_PORT" >&2; exit 2; }
 done
 
 {
@@ -135,6 +146,17 @@ start_nchan() {
     return 1
 }
 
+start_floor() {
+    "$RAWFAN" "$FLOOR_PORT" >>"$OUT/rawfan.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$FLOOR_PORT") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "rawfan did not start; see $OUT/rawfan.log" >&2
+    return 1
+}
+
 NO_LIMITS=(--helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0 --max-connections-per-address 0)
 
 start_switchboard() {
@@ -158,6 +180,10 @@ load() {
         args+=(--target nchan
             --sub-url "http://127.0.0.1:$NCHAN_PORT/sub/{channel}"
             --pub-url "http://127.0.0.1:$NCHAN_PORT/pub/{channel}")
+    elif [[ $target == floor ]]; then
+        args+=(--target nchan --name floor
+            --sub-url "http://127.0.0.1:$FLOOR_PORT/sub/{channel}"
+            --pub-url "http://127.0.0.1:$FLOOR_PORT/pub/{channel}")
     else
         args+=(--target switchboard --url "http://127.0.0.1:$SB_PORT")
     fi
@@ -178,6 +204,12 @@ load() {
 
 comparison_round() {
     local target=$1
+    if [[ $target == floor ]]; then
+        start_floor
+        load floor "fanout-${FANOUT_N}-1hz" fanout --streams "$FANOUT_N" --broadcasts "$RATE_BROADCASTS" --rate 1
+        stop_server
+        return
+    fi
     if [[ $target == nchan ]]; then start_nchan; else start_switchboard false; fi
     # Idle memory first, on the fresh server.
     load "$target" "idle-${IDLE_N}" idle --streams "$IDLE_N" --settle 3 --hold 5
@@ -218,7 +250,13 @@ extra_round() {
 
 T0=$(date +%s)
 for round in $(seq 1 "$ROUNDS"); do
-    if ((round % 2)); then order=(nchan switchboard); else order=(switchboard nchan); fi
+    order=(nchan switchboard)
+    [[ -n $RAWFAN ]] && order+=(floor)
+    if ((round % 2 == 0)); then
+        for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do
+            t=${order[i]} && order[i]=${order[j]} && order[j]=$t
+        done
+    fi
     for target in "${order[@]}"; do
         log "round $round/$ROUNDS: $target"
         comparison_round "$target"

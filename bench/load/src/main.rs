@@ -55,6 +55,10 @@ struct Opts {
     /// Which kind of server to load.
     #[arg(long, global = true, value_enum, default_value_t = TargetKind::Switchboard)]
     target: TargetKind,
+    /// The target's name in `--json` results and `report` columns (default: the kind);
+    /// `bench/run.sh` loads rawfan, the machine's floor, as `--target nchan --name floor`.
+    #[arg(long, global = true)]
+    name: Option<String>,
     /// switchboard's base URL.
     #[arg(long, global = true, default_value = "http://127.0.0.1:4000")]
     url: String,
@@ -228,10 +232,10 @@ fn common(o: &Opts) -> Result<Common, String> {
     };
     Ok(Common {
         target,
-        target_name: match o.target {
+        target_name: o.name.clone().unwrap_or_else(|| match o.target {
             TargetKind::Switchboard => "switchboard".into(),
             TargetKind::Nchan => "nchan".into(),
-        },
+        }),
         publish,
         server_pid: o.server_pid,
         workers: o.workers,

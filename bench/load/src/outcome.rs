@@ -175,7 +175,8 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// The `report` subcommand: medians per scenario and target, and the switchboard/nchan ratio.
+/// The `report` subcommand: medians per scenario and target (switchboard, nchan, and the
+/// floor: rawfan run as `--name floor`), and switchboard's ratio to each.
 /// Reads files of `--json` lines (other lines are skipped). Prints a Markdown table.
 pub fn report(files: &[std::path::PathBuf], only: &[String]) -> Result<(), String> {
     let mut runs: Vec<Outcome> = Vec::new();
@@ -217,8 +218,10 @@ pub fn report(files: &[std::path::PathBuf], only: &[String]) -> Result<(), Strin
                 .push(m.value);
         }
     }
-    println!("| scenario | metric | switchboard | nchan | switchboard/nchan | better |");
-    println!("|---|---|---:|---:|---:|---|");
+    println!(
+        "| scenario | metric | switchboard | nchan | floor | switchboard/nchan | switchboard/floor | better |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---|");
     for label in &labels {
         for name in metric_order.get(label).into_iter().flatten() {
             let mut get = |t: &str| {
@@ -227,11 +230,12 @@ pub fn report(files: &[std::path::PathBuf], only: &[String]) -> Result<(), Strin
             };
             let sb = get("switchboard");
             let nc = get("nchan");
+            let floor = get("floor");
             let cell = |x: Option<(f64, usize)>| match x {
                 Some((m, n)) => format!("{} (n={n})", fmt_num(m)),
                 None => "-".into(),
             };
-            let ratio = match (sb, nc) {
+            let ratio = |other: Option<(f64, usize)>| match (sb, other) {
                 (Some((a, _)), Some((b, _))) if b != 0.0 => format!("{:.2}", a / b),
                 _ => "-".into(),
             };
@@ -241,9 +245,12 @@ pub fn report(files: &[std::path::PathBuf], only: &[String]) -> Result<(), Strin
                 "higher"
             };
             println!(
-                "| {label} | {name} | {} | {} | {ratio} | {better} |",
+                "| {label} | {name} | {} | {} | {} | {} | {} | {better} |",
                 cell(sb),
-                cell(nc)
+                cell(nc),
+                cell(floor),
+                ratio(nc),
+                ratio(floor)
             );
         }
     }
