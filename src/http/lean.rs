@@ -4,15 +4,17 @@
 //! life (hyper's minimum), which made up most of an idle stream's memory (measured with massif:
 //! 16 KiB of 20 KiB allocated per stream). An SSE connection reads one request and then only
 //! writes, so the accept loop hands connections that start with `GET /events/` to this module:
-//! it parses the head with `httparse` into a buffer that is freed at once, calls the same
-//! handler as the warp route (`handlers::events`, so authentication, errors and the stream are
-//! the same code), writes the response head itself, and then copies the body's chunks to the
-//! socket. The body is close-delimited (`Connection: close`), the plainest HTTP/1.1 framing.
-//! A client that disconnects is noticed by waiting for the socket to become readable.
+//! it parses the head with `httparse` into a buffer that is freed at once, attaches with the
+//! same handler as the warp route (`handlers::attach`, so authentication, errors and the stream
+//! are the same code), writes the response head itself (the stream's headers are
+//! `sse::HEADERS`, as on the warp route), and then writes the stream's chunks to the socket
+//! batch by batch, straight from [`sse::Stream`]. The body is close-delimited
+//! (`Connection: close`), the plainest HTTP/1.1 framing. A client that disconnects is noticed
+//! by waiting for the socket to become readable.
 //!
-//! The body's chunks (small `id:` lines and frames shared with every other recipient) are
-//! gathered without copying and written with one vectored write; a socket that accepts none of
-//! them for `write_timeout` is closed, leaving the session and its mailbox for a reconnect.
+//! A batch's chunks (its own buffer, and any large frame shared with every other recipient) go
+//! out in one vectored write, never copied again; a socket that accepts none of them for
+//! `write_timeout` is closed, leaving the session and its mailbox for a reconnect.
 //!
 //! A head it cannot read is answered as hyper answers it (400, or 431 past 8 KiB or 100 header
 //! lines) and the connection closed. Everything else (every other route, and a head split
