@@ -278,14 +278,22 @@ async fn answer(
         let _ = write!(out, "{name}: {value}\r\n");
     };
     match &attached {
-        Ok(_) => sse::HEADERS.iter().for_each(|(name, value)| header(name, value)),
-        Err(refusal) => refusal
-            .headers()
-            .iter()
-            .filter_map(|(name, value)| Some((name, value.to_str().ok()?)))
-            .for_each(|(name, value)| header(name.as_str(), value)),
+        Ok(_) => {
+            for (name, value) in sse::HEADERS {
+                header(name, value);
+            }
+        }
+        Err(refusal) => {
+            for (name, value) in refusal.headers() {
+                if let Ok(value) = value.to_str() {
+                    header(name.as_str(), value);
+                }
+            }
+        }
     }
-    SECURITY_HEADERS.iter().for_each(|(name, value)| header(name, value));
+    for (name, value) in SECURITY_HEADERS {
+        header(name, value);
+    }
     header("connection", "close");
     if let Some(origin) = allowed {
         header("access-control-allow-origin", origin);

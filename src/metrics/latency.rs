@@ -60,7 +60,9 @@ impl Histogram {
             }
         }
         if latencies.nanos > 0 {
-            self.inner.nanos.fetch_add(latencies.nanos, Ordering::Relaxed);
+            self.inner
+                .nanos
+                .fetch_add(latencies.nanos, Ordering::Relaxed);
         }
     }
 }
