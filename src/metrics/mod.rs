@@ -91,6 +91,11 @@ struct LimitLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    channel: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -135,6 +140,8 @@ pub struct Metrics {
     http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     /// Requests refused by a rate limit or a per-address cap, by the limit's name.
     limited: Family<LimitLabel, Counter>,
+    /// Cluster messages this instance read from Redis, by channel (`bus`, `instance`).
+    bus_received: Family<ChannelLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -161,6 +168,7 @@ impl Default for Metrics {
             http: Family::default(),
             http_latency: Family::new_with_constructor(latency_buckets as fn() -> Histogram),
             limited: Family::default(),
+            bus_received: Family::default(),
             registry: Registry::default(),
         };
         let registry = root.sub_registry_with_prefix("switchboard");
@@ -210,6 +218,11 @@ impl Default for Metrics {
             metrics.limited.clone(),
         );
         registry.register(
+            "bus_messages_received",
+            "Cluster messages read from Redis, by channel: bus (every instance) or instance (this one)",
+            metrics.bus_received.clone(),
+        );
+        registry.register(
             "http_requests",
             "HTTP requests by route and status",
             metrics.http.clone(),
@@ -241,6 +254,13 @@ impl Metrics {
     /// Counts one HTTP request; `route` must be a template such as `/events/{id}`.
     pub fn http_request(&self, route: &'static str, status: u16) {
         self.http.get_or_create(&HttpLabels { route, status }).inc();
+    }
+
+    /// Counts one cluster message read from `channel` (`bus` or `instance`).
+    pub fn bus_received(&self, channel: &'static str) {
+        self.bus_received
+            .get_or_create(&ChannelLabel { channel })
+            .inc();
     }
 
     /// Counts one request refused by `limit` (a limit's snake_case name).

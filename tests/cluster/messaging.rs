@@ -140,3 +140,51 @@ async fn clients_on_any_instance_lists_every_session_of_the_cluster() {
         assert_eq!(node.clients().await, expected, "/clients on {}", node.label);
     }
 }
+
+/// `switchboard_bus_messages_received_total{channel}` on `node`: what it read from Redis.
+async fn bus_reads(node: &Endpoint, channel: &str) -> u64 {
+    let text = node.metrics().await;
+    let series = format!("switchboard_bus_messages_received_total{{channel=\"{channel}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_direct_message_concerns_only_the_senders_instance_and_the_recipients_home() {
+    let cluster = Cluster::start("channels", &[&[], &[], &[]]).await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let sam = a.helo("sam").await;
+    let rae = b.helo("rae").await;
+    cluster.settle().await;
+    let (mut rae_stream, _) = b.attach_roster(&rae, None).await;
+    // A probe of B's own comes back on B's channel: B's stream is attached and B is caught up.
+    cluster.settle().await;
+    let before = (bus_reads(c, "bus").await, bus_reads(c, "instance").await);
+    let on_b = bus_reads(b, "instance").await;
+    let on_a = bus_reads(a, "instance").await;
+
+    const MESSAGES: u64 = 20;
+    for n in 0..MESSAGES {
+        let message = json!({ "n": n });
+        let id = a.respond(&sam, &rae, &message).await;
+        rae_stream.expect_response(id, &sam, &rae, &message).await;
+    }
+    let after = (bus_reads(c, "bus").await, bus_reads(c, "instance").await);
+    assert_eq!(
+        after, before,
+        "the third instance read none of it (bus, instance)"
+    );
+    assert_eq!(
+        bus_reads(b, "instance").await,
+        on_b + MESSAGES,
+        "B read each message"
+    );
+    assert_eq!(
+        bus_reads(a, "instance").await,
+        on_a + MESSAGES,
+        "A read each answer"
+    );
+}

@@ -1,9 +1,10 @@
-//! The bus: the one pub/sub channel ([`BUS`](super::BUS)) every instance reads in the same order,
-//! what travels on it ([`Bus`]), and what each message does here when it comes back.
+//! The bus: the pub/sub channel every instance reads in the same order ([`BUS`](super::BUS)),
+//! each instance's own channel ([`TO`](super::TO)), what travels on them ([`Bus`]), and what
+//! each message does here when it comes back.
 //!
-//! Every message is applied by one task, in bus order, under the hand-over lock: a session being
-//! moved here sees each message exactly once, either buffered before its mailbox arrives or
-//! applied after.
+//! Every message is applied by one task, in the order Redis wrote it to this instance's
+//! connection, under the hand-over lock: a session being moved here sees each message exactly
+//! once, either buffered before its mailbox arrives or applied after.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::{BUS, Cluster, unavailable};
+use super::{BUS, Cluster, TO, unavailable};
 use crate::registry::event::{Broadcast, Scope, ServerMessage};
 use crate::registry::{Event, EventId, Peer, RegistryError, SessionId, Snapshot};
 
@@ -117,21 +118,70 @@ impl Bus {
     }
 }
 
+impl Bus {
+    /// The one instance an answer is for (its asker); `None` for what every instance reads.
+    fn answers(&self) -> Option<Uuid> {
+        match self {
+            Bus::Reply { origin, .. }
+            | Bus::HandedOver { origin, .. }
+            | Bus::Probe { origin, .. } => Some(*origin),
+            _ => None,
+        }
+    }
+}
+
 impl Cluster {
+    /// The channel of `instance`'s own messages.
+    fn channel_of(&self, instance: Uuid) -> String {
+        self.key(&format!("{TO}:{instance}"))
+    }
+
+    /// Publishes `message` where it belongs: an answer to its asker's channel, everything
+    /// else on the bus. (A direct message goes to its recipient's home: [`Cluster::send`].)
     pub(super) async fn publish(&self, message: &Bus) -> Result<(), RegistryError> {
+        let channel = match message.answers() {
+            Some(asker) => self.channel_of(asker),
+            None => self.key(BUS),
+        };
+        self.publish_on(channel, message).await.map(drop)
+    }
+
+    /// Publishes `message` to `instance` alone.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis cannot be reached, or nobody reads that instance's channel (it
+    /// is gone).
+    pub(super) async fn send(&self, instance: Uuid, message: &Bus) -> Result<(), RegistryError> {
+        match self.publish_on(self.channel_of(instance), message).await? {
+            0 => Err(unavailable("the recipient's instance is not connected")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Publishes on `channel`; returns how many subscribers got it.
+    async fn publish_on(&self, channel: String, message: &Bus) -> Result<u64, RegistryError> {
         let payload = serde_json::to_string(message).expect("bus messages serialise");
         self.conn
             .clone()
-            .publish::<_, _, ()>(self.key(BUS), payload)
+            .publish::<_, _, u64>(channel, payload)
             .await
             .map_err(unavailable)
     }
 
     /// Publishes from synchronous code (the bus loop); a failure is logged: the asker times out.
     fn publish_soon(self: &Arc<Self>, message: Bus) {
+        self.publish_soon_to(None, message);
+    }
+
+    /// [`Cluster::publish_soon`], to `instance` alone when given.
+    fn publish_soon_to(self: &Arc<Self>, instance: Option<Uuid>, message: Bus) {
         let cluster = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(err) = cluster.publish(&message).await {
+            let sent = match instance {
+                Some(instance) => cluster.send(instance, &message).await,
+                None => cluster.publish(&message).await,
+            };
+            if let Err(err) = sent {
                 warn!(error = %err, "could not publish an answer");
             }
         });
@@ -142,10 +192,12 @@ impl Cluster {
     pub(super) async fn subscribe(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let channel = self.key(BUS);
+        let own = self.channel_of(self.instance);
         loop {
             let connected = async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(&channel).await?;
+                // One connection for both: Redis writes to it in PUBLISH order (module doc).
+                pubsub.subscribe(&[&channel, &own]).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };
             let connected = tokio::select! {
@@ -173,6 +225,12 @@ impl Cluster {
                             m = messages.next() => m,
                         };
                         let Some(message) = message else { break };
+                        let kind = if message.get_channel_name() == own {
+                            "instance"
+                        } else {
+                            "bus"
+                        };
+                        self.registry.metrics().bus_received(kind);
                         match serde_json::from_slice::<Bus>(message.get_payload_bytes()) {
                             // Inline, fan-outs included: this one task holds at most one
                             // worker, and the others keep serving requests meanwhile.
@@ -217,6 +275,7 @@ impl Cluster {
                 if mine(&origin) {
                     moving.seen(session, req);
                 } else if let Some(snapshot) = self.hand_over(session, origin) {
+                    moving.moved(session, origin);
                     self.publish_soon(Bus::HandedOver {
                         req,
                         origin,
@@ -231,6 +290,10 @@ impl Cluster {
                 snapshot,
                 ..
             } if mine(&origin) => self.handovers.arrived(req, snapshot),
+            // Not ours, and not on its way here (the move's buffer has it): its home moved.
+            Bus::Direct { to, .. } if !self.registry.homes(to) && moving.request(to).is_none() => {
+                self.redirect(moving.moved_to(to), message);
+            }
             Bus::Leave { ref peer } => {
                 // A session that leaves while moving here: its mover gets no snapshot.
                 if let Some(req) = moving.request(peer.id) {
@@ -240,6 +303,22 @@ impl Cluster {
                 self.apply_to(&message, None);
             }
             message => self.apply_to(&message, None),
+        }
+    }
+
+    /// Sends a direct message on to the instance its session was handed to, or answers that
+    /// the recipient is unknown when it was handed to none.
+    fn redirect(self: &Arc<Self>, to: Option<Uuid>, message: Bus) {
+        let Bus::Direct { req, origin, .. } = message else {
+            return;
+        };
+        match to {
+            Some(home) => self.publish_soon_to(Some(home), message),
+            None => self.publish_soon(Bus::Reply {
+                req,
+                origin,
+                outcome: Outcome::UnknownRecipient,
+            }),
         }
     }
 

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 use uuid::Uuid;
@@ -28,9 +29,16 @@ pub(super) struct Handovers {
     snapshots: Requests<Box<Snapshot>>,
 }
 
-/// The moves in progress, by session.
+/// The moves in progress, by session, and where sessions handed away from here went.
 #[derive(Default)]
-pub(super) struct Moving(HashMap<SessionId, Move>);
+pub(super) struct Moving(
+    HashMap<SessionId, Move>,
+    HashMap<SessionId, (Uuid, Instant)>,
+);
+
+/// How long a session handed away is remembered, to forward direct messages sent to it here by
+/// senders that read the directory before its new home wrote it.
+const FORWARD_FOR: Duration = Duration::from_secs(30);
 
 struct Move {
     /// The request id of our `handover` message.
@@ -57,6 +65,22 @@ impl Moving {
         {
             m.seen = true;
         }
+    }
+
+    /// `session` was handed from here to `instance`.
+    pub(super) fn moved(&mut self, session: SessionId, instance: Uuid) {
+        let now = Instant::now();
+        self.1
+            .retain(|_, (_, when)| now.duration_since(*when) < FORWARD_FOR);
+        self.1.insert(session, (instance, now));
+    }
+
+    /// Where `session` was handed from here lately, if it was.
+    pub(super) fn moved_to(&self, session: SessionId) -> Option<Uuid> {
+        self.1
+            .get(&session)
+            .filter(|(_, when)| when.elapsed() < FORWARD_FOR)
+            .map(|(instance, _)| *instance)
     }
 
     /// The request id of the move of `session`, if it is moving here.

@@ -5,14 +5,23 @@
 //!
 //! | key (`<prefix>` = `--redis-prefix`) | type | what |
 //! |---|---|---|
-//! | [`BUS`] `<prefix>:bus` | pub/sub channel | every cross-instance message, JSON (`bus::Bus`) |
+//! | [`BUS`] `<prefix>:bus` | pub/sub channel | what every instance must see: joins, leaves, broadcasts, hand-over requests, JSON (`bus::Bus`) |
+//! | [`TO`] `<prefix>:to:<uuid>` | pub/sub channel | what concerns one instance: direct messages to the sessions it homes, and the answers to its own requests |
 //! | [`SESSIONS`] `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home"}` |
 //! | [`INSTANCE`] `<prefix>:instance:<uuid>` | string, expiring | this instance is alive |
 //!
-//! Why one channel: Redis delivers a channel's messages to every subscriber in the one order it
-//! executed the PUBLISHes, so every instance sees joins, broadcasts, direct messages and
+//! Why one channel for what everyone sees: Redis delivers a channel's messages to every subscriber
+//! in the one order it executed the PUBLISHes, so every instance sees joins, broadcasts and
 //! hand-overs in the same order. A broadcast is one PUBLISH; each instance appends one shared
 //! envelope to the mailboxes it homes, and encodes it once for all of its streams.
+//!
+//! A direct message concerns two instances only, so it goes to its recipient's home on that
+//! instance's own channel, and the answer to the sender's; the other instances never read it.
+//! An instance reads both of its channels on one connection, and Redis writes to a connection
+//! in the order it executed the PUBLISHes, so what one instance reads keeps the order of the
+//! single channel: a hand-over sees the same messages before and after its request as before.
+//! A direct message that reaches the old home of a session just handed over is forwarded to
+//! the new one (which buffers it until the mailbox arrives).
 //!
 //! # Layout
 //! - this file: the operations the hub calls (register, attach, deliver, ...).
@@ -22,8 +31,9 @@
 //! - [`handover`]: moving a session here with its event ids.
 //! - [`request`]: request/reply over the bus (direct messages, hand-overs, health probes).
 //!
-//! Direct messages to a session homed elsewhere are published with a request id; the home
-//! applies them (or refuses: full mailbox) and publishes the reply with the event id.
+//! Direct messages to a session homed elsewhere are published to its home with a request id;
+//! the home applies them (or refuses: full mailbox) and answers the sender with the event id.
+//! A home that is not subscribed (gone) is known at once: the PUBLISH reached nobody.
 //!
 //! Faults: pub/sub does not queue for a disconnected subscriber, so while Redis is unreachable
 //! writes fail with `Unavailable` (503) and `/healthz` says why; on reconnection the instance
@@ -62,6 +72,8 @@ use request::{Requests, Unanswered};
 
 /// Suffix of the pub/sub channel every instance subscribes to.
 pub const BUS: &str = "bus";
+/// Suffix (then `:<instance uuid>`) of each instance's own pub/sub channel.
+pub const TO: &str = "to";
 /// Suffix of the directory hash: session id → entry JSON.
 pub const SESSIONS: &str = "sessions";
 /// Suffix (then `:<instance uuid>`) of each instance's liveness key.
@@ -222,9 +234,9 @@ impl Cluster {
         if self.registry.homes(to) {
             return self.registry.deliver_event(to, event);
         }
-        if self.directory.get(to).await?.is_none() {
+        let Some(home) = self.directory.get(to).await?.map(|entry| entry.home) else {
             return Err(RegistryError::UnknownRecipient(to));
-        }
+        };
         let request = self.replies.open();
         let direct = Bus::Direct {
             req: request.id(),
@@ -232,7 +244,7 @@ impl Cluster {
             to,
             event,
         };
-        match request.ask(self.publish(&direct), ANSWER_TIMEOUT).await {
+        match request.ask(self.send(home, &direct), ANSWER_TIMEOUT).await {
             Ok(Outcome::Delivered(id)) => Ok(id),
             Ok(Outcome::MailboxFull) => Err(RegistryError::MailboxFull {
                 retry_after: Duration::from_secs(1),
