@@ -91,3 +91,60 @@ async fn reattaching_through_another_instance_after_evictions_reports_lagged_fir
     assert_eq!(id, seen + 11);
     on_b.expect_response(id, &sam, &rae, &marker).await;
 }
+
+/// The channel of `node`'s own messages, from its `cluster mode` log line.
+async fn own_channel(node: &Instance, prefix: &str) -> String {
+    let (line, _) = node.log_line("cluster mode").await;
+    let instance = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("instance="))
+        .expect("the instance id in the log");
+    format!("{prefix}:to:{instance}")
+}
+
+#[tokio::test]
+async fn a_direct_message_that_reaches_the_old_home_after_a_move_is_forwarded_to_the_new_one() {
+    use futures_util::StreamExt;
+    let cluster = Cluster::start("forward", &[&[], &[], &[]]).await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let prefix = format!("sbtest-forward-{}", std::process::id());
+    let (on_a, on_c) = (own_channel(a, &prefix).await, own_channel(c, &prefix).await);
+    let rae = a.helo("rae").await;
+    cluster.settle().await;
+    let sam = b.helo("sam").await;
+    cluster.settle().await;
+    // rae moves from A to C.
+    let (mut stream, _) = c.attach_roster(&rae, None).await;
+    stream.expect_new_user(&sam).await;
+
+    // A direct message to rae at its new home, as it crosses Redis...
+    let redis = redis::Client::open(cluster.redis.url()).unwrap();
+    let mut watch = redis.get_async_pubsub().await.unwrap();
+    watch.subscribe(&on_c).await.unwrap();
+    let first = json!("to the new home");
+    let id = b.respond(&sam, &rae, &first).await;
+    stream.expect_response(id, &sam, &rae, &first).await;
+    let payload: Vec<u8> = tokio::time::timeout(WAIT, watch.on_message().next())
+        .await
+        .expect("the direct message on C's channel")
+        .unwrap()
+        .get_payload_bytes()
+        .to_vec();
+
+    // ... and the same message sent to the old home, as a sender that read the directory
+    // before the move would: A forwards it, and rae gets it again, next in line.
+    let mut publisher = redis.get_multiplexed_async_connection().await.unwrap();
+    let readers: u64 = redis::cmd("PUBLISH")
+        .arg(&on_a)
+        .arg(payload)
+        .query_async(&mut publisher)
+        .await
+        .unwrap();
+    assert_eq!(readers, 1, "A reads its own channel");
+    let again = stream.next().await;
+    assert_eq!(again.event, "client_response", "{again:?}");
+    assert!(again.id > Some(id), "a new event id after {id}: {again:?}");
+    assert_eq!(again.data["message"], first);
+}
