@@ -163,7 +163,8 @@ impl Listener {
 
 /// Serves `filter` on `listener` (and `GET /events/` connections through [`lean`] with
 /// `context`) until `shutdown` resolves, then cancels `context.shutdown` (background tasks watch
-/// it), closes every stream (`Hub::close_streams`) and drains open connections for at most the grace period.
+/// it), closes every stream (`Hub::close_streams`) and drains open connections for at most the
+/// grace period.
 pub(crate) async fn run<F>(
     listener: TcpListener,
     filter: F,

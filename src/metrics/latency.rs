@@ -12,9 +12,12 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// Buckets with an upper bound: 100 µs, doubling, to about 6.5 s; then `+Inf`.
-const BOUNDED: usize = 17;
+/// Buckets with an upper bound: 100 µs, doubling, to about 6.5 s; then `+Inf`. Every latency
+/// histogram here has these (`latency_buckets` in the parent module too).
+pub(super) const BOUNDED: usize = 17;
 const FIRST_BOUND_NANOS: u64 = 100_000;
+/// The first bound, in seconds.
+pub(super) const FIRST_BOUND: f64 = FIRST_BOUND_NANOS as f64 / 1e9;
 
 /// Index of the bucket `latency` falls in: the first whose bound it does not exceed.
 fn bucket(latency: Duration) -> usize {

@@ -100,9 +100,13 @@ struct BuildLabels {
     version: &'static str,
 }
 
-/// Latency buckets in seconds: 100 µs to about 6.5 s, doubling (17 buckets).
+/// Latency buckets in seconds: 100 µs to about 6.5 s, doubling, as the delivery histogram's.
 fn latency_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_1, 2.0, 17))
+    Histogram::new(exponential_buckets(
+        latency::FIRST_BOUND,
+        2.0,
+        latency::BOUNDED as u16,
+    ))
 }
 
 /// Registers a latency metric (a histogram of [`latency_buckets`], or a family of them) in

@@ -116,9 +116,7 @@ impl Bus {
     pub(super) fn concerns(&self, session: SessionId) -> bool {
         self.audience().is_some_and(|a| a.includes(session))
     }
-}
 
-impl Bus {
     /// The one instance an answer is for (its asker); `None` for what every instance reads.
     fn answers(&self) -> Option<Uuid> {
         match self {

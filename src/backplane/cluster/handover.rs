@@ -29,12 +29,14 @@ pub(super) struct Handovers {
     snapshots: Requests<Box<Snapshot>>,
 }
 
-/// The moves in progress, by session, and where sessions handed away from here went.
+/// The moves in progress, and where sessions handed away from here went.
 #[derive(Default)]
-pub(super) struct Moving(
-    HashMap<SessionId, Move>,
-    HashMap<SessionId, (Uuid, Instant)>,
-);
+pub(super) struct Moving {
+    /// Moves to this instance, by session.
+    moves: HashMap<SessionId, Move>,
+    /// Sessions handed from here: to which instance, and when.
+    away: HashMap<SessionId, (Uuid, Instant)>,
+}
 
 /// How long a session handed away is remembered, to forward direct messages sent to it here by
 /// senders that read the directory before its new home wrote it.
@@ -51,7 +53,7 @@ struct Move {
 impl Moving {
     /// Keeps `message` for every move past its own request that it concerns.
     pub(super) fn buffer(&mut self, message: &Bus) {
-        for (session, m) in &mut self.0 {
+        for (session, m) in &mut self.moves {
             if m.seen && message.concerns(*session) {
                 m.buffer.push(message.clone());
             }
@@ -60,7 +62,7 @@ impl Moving {
 
     /// Our request `req` for `session` came back: buffering starts.
     pub(super) fn seen(&mut self, session: SessionId, req: u64) {
-        if let Some(m) = self.0.get_mut(&session)
+        if let Some(m) = self.moves.get_mut(&session)
             && m.req == req
         {
             m.seen = true;
@@ -70,14 +72,14 @@ impl Moving {
     /// `session` was handed from here to `instance`.
     pub(super) fn moved(&mut self, session: SessionId, instance: Uuid) {
         let now = Instant::now();
-        self.1
+        self.away
             .retain(|_, (_, when)| now.duration_since(*when) < FORWARD_FOR);
-        self.1.insert(session, (instance, now));
+        self.away.insert(session, (instance, now));
     }
 
     /// Where `session` was handed from here lately, if it was.
     pub(super) fn moved_to(&self, session: SessionId) -> Option<Uuid> {
-        self.1
+        self.away
             .get(&session)
             .filter(|(_, when)| when.elapsed() < FORWARD_FOR)
             .map(|(instance, _)| *instance)
@@ -85,7 +87,7 @@ impl Moving {
 
     /// The request id of the move of `session`, if it is moving here.
     pub(super) fn request(&self, session: SessionId) -> Option<u64> {
-        self.0.get(&session).map(|m| m.req)
+        self.moves.get(&session).map(|m| m.req)
     }
 }
 
@@ -116,7 +118,7 @@ impl Drop for MoveGuard<'_> {
     fn drop(&mut self) {
         let mut moving = self.handovers.lock();
         if moving.request(self.session) == Some(self.req) {
-            moving.0.remove(&self.session);
+            moving.moves.remove(&self.session);
         }
     }
 }
@@ -136,7 +138,7 @@ impl Cluster {
         let req = request.id();
         let _guard = {
             let mut moving = self.handovers.lock();
-            if moving.0.contains_key(&id) {
+            if moving.moves.contains_key(&id) {
                 return Err(unavailable("the session is already moving here; retry"));
             }
             let fresh = Move {
@@ -144,7 +146,7 @@ impl Cluster {
                 seen: false,
                 buffer: Vec::new(),
             };
-            moving.0.insert(id, fresh);
+            moving.moves.insert(id, fresh);
             MoveGuard {
                 handovers: &self.handovers,
                 session: id,
@@ -167,7 +169,11 @@ impl Cluster {
         let may_broadcast;
         {
             let mut moving = self.handovers.lock();
-            let buffer = moving.0.remove(&id).map(|m| m.buffer).unwrap_or_default();
+            let buffer = moving
+                .moves
+                .remove(&id)
+                .map(|m| m.buffer)
+                .unwrap_or_default();
             may_broadcast = snapshot.may_broadcast;
             self.registry.import(*snapshot, token.clone())?;
             for message in buffer {
