@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::{Config, Instance, RawStream, WAIT, body_json, body_text, refused, send, spawn_app};
+use support::{
+    Config, Instance, RawStream, WAIT, body_json, body_text, refused, sample, send, spawn_app,
+};
 
 #[test]
 fn a_port_in_use_is_one_line_naming_the_address_and_exit_1() {
@@ -108,12 +110,6 @@ async fn a_missing_public_dir_is_reported_and_the_built_in_page_served() {
 }
 
 // ------------------------------------------------------------------ readiness and metrics
-
-/// The value of the sample `name` (with its labels, as written) in classic text.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
 
 #[tokio::test]
 async fn readyz_is_ready_on_a_healthy_instance() {

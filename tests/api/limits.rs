@@ -39,12 +39,8 @@ async fn assert_limited(response: reqwest::Response, limit: &str) -> u64 {
 
 /// `switchboard_rate_limited_total{limit="..."}`, 0 when absent.
 async fn refusals(app: &Endpoint, limit: &str) -> u64 {
-    let needle = format!("switchboard_rate_limited_total{{limit=\"{limit}\"}} ");
-    app.metrics()
-        .await
-        .lines()
-        .find_map(|line| line.strip_prefix(&needle).map(|n| n.parse().unwrap()))
-        .unwrap_or(0)
+    let series = format!("switchboard_rate_limited_total{{limit=\"{limit}\"}}");
+    sample(&app.metrics().await, &series).map_or(0, |n| n as u64)
 }
 
 #[tokio::test]

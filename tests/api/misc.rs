@@ -42,14 +42,9 @@ async fn healthz_stream_limit_defaults_to_the_open_file_limit_less_the_reserve()
     );
 }
 
-/// The value of the metric line that starts with `series ` (name and labels, exactly).
+/// The value of the counter or gauge `series` (name and labels, exactly); fails without one.
 fn metric(text: &str, series: &str) -> u64 {
-    let prefix = format!("{series} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-        .parse()
-        .unwrap()
+    sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}")) as u64
 }
 
 #[tokio::test]

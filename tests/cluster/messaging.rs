@@ -143,11 +143,8 @@ async fn clients_on_any_instance_lists_every_session_of_the_cluster() {
 
 /// `switchboard_bus_messages_received_total{channel}` on `node`: what it read from Redis.
 async fn bus_reads(node: &Endpoint, channel: &str) -> u64 {
-    let text = node.metrics().await;
-    let series = format!("switchboard_bus_messages_received_total{{channel=\"{channel}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0, |value| value.trim().parse().unwrap())
+    let series = format!("switchboard_bus_messages_received_total{{channel=\"{channel}\"}}");
+    sample(&node.metrics().await, &series).map_or(0, |n| n as u64)
 }
 
 #[tokio::test]

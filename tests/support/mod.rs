@@ -61,6 +61,13 @@ pub async fn body_json(response: Response) -> Value {
         .expect("the body is JSON")
 }
 
+/// The value of the metric line that starts with `series` and a space (its name and labels,
+/// exactly) in a `/metrics` exposition; `None` when there is no such line.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// The body as text, read within [`WAIT`].
 pub async fn body_text(response: Response) -> String {
     tokio::time::timeout(WAIT, response.text())
