@@ -89,6 +89,15 @@ impl Hub {
         self.registry.stats()
     }
 
+    /// Before a shutdown: in a cluster, hands every session homed here to the other instances
+    /// and waits (bounded) until they have them; this instance takes no new ones meanwhile.
+    /// Alone, nothing to do: the sessions stay for the state file.
+    pub(crate) async fn hand_off(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.hand_off().await;
+        }
+    }
+
     /// Ends this instance's streams for a shutdown, each after writing what it holds; the
     /// sessions stay (see `Registry::close_streams`).
     pub(crate) fn close_streams(&self) {

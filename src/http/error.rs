@@ -188,11 +188,13 @@ impl From<RegistryError> for ApiError {
             ),
             RegistryError::Unavailable(_) => {
                 tracing::warn!(%message, "request failed: backplane unavailable");
+                // Long enough for a stopping instance's sessions to reach their new homes.
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     ErrorCode::BackplaneUnavailable,
                     message,
                 )
+                .retry_after(Duration::from_secs(1))
             }
         }
     }

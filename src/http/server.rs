@@ -162,9 +162,9 @@ impl Listener {
 }
 
 /// Serves `filter` on `listener` (and `GET /events/` connections through [`lean`] with
-/// `context`) until `shutdown` resolves, then cancels `context.shutdown` (background tasks watch
-/// it), closes every stream (`Hub::close_streams`) and drains open connections for at most the
-/// grace period.
+/// `context`) until `shutdown` resolves, then hands a cluster instance's sessions to the others
+/// (`Hub::hand_off`), cancels `context.shutdown` (background tasks watch it), closes every
+/// stream (`Hub::close_streams`) and drains open connections for at most the grace period.
 pub(crate) async fn run<F>(
     listener: TcpListener,
     filter: F,
@@ -270,6 +270,8 @@ pub(crate) async fn run<F>(
 
     let Listener { tracker, .. } = listener;
     info!("shutting down: listener closed, closing streams");
+    // Before the background tasks stop: a cluster's bus carries the hand-off.
+    context.hub.hand_off().await;
     context.shutdown.cancel();
     context.hub.close_streams();
     tracker.close();

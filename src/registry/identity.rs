@@ -110,18 +110,45 @@ impl TokenHash {
     }
 }
 
+/// As its 64 hex digits, the form the directory and the state file use.
+impl Serialize for TokenHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let hex = String::deserialize(deserializer)?;
+        TokenHash::from_hex(&hex).ok_or_else(|| serde::de::Error::custom("not 64 hex digits"))
+    }
+}
+
 impl fmt::Debug for TokenHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("TokenHash(<redacted>)")
     }
 }
 
-/// What a session checks presented tokens against: the token itself when it was issued (or
-/// handed over) in this process, only its hash when the session was restored from a state file.
+/// What a session checks presented tokens against: the token itself when it was issued here (or
+/// its client brought it along a hand-over), only its hash when the session was restored from a
+/// state file or handed off by an instance that stopped.
 #[derive(Clone, Debug)]
 pub(crate) enum Credential {
     Token(Token),
     Hash(TokenHash),
+}
+
+impl From<Token> for Credential {
+    fn from(token: Token) -> Self {
+        Credential::Token(token)
+    }
+}
+
+impl From<TokenHash> for Credential {
+    fn from(hash: TokenHash) -> Self {
+        Credential::Hash(hash)
+    }
 }
 
 impl Credential {
@@ -130,14 +157,6 @@ impl Credential {
         match self {
             Credential::Token(own) => own.matches(token),
             Credential::Hash(hash) => hash.verifies(token),
-        }
-    }
-
-    /// The token, when this process holds it (not after a restore from a state file).
-    pub(crate) fn token(&self) -> Option<&Token> {
-        match self {
-            Credential::Token(token) => Some(token),
-            Credential::Hash(_) => None,
         }
     }
 

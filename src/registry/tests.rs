@@ -322,7 +322,9 @@ async fn export_then_import_keeps_the_ids_and_what_was_read() {
     here.deliver(&bob, ann.id, json("2")).unwrap();
 
     assert!(there.homed().is_empty());
-    let snapshot = here.export(ann.id).expect("ann lives here");
+    let snapshot = here
+        .export(ann.id, Closed::TakenOver)
+        .expect("ann lives here");
     assert!(matches!(stream.pull(10), Pull::Closed(Closed::TakenOver)));
     assert!(!here.homes(ann.id));
     // A snapshot travels as JSON between instances.
@@ -335,7 +337,7 @@ async fn export_then_import_keeps_the_ids_and_what_was_read() {
     let mut moved = there.attach(ann.id, &ann_token, None).unwrap();
     assert_eq!(drain(&mut moved).1, [(2, "client_response")]);
     assert_eq!(there.deliver(&bob, ann.id, json("3")), Ok(3));
-    assert!(here.export(ann.id).is_none());
+    assert!(here.export(ann.id, Closed::TakenOver).is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -344,7 +346,7 @@ async fn an_imported_session_starts_detached_and_expires() {
     let there = registry(8, 10, 10);
     let (ann, ann_token) = join(&here, "ann");
     there
-        .import(here.export(ann.id).unwrap(), ann_token)
+        .import(here.export(ann.id, Closed::TakenOver).unwrap(), ann_token)
         .unwrap();
     advance(TTL).await;
     assert_eq!(there.expire(Instant::now()).0.len(), 1);

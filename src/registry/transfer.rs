@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::event::{Envelope, Event, EventId, Peer};
-use super::identity::{Credential, SessionId, Token, TokenHash};
+use super::identity::{Credential, SessionId, TokenHash};
 use super::mailbox::Mailbox;
 use super::session::{Closed, Session};
 use super::{Registry, RegistryError};
@@ -49,34 +49,39 @@ impl Registry {
 
     /// Every session living here, with whether it may broadcast and its token (to re-register
     /// them after a backplane outage).
-    pub(crate) fn homed(&self) -> Vec<(Peer, bool, Token)> {
+    pub(crate) fn homed(&self) -> Vec<(Peer, bool, TokenHash)> {
         self.lock()
             .sessions
             .values()
-            .filter_map(|s| Some((s.peer.clone(), s.may_broadcast, s.token.token()?.clone())))
+            .map(|s| (s.peer.clone(), s.may_broadcast, s.token.hash()))
             .collect()
     }
 
-    /// Moves session `id` out of this registry: its stream here closes as taken over, and the
-    /// returned snapshot lets another instance continue it with the same event ids. `None` when
-    /// the session does not live here.
-    pub(crate) fn export(&self, id: SessionId) -> Option<Snapshot> {
+    /// Moves session `id` out of this registry: its stream here closes for `reason` (taken over
+    /// when the session's client attached elsewhere, shutdown when this instance hands it off),
+    /// and the returned snapshot lets another instance continue it with the same event ids.
+    /// `None` when the session does not live here.
+    pub(crate) fn export(&self, id: SessionId, reason: Closed) -> Option<Snapshot> {
         // No fan-out is halfway through this session: each is in the snapshot or not at all.
         let _order = self.fan_out_lock();
         let mut state = self.lock();
         let session = state.sessions.get(&id).cloned()?;
         let snapshot = Snapshot::of(&session, &session.lock().mailbox);
-        self.remove_locked(&mut state, &session, Closed::TakenOver);
+        self.remove_locked(&mut state, &session, reason);
         Some(snapshot)
     }
 
-    /// Continues a session exported elsewhere; `token` must be the session's own. It starts
-    /// detached, like a new session.
+    /// Continues a session exported elsewhere; `credential` is the session's token (from its
+    /// client) or the token's hash (from its old home). It starts detached, like a new session.
     ///
     /// # Errors
     /// [`RegistryError::SessionLimit`] when `max_sessions` are registered here.
-    pub(crate) fn import(&self, snapshot: Snapshot, token: Token) -> Result<(), RegistryError> {
-        self.resume(snapshot, Credential::Token(token), Instant::now())
+    pub(crate) fn import(
+        &self,
+        snapshot: Snapshot,
+        credential: impl Into<Credential>,
+    ) -> Result<(), RegistryError> {
+        self.resume(snapshot, credential.into(), Instant::now())
     }
 
     /// Every session here as it stands, without removing any (the caller is about to exit).

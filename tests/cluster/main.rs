@@ -20,6 +20,7 @@
 //! and says so.
 
 mod departures;
+mod deploys;
 mod messaging;
 mod resume;
 mod tokens;

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{BUS, Cluster, TO, unavailable};
 use crate::registry::event::{Broadcast, Scope, ServerMessage};
-use crate::registry::{Event, EventId, Peer, RegistryError, SessionId, Snapshot};
+use crate::registry::{Event, EventId, Peer, RegistryError, SessionId, Snapshot, TokenHash};
 
 /// Everything that travels on the bus.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,11 +59,19 @@ pub(super) enum Bus {
         origin: Uuid,
         session: SessionId,
     },
+    /// The answer to `Handover` (`req` its request id), or to `Handoff` (`req` 0).
     HandedOver {
         req: u64,
         origin: Uuid,
         session: SessionId,
         snapshot: Box<Snapshot>,
+    },
+    /// `from` is stopping and hands `sessions` (with their token hashes) to `to`; `from`
+    /// answers each with `HandedOver` once it reads this.
+    Handoff {
+        from: Uuid,
+        to: Uuid,
+        sessions: Vec<(SessionId, TokenHash)>,
     },
     /// Published by `/healthz` and answered by itself coming back.
     Probe {
@@ -167,7 +175,7 @@ impl Cluster {
     }
 
     /// Publishes from synchronous code (the bus loop); a failure is logged: the asker times out.
-    fn publish_soon(self: &Arc<Self>, message: Bus) {
+    pub(super) fn publish_soon(self: &Arc<Self>, message: Bus) {
         self.publish_soon_to(None, message);
     }
 
@@ -285,16 +293,26 @@ impl Cluster {
             Bus::HandedOver {
                 req,
                 origin,
+                session,
                 snapshot,
-                ..
-            } if mine(&origin) => self.handovers.arrived(req, snapshot),
+            } if mine(&origin) => match moving.pushed(session) {
+                Some((hash, buffer)) => self.adopt(*snapshot, hash, buffer),
+                None => self.handovers.arrived(req, snapshot),
+            },
+            Bus::Handoff { from, to, sessions } => {
+                if mine(&to) {
+                    self.expect(&mut moving, sessions);
+                } else if mine(&from) {
+                    self.hand_away(&mut moving, to, sessions);
+                }
+            }
             // Not ours, and not on its way here (the move's buffer has it): its home moved.
             Bus::Direct { to, .. } if !self.registry.homes(to) && moving.request(to).is_none() => {
                 self.redirect(moving.moved_to(to), message);
             }
             Bus::Leave { ref peer } => {
                 // A session that leaves while moving here: its mover gets no snapshot.
-                if let Some(req) = moving.request(peer.id) {
+                if let Some(req) = moving.left(peer.id) {
                     self.handovers.withdraw(req);
                 }
                 self.registry.remove(peer.id);

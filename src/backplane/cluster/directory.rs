@@ -69,18 +69,18 @@ impl Directory {
         Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
     }
 
-    /// Writes `peer`'s entry, homed here.
+    /// Writes `peer`'s entry, homed here; `token` is the hash of its token.
     pub(super) async fn put(
         &self,
         peer: &Peer,
         may_broadcast: bool,
-        token: &Token,
+        token: &TokenHash,
     ) -> Result<(), RegistryError> {
         let entry = Entry {
             name: peer.name.clone(),
             user: peer.user.clone(),
             may_broadcast,
-            token: TokenHash::of(token).to_hex(),
+            token: token.to_hex(),
             home: self.here,
         };
         self.conn

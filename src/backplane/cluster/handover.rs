@@ -1,23 +1,28 @@
-//! Hand-over: moving a session's mailbox to the instance its stream now attaches to, keeping its
-//! event ids.
+//! Hand-over: moving a session's mailbox to another instance, keeping its event ids.
 //!
-//! B publishes `handover`; when B reads its own request back it starts buffering every later
-//! message that concerns the session; the home A reads the same request at the same point,
-//! exports the mailbox (closing its stream) and publishes `handed_over`; B imports it and applies
-//! the buffer. Everything before the request reached A, everything after it reaches B: nothing
-//! twice, nothing lost.
+//! Pulled, when its stream attaches to B: B publishes `handover`; when B reads its own request
+//! back it starts buffering every later message that concerns the session; the home A reads the
+//! same request at the same point, exports the mailbox (closing its stream) and publishes
+//! `handed_over`; B imports it and applies the buffer. Everything before the request reached A,
+//! everything after it reaches B: nothing twice, nothing lost.
+//!
+//! Pushed, when its home A stops ([`Cluster::hand_off`]): A publishes `handoff` naming B, and
+//! the same message is the point where B starts buffering and A exports. A then waits until
+//! the directory names the new homes, forwarding what still reaches it, before it stops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use std::sync::atomic::Ordering;
+
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use super::bus::Bus;
 use super::request::{Requests, Unanswered};
 use super::{ANSWER_TIMEOUT, Cluster, unavailable};
-use crate::registry::{RegistryError, SessionId, Snapshot, Token};
+use crate::registry::{Closed, Peer, RegistryError, SessionId, Snapshot, Token, TokenHash};
 
 /// Sessions being moved here.
 #[derive(Default)]
@@ -38,6 +43,14 @@ pub(super) struct Moving {
     away: HashMap<SessionId, (Uuid, Instant)>,
 }
 
+/// The request id of a move this instance did not ask for: a session handed off to it.
+const PUSHED: u64 = 0;
+/// Longest a stopping instance waits for the others to take its sessions; also how long a
+/// session handed off to an instance may take to arrive there.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sessions per `handoff` message.
+const HANDOFF_CHUNK: usize = 100;
+
 /// How long a session handed away is remembered, to forward direct messages sent to it here by
 /// senders that read the directory before its new home wrote it.
 const FORWARD_FOR: Duration = Duration::from_secs(30);
@@ -48,6 +61,9 @@ struct Move {
     /// Our own request came back on the bus: from now on, buffer what concerns the session.
     seen: bool,
     buffer: Vec<Bus>,
+    /// For a session handed off here, the hash of its token (its client is not here to show
+    /// the token itself).
+    pushed: Option<TokenHash>,
 }
 
 impl Moving {
@@ -88,6 +104,39 @@ impl Moving {
     /// The request id of the move of `session`, if it is moving here.
     pub(super) fn request(&self, session: SessionId) -> Option<u64> {
         self.moves.get(&session).map(|m| m.req)
+    }
+
+    /// `session` is being handed off here: buffer from this point on. False when it is
+    /// already moving here.
+    fn expect(&mut self, session: SessionId, hash: TokenHash) -> bool {
+        if self.moves.contains_key(&session) {
+            return false;
+        }
+        let handed = Move {
+            req: PUSHED,
+            seen: true,
+            buffer: Vec::new(),
+            pushed: Some(hash),
+        };
+        self.moves.insert(session, handed);
+        true
+    }
+
+    /// Ends the move of a session handed off here: its token hash and what it buffered.
+    pub(super) fn pushed(&mut self, session: SessionId) -> Option<(TokenHash, Vec<Bus>)> {
+        self.moves.get(&session)?.pushed.as_ref()?;
+        let m = self.moves.remove(&session)?;
+        Some((m.pushed?, m.buffer))
+    }
+
+    /// `session` left: forgets its move here if it was handed off, or returns the request id of
+    /// the move we asked for.
+    pub(super) fn left(&mut self, session: SessionId) -> Option<u64> {
+        if self.pushed(session).is_some() {
+            None
+        } else {
+            self.request(session)
+        }
     }
 }
 
@@ -145,6 +194,7 @@ impl Cluster {
                 req,
                 seen: false,
                 buffer: Vec::new(),
+                pushed: None,
             };
             moving.moves.insert(id, fresh);
             MoveGuard {
@@ -181,15 +231,197 @@ impl Cluster {
             }
         }
         let peer = self.registry.authenticate(token)?;
-        self.directory.put(&peer, may_broadcast, token).await?;
+        self.directory
+            .put(&peer, may_broadcast, &TokenHash::of(token))
+            .await?;
         info!(session = %id, "moved here");
         Ok(())
     }
 
     /// Session `id` is asked for by `to`: exports it if it lives here (closing its stream).
     pub(super) fn hand_over(&self, id: SessionId, to: Uuid) -> Option<Snapshot> {
-        let snapshot = self.registry.export(id)?;
+        let snapshot = self.registry.export(id, Closed::TakenOver)?;
         debug!(session = %id, %to, "handing over");
         Some(snapshot)
+    }
+
+    /// Hands every session homed here to the other instances that take sessions, then waits
+    /// (at most [`HANDOFF_TIMEOUT`]) until the directory names their new homes. From the first
+    /// step on, this instance takes no new session or stream: it is stopping.
+    ///
+    /// Without another instance the sessions stay here, and leave (`user_left`) once this
+    /// instance is gone, as a crashed instance's do.
+    pub(crate) async fn hand_off(self: &Arc<Self>) {
+        self.leaving.store(true, Ordering::Relaxed);
+        let homed = self.registry.homed();
+        if homed.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let handed = tokio::time::timeout(HANDOFF_TIMEOUT, self.hand_off_all(&homed)).await;
+        let sessions = homed.len();
+        match handed {
+            Ok(Ok(0)) => warn!(
+                sessions,
+                "no other instance takes sessions: they leave once this one has stopped"
+            ),
+            Ok(Ok(instances)) => info!(
+                sessions,
+                instances,
+                elapsed = ?started.elapsed(),
+                "handed every session to the cluster"
+            ),
+            Ok(Err(err)) => error!(sessions, error = %err, "could not hand sessions off"),
+            Err(_) => error!(
+                sessions,
+                "the cluster did not take every session in time: the rest leave once this \
+                 instance has stopped"
+            ),
+        }
+    }
+
+    /// [`Cluster::hand_off`]'s work: how many instances took the sessions.
+    async fn hand_off_all(
+        self: &Arc<Self>,
+        homed: &[(Peer, bool, TokenHash)],
+    ) -> Result<usize, RegistryError> {
+        // Says "leaving" at once, so that no other stopping instance hands sessions here.
+        self.refresh_liveness().await?;
+        let hosts = self.hosts().await?;
+        if hosts.is_empty() {
+            return Ok(0);
+        }
+        let mut shares = vec![Vec::new(); hosts.len()];
+        for (i, (peer, _, hash)) in homed.iter().enumerate() {
+            shares[i % hosts.len()].push((peer.id, hash.clone()));
+        }
+        for (to, share) in hosts.iter().zip(shares) {
+            for sessions in share.chunks(HANDOFF_CHUNK) {
+                let handoff = Bus::Handoff {
+                    from: self.instance,
+                    to: *to,
+                    sessions: sessions.to_vec(),
+                };
+                self.publish(&handoff).await?;
+            }
+        }
+        let handed: HashSet<SessionId> = homed.iter().map(|(peer, ..)| peer.id).collect();
+        loop {
+            let entries = self.directory.entries().await?;
+            let here = entries
+                .iter()
+                .any(|(id, entry)| entry.home == self.instance && handed.contains(id));
+            if !here {
+                return Ok(hosts.len());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Reads a `handoff` to this instance: buffers what concerns each session until its
+    /// snapshot arrives, for at most [`HANDOFF_TIMEOUT`].
+    pub(super) fn expect(
+        self: &Arc<Self>,
+        moving: &mut Moving,
+        sessions: Vec<(SessionId, TokenHash)>,
+    ) {
+        let expected: Vec<SessionId> = sessions
+            .into_iter()
+            .filter_map(|(id, hash)| moving.expect(id, hash).then_some(id))
+            .collect();
+        let cluster = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(HANDOFF_TIMEOUT).await;
+            let mut moving = cluster.handovers.lock();
+            let lost = expected
+                .into_iter()
+                .filter(|id| moving.pushed(*id).is_some())
+                .count();
+            if lost > 0 {
+                warn!(sessions = lost, "sessions handed off here never arrived");
+            }
+        });
+    }
+
+    /// Reads our own `handoff`: exports each session (its stream closes as for a shutdown, so
+    /// its client reconnects) and sends it to `to`.
+    pub(super) fn hand_away(
+        self: &Arc<Self>,
+        moving: &mut Moving,
+        to: Uuid,
+        sessions: Vec<(SessionId, TokenHash)>,
+    ) {
+        for (id, _) in sessions {
+            if let Some(snapshot) = self.registry.export(id, Closed::Shutdown) {
+                moving.moved(id, to);
+                self.publish_soon(Bus::HandedOver {
+                    req: PUSHED,
+                    origin: to,
+                    session: id,
+                    snapshot: Box::new(snapshot),
+                });
+            }
+        }
+    }
+
+    /// A session handed off here arrived: continues it, applies what it buffered on the way,
+    /// and names this instance its home in the directory.
+    pub(super) fn adopt(self: &Arc<Self>, snapshot: Snapshot, hash: TokenHash, buffer: Vec<Bus>) {
+        let peer = snapshot.peer.clone();
+        let may_broadcast = snapshot.may_broadcast;
+        if let Err(err) = self.registry.import(snapshot, hash.clone()) {
+            error!(session = %peer.id, error = %err, "could not take a session handed off here");
+            return;
+        }
+        for message in buffer {
+            self.apply_to(&message, Some(peer.id));
+        }
+        let cluster = Arc::clone(self);
+        tokio::spawn(async move {
+            match cluster.directory.put(&peer, may_broadcast, &hash).await {
+                Ok(()) => debug!(session = %peer.id, "handed off here"),
+                Err(err) => {
+                    warn!(session = %peer.id, error = %err, "could not write a session's new home")
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{DisplayName, Event, Peer};
+    use serde_json::value::RawValue;
+
+    #[test]
+    fn a_session_handed_off_here_buffers_what_concerns_it_until_it_arrives() {
+        let ann = SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
+        let bob = Peer {
+            id: SessionId::parse("0b7e5d2c-1d9e-4b8f-9a77-3f2a1c4e5d6f").unwrap(),
+            name: DisplayName::parse("bob").unwrap(),
+            user: None,
+        };
+        let hash = TokenHash::of(&Token::issue(ann));
+        let mut moving = Moving::default();
+        assert!(moving.expect(ann, hash.clone()));
+        assert!(!moving.expect(ann, hash.clone()), "already on its way");
+        let direct = |n: &str| Bus::Direct {
+            req: 1,
+            origin: Uuid::nil(),
+            to: ann,
+            event: Event::direct(&bob, ann, RawValue::from_string(n.into()).unwrap()),
+        };
+        moving.buffer(&direct("1"));
+        moving.buffer(&Bus::Join { peer: bob.clone() });
+        let (arrived, buffer) = moving.pushed(ann).expect("handed off here");
+        assert!(arrived == hash);
+        assert_eq!(buffer.len(), 2);
+        assert!(moving.pushed(ann).is_none(), "taken once");
+
+        // One that leaves on the way is forgotten; no request of ours to withdraw.
+        assert!(moving.expect(ann, hash));
+        assert_eq!(moving.left(ann), None);
+        assert!(moving.request(ann).is_none());
     }
 }

@@ -2,9 +2,13 @@
 //! that finds directory entries homed on an instance whose key expired removes them and
 //! announces `user_left`, so a crashed instance leaves no session behind for longer than
 //! [`LIVENESS`] plus a sweep.
+//!
+//! The key's value says whether the instance takes sessions: [`ALIVE`], or [`LEAVING`] once it
+//! is handing its own away to stop (see [`handover`](super::handover)).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use redis::AsyncCommands;
 use tokio::time::Instant;
@@ -16,9 +20,43 @@ use super::bus::Bus;
 use super::{Cluster, INSTANCE, LIVENESS, unavailable};
 use crate::registry::RegistryError;
 
+/// The liveness key's value of an instance that takes sessions.
+const ALIVE: &str = "alive";
+/// The liveness key's value of an instance that is stopping: alive, but not a place for sessions.
+const LEAVING: &str = "leaving";
+
 impl Cluster {
     fn instance_key(&self, instance: Uuid) -> String {
         format!("{}:{INSTANCE}:{instance}", self.prefix)
+    }
+
+    /// The other instances that are alive and take sessions.
+    pub(super) async fn hosts(&self) -> Result<Vec<Uuid>, RegistryError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}:{INSTANCE}:*", self.prefix);
+        let keys: Vec<String> = {
+            let mut keys = Vec::new();
+            let mut scan = conn
+                .scan_match::<_, String>(&pattern)
+                .await
+                .map_err(unavailable)?;
+            while let Some(key) = scan.next_item().await {
+                keys.push(key.map_err(unavailable)?);
+            }
+            keys
+        };
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = conn.mget(&keys).await.map_err(unavailable)?;
+        Ok(keys
+            .iter()
+            .zip(values)
+            // Anything but "leaving" takes sessions: older instances wrote "1".
+            .filter(|(_, value)| value.as_deref().is_some_and(|v| v != LEAVING))
+            .filter_map(|(key, _)| Uuid::parse_str(key.rsplit(':').next()?).ok())
+            .filter(|instance| *instance != self.instance)
+            .collect())
     }
 
     /// Refreshes this instance's liveness key and removes sessions of instances that died,
@@ -65,8 +103,8 @@ impl Cluster {
         self.refresh_liveness().await?;
         let homed = self.registry.homed();
         let count = homed.len();
-        for (peer, may_broadcast, token) in homed {
-            self.directory.put(&peer, may_broadcast, &token).await?;
+        for (peer, may_broadcast, hash) in homed {
+            self.directory.put(&peer, may_broadcast, &hash).await?;
         }
         if count > 0 {
             info!(sessions = count, "re-registered homed sessions");
@@ -74,12 +112,17 @@ impl Cluster {
         Ok(())
     }
 
-    /// Sets this instance's liveness key for another [`LIVENESS`].
-    async fn refresh_liveness(&self) -> Result<(), RegistryError> {
+    /// Sets this instance's liveness key for another [`LIVENESS`], saying whether it is leaving.
+    pub(super) async fn refresh_liveness(&self) -> Result<(), RegistryError> {
         let mut conn = self.conn.clone();
+        let state = if self.leaving.load(Ordering::Relaxed) {
+            LEAVING
+        } else {
+            ALIVE
+        };
         redis::cmd("SET")
             .arg(self.instance_key(self.instance))
-            .arg(1)
+            .arg(state)
             .arg("PX")
             .arg(LIVENESS.as_millis() as u64)
             .query_async::<()>(&mut conn)

@@ -8,7 +8,7 @@
 //! | [`BUS`] `<prefix>:bus` | pub/sub channel | what every instance must see: joins, leaves, broadcasts, hand-over requests, JSON (`bus::Bus`) |
 //! | [`TO`] `<prefix>:to:<uuid>` | pub/sub channel | what concerns one instance: direct messages to the sessions it homes, and the answers to its own requests |
 //! | [`SESSIONS`] `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home"}` |
-//! | [`INSTANCE`] `<prefix>:instance:<uuid>` | string, expiring | this instance is alive |
+//! | [`INSTANCE`] `<prefix>:instance:<uuid>` | string, expiring | this instance is alive (`alive`), or alive and stopping (`leaving`) |
 //!
 //! Why one channel for what everyone sees: Redis delivers a channel's messages to every subscriber
 //! in the one order it executed the PUBLISHes, so every instance sees joins, broadcasts and
@@ -28,7 +28,8 @@
 //! - [`bus`]: the channel, its messages, and what each does when it comes back.
 //! - [`directory`]: the sessions hash.
 //! - [`liveness`]: instance keys, and removing the sessions of dead instances.
-//! - [`handover`]: moving a session here with its event ids.
+//! - [`handover`]: moving a session here with its event ids, and handing every session off
+//!   to the others when this instance stops.
 //! - [`request`]: request/reply over the bus (direct messages, hand-overs, health probes).
 //!
 //! Direct messages to a session homed elsewhere are published to its home with a request id;
@@ -64,6 +65,7 @@ use super::presence::Presence;
 use crate::limits::AddressGuard;
 use crate::registry::{
     Event, EventId, Joining, Peer, Registry, RegistryError, SessionId, Subscription, Token,
+    TokenHash,
 };
 use bus::{Bus, Outcome};
 use directory::Directory;
@@ -104,10 +106,17 @@ pub(crate) struct Cluster {
     handovers: Handovers,
     /// Subscribed to the bus and re-registered: healthy.
     subscribed: AtomicBool,
+    /// Stopping: its sessions are being handed to the others, and it takes no new ones.
+    leaving: AtomicBool,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> RegistryError {
     RegistryError::Unavailable(err.to_string())
+}
+
+/// What an instance that is stopping answers to a new session or stream.
+fn leaving() -> RegistryError {
+    unavailable("this instance is stopping; retry, another instance will take the request")
 }
 
 impl Cluster {
@@ -145,6 +154,7 @@ impl Cluster {
             probes: Requests::default(),
             handovers: Handovers::default(),
             subscribed: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
         });
         info!(instance = %cluster.instance, prefix, "cluster mode");
         tokio::spawn(Arc::clone(&cluster).subscribe(shutdown.clone()));
@@ -162,13 +172,17 @@ impl Cluster {
         joining: Joining,
         place: AddressGuard,
     ) -> Result<(Peer, Token), RegistryError> {
+        if self.leaving.load(Ordering::Relaxed) {
+            return Err(leaving());
+        }
         let limit = self.registry.settings().max_sessions;
         if self.directory.count().await? >= limit {
             return Err(RegistryError::SessionLimit(limit));
         }
         let may_broadcast = joining.may_broadcast;
         let (peer, token) = self.registry.register(joining, place)?;
-        if let Err(err) = self.directory.put(&peer, may_broadcast, &token).await {
+        let hash = TokenHash::of(&token);
+        if let Err(err) = self.directory.put(&peer, may_broadcast, &hash).await {
             self.registry.remove(peer.id);
             return Err(err);
         }
@@ -212,6 +226,9 @@ impl Cluster {
         token: &Token,
         last_event_id: Option<EventId>,
     ) -> Result<Subscription, RegistryError> {
+        if self.leaving.load(Ordering::Relaxed) {
+            return Err(leaving());
+        }
         if !self.registry.homes(id) {
             if self.directory.get(id).await?.is_none() {
                 return Err(RegistryError::UnknownSession(id));
@@ -234,17 +251,17 @@ impl Cluster {
         if self.registry.homes(to) {
             return self.registry.deliver_event(to, event);
         }
-        let Some(home) = self.directory.get(to).await?.map(|entry| entry.home) else {
-            return Err(RegistryError::UnknownRecipient(to));
+        let home = self.home_of(to).await?;
+        let answered = match self.deliver_at(home, to, event.clone()).await {
+            // Nobody reads that home's channel: it stopped. One that stopped gracefully handed
+            // its sessions off and waited until the directory named their new homes.
+            Err(Unanswered::Unpublished(err)) => match self.home_of(to).await? {
+                moved if moved != home => self.deliver_at(moved, to, event).await,
+                _ => return Err(err),
+            },
+            answered => answered,
         };
-        let request = self.replies.open();
-        let direct = Bus::Direct {
-            req: request.id(),
-            origin: self.instance,
-            to,
-            event,
-        };
-        match request.ask(self.send(home, &direct), ANSWER_TIMEOUT).await {
+        match answered {
             Ok(Outcome::Delivered(id)) => Ok(id),
             Ok(Outcome::MailboxFull) => Err(RegistryError::MailboxFull {
                 retry_after: Duration::from_secs(1),
@@ -255,6 +272,31 @@ impl Cluster {
                 Err(unavailable("the recipient's instance did not answer"))
             }
         }
+    }
+
+    /// The instance session `to` is homed on.
+    async fn home_of(&self, to: SessionId) -> Result<Uuid, RegistryError> {
+        let entry = self.directory.get(to).await?;
+        entry
+            .map(|entry| entry.home)
+            .ok_or(RegistryError::UnknownRecipient(to))
+    }
+
+    /// Asks `home` to deliver an addressed event to `to`, and waits for its answer.
+    async fn deliver_at(
+        &self,
+        home: Uuid,
+        to: SessionId,
+        event: Event,
+    ) -> Result<Outcome, Unanswered> {
+        let request = self.replies.open();
+        let direct = Bus::Direct {
+            req: request.id(),
+            origin: self.instance,
+            to,
+            event,
+        };
+        request.ask(self.send(home, &direct), ANSWER_TIMEOUT).await
     }
 
     /// Publishes a broadcast; returns how many other sessions the cluster holds.
