@@ -103,6 +103,9 @@ pub async fn serve(
         );
     }
     let cancel = CancellationToken::new();
+    // The bus outlives the edge: requests still being answered during the shutdown wait for
+    // replies on it, and the hand-off travels on it.
+    let bus = CancellationToken::new();
     let hub = match &config.redis_url {
         None => Hub::local(registry.clone(), config.presence),
         Some(url) => Hub::cluster(
@@ -110,7 +113,7 @@ pub async fn serve(
             config.presence,
             url,
             &config.redis_prefix,
-            cancel.clone(),
+            bus.clone(),
         )
         .map_err(|err| std::io::Error::other(format!("--redis-url: {err}")))?,
     };
@@ -151,8 +154,10 @@ pub async fn serve(
         write_timeout: config.write_timeout,
         max_connections: config.connection_limit(),
         shutdown_grace: config.shutdown_grace + config.drain_window,
+        drain_window: config.drain_window,
     };
     http::server::run(listener, routes, context, options, shutdown).await;
+    bus.cancel();
     let _ = reaper.await;
     if let Some(path) = &config.state_file {
         let saved = state_file::save(&registry, path).map_err(std::io::Error::other)?;

@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -80,6 +81,10 @@ pub(crate) struct ServeOptions {
     pub(crate) write_timeout: Duration,
     /// How long to wait for connections to finish after `shutdown` before giving up on them.
     pub(crate) shutdown_grace: Duration,
+    /// How long idle keep-alive connections are kept after `shutdown` (`--drain-window`): a
+    /// request that arrives on one is answered (and its connection then closed) rather than
+    /// meeting a reset.
+    pub(crate) drain_window: Duration,
 }
 
 /// The listening socket and what every accepted connection takes from it (as mini-redis'
@@ -184,6 +189,7 @@ pub(crate) async fn run<F>(
         options.request_timeout,
         options.write_timeout,
     );
+    let closing = Arc::new(AtomicBool::new(false));
     let service = ServiceBuilder::new()
         .layer(BoxCloneSyncService::layer())
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
@@ -198,6 +204,19 @@ pub(crate) async fn run<F>(
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .option_layer(cors(&options.cors_origins))
+        .map_response({
+            let closing = Arc::clone(&closing);
+            move |mut response: Response<_>| {
+                // Stopping: each client learns it with its next answer, and opens its next
+                // connection elsewhere.
+                if closing.load(Ordering::Relaxed) {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
+        })
         .map_future(move |answer| async move {
             // A body that stalls or trickles would otherwise hold its connection for ever.
             tokio::time::timeout(request_timeout, answer)
@@ -268,7 +287,15 @@ pub(crate) async fn run<F>(
         () = shutdown => {}
     }
 
-    let Listener { tracker, .. } = listener;
+    // Closed now, not when this function returns: a connection the kernel queued for a socket
+    // nobody accepts from would wait out the whole shutdown, then be reset.
+    let Listener {
+        tracker,
+        listener: socket,
+        ..
+    } = listener;
+    drop(socket);
+    closing.store(true, Ordering::Relaxed);
     info!("shutting down: listener closed, closing streams");
     // Before the background tasks stop: a cluster's bus carries the hand-off.
     context.hub.hand_off().await;
@@ -276,6 +303,9 @@ pub(crate) async fn run<F>(
     context.hub.close_streams();
     tracker.close();
     let drained = async {
+        // Idle keep-alive connections stay for the drain window, answering with
+        // `Connection: close`: closing one just as its client sends a request would reset it.
+        let _ = tokio::time::timeout(options.drain_window, tracker.wait()).await;
         graceful.shutdown().await;
         tracker.wait().await;
     };

@@ -61,6 +61,43 @@ async fn after_shutdown_new_connections_are_refused() {
 }
 
 #[tokio::test]
+async fn new_connections_are_refused_from_the_start_of_the_shutdown_not_queued_until_its_end() {
+    let mut app = spawn_app(Config {
+        drain_window: Duration::from_secs(3),
+        shutdown_grace: Duration::from_secs(10),
+        ..test_config()
+    })
+    .await;
+    let ann = app.helo("ann").await;
+    let _stream = app.attach_ready(&ann).await;
+    // An idle keep-alive connection (the stream took the first): it keeps the shutdown going
+    // for the drain window.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+
+    app.shutdown.take().unwrap().send(()).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match TcpStream::connect(app.addr).await {
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            // Queued (or accepted) just as the listener closed: try again.
+            _ => assert!(Instant::now() < deadline, "the listener stayed open"),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(
+        !app.server.as_ref().unwrap().is_finished(),
+        "refused while the shutdown was still draining"
+    );
+    // A request on the open keep-alive connection is still answered, and told to go.
+    let response = app.get("/healthz").await;
+    assert_eq!(
+        response.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    app.stop(Duration::from_secs(8)).await.unwrap();
+}
+
+#[tokio::test]
 async fn stream_closes_are_spread_over_the_drain_window() {
     let window = Duration::from_millis(600);
     let mut app = spawn_app(Config {
