@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio::time::timeout;
 
 use crate::support::cluster::Cluster;
 use crate::support::*;
@@ -49,7 +52,7 @@ async fn a_stopping_instance_hands_its_sessions_to_the_others_and_nobody_hears_t
                 } else {
                     refused.push((status, body_text(response).await));
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             (accepted, refused)
         }
@@ -57,7 +60,7 @@ async fn a_stopping_instance_hands_its_sessions_to_the_others_and_nobody_hears_t
     let exit = cluster.nodes[0].terminate().await;
     assert!(exit.success(), "A stops cleanly: {exit:?}");
     stopped.store(true, Ordering::Relaxed);
-    let (accepted, refused) = tokio::time::timeout(WAIT, writer)
+    let (accepted, refused) = timeout(WAIT, writer)
         .await
         .expect("the writer ends")
         .expect("the writer runs");
@@ -101,4 +104,279 @@ async fn a_stopping_instance_hands_its_sessions_to_the_others_and_nobody_hears_t
             .any(|line| line.contains("handed every session to the cluster")),
         "A says what it did"
     );
+}
+
+/// What the clients of the rolling restart saw, all of them together.
+#[derive(Default)]
+struct Seen {
+    /// Per sender, the `n` of each message the cluster accepted (2xx), in order.
+    accepted: Vec<Vec<u64>>,
+    /// Per receiver, `(sender, n, event id)` of each `client_response` its streams delivered.
+    received: Vec<Vec<(u64, u64, u64)>>,
+    /// Per receiver, the names in the `new_user` and `user_left` events it got.
+    joined: Vec<Vec<String>>,
+    left: Vec<Vec<String>>,
+    lagged: u64,
+    /// 5xx answers, and those of them without `Retry-After`.
+    server_errors: u64,
+    without_retry_after: u64,
+    /// Connections refused (an instance down), requests sent that got no answer (reset),
+    /// streams that ended or broke.
+    refused: u64,
+    reset: u64,
+    reconnects: u64,
+    /// What must not happen: a session gone (401, 404), or any other failed call.
+    failures: Vec<String>,
+}
+
+/// The instances' current addresses, as a load balancer would know them.
+type Nodes = Arc<std::sync::Mutex<Vec<switchboard_client::Client>>>;
+
+/// The next instance after `cursor`, round robin.
+fn pick(nodes: &Nodes, cursor: &mut usize) -> switchboard_client::Client {
+    let nodes = nodes.lock().unwrap();
+    *cursor += 1;
+    nodes[*cursor % nodes.len()].clone()
+}
+
+/// How a client that honours `Retry-After` handles a failed call; false when it must give up.
+async fn recover(seen: &std::sync::Mutex<Seen>, who: &str, err: switchboard_client::Error) -> bool {
+    use switchboard_client::Error;
+    match err {
+        Error::Status {
+            status,
+            retry_after,
+            ..
+        } if status.is_server_error() => {
+            let wait = {
+                let mut seen = seen.lock().unwrap();
+                seen.server_errors += 1;
+                seen.without_retry_after += u64::from(retry_after.is_none());
+                retry_after.unwrap_or(Duration::from_secs(1))
+            };
+            tokio::time::sleep(wait).await;
+            true
+        }
+        // No answer: sent again, and the exactly-once check would catch a second delivery.
+        Error::Http(err) if err.is_connect() || err.is_request() => {
+            let mut seen = seen.lock().unwrap();
+            if err.is_connect() {
+                seen.refused += 1;
+            } else {
+                seen.reset += 1;
+            }
+            true
+        }
+        err => {
+            seen.lock()
+                .unwrap()
+                .failures
+                .push(format!("{who}: {err:?}"));
+            false
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rolling_restart_of_every_instance_loses_no_session_and_no_message() {
+    const CLIENTS: usize = 6;
+    let mut cluster = Cluster::start("rolling", &[&[], &[], &[]]).await;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(cluster.nodes[i % 3].helo(&format!("c{i}")).await);
+        cluster.settle().await;
+    }
+    let nodes: Nodes = Arc::new(std::sync::Mutex::new(
+        cluster
+            .nodes
+            .iter()
+            .map(|n| switchboard_client::Client::new(&n.base_url))
+            .collect(),
+    ));
+    let seen = Arc::new(std::sync::Mutex::new(Seen {
+        accepted: vec![Vec::new(); CLIENTS],
+        received: vec![Vec::new(); CLIENTS],
+        joined: vec![Vec::new(); CLIENTS],
+        left: vec![Vec::new(); CLIENTS],
+        ..Seen::default()
+    }));
+    let sending = Arc::new(AtomicBool::new(true));
+    let reading = Arc::new(AtomicBool::new(true));
+
+    // Each client reads its stream, reconnecting through the next instance when it ends.
+    let mut readers = Vec::new();
+    for (i, me) in clients.iter().cloned().enumerate() {
+        let (nodes, seen, reading) = (Arc::clone(&nodes), Arc::clone(&seen), Arc::clone(&reading));
+        readers.push(tokio::spawn(async move {
+            let (mut cursor, mut last) = (i, None);
+            while reading.load(Ordering::Relaxed) {
+                let node = pick(&nodes, &mut cursor);
+                let mut events = match timeout(WAIT, node.attach(&me, last)).await {
+                    Ok(Ok(events)) => events,
+                    Ok(Err(err)) => {
+                        if recover(&seen, &me.name, err).await {
+                            continue;
+                        }
+                        return;
+                    }
+                    Err(_) => panic!("{}: no answer to attach within {WAIT:?}", me.name),
+                };
+                loop {
+                    let frame = match timeout(Duration::from_millis(100), events.next()).await {
+                        Err(_) if reading.load(Ordering::Relaxed) => continue,
+                        Err(_) => return,
+                        Ok(Some(Ok(frame))) => frame,
+                        Ok(_) => {
+                            seen.lock().unwrap().reconnects += 1;
+                            break;
+                        }
+                    };
+                    last = frame.id.or(last);
+                    let mut seen = seen.lock().unwrap();
+                    let name = || frame.data["name"].as_str().unwrap_or("?").to_owned();
+                    match frame.event.as_str() {
+                        "client_response" => {
+                            let message = &frame.data["message"];
+                            let (from, n) = (message["from"].as_u64(), message["n"].as_u64());
+                            let id = frame.id.expect("an id");
+                            seen.received[i].push((from.unwrap(), n.unwrap(), id));
+                        }
+                        "new_user" => seen.joined[i].push(name()),
+                        "user_left" => seen.left[i].push(name()),
+                        "lagged" => seen.lagged += frame.data["missed"].as_u64().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+        }));
+    }
+    // Each client writes to the next one, one message at a time, through the next instance.
+    let mut writers = Vec::new();
+    for (i, me) in clients.iter().cloned().enumerate() {
+        let to = clients[(i + 1) % CLIENTS].id.clone();
+        let (nodes, seen, sending) = (Arc::clone(&nodes), Arc::clone(&seen), Arc::clone(&sending));
+        writers.push(tokio::spawn(async move {
+            let (mut cursor, mut n) = (i, 0);
+            while sending.load(Ordering::Relaxed) {
+                let node = pick(&nodes, &mut cursor);
+                let message = json!({"from": i, "n": n});
+                match timeout(WAIT, node.send(&me, &to, &message)).await {
+                    Ok(Ok(_)) => {
+                        seen.lock().unwrap().accepted[i].push(n);
+                        n += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok(Err(err)) => {
+                        if !recover(&seen, &me.name, err).await {
+                            return;
+                        }
+                    }
+                    Err(_) => panic!("{}: no answer within {WAIT:?}", me.name),
+                }
+            }
+        }));
+    }
+
+    // Everyone streaming and writing before the first deploy.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !seen.lock().unwrap().received.iter().all(|r| r.len() >= 3) {
+        if std::time::Instant::now() > deadline {
+            let seen = seen.lock().unwrap();
+            panic!(
+                "the clients did not get going: accepted {:?}, received {:?}, failures {:?}",
+                seen.accepted, seen.received, seen.failures
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let started = std::time::Instant::now();
+    for i in 0..3 {
+        cluster.restart(i).await;
+        let restarted = switchboard_client::Client::new(&cluster.nodes[i].base_url);
+        nodes.lock().unwrap()[i] = restarted;
+    }
+    let rolled = started.elapsed();
+    sending.store(false, Ordering::Relaxed);
+    for writer in writers {
+        timeout(WAIT * 2, writer)
+            .await
+            .expect("writers stop")
+            .unwrap();
+    }
+    // Every accepted message reaches its stream.
+    let deadline = std::time::Instant::now() + WAIT * 2;
+    loop {
+        let done = {
+            let seen = seen.lock().unwrap();
+            (0..CLIENTS).all(|r| {
+                let from = (r + CLIENTS - 1) % CLIENTS;
+                seen.received[r].len() >= seen.accepted[from].len()
+            })
+        };
+        if done || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    reading.store(false, Ordering::Relaxed);
+    for reader in readers {
+        timeout(WAIT * 2, reader)
+            .await
+            .expect("readers stop")
+            .unwrap();
+    }
+
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let accepted: usize = seen.accepted.iter().map(Vec::len).sum();
+    let delivered: usize = seen.received.iter().map(Vec::len).sum();
+    eprintln!(
+        "rolling restart of 3 instances in {rolled:?}: {CLIENTS} sessions; messages accepted \
+         {accepted}, delivered {delivered}, reported lagged {}; 5xx {} ({} without Retry-After); \
+         connections refused {}, reset {}; streams reconnected {}",
+        seen.lagged,
+        seen.server_errors,
+        seen.without_retry_after,
+        seen.refused,
+        seen.reset,
+        seen.reconnects
+    );
+    assert_eq!(seen.failures, Vec::<String>::new(), "no session lost");
+    for r in 0..CLIENTS {
+        let from = (r + CLIENTS - 1) % CLIENTS;
+        let got: Vec<u64> = seen.received[r].iter().map(|&(_, n, _)| n).collect();
+        assert_eq!(
+            got, seen.accepted[from],
+            "c{r}: every message of c{from} once, in order: {:?}",
+            seen.received[r]
+        );
+        assert!(
+            seen.received[r]
+                .iter()
+                .all(|&(sender, ..)| sender == from as u64),
+            "c{r} hears c{from} only"
+        );
+        let ids: Vec<u64> = seen.received[r].iter().map(|&(.., id)| id).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "c{r}: ids increase: {ids:?}"
+        );
+        let later: Vec<String> = (r + 1..CLIENTS).map(|j| format!("c{j}")).collect();
+        assert_eq!(seen.joined[r], later, "c{r}: each join once, none again");
+        assert_eq!(seen.left[r], Vec::<String>::new(), "c{r}: nobody left");
+    }
+    assert_eq!(seen.lagged, 0, "nothing reported lost");
+    assert!(
+        accepted >= CLIENTS * 10,
+        "the clients kept writing: {accepted}"
+    );
+    assert_eq!(seen.server_errors, 0, "no 5xx, not even one with Retry-After");
+    let everyone = sessions(&clients.iter().collect::<Vec<_>>());
+    for node in &cluster.nodes {
+        assert_eq!(
+            node.clients().await,
+            everyone,
+            "{} lists every session",
+            node.label
+        );
+    }
 }

@@ -146,6 +146,8 @@ pub struct Cluster {
     // Dropped first: instances die before their Redis.
     pub nodes: Vec<Instance>,
     pub redis: Redis,
+    /// Each node's arguments, to start it again.
+    args: Vec<Vec<String>>,
 }
 
 impl Cluster {
@@ -157,14 +159,35 @@ impl Cluster {
         let redis_url = redis.url();
         let prefix = format!("sbtest-{test}-{}", std::process::id());
         let mut nodes = Vec::new();
+        let mut all = Vec::new();
         for (label, flags) in LABELS.into_iter().zip(extra) {
             let mut args = vec!["--redis-url", &redis_url, "--redis-prefix", &prefix];
             args.extend_from_slice(flags);
             nodes.push(Instance::start(label, &args).await);
+            all.push(args.into_iter().map(str::to_owned).collect());
         }
-        let cluster = Cluster { nodes, redis };
+        let cluster = Cluster {
+            nodes,
+            redis,
+            args: all,
+        };
         cluster.settle().await;
         cluster
+    }
+
+    /// A deploy of node `i`: SIGTERM, wait for its graceful exit (which must succeed), start
+    /// it again with the same arguments (on another port) and wait until it is healthy.
+    pub async fn restart(&mut self, i: usize) {
+        let exit = self.nodes[i].terminate().await;
+        assert!(
+            exit.success(),
+            "{} stops cleanly: {exit:?}",
+            self.nodes[i].label
+        );
+        let args: Vec<&str> = self.args[i].iter().map(String::as_str).collect();
+        let label = self.nodes[i].label.clone();
+        self.nodes[i] = Instance::start(&label, &args).await;
+        wait_for_health(&self.nodes[i], StatusCode::OK, Duration::from_secs(10)).await;
     }
 
     /// A bus barrier: waits until every live instance answers `/healthz` 200, i.e. a probe it
