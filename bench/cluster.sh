@@ -12,8 +12,12 @@ cd "$ROOT"
 ROUNDS=${ROUNDS:-3}
 STREAMS=${STREAMS:-2000}
 command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install -y redis-server)" >&2; exit 1; }
-timeout 1800 cargo build --release -q -p switchboard -p switchboard-load
-BIN=$ROOT/target/release
+# BIN=dir: the switchboard and switchboard-load binaries to run (e.g. an older build, for a
+# side-by-side comparison); by default this tree's, built now.
+if [ -z "${BIN:-}" ]; then
+    timeout 1800 cargo build --release -q -p switchboard -p switchboard-load
+    BIN=$ROOT/target/release
+fi
 OUT=$(mktemp -d /tmp/switchboard-cluster.XXXXXX)
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
