@@ -369,7 +369,10 @@ async fn a_rolling_restart_of_every_instance_loses_no_session_and_no_message() {
         accepted >= CLIENTS * 10,
         "the clients kept writing: {accepted}"
     );
-    assert_eq!(seen.server_errors, 0, "no 5xx, not even one with Retry-After");
+    assert_eq!(
+        seen.server_errors, 0,
+        "no 5xx, not even one with Retry-After"
+    );
     let everyone = sessions(&clients.iter().collect::<Vec<_>>());
     for node in &cluster.nodes {
         assert_eq!(
@@ -379,4 +382,104 @@ async fn a_rolling_restart_of_every_instance_loses_no_session_and_no_message() {
             node.label
         );
     }
+}
+
+#[tokio::test]
+async fn a_stream_attaching_while_its_session_is_handed_off_elsewhere_waits_for_it_to_arrive() {
+    use sha2::{Digest, Sha256};
+    let cluster = Cluster::start("transit", &[&[], &[], &[]]).await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let rae = a.helo("rae").await;
+    cluster.settle().await;
+    let sam = b.helo("sam").await;
+    cluster.settle().await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(b.respond(&sam, &rae, &json!({ "n": n })).await);
+    }
+
+    // A stopping instance F (played by this test) took rae from A, as a new home would ...
+    let (bus, on_b) = (
+        format!("{}:bus", cluster.prefix),
+        cluster.own_channel(1).await,
+    );
+    let f = "00000000-0000-4000-8000-0000000000f1";
+    let redis = redis::Client::open(cluster.redis.url()).unwrap();
+    let mut on_f = redis.get_async_pubsub().await.unwrap();
+    on_f.subscribe(format!("{}:to:{f}", cluster.prefix))
+        .await
+        .unwrap();
+    let mut publisher = redis.get_multiplexed_async_connection().await.unwrap();
+    let mut publish = async |channel: &str, message: String| {
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(message)
+            .query_async::<u64>(&mut publisher)
+            .await
+            .unwrap()
+    };
+    let ask = json!({"type": "handover", "body": {"req": 1, "origin": f, "session": rae.id}});
+    publish(&bus, ask.to_string()).await;
+    let handed = timeout(WAIT, on_f.on_message().next())
+        .await
+        .expect("A answers F")
+        .unwrap();
+    // Kept as text: a snapshot's raw JSON messages need "type" before "body".
+    let handed = String::from_utf8(handed.get_payload_bytes().to_vec()).unwrap();
+    let to_f = format!(r#"{{"type":"handed_over","body":{{"req":1,"origin":"{f}","#);
+    assert!(handed.starts_with(&to_f), "{handed}");
+    // ... and now hands it off to B; B has read that (a bus barrier) but has not got it yet.
+    let hash = hex::encode(Sha256::digest(rae.token.as_bytes()));
+    let handoff = json!({"type": "handoff", "body": {"from": f, "to": b_id(&on_b), "sessions": [[rae.id, hash]]}});
+    publish(&bus, handoff.to_string()).await;
+    cluster.settle().await;
+
+    // rae's client comes back through C meanwhile: C asks, B says "not yet", C asks again.
+    let before = bus_read(b).await;
+    let c_endpoint = c.seen_from("127.0.0.1".parse().unwrap());
+    let (rae2, last) = (rae.clone(), ids[0]);
+    let attaching = tokio::spawn(async move { c_endpoint.attach_roster(&rae2, Some(last)).await });
+    let deadline = std::time::Instant::now() + WAIT;
+    while bus_read(b).await == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "C's request reached B"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    // The snapshot arrives at B.
+    let to_b = format!(
+        r#"{{"type":"handed_over","body":{{"req":0,"origin":"{}","#,
+        b_id(&on_b)
+    );
+    publish(&on_b, handed.replacen(&to_f, &to_b, 1)).await;
+
+    let (mut stream, roster) = timeout(WAIT, attaching)
+        .await
+        .expect("attached within the wait")
+        .expect("attached, not refused");
+    assert_eq!(roster, sessions(&[&sam]));
+    for (n, id) in ids.iter().enumerate().skip(1) {
+        stream
+            .expect_response(*id, &sam, &rae, &json!({ "n": n }))
+            .await;
+    }
+    assert_eq!(c.clients().await, sessions(&[&rae, &sam]));
+}
+
+/// The instance id in an instance's own channel name.
+fn b_id(channel: &str) -> &str {
+    channel.rsplit(':').next().unwrap()
+}
+
+/// How many messages `node` has read from the shared bus.
+async fn bus_read(node: &crate::support::Instance) -> f64 {
+    let text = node.metrics().await;
+    sample(
+        &text,
+        r#"switchboard_bus_messages_received_total{channel="bus"}"#,
+    )
+    .unwrap_or(0.0)
 }

@@ -92,16 +92,6 @@ async fn reattaching_through_another_instance_after_evictions_reports_lagged_fir
     on_b.expect_response(id, &sam, &rae, &marker).await;
 }
 
-/// The channel of `node`'s own messages, from its `cluster mode` log line.
-async fn own_channel(node: &Instance, prefix: &str) -> String {
-    let (line, _) = node.log_line("cluster mode").await;
-    let instance = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("instance="))
-        .expect("the instance id in the log");
-    format!("{prefix}:to:{instance}")
-}
-
 #[tokio::test]
 async fn a_direct_message_that_reaches_the_old_home_after_a_move_is_forwarded_to_the_new_one() {
     use futures_util::StreamExt;
@@ -109,8 +99,7 @@ async fn a_direct_message_that_reaches_the_old_home_after_a_move_is_forwarded_to
     let [a, b, c] = &cluster.nodes[..] else {
         unreachable!()
     };
-    let prefix = format!("sbtest-forward-{}", std::process::id());
-    let (on_a, on_c) = (own_channel(a, &prefix).await, own_channel(c, &prefix).await);
+    let (on_a, on_c) = (cluster.own_channel(0).await, cluster.own_channel(2).await);
     let rae = a.helo("rae").await;
     cluster.settle().await;
     let sam = b.helo("sam").await;

@@ -146,6 +146,8 @@ pub struct Cluster {
     // Dropped first: instances die before their Redis.
     pub nodes: Vec<Instance>,
     pub redis: Redis,
+    /// The `--redis-prefix` of every node.
+    pub prefix: String,
     /// Each node's arguments, to start it again.
     args: Vec<Vec<String>>,
 }
@@ -169,10 +171,22 @@ impl Cluster {
         let cluster = Cluster {
             nodes,
             redis,
+            prefix,
             args: all,
         };
         cluster.settle().await;
         cluster
+    }
+
+    /// The pub/sub channel of node `i`'s own messages (`<prefix>:to:<uuid>`), from its
+    /// `cluster mode` log line.
+    pub async fn own_channel(&self, i: usize) -> String {
+        let (line, _) = self.nodes[i].log_line("cluster mode").await;
+        let instance = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("instance="))
+            .expect("the instance id in the log");
+        format!("{}:to:{instance}", self.prefix)
     }
 
     /// A deploy of node `i`: SIGTERM, wait for its graceful exit (which must succeed), start

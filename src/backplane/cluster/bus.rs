@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use super::handover::Handed;
 use super::{BUS, Cluster, TO, unavailable};
 use crate::registry::event::{Broadcast, Scope, ServerMessage};
 use crate::registry::{Event, EventId, Peer, RegistryError, SessionId, Snapshot, TokenHash};
@@ -65,6 +66,12 @@ pub(super) enum Bus {
         origin: Uuid,
         session: SessionId,
         snapshot: Box<Snapshot>,
+    },
+    /// The answer to `Handover` from the instance the session is being handed off to, before
+    /// it arrived there: ask again.
+    NotYet {
+        req: u64,
+        origin: Uuid,
     },
     /// `from` is stopping and hands `sessions` (with their token hashes) to `to`; `from`
     /// answers each with `HandedOver` once it reads this.
@@ -130,6 +137,7 @@ impl Bus {
         match self {
             Bus::Reply { origin, .. }
             | Bus::HandedOver { origin, .. }
+            | Bus::NotYet { origin, .. }
             | Bus::Probe { origin, .. } => Some(*origin),
             _ => None,
         }
@@ -288,6 +296,8 @@ impl Cluster {
                         session,
                         snapshot: Box::new(snapshot),
                     });
+                } else if moving.is_pushed(session) {
+                    self.publish_soon(Bus::NotYet { req, origin });
                 }
             }
             Bus::HandedOver {
@@ -297,8 +307,11 @@ impl Cluster {
                 snapshot,
             } if mine(&origin) => match moving.pushed(session) {
                 Some((hash, buffer)) => self.adopt(*snapshot, hash, buffer),
-                None => self.handovers.arrived(req, snapshot),
+                None => self.handovers.arrived(req, Handed::Snapshot(snapshot)),
             },
+            Bus::NotYet { req, origin } if mine(&origin) => {
+                self.handovers.arrived(req, Handed::NotYet);
+            }
             Bus::Handoff { from, to, sessions } => {
                 if mine(&to) {
                     self.expect(&mut moving, sessions);

@@ -31,8 +31,19 @@ pub(super) struct Handovers {
     /// while a bus message is applied and while a move completes, so the two never interleave.
     moving: Mutex<Moving>,
     /// Snapshots awaited from the sessions' old homes.
-    snapshots: Requests<Box<Snapshot>>,
+    snapshots: Requests<Handed>,
 }
+
+/// The answer to a `handover` request.
+pub(super) enum Handed {
+    Snapshot(Box<Snapshot>),
+    /// The session is on its way to the instance that answered (handed off by an instance
+    /// that is stopping): ask again in a moment.
+    NotYet,
+}
+
+/// Pause before asking again for a session that is on its way elsewhere.
+const NOT_YET_PAUSE: Duration = Duration::from_millis(20);
 
 /// The moves in progress, and where sessions handed away from here went.
 #[derive(Default)]
@@ -106,6 +117,11 @@ impl Moving {
         self.moves.get(&session).map(|m| m.req)
     }
 
+    /// Whether `session` is on its way here from an instance that is stopping.
+    pub(super) fn is_pushed(&self, session: SessionId) -> bool {
+        self.moves.get(&session).is_some_and(|m| m.pushed.is_some())
+    }
+
     /// `session` is being handed off here: buffer from this point on. False when it is
     /// already moving here.
     fn expect(&mut self, session: SessionId, hash: TokenHash) -> bool {
@@ -145,9 +161,9 @@ impl Handovers {
         self.moving.lock().expect("hand-over lock poisoned")
     }
 
-    /// The snapshot answering request `req` arrived.
-    pub(super) fn arrived(&self, req: u64, snapshot: Box<Snapshot>) {
-        self.snapshots.answer(req, snapshot);
+    /// The answer to request `req` arrived.
+    pub(super) fn arrived(&self, req: u64, handed: Handed) {
+        self.snapshots.answer(req, handed);
     }
 
     /// The move `req` will get no snapshot (the session left).
@@ -173,7 +189,9 @@ impl Drop for MoveGuard<'_> {
 }
 
 impl Cluster {
-    /// Moves session `id` from its home to this instance.
+    /// Moves session `id` from its home to this instance. A session on its way to another
+    /// instance (handed off by one that is stopping) is asked for again until it has arrived
+    /// there, within [`ANSWER_TIMEOUT`]; one on its way here is waited for.
     ///
     /// # Errors
     /// `UnknownSession` when it left meanwhile; `Unavailable` when it is already moving here,
@@ -183,6 +201,31 @@ impl Cluster {
         id: SessionId,
         token: &Token,
     ) -> Result<(), RegistryError> {
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let arriving = self.handovers.lock().is_pushed(id);
+            let moved = if arriving {
+                false
+            } else {
+                self.try_move_here(id, token, deadline).await?
+            };
+            if moved || self.registry.homes(id) {
+                return Ok(());
+            }
+            if Instant::now() + NOT_YET_PAUSE > deadline {
+                return Err(unavailable("the session's instance did not hand it over"));
+            }
+            tokio::time::sleep(NOT_YET_PAUSE).await;
+        }
+    }
+
+    /// One request for session `id`; false when it is on its way elsewhere.
+    async fn try_move_here(
+        self: &Arc<Self>,
+        id: SessionId,
+        token: &Token,
+        deadline: Instant,
+    ) -> Result<bool, RegistryError> {
         let request = self.handovers.snapshots.open();
         let req = request.id();
         let _guard = {
@@ -208,8 +251,10 @@ impl Cluster {
             origin: self.instance,
             session: id,
         };
-        let snapshot = match request.ask(self.publish(&ask), ANSWER_TIMEOUT).await {
-            Ok(snapshot) => snapshot,
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let snapshot = match request.ask(self.publish(&ask), wait).await {
+            Ok(Handed::Snapshot(snapshot)) => snapshot,
+            Ok(Handed::NotYet) => return Ok(false),
             Err(Unanswered::Unpublished(err)) => return Err(err),
             Err(Unanswered::Withdrawn) => return Err(RegistryError::UnknownSession(id)),
             Err(Unanswered::TimedOut) => {
@@ -235,7 +280,7 @@ impl Cluster {
             .put(&peer, may_broadcast, &TokenHash::of(token))
             .await?;
         info!(session = %id, "moved here");
-        Ok(())
+        Ok(true)
     }
 
     /// Session `id` is asked for by `to`: exports it if it lives here (closing its stream).
