@@ -13,27 +13,8 @@ cd "$ROOT"
 ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-10000}
 BROADCASTS=${BROADCASTS:-20}
-command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install -y redis-server)" >&2; exit 1; }
-# BIN=dir: the switchboard and switchboard-load binaries to run (e.g. an older build, for a
-# side-by-side comparison); by default this tree's, built now.
-if [ -z "${BIN:-}" ]; then
-    timeout 1800 cargo build --release -q -p switchboard -p switchboard-load
-    BIN=$ROOT/target/release
-fi
+source "$ROOT/bench/cluster-common.sh"
 OUT=$(mktemp -d /tmp/switchboard-handoff.XXXXXX)
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-wait_up() {
-    for _ in $(seq 1 100); do
-        curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$1/healthz" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "port $1 did not come up" >&2; exit 1
-}
-
-NO_LIMITS=(--helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0 --max-connections-per-address 0)
 redis-server --port 6489 --bind 127.0.0.1 --save '' --appendonly no --loglevel warning &
 PIDS+=($!)
 sleep 0.5
