@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::handover::Handed;
+use super::handover::{Handed, PUSHED};
 use super::{BUS, Cluster, TO, unavailable};
 use crate::registry::event::{Broadcast, Scope, ServerMessage};
 use crate::registry::{Event, EventId, Peer, RegistryError, SessionId, Snapshot, TokenHash};
@@ -307,6 +307,9 @@ impl Cluster {
                 snapshot,
             } if mine(&origin) => match moving.pushed(session) {
                 Some((hash, buffer)) => self.adopt(*snapshot, hash, buffer),
+                None if req == PUSHED => {
+                    error!(%session, "a session handed off here arrived too late; it is lost");
+                }
                 None => self.handovers.arrived(req, Handed::Snapshot(snapshot)),
             },
             Bus::NotYet { req, origin } if mine(&origin) => {

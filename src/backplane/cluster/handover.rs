@@ -52,10 +52,12 @@ pub(super) struct Moving {
     moves: HashMap<SessionId, Move>,
     /// Sessions handed from here: to which instance, and when.
     away: HashMap<SessionId, (Uuid, Instant)>,
+    /// `handoff` messages to this instance read so far.
+    handoffs: u64,
 }
 
 /// The request id of a move this instance did not ask for: a session handed off to it.
-const PUSHED: u64 = 0;
+pub(super) const PUSHED: u64 = 0;
 /// Longest a stopping instance waits for the others to take its sessions; also how long a
 /// session handed off to an instance may take to arrive there.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,9 +74,9 @@ struct Move {
     /// Our own request came back on the bus: from now on, buffer what concerns the session.
     seen: bool,
     buffer: Vec<Bus>,
-    /// For a session handed off here, the hash of its token (its client is not here to show
-    /// the token itself).
-    pushed: Option<TokenHash>,
+    /// For a session handed off here: the hash of its token (its client is not here to show
+    /// the token itself), and which `handoff` message announced it.
+    pushed: Option<(TokenHash, u64)>,
 }
 
 impl Moving {
@@ -122,27 +124,35 @@ impl Moving {
         self.moves.get(&session).is_some_and(|m| m.pushed.is_some())
     }
 
-    /// `session` is being handed off here: buffer from this point on. False when it is
-    /// already moving here.
-    fn expect(&mut self, session: SessionId, hash: TokenHash) -> bool {
-        if self.moves.contains_key(&session) {
-            return false;
+    /// `sessions` are being handed off here: buffer from this point on (but for those already
+    /// moving here). Returns which `handoff` this is.
+    fn expect(&mut self, sessions: Vec<(SessionId, TokenHash)>) -> u64 {
+        self.handoffs += 1;
+        for (session, hash) in sessions {
+            self.moves.entry(session).or_insert(Move {
+                req: PUSHED,
+                seen: true,
+                buffer: Vec::new(),
+                pushed: Some((hash, self.handoffs)),
+            });
         }
-        let handed = Move {
-            req: PUSHED,
-            seen: true,
-            buffer: Vec::new(),
-            pushed: Some(hash),
-        };
-        self.moves.insert(session, handed);
-        true
+        self.handoffs
     }
 
     /// Ends the move of a session handed off here: its token hash and what it buffered.
     pub(super) fn pushed(&mut self, session: SessionId) -> Option<(TokenHash, Vec<Bus>)> {
         self.moves.get(&session)?.pushed.as_ref()?;
         let m = self.moves.remove(&session)?;
-        Some((m.pushed?, m.buffer))
+        Some((m.pushed?.0, m.buffer))
+    }
+
+    /// Forgets the sessions that `handoff` number `handoff` announced and that never arrived;
+    /// how many.
+    fn expire(&mut self, handoff: u64) -> usize {
+        let before = self.moves.len();
+        self.moves
+            .retain(|_, m| m.pushed.as_ref().is_none_or(|(_, n)| *n != handoff));
+        before - self.moves.len()
     }
 
     /// `session` left: forgets its move here if it was handed off, or returns the request id of
@@ -370,20 +380,13 @@ impl Cluster {
         moving: &mut Moving,
         sessions: Vec<(SessionId, TokenHash)>,
     ) {
-        let expected: Vec<SessionId> = sessions
-            .into_iter()
-            .filter_map(|(id, hash)| moving.expect(id, hash).then_some(id))
-            .collect();
+        let handoff = moving.expect(sessions);
         let cluster = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(HANDOFF_TIMEOUT).await;
-            let mut moving = cluster.handovers.lock();
-            let lost = expected
-                .into_iter()
-                .filter(|id| moving.pushed(*id).is_some())
-                .count();
+            let lost = cluster.handovers.lock().expire(handoff);
             if lost > 0 {
-                warn!(sessions = lost, "sessions handed off here never arrived");
+                error!(sessions = lost, "sessions handed off here never arrived");
             }
         });
     }
@@ -449,8 +452,8 @@ mod tests {
         };
         let hash = TokenHash::of(&Token::issue(ann));
         let mut moving = Moving::default();
-        assert!(moving.expect(ann, hash.clone()));
-        assert!(!moving.expect(ann, hash.clone()), "already on its way");
+        let first = moving.expect(vec![(ann, hash.clone())]);
+        let again = moving.expect(vec![(ann, hash.clone())]);
         let direct = |n: &str| Bus::Direct {
             req: 1,
             origin: Uuid::nil(),
@@ -459,14 +462,26 @@ mod tests {
         };
         moving.buffer(&direct("1"));
         moving.buffer(&Bus::Join { peer: bob.clone() });
+        assert_eq!(
+            moving.expire(again),
+            0,
+            "the second handoff found it on its way"
+        );
         let (arrived, buffer) = moving.pushed(ann).expect("handed off here");
         assert!(arrived == hash);
         assert_eq!(buffer.len(), 2);
         assert!(moving.pushed(ann).is_none(), "taken once");
+        assert_eq!(moving.expire(first), 0, "an arrived session is not expired");
 
         // One that leaves on the way is forgotten; no request of ours to withdraw.
-        assert!(moving.expect(ann, hash));
+        moving.expect(vec![(ann, hash.clone())]);
         assert_eq!(moving.left(ann), None);
         assert!(moving.request(ann).is_none());
+
+        // One that never arrives is forgotten by its own handoff's expiry only.
+        let late = moving.expect(vec![(ann, hash)]);
+        assert_eq!(moving.expire(first), 0);
+        assert_eq!(moving.expire(late), 1);
+        assert!(!moving.is_pushed(ann));
     }
 }
