@@ -91,7 +91,7 @@ pub async fn serve(
     if let Some(path) = &config.state_file {
         if config.redis_url.is_some() {
             return Err(std::io::Error::other(
-                "--state-file is for a single instance; a cluster (--redis-url) keeps its sessions in Redis",
+                "--state-file is for a single instance; a cluster (--redis-url) hands its sessions to the other instances when one stops",
             ));
         }
         let loaded = state_file::load(&registry, path).map_err(std::io::Error::other)?;

@@ -200,7 +200,7 @@ pub struct Config {
     /// Keep sessions across a graceful restart (single instance): on shutdown every session,
     /// its mailbox and its TTL are written to this file, and loaded (then removed) at start.
     /// An unreadable file or an unknown version stops the start. Not with `--redis-url` (a
-    /// cluster keeps its sessions in Redis).
+    /// cluster instance hands its sessions to the others when it stops).
     #[arg(long, env = "SWITCHBOARD_STATE_FILE", conflicts_with = "redis_url")]
     pub state_file: Option<PathBuf>,
 
