@@ -73,6 +73,12 @@ pub(super) enum Bus {
         req: u64,
         origin: Uuid,
     },
+    /// The answer to `Handoff` for a session its sender no longer held (it had moved or left
+    /// just before): `origin` stops waiting for it.
+    NotComing {
+        origin: Uuid,
+        session: SessionId,
+    },
     /// `from` is stopping and hands `sessions` (with their token hashes) to `to`; `from`
     /// answers each with `HandedOver` once it reads this.
     Handoff {
@@ -138,6 +144,7 @@ impl Bus {
             Bus::Reply { origin, .. }
             | Bus::HandedOver { origin, .. }
             | Bus::NotYet { origin, .. }
+            | Bus::NotComing { origin, .. }
             | Bus::Probe { origin, .. } => Some(*origin),
             _ => None,
         }
@@ -279,8 +286,12 @@ impl Cluster {
                 req,
                 origin,
                 outcome,
-            } if mine(&origin) => self.replies.answer(req, outcome),
-            Bus::Probe { req, origin } if mine(&origin) => self.probes.answer(req, ()),
+            } if mine(&origin) => {
+                self.replies.answer(req, outcome);
+            }
+            Bus::Probe { req, origin } if mine(&origin) => {
+                self.probes.answer(req, ());
+            }
             Bus::Handover {
                 req,
                 origin,
@@ -306,14 +317,20 @@ impl Cluster {
                 session,
                 snapshot,
             } if mine(&origin) => match moving.pushed(session) {
-                Some((hash, buffer)) => self.adopt(*snapshot, hash, buffer),
+                Some((hash, buffer, asked)) => self.adopt(*snapshot, hash, buffer, asked),
                 None if req == PUSHED => {
                     error!(%session, "a session handed off here arrived too late; it is lost");
                 }
-                None => self.handovers.arrived(req, Handed::Snapshot(snapshot)),
+                None if !self.handovers.arrived(req, Handed::Snapshot(snapshot)) => {
+                    error!(%session, "a session handed over arrived after its asker gave up; it is lost");
+                }
+                None => {}
             },
             Bus::NotYet { req, origin } if mine(&origin) => {
                 self.handovers.arrived(req, Handed::NotYet);
+            }
+            Bus::NotComing { origin, session } if mine(&origin) => {
+                moving.pushed(session);
             }
             Bus::Handoff { from, to, sessions } => {
                 if mine(&to) {

@@ -124,26 +124,40 @@ impl Moving {
         self.moves.get(&session).is_some_and(|m| m.pushed.is_some())
     }
 
-    /// `sessions` are being handed off here: buffer from this point on (but for those already
-    /// moving here). Returns which `handoff` this is.
+    /// `sessions` are being handed off here: buffer from this point on. Returns which `handoff`
+    /// this is.
+    ///
+    /// A session we asked for ourselves, whose request has not come back yet, is now handed
+    /// off here instead: its old home exports it at this point, not at our request's, so
+    /// buffering starts here. (One whose request came back first reached its old home first:
+    /// it comes as the answer to that request.)
     fn expect(&mut self, sessions: Vec<(SessionId, TokenHash)>) -> u64 {
         self.handoffs += 1;
         for (session, hash) in sessions {
-            self.moves.entry(session).or_insert(Move {
+            let m = self.moves.entry(session).or_insert(Move {
                 req: PUSHED,
-                seen: true,
+                seen: false,
                 buffer: Vec::new(),
-                pushed: Some((hash, self.handoffs)),
+                pushed: None,
             });
+            if !m.seen {
+                m.seen = true;
+                m.pushed = Some((hash, self.handoffs));
+            }
         }
         self.handoffs
     }
 
-    /// Ends the move of a session handed off here: its token hash and what it buffered.
-    pub(super) fn pushed(&mut self, session: SessionId) -> Option<(TokenHash, Vec<Bus>)> {
+    /// Ends the move of a session handed off here: its token hash, what it buffered, and the
+    /// request of ours it answers instead, if any.
+    pub(super) fn pushed(
+        &mut self,
+        session: SessionId,
+    ) -> Option<(TokenHash, Vec<Bus>, Option<u64>)> {
         self.moves.get(&session)?.pushed.as_ref()?;
         let m = self.moves.remove(&session)?;
-        Some((m.pushed?.0, m.buffer))
+        let asked = (m.req != PUSHED).then_some(m.req);
+        Some((m.pushed?.0, m.buffer, asked))
     }
 
     /// Forgets the sessions that `handoff` number `handoff` announced and that never arrived;
@@ -158,10 +172,9 @@ impl Moving {
     /// `session` left: forgets its move here if it was handed off, or returns the request id of
     /// the move we asked for.
     pub(super) fn left(&mut self, session: SessionId) -> Option<u64> {
-        if self.pushed(session).is_some() {
-            None
-        } else {
-            self.request(session)
+        match self.pushed(session) {
+            Some((.., asked)) => asked,
+            None => self.request(session),
         }
     }
 }
@@ -171,9 +184,9 @@ impl Handovers {
         self.moving.lock().expect("hand-over lock poisoned")
     }
 
-    /// The answer to request `req` arrived.
-    pub(super) fn arrived(&self, req: u64, handed: Handed) {
-        self.snapshots.answer(req, handed);
+    /// The answer to request `req` arrived; false when nobody waits for it any more.
+    pub(super) fn arrived(&self, req: u64, handed: Handed) -> bool {
+        self.snapshots.answer(req, handed)
     }
 
     /// The move `req` will get no snapshot (the session left).
@@ -223,6 +236,7 @@ impl Cluster {
                 return Ok(());
             }
             if Instant::now() + NOT_YET_PAUSE > deadline {
+                warn!(session = %id, arriving, "still on its way elsewhere: not moved here");
                 return Err(unavailable("the session's instance did not hand it over"));
             }
             tokio::time::sleep(NOT_YET_PAUSE).await;
@@ -240,6 +254,10 @@ impl Cluster {
         let req = request.id();
         let _guard = {
             let mut moving = self.handovers.lock();
+            // It may have arrived since the caller looked (sessions arrive under this lock).
+            if self.registry.homes(id) {
+                return Ok(true);
+            }
             if moving.moves.contains_key(&id) {
                 return Err(unavailable("the session is already moving here; retry"));
             }
@@ -268,6 +286,7 @@ impl Cluster {
             Err(Unanswered::Unpublished(err)) => return Err(err),
             Err(Unanswered::Withdrawn) => return Err(RegistryError::UnknownSession(id)),
             Err(Unanswered::TimedOut) => {
+                warn!(session = %id, "nobody handed the session over: not moved here");
                 return Err(unavailable("the session's instance did not hand it over"));
             }
         };
@@ -400,24 +419,42 @@ impl Cluster {
         sessions: Vec<(SessionId, TokenHash)>,
     ) {
         for (id, _) in sessions {
-            if let Some(snapshot) = self.registry.export(id, Closed::Shutdown) {
-                moving.moved(id, to);
-                self.publish_soon(Bus::HandedOver {
-                    req: PUSHED,
+            match self.registry.export(id, Closed::Shutdown) {
+                Some(snapshot) => {
+                    moving.moved(id, to);
+                    self.publish_soon(Bus::HandedOver {
+                        req: PUSHED,
+                        origin: to,
+                        session: id,
+                        snapshot: Box::new(snapshot),
+                    });
+                }
+                // Moved elsewhere or left since the hand-off listed it.
+                None => self.publish_soon(Bus::NotComing {
                     origin: to,
                     session: id,
-                    snapshot: Box::new(snapshot),
-                });
+                }),
             }
         }
     }
 
     /// A session handed off here arrived: continues it, applies what it buffered on the way,
     /// and names this instance its home in the directory.
-    pub(super) fn adopt(self: &Arc<Self>, snapshot: Snapshot, hash: TokenHash, buffer: Vec<Bus>) {
+    pub(super) fn adopt(
+        self: &Arc<Self>,
+        snapshot: Snapshot,
+        hash: TokenHash,
+        buffer: Vec<Bus>,
+        asked: Option<u64>,
+    ) {
         let peer = snapshot.peer.clone();
         let may_broadcast = snapshot.may_broadcast;
-        if let Err(err) = self.registry.import(snapshot, hash.clone()) {
+        let imported = self.registry.import(snapshot, hash.clone());
+        // Our own request for it gets no answer of its own: it is here now.
+        if let Some(req) = asked {
+            self.handovers.arrived(req, Handed::NotYet);
+        }
+        if let Err(err) = imported {
             error!(session = %peer.id, error = %err, "could not take a session handed off here");
             return;
         }
@@ -467,7 +504,8 @@ mod tests {
             0,
             "the second handoff found it on its way"
         );
-        let (arrived, buffer) = moving.pushed(ann).expect("handed off here");
+        let (arrived, buffer, asked) = moving.pushed(ann).expect("handed off here");
+        assert_eq!(asked, None);
         assert!(arrived == hash);
         assert_eq!(buffer.len(), 2);
         assert!(moving.pushed(ann).is_none(), "taken once");
@@ -477,6 +515,25 @@ mod tests {
         moving.expect(vec![(ann, hash.clone())]);
         assert_eq!(moving.left(ann), None);
         assert!(moving.request(ann).is_none());
+
+        // A move we asked for whose request has not come back becomes the hand-off's (its old
+        // home exports it at the hand-off); one whose request came back stays ours.
+        let ours = |seen| Move {
+            req: 7,
+            seen,
+            buffer: Vec::new(),
+            pushed: None,
+        };
+        moving.moves.insert(ann, ours(false));
+        moving.expect(vec![(ann, hash.clone())]);
+        moving.buffer(&direct("2"));
+        let (_, buffer, asked) = moving.pushed(ann).expect("now handed off here");
+        assert_eq!((buffer.len(), asked), (1, Some(7)));
+        moving.moves.insert(ann, ours(true));
+        moving.expect(vec![(ann, hash.clone())]);
+        assert!(moving.pushed(ann).is_none(), "still our own move");
+        assert_eq!(moving.request(ann), Some(7));
+        moving.moves.clear();
 
         // One that never arrives is forgotten by its own handoff's expiry only.
         let late = moving.expect(vec![(ann, hash)]);

@@ -66,10 +66,11 @@ impl<T> Requests<T> {
         }
     }
 
-    /// Hands `answer` to the waiter of request `id`, if it still waits.
-    pub(super) fn answer(&self, id: u64, answer: T) {
-        if let Some(waiter) = self.lock().remove(&id) {
-            let _ = waiter.send(answer);
+    /// Hands `answer` to the waiter of request `id`; false when it no longer waits.
+    pub(super) fn answer(&self, id: u64, answer: T) -> bool {
+        match self.lock().remove(&id) {
+            Some(waiter) => waiter.send(answer).is_ok(),
+            None => false,
         }
     }
 
