@@ -289,8 +289,8 @@ async fn a_rolling_restart_of_every_instance_loses_no_session_and_no_message() {
         }));
     }
 
-    // Everyone streaming and writing before the first deploy.
-    let deadline = std::time::Instant::now() + WAIT;
+    // Everyone streaming and writing before the first deploy (longer for a larger run).
+    let deadline = std::time::Instant::now() + WAIT + Duration::from_millis(20 * clients_n as u64);
     while !seen.lock().unwrap().received.iter().all(|r| r.len() >= 3) {
         if std::time::Instant::now() > deadline {
             let seen = seen.lock().unwrap();

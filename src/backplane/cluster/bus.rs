@@ -153,7 +153,7 @@ impl Bus {
 
 impl Cluster {
     /// The channel of `instance`'s own messages.
-    fn channel_of(&self, instance: Uuid) -> String {
+    pub(super) fn channel_of(&self, instance: Uuid) -> String {
         self.key(&format!("{TO}:{instance}"))
     }
 
@@ -194,16 +194,35 @@ impl Cluster {
         self.publish_soon_to(None, message);
     }
 
-    /// [`Cluster::publish_soon`], to `instance` alone when given.
+    /// [`Cluster::publish_soon`], to `instance` alone when given. A `handed_over` is tried
+    /// three times: it carries a session that nobody else holds any more (a second copy is
+    /// refused and logged by its receiver). Anything else once: sent twice, a direct message
+    /// would be delivered twice.
     fn publish_soon_to(self: &Arc<Self>, instance: Option<Uuid>, message: Bus) {
         let cluster = Arc::clone(self);
+        let attempts = if matches!(message, Bus::HandedOver { .. }) {
+            3
+        } else {
+            1
+        };
         tokio::spawn(async move {
-            let sent = match instance {
-                Some(instance) => cluster.send(instance, &message).await,
-                None => cluster.publish(&message).await,
-            };
-            if let Err(err) = sent {
-                warn!(error = %err, "could not publish an answer");
+            let mut pause = Duration::from_millis(100);
+            for attempt in 1..=attempts {
+                let sent = match instance {
+                    Some(instance) => cluster.send(instance, &message).await,
+                    None => cluster.publish(&message).await,
+                };
+                match sent {
+                    Ok(()) => return,
+                    Err(err) if attempt == attempts => {
+                        error!(error = %err, "could not publish an answer");
+                    }
+                    Err(err) => {
+                        warn!(error = %err, attempt, "could not publish an answer; retrying")
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause *= 2;
             }
         });
     }

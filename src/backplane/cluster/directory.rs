@@ -111,6 +111,27 @@ impl Directory {
         self.conn.clone().hlen(&self.key).await.map_err(unavailable)
     }
 
+    /// How many of `ids` still name `home` as their home.
+    pub(super) async fn homed_on(
+        &self,
+        home: Uuid,
+        ids: &[SessionId],
+    ) -> Result<usize, RegistryError> {
+        let fields: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let entries: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&self.key)
+            .arg(&fields)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(entries
+            .iter()
+            .flatten()
+            .filter_map(|json| serde_json::from_str::<Entry>(json).ok())
+            .filter(|entry| entry.home == home)
+            .count())
+    }
+
     /// Every well-formed entry.
     pub(super) async fn entries(&self) -> Result<Vec<(SessionId, Entry)>, RegistryError> {
         let all: HashMap<String, String> = self

@@ -10,7 +10,7 @@
 //! the same message is the point where B starts buffering and A exports. A then waits until
 //! the directory names the new homes, forwarding what still reaches it, before it stops.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -365,31 +365,29 @@ impl Cluster {
         if hosts.is_empty() {
             return Ok(0);
         }
-        let mut shares = vec![Vec::new(); hosts.len()];
-        for (i, (peer, _, hash)) in homed.iter().enumerate() {
-            shares[i % hosts.len()].push((peer.id, hash.clone()));
-        }
-        for (to, share) in hosts.iter().zip(shares) {
-            for sessions in share.chunks(HANDOFF_CHUNK) {
+        // Round robin, a chunk at a time: each chunk's snapshots are on their way before the
+        // next is exported, so a large hand-off paces itself instead of flooding Redis.
+        let mut next = hosts.iter().cycle();
+        for chunk in homed.chunks(HANDOFF_CHUNK) {
+            let mut shares: HashMap<Uuid, Vec<(SessionId, TokenHash)>> = HashMap::new();
+            for (peer, _, hash) in chunk {
+                let to = *next.next().expect("hosts is not empty");
+                shares.entry(to).or_default().push((peer.id, hash.clone()));
+            }
+            for (to, sessions) in shares {
                 let handoff = Bus::Handoff {
                     from: self.instance,
-                    to: *to,
-                    sessions: sessions.to_vec(),
+                    to,
+                    sessions,
                 };
                 self.publish(&handoff).await?;
             }
-        }
-        let handed: HashSet<SessionId> = homed.iter().map(|(peer, ..)| peer.id).collect();
-        loop {
-            let entries = self.directory.entries().await?;
-            let here = entries
-                .iter()
-                .any(|(id, entry)| entry.home == self.instance && handed.contains(id));
-            if !here {
-                return Ok(hosts.len());
+            let ids: Vec<SessionId> = chunk.iter().map(|(peer, ..)| peer.id).collect();
+            while self.directory.homed_on(self.instance, &ids).await? > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        Ok(hosts.len())
     }
 
     /// Reads a `handoff` to this instance: buffers what concerns each session until its

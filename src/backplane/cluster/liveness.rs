@@ -1,7 +1,7 @@
 //! Liveness: each instance keeps its [`INSTANCE`](super::INSTANCE) key alive, and any instance
-//! that finds directory entries homed on an instance whose key expired removes them and
-//! announces `user_left`, so a crashed instance leaves no session behind for longer than
-//! [`LIVENESS`] plus a sweep.
+//! that finds directory entries homed on an instance whose key expired, and which no longer
+//! reads its own channel, removes them and announces `user_left`, so a crashed instance leaves
+//! no session behind for longer than [`LIVENESS`] plus a sweep.
 //!
 //! The key's value says whether the instance takes sessions: [`ALIVE`], or [`LEAVING`] once it
 //! is handing its own away to stop (see [`handover`](super::handover)).
@@ -130,6 +130,28 @@ impl Cluster {
             .map_err(unavailable)
     }
 
+    /// Whether `instance` is alive: its liveness key is there, or it still reads its own
+    /// channel. An instance too busy to refresh its key in time (its Redis commands timing out
+    /// under load) keeps its subscription; a dead one's connection, and so its subscription,
+    /// closed with its process.
+    async fn is_alive(&self, instance: Uuid) -> Result<bool, RegistryError> {
+        let mut conn = self.conn.clone();
+        let keyed: bool = conn
+            .exists(self.instance_key(instance))
+            .await
+            .map_err(unavailable)?;
+        if keyed {
+            return Ok(true);
+        }
+        let (_, readers): (String, u64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(self.channel_of(instance))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(readers > 0)
+    }
+
     /// Removes directory entries homed on instances whose liveness key expired, announcing
     /// each leave once (whichever instance deletes the entry announces it).
     async fn sweep(&self) -> Result<(), RegistryError> {
@@ -141,12 +163,7 @@ impl Cluster {
             let live = match alive.get(&entry.home) {
                 Some(live) => *live,
                 None => {
-                    let live: bool = self
-                        .conn
-                        .clone()
-                        .exists(self.instance_key(entry.home))
-                        .await
-                        .map_err(unavailable)?;
+                    let live = self.is_alive(entry.home).await?;
                     alive.insert(entry.home, live);
                     live
                 }
