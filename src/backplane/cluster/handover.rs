@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::bus::Bus;
 use super::request::{Requests, Unanswered};
 use super::{ANSWER_TIMEOUT, Cluster, unavailable};
-use crate::registry::{Closed, Peer, RegistryError, SessionId, Snapshot, Token, TokenHash};
+use crate::registry::{Closed, RegistryError, SessionId, Snapshot, Token, TokenHash};
 
 /// Sessions being moved here.
 #[derive(Default)]
@@ -327,67 +327,72 @@ impl Cluster {
     /// instance is gone, as a crashed instance's do.
     pub(crate) async fn hand_off(self: &Arc<Self>) {
         self.leaving.store(true, Ordering::Relaxed);
-        let homed = self.registry.homed();
-        if homed.is_empty() {
+        if self.registry.homed().is_empty() {
             return;
         }
         let started = Instant::now();
-        let handed = tokio::time::timeout(HANDOFF_TIMEOUT, self.hand_off_all(&homed)).await;
-        let sessions = homed.len();
+        let handed = tokio::time::timeout(HANDOFF_TIMEOUT, self.hand_off_all()).await;
+        let left = self.registry.homed().len();
         match handed {
-            Ok(Ok(0)) => warn!(
-                sessions,
+            Ok(Ok((_, 0))) => warn!(
+                sessions = left,
                 "no other instance takes sessions: they leave once this one has stopped"
             ),
-            Ok(Ok(instances)) => info!(
+            Ok(Ok((sessions, instances))) => info!(
                 sessions,
                 instances,
                 elapsed = ?started.elapsed(),
                 "handed every session to the cluster"
             ),
-            Ok(Err(err)) => error!(sessions, error = %err, "could not hand sessions off"),
+            Ok(Err(err)) => error!(sessions = left, error = %err, "could not hand sessions off"),
             Err(_) => error!(
-                sessions,
+                sessions = left,
                 "the cluster did not take every session in time: the rest leave once this \
                  instance has stopped"
             ),
         }
     }
 
-    /// [`Cluster::hand_off`]'s work: how many instances took the sessions.
-    async fn hand_off_all(
-        self: &Arc<Self>,
-        homed: &[(Peer, bool, TokenHash)],
-    ) -> Result<usize, RegistryError> {
+    /// [`Cluster::hand_off`]'s work: how many sessions went to how many instances.
+    async fn hand_off_all(self: &Arc<Self>) -> Result<(usize, usize), RegistryError> {
         // Says "leaving" at once, so that no other stopping instance hands sessions here.
         self.refresh_liveness().await?;
         let hosts = self.hosts().await?;
         if hosts.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
-        // Round robin, a chunk at a time: each chunk's snapshots are on their way before the
-        // next is exported, so a large hand-off paces itself instead of flooding Redis.
         let mut next = hosts.iter().cycle();
-        for chunk in homed.chunks(HANDOFF_CHUNK) {
-            let mut shares: HashMap<Uuid, Vec<(SessionId, TokenHash)>> = HashMap::new();
-            for (peer, _, hash) in chunk {
-                let to = *next.next().expect("hosts is not empty");
-                shares.entry(to).or_default().push((peer.id, hash.clone()));
+        let mut handed = 0;
+        // Until none is left: a stream that began attaching before this instance was leaving
+        // may still move its session here meanwhile.
+        loop {
+            let homed = self.registry.homed();
+            if homed.is_empty() {
+                return Ok((handed, hosts.len()));
             }
-            for (to, sessions) in shares {
-                let handoff = Bus::Handoff {
-                    from: self.instance,
-                    to,
-                    sessions,
-                };
-                self.publish(&handoff).await?;
-            }
-            let ids: Vec<SessionId> = chunk.iter().map(|(peer, ..)| peer.id).collect();
-            while self.directory.homed_on(self.instance, &ids).await? > 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            handed += homed.len();
+            // Round robin, a chunk at a time: each chunk's snapshots are on their way before
+            // the next is exported, so a large hand-off paces itself instead of flooding Redis.
+            for chunk in homed.chunks(HANDOFF_CHUNK) {
+                let mut shares: HashMap<Uuid, Vec<(SessionId, TokenHash)>> = HashMap::new();
+                for (peer, _, hash) in chunk {
+                    let to = *next.next().expect("hosts is not empty");
+                    shares.entry(to).or_default().push((peer.id, hash.clone()));
+                }
+                for (to, sessions) in shares {
+                    let handoff = Bus::Handoff {
+                        from: self.instance,
+                        to,
+                        sessions,
+                    };
+                    self.publish(&handoff).await?;
+                }
+                let ids: Vec<SessionId> = chunk.iter().map(|(peer, ..)| peer.id).collect();
+                while self.directory.homed_on(self.instance, &ids).await? > 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
         }
-        Ok(hosts.len())
     }
 
     /// Reads a `handoff` to this instance: buffers what concerns each session until its
