@@ -31,14 +31,15 @@ use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tracing::{Instrument, debug, debug_span};
+use tracing::{Instrument, debug};
 use warp::http::request::Parts;
 use warp::http::{StatusCode, Uri};
 use warp::reply::Reply;
 
+use super::cors::Origins;
 use super::error::ApiError;
 use super::filters::{header_text, joined_header, parse_stream_params};
-use super::redact::redact;
+use super::redact::request_span;
 use super::{Context, SECURITY_HEADERS, handlers, route_of, sse};
 
 /// The prefix that routes a connection here.
@@ -225,25 +226,18 @@ pub(crate) async fn serve_head(
     head: Head,
     peer: SocketAddr,
     context: Context,
-    cors_origins: &[String],
+    origins: &Origins,
     write_timeout: Duration,
 ) {
-    let span = debug_span!("http", method = "GET", uri = %redact(&head.uri));
+    let span = request_span(&"GET", &head.uri);
     let client = context.limits.client(
         peer,
         head.forwarded_for.as_deref(),
         head.forwarded.as_deref(),
     );
-    answer(
-        &mut stream,
-        head,
-        client,
-        context,
-        cors_origins,
-        write_timeout,
-    )
-    .instrument(span)
-    .await;
+    answer(&mut stream, head, client, context, origins, write_timeout)
+        .instrument(span)
+        .await;
     let _ = stream.shutdown().await;
 }
 
@@ -253,7 +247,7 @@ async fn answer(
     head: Head,
     client: IpAddr,
     context: Context,
-    cors_origins: &[String],
+    origins: &Origins,
     write_timeout: Duration,
 ) {
     // Boxed: attaching needs a large future only until the response starts; inline, it would
@@ -271,7 +265,7 @@ async fn answer(
         .origin
         .as_deref()
         .and_then(header_text)
-        .filter(|origin| cors_origins.iter().any(|o| o == origin));
+        .filter(|origin| origins.allows(origin.as_bytes()));
     let mut out = String::with_capacity(256);
     let _ = write!(out, "HTTP/1.1 {status}\r\n");
     let mut header = |name: &str, value: &str| {

@@ -7,6 +7,7 @@
 //! with tower-http's layers and graceful shutdown. Only what tests need is `pub`.
 
 mod backend;
+mod cors;
 pub mod error;
 mod filters;
 mod handlers;

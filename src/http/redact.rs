@@ -1,9 +1,17 @@
 //! What of a request may be logged: its URI with any `token` query value replaced.
 //!
-//! Both connection paths (`lean` and hyper's, in `server`) name their request spans with this,
-//! so a token sent as `?token=` never reaches a log line.
+//! Both connection paths (`lean` and hyper's, in `server`) open their request spans with
+//! [`request_span`], so a token sent as `?token=` never reaches a log line.
 
+use std::fmt::Display;
+
+use tracing::Span;
 use warp::http::Uri;
+
+/// The span a request is served in, on either path.
+pub(crate) fn request_span(method: &dyn Display, uri: &Uri) -> Span {
+    tracing::debug_span!("http", method = %method, uri = %redact(uri))
+}
 
 /// The URI with the value of every query parameter whose *decoded* name is `token` (in any
 /// case: `%74oken`, `TOKEN`) replaced, for logs and traces. A query the parser cannot decode is

@@ -26,17 +26,17 @@ use tokio_io_timeout::TimeoutStream;
 use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{Level, debug, info, warn};
 use warp::Filter;
 use warp::http::request::Parts;
-use warp::http::{HeaderName, HeaderValue, Method, Request, Response, header};
+use warp::http::{HeaderValue, Request, Response, header};
 use warp::reply::Reply;
 
+use super::cors::Origins;
 use super::error::ApiError;
-use super::redact::redact;
+use super::redact::request_span;
 use super::takeover::{SharedSocket, Takeover};
 use super::{Context, PeerAddr, lean};
 use crate::limits::{Limited, Limits};
@@ -46,26 +46,6 @@ const MAX_BUF: usize = 8 * 1024;
 
 /// Most refused connections answered at once (see [`Listener::refuse`]).
 const REFUSALS_ANSWERED: usize = 64;
-
-fn cors(origins: &[String]) -> Option<CorsLayer> {
-    if origins.is_empty() {
-        return None;
-    }
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|origin| HeaderValue::from_str(origin).ok())
-        .collect();
-    Some(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST, Method::DELETE])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                HeaderName::from_static("last-event-id"),
-            ]),
-    )
-}
 
 /// Options for [`run`].
 pub(crate) struct ServeOptions {
@@ -190,20 +170,23 @@ pub(crate) async fn run<F>(
         options.write_timeout,
     );
     let closing = Arc::new(AtomicBool::new(false));
+    let origins = Origins::new(&options.cors_origins);
     let service = ServiceBuilder::new()
         .layer(BoxCloneSyncService::layer())
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<Incoming>| {
-                    tracing::debug_span!("http", method = %request.method(), uri = %redact(request.uri()))
+                    request_span(request.method(), request.uri())
                 })
                 // A 5xx here is a refusal (a full server, a backplane outage, each logged
                 // where it is decided) or a fault logged where it happened: not an ERROR
                 // line of its own for every refused request.
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
-        .option_layer(cors(&options.cors_origins))
+        .option_layer(origins.layer())
         .map_response({
             let closing = Arc::clone(&closing);
             move |mut response: Response<_>| {
@@ -225,7 +208,6 @@ pub(crate) async fn run<F>(
         })
         .service(warp::service(filter));
 
-    let origins: Arc<[String]> = options.cors_origins.clone().into();
     let graceful = GracefulShutdown::new();
     let listener = Listener {
         listener,
@@ -244,7 +226,7 @@ pub(crate) async fn run<F>(
         let service = Arc::clone(&service);
         let watcher = graceful_ref.watcher();
         let context = shared_context.clone();
-        let origins = Arc::clone(&origins);
+        let origins = origins.clone();
         async move {
             // The first byte has the same deadline as the head: a connection that sends
             // nothing must not hold its permit for ever.

@@ -310,4 +310,27 @@ async fn cors_headers_are_absent_by_default_and_sent_for_configured_origins() {
     )
     .await;
     assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // A stream on a connection of its own (served by `lean`) follows the same policy.
+    let ann = app.helo("ann").await;
+    for (origin, allowed) in [
+        ("https://app.example", true),
+        ("https://evil.example", false),
+    ] {
+        let fresh = reqwest::Client::builder().no_proxy().build().unwrap();
+        let stream = send(
+            fresh
+                .get(app.url(&format!("/events/{}", ann.id)))
+                .bearer_auth(&ann.token)
+                .header("origin", origin),
+        )
+        .await;
+        assert_eq!(stream.status(), StatusCode::OK);
+        let echoed = stream.headers().get("access-control-allow-origin");
+        assert_eq!(
+            echoed.map(|v| v.to_str().unwrap()),
+            allowed.then_some(origin),
+            "{origin}"
+        );
+    }
 }
