@@ -116,6 +116,47 @@ async fn a_killed_instance_leaves_no_ghost_sessions_and_its_sessions_leave_with_
 }
 
 #[tokio::test]
+async fn an_instance_too_busy_to_refresh_its_liveness_key_keeps_its_sessions() {
+    let cluster = Cluster::start("paused", &[&[], &[]]).await;
+    let wen = cluster.nodes[1].helo("wen").await;
+    cluster.settle().await;
+    let kai = cluster.nodes[0].helo("kai").await;
+    cluster.settle().await;
+    let (mut wen_stream, _) = cluster.nodes[1].attach_roster(&wen, None).await;
+    wen_stream.expect_new_user(&kai).await;
+
+    // A freezes (a long pause): its key expires, but it still reads its channel.
+    let on_a = cluster.own_channel(0).await;
+    let key = on_a.replace(":to:", ":instance:");
+    let redis = redis::Client::open(cluster.redis.url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    cluster.nodes[0].pause();
+    let deadline = Instant::now() + WAIT;
+    while redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async::<bool>(&mut conn)
+        .await
+        .unwrap()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "A's liveness key outlived the wait"
+        );
+        sleep(POLL).await;
+    }
+    // B sweeps every second: two sweeps find the key gone, and must leave kai alone.
+    wen_stream
+        .expect_no_event_within(Duration::from_millis(2500))
+        .await;
+    cluster.nodes[0].resume();
+
+    let marker = json!("still here");
+    let id = cluster.nodes[0].respond(&kai, &wen, &marker).await;
+    wen_stream.expect_response(id, &kai, &wen, &marker).await;
+    assert_eq!(cluster.nodes[1].clients().await, sessions(&[&wen, &kai]));
+}
+
+#[tokio::test]
 async fn a_redis_restart_makes_health_and_writes_503_then_the_cluster_recovers_by_itself() {
     let mut cluster = Cluster::start("restart", &[&[], &[]]).await;
     let xan = cluster.nodes[0].helo("xan").await;

@@ -84,11 +84,26 @@ impl Instance {
 
     /// Sends SIGTERM, the signal a service manager stops it with, and returns at once.
     pub fn send_sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Freezes the process (SIGSTOP), as a long pause or an overloaded host would; its sockets
+    /// stay open. [`Instance::resume`] thaws it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.id().to_string()])
+            .args([which, &self.id().to_string()])
             .status()
             .expect("running kill");
-        assert!(status.success(), "kill -TERM {}", self.id());
+        assert!(status.success(), "kill {which} {}", self.id());
     }
 
     /// Whether the process still runs (it has not been killed).
