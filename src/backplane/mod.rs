@@ -29,7 +29,7 @@ use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use crate::registry::Stats;
 use crate::registry::{
-    Event, EventId, Joining, Peer, Registry, RegistryError, SessionId, Subscription, Token,
+    Event, EventId, Joining, Peer, Registry, RegistryError, SendKey, SessionId, Subscription, Token,
 };
 pub use backend::{Page, PageQuery, Target};
 use cluster::Cluster;
@@ -159,25 +159,36 @@ impl Hub {
         Ok(subscription)
     }
 
-    /// A direct message from `from` to `to`; the id it got in `to`'s stream.
+    /// A direct message from `from` to `to`; the id it got in `to`'s stream. With `key`, a
+    /// retry of a message `to` already got answers that message's id and delivers nothing.
     ///
     /// # Errors
-    /// `UnknownRecipient`, `MailboxFull`, or `Unavailable`.
+    /// `UnknownRecipient`, `MailboxFull`, `KeyReused`, or `Unavailable`.
     pub async fn deliver(
         &self,
         from: &Peer,
         to: SessionId,
         message: Box<RawValue>,
+        key: Option<SendKey>,
     ) -> Result<EventId, RegistryError> {
-        self.deliver_event(to, Event::direct(from, to, message))
+        self.deliver_keyed(to, Event::direct(from, to, message), key)
             .await
     }
 
     /// An addressed event (see [`Event::is_addressed`]) into `to`'s stream, wherever it lives.
     async fn deliver_event(&self, to: SessionId, event: Event) -> Result<EventId, RegistryError> {
+        self.deliver_keyed(to, event, None).await
+    }
+
+    async fn deliver_keyed(
+        &self,
+        to: SessionId,
+        event: Event,
+        key: Option<SendKey>,
+    ) -> Result<EventId, RegistryError> {
         match &self.cluster {
-            None => self.registry.deliver_event(to, event),
-            Some(cluster) => cluster.deliver(to, event).await,
+            None => self.registry.deliver_event(to, event, key),
+            Some(cluster) => cluster.deliver(to, event, key).await,
         }
     }
 

@@ -59,7 +59,7 @@ async fn joins_waiting_for_a_fan_out_hold_no_worker() {
     let messenger = hub.clone();
     tokio::spawn(async move {
         let message = RawValue::from_string("\"hi\"".into()).unwrap();
-        let _ = sent.send(messenger.deliver(&ann, bob.id, message).await.is_ok());
+        let _ = sent.send(messenger.deliver(&ann, bob.id, message, None).await.is_ok());
     });
     let delivered = delivered.recv_timeout(Duration::from_secs(5));
     drop(long_fan_out);

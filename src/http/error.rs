@@ -47,6 +47,8 @@ error_codes! {
     InvalidName => "invalid_name",
     InvalidLastEventId => "invalid_last_event_id",
     InvalidQuery => "invalid_query",
+    InvalidIdempotencyKey => "invalid_idempotency_key",
+    IdempotencyKeyReused => "idempotency_key_reused",
     Unauthorized => "unauthorized",
     Forbidden => "forbidden",
     UnknownSession => "unknown_session",
@@ -171,6 +173,11 @@ impl From<RegistryError> for ApiError {
                 message,
             )
             .retry_after(retry_after),
+            RegistryError::KeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::IdempotencyKeyReused,
+                message,
+            ),
             RegistryError::SessionLimit(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::SessionLimit,

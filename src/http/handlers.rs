@@ -12,7 +12,8 @@ use super::error::{ApiError, ErrorCode};
 use super::filters::StreamParams;
 use super::{Context, backend, sse};
 use crate::backplane::{Hub, PageQuery};
-use crate::registry::{DisplayName, Joining, Peer, RegistryError, SessionId, Token};
+use crate::registry::sent::MAX_KEY_LEN;
+use crate::registry::{DisplayName, Joining, Peer, RegistryError, SendKey, SessionId, Token};
 
 /// The body of `POST /helo`. `name` is required by an open server; with `--auth jwt` the
 /// token's `name` claim names the session and a `name` sent here is ignored.
@@ -188,10 +189,12 @@ struct ResponseAccepted {
     event_id: u64,
 }
 
-/// `POST /response`: a direct message into exactly one recipient's stream.
+/// `POST /response`: a direct message into exactly one recipient's stream; with an
+/// `Idempotency-Key`, a retry of one the recipient already got answers its event id again.
 pub(crate) async fn post_response(
     context: Context,
     from: Peer,
+    key: Option<String>,
     body: ResponseRequest,
 ) -> Result<Response, ApiError> {
     context
@@ -203,9 +206,19 @@ pub(crate) async fn post_response(
             "recipient must be a session id (a UUID)",
         )
     })?;
+    let key = key
+        .map(|key| {
+            SendKey::new(from.id, &key, body.message.0.get()).ok_or_else(|| {
+                ApiError::bad_request(
+                    ErrorCode::InvalidIdempotencyKey,
+                    format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+                )
+            })
+        })
+        .transpose()?;
     let event_id = context
         .hub
-        .deliver(&from, recipient, body.message.0)
+        .deliver(&from, recipient, body.message.0, key)
         .await?;
     Ok(accepted(&ResponseAccepted { event_id }))
 }

@@ -161,6 +161,7 @@ pub fn routes(
         .and(warp::post())
         .and(with_context())
         .and(authenticated.clone())
+        .and(warp::header::optional::<String>("idempotency-key"))
         .and(json_body(max_body))
         .then(handlers::post_response);
     let broadcast = warp::path!("broadcast")

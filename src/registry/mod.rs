@@ -9,6 +9,7 @@
 //! - [`mailbox`]: the bounded, ordered buffer of one session.
 //! - [`event`]: what a stream carries, and the [`Envelope`] shared by recipients.
 //! - [`transfer`]: moving sessions between instances or across a restart ([`Snapshot`]).
+//! - [`sent`]: the keys of idempotent sends a session got, so a retry is not delivered twice.
 //! - [`reaper`]: the TTL task.
 //!
 //! # Locks
@@ -37,6 +38,7 @@ pub mod event;
 pub mod identity;
 pub mod mailbox;
 pub mod reaper;
+pub mod sent;
 pub mod session;
 pub mod subscription;
 pub mod transfer;
@@ -60,6 +62,8 @@ pub use event::{Envelope, Event, EventId, Peer};
 use identity::Credential;
 pub use identity::{DisplayName, Joining, SessionId, Token, TokenHash};
 use mailbox::Mailbox;
+pub use sent::SendKey;
+use sent::Sent;
 pub use session::Closed;
 use session::Session;
 pub use subscription::{Pull, Subscription};
@@ -78,6 +82,8 @@ pub enum RegistryError {
     BroadcastDenied,
     #[error("the recipient's mailbox is full; retry later")]
     MailboxFull { retry_after: Duration },
+    #[error("this Idempotency-Key was sent to this recipient with another message")]
+    KeyReused,
     #[error("the server holds its maximum of {0} sessions")]
     SessionLimit(usize),
     #[error("resume point {asked} is after the newest event of this session, {newest}")]
@@ -239,7 +245,7 @@ impl Registry {
             peer.clone(),
             joining.may_broadcast,
             Credential::Token(token.clone()),
-            mailbox,
+            (mailbox, Sent::default()),
             now,
             Some(place),
         )?;
@@ -254,7 +260,7 @@ impl Registry {
         peer: Peer,
         may_broadcast: bool,
         token: Credential,
-        mailbox: Mailbox,
+        (mailbox, sent): (Mailbox, Sent),
         detached_since: Instant,
         place: Option<AddressGuard>,
     ) -> Result<(), RegistryError> {
@@ -264,7 +270,7 @@ impl Registry {
             peer,
             may_broadcast,
             token,
-            mailbox,
+            (mailbox, sent),
             detached_since,
             place,
         ));
@@ -314,7 +320,7 @@ impl Registry {
         to: SessionId,
         message: Box<RawValue>,
     ) -> Result<EventId, RegistryError> {
-        self.deliver_event(to, Event::direct(from, to, message))
+        self.deliver_event(to, Event::direct(from, to, message), None)
     }
 
     /// Writes an addressed event (a direct message, or a server message to a session or a
@@ -330,6 +336,7 @@ impl Registry {
         &self,
         to: SessionId,
         event: Event,
+        key: Option<SendKey>,
     ) -> Result<EventId, RegistryError> {
         debug_assert!(event.is_addressed(), "fan-out events go through fan_out");
         let recipient = self
@@ -340,12 +347,17 @@ impl Registry {
             .ok_or(RegistryError::UnknownRecipient(to))?;
         let envelope = Envelope::new(event);
         let metrics = &self.shared.metrics;
-        recipient.push(&envelope, metrics).map_err(|mailbox::Full| {
-            metrics.mailbox_full.inc();
-            RegistryError::MailboxFull {
-                retry_after: Duration::from_secs(1),
-            }
-        })
+        recipient
+            .push_keyed(&envelope, metrics, key)
+            .map_err(|refused| match refused {
+                session::Refused::Full => {
+                    metrics.mailbox_full.inc();
+                    RegistryError::MailboxFull {
+                        retry_after: Duration::from_secs(1),
+                    }
+                }
+                session::Refused::KeyReused => RegistryError::KeyReused,
+            })
     }
 
     /// Sends a `client_broadcast` from `from` to every other session here and returns how many

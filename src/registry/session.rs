@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::event::{Envelope, EventId, Peer};
 use super::identity::Credential;
 use super::mailbox::{self, Mailbox};
+use super::sent::{Seen, SendKey, Sent};
 use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 
@@ -39,6 +40,14 @@ pub(crate) struct SessionInner {
     pub(crate) detached_since: Option<Instant>,
     /// Set once the session left this registry (removed, or moved to another instance).
     pub(crate) closed: Option<Closed>,
+    /// The keyed direct messages it was sent lately.
+    pub(crate) sent: Sent,
+}
+
+/// Why a keyed push was refused.
+pub(crate) enum Refused {
+    Full,
+    KeyReused,
 }
 
 /// The stream currently attached to a session.
@@ -60,12 +69,13 @@ pub enum Closed {
 }
 
 impl Session {
-    /// A detached session (its TTL runs from `now`) with `mailbox`.
+    /// A detached session (its TTL runs from `now`) with `mailbox`, and the record of the keyed
+    /// messages it got.
     pub(crate) fn new(
         peer: Peer,
         may_broadcast: bool,
         token: Credential,
-        mailbox: Mailbox,
+        (mailbox, sent): (Mailbox, Sent),
         now: Instant,
         place: Option<AddressGuard>,
     ) -> Self {
@@ -80,6 +90,7 @@ impl Session {
                 next_generation: 0,
                 detached_since: Some(now),
                 closed: None,
+                sent,
             }),
         }
     }
@@ -88,21 +99,42 @@ impl Session {
         self.inner.lock().expect("session lock poisoned")
     }
 
-    /// Appends to the mailbox and wakes the attached stream, if any; counts the unread events
-    /// this cost the reader as evictions.
-    pub(crate) fn push(
+    /// Appends a direct message to the mailbox and wakes the attached stream, if any; counts
+    /// the unread events this cost the reader as evictions. Once per `key`: a retry of one
+    /// already pushed gets its id again and pushes nothing.
+    pub(crate) fn push_keyed(
         &self,
         envelope: &Arc<Envelope>,
         metrics: &Metrics,
-    ) -> Result<EventId, mailbox::Full> {
-        let (id, wake) = self.push_unwoken(envelope, metrics)?;
+        key: Option<SendKey>,
+    ) -> Result<EventId, Refused> {
+        let mut inner = self.lock();
+        if let Some(key) = &key {
+            match inner.sent.check(key) {
+                Seen::New => {}
+                Seen::Again(id) => return Ok(id),
+                Seen::Reused => return Err(Refused::KeyReused),
+            }
+        }
+        let (id, lost) = inner
+            .mailbox
+            .push(Arc::clone(envelope))
+            .map_err(|mailbox::Full| Refused::Full)?;
+        if lost > 0 {
+            metrics.evictions.inc_by(lost);
+        }
+        if let Some(key) = key {
+            inner.sent.record(key, id);
+        }
+        let wake = inner.attachment.as_ref().map(|a| Arc::clone(&a.wake));
+        drop(inner);
         if let Some(wake) = wake {
             wake.notify_one();
         }
         Ok(id)
     }
 
-    /// [`Session::push`], handing back the attached stream's wake instead of using it: a
+    /// Appends a fan-out's event, handing back the attached stream's wake instead of using it: a
     /// fan-out wakes every stream once all mailboxes hold the event.
     pub(crate) fn push_unwoken(
         &self,

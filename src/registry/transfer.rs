@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::event::{Envelope, Event, EventId, Peer};
 use super::identity::{Credential, SessionId, TokenHash};
 use super::mailbox::Mailbox;
+use super::sent::Sent;
 use super::session::{Closed, Session};
 use super::{Registry, RegistryError};
 
@@ -29,6 +30,9 @@ pub struct Snapshot {
     pub delivered: EventId,
     /// The kept events, oldest first.
     pub events: Vec<(EventId, Event)>,
+    /// The keyed direct messages it got lately, so a retry is not delivered twice after a move.
+    #[serde(default, skip_serializing_if = "Sent::is_empty")]
+    pub sent: Sent,
 }
 
 /// A session kept across a restart: its snapshot, the hash of its token (never the token) and
@@ -66,7 +70,10 @@ impl Registry {
         let _order = self.fan_out_lock();
         let mut state = self.lock();
         let session = state.sessions.get(&id).cloned()?;
-        let snapshot = Snapshot::of(&session, &session.lock().mailbox);
+        let snapshot = {
+            let inner = session.lock();
+            Snapshot::of(&session, &inner.mailbox, &inner.sent)
+        };
         self.remove_locked(&mut state, &session, reason);
         Some(snapshot)
     }
@@ -98,7 +105,7 @@ impl Registry {
                     .detached_since
                     .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
                 Kept {
-                    snapshot: Snapshot::of(session, &inner.mailbox),
+                    snapshot: Snapshot::of(session, &inner.mailbox, &inner.sent),
                     token_hash: session.token.hash(),
                     ttl_left: ttl.saturating_sub(detached_for),
                 }
@@ -148,7 +155,7 @@ impl Registry {
             snapshot.peer,
             snapshot.may_broadcast,
             credential,
-            mailbox,
+            (mailbox, snapshot.sent),
             detached_since,
             None,
         )
@@ -158,7 +165,7 @@ impl Registry {
 impl Snapshot {
     /// `session` with `mailbox` (its own, locked by the caller) as it stands, ids included; the
     /// mailbox is left as it is.
-    fn of(session: &Session, mailbox: &Mailbox) -> Snapshot {
+    fn of(session: &Session, mailbox: &Mailbox, sent: &Sent) -> Snapshot {
         let (last_id, delivered, entries) = mailbox.export();
         Snapshot {
             peer: session.peer.clone(),
@@ -169,6 +176,7 @@ impl Snapshot {
                 .into_iter()
                 .map(|(id, envelope)| (id, envelope.event.clone()))
                 .collect(),
+            sent: sent.clone(),
         }
     }
 }

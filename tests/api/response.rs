@@ -144,3 +144,55 @@ async fn events_sent_while_detached_are_delivered_on_the_next_attach() {
         (Some(3), &json!("while away 2"))
     );
 }
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_is_answered_with_the_first_id_and_not_delivered_again()
+ {
+    let app = spawn_app(test_config()).await;
+    let ann = app.helo("ann").await;
+    let bob = app.helo("bob").await;
+    let mut bob_stream = app.attach_ready(&bob).await;
+    let keyed = |key: &str, message: serde_json::Value| {
+        let body = json!({"recipient": bob.id, "message": message}).to_string();
+        app.client
+            .post(app.url("/response"))
+            .bearer_auth(&ann.token)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body)
+    };
+
+    let first = body_json(send(keyed("k-1", json!({"n": 1}))).await).await;
+    let again = send(keyed("k-1", json!({"n": 1}))).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        body_json(again).await,
+        first,
+        "the first attempt's event id"
+    );
+    let other = body_json(send(keyed("k-2", json!({"n": 1}))).await).await;
+    assert!(other["event_id"].as_u64() > first["event_id"].as_u64());
+
+    // The same key with another message is refused: it is not a retry.
+    let reused = send(keyed("k-1", json!({"n": 2}))).await;
+    assert_error(
+        reused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
+    let invalid = send(keyed("has space", json!({"n": 3}))).await;
+    assert_error(invalid, StatusCode::BAD_REQUEST, "invalid_idempotency_key").await;
+
+    // Bob got n=1 once per key, nothing else.
+    for expected in [&first, &other] {
+        let frame = bob_stream.next_named("client_response").await;
+        assert_eq!(frame.id, expected["event_id"].as_u64());
+        assert_eq!(frame.data["message"], json!({"n": 1}));
+    }
+    app.broadcast_ok(&ann, json!("marker")).await;
+    assert_eq!(
+        bob_stream.next_named("client_broadcast").await.data["message"],
+        "marker"
+    );
+}

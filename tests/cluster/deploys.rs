@@ -163,7 +163,8 @@ async fn recover(seen: &std::sync::Mutex<Seen>, who: &str, err: switchboard_clie
             tokio::time::sleep(wait).await;
             true
         }
-        // No answer: sent again, and the exactly-once check would catch a second delivery.
+        // No answer: sent again (with the same key), and the exactly-once check would catch a
+        // second delivery.
         Error::Http(err) if err.is_connect() || err.is_request() => {
             let mut seen = seen.lock().unwrap();
             if err.is_connect() {
@@ -272,7 +273,10 @@ async fn a_rolling_restart_of_every_instance_loses_no_session_and_no_message() {
             while sending.load(Ordering::Relaxed) {
                 let node = pick(&nodes, &mut cursor);
                 let message = json!({"from": i, "n": n});
-                match timeout(WAIT, node.send(&me, &to, &message)).await {
+                // Resent with the same key until answered: a message delivered whose answer
+                // was lost (a reset, a 503) is not delivered again.
+                let key = format!("c{i}-{n}");
+                match timeout(WAIT, node.send_once(&me, &to, &message, &key)).await {
                     Ok(Ok(_)) => {
                         seen.lock().unwrap().accepted[i].push(n);
                         n += 1;

@@ -1,6 +1,7 @@
 //! Presence and messages across instances: `new_user`, direct responses and broadcasts reach
 //! sessions attached elsewhere, and `GET /clients` lists the whole cluster.
 
+use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::support::cluster::Cluster;
@@ -184,4 +185,52 @@ async fn a_direct_message_concerns_only_the_senders_instance_and_the_recipients_
         on_a + MESSAGES,
         "A read each answer"
     );
+}
+
+/// `POST /response` from `from` to `to` through `node` with `Idempotency-Key: key`; the
+/// event id it answered.
+async fn send_keyed(node: &Endpoint, from: &Session, to: &Session, key: &str) -> u64 {
+    let body = json!({"recipient": to.id, "message": "once"}).to_string();
+    let response = send(
+        node.client
+            .post(node.url("/response"))
+            .bearer_auth(&from.token)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body),
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::ACCEPTED,
+        "through {}",
+        node.label
+    );
+    body_json(response).await["event_id"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn a_keyed_retry_through_any_instance_is_delivered_once_even_after_a_move() {
+    let cluster = Cluster::start("keyed", &[&[], &[], &[]]).await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let ann = a.helo("ann").await;
+    cluster.settle().await;
+    let bob = c.helo("bob").await;
+    cluster.settle().await;
+
+    let first = send_keyed(a, &ann, &bob, "retry-me").await;
+    assert_eq!(send_keyed(b, &ann, &bob, "retry-me").await, first);
+    // bob's stream attaches through B: the session moves there, with what it was sent.
+    let (mut stream, _) = b.attach_roster(&bob, None).await;
+    assert_eq!(send_keyed(a, &ann, &bob, "retry-me").await, first);
+    let frame = stream.next_named("client_response").await;
+    assert_eq!(
+        (frame.id, &frame.data["message"]),
+        (Some(first), &json!("once"))
+    );
+    let marker = json!("marker");
+    let id = c.respond(&ann, &bob, &marker).await;
+    stream.expect_response(id, &ann, &bob, &marker).await;
 }

@@ -212,12 +212,43 @@ impl Client {
         to: &str,
         message: &M,
     ) -> Result<u64, Error> {
+        self.send_keyed(from, to, message, None).await
+    }
+
+    /// [`Client::send`] with an `Idempotency-Key`: sending the same message with the same
+    /// `key` again (after a timeout or a 5xx) returns the first attempt's event id, and the
+    /// recipient gets it once.
+    ///
+    /// # Errors
+    /// As [`Client::send`]; 422 `idempotency_key_reused` when `key` came with another
+    /// message before, 400 `invalid_idempotency_key` when it is not 1 to 128 visible ASCII
+    /// characters.
+    pub async fn send_once<M: Serialize + ?Sized>(
+        &self,
+        from: &Session,
+        to: &str,
+        message: &M,
+        key: &str,
+    ) -> Result<u64, Error> {
+        self.send_keyed(from, to, message, Some(key)).await
+    }
+
+    async fn send_keyed<M: Serialize + ?Sized>(
+        &self,
+        from: &Session,
+        to: &str,
+        message: &M,
+        key: Option<&str>,
+    ) -> Result<u64, Error> {
         let body = json!({"recipient": to, "message": message});
-        let request = self
+        let mut request = self
             .http
             .post(self.url("/response"))
             .bearer_auth(&from.token)
             .json(&body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
         let accepted: Accepted = expect_json(request, StatusCode::ACCEPTED).await?;
         accepted.event_id.ok_or_else(|| missing("event_id"))
     }

@@ -21,7 +21,9 @@ use uuid::Uuid;
 use super::handover::{Handed, PUSHED};
 use super::{BUS, Cluster, TO, unavailable};
 use crate::registry::event::{Broadcast, Scope, ServerMessage};
-use crate::registry::{Event, EventId, Peer, RegistryError, SessionId, Snapshot, TokenHash};
+use crate::registry::{
+    Event, EventId, Peer, RegistryError, SendKey, SessionId, Snapshot, TokenHash,
+};
 
 /// Everything that travels on the bus.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,6 +50,9 @@ pub(super) enum Bus {
         origin: Uuid,
         to: SessionId,
         event: Event,
+        /// The sender's `Idempotency-Key`, if it gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<SendKey>,
     },
     Reply {
         req: u64,
@@ -99,6 +104,8 @@ pub(super) enum Bus {
 pub(super) enum Outcome {
     Delivered(EventId),
     MailboxFull,
+    /// Its `Idempotency-Key` came before with another message.
+    KeyReused,
     UnknownRecipient,
 }
 
@@ -422,10 +429,12 @@ impl Cluster {
                 origin,
                 to,
                 event,
+                key,
             } if self.registry.homes(*to) => {
-                let outcome = match self.registry.deliver_event(*to, event.clone()) {
+                let outcome = match self.registry.deliver_event(*to, event.clone(), key.clone()) {
                     Ok(id) => Outcome::Delivered(id),
                     Err(RegistryError::MailboxFull { .. }) => Outcome::MailboxFull,
+                    Err(RegistryError::KeyReused) => Outcome::KeyReused,
                     Err(_) => Outcome::UnknownRecipient,
                 };
                 self.publish_soon(Bus::Reply {
@@ -472,6 +481,7 @@ mod tests {
             last_id: 3,
             delivered: 1,
             events: vec![(3, Event::UserLeft(peer))],
+            sent: Default::default(),
         };
         let json = serde_json::to_string(&Bus::HandedOver {
             req: 1,
@@ -502,6 +512,7 @@ mod tests {
             origin: Uuid::nil(),
             to: bob,
             event: Event::direct(&ann, bob, RawValue::from_string("1".into()).unwrap()),
+            key: None,
         };
         assert!(direct.concerns(bob) && !direct.concerns(ann.id));
         let announce = Bus::Announce {

@@ -499,6 +499,7 @@ mod tests {
             origin: Uuid::nil(),
             to: ann,
             event: Event::direct(&bob, ann, RawValue::from_string(n.into()).unwrap()),
+            key: None,
         };
         moving.buffer(&direct("1"));
         moving.buffer(&Bus::Join { peer: bob.clone() });

@@ -64,8 +64,8 @@ use uuid::Uuid;
 use super::presence::Presence;
 use crate::limits::AddressGuard;
 use crate::registry::{
-    Event, EventId, Joining, Peer, Registry, RegistryError, SessionId, Subscription, Token,
-    TokenHash,
+    Event, EventId, Joining, Peer, Registry, RegistryError, SendKey, SessionId, Subscription,
+    Token, TokenHash,
 };
 use bus::{Bus, Outcome};
 use directory::Directory;
@@ -247,16 +247,24 @@ impl Cluster {
         &self,
         to: SessionId,
         event: Event,
+        key: Option<SendKey>,
     ) -> Result<EventId, RegistryError> {
         if self.registry.homes(to) {
-            return self.registry.deliver_event(to, event);
+            return self.registry.deliver_event(to, event, key);
         }
         let home = self.home_of(to).await?;
-        let answered = match self.deliver_at(home, to, event.clone()).await {
+        let direct = |req| Bus::Direct {
+            req,
+            origin: self.instance,
+            to,
+            event: event.clone(),
+            key: key.clone(),
+        };
+        let answered = match self.deliver_at(home, &direct).await {
             // Nobody reads that home's channel: it stopped. One that stopped gracefully handed
             // its sessions off and waited until the directory named their new homes.
             Err(Unanswered::Unpublished(err)) => match self.home_of(to).await? {
-                moved if moved != home => self.deliver_at(moved, to, event).await,
+                moved if moved != home => self.deliver_at(moved, &direct).await,
                 _ => return Err(err),
             },
             answered => answered,
@@ -266,6 +274,7 @@ impl Cluster {
             Ok(Outcome::MailboxFull) => Err(RegistryError::MailboxFull {
                 retry_after: Duration::from_secs(1),
             }),
+            Ok(Outcome::KeyReused) => Err(RegistryError::KeyReused),
             Ok(Outcome::UnknownRecipient) => Err(RegistryError::UnknownRecipient(to)),
             Err(Unanswered::Unpublished(err)) => Err(err),
             Err(Unanswered::TimedOut | Unanswered::Withdrawn) => {
@@ -282,21 +291,16 @@ impl Cluster {
             .ok_or(RegistryError::UnknownRecipient(to))
     }
 
-    /// Asks `home` to deliver an addressed event to `to`, and waits for its answer.
+    /// Sends `home` the direct message `direct` makes for a request id, and waits for its
+    /// answer.
     async fn deliver_at(
         &self,
         home: Uuid,
-        to: SessionId,
-        event: Event,
+        direct: &impl Fn(u64) -> Bus,
     ) -> Result<Outcome, Unanswered> {
         let request = self.replies.open();
-        let direct = Bus::Direct {
-            req: request.id(),
-            origin: self.instance,
-            to,
-            event,
-        };
-        request.ask(self.send(home, &direct), ANSWER_TIMEOUT).await
+        let message = direct(request.id());
+        request.ask(self.send(home, &message), ANSWER_TIMEOUT).await
     }
 
     /// Publishes a broadcast; returns how many other sessions the cluster holds.
