@@ -6,17 +6,14 @@
 //! `handed_over`; B imports it and applies the buffer. Everything before the request reached A,
 //! everything after it reaches B: nothing twice, nothing lost.
 //!
-//! Pushed, when its home A stops ([`Cluster::hand_off`]): A publishes `handoff` naming B, and
-//! the same message is the point where B starts buffering and A exports. A then waits until
-//! the directory names the new homes, forwarding what still reaches it, before it stops.
+//! Pushed, when its home A stops: see [`handoff`](super::handoff). This file keeps the table
+//! of moves both kinds share.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use std::sync::atomic::Ordering;
-
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::bus::Bus;
@@ -58,11 +55,6 @@ pub(super) struct Moving {
 
 /// The request id of a move this instance did not ask for: a session handed off to it.
 pub(super) const PUSHED: u64 = 0;
-/// Longest a stopping instance waits for the others to take its sessions; also how long a
-/// session handed off to an instance may take to arrive there.
-const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
-/// Sessions per `handoff` message.
-const HANDOFF_CHUNK: usize = 100;
 
 /// How long a session handed away is remembered, to forward direct messages sent to it here by
 /// senders that read the directory before its new home wrote it.
@@ -131,7 +123,7 @@ impl Moving {
     /// off here instead: its old home exports it at this point, not at our request's, so
     /// buffering starts here. (One whose request came back first reached its old home first:
     /// it comes as the answer to that request.)
-    fn expect(&mut self, sessions: Vec<(SessionId, TokenHash)>) -> u64 {
+    pub(super) fn expect(&mut self, sessions: Vec<(SessionId, TokenHash)>) -> u64 {
         self.handoffs += 1;
         for (session, hash) in sessions {
             let m = self.moves.entry(session).or_insert(Move {
@@ -162,7 +154,7 @@ impl Moving {
 
     /// Forgets the sessions that `handoff` number `handoff` announced and that never arrived;
     /// how many.
-    fn expire(&mut self, handoff: u64) -> usize {
+    pub(super) fn expire(&mut self, handoff: u64) -> usize {
         let before = self.moves.len();
         self.moves
             .retain(|_, m| m.pushed.as_ref().is_none_or(|(_, n)| *n != handoff));
@@ -317,162 +309,6 @@ impl Cluster {
         let snapshot = self.registry.export(id, Closed::TakenOver)?;
         debug!(session = %id, %to, "handing over");
         Some(snapshot)
-    }
-
-    /// Hands every session homed here to the other instances that take sessions, then waits
-    /// (at most [`HANDOFF_TIMEOUT`]) until the directory names their new homes. From the first
-    /// step on, this instance takes no new session or stream: it is stopping.
-    ///
-    /// Without another instance the sessions stay here, and leave (`user_left`) once this
-    /// instance is gone, as a crashed instance's do.
-    pub(crate) async fn hand_off(self: &Arc<Self>) {
-        self.leaving.store(true, Ordering::Relaxed);
-        if self.registry.homed().is_empty() {
-            return;
-        }
-        let started = Instant::now();
-        let handed = tokio::time::timeout(HANDOFF_TIMEOUT, self.hand_off_all()).await;
-        let left = self.registry.homed().len();
-        match handed {
-            Ok(Ok((_, 0))) => warn!(
-                sessions = left,
-                "no other instance takes sessions: they leave once this one has stopped"
-            ),
-            Ok(Ok((sessions, instances))) => info!(
-                sessions,
-                instances,
-                elapsed = ?started.elapsed(),
-                "handed every session to the cluster"
-            ),
-            Ok(Err(err)) => error!(sessions = left, error = %err, "could not hand sessions off"),
-            Err(_) => error!(
-                sessions = left,
-                "the cluster did not take every session in time: the rest leave once this \
-                 instance has stopped"
-            ),
-        }
-    }
-
-    /// [`Cluster::hand_off`]'s work: how many sessions went to how many instances.
-    async fn hand_off_all(self: &Arc<Self>) -> Result<(usize, usize), RegistryError> {
-        // Says "leaving" at once, so that no other stopping instance hands sessions here.
-        self.refresh_liveness().await?;
-        let hosts = self.hosts().await?;
-        if hosts.is_empty() {
-            return Ok((0, 0));
-        }
-        let mut next = hosts.iter().cycle();
-        let mut handed = 0;
-        // Until none is left: a stream that began attaching before this instance was leaving
-        // may still move its session here meanwhile.
-        loop {
-            let homed = self.registry.homed();
-            if homed.is_empty() {
-                return Ok((handed, hosts.len()));
-            }
-            handed += homed.len();
-            // Round robin, a chunk at a time: each chunk's snapshots are on their way before
-            // the next is exported, so a large hand-off paces itself instead of flooding Redis.
-            for chunk in homed.chunks(HANDOFF_CHUNK) {
-                let mut shares: HashMap<Uuid, Vec<(SessionId, TokenHash)>> = HashMap::new();
-                for (peer, _, hash) in chunk {
-                    let to = *next.next().expect("hosts is not empty");
-                    shares.entry(to).or_default().push((peer.id, hash.clone()));
-                }
-                for (to, sessions) in shares {
-                    let handoff = Bus::Handoff {
-                        from: self.instance,
-                        to,
-                        sessions,
-                    };
-                    self.publish(&handoff).await?;
-                }
-                let ids: Vec<SessionId> = chunk.iter().map(|(peer, ..)| peer.id).collect();
-                while self.directory.homed_on(self.instance, &ids).await? > 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        }
-    }
-
-    /// Reads a `handoff` to this instance: buffers what concerns each session until its
-    /// snapshot arrives, for at most [`HANDOFF_TIMEOUT`].
-    pub(super) fn expect(
-        self: &Arc<Self>,
-        moving: &mut Moving,
-        sessions: Vec<(SessionId, TokenHash)>,
-    ) {
-        let handoff = moving.expect(sessions);
-        let cluster = Arc::clone(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(HANDOFF_TIMEOUT).await;
-            let lost = cluster.handovers.lock().expire(handoff);
-            if lost > 0 {
-                error!(sessions = lost, "sessions handed off here never arrived");
-            }
-        });
-    }
-
-    /// Reads our own `handoff`: exports each session (its stream closes as for a shutdown, so
-    /// its client reconnects) and sends it to `to`.
-    pub(super) fn hand_away(
-        self: &Arc<Self>,
-        moving: &mut Moving,
-        to: Uuid,
-        sessions: Vec<(SessionId, TokenHash)>,
-    ) {
-        for (id, _) in sessions {
-            match self.registry.export(id, Closed::Shutdown) {
-                Some(snapshot) => {
-                    moving.moved(id, to);
-                    self.publish_soon(Bus::HandedOver {
-                        req: PUSHED,
-                        origin: to,
-                        session: id,
-                        snapshot: Box::new(snapshot),
-                    });
-                }
-                // Moved elsewhere or left since the hand-off listed it.
-                None => self.publish_soon(Bus::NotComing {
-                    origin: to,
-                    session: id,
-                }),
-            }
-        }
-    }
-
-    /// A session handed off here arrived: continues it, applies what it buffered on the way,
-    /// and names this instance its home in the directory.
-    pub(super) fn adopt(
-        self: &Arc<Self>,
-        snapshot: Snapshot,
-        hash: TokenHash,
-        buffer: Vec<Bus>,
-        asked: Option<u64>,
-    ) {
-        let peer = snapshot.peer.clone();
-        let may_broadcast = snapshot.may_broadcast;
-        let imported = self.registry.import(snapshot, hash.clone());
-        // Our own request for it gets no answer of its own: it is here now.
-        if let Some(req) = asked {
-            self.handovers.arrived(req, Handed::NotYet);
-        }
-        if let Err(err) = imported {
-            error!(session = %peer.id, error = %err, "could not take a session handed off here");
-            return;
-        }
-        for message in buffer {
-            self.apply_to(&message, Some(peer.id));
-        }
-        let cluster = Arc::clone(self);
-        tokio::spawn(async move {
-            match cluster.directory.put(&peer, may_broadcast, &hash).await {
-                Ok(()) => debug!(session = %peer.id, "handed off here"),
-                Err(err) => {
-                    warn!(session = %peer.id, error = %err, "could not write a session's new home")
-                }
-            }
-        });
     }
 }
 

@@ -25,11 +25,12 @@
 //!
 //! # Layout
 //! - this file: the operations the hub calls (register, attach, deliver, ...).
-//! - [`bus`]: the channel, its messages, and what each does when it comes back.
+//! - [`bus`]: the messages, and what each does when it comes back.
+//! - [`channels`]: publishing on the channels, and the task that reads them.
 //! - [`directory`]: the sessions hash.
 //! - [`liveness`]: instance keys, and removing the sessions of dead instances.
-//! - [`handover`]: moving a session here with its event ids, and handing every session off
-//!   to the others when this instance stops.
+//! - [`handover`]: moving a session here with its event ids (and the table of moves).
+//! - [`handoff`]: handing every session to the others when this instance stops.
 //! - [`request`]: request/reply over the bus (direct messages, hand-overs, health probes).
 //!
 //! Direct messages to a session homed elsewhere are published to its home with a request id;
@@ -46,7 +47,9 @@
 //! remove one waiter.
 
 mod bus;
+mod channels;
 mod directory;
+mod handoff;
 mod handover;
 mod liveness;
 mod request;

@@ -1,0 +1,161 @@
+//! The channels: the one every instance reads in the same order ([`BUS`](super::BUS)) and each
+//! instance's own ([`TO`](super::TO)); publishing on them, and the task that reads both on one
+//! connection and applies what comes, in order (see [`bus`](super::bus)).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use super::bus::Bus;
+use super::{BUS, Cluster, TO, unavailable};
+use crate::registry::RegistryError;
+
+impl Cluster {
+    /// The channel of `instance`'s own messages.
+    pub(super) fn channel_of(&self, instance: Uuid) -> String {
+        self.key(&format!("{TO}:{instance}"))
+    }
+
+    /// Publishes `message` where it belongs: an answer to its asker's channel, everything
+    /// else on the bus. (A direct message goes to its recipient's home: [`Cluster::send`].)
+    pub(super) async fn publish(&self, message: &Bus) -> Result<(), RegistryError> {
+        let channel = match message.answers() {
+            Some(asker) => self.channel_of(asker),
+            None => self.key(BUS),
+        };
+        self.publish_on(channel, message).await.map(drop)
+    }
+
+    /// Publishes `message` to `instance` alone.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis cannot be reached, or nobody reads that instance's channel (it
+    /// is gone).
+    pub(super) async fn send(&self, instance: Uuid, message: &Bus) -> Result<(), RegistryError> {
+        match self.publish_on(self.channel_of(instance), message).await? {
+            0 => Err(unavailable("the recipient's instance is not connected")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Publishes on `channel`; returns how many subscribers got it.
+    async fn publish_on(&self, channel: String, message: &Bus) -> Result<u64, RegistryError> {
+        let payload = serde_json::to_string(message).expect("bus messages serialise");
+        self.conn
+            .clone()
+            .publish::<_, _, u64>(channel, payload)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Publishes from synchronous code (the bus loop); a failure is logged: the asker times out.
+    pub(super) fn publish_soon(self: &Arc<Self>, message: Bus) {
+        self.publish_soon_to(None, message);
+    }
+
+    /// [`Cluster::publish_soon`], to `instance` alone when given. A `handed_over` is tried
+    /// three times: it carries a session that nobody else holds any more (a second copy is
+    /// refused and logged by its receiver). Anything else once: sent twice, a direct message
+    /// would be delivered twice.
+    pub(super) fn publish_soon_to(self: &Arc<Self>, instance: Option<Uuid>, message: Bus) {
+        let cluster = Arc::clone(self);
+        let attempts = if matches!(message, Bus::HandedOver { .. }) {
+            3
+        } else {
+            1
+        };
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            for attempt in 1..=attempts {
+                let sent = match instance {
+                    Some(instance) => cluster.send(instance, &message).await,
+                    None => cluster.publish(&message).await,
+                };
+                match sent {
+                    Ok(()) => return,
+                    Err(err) if attempt == attempts => {
+                        error!(error = %err, "could not publish an answer");
+                    }
+                    Err(err) => {
+                        warn!(error = %err, attempt, "could not publish an answer; retrying")
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        });
+    }
+
+    /// Reads the bus until shutdown, reconnecting with backoff; after each (re)connection it
+    /// re-registers the sessions homed here (Redis may have restarted empty).
+    pub(super) async fn subscribe(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let channel = self.key(BUS);
+        let own = self.channel_of(self.instance);
+        loop {
+            let connected = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                // One connection for both: Redis writes to it in PUBLISH order (module doc).
+                pubsub.subscribe(&[&channel, &own]).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let connected = tokio::select! {
+                () = shutdown.cancelled() => return,
+                c = tokio::time::timeout(Duration::from_secs(2), connected) => c,
+            };
+            match connected {
+                Ok(Ok(mut pubsub)) => {
+                    backoff = Duration::from_millis(100);
+                    info!(channel, "subscribed to the Redis bus");
+                    // Healthy only once re-registered: the command connection may still be
+                    // reconnecting, so retry until it works (bus messages wait meanwhile).
+                    while let Err(err) = self.reregister().await {
+                        warn!(error = %err, "could not re-register homed sessions; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                    }
+                    self.subscribed.store(true, Ordering::Relaxed);
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        let message = tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            m = messages.next() => m,
+                        };
+                        let Some(message) = message else { break };
+                        let kind = if message.get_channel_name() == own {
+                            "instance"
+                        } else {
+                            "bus"
+                        };
+                        self.registry.metrics().bus_received(kind);
+                        match serde_json::from_slice::<Bus>(message.get_payload_bytes()) {
+                            // Inline, fan-outs included: this one task holds at most one
+                            // worker, and the others keep serving requests meanwhile.
+                            Ok(bus) => self.apply(bus),
+                            Err(err) => warn!(error = %err, "ignoring a malformed bus message"),
+                        }
+                    }
+                    self.subscribed.store(false, Ordering::Relaxed);
+                    error!("lost the Redis bus subscription; reconnecting");
+                }
+                Ok(Err(err)) => {
+                    error!(error = %err, retry_in = ?backoff, "cannot subscribe to Redis")
+                }
+                Err(_) => error!(retry_in = ?backoff, "cannot subscribe to Redis: timed out"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
