@@ -34,6 +34,10 @@ impl Cluster {
     /// instance is gone, as a crashed instance's do.
     pub(crate) async fn hand_off(self: &Arc<Self>) {
         self.leaving.store(true, Ordering::Relaxed);
+        // At once, even with nothing to hand: no instance stopping now may hand sessions here.
+        if let Err(err) = self.refresh_liveness().await {
+            warn!(error = %err, "could not say this instance is leaving");
+        }
         if self.registry.homed().is_empty() {
             return;
         }
@@ -62,8 +66,6 @@ impl Cluster {
 
     /// [`Cluster::hand_off`]'s work: how many sessions went to how many instances.
     async fn hand_off_all(self: &Arc<Self>) -> Result<(usize, usize), RegistryError> {
-        // Says "leaving" at once, so that no other stopping instance hands sessions here.
-        self.refresh_liveness().await?;
         let hosts = self.hosts().await?;
         if hosts.is_empty() {
             return Ok((0, 0));
