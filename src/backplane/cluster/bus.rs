@@ -207,9 +207,7 @@ impl Cluster {
             Bus::NotYet { req, origin } if mine(&origin) => {
                 self.handovers.arrived(req, Handed::NotYet);
             }
-            Bus::NotComing { origin, session } if mine(&origin) => {
-                moving.pushed(session);
-            }
+            Bus::NotComing { origin, session } if mine(&origin) => moving.not_coming(session),
             Bus::Handoff { from, to, sessions } => {
                 if mine(&to) {
                     self.expect(&mut moving, sessions);

@@ -112,12 +112,18 @@ impl Cluster {
         sessions: Vec<(SessionId, TokenHash)>,
     ) {
         let handoff = moving.expect(sessions);
+        self.forget_later(handoff);
+    }
+
+    /// Ends wait `wait` (a hand-off to here, or a late answer) after [`HANDOFF_TIMEOUT`],
+    /// forgetting the sessions that have not arrived by then.
+    pub(super) fn forget_later(self: &Arc<Self>, wait: u64) {
         let cluster = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(HANDOFF_TIMEOUT).await;
-            let lost = cluster.handovers.lock().expire(handoff);
+            let lost = cluster.handovers.lock().expire(wait);
             if lost > 0 {
-                error!(sessions = lost, "sessions handed off here never arrived");
+                error!(sessions = lost, "sessions on their way here never arrived");
             }
         });
     }

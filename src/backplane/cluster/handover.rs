@@ -67,8 +67,13 @@ struct Move {
     seen: bool,
     buffer: Vec<Bus>,
     /// For a session handed off here: the hash of its token (its client is not here to show
-    /// the token itself), and which `handoff` message announced it.
+    /// the token itself), and which `handoff` message announced it (or which wait for a late
+    /// answer, see `late`).
     pushed: Option<(TokenHash, u64)>,
+    /// Our own request timed out, but its answer may still come (the old home may have
+    /// exported the session already): it is kept, buffering, to adopt then. Such a move answers
+    /// nobody else's request: another instance may hold the session.
+    late: bool,
 }
 
 impl Moving {
@@ -113,7 +118,36 @@ impl Moving {
 
     /// Whether `session` is on its way here from an instance that is stopping.
     pub(super) fn is_pushed(&self, session: SessionId) -> bool {
-        self.moves.get(&session).is_some_and(|m| m.pushed.is_some())
+        self.moves
+            .get(&session)
+            .is_some_and(|m| m.pushed.is_some() && !m.late)
+    }
+
+    /// A number for one wait that [`Moving::expire`] ends.
+    pub(super) fn next_wait(&mut self) -> u64 {
+        self.handoffs += 1;
+        self.handoffs
+    }
+
+    /// Our request `req` for `session` timed out: keep the move for a late answer, as
+    /// [`Moving::expire`]`(wait)` will end it. False when the move is no longer ours.
+    fn wait_late(&mut self, session: SessionId, req: u64, hash: TokenHash, wait: u64) -> bool {
+        match self.moves.get_mut(&session) {
+            Some(m) if m.req == req && m.pushed.is_none() => {
+                m.pushed = Some((hash, wait));
+                m.late = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The old home says `session` is not coming: forgets its hand-off here (not a late wait
+    /// of ours: that answer comes from our own request, whatever a hand-off said).
+    pub(super) fn not_coming(&mut self, session: SessionId) {
+        if self.moves.get(&session).is_some_and(|m| !m.late) {
+            self.pushed(session);
+        }
     }
 
     /// `sessions` are being handed off here: buffer from this point on. Returns which `handoff`
@@ -124,20 +158,22 @@ impl Moving {
     /// buffering starts here. (One whose request came back first reached its old home first:
     /// it comes as the answer to that request.)
     pub(super) fn expect(&mut self, sessions: Vec<(SessionId, TokenHash)>) -> u64 {
-        self.handoffs += 1;
+        let handoff = self.next_wait();
         for (session, hash) in sessions {
             let m = self.moves.entry(session).or_insert(Move {
                 req: PUSHED,
                 seen: false,
                 buffer: Vec::new(),
                 pushed: None,
+                late: false,
             });
             if !m.seen {
                 m.seen = true;
-                m.pushed = Some((hash, self.handoffs));
+                m.late = false;
+                m.pushed = Some((hash, handoff));
             }
         }
-        self.handoffs
+        handoff
     }
 
     /// Ends the move of a session handed off here: its token hash, what it buffered, and the
@@ -197,7 +233,11 @@ struct MoveGuard<'a> {
 impl Drop for MoveGuard<'_> {
     fn drop(&mut self) {
         let mut moving = self.handovers.lock();
-        if moving.request(self.session) == Some(self.req) {
+        let ours = moving
+            .moves
+            .get(&self.session)
+            .is_some_and(|m| m.req == self.req && m.pushed.is_none());
+        if ours {
             moving.moves.remove(&self.session);
         }
     }
@@ -258,6 +298,7 @@ impl Cluster {
                 seen: false,
                 buffer: Vec::new(),
                 pushed: None,
+                late: false,
             };
             moving.moves.insert(id, fresh);
             MoveGuard {
@@ -278,7 +319,14 @@ impl Cluster {
             Err(Unanswered::Unpublished(err)) => return Err(err),
             Err(Unanswered::Withdrawn) => return Err(RegistryError::UnknownSession(id)),
             Err(Unanswered::TimedOut) => {
-                warn!(session = %id, "nobody handed the session over: not moved here");
+                // A busy old home may still answer: keep buffering for a while, to adopt it.
+                let mut moving = self.handovers.lock();
+                let wait = moving.next_wait();
+                if moving.wait_late(id, req, TokenHash::of(token), wait) {
+                    drop(moving);
+                    self.forget_later(wait);
+                }
+                warn!(session = %id, "nobody handed the session over in time: not moved here yet");
                 return Err(unavailable("the session's instance did not hand it over"));
             }
         };
@@ -363,6 +411,7 @@ mod tests {
             seen,
             buffer: Vec::new(),
             pushed: None,
+            late: false,
         };
         moving.moves.insert(ann, ours(false));
         moving.expect(vec![(ann, hash.clone())]);
@@ -374,6 +423,21 @@ mod tests {
         assert!(moving.pushed(ann).is_none(), "still our own move");
         assert_eq!(moving.request(ann), Some(7));
         moving.moves.clear();
+
+        // A request of ours that timed out waits for a late answer, silently: a hand-off's
+        // "not coming" does not end it, and it is not "on its way" to anyone asking.
+        moving.moves.insert(ann, ours(true));
+        let wait = moving.next_wait();
+        assert!(moving.wait_late(ann, 7, hash.clone(), wait));
+        assert!(!moving.is_pushed(ann));
+        moving.not_coming(ann);
+        moving.buffer(&direct("3"));
+        let (_, buffer, asked) = moving.pushed(ann).expect("the late answer is adopted");
+        assert_eq!((buffer.len(), asked), (1, Some(7)));
+        assert!(
+            !moving.wait_late(ann, 7, hash.clone(), wait),
+            "no move left to keep"
+        );
 
         // One that never arrives is forgotten by its own handoff's expiry only.
         let late = moving.expect(vec![(ann, hash)]);
