@@ -50,6 +50,23 @@ pub(crate) enum Refused {
     KeyReused,
 }
 
+impl SessionInner {
+    /// Appends to the mailbox, counting the unread events this cost the reader as evictions;
+    /// the id, and the attached stream's wake for the caller to use.
+    fn append(
+        &mut self,
+        envelope: &Arc<Envelope>,
+        metrics: &Metrics,
+    ) -> Result<(EventId, Option<Arc<Notify>>), mailbox::Full> {
+        let (id, lost) = self.mailbox.push(Arc::clone(envelope))?;
+        if lost > 0 {
+            metrics.evictions.inc_by(lost);
+        }
+        let wake = self.attachment.as_ref().map(|a| Arc::clone(&a.wake));
+        Ok((id, wake))
+    }
+}
+
 /// The stream currently attached to a session.
 pub(crate) struct Attachment {
     pub(crate) generation: u64,
@@ -116,17 +133,12 @@ impl Session {
                 Seen::Reused => return Err(Refused::KeyReused),
             }
         }
-        let (id, lost) = inner
-            .mailbox
-            .push(Arc::clone(envelope))
+        let (id, wake) = inner
+            .append(envelope, metrics)
             .map_err(|mailbox::Full| Refused::Full)?;
-        if lost > 0 {
-            metrics.evictions.inc_by(lost);
-        }
         if let Some(key) = key {
             inner.sent.record(key, id);
         }
-        let wake = inner.attachment.as_ref().map(|a| Arc::clone(&a.wake));
         drop(inner);
         if let Some(wake) = wake {
             wake.notify_one();
@@ -141,13 +153,7 @@ impl Session {
         envelope: &Arc<Envelope>,
         metrics: &Metrics,
     ) -> Result<(EventId, Option<Arc<Notify>>), mailbox::Full> {
-        let mut inner = self.lock();
-        let (id, lost) = inner.mailbox.push(Arc::clone(envelope))?;
-        if lost > 0 {
-            metrics.evictions.inc_by(lost);
-        }
-        let wake = inner.attachment.as_ref().map(|a| Arc::clone(&a.wake));
-        Ok((id, wake))
+        self.lock().append(envelope, metrics)
     }
 
     /// Wakes the attached stream, if any, to look again (see [`Closed::Shutdown`]).

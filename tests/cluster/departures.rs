@@ -126,8 +126,11 @@ async fn an_instance_too_busy_to_refresh_its_liveness_key_keeps_its_sessions() {
     wen_stream.expect_new_user(&kai).await;
 
     // A freezes (a long pause): its key expires, but it still reads its channel.
-    let on_a = cluster.own_channel(0).await;
-    let key = on_a.replace(":to:", ":instance:");
+    let key = format!(
+        "{}:instance:{}",
+        cluster.prefix,
+        cluster.instance_id(0).await
+    );
     let redis = redis::Client::open(cluster.redis.url()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
     cluster.nodes[0].pause();

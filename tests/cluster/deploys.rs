@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::timeout;
 
-use crate::support::cluster::Cluster;
+use crate::support::cluster::{Cluster, bus_reads};
 use crate::support::*;
 
 #[tokio::test]
@@ -418,10 +418,8 @@ async fn a_stream_attaching_while_its_session_is_handed_off_elsewhere_waits_for_
     }
 
     // A stopping instance F (played by this test) took rae from A, as a new home would ...
-    let (bus, on_b) = (
-        format!("{}:bus", cluster.prefix),
-        cluster.own_channel(1).await,
-    );
+    let bus = format!("{}:bus", cluster.prefix);
+    let (b_id, on_b) = (cluster.instance_id(1).await, cluster.own_channel(1).await);
     let f = "00000000-0000-4000-8000-0000000000f1";
     let redis = redis::Client::open(cluster.redis.url()).unwrap();
     let mut on_f = redis.get_async_pubsub().await.unwrap();
@@ -449,17 +447,18 @@ async fn a_stream_attaching_while_its_session_is_handed_off_elsewhere_waits_for_
     assert!(handed.starts_with(&to_f), "{handed}");
     // ... and now hands it off to B; B has read that (a bus barrier) but has not got it yet.
     let hash = hex::encode(Sha256::digest(rae.token.as_bytes()));
-    let handoff = json!({"type": "handoff", "body": {"from": f, "to": b_id(&on_b), "sessions": [[rae.id, hash]]}});
+    let handoff =
+        json!({"type": "handoff", "body": {"from": f, "to": b_id, "sessions": [[rae.id, hash]]}});
     publish(&bus, handoff.to_string()).await;
     cluster.settle().await;
 
     // rae's client comes back through C meanwhile: C asks, B says "not yet", C asks again.
-    let before = bus_read(b).await;
+    let before = bus_reads(b, "bus").await;
     let c_endpoint = c.seen_from("127.0.0.1".parse().unwrap());
     let (rae2, last) = (rae.clone(), ids[0]);
     let attaching = tokio::spawn(async move { c_endpoint.attach_roster(&rae2, Some(last)).await });
     let deadline = std::time::Instant::now() + WAIT;
-    while bus_read(b).await == before {
+    while bus_reads(b, "bus").await == before {
         assert!(
             std::time::Instant::now() < deadline,
             "C's request reached B"
@@ -469,7 +468,7 @@ async fn a_stream_attaching_while_its_session_is_handed_off_elsewhere_waits_for_
     // The snapshot arrives at B.
     let to_b = format!(
         r#"{{"type":"handed_over","body":{{"req":0,"origin":"{}","#,
-        b_id(&on_b)
+        b_id
     );
     publish(&on_b, handed.replacen(&to_f, &to_b, 1)).await;
 
@@ -484,19 +483,4 @@ async fn a_stream_attaching_while_its_session_is_handed_off_elsewhere_waits_for_
             .await;
     }
     assert_eq!(c.clients().await, sessions(&[&rae, &sam]));
-}
-
-/// The instance id in an instance's own channel name.
-fn b_id(channel: &str) -> &str {
-    channel.rsplit(':').next().unwrap()
-}
-
-/// How many messages `node` has read from the shared bus.
-async fn bus_read(node: &crate::support::Instance) -> f64 {
-    let text = node.metrics().await;
-    sample(
-        &text,
-        r#"switchboard_bus_messages_received_total{channel="bus"}"#,
-    )
-    .unwrap_or(0.0)
 }

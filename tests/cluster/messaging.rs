@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::cluster::Cluster;
+use crate::support::cluster::{Cluster, bus_reads};
 use crate::support::*;
 
 #[tokio::test]
@@ -140,12 +140,6 @@ async fn clients_on_any_instance_lists_every_session_of_the_cluster() {
     for node in &cluster.nodes {
         assert_eq!(node.clients().await, expected, "/clients on {}", node.label);
     }
-}
-
-/// `switchboard_bus_messages_received_total{channel}` on `node`: what it read from Redis.
-async fn bus_reads(node: &Endpoint, channel: &str) -> u64 {
-    let series = format!("switchboard_bus_messages_received_total{{channel=\"{channel}\"}}");
-    sample(&node.metrics().await, &series).map_or(0, |n| n as u64)
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use tokio::time::{sleep, timeout};
 
-use super::{Instance, POLL, WAIT, free_port, wait_for_health};
+use super::{Endpoint, Instance, POLL, WAIT, free_port, sample, wait_for_health};
 
 /// Where Debian's `redis-server` package installs the server.
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
@@ -141,6 +141,13 @@ impl Drop for Redis {
     }
 }
 
+/// `switchboard_bus_messages_received_total{channel}` on `node`: what it read from Redis on
+/// the shared bus (`"bus"`) or its own channel (`"instance"`).
+pub async fn bus_reads(node: &Endpoint, channel: &str) -> u64 {
+    let series = format!("switchboard_bus_messages_received_total{{channel=\"{channel}\"}}");
+    sample(&node.metrics().await, &series).map_or(0, |n| n as u64)
+}
+
 /// One Redis and a few instances sharing a prefix of their own.
 pub struct Cluster {
     // Dropped first: instances die before their Redis.
@@ -178,15 +185,18 @@ impl Cluster {
         cluster
     }
 
-    /// The pub/sub channel of node `i`'s own messages (`<prefix>:to:<uuid>`), from its
-    /// `cluster mode` log line.
-    pub async fn own_channel(&self, i: usize) -> String {
+    /// Node `i`'s instance id, from its `cluster mode` log line.
+    pub async fn instance_id(&self, i: usize) -> String {
         let (line, _) = self.nodes[i].log_line("cluster mode").await;
-        let instance = line
-            .split_whitespace()
+        line.split_whitespace()
             .find_map(|field| field.strip_prefix("instance="))
-            .expect("the instance id in the log");
-        format!("{}:to:{instance}", self.prefix)
+            .expect("the instance id in the log")
+            .to_owned()
+    }
+
+    /// The pub/sub channel of node `i`'s own messages (`<prefix>:to:<uuid>`).
+    pub async fn own_channel(&self, i: usize) -> String {
+        format!("{}:to:{}", self.prefix, self.instance_id(i).await)
     }
 
     /// A deploy of node `i`: SIGTERM, wait for its graceful exit (which must succeed), start

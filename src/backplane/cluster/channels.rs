@@ -81,6 +81,7 @@ impl Cluster {
                     Ok(()) => return,
                     Err(err) if attempt == attempts => {
                         error!(error = %err, "could not publish an answer");
+                        return;
                     }
                     Err(err) => {
                         warn!(error = %err, attempt, "could not publish an answer; retrying")

@@ -38,12 +38,12 @@ impl Cluster {
         if let Err(err) = self.refresh_liveness().await {
             warn!(error = %err, "could not say this instance is leaving");
         }
-        if self.registry.homed().is_empty() {
+        if self.registry.stats().sessions == 0 {
             return;
         }
         let started = Instant::now();
         let handed = tokio::time::timeout(HANDOFF_TIMEOUT, self.hand_off_all()).await;
-        let left = self.registry.homed().len();
+        let left = self.registry.stats().sessions;
         match handed {
             Ok(Ok((_, 0))) => warn!(
                 sessions = left,

@@ -35,7 +35,8 @@ pub(super) struct Handovers {
 pub(super) enum Handed {
     Snapshot(Box<Snapshot>),
     /// The session is on its way to the instance that answered (handed off by an instance
-    /// that is stopping): ask again in a moment.
+    /// that is stopping): ask again in a moment. Also what our own request gets when the
+    /// session arrived here another way meanwhile (a hand-off, a late answer): look again.
     NotYet,
 }
 
@@ -49,8 +50,9 @@ pub(super) struct Moving {
     moves: HashMap<SessionId, Move>,
     /// Sessions handed from here: to which instance, and when.
     away: HashMap<SessionId, (Uuid, Instant)>,
-    /// `handoff` messages to this instance read so far.
-    handoffs: u64,
+    /// Waits for sessions on their way here opened so far (hand-offs to here, late answers):
+    /// each has a number, which [`Moving::expire`] ends.
+    waits: u64,
 }
 
 /// The request id of a move this instance did not ask for: a session handed off to it.
@@ -125,8 +127,8 @@ impl Moving {
 
     /// A number for one wait that [`Moving::expire`] ends.
     pub(super) fn next_wait(&mut self) -> u64 {
-        self.handoffs += 1;
-        self.handoffs
+        self.waits += 1;
+        self.waits
     }
 
     /// Our request `req` for `session` timed out: keep the move for a late answer, as
@@ -188,17 +190,16 @@ impl Moving {
         Some((m.pushed?.0, m.buffer, asked))
     }
 
-    /// Forgets the sessions that `handoff` number `handoff` announced and that never arrived;
-    /// how many.
-    pub(super) fn expire(&mut self, handoff: u64) -> usize {
+    /// Ends wait number `wait`: forgets the sessions it waited for that never arrived; how many.
+    pub(super) fn expire(&mut self, wait: u64) -> usize {
         let before = self.moves.len();
         self.moves
-            .retain(|_, m| m.pushed.as_ref().is_none_or(|(_, n)| *n != handoff));
+            .retain(|_, m| m.pushed.as_ref().is_none_or(|(_, n)| *n != wait));
         before - self.moves.len()
     }
 
-    /// `session` left: forgets its move here if it was handed off, or returns the request id of
-    /// the move we asked for.
+    /// `session` left: forgets its move here if it was handed off (or waits for a late
+    /// answer), and returns the request id of ours to withdraw, if any.
     pub(super) fn left(&mut self, session: SessionId) -> Option<u64> {
         match self.pushed(session) {
             Some((.., asked)) => asked,

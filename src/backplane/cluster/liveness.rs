@@ -4,7 +4,7 @@
 //! no session behind for longer than [`LIVENESS`] plus a sweep.
 //!
 //! The key's value says whether the instance takes sessions: [`ALIVE`], or [`LEAVING`] once it
-//! is handing its own away to stop (see [`handover`](super::handover)).
+//! is handing its own away to stop (see [`handoff`](super::handoff)).
 
 use std::collections::HashMap;
 use std::sync::Arc;
