@@ -338,6 +338,20 @@ impl Registry {
         event: Event,
         key: Option<SendKey>,
     ) -> Result<EventId, RegistryError> {
+        self.deliver_once(to, event, key).map(|(id, _)| id)
+    }
+
+    /// [`Registry::deliver_event`], saying whether the event was appended now (`false`: a
+    /// retry with the same `key`, answered with the first one's id).
+    ///
+    /// # Errors
+    /// As [`Registry::deliver_event`].
+    pub(crate) fn deliver_once(
+        &self,
+        to: SessionId,
+        event: Event,
+        key: Option<SendKey>,
+    ) -> Result<(EventId, bool), RegistryError> {
         debug_assert!(event.is_addressed(), "fan-out events go through fan_out");
         let recipient = self
             .lock()

@@ -118,18 +118,18 @@ impl Session {
 
     /// Appends a direct message to the mailbox and wakes the attached stream, if any; counts
     /// the unread events this cost the reader as evictions. Once per `key`: a retry of one
-    /// already pushed gets its id again and pushes nothing.
+    /// already pushed gets its id again and pushes nothing (the `false` beside the id).
     pub(crate) fn push_keyed(
         &self,
         envelope: &Arc<Envelope>,
         metrics: &Metrics,
         key: Option<SendKey>,
-    ) -> Result<EventId, Refused> {
+    ) -> Result<(EventId, bool), Refused> {
         let mut inner = self.lock();
         if let Some(key) = &key {
             match inner.sent.check(key) {
                 Seen::New => {}
-                Seen::Again(id) => return Ok(id),
+                Seen::Again(id) => return Ok((id, false)),
                 Seen::Reused => return Err(Refused::KeyReused),
             }
         }
@@ -143,7 +143,7 @@ impl Session {
         if let Some(wake) = wake {
             wake.notify_one();
         }
-        Ok(id)
+        Ok((id, true))
     }
 
     /// Appends a fan-out's event, handing back the attached stream's wake instead of using it: a

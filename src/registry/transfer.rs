@@ -51,6 +51,12 @@ impl Registry {
         self.lock().sessions.contains_key(&id)
     }
 
+    /// The newest event id of session `id`, if it lives here.
+    pub(crate) fn newest(&self, id: SessionId) -> Option<EventId> {
+        let session = self.lock().sessions.get(&id).cloned()?;
+        Some(session.lock().mailbox.newest())
+    }
+
     /// Every session living here, with whether it may broadcast and its token (to re-register
     /// them after a backplane outage).
     pub(crate) fn homed(&self) -> Vec<(Peer, bool, TokenHash)> {

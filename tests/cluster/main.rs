@@ -19,6 +19,7 @@
 //! Needs `redis-server` (Debian: `apt-get install -y redis-server`); without it every test fails
 //! and says so.
 
+mod crashes;
 mod departures;
 mod deploys;
 mod messaging;

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::Cluster;
 use super::handover::{Handed, PUSHED};
+use super::sequence::Orphan;
 use crate::registry::event::{Broadcast, Scope, ServerMessage};
 use crate::registry::{
     Event, EventId, Peer, RegistryError, SendKey, SessionId, Snapshot, TokenHash,
@@ -85,6 +86,12 @@ pub(super) enum Bus {
         to: Uuid,
         sessions: Vec<(SessionId, TokenHash)>,
     },
+    /// Written by a script ([`sequence`](super::sequence)): `home` took these sessions of a
+    /// dead instance, at this point in the bus's order.
+    Adopted {
+        home: Uuid,
+        sessions: Vec<Orphan>,
+    },
     /// Published by `/healthz` and answered by itself coming back.
     Probe {
         req: u64,
@@ -97,6 +104,8 @@ pub(super) enum Bus {
 #[serde(rename_all = "snake_case")]
 pub(super) enum Outcome {
     Delivered(EventId),
+    /// A retry with the same `Idempotency-Key`: the first one's id, nothing appended.
+    Repeated(EventId),
     MailboxFull,
     /// Its `Idempotency-Key` came before with another message.
     KeyReused,
@@ -153,10 +162,14 @@ impl Bus {
 }
 
 impl Cluster {
-    /// Applies one bus message, in bus order.
-    pub(super) fn apply(self: &Arc<Self>, message: Bus) {
+    /// Applies one bus message, in bus order; `seq` is its number if it is numbered (see
+    /// [`sequence`](super::sequence)).
+    pub(super) fn apply(self: &Arc<Self>, message: Bus, seq: Option<u64>) {
         // Held for the whole message, so a hand-over completes atomically with respect to it.
         let mut moving = self.handovers.lock();
+        if seq.is_some_and(|seq| !self.advance(seq)) {
+            return;
+        }
         moving.buffer(&message);
         let mine = |origin: &Uuid| *origin == self.instance;
         match message {
@@ -170,6 +183,7 @@ impl Cluster {
             Bus::Probe { req, origin } if mine(&origin) => {
                 self.probes.answer(req, ());
             }
+            Bus::Adopted { home, sessions } if mine(&home) => self.adopted(sessions),
             Bus::Handover {
                 req,
                 origin,
@@ -281,8 +295,9 @@ impl Cluster {
                 event,
                 key,
             } if self.registry.homes(*to) => {
-                let outcome = match self.registry.deliver_event(*to, event.clone(), key.clone()) {
-                    Ok(id) => Outcome::Delivered(id),
+                let outcome = match self.registry.deliver_once(*to, event.clone(), key.clone()) {
+                    Ok((id, true)) => Outcome::Delivered(id),
+                    Ok((id, false)) => Outcome::Repeated(id),
                     Err(RegistryError::MailboxFull { .. }) => Outcome::MailboxFull,
                     Err(RegistryError::KeyReused) => Outcome::KeyReused,
                     Err(_) => Outcome::UnknownRecipient,

@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::bus::Bus;
-use super::{BUS, Cluster, TO, unavailable};
+use super::{BUS, Cluster, TO, sequence, unavailable};
 use crate::registry::RegistryError;
 
 impl Cluster {
@@ -25,6 +25,9 @@ impl Cluster {
     /// Publishes `message` where it belongs: an answer to its asker's channel, everything
     /// else on the bus. (A direct message goes to its recipient's home: [`Cluster::send`].)
     pub(super) async fn publish(&self, message: &Bus) -> Result<(), RegistryError> {
+        if let Some(from) = self.numbering(message) {
+            return self.publish_numbered(message, from).await;
+        }
         let channel = match message.answers() {
             Some(asker) => self.channel_of(asker),
             None => self.key(BUS),
@@ -137,10 +140,11 @@ impl Cluster {
                             "bus"
                         };
                         self.registry.metrics().bus_received(kind);
-                        match serde_json::from_slice::<Bus>(message.get_payload_bytes()) {
+                        let (seq, json) = sequence::split(message.get_payload_bytes());
+                        match serde_json::from_slice::<Bus>(json) {
                             // Inline, fan-outs included: this one task holds at most one
                             // worker, and the others keep serving requests meanwhile.
-                            Ok(bus) => self.apply(bus),
+                            Ok(bus) => self.apply(bus, seq),
                             Err(err) => warn!(error = %err, "ignoring a malformed bus message"),
                         }
                     }

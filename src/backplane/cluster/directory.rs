@@ -12,7 +12,7 @@ use super::unavailable;
 use crate::registry::{DisplayName, Peer, RegistryError, SessionId, Token, TokenHash};
 
 /// A session in the directory.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct Entry {
     pub(super) name: DisplayName,
     /// The app's user id, on a server running `--auth jwt`.
@@ -36,6 +36,11 @@ impl Entry {
             name: self.name.clone(),
             user: self.user.clone(),
         }
+    }
+
+    /// The hash of the session's token.
+    pub(super) fn token_hash(&self) -> Option<TokenHash> {
+        TokenHash::from_hex(&self.token)
     }
 
     /// Whether `token` is the one this entry was written with, compared in constant time.
@@ -94,13 +99,18 @@ impl Directory {
             .map_err(unavailable)
     }
 
-    /// Removes an entry; true when this call removed it (so the caller announces the leave,
-    /// and only one caller does).
-    pub(super) async fn delete(&self, id: SessionId) -> Result<bool, RegistryError> {
-        let removed: u64 = self
-            .conn
-            .clone()
+    /// Removes an entry, and the session's counts (`counts` is their key); true when this
+    /// call removed it (so the caller announces the leave, and only one caller does).
+    pub(super) async fn delete(
+        &self,
+        id: SessionId,
+        counts: String,
+    ) -> Result<bool, RegistryError> {
+        let (removed, _): (u64, u64) = redis::pipe()
+            .atomic()
             .hdel(&self.key, id.to_string())
+            .del(counts)
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         Ok(removed == 1)

@@ -1,7 +1,8 @@
 //! Liveness: each instance keeps its [`INSTANCE`](super::INSTANCE) key alive, and any instance
 //! that finds directory entries homed on an instance whose key expired, and which no longer
-//! reads its own channel, removes them and announces `user_left`, so a crashed instance leaves
-//! no session behind for longer than [`LIVENESS`] plus a sweep.
+//! reads its own channel, adopts them: a crashed instance's sessions continue on a survivor
+//! within [`LIVENESS`] plus a sweep, with their ids and tokens, and leave (`user_left`) only
+//! if nobody resumes them within their TTL (see [`sequence`](super::sequence)).
 //!
 //! The key's value says whether the instance takes sessions: [`ALIVE`], or [`LEAVING`] once it
 //! is handing its own away to stop (see [`handoff`](super::handoff)).
@@ -16,9 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use uuid::Uuid;
 
-use super::bus::Bus;
 use super::{Cluster, INSTANCE, LIVENESS, unavailable};
-use crate::registry::RegistryError;
+use crate::registry::{RegistryError, SessionId};
 
 /// The liveness key's value of an instance that takes sessions.
 const ALIVE: &str = "alive";
@@ -98,13 +98,20 @@ impl Cluster {
 
     /// Re-writes the directory entries of the sessions homed here, liveness key first: Redis
     /// may have restarted empty, and another instance's sweep must not find these entries
-    /// without it and remove them as a dead instance's.
+    /// without it and adopt them as a dead instance's. Called after (re)subscribing, before
+    /// any message is applied: counting starts again from where the bus stands, and a session
+    /// whose counts Redis lost starts them at its newest event id
+    /// (see [`sequence`](super::sequence)).
     pub(super) async fn reregister(&self) -> Result<(), RegistryError> {
         self.refresh_liveness().await?;
+        self.catch_up().await?;
         let homed = self.registry.homed();
         let count = homed.len();
         for (peer, may_broadcast, hash) in homed {
             self.directory.put(&peer, may_broadcast, &hash).await?;
+            let newest = self.registry.newest(peer.id).unwrap_or(0);
+            self.start_counts(peer.id, self.applied() - newest as i64, true)
+                .await?;
         }
         if count > 0 {
             info!(sessions = count, "re-registered homed sessions");
@@ -152,26 +159,22 @@ impl Cluster {
         Ok(readers > 0)
     }
 
-    /// Removes directory entries homed on instances whose liveness key expired, announcing
-    /// each leave once (whichever instance deletes the entry announces it).
+    /// Adopts the directory entries homed on instances that died (see
+    /// [`sequence`](super::sequence)); each session is adopted once, by whichever instance's
+    /// script finds it first. A stopping instance adopts none.
     async fn sweep(&self) -> Result<(), RegistryError> {
-        let mut alive: HashMap<Uuid, bool> = HashMap::new();
+        if self.leaving.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut homes: HashMap<Uuid, Vec<SessionId>> = HashMap::new();
         for (id, entry) in self.directory.entries().await? {
-            if entry.home == self.instance {
-                continue;
+            if entry.home != self.instance {
+                homes.entry(entry.home).or_default().push(id);
             }
-            let live = match alive.get(&entry.home) {
-                Some(live) => *live,
-                None => {
-                    let live = self.is_alive(entry.home).await?;
-                    alive.insert(entry.home, live);
-                    live
-                }
-            };
-            if !live && self.directory.delete(id).await? {
-                info!(session = %id, home = %entry.home, "removing a session of a dead instance");
-                let peer = entry.peer(id);
-                self.publish(&Bus::Leave { peer }).await?;
+        }
+        for (home, ids) in homes {
+            if !self.is_alive(home).await? {
+                self.adopt_from(home, &ids).await?;
             }
         }
         Ok(())

@@ -9,6 +9,8 @@
 //! | [`TO`] `<prefix>:to:<uuid>` | pub/sub channel | what concerns one instance: direct messages to the sessions it homes, and the answers to its own requests |
 //! | [`SESSIONS`] `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home"}` |
 //! | [`INSTANCE`] `<prefix>:instance:<uuid>` | string, expiring | this instance is alive (`alive`), or alive and stopping (`leaving`) |
+//! | [`SEQ`] `<prefix>:seq` | string (integer) | the number of the last message that put an event into every mailbox (see [`sequence`]) |
+//! | [`COUNTS`] `<prefix>:counts:<session id>` | hash | `base`, `own`, `direct`: how many events the session was given (see [`sequence`]) |
 //!
 //! Why one channel for what everyone sees: Redis delivers a channel's messages to every subscriber
 //! in the one order it executed the PUBLISHes, so every instance sees joins, broadcasts and
@@ -28,7 +30,9 @@
 //! - [`bus`]: the messages, and what each does when it comes back.
 //! - [`channels`]: publishing on the channels, and the task that reads them.
 //! - [`directory`]: the sessions hash.
-//! - [`liveness`]: instance keys, and removing the sessions of dead instances.
+//! - [`liveness`]: instance keys, and finding the sessions of dead instances.
+//! - [`sequence`]: counting each session's events in Redis, and adopting a dead instance's
+//!   sessions with an exact count of what they lost.
 //! - [`handover`]: moving a session here with its event ids (and the table of moves).
 //! - [`handoff`]: handing every session to the others when this instance stops.
 //! - [`request`]: request/reply over the bus (direct messages, hand-overs, health probes).
@@ -53,9 +57,10 @@ mod handoff;
 mod handover;
 mod liveness;
 mod request;
+mod sequence;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -74,6 +79,7 @@ use bus::{Bus, Outcome};
 use directory::Directory;
 use handover::Handovers;
 use request::{Requests, Unanswered};
+use sequence::Count;
 
 /// Suffix of the pub/sub channel every instance subscribes to.
 pub const BUS: &str = "bus";
@@ -83,6 +89,10 @@ pub const TO: &str = "to";
 pub const SESSIONS: &str = "sessions";
 /// Suffix (then `:<instance uuid>`) of each instance's liveness key.
 pub const INSTANCE: &str = "instance";
+/// Suffix of the counter that numbers the messages putting an event into every mailbox.
+pub const SEQ: &str = "seq";
+/// Suffix (then `:<session id>`) of a session's counts: `base`, `own`, `direct`.
+pub const COUNTS: &str = "counts";
 /// How long an instance's liveness key outlives its last refresh.
 pub const LIVENESS: Duration = Duration::from_secs(3);
 /// Longest wait for another instance's answer (a direct message, a hand-over).
@@ -111,6 +121,9 @@ pub(crate) struct Cluster {
     subscribed: AtomicBool,
     /// Stopping: its sessions are being handed to the others, and it takes no new ones.
     leaving: AtomicBool,
+    /// The number of the last numbered bus message applied here; written under the hand-over
+    /// lock (see [`sequence`]).
+    applied: AtomicU64,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> RegistryError {
@@ -158,6 +171,7 @@ impl Cluster {
             handovers: Handovers::default(),
             subscribed: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
+            applied: AtomicU64::new(0),
         });
         info!(instance = %cluster.instance, prefix, "cluster mode");
         tokio::spawn(Arc::clone(&cluster).subscribe(shutdown.clone()));
@@ -183,9 +197,18 @@ impl Cluster {
             return Err(RegistryError::SessionLimit(limit));
         }
         let may_broadcast = joining.may_broadcast;
-        let (peer, token) = self.registry.register(joining, place)?;
+        let (peer, token, base) = {
+            // No bus message is applied meanwhile: the session gets exactly those after `base`.
+            let _bus = self.handovers.lock();
+            let (peer, token) = self.registry.register(joining, place)?;
+            (peer, token, self.applied())
+        };
         let hash = TokenHash::of(&token);
-        if let Err(err) = self.directory.put(&peer, may_broadcast, &hash).await {
+        let written = async {
+            self.directory.put(&peer, may_broadcast, &hash).await?;
+            self.start_counts(peer.id, base, false).await
+        };
+        if let Err(err) = written.await {
             self.registry.remove(peer.id);
             return Err(err);
         }
@@ -253,7 +276,17 @@ impl Cluster {
         key: Option<SendKey>,
     ) -> Result<EventId, RegistryError> {
         if self.registry.homes(to) {
-            return self.registry.deliver_event(to, event, key);
+            // Counted first: a crash between the two overcounts a message its sender saw fail.
+            self.count(to, Count::Direct, 1).await?;
+            let delivered = self.registry.deliver_once(to, event.clone(), key.clone());
+            if !matches!(delivered, Ok((_, true))) {
+                self.uncount(to).await;
+            }
+            match delivered {
+                // It moved away while we counted: its new home takes it.
+                Err(RegistryError::UnknownRecipient(_)) => {}
+                delivered => return delivered.map(|(id, _)| id),
+            }
         }
         let home = self.home_of(to).await?;
         let direct = |req| Bus::Direct {
@@ -263,17 +296,21 @@ impl Cluster {
             event: event.clone(),
             key: key.clone(),
         };
-        let answered = match self.deliver_at(home, &direct).await {
+        let answered = match self.deliver_at(home, to, &direct).await {
             // Nobody reads that home's channel: it stopped. One that stopped gracefully handed
             // its sessions off and waited until the directory named their new homes.
             Err(Unanswered::Unpublished(err)) => match self.home_of(to).await? {
-                moved if moved != home => self.deliver_at(moved, &direct).await,
+                moved if moved != home => self.deliver_at(moved, to, &direct).await,
                 _ => return Err(err),
             },
             answered => answered,
         };
+        // Counted when published; the home appended nothing. (Unanswered: it may have.)
+        if matches!(&answered, Ok(outcome) if !matches!(outcome, Outcome::Delivered(_))) {
+            self.uncount(to).await;
+        }
         match answered {
-            Ok(Outcome::Delivered(id)) => Ok(id),
+            Ok(Outcome::Delivered(id) | Outcome::Repeated(id)) => Ok(id),
             Ok(Outcome::MailboxFull) => Err(RegistryError::MailboxFull {
                 retry_after: Duration::from_secs(1),
             }),
@@ -294,16 +331,19 @@ impl Cluster {
             .ok_or(RegistryError::UnknownRecipient(to))
     }
 
-    /// Sends `home` the direct message `direct` makes for a request id, and waits for its
-    /// answer.
+    /// Sends `home` the direct message for `to` that `direct` makes for a request id, and
+    /// waits for its answer.
     async fn deliver_at(
         &self,
         home: Uuid,
+        to: SessionId,
         direct: &impl Fn(u64) -> Bus,
     ) -> Result<Outcome, Unanswered> {
         let request = self.replies.open();
         let message = direct(request.id());
-        request.ask(self.send(home, &message), ANSWER_TIMEOUT).await
+        request
+            .ask(self.send_counted(home, to, &message), ANSWER_TIMEOUT)
+            .await
     }
 
     /// Publishes a broadcast; returns how many other sessions the cluster holds.
@@ -338,7 +378,11 @@ impl Cluster {
 
     /// Removes `peer` from the directory and publishes its leave (once, by whoever removed it).
     pub(crate) async fn remove(&self, peer: &Peer) -> Result<(), RegistryError> {
-        if self.directory.delete(peer.id).await? {
+        if self
+            .directory
+            .delete(peer.id, self.counts_key(peer.id))
+            .await?
+        {
             self.publish(&Bus::Leave { peer: peer.clone() }).await?;
         }
         // Applied here too when our own Leave comes back; removing now ends the stream at once.
@@ -376,7 +420,11 @@ impl Cluster {
         let cluster = Arc::clone(self);
         tokio::spawn(async move {
             for peer in peers {
-                match cluster.directory.delete(peer.id).await {
+                match cluster
+                    .directory
+                    .delete(peer.id, cluster.counts_key(peer.id))
+                    .await
+                {
                     Ok(true) => {
                         if let Err(err) = cluster.publish(&Bus::Leave { peer }).await {
                             warn!(error = %err, "could not announce an expiry");

@@ -1,0 +1,360 @@
+//! Counting events in Redis, so that the sessions of an instance that crashed continue
+//! elsewhere with their ids, and what was lost with the dead mailbox is reported exactly.
+//!
+//! A session's mailbox numbers its events 1, 2, 3, ... (see [`crate::registry`]); a crash
+//! loses the mailbox, but not the *count*, because Redis can tell how many events each
+//! session was given:
+//!
+//! - every message that puts an event into every mailbox but its sender's (a join or leave
+//!   with presence on, a broadcast, a server message to everyone) is numbered by one counter,
+//!   [`SEQ`], in the same script that publishes it, which also counts it as the sender's own;
+//! - a direct message is counted for its recipient when it is published to the recipient's
+//!   home (or before a local append), and uncounted when the home did not append it;
+//! - a session's `base` is the last numbered message its home had applied when the session
+//!   was created there (the bus applies in order, so it receives exactly those after it).
+//!
+//! So at any point in the bus's order, session S has been given
+//! `total = (seq - base) - own + direct` events, whichever instances held it meanwhile (a
+//! hand-over moves the mailbox, ids included). When an instance is found dead, a survivor
+//! adopts its sessions in one script ([`ADOPT`]): it rewrites their home, reads `total` at
+//! that point, and publishes `adopted` on the bus at that very point. Reading `adopted`, the
+//! survivor creates each session with an empty mailbox whose newest id is `total`: a client
+//! resuming with `Last-Event-ID: n` gets `lagged` with `total - n` missed, then every event
+//! after. Counting before appending makes an error safe: a direct message whose home died
+//! before answering (its sender got 503) may be counted as missed; an accepted event is never
+//! missed uncounted.
+//!
+//! The cost: numbered messages are published by a script (`EVALSHA`) instead of `PUBLISH`; a
+//! direct message to a local session takes one Redis round trip it did not take before.
+
+use std::sync::Arc;
+use std::sync::LazyLock;
+use std::sync::atomic::Ordering;
+
+use redis::Script;
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use super::bus::Bus;
+use super::directory::Entry;
+use super::{BUS, COUNTS, Cluster, SEQ, SESSIONS, unavailable};
+use crate::registry::{EventId, RegistryError, SessionId, Snapshot};
+
+/// Numbers a message and publishes it as `<n> <json>`, counting it as its sender's own.
+/// KEYS: the counter, the sender's counts (or none); ARGV: the channel, the message.
+static NUMBERED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local n = redis.call('INCR', KEYS[1])
+        if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+            redis.call('HINCRBY', KEYS[2], 'own', 1)
+        end
+        redis.call('PUBLISH', ARGV[1], n .. ' ' .. ARGV[2])
+        return n
+        ",
+    )
+});
+
+/// Publishes a direct message to its recipient's home, counting it when somebody read it.
+/// KEYS: the recipient's counts; ARGV: the home's channel, the message. Returns the readers.
+static COUNTED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local readers = redis.call('PUBLISH', ARGV[1], ARGV[2])
+        if readers > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+            redis.call('HINCRBY', KEYS[1], 'direct', 1)
+        end
+        return readers
+        ",
+    )
+});
+
+/// Adds ARGV[2] to field ARGV[1] of a session's counts, if the session still has them.
+static COUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('EXISTS', KEYS[1]) == 1 then
+            redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+        end
+        ",
+    )
+});
+
+/// Rehomes the sessions ARGV[5..] still homed on the dead ARGV[1] to ARGV[2], and publishes
+/// `adopted` with each one's entry and total on the bus ARGV[4]. KEYS: the directory, the
+/// counter; ARGV[3]: the prefix of the counts keys. Returns how many it adopted.
+static ADOPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+        local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+        local adopted = {}
+        for i = 5, #ARGV do
+            local id = ARGV[i]
+            local json = redis.call('HGET', KEYS[1], id)
+            if json then
+                local entry = cjson.decode(json)
+                if entry.home == ARGV[1] then
+                    entry.home = ARGV[2]
+                    redis.call('HSET', KEYS[1], id, cjson.encode(entry))
+                    local c = redis.call('HMGET', ARGV[3] .. id, 'base', 'own', 'direct')
+                    local total = -1
+                    if c[1] then
+                        total = seq - tonumber(c[1]) - tonumber(c[2] or '0')
+                            + tonumber(c[3] or '0')
+                    end
+                    table.insert(adopted, string.format(
+                        '{"id":"%s","total":%d,"entry":%s}', id, total, json))
+                end
+            end
+        end
+        if #adopted > 0 then
+            redis.call('PUBLISH', ARGV[4], '{"type":"adopted","body":{"home":"' .. ARGV[2]
+                .. '","sessions":[' .. table.concat(adopted, ',') .. ']}}')
+        end
+        return #adopted
+        "#,
+    )
+});
+
+/// Sessions adopted per script call.
+const ADOPT_CHUNK: usize = 200;
+
+/// A session of a dead instance, as `adopted` carries it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct Orphan {
+    id: SessionId,
+    /// How many events it was given, -1 when its counts were missing.
+    total: i64,
+    entry: Entry,
+}
+
+/// Which count of a session's [`COUNTS`] a change is for.
+#[derive(Clone, Copy)]
+pub(super) enum Count {
+    Direct,
+}
+
+/// A numbered message's number and JSON, or only the JSON of one that is not numbered.
+pub(super) fn split(payload: &[u8]) -> (Option<u64>, &[u8]) {
+    let Some(space) = payload.iter().position(|b| *b == b' ') else {
+        return (None, payload);
+    };
+    if !payload[0].is_ascii_digit() {
+        return (None, payload);
+    }
+    let seq = std::str::from_utf8(&payload[..space])
+        .ok()
+        .and_then(|n| n.parse().ok());
+    match seq {
+        Some(seq) => (Some(seq), &payload[space + 1..]),
+        None => (None, payload),
+    }
+}
+
+impl Cluster {
+    pub(super) fn counts_key(&self, id: SessionId) -> String {
+        self.key(&format!("{COUNTS}:{id}"))
+    }
+
+    /// Whether `message` puts an event into every mailbox but one (so it is numbered), and
+    /// whose own it is, if anyone's.
+    pub(super) fn numbering(&self, message: &Bus) -> Option<Option<SessionId>> {
+        match message {
+            Bus::Broadcast { from, .. } => Some(Some(from.id)),
+            Bus::Announce { .. } => Some(None),
+            Bus::Join { peer } if self.presence.enabled() => Some(Some(peer.id)),
+            Bus::Leave { .. } if self.presence.enabled() => Some(None),
+            _ => None,
+        }
+    }
+
+    /// Publishes a message that puts an event into the mailboxes, numbered; `from` is the
+    /// session that does not get it (a broadcast's sender, the session joining).
+    pub(super) async fn publish_numbered(
+        &self,
+        message: &Bus,
+        from: Option<SessionId>,
+    ) -> Result<(), RegistryError> {
+        let payload = serde_json::to_string(message).expect("bus messages serialise");
+        let mut invocation = NUMBERED.key(self.key(SEQ));
+        if let Some(from) = from {
+            invocation.key(self.counts_key(from));
+        }
+        invocation
+            .arg(self.key(BUS))
+            .arg(payload)
+            .invoke_async::<u64>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    /// Publishes direct message `message` for `to` on `home`'s channel, counting it for `to`
+    /// when `home` reads it.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis cannot be reached, or nobody reads that channel.
+    pub(super) async fn send_counted(
+        &self,
+        home: Uuid,
+        to: SessionId,
+        message: &Bus,
+    ) -> Result<(), RegistryError> {
+        let payload = serde_json::to_string(message).expect("bus messages serialise");
+        let readers: u64 = COUNTED
+            .key(self.counts_key(to))
+            .arg(self.channel_of(home))
+            .arg(payload)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        match readers {
+            0 => Err(unavailable("the recipient's instance is not connected")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds `by` to a count of session `id`.
+    pub(super) async fn count(
+        &self,
+        id: SessionId,
+        count: Count,
+        by: i64,
+    ) -> Result<(), RegistryError> {
+        let field = match count {
+            Count::Direct => "direct",
+        };
+        COUNT
+            .key(self.counts_key(id))
+            .arg(field)
+            .arg(by)
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Takes back a direct message's count: its home did not append it.
+    pub(super) async fn uncount(&self, id: SessionId) {
+        if let Err(err) = self.count(id, Count::Direct, -1).await {
+            warn!(session = %id, error = %err, "could not uncount a refused direct message");
+        }
+    }
+
+    /// Starts the counts of a session created here when the bus stood at `base`.
+    pub(super) async fn start_counts(
+        &self,
+        id: SessionId,
+        base: i64,
+        only_if_missing: bool,
+    ) -> Result<(), RegistryError> {
+        let mut conn = self.conn.clone();
+        let key = self.counts_key(id);
+        let command = if only_if_missing { "HSETNX" } else { "HSET" };
+        redis::cmd(command)
+            .arg(&key)
+            .arg("base")
+            .arg(base)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The last numbered message applied here. Read under the hand-over lock, it is the
+    /// point in the bus's order where a session created now starts.
+    pub(super) fn applied(&self) -> i64 {
+        self.applied.load(Ordering::Relaxed) as i64
+    }
+
+    /// Whether the numbered message `seq` is new here; records it. Called under the hand-over
+    /// lock, in bus order. A number at or below the last one was read before (re)subscribing.
+    pub(super) fn advance(&self, seq: u64) -> bool {
+        self.applied.fetch_max(seq, Ordering::Relaxed) < seq
+    }
+
+    /// Starts counting from where the bus stands now: after (re)subscribing, before any
+    /// message is applied. What was published while this instance was cut off is not replayed.
+    pub(super) async fn catch_up(&self) -> Result<(), RegistryError> {
+        let seq: Option<u64> = redis::cmd("GET")
+            .arg(self.key(SEQ))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        self.applied.store(seq.unwrap_or(0), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Adopts `ids`, sessions of the dead instance `dead`, here; returns how many were still
+    /// its. They arrive when `adopted` comes back on the bus
+    /// ([`Cluster::adopted`]).
+    pub(super) async fn adopt_from(
+        &self,
+        dead: Uuid,
+        ids: &[SessionId],
+    ) -> Result<usize, RegistryError> {
+        let mut adopted = 0;
+        for chunk in ids.chunks(ADOPT_CHUNK) {
+            let mut invocation = ADOPT.key(self.key(SESSIONS));
+            invocation
+                .key(self.key(SEQ))
+                .arg(dead.to_string())
+                .arg(self.instance.to_string())
+                .arg(self.key(&format!("{COUNTS}:")))
+                .arg(self.key(BUS));
+            for id in chunk {
+                invocation.arg(id.to_string());
+            }
+            adopted += invocation
+                .invoke_async::<usize>(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+        }
+        if adopted > 0 {
+            info!(sessions = adopted, %dead, "adopted the sessions of a dead instance");
+        }
+        Ok(adopted)
+    }
+
+    /// Reads `adopted` for this instance, at its point in the bus's order: each session
+    /// continues here, detached, its mailbox empty and its newest id its total.
+    pub(super) fn adopted(self: &Arc<Self>, orphans: Vec<Orphan>) {
+        for Orphan { id, total, entry } in orphans {
+            let last_id: EventId = u64::try_from(total).unwrap_or_else(|_| {
+                warn!(session = %id, "a session without counts: its lost events are not counted");
+                0
+            });
+            let Some(hash) = entry.token_hash() else {
+                error!(session = %id, "an adopted session's entry has no valid token hash");
+                continue;
+            };
+            let peer = entry.peer(id);
+            let snapshot = Snapshot {
+                peer: peer.clone(),
+                may_broadcast: entry.may_broadcast,
+                last_id,
+                // A stream resuming without `Last-Event-ID` starts after the crash.
+                delivered: last_id,
+                events: Vec::new(),
+                sent: Default::default(),
+            };
+            if let Err(err) = self.registry.import(snapshot, hash) {
+                // Homed here in the directory but not held: it must leave, not linger.
+                error!(session = %id, error = %err, "could not adopt a session; it leaves");
+                self.expired(vec![peer]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_payloads_split_and_others_pass_through() {
+        assert_eq!(split(b"42 {\"type\":1}"), (Some(42), &b"{\"type\":1}"[..]));
+        assert_eq!(split(b"{\"a\": 1}"), (None, &b"{\"a\": 1}"[..]));
+        assert_eq!(split(b"4x {}"), (None, &b"4x {}"[..]));
+        assert_eq!(split(b""), (None, &b""[..]));
+    }
+}
