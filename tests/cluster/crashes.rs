@@ -4,11 +4,14 @@
 //! session nobody resumes leaves with `user_left` after its TTL, so no ghost remains.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::json;
-use tokio::time::sleep;
+use tokio::time::{sleep, timeout};
 
 use crate::support::cluster::Cluster;
 use crate::support::*;
@@ -125,4 +128,148 @@ async fn a_killed_instances_sessions_nobody_resumes_leave_with_user_left_after_t
     eprintln!("sessions of the killed instance left after {gone:?}");
     let (status, body) = b.healthz().await;
     assert_eq!(status, StatusCode::OK, "the survivor stays healthy: {body}");
+}
+
+/// What one recipient of the load below saw, and what was accepted for it.
+#[derive(Default, Debug)]
+struct Tally {
+    /// Direct messages to it answered 202, and answered otherwise.
+    accepted: u64,
+    refused: u64,
+    /// Events its streams delivered, and what `lagged` said they missed.
+    got: u64,
+    missed: u64,
+}
+
+#[tokio::test]
+async fn a_crash_under_load_misses_no_accepted_event_uncounted() {
+    let quiet = ["--presence", "false", "--message-rate", "0"];
+    let mut cluster = Cluster::start("crashload", &[&quiet, &quiet, &quiet]).await;
+    let mut recipients = Vec::new();
+    for i in 0..4 {
+        recipients.push(cluster.nodes[0].helo(&format!("r{i}")).await);
+    }
+    let writers = [
+        cluster.nodes[1].helo("w1").await,
+        cluster.nodes[2].helo("w2").await,
+    ];
+    cluster.settle().await;
+    let client = |i: usize| switchboard_client::Client::new(&cluster.nodes[i].base_url);
+    let (on_a, on_b) = (client(0), client(1));
+    let tallies: Arc<Vec<std::sync::Mutex<Tally>>> =
+        Arc::new((0..recipients.len()).map(|_| Default::default()).collect());
+    let broadcasts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let resumed = Arc::new(AtomicUsize::new(0));
+
+    // Each recipient reads on A until A dies, then resumes through B after what it saw.
+    let mut readers = Vec::new();
+    for (i, me) in recipients.iter().cloned().enumerate() {
+        let mut events = on_a.attach(&me, None).await.expect("attach on A");
+        let (on_b, tallies, resumed) = (on_b.clone(), Arc::clone(&tallies), Arc::clone(&resumed));
+        readers.push(tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                while let Ok(Some(Ok(frame))) = timeout(WAIT, events.next()).await {
+                    last = frame.id.or(last);
+                    let mut tally = tallies[i].lock().unwrap();
+                    match frame.event.as_str() {
+                        "client_response" if frame.data["message"] == json!("end") => return,
+                        "client_response" | "client_broadcast" => tally.got += 1,
+                        "lagged" => tally.missed += frame.data["missed"].as_u64().unwrap(),
+                        _ => {}
+                    }
+                }
+                let deadline = Instant::now() + ADOPTED_WITHIN;
+                events = loop {
+                    match on_b.attach(&me, last).await {
+                        Ok(events) => break events,
+                        Err(_) if Instant::now() < deadline => sleep(POLL).await,
+                        Err(err) => panic!("r{i} could not resume through B: {err}"),
+                    }
+                };
+                resumed.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+
+    // Two writers on B and C send direct messages to every recipient, and broadcasts.
+    let writing = Arc::new(AtomicBool::new(true));
+    let mut senders = Vec::new();
+    for (w, me) in writers.iter().cloned().enumerate() {
+        let node = client(w + 1);
+        let (writing, tallies, broadcasts) = (
+            Arc::clone(&writing),
+            Arc::clone(&tallies),
+            Arc::clone(&broadcasts),
+        );
+        let recipients = recipients.clone();
+        senders.push(tokio::spawn(async move {
+            let mut n = 0;
+            while writing.load(Ordering::Relaxed) {
+                n += 1;
+                for (i, to) in recipients.iter().enumerate() {
+                    let sent = timeout(WAIT, node.send(&me, &to.id, &json!({"n": n}))).await;
+                    let mut tally = tallies[i].lock().unwrap();
+                    match sent {
+                        Ok(Ok(_)) => tally.accepted += 1,
+                        _ => tally.refused += 1,
+                    }
+                }
+                match timeout(WAIT, node.broadcast(&me, &json!({"n": n}))).await {
+                    Ok(Ok(_)) => broadcasts.0.fetch_add(1, Ordering::Relaxed),
+                    _ => broadcasts.1.fetch_add(1, Ordering::Relaxed),
+                };
+                sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+
+    sleep(Duration::from_millis(500)).await;
+    cluster.nodes[0].kill();
+    let deadline = Instant::now() + ADOPTED_WITHIN + WAIT;
+    while resumed.load(Ordering::Relaxed) < recipients.len() {
+        assert!(Instant::now() < deadline, "not every recipient resumed");
+        sleep(POLL).await;
+    }
+    sleep(Duration::from_millis(500)).await;
+    writing.store(false, Ordering::Relaxed);
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    for to in &recipients {
+        on_b.send(&writers[0], &to.id, &json!("end")).await.unwrap();
+    }
+    for reader in readers {
+        timeout(WAIT, reader)
+            .await
+            .expect("a reader ended")
+            .unwrap();
+    }
+
+    let (broadcast, broadcast_failed) = (
+        broadcasts.0.load(Ordering::Relaxed),
+        broadcasts.1.load(Ordering::Relaxed),
+    );
+    let mut missed = 0;
+    for (i, tally) in tallies.iter().enumerate() {
+        let tally = tally.lock().unwrap();
+        eprintln!("r{i}: {tally:?}, broadcasts {broadcast} accepted, {broadcast_failed} refused");
+        let accepted = tally.accepted + broadcast;
+        let reported = tally.got + tally.missed;
+        // Every accepted event arrived or was counted missed; the count may also include a
+        // message its sender was told failed (its home died before answering), no other.
+        assert!(
+            reported >= accepted,
+            "r{i}: {accepted} accepted, {reported} delivered or reported lost"
+        );
+        assert!(
+            reported <= accepted + tally.refused + broadcast_failed,
+            "r{i}: more reported than was ever sent: {tally:?}"
+        );
+        missed += tally.missed;
+    }
+    assert!(
+        missed > 0,
+        "the crash lost the events accepted before the adoption"
+    );
 }
