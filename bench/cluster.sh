@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cost of cluster mode: the same fanout and direct-message workloads against one
 # switchboard instance, and against a two-instance cluster over Redis with every message
-# crossing instances (streams attached to B, POSTs sent to A), alternated over rounds.
+# crossing instances (streams attached to B, POSTs sent to A), alternated over rounds; and the
+# direct messages once more with sender and recipient on the same cluster instance.
 # Prints medians and cluster/single ratios. Stops what it started, by pid.
 #
 #   bash bench/cluster.sh            # ROUNDS=3 STREAMS=2000 by default
@@ -35,6 +36,8 @@ for round in $(seq 1 "$ROUNDS"); do
         direct --pairs 50 --rate 2000 --duration 5
     load --label direct-cluster --url http://127.0.0.1:4602 --post-url http://127.0.0.1:4601 \
         --server-pid "$B" direct --pairs 50 --rate 2000 --duration 5
+    load --label direct-cluster-local --url http://127.0.0.1:4602 --server-pid "$B" \
+        direct --pairs 50 --rate 2000 --duration 5
 done
 
 python3 - "$OUT/results.jsonl" <<'PY'
@@ -59,5 +62,10 @@ for title, kind, name in rows:
     single, cluster = med(f"{kind}-single", name), med(f"{kind}-cluster", name)
     ratio = f"{cluster / single:.2f}" if single else "-"
     print(f"| {title} | {single:,.3f} | {cluster:,.3f} | {ratio} |")
+# Sender and recipient on the same instance: the direct path without a second instance.
+for title, _, name in rows[3:]:
+    single, local = med("direct-single", name), med("direct-cluster-local", name)
+    ratio = f"{local / single:.2f}" if single else "-"
+    print(f"| {title}, same instance | {single:,.3f} | {local:,.3f} | {ratio} |")
 PY
 echo "raw results: $OUT/results.jsonl" >&2

@@ -140,11 +140,11 @@ impl Cluster {
                             "bus"
                         };
                         self.registry.metrics().bus_received(kind);
-                        let (seq, json) = sequence::split(message.get_payload_bytes());
-                        match serde_json::from_slice::<Bus>(json) {
+                        let payload = message.get_payload_bytes();
+                        match serde_json::from_slice::<Bus>(payload) {
                             // Inline, fan-outs included: this one task holds at most one
                             // worker, and the others keep serving requests meanwhile.
-                            Ok(bus) => self.apply(bus, seq),
+                            Ok(bus) => self.apply(bus, sequence::seq_of(payload)),
                             Err(err) => warn!(error = %err, "ignoring a malformed bus message"),
                         }
                     }

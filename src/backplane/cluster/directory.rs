@@ -81,6 +81,41 @@ impl Directory {
         may_broadcast: bool,
         token: &TokenHash,
     ) -> Result<(), RegistryError> {
+        self.conn
+            .clone()
+            .hset::<_, _, _, ()>(
+                &self.key,
+                peer.id.to_string(),
+                self.entry(peer, may_broadcast, token),
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Writes a new session's entry, homed here, with the `base` of its counts (key `counts`,
+    /// see [`sequence`](super::sequence)), at once: an entry is never adopted without them.
+    pub(super) async fn put_new(
+        &self,
+        peer: &Peer,
+        may_broadcast: bool,
+        token: &TokenHash,
+        (counts, base): (String, i64),
+    ) -> Result<(), RegistryError> {
+        redis::pipe()
+            .atomic()
+            .hset(
+                &self.key,
+                peer.id.to_string(),
+                self.entry(peer, may_broadcast, token),
+            )
+            .hset(counts, "base", base)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The entry JSON of `peer` homed here.
+    fn entry(&self, peer: &Peer, may_broadcast: bool, token: &TokenHash) -> String {
         let entry = Entry {
             name: peer.name.clone(),
             user: peer.user.clone(),
@@ -88,15 +123,7 @@ impl Directory {
             token: token.to_hex(),
             home: self.here,
         };
-        self.conn
-            .clone()
-            .hset::<_, _, _, ()>(
-                &self.key,
-                peer.id.to_string(),
-                serde_json::to_string(&entry).expect("entries serialise"),
-            )
-            .await
-            .map_err(unavailable)
+        serde_json::to_string(&entry).expect("entries serialise")
     }
 
     /// Removes an entry, and the session's counts (`counts` is their key); true when this

@@ -30,8 +30,8 @@ impl Cluster {
     /// (at most [`HANDOFF_TIMEOUT`]) until the directory names their new homes. From the first
     /// step on, this instance takes no new session or stream: it is stopping.
     ///
-    /// Without another instance the sessions stay here, and leave (`user_left`) once this
-    /// instance is gone, as a crashed instance's do.
+    /// Without another instance the sessions stay in the directory, and the next instance to
+    /// start adopts them, as a crashed instance's (see [`sequence`](super::sequence)).
     pub(crate) async fn hand_off(self: &Arc<Self>) {
         self.leaving.store(true, Ordering::Relaxed);
         // At once, even with nothing to hand: no instance stopping now may hand sessions here.
@@ -47,7 +47,7 @@ impl Cluster {
         match handed {
             Ok(Ok((_, 0))) => warn!(
                 sessions = left,
-                "no other instance takes sessions: they leave once this one has stopped"
+                "no other instance takes sessions: the next one to start adopts them"
             ),
             Ok(Ok((sessions, instances))) => info!(
                 sessions,

@@ -110,7 +110,7 @@ impl Cluster {
         for (peer, may_broadcast, hash) in homed {
             self.directory.put(&peer, may_broadcast, &hash).await?;
             let newest = self.registry.newest(peer.id).unwrap_or(0);
-            self.start_counts(peer.id, self.applied() - newest as i64, true)
+            self.restart_counts(peer.id, self.applied() - newest as i64)
                 .await?;
         }
         if count > 0 {

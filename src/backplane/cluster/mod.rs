@@ -204,11 +204,12 @@ impl Cluster {
             (peer, token, self.applied())
         };
         let hash = TokenHash::of(&token);
-        let written = async {
-            self.directory.put(&peer, may_broadcast, &hash).await?;
-            self.start_counts(peer.id, base, false).await
-        };
-        if let Err(err) = written.await {
+        let counts = (self.counts_key(peer.id), base);
+        if let Err(err) = self
+            .directory
+            .put_new(&peer, may_broadcast, &hash, counts)
+            .await
+        {
             self.registry.remove(peer.id);
             return Err(err);
         }

@@ -24,6 +24,11 @@
 //! before answering (its sender got 503) may be counted as missed; an accepted event is never
 //! missed uncounted.
 //!
+//! An instance cut off from Redis starts again from where the bus stands when it is back
+//! ([`Cluster::catch_up`]): what it missed meanwhile was counted, so it is reported as missed
+//! if that instance dies later. A stream resuming without `Last-Event-ID` starts after the
+//! crash: nothing says what it had read.
+//!
 //! The cost: numbered messages are published by a script (`EVALSHA`) instead of `PUBLISH`; a
 //! direct message to a local session takes one Redis round trip it did not take before.
 
@@ -41,18 +46,19 @@ use super::directory::Entry;
 use super::{BUS, COUNTS, Cluster, SEQ, SESSIONS, unavailable};
 use crate::registry::{EventId, RegistryError, SessionId, Snapshot};
 
-/// Numbers a message and publishes it as `<n> <json>`, counting it as its sender's own.
-/// KEYS: the counter, the sender's counts (or none); ARGV: the channel, the message.
+/// Numbers a message and publishes it with `"seq": n` as its first key (instances that do
+/// not know the field ignore it), counting it as its sender's own. KEYS: the counter, the
+/// sender's counts (or none); ARGV: the channel, the message (a JSON object).
 static NUMBERED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"
+        r#"
         local n = redis.call('INCR', KEYS[1])
         if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
             redis.call('HINCRBY', KEYS[2], 'own', 1)
         end
-        redis.call('PUBLISH', ARGV[1], n .. ' ' .. ARGV[2])
+        redis.call('PUBLISH', ARGV[1], '{"seq":' .. n .. ',' .. string.sub(ARGV[2], 2))
         return n
-        ",
+        "#,
     )
 });
 
@@ -135,21 +141,11 @@ pub(super) enum Count {
     Direct,
 }
 
-/// A numbered message's number and JSON, or only the JSON of one that is not numbered.
-pub(super) fn split(payload: &[u8]) -> (Option<u64>, &[u8]) {
-    let Some(space) = payload.iter().position(|b| *b == b' ') else {
-        return (None, payload);
-    };
-    if !payload[0].is_ascii_digit() {
-        return (None, payload);
-    }
-    let seq = std::str::from_utf8(&payload[..space])
-        .ok()
-        .and_then(|n| n.parse().ok());
-    match seq {
-        Some(seq) => (Some(seq), &payload[space + 1..]),
-        None => (None, payload),
-    }
+/// The number of a numbered message (its first key, `"seq"`), if it is one.
+pub(super) fn seq_of(payload: &[u8]) -> Option<u64> {
+    let rest = payload.strip_prefix(br#"{"seq":"#)?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 impl Cluster {
@@ -241,21 +237,18 @@ impl Cluster {
         }
     }
 
-    /// Starts the counts of a session created here when the bus stood at `base`.
-    pub(super) async fn start_counts(
+    /// Starts the counts of session `id` at `base` unless it has some: Redis lost them when
+    /// it restarted empty. (A new session's are written with its entry.)
+    pub(super) async fn restart_counts(
         &self,
         id: SessionId,
         base: i64,
-        only_if_missing: bool,
     ) -> Result<(), RegistryError> {
-        let mut conn = self.conn.clone();
-        let key = self.counts_key(id);
-        let command = if only_if_missing { "HSETNX" } else { "HSET" };
-        redis::cmd(command)
-            .arg(&key)
+        redis::cmd("HSETNX")
+            .arg(self.counts_key(id))
             .arg("base")
             .arg(base)
-            .query_async::<()>(&mut conn)
+            .query_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
     }
@@ -351,10 +344,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn numbered_payloads_split_and_others_pass_through() {
-        assert_eq!(split(b"42 {\"type\":1}"), (Some(42), &b"{\"type\":1}"[..]));
-        assert_eq!(split(b"{\"a\": 1}"), (None, &b"{\"a\": 1}"[..]));
-        assert_eq!(split(b"4x {}"), (None, &b"4x {}"[..]));
-        assert_eq!(split(b""), (None, &b""[..]));
+    fn a_numbered_message_is_a_bus_message_with_its_number_first() {
+        let numbered = br#"{"seq":42,"type":"announce","body":{"message":[1]}}"#;
+        assert_eq!(seq_of(numbered), Some(42));
+        let Ok(Bus::Announce { message }) = serde_json::from_slice::<Bus>(numbered) else {
+            panic!("an instance that does not know the number still reads the message");
+        };
+        assert_eq!(message.get(), "[1]");
+        assert_eq!(seq_of(br#"{"type":"probe","body":{}}"#), None);
+        assert_eq!(seq_of(br#"{"seq":x}"#), None);
+        assert_eq!(seq_of(b""), None);
     }
 }
