@@ -50,8 +50,9 @@ export interface SwitchboardOptions {
   /** Largest reconnect delay ceiling in ms (default 10000). Delays are uniformly random
    * below the ceiling ("full jitter"). */
   backoffMaxMs?: number;
-  /** How many times `send`/`broadcast` wait out a 429 `Retry-After` before rejecting
-   * (default 3). */
+  /** How many times `send`/`broadcast` wait out a 429 `Retry-After` before rejecting, and
+   * `send` tries again after a 503 or a lost connection (one `Idempotency-Key` for all its
+   * tries, so it is delivered once) (default 3). */
   maxSendRetries?: number;
 }
 

@@ -21,7 +21,9 @@
 //   browser gives up (an EventSource is CLOSED after any non-200 answer, e.g. 503);
 // - when the session is gone (404 unknown_session or 401, e.g. after a server restart or TTL
 //   expiry) registers again with the same name by itself and dispatches `rejoined`;
-// - `send` / `broadcast` wait out `429 Retry-After` a bounded number of times;
+// - `send` / `broadcast` wait out `429 Retry-After` a bounded number of times; `send` also
+//   tries again after a 503 or a lost connection, with one `Idempotency-Key` for all its tries,
+//   so a message whose answer was lost is not delivered twice;
 // - `leave` deletes the session with a keep-alive request, also on `pagehide` by default.
 //
 // Tokens live in memory only, unless `persist: true` keeps the session in sessionStorage so a

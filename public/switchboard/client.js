@@ -3,7 +3,7 @@
 
 import { Connection } from './connection.js';
 import { SwitchboardError } from './errors.js';
-import { Api } from './http.js';
+import { Api, idempotencyKey } from './http.js';
 import { addPeer, removePeer, replaceRoster } from './presence.js';
 import { SessionStore } from './storage.js';
 import { watchWindow } from './window.js';
@@ -196,14 +196,15 @@ export class Switchboard extends EventTarget {
 
   /**
    * Sends a direct message (any JSON value) into one recipient's stream. Waits out 429
-   * mailbox_full up to `maxSendRetries` times. Resolves with `{event_id}`, the id the event got
-   * in the recipient's stream.
+   * mailbox_full, and tries again after a 503 or a lost connection, up to `maxSendRetries`
+   * times: every try carries the same `Idempotency-Key`, so the message is delivered once.
+   * Resolves with `{event_id}`, the id the event got in the recipient's stream.
    * @param {string} recipient
    * @param {unknown} message
    * @returns {Promise<{ event_id: number }>}
    */
   send(recipient, message) {
-    return this.#write('/response', { recipient, message });
+    return this.#write('/response', { recipient, message }, idempotencyKey());
   }
 
   /**
@@ -218,9 +219,11 @@ export class Switchboard extends EventTarget {
   /**
    * @param {string} path
    * @param {unknown} body
+   * @param {string} [key] The request's `Idempotency-Key`.
    */
-  #write(path, body) {
-    return this.#api.write(path, body, () => this.#link.session, this.#options.maxSendRetries);
+  #write(path, body, key) {
+    const session = () => this.#link.session;
+    return this.#api.write(path, body, session, this.#options.maxSendRetries, key);
   }
 
   // ----------------------------------------------------------------- events

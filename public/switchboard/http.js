@@ -43,11 +43,12 @@ export class Api {
    * @param {string} path
    * @param {unknown} body
    * @param {string} [token] Sent as `Authorization: Bearer`.
+   * @param {Record<string, string>} [extra] More headers.
    * @returns {Promise<any>}
    */
-  async request(method, path, body, token) {
+  async request(method, path, body, token, extra = {}) {
     /** @type {Record<string, string>} */
-    const headers = { 'Content-Type': 'application/json' };
+    const headers = { 'Content-Type': 'application/json', ...extra };
     if (token) headers.Authorization = `Bearer ${token}`;
     let response;
     try {
@@ -79,24 +80,32 @@ export class Api {
   /**
    * A POST with the session's token that waits out `429 Retry-After` up to `retries` times.
    * The session is asked for again before each try (it may have been replaced meanwhile).
+   * With an idempotency `key` (`POST /response`) it also tries again after a 503 or a lost
+   * connection: the server delivers every try with the same key at most once, so a request
+   * that may have landed is safe to repeat.
    * @param {string} path
    * @param {unknown} body
    * @param {() => Session | null} session
    * @param {number} retries
+   * @param {string} [key] Sent as `Idempotency-Key`.
    * @returns {Promise<any>}
    */
-  async write(path, body, session, retries) {
+  async write(path, body, session, retries, key) {
+    const extra = key ? { 'Idempotency-Key': key } : {};
     for (let retried = 0; ; retried += 1) {
       const current = session();
       if (!current) {
         throw new SwitchboardError('not connected: no session yet', { code: 'not_connected' });
       }
       try {
-        return await this.request('POST', path, body, current.token);
+        return await this.request('POST', path, body, current.token, extra);
       } catch (error) {
-        const wait = /** @type {SwitchboardError} */ (error);
-        if (wait.status !== 429 || retried >= retries) throw error;
-        await sleep((wait.retryAfter ?? 1) * 1000);
+        const failed = /** @type {SwitchboardError} */ (error);
+        // Maybe delivered: safe to repeat with the same key.
+        const unsure =
+          key !== undefined && (failed.status === 503 || failed.code === 'network_error');
+        if ((failed.status !== 429 && !unsure) || retried >= retries) throw error;
+        await sleep((failed.retryAfter ?? 1) * 1000);
       }
     }
   }
@@ -151,4 +160,13 @@ function retryAfterSeconds(value) {
 /** @param {number} ms */
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * A fresh `Idempotency-Key`: 128 random bits. (`crypto.randomUUID` needs a secure context.)
+ * @returns {string}
+ */
+export function idempotencyKey() {
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }

@@ -21,7 +21,8 @@
  * @property {boolean} [autoLeaveOnPagehide] Leave on `pagehide` (default: true unless persist).
  * @property {number} [backoffInitialMs] The first reconnect delay's ceiling (default 500).
  * @property {number} [backoffMaxMs] The largest reconnect delay (default 10000).
- * @property {number} [maxSendRetries] 429 retries for send/broadcast (default 3).
+ * @property {number} [maxSendRetries] Retries for send (429, 503, a lost connection) and broadcast
+ *   (429) (default 3).
  */
 
 export {};

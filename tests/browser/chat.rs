@@ -313,3 +313,76 @@ async fn the_page_offers_a_random_name_and_joins_only_when_told() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_answer_was_lost_is_sent_again_and_delivered_once() {
+    bounded(async {
+        let mut server = spawn_app(page_config()).await;
+        let driver = ChromeDriver::start().await;
+        let bob = Page::open(&driver, &server.url("/?join=1"), Screen::Desktop).await;
+        let bob_id = bob.wait_until_live("bob's page to go live").await.me_id;
+
+        // Ann's page loses the answer to its first "once, please": the request reached the
+        // server, the page saw a network error. Every POST /response's key is recorded.
+        let ann = Page::open(&driver, &server.url("/?name=ann"), Screen::Desktop).await;
+        ann.wait_for("the join form", |s| s.join_visible).await;
+        ann.client
+            .execute(
+                r#"
+                const keys = (window.responseKeys = []);
+                const fetch = window.fetch;
+                let lost = false;
+                window.fetch = async (url, init = {}) => {
+                  const response = await fetch.call(window, url, init);
+                  if (String(url).endsWith('/response') && String(init.body).includes('once, please')) {
+                    keys.push(new Headers(init.headers).get('Idempotency-Key'));
+                    if (!lost) {
+                      lost = true;
+                      throw new TypeError('Failed to fetch');
+                    }
+                  }
+                  return response;
+                };
+                "#,
+                vec![],
+            )
+            .await
+            .expect("instrument fetch");
+        ann.find("#join").await.click().await.expect("click Join");
+        let ann_id = ann.wait_until_live("ann's page to go live").await.me_id;
+        ann.wait_for("ann to list bob", |s| s.sees(&bob_id)).await;
+
+        ann.send(&bob_id, "once, please").await;
+        ann.wait_for("ann's page to log the message as sent", |s| {
+            s.log.iter().any(|e| e.kind == "sent_response" && e.text == "once, please")
+        })
+        .await;
+        ann.send(&bob_id, "marker").await;
+        let seen = bob
+            .wait_for("the marker to reach bob", |s| {
+                s.has_entry("client_response", &ann_id, "marker")
+            })
+            .await;
+        let delivered = seen
+            .log
+            .iter()
+            .filter(|e| e.kind == "client_response" && e.text == "once, please")
+            .count();
+        assert_eq!(delivered, 1, "{:?}", seen.log);
+        let keys = ann
+            .client
+            .execute("return window.responseKeys", vec![])
+            .await
+            .expect("read the keys");
+        let keys = keys.as_array().expect("a list");
+        assert_eq!(keys.len(), 2, "sent, then sent again: {keys:?}");
+        assert!(keys[0].is_string() && keys[0] == keys[1], "one key: {keys:?}");
+        let errors = ann.snapshot().await.log;
+        assert!(!errors.iter().any(|e| e.kind == "error"), "{errors:?}");
+
+        ann.quit().await;
+        bob.quit().await;
+        server.stop(WAIT).await.expect("server returned an error");
+    })
+    .await;
+}
