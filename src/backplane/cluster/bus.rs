@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tracing::error;
+use tracing::{debug, error};
 use uuid::Uuid;
 
 use super::Cluster;
@@ -210,6 +210,10 @@ impl Cluster {
                 snapshot,
             } if mine(&origin) => match moving.pushed(session) {
                 Some((hash, buffer, asked)) => self.adopt(*snapshot, hash, buffer, asked),
+                // A retried publish whose first try had landed.
+                None if self.registry.homes(session) => {
+                    debug!(%session, "a session handed here arrived twice; the copy is ignored");
+                }
                 None if req == PUSHED => {
                     error!(%session, "a session handed off here arrived too late; it is lost");
                 }

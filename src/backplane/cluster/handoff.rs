@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
-use super::Cluster;
 use super::bus::Bus;
 use super::handover::{Handed, Moving, PUSHED};
+use super::{ANSWER_TIMEOUT, Cluster};
 use crate::registry::{Closed, RegistryError, SessionId, Snapshot, TokenHash};
 
 /// Longest a stopping instance waits for the others to take its sessions; also how long a
@@ -97,7 +97,21 @@ impl Cluster {
                     self.publish(&handoff).await?;
                 }
                 let ids: Vec<SessionId> = chunk.iter().map(|(peer, ..)| peer.id).collect();
-                while self.directory.homed_on(self.instance, &ids).await? > 0 {
+                let deadline = Instant::now() + ANSWER_TIMEOUT;
+                loop {
+                    let left = self.directory.homed_on(self.instance, &ids).await?;
+                    if left == 0 {
+                        break;
+                    }
+                    // One its target could not take (its session limit, say) must not hold up
+                    // the rest: once this instance is gone, a survivor adopts it (`sequence`).
+                    if Instant::now() >= deadline {
+                        warn!(
+                            sessions = left,
+                            "sessions handed off were not taken in time"
+                        );
+                        break;
+                    }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }

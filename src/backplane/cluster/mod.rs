@@ -79,7 +79,6 @@ use bus::{Bus, Outcome};
 use directory::Directory;
 use handover::Handovers;
 use request::{Requests, Unanswered};
-use sequence::Count;
 
 /// Suffix of the pub/sub channel every instance subscribes to.
 pub const BUS: &str = "bus";
@@ -278,7 +277,7 @@ impl Cluster {
     ) -> Result<EventId, RegistryError> {
         if self.registry.homes(to) {
             // Counted first: a crash between the two overcounts a message its sender saw fail.
-            self.count(to, Count::Direct, 1).await?;
+            self.count_direct(to, 1).await?;
             let delivered = self.registry.deliver_once(to, event.clone(), key.clone());
             if !matches!(delivered, Ok((_, true))) {
                 self.uncount(to).await;

@@ -135,12 +135,6 @@ pub(super) struct Orphan {
     entry: Entry,
 }
 
-/// Which count of a session's [`COUNTS`] a change is for.
-#[derive(Clone, Copy)]
-pub(super) enum Count {
-    Direct,
-}
-
 /// The number of a numbered message (its first key, `"seq"`), if it is one.
 pub(super) fn seq_of(payload: &[u8]) -> Option<u64> {
     let rest = payload.strip_prefix(br#"{"seq":"#)?;
@@ -211,19 +205,11 @@ impl Cluster {
         }
     }
 
-    /// Adds `by` to a count of session `id`.
-    pub(super) async fn count(
-        &self,
-        id: SessionId,
-        count: Count,
-        by: i64,
-    ) -> Result<(), RegistryError> {
-        let field = match count {
-            Count::Direct => "direct",
-        };
+    /// Adds `by` to the direct messages counted for session `id`.
+    pub(super) async fn count_direct(&self, id: SessionId, by: i64) -> Result<(), RegistryError> {
         COUNT
             .key(self.counts_key(id))
-            .arg(field)
+            .arg("direct")
             .arg(by)
             .invoke_async::<()>(&mut self.conn.clone())
             .await
@@ -232,7 +218,7 @@ impl Cluster {
 
     /// Takes back a direct message's count: its home did not append it.
     pub(super) async fn uncount(&self, id: SessionId) {
-        if let Err(err) = self.count(id, Count::Direct, -1).await {
+        if let Err(err) = self.count_direct(id, -1).await {
             warn!(session = %id, error = %err, "could not uncount a refused direct message");
         }
     }
