@@ -1,7 +1,8 @@
 //! An instance killed outright (SIGKILL): its sessions stay valid, with the same ids and tokens,
 //! and continue on a survivor. A client resuming with `Last-Event-ID` gets `lagged` counting
 //! exactly the events accepted for it that died with the mailbox, then everything after; a
-//! session nobody resumes leaves with `user_left` after its TTL, so no ghost remains.
+//! session nobody resumes leaves with `user_left` after its TTL, so no ghost remains. Counts
+//! that a Redis restart lost are rebuilt from the mailboxes.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::time::{sleep, timeout};
 
-use crate::support::cluster::Cluster;
+use crate::support::cluster::{Cluster, Redis};
 use crate::support::*;
 
 /// Longer than the dead instance's liveness key (3 s) plus a sweep, plus a margin for a busy box.
@@ -84,6 +85,63 @@ async fn a_killed_instances_session_resumes_elsewhere_with_every_lost_event_coun
     assert_eq!(frame.event, "client_broadcast", "{frame:?}");
     assert_eq!(frame.data["message"], back);
     assert_eq!(b.clients().await, sessions(&[&kai, &wen]));
+}
+
+#[tokio::test]
+async fn counts_lost_with_a_redis_restart_are_rebuilt_and_a_later_crash_still_counts_exactly() {
+    let mut cluster = Cluster::start("recount", &[&[], &[]]).await;
+    let kai = cluster.nodes[0].helo("kai").await;
+    cluster.settle().await;
+    let wen = cluster.nodes[1].helo("wen").await;
+    cluster.settle().await;
+    let (mut kai_on_a, _) = cluster.nodes[0].attach_roster(&kai, None).await;
+    kai_on_a.expect_new_user(&wen).await;
+    let before = json!("before the Redis restart");
+    let id = cluster.nodes[1].respond(&wen, &kai, &before).await;
+    kai_on_a.expect_response(id, &wen, &kai, &before).await;
+
+    // Redis comes back empty: the sequence and every count are gone.
+    let port = cluster.redis.port;
+    cluster.redis.kill();
+    cluster.redis = Redis::start_on(port).await.expect("restarting Redis");
+    for node in &cluster.nodes {
+        wait_for_health(node, StatusCode::OK, Duration::from_secs(10)).await;
+    }
+
+    // kai sees one more message, then two wait on A (a direct one and a broadcast) when A dies.
+    let b = &cluster.nodes[1];
+    let seen = json!("seen");
+    let seen_id = b.respond(&wen, &kai, &seen).await;
+    assert_eq!(seen_id, id + 1, "A kept kai's mailbox through the outage");
+    kai_on_a.expect_response(seen_id, &wen, &kai, &seen).await;
+    b.respond(&wen, &kai, &json!("unseen")).await;
+    assert_eq!(b.broadcast_ok(&wen, &json!("unseen too")).await, 1);
+    cluster.nodes[0].kill();
+    drop(kai_on_a);
+
+    let b = &cluster.nodes[1];
+    let killed = Instant::now();
+    let response = loop {
+        let response = b.events_response(&kai.id, &kai.token, Some(seen_id)).await;
+        match response.status() {
+            StatusCode::OK => break response,
+            StatusCode::SERVICE_UNAVAILABLE if killed.elapsed() < ADOPTED_WITHIN => {
+                sleep(POLL).await
+            }
+            status => panic!("resuming through B after the kill: {status}"),
+        }
+    };
+    let mut kai_on_b = SseReader::new(response).await;
+    kai_on_b.ready().await;
+    let lagged = kai_on_b.next().await;
+    assert_eq!(
+        (lagged.event.as_str(), &lagged.data),
+        ("lagged", &json!({"missed": 2}))
+    );
+    let marker = json!("marker");
+    let id = b.respond(&wen, &kai, &marker).await;
+    assert_eq!(id, seen_id + 3);
+    kai_on_b.expect_response(id, &wen, &kai, &marker).await;
 }
 
 #[tokio::test]
