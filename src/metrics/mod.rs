@@ -146,6 +146,8 @@ pub struct Metrics {
     limited: Family<LimitLabel, Counter>,
     /// Cluster messages this instance read from Redis, by channel (`bus`, `instance`).
     bus_received: Family<ChannelLabel, Counter>,
+    /// Sessions of dead cluster instances this instance adopted.
+    pub sessions_adopted: Counter,
 }
 
 impl Default for Metrics {
@@ -173,6 +175,7 @@ impl Default for Metrics {
             http_latency: Family::new_with_constructor(latency_buckets as fn() -> Histogram),
             limited: Family::default(),
             bus_received: Family::default(),
+            sessions_adopted: Counter::default(),
             registry: Registry::default(),
         };
         let registry = root.sub_registry_with_prefix("switchboard");
@@ -225,6 +228,11 @@ impl Default for Metrics {
             "bus_messages_received",
             "Cluster messages read from Redis, by channel: bus (every instance) or instance (this one)",
             metrics.bus_received.clone(),
+        );
+        registry.register(
+            "sessions_adopted",
+            "Sessions of dead cluster instances adopted here, with their ids and tokens",
+            metrics.sessions_adopted.clone(),
         );
         registry.register(
             "http_requests",

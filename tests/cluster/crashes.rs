@@ -85,6 +85,8 @@ async fn a_killed_instances_session_resumes_elsewhere_with_every_lost_event_coun
     assert_eq!(frame.event, "client_broadcast", "{frame:?}");
     assert_eq!(frame.data["message"], back);
     assert_eq!(b.clients().await, sessions(&[&kai, &wen]));
+    let adopted = sample(&b.metrics().await, "switchboard_sessions_adopted_total");
+    assert_eq!(adopted, Some(1.0), "B counts the session it adopted");
 }
 
 #[tokio::test]

@@ -316,10 +316,15 @@ impl Cluster {
                 events: Vec::new(),
                 sent: Default::default(),
             };
-            if let Err(err) = self.registry.import(snapshot, hash) {
-                // Homed here in the directory but not held: it must leave, not linger.
-                error!(session = %id, error = %err, "could not adopt a session; it leaves");
-                self.expired(vec![peer]);
+            match self.registry.import(snapshot, hash) {
+                Ok(()) => {
+                    self.registry.metrics().sessions_adopted.inc();
+                }
+                Err(err) => {
+                    // Homed here in the directory but not held: it must leave, not linger.
+                    error!(session = %id, error = %err, "could not adopt a session; it leaves");
+                    self.expired(vec![peer]);
+                }
             }
         }
     }
