@@ -187,7 +187,10 @@ impl Hub {
         key: Option<SendKey>,
     ) -> Result<EventId, RegistryError> {
         match &self.cluster {
-            None => self.registry.deliver_event(to, event, key),
+            None => self
+                .registry
+                .deliver_event(to, event, key)
+                .map(|(id, _)| id),
             Some(cluster) => cluster.deliver(to, event, key).await,
         }
     }

@@ -320,11 +320,13 @@ impl Registry {
         to: SessionId,
         message: Box<RawValue>,
     ) -> Result<EventId, RegistryError> {
-        self.deliver_event(to, Event::direct(from, to, message), None)
+        let delivered = self.deliver_event(to, Event::direct(from, to, message), None);
+        delivered.map(|(id, _)| id)
     }
 
     /// Writes an addressed event (a direct message, or a server message to a session or a
-    /// user) into `to`'s mailbox.
+    /// user) into `to`'s mailbox; returns its id, and whether it was appended now (`false`: a
+    /// retry with the same `key`, answered with the first one's id).
     ///
     /// Once accepted, it stays in the mailbox until read: broadcasts and presence never evict
     /// it (see [`mailbox`]).
@@ -333,20 +335,6 @@ impl Registry {
     /// `UnknownRecipient`, or `MailboxFull` when `to` has `mailbox_size` unread addressed
     /// events, or its unread addressed events and this one would pass `mailbox_bytes`.
     pub(crate) fn deliver_event(
-        &self,
-        to: SessionId,
-        event: Event,
-        key: Option<SendKey>,
-    ) -> Result<EventId, RegistryError> {
-        self.deliver_once(to, event, key).map(|(id, _)| id)
-    }
-
-    /// [`Registry::deliver_event`], saying whether the event was appended now (`false`: a
-    /// retry with the same `key`, answered with the first one's id).
-    ///
-    /// # Errors
-    /// As [`Registry::deliver_event`].
-    pub(crate) fn deliver_once(
         &self,
         to: SessionId,
         event: Event,

@@ -299,7 +299,7 @@ impl Cluster {
                 event,
                 key,
             } if self.registry.homes(*to) => {
-                let outcome = match self.registry.deliver_once(*to, event.clone(), key.clone()) {
+                let outcome = match self.registry.deliver_event(*to, event.clone(), key.clone()) {
                     Ok((id, true)) => Outcome::Delivered(id),
                     Ok((id, false)) => Outcome::Repeated(id),
                     Err(RegistryError::MailboxFull { .. }) => Outcome::MailboxFull,

@@ -278,7 +278,7 @@ impl Cluster {
         if self.registry.homes(to) {
             // Counted first: a crash between the two overcounts a message its sender saw fail.
             self.count_direct(to, 1).await?;
-            let delivered = self.registry.deliver_once(to, event.clone(), key.clone());
+            let delivered = self.registry.deliver_event(to, event.clone(), key.clone());
             if !matches!(delivered, Ok((_, true))) {
                 self.uncount(to).await;
             }
