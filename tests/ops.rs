@@ -208,6 +208,11 @@ async fn heartbeats_are_counted_apart_from_events() {
 async fn metrics_carry_process_build_and_request_latency() {
     let app = spawn_app(Config::default()).await;
     app.get("/healthz").await;
+    // Streams are timed too, to their response head: one attached, one refused.
+    let ann = app.helo("ann").await;
+    let _stream = app.attach_ready(&ann).await;
+    let refused = app.events_response(&ann.id, "not-a-token", None).await;
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
     let response = app.get("/metrics").await;
     assert_eq!(
         response.headers()["content-type"],
@@ -230,6 +235,8 @@ async fn metrics_carry_process_build_and_request_latency() {
         ),
         Some(1.0)
     );
+    let streams = "switchboard_http_request_duration_seconds_count{route=\"/events/{id}\"}";
+    assert_eq!(sample(&text, streams), Some(2.0), "{text}");
     assert!(text.contains("# TYPE switchboard_delivery_latency_seconds histogram"));
 
     let openmetrics = send(

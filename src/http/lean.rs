@@ -250,6 +250,7 @@ async fn answer(
     origins: &Origins,
     write_timeout: Duration,
 ) {
+    let started = std::time::Instant::now();
     // Boxed: attaching needs a large future only until the response starts; inline, it would
     // size the connection's task, which an idle stream holds for its whole life.
     let attached = Box::pin(attach(&head, client, context.clone())).await;
@@ -257,10 +258,10 @@ async fn answer(
         Ok(_) => StatusCode::OK,
         Err(refusal) => refusal.status(),
     };
-    context
-        .hub
-        .metrics()
-        .http_request(route_of(head.uri.path()), status.as_u16());
+    // As the edge's log filter records every other request: to the response head.
+    let (metrics, route) = (context.hub.metrics(), route_of(head.uri.path()));
+    metrics.http_request(route, status.as_u16());
+    metrics.http_request_duration(route, started.elapsed());
     let allowed = head
         .origin
         .as_deref()
