@@ -20,6 +20,30 @@ use crate::support::*;
 /// Longer than the dead instance's liveness key (3 s) plus a sweep, plus a margin for a busy box.
 const ADOPTED_WITHIN: Duration = Duration::from_secs(15);
 
+/// Attaches `session` through `node` after `last`, its instance just killed: 503 until `node`
+/// adopted it. Returns the stream, read past `ready`.
+async fn resume_after_crash(node: &Instance, session: &Session, last: u64) -> SseReader {
+    let started = Instant::now();
+    loop {
+        let response = node
+            .events_response(&session.id, &session.token, Some(last))
+            .await;
+        match response.status() {
+            StatusCode::OK => {
+                let tried = started.elapsed();
+                eprintln!("{} resumed after {tried:?} of tries", session.name);
+                let mut stream = SseReader::new(response).await;
+                stream.ready().await;
+                return stream;
+            }
+            StatusCode::SERVICE_UNAVAILABLE if started.elapsed() < ADOPTED_WITHIN => {
+                sleep(POLL).await
+            }
+            status => panic!("resuming {} after the kill: {status}", session.name),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_killed_instances_session_resumes_elsewhere_with_every_lost_event_counted() {
     let mut cluster = Cluster::start("sigkill", &[&[], &[]]).await;
@@ -50,24 +74,8 @@ async fn a_killed_instances_session_resumes_elsewhere_with_every_lost_event_coun
     let b = &cluster.nodes[1];
     assert_eq!(b.broadcast_ok(&wen, &json!("after")).await, 1);
 
-    // kai comes back through B with the same token: 503 until B adopted it.
-    let killed = Instant::now();
-    let response = loop {
-        let response = b.events_response(&kai.id, &kai.token, Some(seen)).await;
-        match response.status() {
-            StatusCode::OK => break response,
-            StatusCode::SERVICE_UNAVAILABLE if killed.elapsed() < ADOPTED_WITHIN => {
-                sleep(POLL).await
-            }
-            status => panic!("resuming through B after the kill: {status}"),
-        }
-    };
-    eprintln!(
-        "kai resumed through B {:?} after the kill",
-        killed.elapsed()
-    );
-    let mut kai_on_b = SseReader::new(response).await;
-    kai_on_b.ready().await;
+    // kai comes back through B with the same token.
+    let mut kai_on_b = resume_after_crash(b, &kai, seen).await;
     let lagged = kai_on_b.next().await;
     assert_eq!(lagged.event, "lagged", "{lagged:?}");
     // Two direct messages and two broadcasts were accepted for kai after what it saw.
@@ -122,19 +130,7 @@ async fn counts_lost_with_a_redis_restart_are_rebuilt_and_a_later_crash_still_co
     drop(kai_on_a);
 
     let b = &cluster.nodes[1];
-    let killed = Instant::now();
-    let response = loop {
-        let response = b.events_response(&kai.id, &kai.token, Some(seen_id)).await;
-        match response.status() {
-            StatusCode::OK => break response,
-            StatusCode::SERVICE_UNAVAILABLE if killed.elapsed() < ADOPTED_WITHIN => {
-                sleep(POLL).await
-            }
-            status => panic!("resuming through B after the kill: {status}"),
-        }
-    };
-    let mut kai_on_b = SseReader::new(response).await;
-    kai_on_b.ready().await;
+    let mut kai_on_b = resume_after_crash(b, &kai, seen_id).await;
     let lagged = kai_on_b.next().await;
     assert_eq!(
         (lagged.event.as_str(), &lagged.data),
