@@ -143,6 +143,50 @@ async fn counts_lost_with_a_redis_restart_are_rebuilt_and_a_later_crash_still_co
 }
 
 #[tokio::test]
+async fn an_instance_whose_pull_timed_out_lets_the_session_in_once_another_adopted_it() {
+    let mut cluster = Cluster::start("orphan", &[&[], &[], &[]]).await;
+    let kai = cluster.nodes[0].helo("kai").await;
+    cluster.settle().await;
+    cluster.nodes[0].kill();
+
+    // kai tries B at once: B asks the dead A for the session and waits. B is frozen before
+    // A's liveness key runs out, so C adopts kai; B's wait has timed out by the time it runs.
+    let b = switchboard_client::Client::new(&cluster.nodes[1].base_url);
+    let first = tokio::spawn({
+        let (b, kai) = (b.clone(), kai.clone());
+        async move { b.attach(&kai, None).await.map(drop) }
+    });
+    sleep(Duration::from_millis(300)).await;
+    cluster.nodes[1].pause();
+    let c = &cluster.nodes[2];
+    let deadline = Instant::now() + ADOPTED_WITHIN;
+    while sample(&c.metrics().await, "switchboard_sessions_adopted_total") != Some(1.0) {
+        assert!(Instant::now() < deadline, "C did not adopt kai");
+        sleep(POLL).await;
+    }
+    cluster.nodes[1].resume();
+    let resumed = Instant::now();
+    let _ = timeout(WAIT, first)
+        .await
+        .expect("B answered the first attach");
+
+    // B no longer waits on A: its next attach moves kai from C at once (before, B refused
+    // every attach of kai for the 10 s it kept waiting for A's late answer).
+    let node = &cluster.nodes[1];
+    let mut stream = resume_after_crash(node, &kai, 0).await;
+    assert!(
+        resumed.elapsed() < Duration::from_secs(3),
+        "kai came in through B {:?} after B ran again",
+        resumed.elapsed()
+    );
+    let wen = node.helo("wen").await;
+    stream.expect_new_user(&wen).await;
+    let hello = json!("through B");
+    let id = node.respond(&wen, &kai, &hello).await;
+    stream.expect_response(id, &wen, &kai, &hello).await;
+}
+
+#[tokio::test]
 async fn a_killed_instances_sessions_nobody_resumes_leave_with_user_left_after_their_ttl() {
     let ttl = ["--session-ttl", "2s"];
     let mut cluster = Cluster::start("crash", &[&ttl, &ttl]).await;

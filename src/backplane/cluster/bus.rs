@@ -183,7 +183,19 @@ impl Cluster {
             Bus::Probe { req, origin } if mine(&origin) => {
                 self.probes.answer(req, ());
             }
-            Bus::Adopted { home, sessions } if mine(&home) => self.adopted(sessions),
+            Bus::Adopted { home, sessions } => {
+                let ids: Vec<SessionId> = sessions.iter().map(Orphan::id).collect();
+                if mine(&home) {
+                    self.adopted(sessions);
+                }
+                // A move here waiting on the dead home (a pull that timed out keeps waiting
+                // for a late answer) would refuse the session's attaches for seconds.
+                for id in ids {
+                    if let Some(req) = moving.orphaned(id) {
+                        self.handovers.arrived(req, Handed::NotYet);
+                    }
+                }
+            }
             Bus::Handover {
                 req,
                 origin,

@@ -206,6 +206,13 @@ impl Moving {
             None => self.request(session),
         }
     }
+
+    /// `session`'s home died and an instance adopted it (see `sequence`): nothing will come
+    /// from the old home. Forgets its move here as [`Moving::left`] does, and returns the
+    /// request id of ours to answer "ask again" (its new home will answer, or it is here).
+    pub(super) fn orphaned(&mut self, session: SessionId) -> Option<u64> {
+        self.left(session)
+    }
 }
 
 impl Handovers {

@@ -135,6 +135,12 @@ pub(super) struct Orphan {
     entry: Entry,
 }
 
+impl Orphan {
+    pub(super) fn id(&self) -> SessionId {
+        self.id
+    }
+}
+
 /// The number of a numbered message (its first key, `"seq"`), if it is one.
 pub(super) fn seq_of(payload: &[u8]) -> Option<u64> {
     let rest = payload.strip_prefix(br#"{"seq":"#)?;
