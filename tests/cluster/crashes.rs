@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::time::{sleep, timeout};
 
-use crate::support::cluster::{Cluster, Redis};
+use crate::support::cluster::{Cluster, Redis, bus_reads};
 use crate::support::*;
 
 /// Longer than the dead instance's liveness key (3 s) plus a sweep, plus a margin for a busy box.
@@ -152,11 +152,17 @@ async fn an_instance_whose_pull_timed_out_lets_the_session_in_once_another_adopt
     // kai tries B at once: B asks the dead A for the session and waits. B is frozen before
     // A's liveness key runs out, so C adopts kai; B's wait has timed out by the time it runs.
     let b = switchboard_client::Client::new(&cluster.nodes[1].base_url);
+    let before = bus_reads(&cluster.nodes[1], "bus").await;
     let first = tokio::spawn({
         let (b, kai) = (b.clone(), kai.clone());
         async move { b.attach(&kai, None).await.map(drop) }
     });
-    sleep(Duration::from_millis(300)).await;
+    // B's request for kai came back to it on the bus: B is waiting for A's answer.
+    let deadline = Instant::now() + WAIT;
+    while bus_reads(&cluster.nodes[1], "bus").await == before {
+        assert!(Instant::now() < deadline, "B never asked for kai");
+        sleep(POLL).await;
+    }
     cluster.nodes[1].pause();
     let c = &cluster.nodes[2];
     let deadline = Instant::now() + ADOPTED_WITHIN;
@@ -324,14 +330,26 @@ async fn a_crash_under_load_misses_no_accepted_event_uncounted() {
         }));
     }
 
-    sleep(Duration::from_millis(500)).await;
+    // Every recipient reads for a while before the crash, and again after its resume.
+    let got = |i: usize| tallies[i].lock().unwrap().got;
+    let read_more = |since: Vec<u64>| {
+        let got = &got;
+        async move {
+            let deadline = Instant::now() + WAIT;
+            while since.iter().enumerate().any(|(i, &n)| got(i) < n + 20) {
+                assert!(Instant::now() < deadline, "the recipients stopped reading");
+                sleep(POLL).await;
+            }
+        }
+    };
+    read_more(vec![0; recipients.len()]).await;
     cluster.nodes[0].kill();
     let deadline = Instant::now() + ADOPTED_WITHIN + WAIT;
     while resumed.load(Ordering::Relaxed) < recipients.len() {
         assert!(Instant::now() < deadline, "not every recipient resumed");
         sleep(POLL).await;
     }
-    sleep(Duration::from_millis(500)).await;
+    read_more((0..recipients.len()).map(got).collect()).await;
     writing.store(false, Ordering::Relaxed);
     for sender in senders {
         sender.await.unwrap();

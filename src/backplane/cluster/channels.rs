@@ -16,6 +16,15 @@ use super::bus::Bus;
 use super::{BUS, Cluster, TO, sequence, unavailable};
 use crate::registry::RegistryError;
 
+/// What a PUBLISH to one instance's channel that `readers` subscribers got means: none, and
+/// that instance is gone.
+pub(super) fn reached(readers: u64) -> Result<(), RegistryError> {
+    match readers {
+        0 => Err(unavailable("the recipient's instance is not connected")),
+        _ => Ok(()),
+    }
+}
+
 impl Cluster {
     /// The channel of `instance`'s own messages.
     pub(super) fn channel_of(&self, instance: Uuid) -> String {
@@ -41,10 +50,7 @@ impl Cluster {
     /// `Unavailable` when Redis cannot be reached, or nobody reads that instance's channel (it
     /// is gone).
     pub(super) async fn send(&self, instance: Uuid, message: &Bus) -> Result<(), RegistryError> {
-        match self.publish_on(self.channel_of(instance), message).await? {
-            0 => Err(unavailable("the recipient's instance is not connected")),
-            _ => Ok(()),
-        }
+        reached(self.publish_on(self.channel_of(instance), message).await?)
     }
 
     /// Publishes on `channel`; returns how many subscribers got it.

@@ -43,7 +43,7 @@ use uuid::Uuid;
 
 use super::bus::Bus;
 use super::directory::Entry;
-use super::{BUS, COUNTS, Cluster, SEQ, SESSIONS, unavailable};
+use super::{BUS, COUNTS, Cluster, SEQ, SESSIONS, channels, unavailable};
 use crate::registry::{EventId, RegistryError, SessionId, Snapshot};
 
 /// Numbers a message and publishes it with `"seq": n` as its first key (instances that do
@@ -205,10 +205,7 @@ impl Cluster {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        match readers {
-            0 => Err(unavailable("the recipient's instance is not connected")),
-            _ => Ok(()),
-        }
+        channels::reached(readers)
     }
 
     /// Adds `by` to the direct messages counted for session `id`.
