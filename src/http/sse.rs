@@ -14,16 +14,23 @@
 //! when every batch was copied into one buffer (issue 9). Copying the small ones saves a shared
 //! reference count touched from every core per delivery, and gives one chunk per batch.
 //!
+//! A parked stream (one that found nothing new) is not woken for new events when it has a
+//! writer (`lean` gives each stream one for its socket): the fan-out encodes the same way,
+//! into a buffer each thread keeps, and writes with one send that never waits ([`write_now`]).
+//! The task writes only what that send left, and heartbeats (see `registry::writer`).
+//!
 //! Nothing here waits on the shutdown signal: the registry wakes every stream when the server
 //! stops, and a stream with nothing left to write then ends (`Closed::Shutdown`).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::pin::Pin;
 
 use tokio::time::{Instant, Sleep, sleep};
@@ -32,9 +39,10 @@ use warp::http::HeaderValue;
 use warp::reply::{Reply, Response};
 
 use crate::limits::AddressGuard;
-use crate::metrics::{EventKind, Latencies, Metrics};
+use crate::metrics::{Deliveries, EventKind, Metrics};
 use crate::registry::event::Lagged;
-use crate::registry::mailbox::ReplaySink;
+use crate::registry::mailbox::{Mailbox, ReplaySink};
+use crate::registry::writer::{Writer, Written};
 use crate::registry::{Closed, Envelope, Event, EventId, Pull, Subscription};
 
 /// Most events written in one chunk; bounds the chunk size and keeps streams fair.
@@ -138,6 +146,12 @@ impl Stream {
         Some(self.queued.drain(..))
     }
 
+    /// Lets `writer` write to the client while the stream is parked (see
+    /// [`writer`](crate::registry::writer)).
+    pub(crate) fn write_directly(&self, writer: Arc<dyn Writer>) {
+        self.subscription.write_directly(writer);
+    }
+
     /// The full response, for hyper to write.
     pub(crate) fn into_response(self) -> Response {
         let body = futures_util::stream::unfold(self, |mut stream| async move {
@@ -167,12 +181,19 @@ async fn next_batch(state: &mut Stream) -> Option<()> {
         return Some(());
     }
     loop {
-        let mut batch = Batch::new(&mut state.queued, &state.metrics);
+        let mut buf = BytesMut::new();
+        let mut tally = Deliveries::default();
+        let mut batch = Batch::new(&mut state.queued, &mut buf, &mut tally);
         let pulled = state.subscription.pull_into(BATCH, &mut batch);
-        batch.finish();
+        batch.flush();
+        state.metrics.add_deliveries(&mut tally);
         match pulled {
             Pull::Events(_) => {
                 state.next_ping = Instant::now() + state.settings.heartbeat;
+                return Some(());
+            }
+            Pull::Unwritten(chunks) => {
+                state.queued.extend(chunks);
                 return Some(());
             }
             Pull::Closed(reason) => {
@@ -198,6 +219,10 @@ async fn next_batch(state: &mut Stream) -> Option<()> {
             biased;
             () = state.subscription.changed() => {}
             () = state.timer.as_mut() => {
+                // Unparked first: from here on only this task writes, until it parks again.
+                if let Some(wrote) = state.subscription.unpark() {
+                    state.next_ping = state.next_ping.max(wrote + state.settings.heartbeat);
+                }
                 if Instant::now() < state.next_ping {
                     // Something was written since it was armed: wait out the rest.
                     let due = state.next_ping;
@@ -215,45 +240,90 @@ async fn next_batch(state: &mut Stream) -> Option<()> {
     }
 }
 
+/// Encodes the events of `mailbox` after `cursor` (one batch at most) and writes them with
+/// `write` (one vectored write that never waits) as far as it takes them: a parked stream's
+/// [`Writer`](crate::registry::writer::Writer), for its socket. Encoded into a buffer each
+/// thread keeps, so a write that goes out whole allocates nothing.
+pub(crate) fn write_now(
+    mailbox: &mut Mailbox,
+    cursor: EventId,
+    tally: &mut Deliveries,
+    write: impl FnOnce(&[IoSlice<'_>]) -> io::Result<usize>,
+) -> Written {
+    thread_local! {
+        static SCRATCH: RefCell<(BytesMut, VecDeque<Bytes>)> = RefCell::default();
+    }
+    SCRATCH.with_borrow_mut(|(buf, queued)| {
+        let mut batch = Batch::new(queued, buf, tally);
+        let through = mailbox.replay_into(cursor, BATCH, &mut batch).through;
+        let mut unwritten = VecDeque::new();
+        let written = if queued.is_empty() {
+            // The usual case: only small frames, all in the buffer.
+            if buf.is_empty() {
+                return Written { through, unwritten };
+            }
+            write(&[IoSlice::new(buf)]).unwrap_or(0)
+        } else {
+            batch_flush(queued, buf);
+            let slices: Vec<IoSlice<'_>> = queued.iter().map(|c| IoSlice::new(c)).collect();
+            write(&slices).unwrap_or(0)
+        };
+        // What did not go out (a failed write is left whole to the task, which sees it fail).
+        let mut skip = written;
+        if queued.is_empty() {
+            if skip < buf.len() {
+                unwritten.push_back(Bytes::copy_from_slice(&buf[skip..]));
+            }
+        } else {
+            for mut chunk in queued.drain(..) {
+                if skip >= chunk.len() {
+                    skip -= chunk.len();
+                    continue;
+                }
+                chunk.advance(skip);
+                skip = 0;
+                unwritten.push_back(chunk);
+            }
+        }
+        buf.clear();
+        Written { through, unwritten }
+    })
+}
+
+/// Moves what `buf` holds (once it holds something) to the end of `queued`.
+fn batch_flush(queued: &mut VecDeque<Bytes>, buf: &mut BytesMut) {
+    if !buf.is_empty() {
+        queued.push_back(buf.split().freeze());
+    }
+}
+
 /// One pull's worth of chunks, encoded under the session's lock. Events and their latencies
-/// (against one reading of the clock) are added to the metrics once per batch, after the lock:
-/// a shared counter per delivery is a cache line both cores fight over.
+/// (against one reading of the clock) are counted in a [`Deliveries`] that the caller adds to
+/// the metrics after the lock.
 struct Batch<'a> {
     queued: &'a mut VecDeque<Bytes>,
-    metrics: &'a Metrics,
-    buf: BytesMut,
-    counts: [u64; EventKind::ALL.len()],
-    latencies: Latencies,
+    buf: &'a mut BytesMut,
+    tally: &'a mut Deliveries,
     now: std::time::Instant,
 }
 
 impl<'a> Batch<'a> {
-    fn new(queued: &'a mut VecDeque<Bytes>, metrics: &'a Metrics) -> Self {
+    fn new(
+        queued: &'a mut VecDeque<Bytes>,
+        buf: &'a mut BytesMut,
+        tally: &'a mut Deliveries,
+    ) -> Self {
         Batch {
             queued,
-            metrics,
-            buf: BytesMut::new(),
-            counts: [0; EventKind::ALL.len()],
-            latencies: Latencies::default(),
+            buf,
+            tally,
             now: std::time::Instant::now(),
         }
     }
 
     /// Queues what the buffer holds (once it holds something).
     fn flush(&mut self) {
-        if !self.buf.is_empty() {
-            self.queued.push_back(self.buf.split().freeze());
-        }
-    }
-
-    fn finish(mut self) {
-        self.flush();
-        for (kind, &count) in EventKind::ALL.into_iter().zip(&self.counts) {
-            if count > 0 {
-                self.metrics.delivered(kind, count);
-            }
-        }
-        self.metrics.delivery_latencies(&self.latencies);
+        batch_flush(self.queued, self.buf);
     }
 }
 
@@ -261,7 +331,7 @@ impl ReplaySink for Batch<'_> {
     fn missed(&mut self, count: u64) {
         self.buf
             .put_slice(&encode(&Event::Lagged(Lagged { missed: count })));
-        self.counts[EventKind::Lagged as usize] += 1;
+        self.tally.count(EventKind::Lagged);
     }
 
     fn event(&mut self, id: EventId, envelope: &Arc<Envelope>) {
@@ -277,9 +347,8 @@ impl ReplaySink for Batch<'_> {
             self.flush();
             self.queued.push_back(frame.clone());
         }
-        self.counts[kind(&envelope.event) as usize] += 1;
-        self.latencies
-            .record(self.now.saturating_duration_since(envelope.accepted));
+        let latency = self.now.saturating_duration_since(envelope.accepted);
+        self.tally.record(kind(&envelope.event), latency);
     }
 }
 

@@ -15,13 +15,35 @@ mod latency;
 
 use std::time::Duration;
 
-pub use latency::Latencies;
+use latency::Latencies;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry, Unit};
+
+/// Events written to streams, counted locally (by a stream's write, or a fan-out's share) and
+/// added to [`Metrics`] at once: a shared counter per delivery is a cache line both cores
+/// fight over.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    counts: [u64; EventKind::ALL.len()],
+    latencies: Latencies,
+}
+
+impl Deliveries {
+    /// One event of `kind`, `latency` after it was accepted.
+    pub fn record(&mut self, kind: EventKind, latency: Duration) {
+        self.count(kind);
+        self.latencies.record(latency);
+    }
+
+    /// One event of `kind` that no client sent (`lagged`): no latency to record.
+    pub fn count(&mut self, kind: EventKind) {
+        self.counts[kind as usize] += 1;
+    }
+}
 
 /// Content type of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -258,9 +280,16 @@ impl Metrics {
         self.delivered[kind as usize].inc_by(n);
     }
 
-    /// Records how long the events of one write took from being accepted to being written.
-    pub fn delivery_latencies(&self, latencies: &Latencies) {
-        self.delivery_latency.add(latencies);
+    /// Adds what `tally` counted (and clears it): one atomic add per kind and bucket it
+    /// touched, not one per event.
+    pub fn add_deliveries(&self, tally: &mut Deliveries) {
+        for (counter, count) in self.delivered.iter().zip(&mut tally.counts) {
+            if *count > 0 {
+                counter.inc_by(std::mem::take(count));
+            }
+        }
+        self.delivery_latency
+            .add(&std::mem::take(&mut tally.latencies));
     }
 
     /// Counts one HTTP request; `route` must be a template such as `/events/{id}`.

@@ -10,6 +10,7 @@
 //! - [`event`]: what a stream carries, and the [`Envelope`] shared by recipients.
 //! - [`transfer`]: moving sessions between instances or across a restart ([`Snapshot`]).
 //! - [`sent`]: the keys of idempotent sends a session got, so a retry is not delivered twice.
+//! - [`writer`]: writing a parked stream's new events to its client without waking it.
 //! - [`reaper`]: the TTL task.
 //!
 //! # Locks
@@ -31,8 +32,9 @@
 //! it before both. std mutexes rather than tokio's: every critical section is short and
 //! synchronous, and a std mutex is cheaper when nothing waits across an `.await`.
 //!
-//! Writing to sockets happens in the `http` layer, after the locks are released. Waking a stream
-//! is a per-attachment [`Notify`].
+//! Sockets belong to the `http` layer. A stream's task writes to its own after the locks are
+//! released; while it is parked, an appender writes to it through a [`writer::Writer`] under the
+//! session's lock (a write that never waits). Waking a stream is a per-attachment [`Notify`].
 
 pub mod event;
 pub mod identity;
@@ -42,6 +44,7 @@ pub mod sent;
 pub mod session;
 pub mod subscription;
 pub mod transfer;
+pub mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -65,7 +68,7 @@ use mailbox::Mailbox;
 pub use sent::SendKey;
 use sent::Sent;
 pub use session::Closed;
-use session::Session;
+use session::{Session, Then};
 pub use subscription::{Pull, Subscription};
 pub use transfer::{Kept, Snapshot};
 
@@ -153,6 +156,8 @@ struct Shared {
     stopping: AtomicBool,
     settings: Settings,
     metrics: Arc<Metrics>,
+    /// Parked streams waiting for a fan-out's write.
+    outbox: writer::Outbox,
 }
 
 #[derive(Default)]
@@ -175,6 +180,7 @@ impl Registry {
                 reaper: Notify::new(),
                 stopping: AtomicBool::new(false),
                 settings,
+                outbox: writer::Outbox::new(Arc::clone(&metrics)),
                 metrics,
             }),
         }
@@ -389,7 +395,7 @@ impl Registry {
         );
         let envelope = Envelope::new(event);
         let metrics = &self.shared.metrics;
-        let _order = self.fan_out_lock();
+        let order = self.fan_out_lock();
         let targets: Vec<Arc<Session>> = {
             let state = self.lock();
             match only {
@@ -398,20 +404,25 @@ impl Registry {
             }
         };
         let mut recipients = 0;
-        let mut wakes = Vec::with_capacity(targets.len());
+        let mut wakes = Vec::new();
+        let mut writes = Vec::with_capacity(targets.len());
         for session in targets.iter().filter(|s| Some(s.peer.id) != except) {
             // Only direct messages are ever refused, so the result is always Ok. A session
             // removed since the copy gets the event into a mailbox nobody reads: harmless.
-            if let Ok((_, wake)) = session.push_unwoken(&envelope, metrics) {
-                wakes.extend(wake);
+            match session.push_unwoken(&envelope, metrics) {
+                Ok((_, Then::Wake(wake))) => wakes.push(wake),
+                Ok((_, Then::Write)) => writes.push(Arc::clone(session)),
+                Ok((_, Then::Nothing)) | Err(_) => {}
             }
             recipients += 1;
         }
+        drop(order);
         // Woken only now: a stream woken mid-way would run on the other core at once and
         // write this one event alone, while the events behind it wait for the fan-out.
         for wake in wakes {
             wake.notify_one();
         }
+        self.shared.outbox.write(writes);
         recipients
     }
 

@@ -4,8 +4,10 @@
 //! A session's lock is the innermost of the registry's locks (see the lock order in the parent
 //! module): a stream reading its own mailbox takes only this lock.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -13,8 +15,9 @@ use super::event::{Envelope, EventId, Peer};
 use super::identity::Credential;
 use super::mailbox::{self, Mailbox};
 use super::sent::{Seen, SendKey, Sent};
+use super::writer::Writer;
 use crate::limits::AddressGuard;
-use crate::metrics::Metrics;
+use crate::metrics::{Deliveries, Metrics};
 
 /// One registered client.
 pub(crate) struct Session {
@@ -50,28 +53,70 @@ pub(crate) enum Refused {
     KeyReused,
 }
 
+/// What a fan-out does for a session once every mailbox holds its event.
+pub(crate) enum Then {
+    /// No stream is attached.
+    Nothing,
+    /// Wake the stream's task.
+    Wake(Arc<Notify>),
+    /// The stream is parked: write to its client (in the registry's
+    /// [`Outbox`](super::writer::Outbox)).
+    Write,
+}
+
 impl SessionInner {
     /// Appends to the mailbox, counting the unread events this cost the reader as evictions;
-    /// the id, and the attached stream's wake for the caller to use.
+    /// the id, and what the caller should do for the attached stream.
     fn append(
         &mut self,
         envelope: &Arc<Envelope>,
         metrics: &Metrics,
-    ) -> Result<(EventId, Option<Arc<Notify>>), mailbox::Full> {
+    ) -> Result<(EventId, Then), mailbox::Full> {
         let (id, lost) = self.mailbox.push(Arc::clone(envelope))?;
         if lost > 0 {
             metrics.evictions.inc_by(lost);
         }
-        let wake = self.attachment.as_ref().map(|a| Arc::clone(&a.wake));
-        Ok((id, wake))
+        let then = match &self.attachment {
+            None => Then::Nothing,
+            Some(a) if a.parked && a.writer.is_some() => Then::Write,
+            Some(a) => Then::Wake(Arc::clone(&a.wake)),
+        };
+        Ok((id, then))
     }
 }
 
 /// The stream currently attached to a session.
 pub(crate) struct Attachment {
     pub(crate) generation: u64,
-    /// Wakes that stream: a new event, a takeover, or removal.
+    /// Wakes that stream: a new event, a takeover, removal, or a write left to it.
     pub(crate) wake: Arc<Notify>,
+    /// The newest event written (or handed to the stream to write): where its next read starts.
+    pub(crate) cursor: EventId,
+    /// Writes to the stream's client while it is parked (see [`writer`](super::writer)).
+    pub(crate) writer: Option<Arc<dyn Writer>>,
+    /// The stream's task sleeps with nothing to write; only the writer may write meanwhile.
+    pub(crate) parked: bool,
+    /// What the writer could not write: the task writes it before anything else.
+    pub(crate) unwritten: VecDeque<Bytes>,
+    /// When the writer last wrote, so that the task sends no heartbeat right after.
+    pub(crate) wrote_at: Option<Instant>,
+    /// In the registry's outbox, to be written (see [`writer`](super::writer)).
+    pub(crate) queued: bool,
+}
+
+impl Attachment {
+    pub(crate) fn new(generation: u64, wake: Arc<Notify>, cursor: EventId) -> Self {
+        Attachment {
+            generation,
+            wake,
+            cursor,
+            writer: None,
+            parked: false,
+            unwritten: VecDeque::new(),
+            wrote_at: None,
+            queued: false,
+        }
+    }
 }
 
 /// Why a stream ended.
@@ -116,7 +161,8 @@ impl Session {
         self.inner.lock().expect("session lock poisoned")
     }
 
-    /// Appends a direct message to the mailbox and wakes the attached stream, if any; counts
+    /// Appends a direct message to the mailbox and writes it to the attached stream's client
+    /// (or wakes the stream), if any; counts
     /// the unread events this cost the reader as evictions. Once per `key`: a retry of one
     /// already pushed gets its id again and pushes nothing (the `false` beside the id).
     pub(crate) fn push_keyed(
@@ -133,27 +179,41 @@ impl Session {
                 Seen::Reused => return Err(Refused::KeyReused),
             }
         }
-        let (id, wake) = inner
+        let (id, then) = inner
             .append(envelope, metrics)
             .map_err(|mailbox::Full| Refused::Full)?;
         if let Some(key) = key {
             inner.sent.record(key, id);
         }
-        drop(inner);
-        if let Some(wake) = wake {
-            wake.notify_one();
+        match then {
+            Then::Nothing => {}
+            Then::Wake(wake) => {
+                drop(inner);
+                wake.notify_one();
+            }
+            Then::Write => {
+                let mut tally = Deliveries::default();
+                inner.write_or_wake(Instant::now(), &mut tally);
+                drop(inner);
+                metrics.add_deliveries(&mut tally);
+            }
         }
         Ok((id, true))
     }
 
-    /// Appends a fan-out's event, handing back the attached stream's wake instead of using it: a
-    /// fan-out wakes every stream once all mailboxes hold the event.
+    /// Appends a fan-out's event, handing back what to do for the attached stream instead of
+    /// doing it: a fan-out wakes or writes once all mailboxes hold the event. `Write` only
+    /// once while the stream waits in the outbox: one write will carry every event since.
     pub(crate) fn push_unwoken(
         &self,
         envelope: &Arc<Envelope>,
         metrics: &Metrics,
-    ) -> Result<(EventId, Option<Arc<Notify>>), mailbox::Full> {
-        self.lock().append(envelope, metrics)
+    ) -> Result<(EventId, Then), mailbox::Full> {
+        let mut inner = self.lock();
+        match inner.append(envelope, metrics)? {
+            (id, Then::Write) if !inner.queue() => Ok((id, Then::Nothing)),
+            appended => Ok(appended),
+        }
     }
 
     /// Wakes the attached stream, if any, to look again (see [`Closed::Shutdown`]).

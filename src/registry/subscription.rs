@@ -4,8 +4,10 @@
 //! is no longer the current attachment and ends. Dropping a subscription detaches the session
 //! and starts its TTL.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::info;
@@ -16,13 +18,15 @@ use super::identity::{SessionId, Token};
 use super::mailbox::Replay;
 use super::mailbox::{ReplaySink, Replayed};
 use super::session::{Attachment, Closed, Session};
+use super::writer::Writer;
 use super::{Registry, RegistryError};
 
 /// What a stream gets when it reads its mailbox: what [`Subscription::pull_into`] handed its
-/// sink, nothing new, or the end.
+/// sink, what its writer left to it, nothing new (it is parked now), or the end.
 #[derive(Debug)]
 pub enum Pull<T = Replayed> {
     Events(T),
+    Unwritten(VecDeque<Bytes>),
     Idle,
     Closed(Closed),
 }
@@ -34,7 +38,6 @@ pub struct Subscription {
     session: Arc<Session>,
     generation: u64,
     wake: Arc<Notify>,
-    cursor: EventId,
     ready: Option<Event>,
 }
 
@@ -64,32 +67,62 @@ impl Subscription {
                 replay.through = replayed.through;
                 Pull::Events(replay)
             }
+            Pull::Unwritten(chunks) => Pull::Unwritten(chunks),
             Pull::Idle => Pull::Idle,
             Pull::Closed(reason) => Pull::Closed(reason),
         }
     }
 
     /// Reads up to `limit` events past this stream's cursor without waiting, handing them to
-    /// `sink` under the session's lock. Once the server is stopping, a stream with nothing left
-    /// to read gets `Closed(Shutdown)`.
+    /// `sink` under the session's lock; first, what its writer could not write. Once the server
+    /// is stopping, a stream with nothing left to read gets `Closed(Shutdown)`.
+    ///
+    /// The stream is unparked while it has something to write, and parked (its writer, if it
+    /// has one, writes for it) once it has nothing: `Idle`.
     pub fn pull_into(&mut self, limit: usize, sink: &mut impl ReplaySink) -> Pull {
         let mut inner = self.session.lock();
         if let Some(reason) = inner.closed {
             return Pull::Closed(reason);
         }
-        match &inner.attachment {
-            Some(a) if a.generation == self.generation => {}
+        let inner = &mut *inner;
+        let attachment = match &mut inner.attachment {
+            Some(a) if a.generation == self.generation => a,
             _ => return Pull::Closed(Closed::TakenOver),
+        };
+        attachment.parked = false;
+        if !attachment.unwritten.is_empty() {
+            return Pull::Unwritten(std::mem::take(&mut attachment.unwritten));
         }
-        let replayed = inner.mailbox.replay_into(self.cursor, limit, sink);
-        drop(inner);
-        self.cursor = replayed.through;
+        let replayed = inner.mailbox.replay_into(attachment.cursor, limit, sink);
+        attachment.cursor = replayed.through;
         if replayed.events > 0 || replayed.missed > 0 {
             Pull::Events(replayed)
         } else if self.registry.is_stopping() {
             Pull::Closed(Closed::Shutdown)
         } else {
+            attachment.parked = attachment.writer.is_some();
             Pull::Idle
+        }
+    }
+
+    /// Lets `writer` write to this stream's client while the stream is parked.
+    pub(crate) fn write_directly(&self, writer: Arc<dyn Writer>) {
+        if let Some(a) = &mut self.session.lock().attachment
+            && a.generation == self.generation
+        {
+            a.writer = Some(writer);
+        }
+    }
+
+    /// Unparks the stream, so that it may write itself (a heartbeat); when its writer last
+    /// wrote to it. The next `Idle` pull parks it again.
+    pub(crate) fn unpark(&self) -> Option<Instant> {
+        match &mut self.session.lock().attachment {
+            Some(a) if a.generation == self.generation => {
+                a.parked = false;
+                a.wrote_at
+            }
+            _ => None,
         }
     }
 
@@ -144,14 +177,12 @@ impl Registry {
         let generation = inner.next_generation;
         inner.next_generation += 1;
         let wake = Arc::new(Notify::new());
-        if let Some(old) = inner.attachment.replace(Attachment {
-            generation,
-            wake: Arc::clone(&wake),
-        }) {
+        let cursor = last_event_id.unwrap_or_else(|| inner.mailbox.delivered());
+        let attachment = Attachment::new(generation, Arc::clone(&wake), cursor);
+        if let Some(old) = inner.attachment.replace(attachment) {
             old.wake.notify_one();
         }
         inner.detached_since = None;
-        let cursor = last_event_id.unwrap_or_else(|| inner.mailbox.delivered());
         drop(inner);
         if !takeover {
             state.attached += 1;
@@ -169,7 +200,6 @@ impl Registry {
             session,
             generation,
             wake,
-            cursor,
         })
     }
 

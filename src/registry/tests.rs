@@ -49,6 +49,7 @@ fn drain(subscription: &mut Subscription) -> (u64, Vec<(EventId, &'static str)>)
                 .collect(),
         ),
         Pull::Idle => (0, Vec::new()),
+        Pull::Unwritten(_) => panic!("no writer here, so nothing is left unwritten"),
         Pull::Closed(reason) => panic!("stream closed: {reason:?}"),
     }
 }
