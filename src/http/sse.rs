@@ -339,8 +339,9 @@ impl ReplaySink for Batch<'_> {
         if self.buf.capacity() == 0 {
             self.buf.reserve(1024);
         }
-        // Formatting into a BytesMut cannot fail.
-        let _ = writeln!(self.buf, "id: {id}");
+        self.buf.put_slice(b"id: ");
+        self.buf.put_slice(itoa::Buffer::new().format(id).as_bytes());
+        self.buf.put_u8(b'\n');
         if frame.len() <= COPY_UP_TO {
             self.buf.put_slice(frame);
         } else {
