@@ -340,7 +340,8 @@ impl ReplaySink for Batch<'_> {
             self.buf.reserve(1024);
         }
         self.buf.put_slice(b"id: ");
-        self.buf.put_slice(itoa::Buffer::new().format(id).as_bytes());
+        self.buf
+            .put_slice(itoa::Buffer::new().format(id).as_bytes());
         self.buf.put_u8(b'\n');
         if frame.len() <= COPY_UP_TO {
             self.buf.put_slice(frame);

@@ -28,6 +28,9 @@
 //! 2. each session's lock guards its mailbox and attachment; a stream reading its own mailbox
 //!    takes only this one, so readers never contend with each other on the registry lock.
 //!
+//! The outbox's queue lock ([`writer::Outbox`]) is a leaf: taken after the fan-out is done with
+//! the others, and nothing is taken while it is held.
+//!
 //! A caller that holds a lock of its own while calling in (the cluster's hand-over table) takes
 //! it before both. std mutexes rather than tokio's: every critical section is short and
 //! synchronous, and a std mutex is cheaper when nothing waits across an `.await`.
@@ -49,11 +52,12 @@ pub mod writer;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -162,12 +166,27 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    sessions: HashMap<SessionId, Arc<Session>>,
+    /// In the order they came (a leave moves the last one into its place), which is close to
+    /// the order of their allocations and their sockets': fan-outs walk them in this order.
+    sessions: IndexMap<SessionId, Arc<Session>>,
+    /// Every session, for fan-outs; kept until the next join or leave, so that a fan-out takes
+    /// one reference here instead of one on each of 10,000 sessions under the registry lock.
+    audience: Option<Arc<[Arc<Session>]>>,
     /// Detached sessions by deadline. Entries go stale when a session re-attaches; the reaper
     /// checks each against the session before removing anything.
     expirations: BTreeSet<(Instant, SessionId)>,
     /// Streams attached, counted against `max_streams`.
     attached: usize,
+}
+
+impl State {
+    /// Every session, as [`State::audience`] keeps them.
+    fn audience(&mut self) -> Arc<[Arc<Session>]> {
+        let State {
+            sessions, audience, ..
+        } = self;
+        Arc::clone(audience.get_or_insert_with(|| sessions.values().cloned().collect()))
+    }
 }
 
 impl Registry {
@@ -285,6 +304,7 @@ impl Registry {
             return Err(RegistryError::SessionLimit(settings.max_sessions));
         }
         state.sessions.insert(id, session);
+        state.audience = None;
         state
             .expirations
             .insert((detached_since + settings.session_ttl, id));
@@ -396,11 +416,11 @@ impl Registry {
         let envelope = Envelope::new(event);
         let metrics = &self.shared.metrics;
         let order = self.fan_out_lock();
-        let targets: Vec<Arc<Session>> = {
-            let state = self.lock();
+        let targets: Arc<[Arc<Session>]> = {
+            let mut state = self.lock();
             match only {
                 Some(id) => state.sessions.get(&id).into_iter().cloned().collect(),
-                None => state.sessions.values().cloned().collect(),
+                None => state.audience(),
             }
         };
         let mut recipients = 0;
@@ -442,9 +462,10 @@ impl Registry {
     /// Takes `session` out of this registry and ends its stream with `reason`. False when it
     /// was already gone.
     fn remove_locked(&self, state: &mut State, session: &Arc<Session>, reason: Closed) -> bool {
-        if state.sessions.remove(&session.peer.id).is_none() {
+        if state.sessions.swap_remove(&session.peer.id).is_none() {
             return false; // already gone: a concurrent DELETE or expiry won the race
         }
+        state.audience = None;
         if session.close(reason) {
             state.attached -= 1;
         }

@@ -112,6 +112,23 @@ struct Pass {
     workers: AtomicUsize,
 }
 
+/// One worker's part in a pass. However it ends (a panic included), the last worker out
+/// starts the next pass or marks the outbox idle, so parked streams are never left unwritten.
+struct Worker {
+    outbox: Outbox,
+    pass: Arc<Pass>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.pass.workers.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(next) = self.outbox.next_pass()
+        {
+            self.outbox.pass(next);
+        }
+    }
+}
+
 impl Outbox {
     pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Outbox {
@@ -172,16 +189,11 @@ impl Outbox {
             workers: AtomicUsize::new(tasks),
         });
         for _ in 0..tasks {
-            let (outbox, pass) = (self.clone(), Arc::clone(&pass));
-            tokio::spawn(async move {
-                outbox.write_part(&pass).await;
-                // The last worker out starts the next pass.
-                if pass.workers.fetch_sub(1, Ordering::AcqRel) == 1
-                    && let Some(next) = outbox.next_pass()
-                {
-                    outbox.pass(next);
-                }
-            });
+            let worker = Worker {
+                outbox: self.clone(),
+                pass: Arc::clone(&pass),
+            };
+            tokio::spawn(async move { worker.outbox.write_part(&worker.pass).await });
         }
     }
 
