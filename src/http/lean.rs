@@ -57,10 +57,10 @@ use crate::registry::writer::{Writer, Written};
 /// The prefix that routes a connection here.
 pub(crate) const PREFIX: &[u8] = b"GET /events/";
 
-/// Largest request head accepted, and most header lines: hyper's limits, so that the same
-/// requests succeed, and the same are refused, on both paths.
-const MAX_HEAD: usize = 8 * 1024;
-const MAX_HEADERS: usize = 100;
+/// Largest request head accepted, and most header lines, on both paths (hyper is given the
+/// same), so that the same requests succeed, and the same are refused.
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// Why no head was read. hyper's answers, so that both paths answer alike: a malformed head
 /// is 400, one over [`MAX_HEAD`] or [`MAX_HEADERS`] is 431 (both empty, then close); a

@@ -41,9 +41,6 @@ use super::takeover::{SharedSocket, Takeover};
 use super::{Context, PeerAddr, lean};
 use crate::limits::{Limited, Limits};
 
-/// hyper's per-connection buffer limit (its minimum).
-const MAX_BUF: usize = 8 * 1024;
-
 /// Most refused connections answered at once (see [`Listener::refuse`]).
 const REFUSALS_ANSWERED: usize = 64;
 
@@ -335,9 +332,11 @@ where
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        // hyper's default lets a connection queue ~400 KiB of response before it stops
-        // pulling the body. At the minimum, a slow reader stops pulling at once.
-        .max_buf_size(MAX_BUF)
+        // hyper's buffer limit is also its head limit, the stream path's. At its minimum
+        // (hyper's default lets a connection queue ~400 KiB of response before it stops
+        // pulling the body), a slow reader stops pulling at once.
+        .max_buf_size(lean::MAX_HEAD)
+        .max_headers(lean::MAX_HEADERS)
         .serve_connection(TokioIo::new(Box::pin(io)), service);
     let connection = watcher.watch(connection);
     let request = tokio::select! {

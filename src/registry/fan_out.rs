@@ -1,0 +1,80 @@
+//! One event to every session here: a broadcast, or a presence event (the hub decides which).
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::event::{self, Envelope, Event, Peer};
+use super::identity::SessionId;
+use super::session::{Session, Then};
+use super::{Registry, State};
+
+impl State {
+    /// Every session, in their order, shared until the next join or leave (its `audience`).
+    fn audience(&mut self) -> Arc<[Arc<Session>]> {
+        let State {
+            sessions, audience, ..
+        } = self;
+        Arc::clone(audience.get_or_insert_with(|| sessions.values().cloned().collect()))
+    }
+}
+
+impl Registry {
+    /// Sends a `client_broadcast` from `from` to every other session here and returns how many
+    /// received it. Never waits: a full mailbox makes room or drops it, and its reader is told
+    /// (see [`mailbox`](super::mailbox)).
+    pub(crate) fn broadcast(&self, from: &Peer, message: Box<RawValue>) -> usize {
+        let event = Event::ClientBroadcast(event::Broadcast {
+            from: from.id,
+            from_name: from.name.clone(),
+            message,
+        });
+        self.fan_out(event, Some(from.id), None)
+    }
+
+    /// Appends `event` (a broadcast or presence event) to every mailbox here but `except`'s (or
+    /// only to `only`'s, if it is not `except`), making room or dropping it where full; returns
+    /// the count. One envelope is shared by all of them, under one hold of the registry lock.
+    pub(crate) fn fan_out(
+        &self,
+        event: Event,
+        except: Option<SessionId>,
+        only: Option<SessionId>,
+    ) -> usize {
+        debug_assert!(
+            !event.is_addressed(),
+            "addressed events go through deliver_event"
+        );
+        let envelope = Envelope::new(event);
+        let metrics = &self.shared.metrics;
+        let order = self.fan_out_lock();
+        let targets: Arc<[Arc<Session>]> = {
+            let mut state = self.lock();
+            match only {
+                Some(id) => state.sessions.get(&id).into_iter().cloned().collect(),
+                None => state.audience(),
+            }
+        };
+        let mut recipients = 0;
+        let mut wakes = Vec::new();
+        let mut writes = Vec::with_capacity(targets.len());
+        for session in targets.iter().filter(|s| Some(s.peer.id) != except) {
+            // Only direct messages are ever refused, so the result is always Ok. A session
+            // removed since the copy gets the event into a mailbox nobody reads: harmless.
+            match session.push_unwoken(&envelope, metrics) {
+                Ok((_, Then::Wake(wake))) => wakes.push(wake),
+                Ok((_, Then::Write)) => writes.push(Arc::clone(session)),
+                Ok((_, Then::Nothing)) | Err(_) => {}
+            }
+            recipients += 1;
+        }
+        drop(order);
+        // Woken only now: a stream woken mid-way would run on the other core at once and
+        // write this one event alone, while the events behind it wait for the fan-out.
+        for wake in wakes {
+            wake.notify_one();
+        }
+        self.shared.outbox.write(writes);
+        recipients
+    }
+}
