@@ -228,3 +228,85 @@ async fn bytes_sent_up_a_stream_close_it() {
     assert!(closed_within(&mut stream, WAIT).await);
     assert!(legit(&server).await);
 }
+
+#[tokio::test]
+async fn a_stream_that_reads_slowly_gets_every_event_whole_and_in_order() {
+    // An idle stream's events are sent to its socket by the fan-out itself, as far as the
+    // socket takes them, and the stream's task sends the rest. Past what the kernel buffers
+    // (4 MiB), sends stop midway through a frame, small (copied) or large (shared): what the
+    // client reads must still be every event, whole, once, in order.
+    const EVENTS: usize = 160;
+    let server = start(&[
+        "--presence",
+        "false",
+        "--byte-rate",
+        "0",
+        "--message-rate",
+        "0",
+        "--mailbox-bytes",
+        "16777216",
+    ])
+    .await;
+    let ann = helo(&server, "ann").await.unwrap();
+    let bob = helo(&server, "bob").await.unwrap();
+    let mut stream = stalled_stream(&server, &ann).await;
+    let token = bob["token"].as_str().unwrap();
+    let message = |n: usize| {
+        let size = if n % 2 == 0 { 60_000 } else { 600 };
+        format!("{n:04}-{}", "x".repeat(size))
+    };
+    let mut seen = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    for n in 0..EVENTS {
+        assert_eq!(broadcast(&server, token, &message(n)).await, 202);
+        // A little now and then: the stream is full, drains, parks, and fills again.
+        if n % 10 == 9 {
+            let read = timeout(WAIT, stream.read(&mut chunk[..1024]))
+                .await
+                .unwrap()
+                .unwrap();
+            seen.extend_from_slice(&chunk[..read]);
+        }
+    }
+    // Broadcasts whose frame has come whole (the head and `ready` were read before).
+    let whole = |seen: &[u8]| {
+        let text = String::from_utf8_lossy(seen);
+        let complete = text.rsplit_once("\n\n").map_or("", |(done, _)| done);
+        complete.matches("event: client_broadcast").count()
+    };
+    let rest = async {
+        while whole(&seen) < EVENTS {
+            let read = stream.read(&mut chunk).await.unwrap();
+            assert_ne!(read, 0, "the stream ended early");
+            seen.extend_from_slice(&chunk[..read]);
+        }
+    };
+    timeout(WAIT, rest)
+        .await
+        .expect("every event within the wait");
+
+    let text = String::from_utf8(seen).expect("frames are never cut into invalid UTF-8");
+    let events: Vec<(u64, String)> = text
+        .split("\n\n")
+        .filter(|frame| frame.contains("event: client_broadcast"))
+        .map(|frame| {
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("no {name} in {frame:.80}"))
+            };
+            let data: serde_json::Value = serde_json::from_str(field("data: ")).unwrap();
+            (
+                field("id: ").parse().unwrap(),
+                data["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(events.len(), EVENTS);
+    let first = events[0].0;
+    for (n, (id, got)) in events.iter().enumerate() {
+        assert_eq!(*id, first + n as u64, "ids follow each other");
+        assert!(*got == message(n), "event {n} arrived changed");
+    }
+}
