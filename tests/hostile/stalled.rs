@@ -252,7 +252,7 @@ async fn a_stream_that_reads_slowly_gets_every_event_whole_and_in_order() {
     let mut stream = stalled_stream(&server, &ann).await;
     let token = bob["token"].as_str().unwrap();
     let message = |n: usize| {
-        let size = if n % 2 == 0 { 60_000 } else { 600 };
+        let size = if n.is_multiple_of(2) { 60_000 } else { 600 };
         format!("{n:04}-{}", "x".repeat(size))
     };
     let mut seen = Vec::new();
