@@ -304,6 +304,7 @@ async fn prometheus_own_parser_reads_every_family_with_its_type() {
         "switchboard_streams": "gauge",
         "switchboard_events_delivered": "counter",
         "switchboard_heartbeats": "counter",
+        "switchboard_parked_sends": "counter",
         "switchboard_mailbox_evictions": "counter",
         "switchboard_mailbox_full": "counter",
         "switchboard_http_requests": "counter",

@@ -30,6 +30,8 @@ use prometheus_client::registry::{Metric, Registry, Unit};
 pub struct Deliveries {
     counts: [u64; EventKind::ALL.len()],
     latencies: Latencies,
+    /// Sends to parked streams: whole, partial.
+    sends: [u64; 2],
 }
 
 impl Deliveries {
@@ -37,6 +39,11 @@ impl Deliveries {
     pub fn record(&mut self, kind: EventKind, latency: Duration) {
         self.count(kind);
         self.latencies.record(latency);
+    }
+
+    /// One send to a parked stream's socket; `whole` when it took everything.
+    pub fn sent(&mut self, whole: bool) {
+        self.sends[usize::from(!whole)] += 1;
     }
 
     /// One event of `kind` that no client sent (`lagged`): no latency to record.
@@ -113,6 +120,11 @@ struct LimitLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChannelLabel {
     channel: &'static str,
 }
@@ -170,6 +182,9 @@ pub struct Metrics {
     bus_received: Family<ChannelLabel, Counter>,
     /// Sessions of dead cluster instances this instance adopted.
     pub sessions_adopted: Counter,
+    /// Sends to parked streams' sockets (see `registry::writer`): that took everything, and
+    /// that left a rest to the stream's task (its client reads slower than events come).
+    parked_sends: [Counter; 2],
 }
 
 impl Default for Metrics {
@@ -184,6 +199,9 @@ impl Default for Metrics {
                 .get_or_create(&EventLabel { event: kind.name() })
                 .clone()
         });
+        let sends = Family::<OutcomeLabel, Counter>::default();
+        let parked_sends = ["whole", "partial"]
+            .map(|outcome| sends.get_or_create(&OutcomeLabel { outcome }).clone());
         let metrics = Metrics {
             sessions: Gauge::default(),
             streams: Gauge::default(),
@@ -198,6 +216,7 @@ impl Default for Metrics {
             limited: Family::default(),
             bus_received: Family::default(),
             sessions_adopted: Counter::default(),
+            parked_sends,
             registry: Registry::default(),
         };
         let registry = root.sub_registry_with_prefix("switchboard");
@@ -230,6 +249,12 @@ impl Default for Metrics {
             "delivery_latency",
             "From accepting an event to writing it to its stream",
             &metrics.delivery_latency,
+        );
+        registry.register(
+            "parked_sends",
+            "Sends of new events to idle streams' sockets, by outcome: whole, or partial (the \
+             rest left to the stream, whose client reads slower than events come)",
+            sends,
         );
         registry.register(
             "mailbox_evictions",
@@ -290,6 +315,11 @@ impl Metrics {
         }
         self.delivery_latency
             .add(&std::mem::take(&mut tally.latencies));
+        for (counter, count) in self.parked_sends.iter().zip(&mut tally.sends) {
+            if *count > 0 {
+                counter.inc_by(std::mem::take(count));
+            }
+        }
     }
 
     /// Counts one HTTP request; `route` must be a template such as `/events/{id}`.

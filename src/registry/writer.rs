@@ -61,9 +61,13 @@ impl SessionInner {
         };
         attachment.queued = false;
         if let (true, Some(writer)) = (attachment.parked, &attachment.writer) {
-            let written = writer.write(mailbox, attachment.cursor, tally);
+            let before = attachment.cursor;
+            let written = writer.write(mailbox, before, tally);
             attachment.cursor = written.through;
             attachment.wrote_at = Some(now);
+            if written.through != before {
+                tally.sent(written.unwritten.is_empty());
+            }
             if written.unwritten.is_empty() && written.through >= mailbox.newest() {
                 return;
             }

@@ -286,6 +286,14 @@ async fn a_stream_that_reads_slowly_gets_every_event_whole_and_in_order() {
         .expect("every event within the wait");
 
     let text = String::from_utf8(seen).expect("frames are never cut into invalid UTF-8");
+    // The fan-out's sends stopped midway (the case this test is about), and went out whole
+    // while the client kept up.
+    let metrics = server.metrics().await;
+    for outcome in ["whole", "partial"] {
+        let series = format!("switchboard_parked_sends_total{{outcome=\"{outcome}\"}}");
+        let sends = crate::support::sample(&metrics, &series).unwrap_or(0.0);
+        assert!(sends > 0.0, "no {outcome} send: {series} {sends}");
+    }
     let events: Vec<(u64, String)> = text
         .split("\n\n")
         .filter(|frame| frame.contains("event: client_broadcast"))
