@@ -29,8 +29,8 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::io::{self, IoSlice};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::io::IoSlice;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +48,7 @@ use super::cors::Origins;
 use super::error::ApiError;
 use super::filters::{header_text, joined_header, parse_stream_params};
 use super::redact::request_span;
+use super::takeover::SharedSocket;
 use super::{Context, SECURITY_HEADERS, handlers, route_of, sse};
 use crate::metrics::Deliveries;
 use crate::registry::EventId;
@@ -248,16 +249,16 @@ pub(crate) async fn serve_head(
         head.forwarded.as_deref(),
     );
     // Shared with the registry, which writes to it while the stream is parked.
-    let stream = Arc::new(stream);
-    answer(&stream, head, client, context, origins, write_timeout)
+    let mut socket = SharedSocket(Arc::new(stream));
+    answer(&mut socket, head, client, context, origins, write_timeout)
         .instrument(span)
         .await;
-    let _ = SockRef::from(&*stream).shutdown(Shutdown::Write);
+    let _ = socket.shutdown().await;
 }
 
 /// Writes the response to one parsed request, the stream to its end.
 async fn answer(
-    stream: &Arc<TcpStream>,
+    socket: &mut SharedSocket,
     head: Head,
     client: IpAddr,
     context: Context,
@@ -316,16 +317,16 @@ async fn answer(
                 Err(_) => Bytes::new(),
             };
             let _ = write!(out, "content-length: {}\r\n\r\n", bytes.len());
-            let _ = write_all(stream, &mut out.as_bytes().chain(bytes)).await;
+            let _ = socket.write_all_buf(&mut out.as_bytes().chain(bytes)).await;
             return;
         }
     };
     out.push_str("\r\n");
-    if write_all(stream, &mut out.as_bytes()).await.is_err() {
+    if socket.write_all(out.as_bytes()).await.is_err() {
         return;
     }
     drop(out);
-    events.write_directly(Arc::clone(stream) as Arc<dyn Writer>);
+    events.write_directly(Arc::clone(&socket.0) as Arc<dyn Writer>);
     let mut pending = Chunks::default();
     loop {
         tokio::select! {
@@ -336,16 +337,16 @@ async fn answer(
             // The client only ever sends its request: readable means it closed, or sent
             // bytes after it, which no real client does: the stream is closed either way
             // (reading them 64 at a time cost 2.2 s of CPU per 200 MB).
-            () = client_gone(stream) => break,
+            () = client_gone(&socket.0) => break,
         }
-        match tokio::time::timeout(write_timeout, write_all(stream, &mut pending)).await {
+        match tokio::time::timeout(write_timeout, socket.write_all_buf(&mut pending)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => break,
             Err(_) => {
                 debug!("client read nothing within the write timeout; closing its stream");
                 // Closed with a reset: a graceful close would leave the unsent queue (up to
                 // the kernel's send buffer, megabytes) held for a client that reads nothing.
-                let _ = stream.set_zero_linger();
+                let _ = socket.0.set_zero_linger();
                 break;
             }
         }
@@ -368,22 +369,6 @@ impl Writer for TcpStream {
             slices => socket.send_vectored(slices),
         })
     }
-}
-
-/// Writes all of `buf` (vectored) to `stream`, which a parked stream's writer shares.
-async fn write_all(stream: &TcpStream, buf: &mut impl Buf) -> io::Result<()> {
-    while buf.has_remaining() {
-        stream.writable().await?;
-        let mut slices = [IoSlice::new(&[]); 64];
-        let count = buf.chunks_vectored(&mut slices);
-        match stream.try_write_vectored(&slices[..count]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => buf.advance(written),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Chunks waiting for one vectored write, in order; each is a shared `Bytes`, never copied.

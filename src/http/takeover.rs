@@ -57,8 +57,9 @@ impl Takeover {
     }
 }
 
-/// The socket as hyper's I/O, sharing it with the connection's task so that dropping hyper's
-/// connection leaves it open.
+/// A socket as async I/O with its `TcpStream` shared: hyper's, so that dropping hyper's
+/// connection leaves it open for the connection's task; and `lean`'s, whose stream shares it
+/// with the registry (see `registry::writer`).
 pub(crate) struct SharedSocket(pub(crate) Arc<TcpStream>);
 
 impl AsyncRead for SharedSocket {

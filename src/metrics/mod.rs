@@ -52,6 +52,16 @@ impl Deliveries {
     }
 }
 
+/// Adds each of `counts` to its counter (touching only those that counted something), and
+/// clears it.
+fn add_counts(counters: &[Counter], counts: &mut [u64]) {
+    for (counter, count) in counters.iter().zip(counts) {
+        if *count > 0 {
+            counter.inc_by(std::mem::take(count));
+        }
+    }
+}
+
 /// Content type of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// Content type of [`Metrics::render_openmetrics`].
@@ -308,18 +318,10 @@ impl Metrics {
     /// Adds what `tally` counted (and clears it): one atomic add per kind and bucket it
     /// touched, not one per event.
     pub fn add_deliveries(&self, tally: &mut Deliveries) {
-        for (counter, count) in self.delivered.iter().zip(&mut tally.counts) {
-            if *count > 0 {
-                counter.inc_by(std::mem::take(count));
-            }
-        }
+        add_counts(&self.delivered, &mut tally.counts);
+        add_counts(&self.parked_sends, &mut tally.sends);
         self.delivery_latency
             .add(&std::mem::take(&mut tally.latencies));
-        for (counter, count) in self.parked_sends.iter().zip(&mut tally.sends) {
-            if *count > 0 {
-                counter.inc_by(std::mem::take(count));
-            }
-        }
     }
 
     /// Counts one HTTP request; `route` must be a template such as `/events/{id}`.

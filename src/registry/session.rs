@@ -78,7 +78,8 @@ impl SessionInner {
         }
         let then = match &self.attachment {
             None => Then::Nothing,
-            Some(a) if a.parked && a.writer.is_some() => Then::Write,
+            // Only a stream with a writer parks.
+            Some(a) if a.parked => Then::Write,
             Some(a) => Then::Wake(Arc::clone(&a.wake)),
         };
         Ok((id, then))
@@ -162,9 +163,9 @@ impl Session {
     }
 
     /// Appends a direct message to the mailbox and writes it to the attached stream's client
-    /// (or wakes the stream), if any; counts
-    /// the unread events this cost the reader as evictions. Once per `key`: a retry of one
-    /// already pushed gets its id again and pushes nothing (the `false` beside the id).
+    /// (or wakes the stream), if any; counts the unread events this cost the reader as
+    /// evictions. Once per `key`: a retry of one already pushed gets its id again and pushes
+    /// nothing (the `false` beside the id).
     pub(crate) fn push_keyed(
         &self,
         envelope: &Arc<Envelope>,

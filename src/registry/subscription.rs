@@ -77,8 +77,8 @@ impl Subscription {
     /// `sink` under the session's lock; first, what its writer could not write. Once the server
     /// is stopping, a stream with nothing left to read gets `Closed(Shutdown)`.
     ///
-    /// The stream is unparked while it has something to write, and parked (its writer, if it
-    /// has one, writes for it) once it has nothing: `Idle`.
+    /// The stream is unparked while it has something to write, and parked once it has nothing
+    /// (`Idle`) if it has a writer, which then writes for it.
     pub fn pull_into(&mut self, limit: usize, sink: &mut impl ReplaySink) -> Pull {
         let mut inner = self.session.lock();
         if let Some(reason) = inner.closed {

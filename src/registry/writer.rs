@@ -174,10 +174,7 @@ impl Outbox {
                 break self.spawn_pass(sessions, tasks);
             }
             let mut tally = Deliveries::default();
-            let now = Instant::now();
-            for session in &sessions {
-                session.lock().write_or_wake(now, &mut tally);
-            }
+            write_each(&sessions, &mut tally);
             self.metrics.add_deliveries(&mut tally);
             match self.next_pass() {
                 Some(next) => sessions = next,
@@ -219,16 +216,22 @@ impl Outbox {
         let mut tally = Deliveries::default();
         loop {
             let start = pass.next.fetch_add(CHUNK, Ordering::Relaxed);
-            let Some(chunk) = pass.sessions.get(start..) else {
+            let end = (start + CHUNK).min(pass.sessions.len());
+            let Some(chunk) = pass.sessions.get(start..end) else {
                 break;
             };
-            let now = Instant::now();
-            for session in chunk.iter().take(CHUNK) {
-                session.lock().write_or_wake(now, &mut tally);
-            }
+            write_each(chunk, &mut tally);
             tokio::task::yield_now().await;
         }
         self.metrics.add_deliveries(&mut tally);
+    }
+}
+
+/// Writes (or wakes) each of `sessions`, against one reading of the clock.
+fn write_each(sessions: &[Arc<Session>], tally: &mut Deliveries) {
+    let now = Instant::now();
+    for session in sessions {
+        session.lock().write_or_wake(now, tally);
     }
 }
 
