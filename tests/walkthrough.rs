@@ -203,8 +203,14 @@ async fn the_readme_recipes_run_as_pasted_in_order() {
         .collect();
     assert_eq!(scripts.len(), 2, "the JWT recipe and the server API's");
     // As pasted into one shell, one after the other; `cargo run --release --` is the binary
-    // the tests built, and the README's ports are free ones.
+    // the tests built, started a second late as cargo would (so a recipe that does not wait
+    // for its server fails), and the README's ports are free ones.
     let mut pasted = scripts.concat();
+    // The first command's server still holds port 4000 while these run.
+    assert!(
+        !pasted.contains("4000"),
+        "a recipe uses the first server's port"
+    );
     for port in ["4100", "4200"] {
         assert!(
             pasted.contains(&format!("localhost:{port}")),
@@ -214,7 +220,7 @@ async fn the_readme_recipes_run_as_pasted_in_order() {
     }
     let script = format!(
         "trap 'kill $(jobs -p) 2>/dev/null' EXIT\n\
-         cargo() {{ [ \"$1 $2 $3\" = 'run --release --' ] || return 99; shift 3; exec {} \"$@\"; }}\n\
+         cargo() {{ [ \"$1 $2 $3\" = 'run --release --' ] || return 99; shift 3; sleep 1; exec {} \"$@\"; }}\n\
          {pasted}",
         env!("CARGO_BIN_EXE_switchboard")
     );
