@@ -471,3 +471,30 @@ fn error_table_lists_exactly_the_error_codes() {
         "docs/api.md's error table and ErrorCode differ"
     );
 }
+
+/// The README's Rust example is a whole program, compiled with the tests as the client
+/// crate's example `hello`.
+#[test]
+fn readme_rust_example_is_the_compiled_example() {
+    let readme = README
+        .split("```rust\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a Rust example");
+    let example = include_str!("../crates/switchboard-client/examples/hello.rs");
+    let code = example
+        .split_once("\n\n")
+        .map(|(_, code)| code)
+        .expect("the example's doc, then its code");
+    assert_eq!(
+        readme, code,
+        "README's Rust example and examples/hello.rs differ"
+    );
+}
+
+/// The README stays a ten-minute read; the rest lives in docs/.
+#[test]
+fn readme_is_at_most_300_lines() {
+    let lines = README.lines().count();
+    assert!(lines <= 300, "README.md has {lines} lines");
+}
