@@ -498,3 +498,33 @@ fn readme_is_at_most_300_lines() {
     let lines = README.lines().count();
     assert!(lines <= 300, "README.md has {lines} lines");
 }
+
+/// The cluster recipe's instances trust the nginx in front of them, and only for the header
+/// that nginx sets itself: otherwise every user would count as nginx's one address.
+#[test]
+fn cluster_recipe_trusts_its_proxy() {
+    let recipe = OPERATIONS
+        .split("\n## Running several instances\n")
+        .nth(1)
+        .and_then(|section| section.split("```sh\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("docs/operations.md has the cluster recipe");
+    let instances: Vec<&str> = recipe
+        .split("./target/release/switchboard ")
+        .skip(1)
+        .map(|command| command.split('&').next().unwrap())
+        .collect();
+    assert_eq!(instances.len(), 2, "{recipe}");
+    let nginx = include_str!("../docs/cluster/nginx.conf");
+    for command in instances {
+        let listen = command.split_whitespace().nth(1).expect("--listen ADDRESS");
+        assert!(
+            nginx.contains(&format!("server {listen};")),
+            "nginx forwards to {listen}"
+        );
+        // nginx reaches a loopback upstream from 127.0.0.1.
+        assert!(listen.starts_with("127.0.0.1:"), "{command}");
+        assert!(command.contains("--trusted-proxies 127.0.0.1"), "{command}");
+    }
+    assert!(nginx.contains("proxy_set_header X-Forwarded-For $remote_addr;"));
+}
