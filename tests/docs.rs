@@ -528,3 +528,58 @@ fn cluster_recipe_trusts_its_proxy() {
     }
     assert!(nginx.contains("proxy_set_header X-Forwarded-For $remote_addr;"));
 }
+
+/// Every relative link of the Markdown docs points at a file that exists, and every `#anchor`
+/// at a heading of that file (as GitHub names them).
+#[test]
+fn markdown_links_resolve() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = [
+        "README.md",
+        "BENCHMARKS.md",
+        "docs/operations.md",
+        "docs/api.md",
+        "docs/ARCHITECTURE.md",
+        "bench/results/HISTORY.md",
+    ];
+    let anchors = |path: &std::path::Path| -> BTreeSet<String> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .map(|heading| {
+                heading
+                    .trim_start_matches('#')
+                    .trim()
+                    .to_lowercase()
+                    .chars()
+                    .filter(|c| c.is_alphanumeric() || [' ', '-', '_'].contains(c))
+                    .map(|c| if c == ' ' { '-' } else { c })
+                    .collect()
+            })
+            .collect()
+    };
+    let mut broken = Vec::new();
+    for doc in docs {
+        let path = root.join(doc);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let prose: String = text.split("```").step_by(2).collect();
+        for link in prose.split("](").skip(1) {
+            let target = link.split(')').next().unwrap();
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let file = if file.is_empty() {
+                path.clone()
+            } else {
+                path.parent().unwrap().join(file)
+            };
+            if !file.exists() {
+                broken.push(format!("{doc}: {target} (no such file)"));
+            } else if !anchor.is_empty() && !anchors(&file).contains(anchor) {
+                broken.push(format!("{doc}: {target} (no such heading)"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
