@@ -3,8 +3,8 @@
 # checks: an installed binary run from elsewhere, the OpenAPI document through a real
 # validator, and the systemd unit through systemd-analyze.
 # Installs the system packages the tests need when they are missing (as root, Debian):
-# Chromium and its driver, redis-server, jq (the README walkthrough), Python's
-# prometheus_client (the metrics format test), python3-venv and systemd.
+# Chromium and its driver, redis-server, nginx (the cluster recipe's proxy), jq (the README
+# walkthrough), Python's prometheus_client (the metrics format test), python3-venv and systemd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,7 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need+=(python3-prometheus-client)

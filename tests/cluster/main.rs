@@ -17,12 +17,13 @@
 //! A failing test prints the end of each instance's log; `CLUSTER_LOGS=1` prints them always.
 //!
 //! Needs `redis-server` (Debian: `apt-get install -y redis-server`); without it every test fails
-//! and says so.
+//! and says so. `proxy` also needs `nginx` (`apt-get install -y nginx`).
 
 mod crashes;
 mod departures;
 mod deploys;
 mod messaging;
+mod proxy;
 mod resume;
 mod tokens;
 
