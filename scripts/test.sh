@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: unit, API integration, docs-drift and browser tests, then the operations
-# checks: an installed binary run from elsewhere, the OpenAPI document through a real
-# validator, and the systemd unit through systemd-analyze.
+# Runs every test: unit, API integration, client, docs-drift and browser tests and doctests,
+# then the operations checks: an installed binary run from elsewhere, the OpenAPI document
+# through a real validator, and the systemd unit through systemd-analyze.
 # Installs the system packages the tests need when they are missing (as root, Debian):
 # Chromium and its driver, redis-server, nginx (the cluster recipe's proxy), jq (the README
 # walkthrough), Python's prometheus_client (the metrics format test), python3-venv and systemd.
@@ -28,6 +28,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 cargo test --workspace --all-targets
+# --all-targets leaves out doctests: the examples in the crates' docs must compile too.
+cargo test --workspace --doc
 
 # The same API suite again in cluster mode, against a throwaway redis-server.
 redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

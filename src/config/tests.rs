@@ -1,12 +1,25 @@
+use clap::{CommandFactory, FromArgMatches};
+
 use super::*;
 
 #[test]
 fn flags_default_to_the_contract() {
-    // Only meaningful when no SWITCHBOARD_* variable is set, as in CI.
-    if std::env::vars().any(|(k, _)| k.starts_with("SWITCHBOARD_")) {
-        return;
+    // The flags with their environment fallbacks removed: what `switchboard` alone means,
+    // whatever SWITCHBOARD_* variables the test runs under.
+    let mut command = Config::command();
+    let ids: Vec<_> = command
+        .get_arguments()
+        .map(|arg| arg.get_id().clone())
+        .collect();
+    for id in ids {
+        command = command.mut_arg(id, |arg| arg.env(None::<&str>));
     }
-    assert_eq!(Config::parse_from(["switchboard"]), Config::default());
+    assert!(command.get_arguments().all(|arg| arg.get_env().is_none()));
+    let matches = command
+        .try_get_matches_from(["switchboard"])
+        .expect("no flags parse");
+    let parsed = Config::from_arg_matches(&matches).expect("a config");
+    assert_eq!(parsed, Config::default());
 }
 
 #[test]

@@ -274,6 +274,7 @@ async fn answer(
         Err(refusal) => refusal.status(),
     };
     // As the edge's log filter records every other request: to the response head.
+    debug!(status = status.as_u16(), "answered");
     let (metrics, route) = (context.hub.metrics(), route_of(head.uri.path()));
     metrics.http_request(route, status.as_u16());
     metrics.http_request_duration(route, started.elapsed());

@@ -66,8 +66,15 @@ async fn an_attached_session_does_not_expire_and_its_ttl_starts_when_it_detaches
     ann_stream.next_named("new_user").await;
     let bob_stream = app.attach_ready(&bob).await;
 
-    // Several TTLs pass with both attached: nobody leaves.
-    ann_stream.expect_no_event_within(TTL * 4).await;
+    // Several TTLs pass with both attached: nobody leaves. Each round a newcomer who never
+    // attaches expires: its `user_left`, the next event after its `new_user`, proves a TTL
+    // passed and the expiry ran, and nothing about bob came before it.
+    for round in 0..3 {
+        let passer = app.helo(&format!("passer {round}")).await;
+        ann_stream.expect_new_user(&passer).await;
+        let left = ann_stream.next_named("user_left").await;
+        assert_eq!(left.data, passer.peer());
+    }
     assert_eq!(app.client_ids().await.len(), 2);
 
     let detached = Instant::now();
@@ -96,11 +103,13 @@ async fn reattaching_within_the_ttl_keeps_the_session() {
     drop(app.attach_ready(&bob).await);
     app.wait_for_streams(1).await;
 
-    // Back well within the TTL; then stay past the original deadline.
+    // Back well within the TTL; then stay past the original deadline: a newcomer who joins
+    // now and never attaches expires after it, and its `user_left` is the next event.
     let _bob_stream = app.attach_ready(&bob).await;
-    ann_stream
-        .expect_no_event_within(Duration::from_millis(1500))
-        .await;
+    let passer = app.helo("passer").await;
+    ann_stream.expect_new_user(&passer).await;
+    let left = ann_stream.next_named("user_left").await;
+    assert_eq!(left.data, passer.peer());
 
     assert_eq!(app.client_ids().await.len(), 2);
 }

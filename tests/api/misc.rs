@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
 
 use crate::support::*;
 
@@ -32,14 +35,23 @@ async fn healthz_reports_ok_with_counts_and_the_stream_limit() {
 
 #[tokio::test]
 async fn healthz_stream_limit_defaults_to_the_open_file_limit_less_the_reserve() {
-    let app = spawn_app(test_config()).await;
+    // The documented formula, computed here from limits the test sets in the child process
+    // before it execs (soft and hard alike), not from the code under test.
+    const RESERVED: u64 = 512;
+    for open_files in [900, 1300] {
+        let server = Instance::launch("stream limit")
+            .open_file_limit(open_files)
+            .start(&[])
+            .await;
 
-    let health = app.health().await;
+        let health = server.health().await;
 
-    assert_eq!(
-        health["stream_limit"],
-        Config::default().stream_limit() as u64
-    );
+        assert_eq!(
+            health["stream_limit"],
+            open_files - RESERVED,
+            "with {open_files} open files: {health}"
+        );
+    }
 }
 
 /// The value of the counter or gauge `series` (name and labels, exactly); fails without one.
@@ -260,12 +272,109 @@ async fn static_files_come_from_the_configured_directory_only() {
         "<!doctype html><title>own</title>"
     );
     assert_eq!(body_text(app.get("/hello.txt").await).await, "hello");
-    // No escaping the directory.
-    let escape = app.get("/../Cargo.toml").await;
-    assert_eq!(escape.status(), StatusCode::NOT_FOUND);
-    let encoded = app.get("/%2e%2e/Cargo.toml").await;
-    assert_eq!(encoded.status(), StatusCode::NOT_FOUND);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Request targets that would leave the served directory for its parent if a path were
+/// joined naively: dot segments plain, percent-encoded, with encoded slashes, and with
+/// backslashes, raw or encoded.
+const ESCAPES: [&str; 14] = [
+    "/../{file}",
+    "/%2e%2e/{file}",
+    "/%2E%2E/{file}",
+    "/..%2f{file}",
+    "/..%2F{file}",
+    "/%2e%2e%2f{file}",
+    "/./../{file}",
+    "/index.html/../../{file}",
+    "//../{file}",
+    "/..\\{file}",
+    "/..%5c{file}",
+    "/%2e%2e%5c{file}",
+    "/%2e%2e%5C{file}",
+    "/.%2e/{file}",
+];
+
+/// Sends `target` verbatim on a raw socket (reqwest would normalise the dot segments away);
+/// the status and the whole answer's bytes.
+async fn raw_get(app: &Endpoint, target: &str) -> (u16, Vec<u8>) {
+    let request = format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let mut socket = timeout(WAIT, TcpStream::connect(app.authority()))
+        .await
+        .expect("connect within the wait")
+        .expect("connect");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    timeout(WAIT, socket.read_to_end(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("{target}: no whole answer within the wait"))
+        .expect("reading the answer");
+    let head = String::from_utf8_lossy(&answer);
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("{target}: not an HTTP answer: {head}"));
+    (status, answer)
+}
+
+/// Asserts every escape toward `file` (which sits in the parent of what `app` serves) gets a
+/// client error without `secret` anywhere in the answer.
+async fn assert_no_escape(app: &Endpoint, file: &str, secret: &[u8]) {
+    for template in ESCAPES {
+        let target = template.replace("{file}", file);
+        let (status, answer) = raw_get(app, &target).await;
+        assert!(
+            (400..500).contains(&status),
+            "{target}: {status} {}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert!(
+            !answer.windows(secret.len()).any(|w| w == secret),
+            "{target} served the file above the public directory"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_request_target_escapes_the_public_dir() {
+    // A secret beside the served directory, where `public/../secret` would find it.
+    let root = std::env::temp_dir().join(format!("switchboard-escape-{}", uuid::Uuid::new_v4()));
+    let public = root.join("public");
+    std::fs::create_dir_all(&public).unwrap();
+    std::fs::write(
+        public.join("index.html"),
+        "<!doctype html><title>own</title>",
+    )
+    .unwrap();
+    let secret = format!("secret-{}", uuid::Uuid::new_v4());
+    std::fs::write(root.join("secret"), &secret).unwrap();
+    let app = spawn_app(Config {
+        public_dir: Some(public),
+        ..test_config()
+    })
+    .await;
+    // The directory is served, so a 4xx below is the refusal, not a server serving nothing.
+    let (status, page) = raw_get(&app, "/index.html").await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&page).contains("<title>own</title>"));
+
+    assert_no_escape(&app, "secret", secret.as_bytes()).await;
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[tokio::test]
+async fn no_request_target_escapes_the_built_in_page() {
+    // The built-in page is the crate's `public/`; its parent holds Cargo.toml.
+    let app = spawn_app(Config {
+        public_dir: None,
+        ..test_config()
+    })
+    .await;
+    let (status, _) = raw_get(&app, "/index.html").await;
+    assert_eq!(status, 200);
+
+    assert_no_escape(&app, "Cargo.toml", b"[package]").await;
 }
 
 #[tokio::test]

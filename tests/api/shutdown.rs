@@ -127,8 +127,10 @@ async fn stream_closes_are_spread_over_the_drain_window() {
 
     let first = *closes.iter().min().unwrap();
     let last = *closes.iter().max().unwrap();
+    // Within the window, not held to the 10 s grace: the margin is for a loaded machine
+    // (the closes are seen here, after the server wrote them).
     assert!(
-        last < window + Duration::from_millis(500),
+        last < window + Duration::from_millis(2500),
         "last close after {last:?}"
     );
     // Ten uniform picks in 600 ms span less than 100 ms with probability about 1e-6.

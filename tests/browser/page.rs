@@ -48,6 +48,8 @@ pub(crate) struct Entry {
     pub(crate) who: String,
     pub(crate) text: String,
     pub(crate) tag: String,
+    /// When the page logged it, in milliseconds since the epoch (its `<time datetime>`).
+    pub(crate) at: f64,
 }
 
 const SNAPSHOT_JS: &str = r#"
@@ -66,6 +68,7 @@ return {
     who: text(li.querySelector('.who .name')),
     text: text(li.querySelector('.text')),
     tag: text(li.querySelector('.tag')),
+    at: Date.parse(li.querySelector('time').dateTime),
   })),
   markup_in_messages: q('#log li:not([data-kind="system"]) .text *') !== null,
   names_isolated:

@@ -103,16 +103,38 @@ async fn an_instance_too_busy_to_refresh_its_liveness_key_keeps_its_sessions() {
         );
         sleep(POLL).await;
     }
-    // B sweeps every second: two sweeps find the key gone, and must leave kai alone.
-    wen_stream
-        .expect_no_event_within(Duration::from_millis(2500))
-        .await;
+    // B sweeps every second; a sweep that finds A's key gone asks Redis whether A still reads
+    // its channel (PUBSUB NUMSUB), and must then leave kai alone. Redis counts those questions:
+    // three more than now means two whole sweeps ran since the key was gone.
+    let asked = numsub_calls(&mut conn).await;
+    let deadline = Instant::now() + WAIT;
+    while numsub_calls(&mut conn).await < asked + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "B did not sweep twice finding kai homed on A without a key"
+        );
+        sleep(POLL).await;
+    }
     cluster.nodes[0].resume();
 
     let marker = json!("still here");
     let id = cluster.nodes[0].respond(&kai, &wen, &marker).await;
     wen_stream.expect_response(id, &kai, &wen, &marker).await;
     assert_eq!(cluster.nodes[1].clients().await, sessions(&[&wen, &kai]));
+}
+
+/// How many `PUBSUB NUMSUB` commands Redis has run (`INFO commandstats`).
+async fn numsub_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_pubsub|numsub:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test]

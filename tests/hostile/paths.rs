@@ -74,10 +74,12 @@ async fn both_paths_answer_a_broken_head_with_the_same_status() {
 
 #[tokio::test]
 async fn a_stream_after_another_request_that_reads_nothing_is_closed_after_the_write_timeout() {
+    // Longer than the flood below takes, so that closing before it is told apart.
+    let write_timeout = Duration::from_secs(3);
     let server = Instance::launch("parity-write")
         .start(&[
             "--write-timeout",
-            "1s",
+            "3s",
             "--presence",
             "false",
             "--mailbox-bytes",
@@ -99,15 +101,70 @@ async fn a_stream_after_another_request_that_reads_nothing_is_closed_after_the_w
         "GET /events/{}?token={} HTTP/1.1\r\nhost: x\r\n\r\n",
         ann.id, ann.token
     );
+    // No write to the stream can stall before it is asked for.
+    let asked = Instant::now();
     stalled.write_all(events.as_bytes()).await.unwrap();
-    server.log_line(&format!("attach session={}", ann.id)).await;
+    server.wait_for_streams(1).await;
     // More than the socket buffers on both sides can absorb; then nothing is read.
     let message = "x".repeat(60_000);
     for _ in 0..128 {
         server.broadcast_ok(&bob, json!(message)).await;
     }
-    // Bounded: `log_line` fails the test when the line does not come within its wait.
-    server.log_line(&format!("detach session={}", ann.id)).await;
+    // The writes stalled by now, the buffers long full.
+    let stalled_by = Instant::now();
+
+    // The server's end leaves ESTABLISHED when it closes (its FIN waits behind the data the
+    // client never read, so the client's end learns of it only by reading).
+    let client_port = stalled.local_addr().unwrap().port();
+    let server_port = server
+        .authority()
+        .parse::<std::net::SocketAddr>()
+        .unwrap()
+        .port();
+    let deadline = Instant::now() + WAIT;
+    while server_end_established(server_port, client_port) {
+        assert!(Instant::now() < deadline, "still open after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (since_asked, since_stalled) = (asked.elapsed(), stalled_by.elapsed());
+    assert!(
+        since_asked >= write_timeout,
+        "closed {since_asked:?} after the stream was asked for, before the write timeout"
+    );
+    // One write timeout after the stall, with room for a loaded machine.
+    assert!(
+        since_stalled < write_timeout + Duration::from_secs(4),
+        "closed {since_stalled:?} after the writes stalled"
+    );
+    // And the client's end reads to the end: what was buffered, then EOF (or a reset).
+    let mut rest = vec![0u8; 65_536];
+    let end = timeout(WAIT, async {
+        loop {
+            match stalled.read(&mut rest).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "no EOF within {WAIT:?}");
+}
+
+/// Whether the server's end of the loopback connection between `server_port` and
+/// `client_port` is still ESTABLISHED, from the kernel's table (`/proc/net/tcp`).
+fn server_end_established(server_port: u16, client_port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("reading /proc/net/tcp");
+    let (local, remote) = (
+        format!("0100007F:{server_port:04X}"),
+        format!("0100007F:{client_port:04X}"),
+    );
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // `sl local_address rem_address st ...`; state 01 is ESTABLISHED.
+        fields.get(1) == Some(&local.as_str())
+            && fields.get(2) == Some(&remote.as_str())
+            && fields.get(3) == Some(&"01")
+    })
 }
 
 #[tokio::test]
@@ -116,17 +173,19 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
         .start(&["--header-timeout", "1s"])
         .await;
     let mut idle = TcpStream::connect(server.authority()).await.unwrap();
+    // The connection cannot go idle before its request is sent: the clock starts no later.
+    let started = Instant::now();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
     assert_eq!(read_response(&mut idle).await.0, 200);
-    let started = Instant::now();
     let mut rest = [0u8; 4096];
     let closed = timeout(WAIT, idle.read(&mut rest)).await;
     assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    let closed_after = started.elapsed();
     assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "not before the deadline"
+        closed_after >= Duration::from_secs(1),
+        "closed {closed_after:?} after the request, before the header timeout"
     );
 }
 

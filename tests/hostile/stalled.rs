@@ -140,10 +140,7 @@ async fn a_stream_that_reads_nothing_is_closed_after_the_write_timeout_and_can_r
         );
     }
     // The socket stays open on the client's side; the server gives up on it and detaches.
-    assert!(
-        logged(&server, &["detach", ann_id]).await,
-        "the stalled stream was not closed"
-    );
+    server.wait_for_streams(0).await;
     // Closed with a reset, so the kernel dropped the unsent queue at once: what the client
     // reads now is its own buffer, then the reset, never the megabytes that were queued.
     let mut sink = vec![0u8; 64 * 1024];

@@ -112,16 +112,30 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A token with `session`'s id and the right shape, but a secret nobody issued.
+/// A token nobody issued that differs from `session`'s only in its last character: the same
+/// length and alphabet, whatever the token's inner layout.
 pub fn forged_token(session: &Session) -> String {
-    let (id, secret) = session
-        .token
-        .split_once('.')
-        .expect("token is <id>.<secret>");
-    let forged = "5a".repeat(32);
-    assert_eq!(secret.len(), forged.len(), "same shape as a real token");
-    assert_ne!(secret, forged);
-    format!("{id}.{forged}")
+    let token = &session.token;
+    let last = token.chars().last().expect("a token");
+    let other = if last == '0' { '1' } else { '0' };
+    let forged = format!("{}{other}", &token[..token.len() - last.len_utf8()]);
+    assert_ne!(&forged, token);
+    forged
+}
+
+/// The `Retry-After` of a refusal as the contract promises it: whole seconds, at least 1, and
+/// (a sanity bound) at most an hour.
+pub fn retry_after_secs(headers: &HeaderMap) -> u64 {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .unwrap_or_else(|| panic!("a Retry-After header in {headers:?}"));
+    let secs: u64 = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("Retry-After {value:?} is not whole seconds"));
+    assert!((1..=3600).contains(&secs), "Retry-After {secs}");
+    secs
 }
 
 /// How the tests look at a [`Session`] from the outside.

@@ -143,7 +143,28 @@ mod tests {
         let me = std::process::id();
         let m = memory(me).unwrap();
         assert!(m.rss_kb > 0 && m.processes >= 1);
-        let _ = tree_cpu(me);
-        assert!(self_cpu_secs() >= 0.0);
+    }
+
+    #[test]
+    fn cpu_time_grows_with_busy_work_and_both_readings_agree() {
+        let me = std::process::id();
+        let (self_before, tree_before) = (self_cpu_secs(), tree_cpu(me));
+        // Half a second of spinning: even a tenth of a busy core is 50 ms of CPU.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(500) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let (self_after, tree_after) = (self_cpu_secs(), tree_cpu(me));
+        let own = self_after - self_before;
+        let tree = (tree_after - tree_before).as_secs_f64();
+        assert!(own >= 0.02, "getrusage grew by {own} s");
+        assert!(tree >= 0.02, "/proc grew by {tree} s");
+        // The same process counted two ways (clock ticks of 10 ms in /proc); other tests of
+        // this binary may run meanwhile, so each may see a little more than the spin.
+        assert!(
+            (self_after - tree_after.as_secs_f64()).abs() < 0.25,
+            "getrusage {self_after} s, /proc {tree_after:?}"
+        );
     }
 }
