@@ -75,10 +75,7 @@ impl Hub {
     /// # Errors
     /// `Unavailable`.
     pub async fn peer(&self, id: SessionId) -> Result<Option<Peer>, RegistryError> {
-        match &self.cluster {
-            None => Ok(self.registry.peer(id)),
-            Some(cluster) => cluster.peer(id).await,
-        }
+        self.broker.peer(id).await
     }
 
     /// One page of the sessions.
@@ -135,14 +132,7 @@ impl Hub {
                 Ok(published)
             }
             Target::Everyone => {
-                let recipients = match &self.cluster {
-                    None => {
-                        let event = addressed(Scope::Everyone, message);
-                        self.fan_out(move |registry, _| registry.fan_out(event, None, None))
-                            .await
-                    }
-                    Some(cluster) => cluster.announce(message).await?,
-                };
+                let recipients = self.broker.announce(message).await?;
                 Ok(Published {
                     recipients,
                     refused: 0,

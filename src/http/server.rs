@@ -277,7 +277,7 @@ pub(crate) async fn run<F>(
     closing.store(true, Ordering::Relaxed);
     info!("shutting down: listener closed, closing streams");
     // Before the background tasks stop: a cluster's bus carries the hand-off.
-    context.hub.hand_off().await;
+    context.hub.drain().await;
     context.shutdown.cancel();
     context.hub.close_streams();
     tracker.close();

@@ -8,7 +8,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::unavailable;
+use super::keys::unavailable;
 use crate::registry::{DisplayName, Peer, RegistryError, SessionId, Token, TokenHash};
 
 /// A session in the directory.
