@@ -18,8 +18,9 @@
 //! - [`events`]: the handler interface a broker reports through (the lowest file here).
 //! - [`local`], [`cluster`]: the two brokers; [`broker`]: the enum the hub holds.
 //! - [`presence`]: who hears of joins and leaves.
-//! - this file: [`Hub`], and [`Here`], where a broker's events land.
-//! - [`backend`]: the server API's operations, made of the hub's own.
+//! - this file: [`Hub`] (the edge's operations, then the server API's), and [`Here`], where
+//!   a broker's events land.
+//! - [`backend`]: the server API's words (targets, pages); its operations are the hub's.
 
 mod backend;
 mod broker;
@@ -42,6 +43,7 @@ use crate::registry::event::{Scope, ServerMessage};
 use crate::registry::{
     Event, EventId, Joining, Peer, Registry, RegistryError, SendKey, SessionId, Subscription, Token,
 };
+use backend::Published;
 pub use backend::{Page, PageQuery, Target};
 use broker::Broker;
 use cluster::Cluster;
@@ -256,5 +258,102 @@ impl Hub {
     /// Tells the others about sessions the reaper removed here.
     pub(crate) fn expired(&self, peers: Vec<Peer>) {
         self.broker.expired(peers);
+    }
+}
+
+/// The server API: what the app's backend may do (see [`backend`]). The same in both modes:
+/// each operation is made of the hub's own (deliver, remove, list), plus one broker message
+/// for "everyone".
+impl Hub {
+    /// Session `id` as others see it, wherever it lives; `None` when there is no such session.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn peer(&self, id: SessionId) -> Result<Option<Peer>, RegistryError> {
+        self.broker.peer(id).await
+    }
+
+    /// One page of the sessions.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn page(&self, query: &PageQuery) -> Result<Page, RegistryError> {
+        Ok(query.select(self.list().await?))
+    }
+
+    /// The sessions of `user`, in id order.
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Peer>, RegistryError> {
+        let query = PageQuery {
+            limit: usize::MAX,
+            user: Some(user.to_owned()),
+            ..PageQuery::default()
+        };
+        Ok(self.page(&query).await?.peers)
+    }
+
+    /// A `server_message` to `to`. A session's message is kept like a direct message (never
+    /// evicted unread); so is a user's, in each of their sessions; one to everyone is fanned
+    /// out like a broadcast.
+    ///
+    /// # Errors
+    /// For a session: `UnknownRecipient`, `MailboxFull`. `Unavailable` for any.
+    pub async fn publish(
+        &self,
+        to: &Target,
+        message: Box<RawValue>,
+    ) -> Result<Published, RegistryError> {
+        let addressed = |to, message| Event::ServerMessage(ServerMessage { to, message });
+        match to {
+            Target::Session(id) => {
+                self.deliver_event(*id, addressed(Scope::Session, message))
+                    .await?;
+                Ok(Published {
+                    recipients: 1,
+                    refused: 0,
+                })
+            }
+            Target::User(user) => {
+                let mut published = Published::default();
+                for peer in self.sessions_of(user).await? {
+                    let event = addressed(Scope::User, message.clone());
+                    match self.deliver_event(peer.id, event).await {
+                        Ok(_) => published.recipients += 1,
+                        Err(RegistryError::MailboxFull { .. }) => published.refused += 1,
+                        // Left meanwhile: not a recipient.
+                        Err(RegistryError::UnknownRecipient(_)) => {}
+                        Err(err) => return Err(err),
+                    }
+                }
+                Ok(published)
+            }
+            Target::Everyone => {
+                let recipients = self.broker.announce(message).await?;
+                Ok(Published {
+                    recipients,
+                    refused: 0,
+                })
+            }
+        }
+    }
+
+    /// Ends the sessions `target` names, as if each had left: its stream closes and the others
+    /// hear `user_left`. Returns how many there were.
+    ///
+    /// # Errors
+    /// `UnknownSession` for a session that is not registered; `Unavailable`.
+    pub async fn disconnect(&self, target: &Target) -> Result<usize, RegistryError> {
+        let peers = match target {
+            Target::Session(id) => vec![
+                self.peer(*id)
+                    .await?
+                    .ok_or(RegistryError::UnknownSession(*id))?,
+            ],
+            Target::User(user) => self.sessions_of(user).await?,
+            Target::Everyone => self.list().await?,
+        };
+        for peer in &peers {
+            self.remove(peer).await?;
+        }
+        Ok(peers.len())
     }
 }
