@@ -4,8 +4,9 @@
 //! Every message is applied by one task, in the order Redis wrote it to this instance's
 //! connection, under the migration lock: a session on its way here sees each message exactly
 //! once, either buffered before its mailbox arrives or applied after. Its effect on the
-//! sessions homed here is reported to the hub through [`BrokerEvents`]; the cluster's own
-//! traffic (answers, migrations, drains, adoptions) is handled here.
+//! sessions homed here is reported to the hub through
+//! [`BrokerEvents`](crate::backplane::events::BrokerEvents); the cluster's own traffic
+//! (answers, migrations, drains, adoptions) is handled here.
 
 use std::sync::Arc;
 

@@ -66,7 +66,7 @@
 //! - [`instance`]: [`Cluster`], which holds all of the above and starts the tasks.
 //!
 //! What [`Cluster`] does, one concern a file:
-//! - [`broker`]: the operations the hub calls (register, attach, deliver, ...).
+//! - [`operations`]: the broker operations the hub calls (register, attach, deliver, ...).
 //! - [`channels`]: publishing, and the task that reads this instance's channels.
 //! - [`dispatch`]: what each message does when it comes back.
 //! - [`migrate`]: pulling a session here; giving one up when pulled.
@@ -77,7 +77,6 @@
 //! [`crate::registry`]), then a request table ([`request`]), which is held only to insert or
 //! remove one waiter.
 
-mod broker;
 mod channels;
 mod directory;
 mod dispatch;
@@ -86,6 +85,7 @@ mod instance;
 mod keys;
 mod liveness;
 mod migrate;
+mod operations;
 mod recovery;
 mod request;
 mod sequence;

@@ -4,8 +4,9 @@
 //! pulled it, see [`migrate`](super::migrate)) or by being *drained* here by an instance that
 //! stops (see [`drain`](super::drain)).
 //!
-//! The table is behind the migration lock, first in the cluster's lock order: it is held while
-//! a bus message is applied and while an arrival completes, so the two never interleave.
+//! The table is behind the migration lock (its place in the lock order: the
+//! [cluster doc](super)): it is held while a bus message is applied and while an arrival
+//! completes, so the two never interleave.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -20,7 +21,7 @@ use crate::registry::{SessionId, Snapshot, TokenHash};
 /// Sessions on their way here, behind the migration lock, and the pulls awaiting a snapshot.
 #[derive(Default)]
 pub(super) struct Migrations {
-    /// First in the lock order (before the registry's locks).
+    /// The migration lock.
     transit: Mutex<Transit>,
     /// Snapshots awaited from the sessions' old homes.
     snapshots: Requests<Pulled>,
