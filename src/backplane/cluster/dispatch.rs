@@ -45,7 +45,7 @@ impl Cluster {
                 if mine(&home) {
                     self.adopted(sessions);
                 }
-                // A move here waiting on the dead home (a pull that timed out keeps waiting
+                // A pull here waiting on the dead home (a pull that timed out keeps waiting
                 // for a late answer) would refuse the session's attaches for seconds.
                 for id in ids {
                     if let Some(req) = transit.orphaned(id) {
@@ -78,7 +78,7 @@ impl Cluster {
                 session,
                 snapshot,
             } if mine(&origin) => match transit.take_drained(session) {
-                Some((hash, buffer, asked)) => self.take_drained(*snapshot, hash, buffer, asked),
+                Some((hash, buffer, asked)) => self.arrive_drained(*snapshot, hash, buffer, asked),
                 // A retried publish whose first try had landed.
                 None if self.registry.homes(session) => {
                     debug!(%session, "a session handed here arrived twice; the copy is ignored");
@@ -102,14 +102,14 @@ impl Cluster {
                     self.send_away(&mut transit, to, sessions);
                 }
             }
-            // Not ours, and not on its way here (the move's buffer has it): its home moved.
+            // Not ours, and not on its way here (the arrival's buffer has it): it moved.
             Message::Direct { to, .. }
                 if !self.registry.homes(to) && transit.request(to).is_none() =>
             {
                 self.redirect(transit.sent_to(to), message);
             }
             Message::Leave { ref peer } => {
-                // A session that leaves while moving here: its mover gets no snapshot.
+                // A session that leaves on its way here: its puller gets no snapshot.
                 if let Some(req) = transit.left(peer.id) {
                     self.migrations.withdraw(req);
                 }
@@ -120,8 +120,8 @@ impl Cluster {
         }
     }
 
-    /// Sends a direct message on to the instance its session was handed to, or answers that
-    /// the recipient is unknown when it was handed to none.
+    /// Sends a direct message on to the instance its session was sent to, or answers that
+    /// the recipient is unknown when it was sent to none.
     fn redirect(self: &Arc<Self>, to: Option<Uuid>, message: Message) {
         let Message::Direct { req, origin, .. } = message else {
             return;

@@ -171,7 +171,7 @@ impl Cluster {
 
     /// A session drained here arrived: continues it, applies what it buffered on the way,
     /// and names this instance its home in the directory.
-    pub(super) fn take_drained(
+    pub(super) fn arrive_drained(
         self: &Arc<Self>,
         snapshot: Snapshot,
         hash: TokenHash,
