@@ -1,15 +1,11 @@
-//! What the app's backend may do through the server API, and the paged session list that
-//! `GET /clients` shares with it: publish a `server_message` to a session, to every session of
-//! a user (the join token's `sub`), or to everyone; disconnect a session or a user; list
-//! sessions a page at a time. The same in both modes: each operation is made of the hub's own
-//! (deliver, remove, list), plus one cluster message for "everyone".
+//! The words of the server API: whom the app's backend addresses ([`Target`]), what a publish
+//! reached ([`Published`]), and the paged session list that `GET /clients` shares with it
+//! ([`PageQuery`], [`Page`]). The operations themselves are the hub's (`Hub::publish`,
+//! `Hub::disconnect`, `Hub::page`), made of its own deliver, remove and list.
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use super::Hub;
-use crate::registry::event::{Scope, ServerMessage};
-use crate::registry::{Event, Peer, RegistryError, SessionId};
+use crate::registry::{Peer, SessionId};
 
 /// Whom the backend addresses. On the wire `{"session": "<id>"}`, `{"user": "<sub>"}` or
 /// `"everyone"`: an omitted target is an error, never everyone by accident.
@@ -66,110 +62,6 @@ impl PageQuery {
         peers.truncate(self.limit);
         peers.sort_unstable_by_key(|peer| peer.id);
         Page { peers, more }
-    }
-}
-
-impl Hub {
-    /// Session `id` as others see it, wherever it lives; `None` when there is no such session.
-    ///
-    /// # Errors
-    /// `Unavailable`.
-    pub async fn peer(&self, id: SessionId) -> Result<Option<Peer>, RegistryError> {
-        match &self.cluster {
-            None => Ok(self.registry.peer(id)),
-            Some(cluster) => cluster.peer(id).await,
-        }
-    }
-
-    /// One page of the sessions.
-    ///
-    /// # Errors
-    /// `Unavailable`.
-    pub async fn page(&self, query: &PageQuery) -> Result<Page, RegistryError> {
-        Ok(query.select(self.list().await?))
-    }
-
-    /// The sessions of `user`, in id order.
-    async fn sessions_of(&self, user: &str) -> Result<Vec<Peer>, RegistryError> {
-        let query = PageQuery {
-            limit: usize::MAX,
-            user: Some(user.to_owned()),
-            ..PageQuery::default()
-        };
-        Ok(self.page(&query).await?.peers)
-    }
-
-    /// A `server_message` to `to`. A session's message is kept like a direct message (never
-    /// evicted unread); so is a user's, in each of their sessions; one to everyone is fanned
-    /// out like a broadcast.
-    ///
-    /// # Errors
-    /// For a session: `UnknownRecipient`, `MailboxFull`. `Unavailable` for any.
-    pub async fn publish(
-        &self,
-        to: &Target,
-        message: Box<RawValue>,
-    ) -> Result<Published, RegistryError> {
-        let addressed = |to, message| Event::ServerMessage(ServerMessage { to, message });
-        match to {
-            Target::Session(id) => {
-                self.deliver_event(*id, addressed(Scope::Session, message))
-                    .await?;
-                Ok(Published {
-                    recipients: 1,
-                    refused: 0,
-                })
-            }
-            Target::User(user) => {
-                let mut published = Published::default();
-                for peer in self.sessions_of(user).await? {
-                    let event = addressed(Scope::User, message.clone());
-                    match self.deliver_event(peer.id, event).await {
-                        Ok(_) => published.recipients += 1,
-                        Err(RegistryError::MailboxFull { .. }) => published.refused += 1,
-                        // Left meanwhile: not a recipient.
-                        Err(RegistryError::UnknownRecipient(_)) => {}
-                        Err(err) => return Err(err),
-                    }
-                }
-                Ok(published)
-            }
-            Target::Everyone => {
-                let recipients = match &self.cluster {
-                    None => {
-                        let event = addressed(Scope::Everyone, message);
-                        self.fan_out(move |registry, _| registry.fan_out(event, None, None))
-                            .await
-                    }
-                    Some(cluster) => cluster.announce(message).await?,
-                };
-                Ok(Published {
-                    recipients,
-                    refused: 0,
-                })
-            }
-        }
-    }
-
-    /// Ends the sessions `target` names, as if each had left: its stream closes and the others
-    /// hear `user_left`. Returns how many there were.
-    ///
-    /// # Errors
-    /// `UnknownSession` for a session that is not registered; `Unavailable`.
-    pub async fn disconnect(&self, target: &Target) -> Result<usize, RegistryError> {
-        let peers = match target {
-            Target::Session(id) => vec![
-                self.peer(*id)
-                    .await?
-                    .ok_or(RegistryError::UnknownSession(*id))?,
-            ],
-            Target::User(user) => self.sessions_of(user).await?,
-            Target::Everyone => self.list().await?,
-        };
-        for peer in &peers {
-            self.remove(peer).await?;
-        }
-        Ok(peers.len())
     }
 }
 

@@ -2,19 +2,31 @@
 //!
 //! [`Hub`] decides who hears what; the registry below it only keeps sessions. Presence (who
 //! hears `new_user` and `user_left`, who is listed in `ready`) lives in [`presence`] and is the
-//! same for both modes. In cluster mode ([`cluster`]) the registry holds the sessions *homed* on
-//! this instance and Redis carries the rest: a directory of every session, and one pub/sub
-//! channel that every instance reads in the same order. The guarantees handlers rely on are the
-//! same in both:
+//! same for both modes. The hub reaches other sessions through a broker: the local one
+//! ([`local`]: this process alone), or the Redis one ([`cluster`]: the registry holds the
+//! sessions *homed* on this instance and Redis carries the rest). Either broker reports what
+//! reaches the sessions here through [`BrokerEvents`], which [`Here`] implements. The
+//! guarantees handlers rely on are the same with both:
 //! - `register` returns only once the session can be messaged, then `new_user` reaches every
 //!   other session;
 //! - `deliver` returns the id the direct message got in the recipient's stream, or why not;
 //! - `attach` resumes with the same event ids wherever the stream was before;
 //! - a failure to reach the backplane is an error ([`RegistryError::Unavailable`]), never a
 //!   silent drop.
+//!
+//! # Layout
+//! - [`events`]: the handler interface a broker reports through (the lowest file here).
+//! - [`local`], [`cluster`]: the two brokers; [`broker`]: the enum the hub holds.
+//! - [`presence`]: who hears of joins and leaves.
+//! - this file: [`Hub`] (the edge's operations, then the server API's), and [`Here`], where
+//!   a broker's events land.
+//! - [`backend`]: the server API's words (targets, pages); its operations are the hub's.
 
 mod backend;
+mod broker;
 pub(crate) mod cluster;
+mod events;
+mod local;
 pub(crate) mod presence;
 #[cfg(test)]
 mod tests;
@@ -22,40 +34,78 @@ mod tests;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use crate::registry::Stats;
+use crate::registry::event::{Scope, ServerMessage};
 use crate::registry::{
     Event, EventId, Joining, Peer, Registry, RegistryError, SendKey, SessionId, Subscription, Token,
 };
+use backend::Published;
 pub use backend::{Page, PageQuery, Target};
+use broker::Broker;
 use cluster::Cluster;
+use events::BrokerEvents;
+use local::Local;
 use presence::Presence;
 
 /// Where sessions live, and who hears about them; clone freely.
 #[derive(Clone)]
 pub struct Hub {
+    here: Here,
+    broker: Broker,
+}
+
+/// This instance's sessions, and who among them hears of what: where a broker's events land.
+#[derive(Clone)]
+pub(crate) struct Here {
     /// The sessions homed on this instance (all of them, without a cluster).
     registry: Registry,
     presence: Presence,
-    /// `None`: this process alone.
-    cluster: Option<Arc<Cluster>>,
-    /// One local fan-out at a time (see [`Hub::fan_out`]).
-    fan_outs: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl BrokerEvents for Here {
+    fn joined(&self, peer: &Peer, only: Option<SessionId>) {
+        self.presence.joined(&self.registry, peer, only);
+    }
+
+    fn left(&self, peer: &Peer, only: Option<SessionId>) {
+        self.presence.left(&self.registry, peer, only);
+    }
+
+    fn broadcast(&self, from: &Peer, message: Box<RawValue>, only: Option<SessionId>) -> usize {
+        self.registry.broadcast(from, message, only)
+    }
+
+    fn announced(&self, message: Box<RawValue>, only: Option<SessionId>) -> usize {
+        let event = Event::ServerMessage(ServerMessage {
+            to: Scope::Everyone,
+            message,
+        });
+        self.registry.fan_out(event, None, only)
+    }
+
+    fn direct(
+        &self,
+        to: SessionId,
+        event: Event,
+        key: Option<SendKey>,
+    ) -> Result<(EventId, bool), RegistryError> {
+        self.registry.deliver_event(to, event, key)
+    }
 }
 
 impl Hub {
     /// A hub of this process alone; `presence` turns announcements and the roster on.
     pub fn local(registry: Registry, presence: bool) -> Self {
-        Hub {
-            registry,
+        let here = Here {
+            registry: registry.clone(),
             presence: Presence::new(presence),
-            cluster: None,
-            fan_outs: Arc::default(),
-        }
+        };
+        let broker = Broker::Local(Local::new(registry, Arc::new(here.clone())));
+        Hub { here, broker }
     }
 
     /// A hub over Redis at `url`, keys under `prefix`; its tasks end when `shutdown` fires.
@@ -69,39 +119,39 @@ impl Hub {
         prefix: &str,
         shutdown: CancellationToken,
     ) -> Result<Self, RegistryError> {
-        let presence = Presence::new(presence);
-        let cluster = Cluster::start(registry.clone(), presence, url, prefix, shutdown)?;
+        let here = Here {
+            registry: registry.clone(),
+            presence: Presence::new(presence),
+        };
+        let events = Arc::new(here.clone());
+        let cluster = Cluster::start(registry, events, presence, url, prefix, shutdown)?;
         Ok(Hub {
-            registry,
-            presence,
-            cluster: Some(cluster),
-            fan_outs: Arc::default(),
+            here,
+            broker: Broker::Redis(cluster),
         })
     }
 
     /// The counters and gauges of this instance.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        self.registry.metrics()
+        self.here.registry.metrics()
     }
 
     /// Sessions and streams on this instance, and its stream limit.
     pub fn stats(&self) -> Stats {
-        self.registry.stats()
+        self.here.registry.stats()
     }
 
-    /// Before a shutdown: in a cluster, hands every session homed here to the other instances
-    /// and waits (bounded) until they have them; this instance takes no new ones meanwhile.
-    /// Alone, nothing to do: the sessions stay for the state file.
-    pub(crate) async fn hand_off(&self) {
-        if let Some(cluster) = &self.cluster {
-            cluster.hand_off().await;
-        }
+    /// Before a shutdown: in a cluster, drains every session homed here to the other
+    /// instances and waits (bounded) until they have them; this instance takes no new ones
+    /// meanwhile. Alone, nothing to do: the sessions stay for the state file.
+    pub(crate) async fn drain(&self) {
+        self.broker.drain().await;
     }
 
     /// Ends this instance's streams for a shutdown, each after writing what it holds; the
     /// sessions stay (see `Registry::close_streams`).
     pub(crate) fn close_streams(&self) {
-        self.registry.close_streams();
+        self.here.registry.close_streams();
     }
 
     /// Registers a session and announces it to the others.
@@ -113,18 +163,7 @@ impl Hub {
         joining: Joining,
         place: AddressGuard,
     ) -> Result<(Peer, Token), RegistryError> {
-        match &self.cluster {
-            None => {
-                // Registered first: whoever hears `new_user` can already message it.
-                let (peer, token) = self.registry.register(joining, place)?;
-                let joined = peer.clone();
-                self.fan_out(move |registry, presence| presence.joined(registry, &joined, None))
-                    .await;
-                Ok((peer, token))
-            }
-            // Announced when the join comes back on the bus, on every instance.
-            Some(cluster) => cluster.register(joining, place).await,
-        }
+        self.broker.register(joining, place).await
     }
 
     /// The session a token proves.
@@ -132,14 +171,11 @@ impl Hub {
     /// # Errors
     /// `BadToken`, or `Unavailable`.
     pub async fn authenticate(&self, token: &Token) -> Result<Peer, RegistryError> {
-        match &self.cluster {
-            None => self.registry.authenticate(token),
-            Some(cluster) => cluster.authenticate(token).await,
-        }
+        self.broker.authenticate(token).await
     }
 
-    /// Attaches a stream to session `id`, moving the session here if it lives elsewhere; its
-    /// `ready` lists the others when presence is on.
+    /// Attaches a stream to session `id`, migrating the session here if it lives elsewhere;
+    /// its `ready` lists the others when presence is on.
     ///
     /// # Errors
     /// `UnknownSession`, `BadToken`, `StreamLimit`, or `Unavailable`.
@@ -149,11 +185,9 @@ impl Hub {
         token: &Token,
         last_event_id: Option<EventId>,
     ) -> Result<Subscription, RegistryError> {
-        let mut subscription = match &self.cluster {
-            None => self.registry.attach(id, token, last_event_id)?,
-            Some(cluster) => cluster.attach(id, token, last_event_id).await?,
-        };
-        self.presence
+        let mut subscription = self.broker.attach(id, token, last_event_id).await?;
+        self.here
+            .presence
             .fill_roster(&mut subscription, self.list())
             .await?;
         Ok(subscription)
@@ -171,28 +205,14 @@ impl Hub {
         message: Box<RawValue>,
         key: Option<SendKey>,
     ) -> Result<EventId, RegistryError> {
-        self.deliver_keyed(to, Event::direct(from, to, message), key)
+        self.broker
+            .deliver(to, Event::direct(from, to, message), key)
             .await
     }
 
     /// An addressed event (see [`Event::is_addressed`]) into `to`'s stream, wherever it lives.
     async fn deliver_event(&self, to: SessionId, event: Event) -> Result<EventId, RegistryError> {
-        self.deliver_keyed(to, event, None).await
-    }
-
-    async fn deliver_keyed(
-        &self,
-        to: SessionId,
-        event: Event,
-        key: Option<SendKey>,
-    ) -> Result<EventId, RegistryError> {
-        match &self.cluster {
-            None => self
-                .registry
-                .deliver_event(to, event, key)
-                .map(|(id, _)| id),
-            Some(cluster) => cluster.deliver(to, event, key).await,
-        }
+        self.broker.deliver(to, event, None).await
     }
 
     /// A message from `from` to every other session; how many there are.
@@ -205,23 +225,10 @@ impl Hub {
         from: &Peer,
         message: Box<RawValue>,
     ) -> Result<usize, RegistryError> {
-        let may_broadcast = match (self.registry.may_broadcast(from.id), &self.cluster) {
-            (Some(here), _) => here,
-            (None, None) => return Err(RegistryError::BadToken),
-            (None, Some(cluster)) => cluster.may_broadcast(from.id).await?,
-        };
-        if !may_broadcast {
+        if !self.broker.may_broadcast(from.id).await? {
             return Err(RegistryError::BroadcastDenied);
         }
-        match &self.cluster {
-            None => {
-                let from = from.clone();
-                Ok(self
-                    .fan_out(move |registry, _| registry.broadcast(&from, message))
-                    .await)
-            }
-            Some(cluster) => cluster.broadcast(from, message).await,
-        }
+        self.broker.broadcast(from, message).await
     }
 
     /// Removes `peer`'s session; its stream ends and the others hear `user_left`.
@@ -229,16 +236,7 @@ impl Hub {
     /// # Errors
     /// `Unavailable`.
     pub async fn remove(&self, peer: &Peer) -> Result<(), RegistryError> {
-        match &self.cluster {
-            None => {
-                if let Some(left) = self.registry.remove(peer.id) {
-                    self.fan_out(move |registry, presence| presence.left(registry, &left, None))
-                        .await;
-                }
-                Ok(())
-            }
-            Some(cluster) => cluster.remove(peer).await,
-        }
+        self.broker.remove(peer).await
     }
 
     /// Every registered session.
@@ -246,10 +244,7 @@ impl Hub {
     /// # Errors
     /// `Unavailable`.
     pub async fn list(&self) -> Result<Vec<Peer>, RegistryError> {
-        match &self.cluster {
-            None => Ok(self.registry.list()),
-            Some(cluster) => cluster.list().await,
-        }
+        self.broker.list().await
     }
 
     /// `Ok` when this instance can serve; otherwise why not.
@@ -257,54 +252,108 @@ impl Hub {
     /// # Errors
     /// The reason, for `/healthz`.
     pub async fn health(&self) -> Result<(), String> {
-        match &self.cluster {
-            None => Ok(()),
-            Some(cluster) => cluster.health().await,
-        }
+        self.broker.health().await
     }
 
     /// Tells the others about sessions the reaper removed here.
     pub(crate) fn expired(&self, peers: Vec<Peer>) {
-        match &self.cluster {
-            // Not awaited: the reaper goes on; the announcement runs in its turn.
-            None => drop(self.spawn_fan_out(move |registry, presence| {
-                for peer in &peers {
-                    presence.left(registry, peer, None);
+        self.broker.expired(peers);
+    }
+}
+
+/// The server API: what the app's backend may do (see [`backend`]). The same in both modes:
+/// each operation is made of the hub's own (deliver, remove, list), plus one broker message
+/// for "everyone".
+impl Hub {
+    /// Session `id` as others see it, wherever it lives; `None` when there is no such session.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn peer(&self, id: SessionId) -> Result<Option<Peer>, RegistryError> {
+        self.broker.peer(id).await
+    }
+
+    /// One page of the sessions.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn page(&self, query: &PageQuery) -> Result<Page, RegistryError> {
+        Ok(query.select(self.list().await?))
+    }
+
+    /// The sessions of `user`, in id order.
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Peer>, RegistryError> {
+        let query = PageQuery {
+            limit: usize::MAX,
+            user: Some(user.to_owned()),
+            ..PageQuery::default()
+        };
+        Ok(self.page(&query).await?.peers)
+    }
+
+    /// A `server_message` to `to`. A session's message is kept like a direct message (never
+    /// evicted unread); so is a user's, in each of their sessions; one to everyone is fanned
+    /// out like a broadcast.
+    ///
+    /// # Errors
+    /// For a session: `UnknownRecipient`, `MailboxFull`. `Unavailable` for any.
+    pub async fn publish(
+        &self,
+        to: &Target,
+        message: Box<RawValue>,
+    ) -> Result<Published, RegistryError> {
+        let addressed = |to, message| Event::ServerMessage(ServerMessage { to, message });
+        match to {
+            Target::Session(id) => {
+                self.deliver_event(*id, addressed(Scope::Session, message))
+                    .await?;
+                Ok(Published {
+                    recipients: 1,
+                    refused: 0,
+                })
+            }
+            Target::User(user) => {
+                let mut published = Published::default();
+                for peer in self.sessions_of(user).await? {
+                    let event = addressed(Scope::User, message.clone());
+                    match self.deliver_event(peer.id, event).await {
+                        Ok(_) => published.recipients += 1,
+                        Err(RegistryError::MailboxFull { .. }) => published.refused += 1,
+                        // Left meanwhile: not a recipient.
+                        Err(RegistryError::UnknownRecipient(_)) => {}
+                        Err(err) => return Err(err),
+                    }
                 }
-            })),
-            Some(cluster) => cluster.expired(peers),
+                Ok(published)
+            }
+            Target::Everyone => {
+                let recipients = self.broker.announce(message).await?;
+                Ok(Published {
+                    recipients,
+                    refused: 0,
+                })
+            }
         }
     }
 
-    /// Runs `job`, a fan-out into every mailbox here (O(sessions): 20 ms at 30,000 sessions),
-    /// when no other fan-out of this hub is running, and waits for it.
+    /// Ends the sessions `target` names, as if each had left: its stream closes and the others
+    /// hear `user_left`. Returns how many there were.
     ///
-    /// Fan-outs wait for their turn without holding a thread, then run on a runtime worker.
-    /// Waiting on the registry's fan-out lock instead, a flood of joins held every worker and
-    /// stalled every other request (`/response` p99 from 1 ms to 0.85 s at 30,000 sessions);
-    /// now at most one worker is busy fanning out. Not on the blocking pool: woken from
-    /// outside the runtime, each of thousands of streams is scheduled remotely, which cut
-    /// saturated fanout to a fifth. Spawned, so that a join whose client went away is still
-    /// announced.
-    async fn fan_out<T: Send + 'static>(
-        &self,
-        job: impl FnOnce(&Registry, Presence) -> T + Send + 'static,
-    ) -> T {
-        self.spawn_fan_out(job)
-            .await
-            .expect("a fan-out panicked (reported above)")
-    }
-
-    /// Starts `job` in its turn (see [`Hub::fan_out`]) without waiting for it.
-    fn spawn_fan_out<T: Send + 'static>(
-        &self,
-        job: impl FnOnce(&Registry, Presence) -> T + Send + 'static,
-    ) -> JoinHandle<T> {
-        let (registry, presence) = (self.registry.clone(), self.presence);
-        let turn = Arc::clone(&self.fan_outs).lock_owned();
-        tokio::spawn(async move {
-            let _turn = turn.await;
-            job(&registry, presence)
-        })
+    /// # Errors
+    /// `UnknownSession` for a session that is not registered; `Unavailable`.
+    pub async fn disconnect(&self, target: &Target) -> Result<usize, RegistryError> {
+        let peers = match target {
+            Target::Session(id) => vec![
+                self.peer(*id)
+                    .await?
+                    .ok_or(RegistryError::UnknownSession(*id))?,
+            ],
+            Target::User(user) => self.sessions_of(user).await?,
+            Target::Everyone => self.list().await?,
+        };
+        for peer in &peers {
+            self.remove(peer).await?;
+        }
+        Ok(peers.len())
     }
 }

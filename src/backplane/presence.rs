@@ -21,13 +21,8 @@ impl Presence {
         Presence { enabled }
     }
 
-    /// Whether joins and leaves put events into mailboxes.
-    pub(crate) fn enabled(self) -> bool {
-        self.enabled
-    }
-
     /// `peer` joined: every session in `registry` but `peer` hears `new_user` (or only `only`,
-    /// when replaying a hand-over's buffer to one session).
+    /// when replaying a migration's buffer to one session).
     pub(crate) fn joined(self, registry: &Registry, peer: &Peer, only: Option<SessionId>) {
         if self.enabled {
             registry.fan_out(Event::NewUser(peer.clone()), Some(peer.id), only);

@@ -33,7 +33,7 @@ async fn joins_waiting_for_a_fan_out_hold_no_worker() {
     let hub = hub();
     let ann = join(&hub, "ann").await;
     let bob = join(&hub, "bob").await;
-    let long_fan_out = hub.registry.hold_fan_outs();
+    let long_fan_out = hub.here.registry.hold_fan_outs();
     // More joins than workers, each registered and then waiting to be announced. Run on the
     // workers, they would all block on the fan-out lock, and nothing else would run.
     let joins: Vec<_> = (0..4)

@@ -144,16 +144,17 @@ impl Listener {
 }
 
 /// Serves `filter` on `listener` (and `GET /events/` connections through [`lean`] with
-/// `context`) until `shutdown` resolves, then hands a cluster instance's sessions to the others
-/// (`Hub::hand_off`), cancels `context.shutdown` (background tasks watch it), closes every
-/// stream (`Hub::close_streams`) and drains open connections for at most the grace period.
+/// `context`) until `shutdown` resolves, then stops accepting: the listener closes, and every
+/// answer from then on says `Connection: close`. Returns the connections still open, for the
+/// caller to wait on once their streams are told to end (see `lifecycle`).
 pub(crate) async fn run<F>(
     listener: TcpListener,
     filter: F,
     context: Context,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
-) where
+) -> Connections
+where
     F: Filter + Clone + Send + Sync + 'static,
     F::Extract: Reply,
 {
@@ -218,7 +219,7 @@ pub(crate) async fn run<F>(
     // every layer and route (about 1.3 KiB) that a stream connection would hold for its life.
     let service = Arc::new(service);
     let graceful_ref = &graceful;
-    let shared_context = context.clone();
+    let shared_context = context;
     let serve = move |stream: TcpStream, peer: SocketAddr| {
         let service = Arc::clone(&service);
         let watcher = graceful_ref.watcher();
@@ -275,24 +276,46 @@ pub(crate) async fn run<F>(
     } = listener;
     drop(socket);
     closing.store(true, Ordering::Relaxed);
-    info!("shutting down: listener closed, closing streams");
-    // Before the background tasks stop: a cluster's bus carries the hand-off.
-    context.hub.hand_off().await;
-    context.shutdown.cancel();
-    context.hub.close_streams();
     tracker.close();
-    let drained = async {
-        // Idle keep-alive connections stay for the drain window, answering with
-        // `Connection: close`: closing one just as its client sends a request would reset it.
-        let _ = tokio::time::timeout(options.drain_window, tracker.wait()).await;
-        graceful.shutdown().await;
-        tracker.wait().await;
-    };
-    if tokio::time::timeout(options.shutdown_grace, drained)
-        .await
-        .is_err()
-    {
-        warn!("connections still open after the shutdown grace period; leaving them");
+    info!("shutting down: listener closed, closing streams");
+    Connections {
+        tracker,
+        graceful,
+        drain_window: options.drain_window,
+        shutdown_grace: options.shutdown_grace,
+    }
+}
+
+/// The connections open when the edge stopped accepting.
+pub(crate) struct Connections {
+    /// Every connection task; closed: no new one joins.
+    tracker: TaskTracker,
+    /// hyper's side of the connections it serves.
+    graceful: GracefulShutdown,
+    drain_window: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Connections {
+    /// Waits for every connection to finish, for at most the grace period: streams once told
+    /// to end, idle keep-alive connections after the drain window.
+    pub(crate) async fn finished(self) {
+        let Connections {
+            tracker,
+            graceful,
+            drain_window,
+            shutdown_grace,
+        } = self;
+        let drained = async {
+            // Idle keep-alive connections stay for the drain window, answering with
+            // `Connection: close`: closing one just as its client sends a request would reset it.
+            let _ = tokio::time::timeout(drain_window, tracker.wait()).await;
+            graceful.shutdown().await;
+            tracker.wait().await;
+        };
+        if tokio::time::timeout(shutdown_grace, drained).await.is_err() {
+            warn!("connections still open after the shutdown grace period; leaving them");
+        }
     }
 }
 

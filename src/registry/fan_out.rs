@@ -20,16 +20,21 @@ impl State {
 }
 
 impl Registry {
-    /// Sends a `client_broadcast` from `from` to every other session here and returns how many
-    /// received it. Never waits: a full mailbox makes room or drops it, and its reader is told
-    /// (see [`mailbox`](super::mailbox)).
-    pub(crate) fn broadcast(&self, from: &Peer, message: Box<RawValue>) -> usize {
+    /// Sends a `client_broadcast` from `from` to every other session here (or only to `only`)
+    /// and returns how many received it. Never waits: a full mailbox makes room or drops it,
+    /// and its reader is told (see [`mailbox`](super::mailbox)).
+    pub(crate) fn broadcast(
+        &self,
+        from: &Peer,
+        message: Box<RawValue>,
+        only: Option<SessionId>,
+    ) -> usize {
         let event = Event::ClientBroadcast(event::Broadcast {
             from: from.id,
             from_name: from.name.clone(),
             message,
         });
-        self.fan_out(event, Some(from.id), None)
+        self.fan_out(event, Some(from.id), only)
     }
 
     /// Appends `event` (a broadcast or presence event) to every mailbox here but `except`'s (or

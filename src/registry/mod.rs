@@ -9,7 +9,8 @@
 //! - [`mailbox`]: the bounded, ordered buffer of one session.
 //! - [`event`]: what a stream carries, and the [`Envelope`] shared by recipients.
 //! - `fan_out`: one event to every session here (broadcasts, presence), in one order.
-//! - [`transfer`]: moving sessions between instances or across a restart ([`Snapshot`]).
+//! - [`snapshot`]: a session as a value ([`Snapshot`]), to move it between instances or keep
+//!   it across a restart.
 //! - [`sent`]: the keys of idempotent sends a session got, so a retry is not delivered twice.
 //! - [`writer`]: writing a parked stream's new events to its client without waking it.
 //! - [`reaper`]: the TTL task.
@@ -32,7 +33,7 @@
 //! The outbox's queue lock ([`writer::Outbox`]) is a leaf: taken after the fan-out is done with
 //! the others, and nothing is taken while it is held.
 //!
-//! A caller that holds a lock of its own while calling in (the cluster's hand-over table) takes
+//! A caller that holds a lock of its own while calling in (the cluster's migration lock) takes
 //! it before both. std mutexes rather than tokio's: every critical section is short and
 //! synchronous, and a std mutex is cheaper when nothing waits across an `.await`.
 //!
@@ -47,8 +48,8 @@ pub mod mailbox;
 pub mod reaper;
 pub mod sent;
 pub mod session;
+pub mod snapshot;
 pub mod subscription;
-pub mod transfer;
 pub mod writer;
 
 #[cfg(test)]
@@ -76,8 +77,8 @@ pub use sent::SendKey;
 use sent::Sent;
 pub use session::Closed;
 use session::Session;
+pub use snapshot::{Kept, Snapshot};
 pub use subscription::{Pull, Subscription};
-pub use transfer::{Kept, Snapshot};
 
 /// What the registry refuses, in domain terms; the HTTP edge picks the status codes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

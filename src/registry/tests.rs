@@ -220,7 +220,7 @@ async fn fan_out_evicts_the_oldest_and_the_reader_learns_how_many_it_missed() {
     let (bob, _) = join(&registry, "bob");
     let mut stream = registry.attach(ann.id, &ann_token, None).unwrap();
     for n in 0..5 {
-        assert_eq!(registry.broadcast(&bob, json(&n.to_string())), 1);
+        assert_eq!(registry.broadcast(&bob, json(&n.to_string()), None), 1);
     }
     assert_eq!(
         drain(&mut stream),
@@ -246,7 +246,7 @@ async fn presence_and_broadcasts_never_evict_an_accepted_direct_message() {
             1
         );
     }
-    registry.broadcast(&bob, json("\"all\""));
+    registry.broadcast(&bob, json("\"all\""), None);
     // Direct messages take the broadcasts' slots (104, 105) until they fill the mailbox.
     assert_eq!(registry.deliver(&bob, ann.id, json("3")), Ok(104));
     assert_eq!(registry.deliver(&bob, ann.id, json("4")), Ok(105));

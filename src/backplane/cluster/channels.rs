@@ -1,6 +1,7 @@
-//! The channels: the one every instance reads in the same order ([`BUS`](super::BUS)) and each
-//! instance's own ([`TO`](super::TO)); publishing on them, and the task that reads both on one
-//! connection and applies what comes, in order (see [`bus`](super::bus)).
+//! The channels: the one every instance reads in the same order ([`BUS`](super::keys::BUS))
+//! and each instance's own ([`TO`](super::keys::TO)); publishing on them, and the task that
+//! reads both on one connection and applies what comes, in order (see
+//! [`dispatch`](super::dispatch)).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,13 +13,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::bus::Bus;
-use super::{BUS, Cluster, TO, sequence, unavailable};
-use crate::registry::RegistryError;
+use super::instance::Cluster;
+use super::keys::unavailable;
+use super::wire::{Message, seq_of};
+use crate::registry::{RegistryError, SessionId};
 
 /// What a PUBLISH to one instance's channel that `readers` subscribers got means: none, and
 /// that instance is gone.
-pub(super) fn reached(readers: u64) -> Result<(), RegistryError> {
+fn reached(readers: u64) -> Result<(), RegistryError> {
     match readers {
         0 => Err(unavailable("the recipient's instance is not connected")),
         _ => Ok(()),
@@ -26,20 +28,15 @@ pub(super) fn reached(readers: u64) -> Result<(), RegistryError> {
 }
 
 impl Cluster {
-    /// The channel of `instance`'s own messages.
-    pub(super) fn channel_of(&self, instance: Uuid) -> String {
-        self.key(&format!("{TO}:{instance}"))
-    }
-
     /// Publishes `message` where it belongs: an answer to its asker's channel, everything
     /// else on the bus. (A direct message goes to its recipient's home: [`Cluster::send`].)
-    pub(super) async fn publish(&self, message: &Bus) -> Result<(), RegistryError> {
-        if let Some(from) = self.numbering(message) {
-            return self.publish_numbered(message, from).await;
+    pub(super) async fn publish(&self, message: &Message) -> Result<(), RegistryError> {
+        if let Some(from) = self.sequence.numbering(message) {
+            return self.sequence.publish_numbered(message, from).await;
         }
         let channel = match message.answers() {
-            Some(asker) => self.channel_of(asker),
-            None => self.key(BUS),
+            Some(asker) => self.keys.channel_of(asker),
+            None => self.keys.bus(),
         };
         self.publish_on(channel, message).await.map(drop)
     }
@@ -49,32 +46,53 @@ impl Cluster {
     /// # Errors
     /// `Unavailable` when Redis cannot be reached, or nobody reads that instance's channel (it
     /// is gone).
-    pub(super) async fn send(&self, instance: Uuid, message: &Bus) -> Result<(), RegistryError> {
-        reached(self.publish_on(self.channel_of(instance), message).await?)
+    pub(super) async fn send(
+        &self,
+        instance: Uuid,
+        message: &Message,
+    ) -> Result<(), RegistryError> {
+        reached(
+            self.publish_on(self.keys.channel_of(instance), message)
+                .await?,
+        )
+    }
+
+    /// Publishes direct message `message` for `to` on `home`'s channel, counting it for `to`
+    /// when `home` reads it (see [`sequence`](super::sequence)).
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis cannot be reached, or nobody reads that channel.
+    pub(super) async fn send_counted(
+        &self,
+        home: Uuid,
+        to: SessionId,
+        message: &Message,
+    ) -> Result<(), RegistryError> {
+        let channel = self.keys.channel_of(home);
+        reached(self.sequence.send_counted(channel, to, message).await?)
     }
 
     /// Publishes on `channel`; returns how many subscribers got it.
-    async fn publish_on(&self, channel: String, message: &Bus) -> Result<u64, RegistryError> {
-        let payload = serde_json::to_string(message).expect("bus messages serialise");
+    async fn publish_on(&self, channel: String, message: &Message) -> Result<u64, RegistryError> {
         self.conn
             .clone()
-            .publish::<_, _, u64>(channel, payload)
+            .publish::<_, _, u64>(channel, message.to_json())
             .await
             .map_err(unavailable)
     }
 
     /// Publishes from synchronous code (the bus loop); a failure is logged: the asker times out.
-    pub(super) fn publish_soon(self: &Arc<Self>, message: Bus) {
+    pub(super) fn publish_soon(self: &Arc<Self>, message: Message) {
         self.publish_soon_to(None, message);
     }
 
-    /// [`Cluster::publish_soon`], to `instance` alone when given. A `handed_over` is tried
+    /// [`Cluster::publish_soon`], to `instance` alone when given. A `Migrated` is tried
     /// three times: it carries a session that nobody else holds any more (a second copy is
     /// refused and logged by its receiver). Anything else once: sent twice, a direct message
     /// would be delivered twice.
-    pub(super) fn publish_soon_to(self: &Arc<Self>, instance: Option<Uuid>, message: Bus) {
+    pub(super) fn publish_soon_to(self: &Arc<Self>, instance: Option<Uuid>, message: Message) {
         let cluster = Arc::clone(self);
-        let attempts = if matches!(message, Bus::HandedOver { .. }) {
+        let attempts = if matches!(message, Message::Migrated { .. }) {
             3
         } else {
             1
@@ -106,8 +124,8 @@ impl Cluster {
     /// re-registers the sessions homed here (Redis may have restarted empty).
     pub(super) async fn subscribe(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
-        let channel = self.key(BUS);
-        let own = self.channel_of(self.instance);
+        let channel = self.keys.bus();
+        let own = self.keys.channel_of(self.instance);
         loop {
             let connected = async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
@@ -147,10 +165,10 @@ impl Cluster {
                         };
                         self.registry.metrics().bus_received(kind);
                         let payload = message.get_payload_bytes();
-                        match serde_json::from_slice::<Bus>(payload) {
+                        match serde_json::from_slice::<Message>(payload) {
                             // Inline, fan-outs included: this one task holds at most one
                             // worker, and the others keep serving requests meanwhile.
-                            Ok(bus) => self.apply(bus, sequence::seq_of(payload)),
+                            Ok(message) => self.apply(message, seq_of(payload)),
                             Err(err) => warn!(error = %err, "ignoring a malformed bus message"),
                         }
                     }

@@ -1,5 +1,6 @@
-//! The directory: every session of the cluster, in one Redis hash ([`SESSIONS`](super::SESSIONS)),
-//! with its name, a hash of its token, and the instance it is homed on.
+//! The directory: every session of the cluster, in one Redis hash
+//! ([`SESSIONS`](super::keys::SESSIONS)), with its name, a hash of its token, and the instance
+//! it is homed on.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::unavailable;
+use super::keys::unavailable;
 use crate::registry::{DisplayName, Peer, RegistryError, SessionId, Token, TokenHash};
 
 /// A session in the directory.

@@ -1,39 +1,73 @@
-//! Liveness: each instance keeps its [`INSTANCE`](super::INSTANCE) key alive, and any instance
-//! that finds directory entries homed on an instance whose key expired, and which no longer
-//! reads its own channel, adopts them: a crashed instance's sessions continue on a survivor
-//! within [`LIVENESS`] plus a sweep, with their ids and tokens, and leave (`user_left`) only
-//! if nobody resumes them within their TTL (see [`sequence`](super::sequence)).
-//!
-//! The key's value says whether the instance takes sessions: [`ALIVE`], or [`LEAVING`] once it
-//! is handing its own away to stop (see [`handoff`](super::handoff)).
+//! Liveness: each instance keeps its [`INSTANCE`](super::keys::INSTANCE) key alive for
+//! [`LIVENESS`] at a time, saying whether it takes sessions ([`ALIVE`]) or is draining its own
+//! to stop ([`LEAVING`]). Another instance reads these keys to pick where to drain, and to tell
+//! a dead instance (key expired, own channel unread) from a busy one.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis::AsyncCommands;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use super::{Cluster, INSTANCE, LIVENESS, unavailable};
-use crate::registry::{RegistryError, SessionId};
+use super::keys::{Keys, LIVENESS, unavailable};
+use crate::registry::RegistryError;
 
 /// The liveness key's value of an instance that takes sessions.
 const ALIVE: &str = "alive";
 /// The liveness key's value of an instance that is stopping: alive, but not a place for sessions.
 const LEAVING: &str = "leaving";
 
-impl Cluster {
-    fn instance_key(&self, instance: Uuid) -> String {
-        format!("{}:{INSTANCE}:{instance}", self.prefix)
+/// This instance's liveness key, and what it reads of the others'.
+pub(super) struct Liveness {
+    conn: ConnectionManager,
+    keys: Keys,
+    here: Uuid,
+    /// Stopping: its sessions are being drained to the others, and it takes no new ones.
+    leaving: AtomicBool,
+}
+
+impl Liveness {
+    pub(super) fn new(conn: ConnectionManager, keys: Keys, here: Uuid) -> Self {
+        Liveness {
+            conn,
+            keys,
+            here,
+            leaving: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this instance is stopping.
+    pub(super) fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
+    }
+
+    /// From now on this instance is stopping; says so at once, so that no instance stopping
+    /// now drains sessions here.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis cannot be reached.
+    pub(super) async fn leave(&self) -> Result<(), RegistryError> {
+        self.leaving.store(true, Ordering::Relaxed);
+        self.refresh().await
+    }
+
+    /// Sets this instance's key for another [`LIVENESS`], saying whether it is leaving.
+    pub(super) async fn refresh(&self) -> Result<(), RegistryError> {
+        let state = if self.is_leaving() { LEAVING } else { ALIVE };
+        redis::cmd("SET")
+            .arg(self.keys.instance(self.here))
+            .arg(state)
+            .arg("PX")
+            .arg(LIVENESS.as_millis() as u64)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
     }
 
     /// The other instances that are alive and take sessions.
     pub(super) async fn hosts(&self) -> Result<Vec<Uuid>, RegistryError> {
         let mut conn = self.conn.clone();
-        let pattern = format!("{}:{INSTANCE}:*", self.prefix);
+        let pattern = self.keys.instances();
         let keys: Vec<String> = {
             let mut keys = Vec::new();
             let mut scan = conn
@@ -55,96 +89,18 @@ impl Cluster {
             // Anything but "leaving" takes sessions: older instances wrote "1".
             .filter(|(_, value)| value.as_deref().is_some_and(|v| v != LEAVING))
             .filter_map(|(key, _)| Uuid::parse_str(key.rsplit(':').next()?).ok())
-            .filter(|instance| *instance != self.instance)
+            .filter(|instance| *instance != self.here)
             .collect())
-    }
-
-    /// Refreshes this instance's liveness key and removes sessions of instances that died,
-    /// until `shutdown` fires.
-    pub(super) async fn keep_alive(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(LIVENESS / 3);
-        // After an outage the other instances need time to refresh their own keys too: until
-        // two liveness periods have passed, a missing key means "not back yet", not "dead".
-        let mut reachable = true;
-        let mut sweep_after = Instant::now();
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let settled = reachable && Instant::now() >= sweep_after;
-            let result = async {
-                self.refresh_liveness().await?;
-                if settled {
-                    self.sweep().await?;
-                }
-                Ok::<_, RegistryError>(())
-            }
-            .await;
-            match result {
-                Ok(()) if !reachable => {
-                    info!("Redis reachable again");
-                    reachable = true;
-                    sweep_after = Instant::now() + LIVENESS * 2;
-                }
-                Err(err) if reachable => {
-                    error!(error = %err, "Redis unreachable");
-                    reachable = false;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Re-writes the directory entries of the sessions homed here, liveness key first: Redis
-    /// may have restarted empty, and another instance's sweep must not find these entries
-    /// without it and adopt them as a dead instance's. Called after (re)subscribing, before
-    /// any message is applied: counting starts again from where the bus stands, and a session
-    /// whose counts Redis lost starts them at its newest event id
-    /// (see [`sequence`](super::sequence)).
-    pub(super) async fn reregister(&self) -> Result<(), RegistryError> {
-        self.refresh_liveness().await?;
-        self.catch_up().await?;
-        let homed = self.registry.homed();
-        let count = homed.len();
-        for (peer, may_broadcast, hash) in homed {
-            self.directory.put(&peer, may_broadcast, &hash).await?;
-            let newest = self.registry.newest(peer.id).unwrap_or(0);
-            self.restart_counts(peer.id, self.applied() - newest as i64)
-                .await?;
-        }
-        if count > 0 {
-            info!(sessions = count, "re-registered homed sessions");
-        }
-        Ok(())
-    }
-
-    /// Sets this instance's liveness key for another [`LIVENESS`], saying whether it is leaving.
-    pub(super) async fn refresh_liveness(&self) -> Result<(), RegistryError> {
-        let mut conn = self.conn.clone();
-        let state = if self.leaving.load(Ordering::Relaxed) {
-            LEAVING
-        } else {
-            ALIVE
-        };
-        redis::cmd("SET")
-            .arg(self.instance_key(self.instance))
-            .arg(state)
-            .arg("PX")
-            .arg(LIVENESS.as_millis() as u64)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)
     }
 
     /// Whether `instance` is alive: its liveness key is there, or it still reads its own
     /// channel. An instance too busy to refresh its key in time (its Redis commands timing out
     /// under load) keeps its subscription; a dead one's connection, and so its subscription,
     /// closed with its process.
-    async fn is_alive(&self, instance: Uuid) -> Result<bool, RegistryError> {
+    pub(super) async fn is_alive(&self, instance: Uuid) -> Result<bool, RegistryError> {
         let mut conn = self.conn.clone();
         let keyed: bool = conn
-            .exists(self.instance_key(instance))
+            .exists(self.keys.instance(instance))
             .await
             .map_err(unavailable)?;
         if keyed {
@@ -152,31 +108,10 @@ impl Cluster {
         }
         let (_, readers): (String, u64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")
-            .arg(self.channel_of(instance))
+            .arg(self.keys.channel_of(instance))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
         Ok(readers > 0)
-    }
-
-    /// Adopts the directory entries homed on instances that died (see
-    /// [`sequence`](super::sequence)); each session is adopted once, by whichever instance's
-    /// script finds it first. A stopping instance adopts none.
-    async fn sweep(&self) -> Result<(), RegistryError> {
-        if self.leaving.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let mut homes: HashMap<Uuid, Vec<SessionId>> = HashMap::new();
-        for (id, entry) in self.directory.entries().await? {
-            if entry.home != self.instance {
-                homes.entry(entry.home).or_default().push(id);
-            }
-        }
-        for (home, ids) in homes {
-            if !self.is_alive(home).await? {
-                self.adopt_from(home, &ids).await?;
-            }
-        }
-        Ok(())
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! - every message that puts an event into every mailbox but its sender's (a join or leave
 //!   with presence on, a broadcast, a server message to everyone) is numbered by one counter,
-//!   [`SEQ`], in the same script that publishes it, which also counts it as the sender's own;
+//!   [`SEQ`](super::keys::SEQ), in the same script that publishes it, which also counts it
+//!   as the sender's own;
 //! - a direct message is counted for its recipient when it is published to the recipient's
 //!   home (or before a local append), and uncounted when the home did not append it;
 //! - a session's `base` is the last numbered message its home had applied when the session
@@ -15,7 +16,7 @@
 //!
 //! So at any point in the bus's order, session S has been given
 //! `total = (seq - base) - own + direct` events, whichever instances held it meanwhile (a
-//! hand-over moves the mailbox, ids included). When an instance is found dead, a survivor
+//! migration moves the mailbox, ids included). When an instance is found dead, a survivor
 //! adopts its sessions in one script ([`ADOPT`]): it rewrites their home, reads `total` at
 //! that point, and publishes `adopted` on the bus at that very point. Reading `adopted`, the
 //! survivor creates each session with an empty mailbox whose newest id is `total`: a client
@@ -25,26 +26,24 @@
 //! missed uncounted.
 //!
 //! An instance cut off from Redis starts again from where the bus stands when it is back
-//! ([`Cluster::catch_up`]): what it missed meanwhile was counted, so it is reported as missed
+//! ([`Sequence::catch_up`]): what it missed meanwhile was counted, so it is reported as missed
 //! if that instance dies later. A stream resuming without `Last-Event-ID` starts after the
 //! crash: nothing says what it had read.
 //!
 //! The cost: numbered messages are published by a script (`EVALSHA`) instead of `PUBLISH`; a
 //! direct message to a local session takes one Redis round trip it did not take before.
 
-use std::sync::Arc;
 use std::sync::LazyLock;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis::Script;
-use serde::{Deserialize, Serialize};
-use tracing::{error, info, warn};
+use redis::aio::ConnectionManager;
+use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::bus::Bus;
-use super::directory::Entry;
-use super::{BUS, COUNTS, Cluster, SEQ, SESSIONS, channels, unavailable};
-use crate::registry::{EventId, RegistryError, SessionId, Snapshot};
+use super::keys::{Keys, unavailable};
+use super::wire::Message;
+use crate::registry::{RegistryError, SessionId};
 
 /// Numbers a message and publishes it with `"seq": n` as its first key (instances that do
 /// not know the field ignore it), counting it as its sender's own. KEYS: the counter, the
@@ -126,41 +125,36 @@ static ADOPT: LazyLock<Script> = LazyLock::new(|| {
 /// Sessions adopted per script call.
 const ADOPT_CHUNK: usize = 200;
 
-/// A session of a dead instance, as `adopted` carries it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct Orphan {
-    id: SessionId,
-    /// How many events it was given, -1 when its counts were missing.
-    total: i64,
-    entry: Entry,
+/// This instance's side of the count: where the bus stands here, and the scripts that number,
+/// count and adopt.
+pub(super) struct Sequence {
+    conn: ConnectionManager,
+    keys: Keys,
+    /// Whether joins and leaves put events into mailboxes (presence on): then they are numbered.
+    announces: bool,
+    /// The number of the last numbered message applied here; written under the migration lock
+    /// (see [`transit`](super::transit)).
+    applied: AtomicU64,
 }
 
-impl Orphan {
-    pub(super) fn id(&self) -> SessionId {
-        self.id
-    }
-}
-
-/// The number of a numbered message (its first key, `"seq"`), if it is one.
-pub(super) fn seq_of(payload: &[u8]) -> Option<u64> {
-    let rest = payload.strip_prefix(br#"{"seq":"#)?;
-    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
-    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
-}
-
-impl Cluster {
-    pub(super) fn counts_key(&self, id: SessionId) -> String {
-        self.key(&format!("{COUNTS}:{id}"))
+impl Sequence {
+    pub(super) fn new(conn: ConnectionManager, keys: Keys, announces: bool) -> Self {
+        Sequence {
+            conn,
+            keys,
+            announces,
+            applied: AtomicU64::new(0),
+        }
     }
 
     /// Whether `message` puts an event into every mailbox but one (so it is numbered), and
     /// whose own it is, if anyone's.
-    pub(super) fn numbering(&self, message: &Bus) -> Option<Option<SessionId>> {
+    pub(super) fn numbering(&self, message: &Message) -> Option<Option<SessionId>> {
         match message {
-            Bus::Broadcast { from, .. } => Some(Some(from.id)),
-            Bus::Announce { .. } => Some(None),
-            Bus::Join { peer } if self.presence.enabled() => Some(Some(peer.id)),
-            Bus::Leave { .. } if self.presence.enabled() => Some(None),
+            Message::Broadcast { from, .. } => Some(Some(from.id)),
+            Message::Announce { .. } => Some(None),
+            Message::Join { peer } if self.announces => Some(Some(peer.id)),
+            Message::Leave { .. } if self.announces => Some(None),
             _ => None,
         }
     }
@@ -169,49 +163,46 @@ impl Cluster {
     /// session that does not get it (a broadcast's sender, the session joining).
     pub(super) async fn publish_numbered(
         &self,
-        message: &Bus,
+        message: &Message,
         from: Option<SessionId>,
     ) -> Result<(), RegistryError> {
-        let payload = serde_json::to_string(message).expect("bus messages serialise");
-        let mut invocation = NUMBERED.key(self.key(SEQ));
+        let mut invocation = NUMBERED.key(self.keys.seq());
         if let Some(from) = from {
-            invocation.key(self.counts_key(from));
+            invocation.key(self.keys.counts(from));
         }
         invocation
-            .arg(self.key(BUS))
-            .arg(payload)
+            .arg(self.keys.bus())
+            .arg(message.to_json())
             .invoke_async::<u64>(&mut self.conn.clone())
             .await
             .map(drop)
             .map_err(unavailable)
     }
 
-    /// Publishes direct message `message` for `to` on `home`'s channel, counting it for `to`
-    /// when `home` reads it.
+    /// Publishes direct message `message` for `to` on `channel` (its home's), counting it for
+    /// `to` when somebody reads it there; returns how many did.
     ///
     /// # Errors
-    /// `Unavailable` when Redis cannot be reached, or nobody reads that channel.
+    /// `Unavailable` when Redis cannot be reached.
     pub(super) async fn send_counted(
         &self,
-        home: Uuid,
+        channel: String,
         to: SessionId,
-        message: &Bus,
-    ) -> Result<(), RegistryError> {
-        let payload = serde_json::to_string(message).expect("bus messages serialise");
-        let readers: u64 = COUNTED
-            .key(self.counts_key(to))
-            .arg(self.channel_of(home))
-            .arg(payload)
+        message: &Message,
+    ) -> Result<u64, RegistryError> {
+        COUNTED
+            .key(self.keys.counts(to))
+            .arg(channel)
+            .arg(message.to_json())
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
-        channels::reached(readers)
+            .map_err(unavailable)
     }
 
     /// Adds `by` to the direct messages counted for session `id`.
     pub(super) async fn count_direct(&self, id: SessionId, by: i64) -> Result<(), RegistryError> {
         COUNT
-            .key(self.counts_key(id))
+            .key(self.keys.counts(id))
             .arg("direct")
             .arg(by)
             .invoke_async::<()>(&mut self.conn.clone())
@@ -234,7 +225,7 @@ impl Cluster {
         base: i64,
     ) -> Result<(), RegistryError> {
         redis::cmd("HSETNX")
-            .arg(self.counts_key(id))
+            .arg(self.keys.counts(id))
             .arg("base")
             .arg(base)
             .query_async::<()>(&mut self.conn.clone())
@@ -242,13 +233,13 @@ impl Cluster {
             .map_err(unavailable)
     }
 
-    /// The last numbered message applied here. Read under the hand-over lock, it is the
+    /// The last numbered message applied here. Read under the migration lock, it is the
     /// point in the bus's order where a session created now starts.
     pub(super) fn applied(&self) -> i64 {
         self.applied.load(Ordering::Relaxed) as i64
     }
 
-    /// Whether the numbered message `seq` is new here; records it. Called under the hand-over
+    /// Whether the numbered message `seq` is new here; records it. Called under the migration
     /// lock, in bus order. A number at or below the last one was read before (re)subscribing.
     pub(super) fn advance(&self, seq: u64) -> bool {
         self.applied.fetch_max(seq, Ordering::Relaxed) < seq
@@ -258,7 +249,7 @@ impl Cluster {
     /// message is applied. What was published while this instance was cut off is not replayed.
     pub(super) async fn catch_up(&self) -> Result<(), RegistryError> {
         let seq: Option<u64> = redis::cmd("GET")
-            .arg(self.key(SEQ))
+            .arg(self.keys.seq())
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -266,23 +257,23 @@ impl Cluster {
         Ok(())
     }
 
-    /// Adopts `ids`, sessions of the dead instance `dead`, here; returns how many were still
-    /// its. They arrive when `adopted` comes back on the bus
-    /// ([`Cluster::adopted`]).
+    /// Adopts `ids`, sessions of the dead instance `dead`, for instance `here`; returns how
+    /// many were still its. They arrive when `adopted` comes back on the bus.
     pub(super) async fn adopt_from(
         &self,
         dead: Uuid,
+        here: Uuid,
         ids: &[SessionId],
     ) -> Result<usize, RegistryError> {
         let mut adopted = 0;
         for chunk in ids.chunks(ADOPT_CHUNK) {
-            let mut invocation = ADOPT.key(self.key(SESSIONS));
+            let mut invocation = ADOPT.key(self.keys.sessions());
             invocation
-                .key(self.key(SEQ))
+                .key(self.keys.seq())
                 .arg(dead.to_string())
-                .arg(self.instance.to_string())
-                .arg(self.key(&format!("{COUNTS}:")))
-                .arg(self.key(BUS));
+                .arg(here.to_string())
+                .arg(self.keys.counts_prefix())
+                .arg(self.keys.bus());
             for id in chunk {
                 invocation.arg(id.to_string());
             }
@@ -295,58 +286,5 @@ impl Cluster {
             info!(sessions = adopted, %dead, "adopted the sessions of a dead instance");
         }
         Ok(adopted)
-    }
-
-    /// Reads `adopted` for this instance, at its point in the bus's order: each session
-    /// continues here, detached, its mailbox empty and its newest id its total.
-    pub(super) fn adopted(self: &Arc<Self>, orphans: Vec<Orphan>) {
-        for Orphan { id, total, entry } in orphans {
-            let last_id: EventId = u64::try_from(total).unwrap_or_else(|_| {
-                warn!(session = %id, "a session without counts: its lost events are not counted");
-                0
-            });
-            let Some(hash) = entry.token_hash() else {
-                error!(session = %id, "an adopted session's entry has no valid token hash");
-                continue;
-            };
-            let peer = entry.peer(id);
-            let snapshot = Snapshot {
-                peer: peer.clone(),
-                may_broadcast: entry.may_broadcast,
-                last_id,
-                // A stream resuming without `Last-Event-ID` starts after the crash.
-                delivered: last_id,
-                events: Vec::new(),
-                sent: Default::default(),
-            };
-            match self.registry.import(snapshot, hash) {
-                Ok(()) => {
-                    self.registry.metrics().sessions_adopted.inc();
-                }
-                Err(err) => {
-                    // Homed here in the directory but not held: it must leave, not linger.
-                    error!(session = %id, error = %err, "could not adopt a session; it leaves");
-                    self.expired(vec![peer]);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_numbered_message_is_a_bus_message_with_its_number_first() {
-        let numbered = br#"{"seq":42,"type":"announce","body":{"message":[1]}}"#;
-        assert_eq!(seq_of(numbered), Some(42));
-        let Ok(Bus::Announce { message }) = serde_json::from_slice::<Bus>(numbered) else {
-            panic!("an instance that does not know the number still reads the message");
-        };
-        assert_eq!(message.get(), "[1]");
-        assert_eq!(seq_of(br#"{"type":"probe","body":{}}"#), None);
-        assert_eq!(seq_of(br#"{"seq":x}"#), None);
-        assert_eq!(seq_of(b""), None);
     }
 }

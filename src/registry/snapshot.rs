@@ -2,9 +2,10 @@
 //! [`Snapshot`] that another instance (a cluster peer, or this server after a restart)
 //! continues with the same event ids.
 //!
-//! A cluster hands sessions over one by one ([`Registry::export`], [`Registry::import`]); a
-//! restart keeps them all ([`Registry::keep_all`], [`Registry::restore`]). Writing them
-//! anywhere is the caller's business. None of these check a token.
+//! A cluster migrates or drains sessions one by one ([`Registry::export`],
+//! [`Registry::import`]); a restart keeps them all ([`Registry::keep_all`],
+//! [`Registry::restore`]). Writing them anywhere is the caller's business. None of these check
+//! a token.
 
 use std::time::Duration;
 
@@ -68,7 +69,7 @@ impl Registry {
     }
 
     /// Moves session `id` out of this registry: its stream here closes for `reason` (taken over
-    /// when the session's client attached elsewhere, shutdown when this instance hands it off),
+    /// when the session's client attached elsewhere, shutdown when this instance drains it),
     /// and the returned snapshot lets another instance continue it with the same event ids.
     /// `None` when the session does not live here.
     pub(crate) fn export(&self, id: SessionId, reason: Closed) -> Option<Snapshot> {

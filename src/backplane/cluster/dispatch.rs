@@ -1,0 +1,181 @@
+//! Dispatch: what each message does here when it comes back on the bus (the messages are in
+//! [`wire`](super::wire)).
+//!
+//! Every message is applied by one task, in the order Redis wrote it to this instance's
+//! connection, under the migration lock: a session on its way here sees each message exactly
+//! once, either buffered before its mailbox arrives or applied after. Its effect on the
+//! sessions homed here is reported to the hub through
+//! [`BrokerEvents`](crate::backplane::events::BrokerEvents); the cluster's own traffic
+//! (answers, migrations, drains, adoptions) is handled here.
+
+use std::sync::Arc;
+
+use tracing::{debug, error};
+use uuid::Uuid;
+
+use super::instance::Cluster;
+use super::transit::Pulled;
+use super::wire::{DRAINED, Message, Outcome};
+use crate::registry::{RegistryError, SessionId};
+
+impl Cluster {
+    /// Applies one bus message, in bus order; `seq` is its number if it is numbered (see
+    /// [`sequence`](super::sequence)).
+    pub(super) fn apply(self: &Arc<Self>, message: Message, seq: Option<u64>) {
+        // Held for the whole message, so an arrival completes atomically with respect to it.
+        let mut transit = self.migrations.lock();
+        if seq.is_some_and(|seq| !self.sequence.advance(seq)) {
+            return;
+        }
+        transit.buffer(&message);
+        let mine = |origin: &Uuid| *origin == self.instance;
+        match message {
+            Message::Reply {
+                req,
+                origin,
+                outcome,
+            } if mine(&origin) => {
+                self.replies.answer(req, outcome);
+            }
+            Message::Probe { req, origin } if mine(&origin) => {
+                self.probes.answer(req, ());
+            }
+            Message::Adopted { home, sessions } => {
+                let ids: Vec<SessionId> = sessions.iter().map(|orphan| orphan.id).collect();
+                if mine(&home) {
+                    self.adopted(sessions);
+                }
+                // A pull here waiting on the dead home (a pull that timed out keeps waiting
+                // for a late answer) would refuse the session's attaches for seconds.
+                for id in ids {
+                    if let Some(req) = transit.orphaned(id) {
+                        self.migrations.answer(req, Pulled::NotYet);
+                    }
+                }
+            }
+            Message::Migrate {
+                req,
+                origin,
+                session,
+            } => {
+                if mine(&origin) {
+                    transit.seen(session, req);
+                } else if let Some(snapshot) = self.migrate_away(session, origin) {
+                    transit.sent(session, origin);
+                    self.publish_soon(Message::Migrated {
+                        req,
+                        origin,
+                        session,
+                        snapshot: Box::new(snapshot),
+                    });
+                } else if transit.is_drained_here(session) {
+                    self.publish_soon(Message::NotYet { req, origin });
+                }
+            }
+            Message::Migrated {
+                req,
+                origin,
+                session,
+                snapshot,
+            } if mine(&origin) => match transit.take_drained(session) {
+                Some((hash, buffer, asked)) => self.arrive_drained(*snapshot, hash, buffer, asked),
+                // A retried publish whose first try had landed.
+                None if self.registry.homes(session) => {
+                    debug!(%session, "a session handed here arrived twice; the copy is ignored");
+                }
+                None if req == DRAINED => {
+                    error!(%session, "a session handed off here arrived too late; it is lost");
+                }
+                None if !self.migrations.answer(req, Pulled::Snapshot(snapshot)) => {
+                    error!(%session, "a session handed over arrived after its asker gave up; it is lost");
+                }
+                None => {}
+            },
+            Message::NotYet { req, origin } if mine(&origin) => {
+                self.migrations.answer(req, Pulled::NotYet);
+            }
+            Message::NotComing { origin, session } if mine(&origin) => transit.not_coming(session),
+            Message::Drain { from, to, sessions } => {
+                if mine(&to) {
+                    self.receive_drain(&mut transit, sessions);
+                } else if mine(&from) {
+                    self.send_away(&mut transit, to, sessions);
+                }
+            }
+            // Not ours, and not on its way here (the arrival's buffer has it): it moved.
+            Message::Direct { to, .. }
+                if !self.registry.homes(to) && transit.request(to).is_none() =>
+            {
+                self.redirect(transit.sent_to(to), message);
+            }
+            Message::Leave { ref peer } => {
+                // A session that leaves on its way here: its puller gets no snapshot.
+                if let Some(req) = transit.left(peer.id) {
+                    self.migrations.withdraw(req);
+                }
+                self.registry.remove(peer.id);
+                self.apply_to(&message, None);
+            }
+            message => self.apply_to(&message, None),
+        }
+    }
+
+    /// Sends a direct message on to the instance its session was sent to, or answers that
+    /// the recipient is unknown when it was sent to none.
+    fn redirect(self: &Arc<Self>, to: Option<Uuid>, message: Message) {
+        let Message::Direct { req, origin, .. } = message else {
+            return;
+        };
+        match to {
+            Some(home) => self.publish_soon_to(Some(home), message),
+            None => self.publish_soon(Message::Reply {
+                req,
+                origin,
+                outcome: Outcome::UnknownRecipient,
+            }),
+        }
+    }
+
+    /// The effect of a join, leave, broadcast or direct message on the sessions homed here, or
+    /// only on `only` (replaying an arrival's buffer).
+    pub(super) fn apply_to(self: &Arc<Self>, message: &Message, only: Option<SessionId>) {
+        let Some(audience) = message.audience() else {
+            return;
+        };
+        if only.is_some_and(|id| !audience.includes(id)) {
+            return;
+        }
+        let events = &self.events;
+        match message {
+            Message::Join { peer } => events.joined(peer, only),
+            Message::Leave { peer } => events.left(peer, only),
+            Message::Broadcast { from, message } => {
+                events.broadcast(from, message.clone(), only);
+            }
+            Message::Announce { message } => {
+                events.announced(message.clone(), only);
+            }
+            Message::Direct {
+                req,
+                origin,
+                to,
+                event,
+                key,
+            } if self.registry.homes(*to) => {
+                let outcome = match events.direct(*to, event.clone(), key.clone()) {
+                    Ok((id, true)) => Outcome::Delivered(id),
+                    Ok((id, false)) => Outcome::Repeated(id),
+                    Err(RegistryError::MailboxFull { .. }) => Outcome::MailboxFull,
+                    Err(RegistryError::KeyReused) => Outcome::KeyReused,
+                    Err(_) => Outcome::UnknownRecipient,
+                };
+                self.publish_soon(Message::Reply {
+                    req: *req,
+                    origin: *origin,
+                    outcome,
+                });
+            }
+            _ => {}
+        }
+    }
+}

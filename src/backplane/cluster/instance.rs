@@ -1,0 +1,96 @@
+//! This instance's side of the cluster: what it holds, and the tasks it starts.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use uuid::Uuid;
+
+use super::directory::Directory;
+use super::keys::{Keys, unavailable};
+use super::liveness::Liveness;
+use super::request::Requests;
+use super::sequence::Sequence;
+use super::transit::Migrations;
+use super::wire::Outcome;
+use crate::backplane::events::BrokerEvents;
+use crate::registry::{Registry, RegistryError};
+
+/// Longest wait for another instance's answer (a direct message, a migration).
+pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for a health probe to come back.
+pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// This instance's side of the cluster: the Redis broker.
+pub(crate) struct Cluster {
+    /// The sessions homed here.
+    pub(super) registry: Registry,
+    /// Where what reaches the sessions homed here is reported (the hub).
+    pub(super) events: Arc<dyn BrokerEvents>,
+    pub(super) instance: Uuid,
+    pub(super) keys: Keys,
+    /// Opens the pub/sub connection (a dedicated one, reopened after each loss).
+    pub(super) client: redis::Client,
+    /// Commands and PUBLISH; reconnects by itself.
+    pub(super) conn: ConnectionManager,
+    pub(super) directory: Directory,
+    pub(super) sequence: Sequence,
+    pub(super) liveness: Liveness,
+    /// Direct messages awaiting their home's reply.
+    pub(super) replies: Requests<Outcome>,
+    /// Health probes awaiting their own return.
+    pub(super) probes: Requests<()>,
+    pub(super) migrations: Migrations,
+    /// Subscribed to the bus and re-registered: healthy.
+    pub(super) subscribed: AtomicBool,
+}
+
+impl Cluster {
+    /// Connects lazily (an unreachable Redis at start is reported, not fatal) and starts the
+    /// subscriber and liveness tasks, which end when `shutdown` fires. `announces`: whether
+    /// joins and leaves put events into mailboxes (presence on).
+    ///
+    /// # Errors
+    /// When `url` is not a valid Redis URL.
+    pub(crate) fn start(
+        registry: Registry,
+        events: Arc<dyn BrokerEvents>,
+        announces: bool,
+        url: &str,
+        prefix: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, RegistryError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let instance = Uuid::new_v4();
+        let keys = Keys::new(prefix);
+        let cluster = Arc::new(Cluster {
+            registry,
+            events,
+            instance,
+            directory: Directory::new(conn.clone(), keys.sessions(), instance),
+            sequence: Sequence::new(conn.clone(), keys.clone(), announces),
+            liveness: Liveness::new(conn.clone(), keys.clone(), instance),
+            keys,
+            client,
+            conn,
+            replies: Requests::default(),
+            probes: Requests::default(),
+            migrations: Migrations::default(),
+            subscribed: AtomicBool::new(false),
+        });
+        info!(instance = %cluster.instance, prefix, "cluster mode");
+        tokio::spawn(Arc::clone(&cluster).subscribe(shutdown.clone()));
+        tokio::spawn(Arc::clone(&cluster).keep_alive(shutdown));
+        Ok(cluster)
+    }
+}

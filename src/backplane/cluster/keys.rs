@@ -1,0 +1,86 @@
+//! The names of everything the cluster keeps in Redis (the table in the [module doc](super)),
+//! built from `--redis-prefix` in one place, and the error every Redis failure becomes.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::registry::{RegistryError, SessionId};
+
+/// Suffix of the pub/sub channel every instance subscribes to.
+pub const BUS: &str = "bus";
+/// Suffix (then `:<instance uuid>`) of each instance's own pub/sub channel.
+pub const TO: &str = "to";
+/// Suffix of the directory hash: session id → entry JSON.
+pub const SESSIONS: &str = "sessions";
+/// Suffix (then `:<instance uuid>`) of each instance's liveness key.
+pub const INSTANCE: &str = "instance";
+/// Suffix of the counter that numbers the messages putting an event into every mailbox.
+pub const SEQ: &str = "seq";
+/// Suffix (then `:<session id>`) of a session's counts: `base`, `own`, `direct`.
+pub const COUNTS: &str = "counts";
+/// How long an instance's liveness key outlives its last refresh.
+pub const LIVENESS: Duration = Duration::from_secs(3);
+
+/// The keys and channels under one prefix.
+#[derive(Clone, Debug)]
+pub(super) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.prefix)
+    }
+
+    /// The channel every instance reads.
+    pub(super) fn bus(&self) -> String {
+        self.key(BUS)
+    }
+
+    /// The channel of `instance`'s own messages.
+    pub(super) fn channel_of(&self, instance: Uuid) -> String {
+        self.key(&format!("{TO}:{instance}"))
+    }
+
+    /// The directory hash.
+    pub(super) fn sessions(&self) -> String {
+        self.key(SESSIONS)
+    }
+
+    /// `instance`'s liveness key.
+    pub(super) fn instance(&self, instance: Uuid) -> String {
+        self.key(&format!("{INSTANCE}:{instance}"))
+    }
+
+    /// The pattern every liveness key matches.
+    pub(super) fn instances(&self) -> String {
+        self.key(&format!("{INSTANCE}:*"))
+    }
+
+    /// The message counter.
+    pub(super) fn seq(&self) -> String {
+        self.key(SEQ)
+    }
+
+    /// The prefix of every session's counts key.
+    pub(super) fn counts_prefix(&self) -> String {
+        self.key(&format!("{COUNTS}:"))
+    }
+
+    /// Session `id`'s counts.
+    pub(super) fn counts(&self, id: SessionId) -> String {
+        self.key(&format!("{COUNTS}:{id}"))
+    }
+}
+
+/// A failure to reach Redis (or through it, another instance), as the hub reports it.
+pub(super) fn unavailable(err: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Unavailable(err.to_string())
+}

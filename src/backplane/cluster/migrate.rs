@@ -1,0 +1,124 @@
+//! Migration: a session's mailbox moves to the instance its stream attached to, keeping its
+//! event ids (on the wire `handover`, then `handed_over`).
+//!
+//! Its stream attaches to B: B publishes `Migrate`; when B reads its own request back it starts
+//! buffering every later message that concerns the session (see [`transit`](super::transit));
+//! the home A reads the same request at the same point, exports the mailbox (closing its
+//! stream) and publishes `Migrated`; B imports it and applies the buffer. Everything before the
+//! request reached A, everything after it reaches B: nothing twice, nothing lost.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::instance::{ANSWER_TIMEOUT, Cluster};
+use super::keys::unavailable;
+use super::request::Unanswered;
+use super::transit::Pulled;
+use super::wire::Message;
+use crate::registry::{Closed, RegistryError, SessionId, Snapshot, Token, TokenHash};
+
+/// Pause before asking again for a session that is on its way elsewhere.
+const NOT_YET_PAUSE: Duration = Duration::from_millis(20);
+
+impl Cluster {
+    /// Migrates session `id` from its home to this instance. A session on its way to another
+    /// instance (drained by one that is stopping) is asked for again until it has arrived
+    /// there, within [`ANSWER_TIMEOUT`]; one on its way here is waited for.
+    ///
+    /// # Errors
+    /// `UnknownSession` when it left meanwhile; `Unavailable` when it is already migrating
+    /// here, or its home did not answer in time.
+    pub(super) async fn migrate_here(
+        self: &Arc<Self>,
+        id: SessionId,
+        token: &Token,
+    ) -> Result<(), RegistryError> {
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let arriving = self.migrations.lock().is_drained_here(id);
+            let moved = if arriving {
+                false
+            } else {
+                self.pull(id, token, deadline).await?
+            };
+            if moved || self.registry.homes(id) {
+                return Ok(());
+            }
+            if Instant::now() + NOT_YET_PAUSE > deadline {
+                warn!(session = %id, arriving, "still on its way elsewhere: not moved here");
+                return Err(unavailable("the session's instance did not hand it over"));
+            }
+            tokio::time::sleep(NOT_YET_PAUSE).await;
+        }
+    }
+
+    /// One request for session `id`; false when it is on its way elsewhere.
+    async fn pull(
+        self: &Arc<Self>,
+        id: SessionId,
+        token: &Token,
+        deadline: Instant,
+    ) -> Result<bool, RegistryError> {
+        let request = self.migrations.open();
+        let req = request.id();
+        let _guard = {
+            let mut transit = self.migrations.lock();
+            // It may have arrived since the caller looked (sessions arrive under this lock).
+            if self.registry.homes(id) {
+                return Ok(true);
+            }
+            self.migrations
+                .begin(&mut transit, id, req)
+                .ok_or_else(|| unavailable("the session is already moving here; retry"))?
+        };
+        let ask = Message::Migrate {
+            req,
+            origin: self.instance,
+            session: id,
+        };
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let snapshot = match request.ask(self.publish(&ask), wait).await {
+            Ok(Pulled::Snapshot(snapshot)) => snapshot,
+            Ok(Pulled::NotYet) => return Ok(false),
+            Err(Unanswered::Unpublished(err)) => return Err(err),
+            Err(Unanswered::Withdrawn) => return Err(RegistryError::UnknownSession(id)),
+            Err(Unanswered::TimedOut) => {
+                // A busy old home may still answer: keep buffering for a while, to adopt it.
+                let mut transit = self.migrations.lock();
+                let wait = transit.next_wait();
+                if transit.wait_late(id, req, TokenHash::of(token), wait) {
+                    drop(transit);
+                    self.forget_later(wait);
+                }
+                warn!(session = %id, "nobody handed the session over in time: not moved here yet");
+                return Err(unavailable("the session's instance did not hand it over"));
+            }
+        };
+        let may_broadcast;
+        {
+            let mut transit = self.migrations.lock();
+            let buffer = transit.take_pulled(id);
+            may_broadcast = snapshot.may_broadcast;
+            self.registry.import(*snapshot, token.clone())?;
+            for message in buffer {
+                self.apply_to(&message, Some(id));
+            }
+        }
+        let peer = self.registry.authenticate(token)?;
+        self.directory
+            .put(&peer, may_broadcast, &TokenHash::of(token))
+            .await?;
+        info!(session = %id, "moved here");
+        Ok(true)
+    }
+
+    /// Session `id` is pulled by `to`: exports it if it lives here (closing its stream).
+    pub(super) fn migrate_away(&self, id: SessionId, to: Uuid) -> Option<Snapshot> {
+        let snapshot = self.registry.export(id, Closed::TakenOver)?;
+        debug!(session = %id, %to, "handing over");
+        Some(snapshot)
+    }
+}

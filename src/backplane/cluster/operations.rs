@@ -1,0 +1,285 @@
+//! The broker operations the hub calls, in cluster mode: each is made of the registry here,
+//! the directory, and messages on the channels.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tracing::warn;
+use uuid::Uuid;
+
+use super::instance::{ANSWER_TIMEOUT, Cluster, PROBE_TIMEOUT};
+use super::keys::unavailable;
+use super::request::Unanswered;
+use super::wire::{Message, Outcome};
+use crate::limits::AddressGuard;
+use crate::registry::{
+    Event, EventId, Joining, Peer, RegistryError, SendKey, SessionId, Subscription, Token,
+    TokenHash,
+};
+
+/// What an instance that is stopping answers to a new session or stream.
+fn leaving() -> RegistryError {
+    unavailable("this instance is stopping; retry, another instance will take the request")
+}
+
+impl Cluster {
+    /// Registers a session here, writes it to the directory, and publishes its join.
+    pub(crate) async fn register(
+        &self,
+        joining: Joining,
+        place: AddressGuard,
+    ) -> Result<(Peer, Token), RegistryError> {
+        if self.liveness.is_leaving() {
+            return Err(leaving());
+        }
+        let limit = self.registry.settings().max_sessions;
+        if self.directory.count().await? >= limit {
+            return Err(RegistryError::SessionLimit(limit));
+        }
+        let may_broadcast = joining.may_broadcast;
+        let (peer, token, base) = {
+            // No bus message is applied meanwhile: the session gets exactly those after `base`.
+            let _bus = self.migrations.lock();
+            let (peer, token) = self.registry.register(joining, place)?;
+            (peer, token, self.sequence.applied())
+        };
+        let hash = TokenHash::of(&token);
+        let counts = (self.keys.counts(peer.id), base);
+        if let Err(err) = self
+            .directory
+            .put_new(&peer, may_broadcast, &hash, counts)
+            .await
+        {
+            self.registry.remove(peer.id);
+            return Err(err);
+        }
+        self.publish(&Message::Join { peer: peer.clone() }).await?;
+        Ok((peer, token))
+    }
+
+    /// The session `token` proves, here or in the directory.
+    pub(crate) async fn authenticate(&self, token: &Token) -> Result<Peer, RegistryError> {
+        if let Ok(peer) = self.registry.authenticate(token) {
+            return Ok(peer);
+        }
+        let id = token.session();
+        let entry = self
+            .directory
+            .get(id)
+            .await?
+            .ok_or(RegistryError::BadToken)?;
+        if entry.proves(token) {
+            Ok(entry.peer(id))
+        } else {
+            Err(RegistryError::BadToken)
+        }
+    }
+
+    /// Whether session `id`, wherever it is homed, may broadcast.
+    ///
+    /// # Errors
+    /// `BadToken` when it has left; `Unavailable`.
+    pub(crate) async fn may_broadcast(&self, id: SessionId) -> Result<bool, RegistryError> {
+        if let Some(here) = self.registry.may_broadcast(id) {
+            return Ok(here);
+        }
+        let entry = self.directory.get(id).await?;
+        entry
+            .map(|entry| entry.may_broadcast)
+            .ok_or(RegistryError::BadToken)
+    }
+
+    /// Attaches here, first migrating the session here if it is homed elsewhere.
+    pub(crate) async fn attach(
+        self: &Arc<Self>,
+        id: SessionId,
+        token: &Token,
+        last_event_id: Option<EventId>,
+    ) -> Result<Subscription, RegistryError> {
+        if self.liveness.is_leaving() {
+            return Err(leaving());
+        }
+        if !self.registry.homes(id) {
+            if self.directory.get(id).await?.is_none() {
+                return Err(RegistryError::UnknownSession(id));
+            }
+            if token.session() != id {
+                return Err(RegistryError::BadToken);
+            }
+            self.authenticate(token).await?;
+            self.migrate_here(id, token).await?;
+        }
+        self.registry.attach(id, token, last_event_id)
+    }
+
+    /// Delivers an addressed event here, or asks `to`'s home to.
+    pub(crate) async fn deliver(
+        &self,
+        to: SessionId,
+        event: Event,
+        key: Option<SendKey>,
+    ) -> Result<EventId, RegistryError> {
+        if self.registry.homes(to) {
+            // Counted first: a crash between the two overcounts a message its sender saw fail.
+            self.sequence.count_direct(to, 1).await?;
+            let delivered = self.events.direct(to, event.clone(), key.clone());
+            if !matches!(delivered, Ok((_, true))) {
+                self.sequence.uncount(to).await;
+            }
+            match delivered {
+                // It moved away while we counted: its new home takes it.
+                Err(RegistryError::UnknownRecipient(_)) => {}
+                delivered => return delivered.map(|(id, _)| id),
+            }
+        }
+        let home = self.home_of(to).await?;
+        let direct = |req| Message::Direct {
+            req,
+            origin: self.instance,
+            to,
+            event: event.clone(),
+            key: key.clone(),
+        };
+        let answered = match self.deliver_at(home, to, &direct).await {
+            // Nobody reads that home's channel: it stopped. One that stopped gracefully drained
+            // its sessions and waited until the directory named their new homes.
+            Err(Unanswered::Unpublished(err)) => match self.home_of(to).await? {
+                moved if moved != home => self.deliver_at(moved, to, &direct).await,
+                _ => return Err(err),
+            },
+            answered => answered,
+        };
+        // Counted when published; the home appended nothing. (Unanswered: it may have.)
+        if matches!(&answered, Ok(outcome) if !matches!(outcome, Outcome::Delivered(_))) {
+            self.sequence.uncount(to).await;
+        }
+        match answered {
+            Ok(Outcome::Delivered(id) | Outcome::Repeated(id)) => Ok(id),
+            Ok(Outcome::MailboxFull) => Err(RegistryError::MailboxFull {
+                retry_after: Duration::from_secs(1),
+            }),
+            Ok(Outcome::KeyReused) => Err(RegistryError::KeyReused),
+            Ok(Outcome::UnknownRecipient) => Err(RegistryError::UnknownRecipient(to)),
+            Err(Unanswered::Unpublished(err)) => Err(err),
+            Err(Unanswered::TimedOut | Unanswered::Withdrawn) => {
+                Err(unavailable("the recipient's instance did not answer"))
+            }
+        }
+    }
+
+    /// The instance session `to` is homed on.
+    async fn home_of(&self, to: SessionId) -> Result<Uuid, RegistryError> {
+        let entry = self.directory.get(to).await?;
+        entry
+            .map(|entry| entry.home)
+            .ok_or(RegistryError::UnknownRecipient(to))
+    }
+
+    /// Sends `home` the direct message for `to` that `direct` makes for a request id, and
+    /// waits for its answer.
+    async fn deliver_at(
+        &self,
+        home: Uuid,
+        to: SessionId,
+        direct: &impl Fn(u64) -> Message,
+    ) -> Result<Outcome, Unanswered> {
+        let request = self.replies.open();
+        let message = direct(request.id());
+        request
+            .ask(self.send_counted(home, to, &message), ANSWER_TIMEOUT)
+            .await
+    }
+
+    /// Publishes a broadcast; returns how many other sessions the cluster holds.
+    pub(crate) async fn broadcast(
+        &self,
+        from: &Peer,
+        message: Box<RawValue>,
+    ) -> Result<usize, RegistryError> {
+        let count = self.directory.count().await?;
+        self.publish(&Message::Broadcast {
+            from: from.clone(),
+            message,
+        })
+        .await?;
+        Ok(count.saturating_sub(1))
+    }
+
+    /// Publishes a server message to every session; returns how many the cluster holds.
+    pub(crate) async fn announce(&self, message: Box<RawValue>) -> Result<usize, RegistryError> {
+        let count = self.directory.count().await?;
+        self.publish(&Message::Announce { message }).await?;
+        Ok(count)
+    }
+
+    /// Session `id` as others see it, wherever it is homed.
+    pub(crate) async fn peer(&self, id: SessionId) -> Result<Option<Peer>, RegistryError> {
+        if let Some(peer) = self.registry.peer(id) {
+            return Ok(Some(peer));
+        }
+        Ok(self.directory.get(id).await?.map(|entry| entry.peer(id)))
+    }
+
+    /// Removes `peer` from the directory and publishes its leave (once, by whoever removed it).
+    pub(crate) async fn remove(&self, peer: &Peer) -> Result<(), RegistryError> {
+        if self
+            .directory
+            .delete(peer.id, self.keys.counts(peer.id))
+            .await?
+        {
+            self.publish(&Message::Leave { peer: peer.clone() }).await?;
+        }
+        // Applied here too when our own Leave comes back; removing now ends the stream at once.
+        self.registry.remove(peer.id);
+        Ok(())
+    }
+
+    /// Every session of the cluster.
+    pub(crate) async fn list(&self) -> Result<Vec<Peer>, RegistryError> {
+        self.directory.peers().await
+    }
+
+    /// Proves the whole path: a probe published through Redis must come back to us.
+    pub(crate) async fn health(&self) -> Result<(), String> {
+        if !self.subscribed.load(Ordering::Relaxed) {
+            return Err("not subscribed to the Redis bus (Redis unreachable?)".to_owned());
+        }
+        let request = self.probes.open();
+        let probe = Message::Probe {
+            req: request.id(),
+            origin: self.instance,
+        };
+        match request.ask(self.publish(&probe), PROBE_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            Err(Unanswered::Unpublished(err)) => Err(err.to_string()),
+            Err(Unanswered::TimedOut) => {
+                Err("a probe published through Redis did not come back".to_owned())
+            }
+            Err(Unanswered::Withdrawn) => Err("probe dropped".to_owned()),
+        }
+    }
+
+    /// Publishes the leave of sessions the reaper removed here.
+    pub(crate) fn expired(self: &Arc<Self>, peers: Vec<Peer>) {
+        let cluster = Arc::clone(self);
+        tokio::spawn(async move {
+            for peer in peers {
+                match cluster
+                    .directory
+                    .delete(peer.id, cluster.keys.counts(peer.id))
+                    .await
+                {
+                    Ok(true) => {
+                        if let Err(err) = cluster.publish(&Message::Leave { peer }).await {
+                            warn!(error = %err, "could not announce an expiry");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(err) => warn!(error = %err, "could not remove an expired session"),
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,383 @@
+//! Sessions in transit: those on their way here (each an [`Arrival`], buffering what concerns
+//! it until its mailbox arrives), and those lately sent away (to forward what still reaches
+//! them here). A session arrives by *migrating* (its stream attached here and this instance
+//! pulled it, see [`migrate`](super::migrate)) or by being *drained* here by an instance that
+//! stops (see [`drain`](super::drain)).
+//!
+//! The table is behind the migration lock (its place in the lock order: the
+//! [cluster doc](super)): it is held while a bus message is applied and while an arrival
+//! completes, so the two never interleave.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::request::{Request, Requests};
+use super::wire::{DRAINED, Message};
+use crate::registry::{SessionId, Snapshot, TokenHash};
+
+/// Sessions on their way here, behind the migration lock, and the pulls awaiting a snapshot.
+#[derive(Default)]
+pub(super) struct Migrations {
+    /// The migration lock.
+    transit: Mutex<Transit>,
+    /// Snapshots awaited from the sessions' old homes.
+    snapshots: Requests<Pulled>,
+}
+
+/// The answer to a `Migrate` request.
+pub(super) enum Pulled {
+    Snapshot(Box<Snapshot>),
+    /// The session is on its way to the instance that answered (drained by an instance that
+    /// is stopping): ask again in a moment. Also what our own request gets when the session
+    /// arrived here another way meanwhile (drained here, a late answer): look again.
+    NotYet,
+}
+
+/// Arrivals in progress, and where sessions sent away from here went.
+#[derive(Default)]
+pub(super) struct Transit {
+    /// Sessions on their way to this instance.
+    arrivals: HashMap<SessionId, Arrival>,
+    /// Sessions sent from here: to which instance, and when.
+    away: HashMap<SessionId, (Uuid, Instant)>,
+    /// Waits for sessions on their way here opened so far (drains to here, late answers):
+    /// each has a number, which [`Transit::expire`] ends.
+    waits: u64,
+}
+
+/// How long a session sent away is remembered, to forward direct messages sent to it here by
+/// senders that read the directory before its new home wrote it.
+const FORWARD_FOR: Duration = Duration::from_secs(30);
+
+/// A session on its way here.
+pub(super) struct Arrival {
+    /// The request id of our `Migrate` message ([`DRAINED`] when we did not ask).
+    req: u64,
+    /// Our own request came back on the bus: from now on, buffer what concerns the session.
+    seen: bool,
+    buffer: Vec<Message>,
+    /// For a session drained here: the hash of its token (its client is not here to show
+    /// the token itself), and which `Drain` message announced it (or which wait for a late
+    /// answer, see `late`).
+    drained: Option<(TokenHash, u64)>,
+    /// Our own request timed out, but its answer may still come (the old home may have
+    /// exported the session already): it is kept, buffering, to adopt then. Such an arrival answers
+    /// nobody else's request: another instance may hold the session.
+    late: bool,
+}
+
+impl Transit {
+    /// Keeps `message` for every arrival past its own request that it concerns.
+    pub(super) fn buffer(&mut self, message: &Message) {
+        for (session, m) in &mut self.arrivals {
+            if m.seen && message.concerns(*session) {
+                m.buffer.push(message.clone());
+            }
+        }
+    }
+
+    /// Our request `req` for `session` came back: buffering starts.
+    pub(super) fn seen(&mut self, session: SessionId, req: u64) {
+        if let Some(m) = self.arrivals.get_mut(&session)
+            && m.req == req
+        {
+            m.seen = true;
+        }
+    }
+
+    /// `session` was sent from here to `instance`.
+    pub(super) fn sent(&mut self, session: SessionId, instance: Uuid) {
+        let now = Instant::now();
+        self.away
+            .retain(|_, (_, when)| now.duration_since(*when) < FORWARD_FOR);
+        self.away.insert(session, (instance, now));
+    }
+
+    /// Where `session` was sent from here lately, if it was.
+    pub(super) fn sent_to(&self, session: SessionId) -> Option<Uuid> {
+        self.away
+            .get(&session)
+            .filter(|(_, when)| when.elapsed() < FORWARD_FOR)
+            .map(|(instance, _)| *instance)
+    }
+
+    /// The request id of the arrival of `session`, if it is on its way here.
+    pub(super) fn request(&self, session: SessionId) -> Option<u64> {
+        self.arrivals.get(&session).map(|m| m.req)
+    }
+
+    /// Whether `session` is on its way here from an instance that is stopping.
+    pub(super) fn is_drained_here(&self, session: SessionId) -> bool {
+        self.arrivals
+            .get(&session)
+            .is_some_and(|m| m.drained.is_some() && !m.late)
+    }
+
+    /// A number for one wait that [`Transit::expire`] ends.
+    pub(super) fn next_wait(&mut self) -> u64 {
+        self.waits += 1;
+        self.waits
+    }
+
+    /// Our request `req` for `session` timed out: keep the arrival for a late answer, as
+    /// [`Transit::expire`]`(wait)` will end it. False when the arrival is no longer ours.
+    pub(super) fn wait_late(
+        &mut self,
+        session: SessionId,
+        req: u64,
+        hash: TokenHash,
+        wait: u64,
+    ) -> bool {
+        match self.arrivals.get_mut(&session) {
+            Some(m) if m.req == req && m.drained.is_none() => {
+                m.drained = Some((hash, wait));
+                m.late = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The old home says `session` is not coming: forgets its drain here (not a late wait
+    /// of ours: that answer comes from our own request, whatever a drain said).
+    pub(super) fn not_coming(&mut self, session: SessionId) {
+        if self.arrivals.get(&session).is_some_and(|m| !m.late) {
+            self.take_drained(session);
+        }
+    }
+
+    /// `sessions` are being drained here: buffer from this point on. Returns which wait
+    /// this is.
+    ///
+    /// A session we asked for ourselves, whose request has not come back yet, is now drained
+    /// off here instead: its old home exports it at this point, not at our request's, so
+    /// buffering starts here. (One whose request came back first reached its old home first:
+    /// it comes as the answer to that request.)
+    pub(super) fn expect_drained(&mut self, sessions: Vec<(SessionId, TokenHash)>) -> u64 {
+        let drain = self.next_wait();
+        for (session, hash) in sessions {
+            let m = self.arrivals.entry(session).or_insert(Arrival {
+                req: DRAINED,
+                seen: false,
+                buffer: Vec::new(),
+                drained: None,
+                late: false,
+            });
+            if !m.seen {
+                m.seen = true;
+                m.late = false;
+                m.drained = Some((hash, drain));
+            }
+        }
+        drain
+    }
+
+    /// Ends the arrival of a session drained here: its token hash, what it buffered, and the
+    /// request of ours it answers instead, if any.
+    pub(super) fn take_drained(
+        &mut self,
+        session: SessionId,
+    ) -> Option<(TokenHash, Vec<Message>, Option<u64>)> {
+        self.arrivals.get(&session)?.drained.as_ref()?;
+        let m = self.arrivals.remove(&session)?;
+        let asked = (m.req != DRAINED).then_some(m.req);
+        Some((m.drained?.0, m.buffer, asked))
+    }
+
+    /// Ends wait number `wait`: forgets the sessions it waited for that never arrived; how many.
+    pub(super) fn expire(&mut self, wait: u64) -> usize {
+        let before = self.arrivals.len();
+        self.arrivals
+            .retain(|_, m| m.drained.as_ref().is_none_or(|(_, n)| *n != wait));
+        before - self.arrivals.len()
+    }
+
+    /// `session` left: forgets its arrival here if it was drained (or waits for a late
+    /// answer), and returns the request id of ours to withdraw, if any.
+    pub(super) fn left(&mut self, session: SessionId) -> Option<u64> {
+        match self.take_drained(session) {
+            Some((.., asked)) => asked,
+            None => self.request(session),
+        }
+    }
+
+    /// `session`'s home died and an instance adopted it (see `sequence`): nothing will come
+    /// from the old home. Forgets its arrival here as [`Transit::left`] does, and returns the
+    /// request id of ours to answer "ask again" (its new home will answer, or it is here).
+    pub(super) fn orphaned(&mut self, session: SessionId) -> Option<u64> {
+        self.left(session)
+    }
+}
+
+impl Migrations {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Transit> {
+        self.transit.lock().expect("migration lock poisoned")
+    }
+
+    /// A fresh pull, waiting for its snapshot.
+    pub(super) fn open(&self) -> Request<'_, Pulled> {
+        self.snapshots.open()
+    }
+
+    /// The answer to pull `req` arrived; false when nobody waits for it any more.
+    pub(super) fn answer(&self, req: u64, pulled: Pulled) -> bool {
+        self.snapshots.answer(req, pulled)
+    }
+
+    /// Pull `req` will get no snapshot (the session left).
+    pub(super) fn withdraw(&self, req: u64) {
+        self.snapshots.withdraw(req);
+    }
+
+    /// Starts pull `req` of `session` (its caller holds `transit`, the lock); the guard ends
+    /// it however its puller returns. `None` when the session is already on its way here.
+    pub(super) fn begin<'a>(
+        &'a self,
+        transit: &mut Transit,
+        session: SessionId,
+        req: u64,
+    ) -> Option<PullGuard<'a>> {
+        if transit.arrivals.contains_key(&session) {
+            return None;
+        }
+        let fresh = Arrival {
+            req,
+            seen: false,
+            buffer: Vec::new(),
+            drained: None,
+            late: false,
+        };
+        transit.arrivals.insert(session, fresh);
+        Some(PullGuard {
+            migrations: self,
+            session,
+            req,
+        })
+    }
+}
+
+impl Transit {
+    /// Ends our pull of `session`, which got its snapshot: what it buffered on the way.
+    pub(super) fn take_pulled(&mut self, session: SessionId) -> Vec<Message> {
+        self.arrivals
+            .remove(&session)
+            .map(|a| a.buffer)
+            .unwrap_or_default()
+    }
+}
+
+/// Forgets a pull when its puller returns, whichever way.
+pub(super) struct PullGuard<'a> {
+    migrations: &'a Migrations,
+    session: SessionId,
+    req: u64,
+}
+
+impl Drop for PullGuard<'_> {
+    fn drop(&mut self) {
+        let mut transit = self.migrations.lock();
+        let ours = transit
+            .arrivals
+            .get(&self.session)
+            .is_some_and(|a| a.req == self.req && a.drained.is_none());
+        if ours {
+            transit.arrivals.remove(&self.session);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{DisplayName, Event, Peer, Token};
+    use serde_json::value::RawValue;
+
+    #[test]
+    fn a_session_drained_here_buffers_what_concerns_it_until_it_arrives() {
+        let ann = SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
+        let bob = Peer {
+            id: SessionId::parse("0b7e5d2c-1d9e-4b8f-9a77-3f2a1c4e5d6f").unwrap(),
+            name: DisplayName::parse("bob").unwrap(),
+            user: None,
+        };
+        let hash = TokenHash::of(&Token::issue(ann));
+        let mut transit = Transit::default();
+        let first = transit.expect_drained(vec![(ann, hash.clone())]);
+        let again = transit.expect_drained(vec![(ann, hash.clone())]);
+        let direct = |n: &str| Message::Direct {
+            req: 1,
+            origin: Uuid::nil(),
+            to: ann,
+            event: Event::direct(&bob, ann, RawValue::from_string(n.into()).unwrap()),
+            key: None,
+        };
+        transit.buffer(&direct("1"));
+        transit.buffer(&Message::Join { peer: bob.clone() });
+        assert_eq!(
+            transit.expire(again),
+            0,
+            "the second drain found it on its way"
+        );
+        let (arrived, buffer, asked) = transit.take_drained(ann).expect("drained here");
+        assert_eq!(asked, None);
+        assert!(arrived == hash);
+        assert_eq!(buffer.len(), 2);
+        assert!(transit.take_drained(ann).is_none(), "taken once");
+        assert_eq!(
+            transit.expire(first),
+            0,
+            "an arrived session is not expired"
+        );
+
+        // One that leaves on the way is forgotten; no request of ours to withdraw.
+        transit.expect_drained(vec![(ann, hash.clone())]);
+        assert_eq!(transit.left(ann), None);
+        assert!(transit.request(ann).is_none());
+
+        // A pull of ours whose request has not come back becomes the drain's (its old
+        // home exports it at the drain); one whose request came back stays ours.
+        let ours = |seen| Arrival {
+            req: 7,
+            seen,
+            buffer: Vec::new(),
+            drained: None,
+            late: false,
+        };
+        transit.arrivals.insert(ann, ours(false));
+        transit.expect_drained(vec![(ann, hash.clone())]);
+        transit.buffer(&direct("2"));
+        let (_, buffer, asked) = transit.take_drained(ann).expect("now drained here");
+        assert_eq!((buffer.len(), asked), (1, Some(7)));
+        transit.arrivals.insert(ann, ours(true));
+        transit.expect_drained(vec![(ann, hash.clone())]);
+        assert!(transit.take_drained(ann).is_none(), "still our own pull");
+        assert_eq!(transit.request(ann), Some(7));
+        transit.arrivals.clear();
+
+        // A request of ours that timed out waits for a late answer, silently: a drain's
+        // "not coming" does not end it, and it is not "on its way" to anyone asking.
+        transit.arrivals.insert(ann, ours(true));
+        let wait = transit.next_wait();
+        assert!(transit.wait_late(ann, 7, hash.clone(), wait));
+        assert!(!transit.is_drained_here(ann));
+        transit.not_coming(ann);
+        transit.buffer(&direct("3"));
+        let (_, buffer, asked) = transit
+            .take_drained(ann)
+            .expect("the late answer is adopted");
+        assert_eq!((buffer.len(), asked), (1, Some(7)));
+        assert!(
+            !transit.wait_late(ann, 7, hash.clone(), wait),
+            "no arrival left to keep"
+        );
+
+        // One that never arrives is forgotten by its own drain's expiry only.
+        let late = transit.expect_drained(vec![(ann, hash)]);
+        assert_eq!(transit.expire(first), 0);
+        assert_eq!(transit.expire(late), 1);
+        assert!(!transit.is_drained_here(ann));
+    }
+}

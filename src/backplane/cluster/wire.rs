@@ -1,0 +1,294 @@
+//! The wire: every message instances send each other ([`Message`]), as JSON on the channels
+//! (see [`keys`](super::keys)), and what a message says about whose stream it changes.
+//!
+//! The JSON is the contract between versions during a rolling deploy: a variant's tag and its
+//! fields keep their names (`handover`, `handed_over`, `handoff` predate the words *migrate* and
+//! *drain*), and a field an older instance does not know must be one it can ignore.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::directory::Entry;
+use crate::registry::{Event, EventId, Peer, SendKey, SessionId, Snapshot, TokenHash};
+
+/// Everything instances send each other.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", content = "body", rename_all = "snake_case")]
+pub(super) enum Message {
+    Join {
+        peer: Peer,
+    },
+    Leave {
+        peer: Peer,
+    },
+    Broadcast {
+        from: Peer,
+        message: Box<RawValue>,
+    },
+    /// A message from the app's backend to every session (`server_message`).
+    Announce {
+        message: Box<RawValue>,
+    },
+    /// An addressed event (a direct message, a server message to a session) for a session
+    /// homed elsewhere; its home answers with `Reply`.
+    Direct {
+        req: u64,
+        origin: Uuid,
+        to: SessionId,
+        event: Event,
+        /// The sender's `Idempotency-Key`, if it gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<SendKey>,
+    },
+    Reply {
+        req: u64,
+        origin: Uuid,
+        outcome: Outcome,
+    },
+    /// `origin` asks the session's home to let it migrate there; the home answers with
+    /// `Migrated`.
+    #[serde(rename = "handover")]
+    Migrate {
+        req: u64,
+        origin: Uuid,
+        session: SessionId,
+    },
+    /// The session itself, for `origin`: the answer to `Migrate` (`req` its request id), or a
+    /// session drained to `origin` (`req` [`DRAINED`]).
+    #[serde(rename = "handed_over")]
+    Migrated {
+        req: u64,
+        origin: Uuid,
+        session: SessionId,
+        snapshot: Box<Snapshot>,
+    },
+    /// The answer to `Migrate` from the instance the session is being drained to, before it
+    /// arrived there: ask again.
+    NotYet {
+        req: u64,
+        origin: Uuid,
+    },
+    /// The answer to `Drain` for a session its sender no longer held (it had migrated or left
+    /// just before): `origin` stops waiting for it.
+    NotComing {
+        origin: Uuid,
+        session: SessionId,
+    },
+    /// `from` is stopping and drains `sessions` (with their token hashes) to `to`; `from`
+    /// sends each as `Migrated` once it reads this.
+    #[serde(rename = "handoff")]
+    Drain {
+        from: Uuid,
+        to: Uuid,
+        sessions: Vec<(SessionId, TokenHash)>,
+    },
+    /// Written by a script ([`sequence`](super::sequence)): `home` took these sessions of a
+    /// dead instance, at this point in the bus's order.
+    Adopted {
+        home: Uuid,
+        sessions: Vec<Orphan>,
+    },
+    /// Published by `/healthz` and answered by itself coming back.
+    Probe {
+        req: u64,
+        origin: Uuid,
+    },
+}
+
+/// The request id in a `Migrated` that nobody asked for: a session drained to its receiver.
+pub(super) const DRAINED: u64 = 0;
+
+/// What the home instance did with a direct message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Outcome {
+    Delivered(EventId),
+    /// A retry with the same `Idempotency-Key`: the first one's id, nothing appended.
+    Repeated(EventId),
+    MailboxFull,
+    /// Its `Idempotency-Key` came before with another message.
+    KeyReused,
+    UnknownRecipient,
+}
+
+/// A session of a dead instance, as `adopted` carries it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct Orphan {
+    pub(super) id: SessionId,
+    /// How many events it was given, -1 when its counts were missing.
+    pub(super) total: i64,
+    pub(super) entry: Entry,
+}
+
+/// Whose stream a message changes.
+#[derive(Clone, Copy)]
+pub(super) enum Audience {
+    All,
+    AllBut(SessionId),
+    Only(SessionId),
+}
+
+impl Audience {
+    pub(super) fn includes(self, session: SessionId) -> bool {
+        match self {
+            Audience::All => true,
+            Audience::AllBut(id) => id != session,
+            Audience::Only(id) => id == session,
+        }
+    }
+}
+
+impl Message {
+    /// Whose stream this message changes; `None` for the cluster's own traffic. Both applying
+    /// a message and buffering it for a session on its way here go by this one answer.
+    pub(super) fn audience(&self) -> Option<Audience> {
+        match self {
+            Message::Join { peer } | Message::Leave { peer } => Some(Audience::AllBut(peer.id)),
+            Message::Broadcast { from, .. } => Some(Audience::AllBut(from.id)),
+            Message::Announce { .. } => Some(Audience::All),
+            Message::Direct { to, .. } => Some(Audience::Only(*to)),
+            _ => None,
+        }
+    }
+
+    /// Whether this message changes what `session`'s stream receives.
+    pub(super) fn concerns(&self, session: SessionId) -> bool {
+        self.audience().is_some_and(|a| a.includes(session))
+    }
+
+    /// The one instance an answer is for (its asker); `None` for what every instance reads.
+    pub(super) fn answers(&self) -> Option<Uuid> {
+        match self {
+            Message::Reply { origin, .. }
+            | Message::Migrated { origin, .. }
+            | Message::NotYet { origin, .. }
+            | Message::NotComing { origin, .. }
+            | Message::Probe { origin, .. } => Some(*origin),
+            _ => None,
+        }
+    }
+
+    /// The JSON that travels.
+    pub(super) fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("bus messages serialise")
+    }
+}
+
+/// The number of a numbered message (its first key, `"seq"`), if it is one (see
+/// [`sequence`](super::sequence)).
+pub(super) fn seq_of(payload: &[u8]) -> Option<u64> {
+    let rest = payload.strip_prefix(br#"{"seq":"#)?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::DisplayName;
+
+    fn ann() -> Peer {
+        Peer {
+            id: SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap(),
+            name: DisplayName::parse("ann").unwrap(),
+            user: Some("user-7".into()),
+        }
+    }
+
+    #[test]
+    fn bus_messages_round_trip_with_raw_json_inside() {
+        let peer = ann();
+        let message = Message::Broadcast {
+            from: peer.clone(),
+            message: RawValue::from_string(r#"{"a": [1, 2]}"#.into()).unwrap(),
+        };
+        let json = message.to_json();
+        let Message::Broadcast { from, message } = serde_json::from_str(&json).unwrap() else {
+            panic!("wrong variant from {json}");
+        };
+        assert_eq!(from.id, peer.id);
+        assert_eq!(message.get(), r#"{"a": [1, 2]}"#);
+
+        let snapshot = Snapshot {
+            peer: peer.clone(),
+            may_broadcast: false,
+            last_id: 3,
+            delivered: 1,
+            events: vec![(3, Event::UserLeft(peer))],
+            sent: Default::default(),
+        };
+        let json = Message::Migrated {
+            req: 1,
+            origin: Uuid::nil(),
+            session: snapshot.peer.id,
+            snapshot: Box::new(snapshot),
+        }
+        .to_json();
+        assert!(json.starts_with(r#"{"type":"handed_over","#), "{json}");
+        let Message::Migrated { snapshot, .. } = serde_json::from_str(&json).unwrap() else {
+            panic!("wrong variant from {json}");
+        };
+        assert_eq!(snapshot.events[0].0, 3);
+        assert!(
+            !snapshot.may_broadcast,
+            "the permission travels with the session"
+        );
+        assert_eq!(snapshot.peer.user.as_deref(), Some("user-7"));
+    }
+
+    #[test]
+    fn messages_concern_their_audience_only() {
+        let ann = ann();
+        let bob = SessionId::parse("0b7e5d2c-1d9e-4b8f-9a77-3f2a1c4e5d6f").unwrap();
+        let join = Message::Join { peer: ann.clone() };
+        assert!(join.concerns(bob) && !join.concerns(ann.id));
+        let direct = Message::Direct {
+            req: 1,
+            origin: Uuid::nil(),
+            to: bob,
+            event: Event::direct(&ann, bob, RawValue::from_string("1".into()).unwrap()),
+            key: None,
+        };
+        assert!(direct.concerns(bob) && !direct.concerns(ann.id));
+        let announce = Message::Announce {
+            message: RawValue::from_string("1".into()).unwrap(),
+        };
+        assert!(announce.concerns(bob) && announce.concerns(ann.id));
+        let probe = Message::Probe {
+            req: 1,
+            origin: Uuid::nil(),
+        };
+        assert!(!probe.concerns(bob));
+    }
+
+    #[test]
+    fn a_numbered_message_is_a_bus_message_with_its_number_first() {
+        let numbered = br#"{"seq":42,"type":"announce","body":{"message":[1]}}"#;
+        assert_eq!(seq_of(numbered), Some(42));
+        let Ok(Message::Announce { message }) = serde_json::from_slice::<Message>(numbered) else {
+            panic!("an instance that does not know the number still reads the message");
+        };
+        assert_eq!(message.get(), "[1]");
+        assert_eq!(seq_of(br#"{"type":"probe","body":{}}"#), None);
+        assert_eq!(seq_of(br#"{"seq":x}"#), None);
+        assert_eq!(seq_of(b""), None);
+    }
+
+    #[test]
+    fn the_renamed_messages_keep_their_wire_tags() {
+        let id = SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
+        let migrate = Message::Migrate {
+            req: 1,
+            origin: Uuid::nil(),
+            session: id,
+        };
+        assert!(migrate.to_json().starts_with(r#"{"type":"handover","#));
+        let drain = Message::Drain {
+            from: Uuid::nil(),
+            to: Uuid::nil(),
+            sessions: Vec::new(),
+        };
+        assert!(drain.to_json().starts_with(r#"{"type":"handoff","#));
+    }
+}
