@@ -17,7 +17,8 @@ use super::filters::{bearer_credential, json_body};
 use super::handlers::Message;
 use crate::auth::api_key::ApiKey;
 use crate::backplane::{Page, PageQuery, Target};
-use crate::registry::{RegistryError, SessionId, Token};
+use crate::identity::{SessionId, Token};
+use crate::registry::RegistryError;
 
 /// `/api/publish`, `/api/disconnect` and `/api/sessions`, each behind the key. Boxed: one
 /// type for the three, so the whole API's filter type stays small enough to compile quickly.

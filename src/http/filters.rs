@@ -14,8 +14,9 @@ use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use super::PeerAddr;
 use super::error::{ApiError, ErrorCode};
 use crate::backplane::Hub;
+use crate::identity::Token;
 use crate::limits::Limits;
-use crate::registry::{EventId, Token};
+use crate::registry::EventId;
 
 /// Hands each request a clone of the hub handle.
 pub(crate) fn with_hub(hub: Hub) -> impl Filter<Extract = (Hub,), Error = Infallible> + Clone {

@@ -12,8 +12,9 @@ use super::error::{ApiError, ErrorCode};
 use super::filters::StreamParams;
 use super::{Context, backend, sse};
 use crate::backplane::{Hub, PageQuery};
+use crate::identity::{DisplayName, NameError, SessionId, Token, check_user};
 use crate::registry::sent::MAX_KEY_LEN;
-use crate::registry::{DisplayName, Joining, Peer, RegistryError, SendKey, SessionId, Token};
+use crate::registry::{Joining, Peer, RegistryError, SendKey};
 
 /// The body of `POST /helo`. `name` is required by an open server; with `--auth jwt` the
 /// token's `name` claim names the session and a `name` sent here is ignored.
@@ -44,14 +45,14 @@ pub(crate) async fn helo(
             let name = body.name.ok_or_else(|| {
                 ApiError::bad_request(ErrorCode::InvalidBody, "the body lacks `name`")
             })?;
-            let name = DisplayName::parse(&name)
-                .map_err(|m| ApiError::bad_request(ErrorCode::InvalidName, m))?;
+            let name = DisplayName::parse(&name).map_err(|m| invalid_name("`name`", m))?;
             Joining::from(name)
         }
         Some(claims) => {
-            let name = DisplayName::parse(&claims.name).map_err(|m| {
-                ApiError::bad_request(ErrorCode::InvalidName, format!("the token's `name`: {m}"))
-            })?;
+            let name = DisplayName::parse(&claims.name)
+                .map_err(|m| invalid_name("the token's `name`", m))?;
+            // Shown to everyone as `user`, so held to the same characters as a name.
+            check_user(&claims.sub).map_err(|m| invalid_name("the token's `sub`", m))?;
             Joining {
                 name,
                 user: Some(claims.sub),
@@ -70,6 +71,12 @@ pub(crate) async fn helo(
         name: peer.name.as_str(),
     };
     Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response())
+}
+
+/// 400 `invalid_name`: `what` (the body's name, or a token claim shown to others) breaks the
+/// name rule.
+fn invalid_name(what: &str, broken: NameError) -> ApiError {
+    ApiError::bad_request(ErrorCode::InvalidName, format!("{what} {broken}"))
 }
 
 /// `HEAD /events/{id}`: what `GET` would answer, without attaching (a `HEAD` must not take

@@ -359,8 +359,8 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
+    use crate::identity::{DisplayName, SessionId};
     use crate::registry::event::Broadcast;
-    use crate::registry::{DisplayName, SessionId};
 
     #[test]
     fn metrics_label_events_by_their_wire_names() {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::event::EventId;
-use super::identity::SessionId;
+use crate::identity::SessionId;
 
 /// How many keyed messages a session remembers.
 pub const KEPT: usize = 256;
