@@ -11,6 +11,7 @@ mod lifetime;
 mod limits;
 mod mailbox;
 mod misc;
+mod names;
 mod presence;
 mod replay;
 mod response;
