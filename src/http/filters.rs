@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use warp::Filter;
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 
-use super::PeerAddr;
+use super::context::PeerAddr;
 use super::error::{ApiError, ErrorCode};
 use crate::backplane::Hub;
 use crate::identity::Token;

@@ -4,13 +4,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
+use super::context::Context;
 use super::error::{ApiError, ErrorCode};
 use super::filters::StreamParams;
-use super::{Context, backend, sse};
+use super::message::Message;
+use super::{listing, sse};
 use crate::backplane::{Hub, PageQuery};
 use crate::identity::{DisplayName, NameError, SessionId, Token, check_user};
 use crate::registry::sent::MAX_KEY_LEN;
@@ -133,58 +134,6 @@ pub(crate) async fn attach(
     ))
 }
 
-/// Deepest nesting of arrays and objects a `message` may have. serde_json's own recursion
-/// limit does not apply to a message kept raw, and recipients' parsers may have none; 64
-/// levels is far beyond any real message.
-pub(crate) const MAX_MESSAGE_DEPTH: usize = 64;
-
-/// A client's `message`, kept as sent (any JSON value), refused beyond [`MAX_MESSAGE_DEPTH`].
-pub(crate) struct Message(Box<RawValue>);
-
-impl Message {
-    pub(crate) fn into_inner(self) -> Box<RawValue> {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for Message {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = Box::<RawValue>::deserialize(deserializer)?;
-        if nesting_depth(raw.get()) > MAX_MESSAGE_DEPTH {
-            return Err(serde::de::Error::custom(format_args!(
-                "message nested deeper than {MAX_MESSAGE_DEPTH} levels"
-            )));
-        }
-        Ok(Message(raw))
-    }
-}
-
-/// How deeply arrays and objects nest in a valid JSON text (brackets inside strings skipped).
-fn nesting_depth(json: &str) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for byte in json.bytes() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
 #[derive(Deserialize)]
 pub(crate) struct ResponseRequest {
     recipient: String,
@@ -204,9 +153,7 @@ pub(crate) async fn post_response(
     key: Option<String>,
     body: ResponseRequest,
 ) -> Result<Response, ApiError> {
-    context
-        .limits
-        .message(&from.id, body.message.0.get().len())?;
+    context.limits.message(&from.id, body.message.get().len())?;
     let recipient = SessionId::parse(&body.recipient).ok_or_else(|| {
         ApiError::bad_request(
             ErrorCode::InvalidBody,
@@ -215,7 +162,7 @@ pub(crate) async fn post_response(
     })?;
     let key = key
         .map(|key| {
-            SendKey::new(from.id, &key, body.message.0.get()).ok_or_else(|| {
+            SendKey::new(from.id, &key, body.message.get()).ok_or_else(|| {
                 ApiError::bad_request(
                     ErrorCode::InvalidIdempotencyKey,
                     format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
@@ -225,7 +172,7 @@ pub(crate) async fn post_response(
         .transpose()?;
     let event_id = context
         .hub
-        .deliver(&from, recipient, body.message.0, key)
+        .deliver(&from, recipient, body.message.into_inner(), key)
         .await?;
     Ok(accepted(&ResponseAccepted { event_id }))
 }
@@ -246,10 +193,11 @@ pub(crate) async fn post_broadcast(
     from: Peer,
     body: BroadcastRequest,
 ) -> Result<Response, ApiError> {
-    context
-        .limits
-        .message(&from.id, body.message.0.get().len())?;
-    let recipients = context.hub.broadcast(&from, body.message.0).await?;
+    context.limits.message(&from.id, body.message.get().len())?;
+    let recipients = context
+        .hub
+        .broadcast(&from, body.message.into_inner())
+        .await?;
     Ok(accepted(&BroadcastAccepted { recipients }))
 }
 
@@ -283,9 +231,9 @@ pub(crate) async fn list_clients(
     credential: Option<String>,
     query: PageQuery,
 ) -> Result<Response, ApiError> {
-    backend::may_list(&context, credential.as_deref()).await?;
+    listing::may_list(&context, credential.as_deref()).await?;
     let page = context.hub.page(&query).await?;
-    Ok(backend::page_reply("/clients", &query, &page))
+    Ok(listing::page_reply("/clients", &query, &page))
 }
 
 #[derive(Serialize)]
