@@ -77,7 +77,14 @@ pub(crate) fn json_body<T: DeserializeOwned + Send>(
         })
         .untuple_one()
         .and(warp::body::content_length_limit(limit))
-        .and(warp::body::bytes())
+        // The body stopped short (the client half-closed or reset its socket): its fault, so a
+        // 400, not warp's private `BodyReadError` falling through to a 500.
+        .and(warp::body::bytes().or_else(|_| async {
+            Err(warp::Rejection::from(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                "the body ended before its Content-Length",
+            )))
+        }))
         .and_then(|body: Bytes| async move {
             // serde would also accept a struct written as an array; the contract says object.
             if body.trim_ascii_start().first() != Some(&b'{') {
@@ -118,7 +125,7 @@ fn parse_bearer(value: &str) -> Result<Token, ApiError> {
 
 /// A header's value as sent, or `None` when absent. warp's typed header filters reject a
 /// value that is not visible ASCII with an error that would become a 500; we decide instead.
-fn raw_header(
+pub(crate) fn raw_header(
     name: &'static str,
 ) -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
     warp::header::value(name)

@@ -4,12 +4,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use warp::http::StatusCode;
+use warp::http::{HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 
 use super::context::Context;
 use super::error::{ApiError, ErrorCode};
-use super::filters::StreamParams;
+use super::filters::{StreamParams, header_text};
 use super::message::Message;
 use super::{listing, sse};
 use crate::backplane::{Hub, PageQuery};
@@ -150,7 +150,7 @@ struct ResponseAccepted {
 pub(crate) async fn post_response(
     context: Context,
     from: Peer,
-    key: Option<String>,
+    key: Option<HeaderValue>,
     body: ResponseRequest,
 ) -> Result<Response, ApiError> {
     context.limits.message(&from.id, body.message.get().len())?;
@@ -162,12 +162,16 @@ pub(crate) async fn post_response(
     })?;
     let key = key
         .map(|key| {
-            SendKey::new(from.id, &key, body.message.get()).ok_or_else(|| {
-                ApiError::bad_request(
-                    ErrorCode::InvalidIdempotencyKey,
-                    format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
-                )
-            })
+            let key = header_text(key.as_bytes());
+            key.and_then(|key| SendKey::new(from.id, key, body.message.get()))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        ErrorCode::InvalidIdempotencyKey,
+                        format!(
+                            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+                        ),
+                    )
+                })
         })
         .transpose()?;
     let event_id = context
@@ -269,9 +273,13 @@ pub(crate) async fn healthz(hub: Hub) -> Result<Response, ApiError> {
 
 /// `GET /metrics`: the classic Prometheus text format, or OpenMetrics when the scraper's
 /// `Accept` asks for it (as Prometheus does), each with its own content type.
-pub(crate) async fn metrics(hub: Hub, accept: Option<String>) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(hub: Hub, accept: Option<HeaderValue>) -> Result<Response, ApiError> {
     let metrics = hub.metrics();
-    let openmetrics = accept.is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    // An `Accept` that is not text asks for nothing we know: the classic format.
+    let openmetrics = accept
+        .as_ref()
+        .and_then(|accept| header_text(accept.as_bytes()))
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
     let (body, content_type) = if openmetrics {
         (
             metrics.render_openmetrics(),

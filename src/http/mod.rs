@@ -41,7 +41,9 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Reply;
 
 pub use context::{Context, StreamSettings};
-use filters::{bearer, bearer_credential, client_address, json_body, stream_params, with_hub};
+use filters::{
+    bearer, bearer_credential, client_address, json_body, raw_header, stream_params, with_hub,
+};
 pub use route_table::ROUTES;
 use route_table::{SECURITY_HEADERS, allowed_methods, route_of};
 
@@ -94,7 +96,7 @@ pub fn routes(
         .and(warp::post())
         .and(with_context())
         .and(authenticated.clone())
-        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(raw_header("idempotency-key"))
         .and(json_body(max_body))
         .then(handlers::post_response);
     let broadcast = warp::path!("broadcast")
@@ -126,7 +128,7 @@ pub fn routes(
     let metrics_route = warp::path!("metrics")
         .and(get_or_head())
         .and(with_hub(hub))
-        .and(warp::header::optional::<String>("accept"))
+        .and(raw_header("accept"))
         .then(handlers::metrics);
     let openapi = warp::path!("openapi.yaml").and(get_or_head()).map(|| {
         warp::reply::with_header(OPENAPI, "content-type", "application/yaml").into_response()
