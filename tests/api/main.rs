@@ -7,6 +7,7 @@ mod broadcast;
 mod concurrency;
 mod errors;
 mod helo;
+mod idempotency;
 mod lifetime;
 mod limits;
 mod mailbox;
