@@ -103,16 +103,26 @@ pub(crate) fn json_body<T: DeserializeOwned + Send>(
 }
 
 /// Passes GET and HEAD; anything else is "no such route" rather than "wrong method", so that
-/// `POST /nope` is a 404 even though static files are served from every path.
+/// `POST /nope` is a 404 even though static files are served from every path. `/` itself is
+/// a route of the table (the page), so another method there is 405, like on any route.
 pub(crate) fn get_or_not_found() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
     warp::method()
-        .and_then(|method: warp::http::Method| async move {
-            if method == warp::http::Method::GET || method == warp::http::Method::HEAD {
-                Ok(())
-            } else {
-                Err(warp::reject::not_found())
-            }
-        })
+        .and(warp::path::full())
+        .and_then(
+            |method: warp::http::Method, path: warp::path::FullPath| async move {
+                if method == warp::http::Method::GET || method == warp::http::Method::HEAD {
+                    Ok(())
+                } else if path.as_str() == "/" {
+                    Err(warp::Rejection::from(ApiError::new(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        ErrorCode::MethodNotAllowed,
+                        "this route does not accept that method",
+                    )))
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            },
+        )
         .untuple_one()
 }
 

@@ -19,6 +19,7 @@ mod response;
 mod server_api;
 mod session_tokens;
 mod shutdown;
+mod spec;
 mod stream;
 
 #[path = "../support/mod.rs"]
