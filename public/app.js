@@ -399,6 +399,7 @@ import { Switchboard } from './switchboard.js';
       renderPeople();
       setStatus('closed');
       log({ kind: 'error', text: `could not say hello: ${error.message}` });
+      showNameError(error);
     },
   };
 
@@ -441,6 +442,7 @@ import { Switchboard } from './switchboard.js';
     }
     setStatus('connecting');
     showMe(name, 'not connected');
+    ui.nameInput.removeAttribute('aria-invalid');
     try {
       await client.connect();
     } catch (error) {
@@ -448,7 +450,15 @@ import { Switchboard } from './switchboard.js';
       board = null;
       log({ kind: 'error', text: `could not say hello: ${error.message}` });
       setStatus('closed');
+      showNameError(error);
     }
+  }
+
+  /** A refused name (400 `invalid_name`): the server's reason, under the name field. */
+  function showNameError(error) {
+    if (error.code !== 'invalid_name') return;
+    ui.joinHint.textContent = error.message;
+    ui.nameInput.setAttribute('aria-invalid', 'true');
   }
 
   ui.joinForm.addEventListener('submit', (event) => {

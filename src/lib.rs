@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`config`]: the flags and their defaults.
+//! - [`identity`]: ids, tokens and display names; the ground floor everyone imports.
 //! - [`registry`]: where sessions live: sessions, mailboxes, streams, TTL. Mechanics only, no HTTP.
 //! - [`backplane`]: the hub the edge calls: presence (who hears what), over this process alone
 //!   or a cluster over Redis.
@@ -23,10 +24,10 @@ mod auth;
 mod backplane;
 mod config;
 mod http;
+mod identity;
 mod lifecycle;
 mod limits;
 mod metrics;
-mod names;
 mod registry;
 pub mod shutdown;
 pub mod state_file;

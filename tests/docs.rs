@@ -36,9 +36,6 @@ fn documented_routes(spec: &Value) -> BTreeSet<(String, String)> {
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
-/// Paths whose other methods are still answered 404 instead of 405: the page's route falls
-/// through to "not found" (issue 24, point 15). Remove an entry once it answers 405.
-const KNOWN_404_FOR_OTHER_METHODS: &[&str] = &["/"];
 
 /// A server with every route on: the page from a directory, the server API with its key.
 async fn full_server(label: &str) -> (support::TestApp, std::path::PathBuf) {
@@ -92,8 +89,7 @@ async fn openapi_lists_exactly_the_routes_the_router_serves() {
                 "{method} {path}: in openapi.yaml, but answered {status}"
             ));
         }
-        let known_gap = status == 404 && KNOWN_404_FOR_OTHER_METHODS.contains(&path.as_str());
-        if !listed && status != 405 && !known_gap {
+        if !listed && status != 405 {
             wrong.push(format!(
                 "{method} {path}: not in openapi.yaml, but answered {status}, not 405"
             ));

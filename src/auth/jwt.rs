@@ -46,7 +46,8 @@ pub(crate) struct JwtChecks {
 /// What a valid join token says about its holder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct JoinClaims {
-    /// The app's user id (`sub`), shown to others as `user`. Never empty.
+    /// The app's user id (`sub`), shown to others as `user`. Never empty; `helo` holds it to
+    /// the characters of the name rule (`identity::check_user`).
     pub(crate) sub: String,
     /// The display name (`name`), authoritative over any name in the request body. Not yet
     /// checked against the name rule: `helo` does that like for any name.

@@ -11,11 +11,12 @@ use serde::de::DeserializeOwned;
 use warp::Filter;
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 
-use super::PeerAddr;
+use super::context::PeerAddr;
 use super::error::{ApiError, ErrorCode};
 use crate::backplane::Hub;
+use crate::identity::Token;
 use crate::limits::Limits;
-use crate::registry::{EventId, Token};
+use crate::registry::EventId;
 
 /// Hands each request a clone of the hub handle.
 pub(crate) fn with_hub(hub: Hub) -> impl Filter<Extract = (Hub,), Error = Infallible> + Clone {
@@ -76,7 +77,14 @@ pub(crate) fn json_body<T: DeserializeOwned + Send>(
         })
         .untuple_one()
         .and(warp::body::content_length_limit(limit))
-        .and(warp::body::bytes())
+        // The body stopped short (the client half-closed or reset its socket): its fault, so a
+        // 400, not warp's private `BodyReadError` falling through to a 500.
+        .and(warp::body::bytes().or_else(|_| async {
+            Err(warp::Rejection::from(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                "the body ended before its Content-Length",
+            )))
+        }))
         .and_then(|body: Bytes| async move {
             // serde would also accept a struct written as an array; the contract says object.
             if body.trim_ascii_start().first() != Some(&b'{') {
@@ -95,16 +103,26 @@ pub(crate) fn json_body<T: DeserializeOwned + Send>(
 }
 
 /// Passes GET and HEAD; anything else is "no such route" rather than "wrong method", so that
-/// `POST /nope` is a 404 even though static files are served from every path.
+/// `POST /nope` is a 404 even though static files are served from every path. `/` itself is
+/// a route of the table (the page), so another method there is 405, like on any route.
 pub(crate) fn get_or_not_found() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
     warp::method()
-        .and_then(|method: warp::http::Method| async move {
-            if method == warp::http::Method::GET || method == warp::http::Method::HEAD {
-                Ok(())
-            } else {
-                Err(warp::reject::not_found())
-            }
-        })
+        .and(warp::path::full())
+        .and_then(
+            |method: warp::http::Method, path: warp::path::FullPath| async move {
+                if method == warp::http::Method::GET || method == warp::http::Method::HEAD {
+                    Ok(())
+                } else if path.as_str() == "/" {
+                    Err(warp::Rejection::from(ApiError::new(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        ErrorCode::MethodNotAllowed,
+                        "this route does not accept that method",
+                    )))
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            },
+        )
         .untuple_one()
 }
 
@@ -117,7 +135,7 @@ fn parse_bearer(value: &str) -> Result<Token, ApiError> {
 
 /// A header's value as sent, or `None` when absent. warp's typed header filters reject a
 /// value that is not visible ASCII with an error that would become a 500; we decide instead.
-fn raw_header(
+pub(crate) fn raw_header(
     name: &'static str,
 ) -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
     warp::header::value(name)

@@ -4,16 +4,18 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use warp::http::StatusCode;
+use warp::http::{HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 
+use super::context::Context;
 use super::error::{ApiError, ErrorCode};
-use super::filters::StreamParams;
-use super::{Context, backend, sse};
+use super::filters::{StreamParams, header_text};
+use super::message::Message;
+use super::{listing, sse};
 use crate::backplane::{Hub, PageQuery};
+use crate::identity::{DisplayName, NameError, SessionId, Token, check_user};
 use crate::registry::sent::MAX_KEY_LEN;
-use crate::registry::{DisplayName, Joining, Peer, RegistryError, SendKey, SessionId, Token};
+use crate::registry::{Joining, Peer, RegistryError, SendKey};
 
 /// The body of `POST /helo`. `name` is required by an open server; with `--auth jwt` the
 /// token's `name` claim names the session and a `name` sent here is ignored.
@@ -44,14 +46,14 @@ pub(crate) async fn helo(
             let name = body.name.ok_or_else(|| {
                 ApiError::bad_request(ErrorCode::InvalidBody, "the body lacks `name`")
             })?;
-            let name = DisplayName::parse(&name)
-                .map_err(|m| ApiError::bad_request(ErrorCode::InvalidName, m))?;
+            let name = DisplayName::parse(&name).map_err(|m| invalid_name("`name`", m))?;
             Joining::from(name)
         }
         Some(claims) => {
-            let name = DisplayName::parse(&claims.name).map_err(|m| {
-                ApiError::bad_request(ErrorCode::InvalidName, format!("the token's `name`: {m}"))
-            })?;
+            let name = DisplayName::parse(&claims.name)
+                .map_err(|m| invalid_name("the token's `name`", m))?;
+            // Shown to everyone as `user`, so held to the same characters as a name.
+            check_user(&claims.sub).map_err(|m| invalid_name("the token's `sub`", m))?;
             Joining {
                 name,
                 user: Some(claims.sub),
@@ -70,6 +72,12 @@ pub(crate) async fn helo(
         name: peer.name.as_str(),
     };
     Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response())
+}
+
+/// 400 `invalid_name`: `what` (the body's name, or a token claim shown to others) breaks the
+/// name rule.
+fn invalid_name(what: &str, broken: NameError) -> ApiError {
+    ApiError::bad_request(ErrorCode::InvalidName, format!("{what} {broken}"))
 }
 
 /// `HEAD /events/{id}`: what `GET` would answer, without attaching (a `HEAD` must not take
@@ -126,58 +134,6 @@ pub(crate) async fn attach(
     ))
 }
 
-/// Deepest nesting of arrays and objects a `message` may have. serde_json's own recursion
-/// limit does not apply to a message kept raw, and recipients' parsers may have none; 64
-/// levels is far beyond any real message.
-pub(crate) const MAX_MESSAGE_DEPTH: usize = 64;
-
-/// A client's `message`, kept as sent (any JSON value), refused beyond [`MAX_MESSAGE_DEPTH`].
-pub(crate) struct Message(Box<RawValue>);
-
-impl Message {
-    pub(crate) fn into_inner(self) -> Box<RawValue> {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for Message {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = Box::<RawValue>::deserialize(deserializer)?;
-        if nesting_depth(raw.get()) > MAX_MESSAGE_DEPTH {
-            return Err(serde::de::Error::custom(format_args!(
-                "message nested deeper than {MAX_MESSAGE_DEPTH} levels"
-            )));
-        }
-        Ok(Message(raw))
-    }
-}
-
-/// How deeply arrays and objects nest in a valid JSON text (brackets inside strings skipped).
-fn nesting_depth(json: &str) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for byte in json.bytes() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
 #[derive(Deserialize)]
 pub(crate) struct ResponseRequest {
     recipient: String,
@@ -194,12 +150,10 @@ struct ResponseAccepted {
 pub(crate) async fn post_response(
     context: Context,
     from: Peer,
-    key: Option<String>,
+    key: Option<HeaderValue>,
     body: ResponseRequest,
 ) -> Result<Response, ApiError> {
-    context
-        .limits
-        .message(&from.id, body.message.0.get().len())?;
+    context.limits.message(&from.id, body.message.get().len())?;
     let recipient = SessionId::parse(&body.recipient).ok_or_else(|| {
         ApiError::bad_request(
             ErrorCode::InvalidBody,
@@ -208,17 +162,21 @@ pub(crate) async fn post_response(
     })?;
     let key = key
         .map(|key| {
-            SendKey::new(from.id, &key, body.message.0.get()).ok_or_else(|| {
-                ApiError::bad_request(
-                    ErrorCode::InvalidIdempotencyKey,
-                    format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
-                )
-            })
+            let key = header_text(key.as_bytes());
+            key.and_then(|key| SendKey::new(from.id, key, body.message.get()))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        ErrorCode::InvalidIdempotencyKey,
+                        format!(
+                            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+                        ),
+                    )
+                })
         })
         .transpose()?;
     let event_id = context
         .hub
-        .deliver(&from, recipient, body.message.0, key)
+        .deliver(&from, recipient, body.message.into_inner(), key)
         .await?;
     Ok(accepted(&ResponseAccepted { event_id }))
 }
@@ -239,10 +197,11 @@ pub(crate) async fn post_broadcast(
     from: Peer,
     body: BroadcastRequest,
 ) -> Result<Response, ApiError> {
-    context
-        .limits
-        .message(&from.id, body.message.0.get().len())?;
-    let recipients = context.hub.broadcast(&from, body.message.0).await?;
+    context.limits.message(&from.id, body.message.get().len())?;
+    let recipients = context
+        .hub
+        .broadcast(&from, body.message.into_inner())
+        .await?;
     Ok(accepted(&BroadcastAccepted { recipients }))
 }
 
@@ -276,9 +235,9 @@ pub(crate) async fn list_clients(
     credential: Option<String>,
     query: PageQuery,
 ) -> Result<Response, ApiError> {
-    backend::may_list(&context, credential.as_deref()).await?;
+    listing::may_list(&context, credential.as_deref()).await?;
     let page = context.hub.page(&query).await?;
-    Ok(backend::page_reply("/clients", &query, &page))
+    Ok(listing::page_reply("/clients", &query, &page))
 }
 
 #[derive(Serialize)]
@@ -314,9 +273,13 @@ pub(crate) async fn healthz(hub: Hub) -> Result<Response, ApiError> {
 
 /// `GET /metrics`: the classic Prometheus text format, or OpenMetrics when the scraper's
 /// `Accept` asks for it (as Prometheus does), each with its own content type.
-pub(crate) async fn metrics(hub: Hub, accept: Option<String>) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(hub: Hub, accept: Option<HeaderValue>) -> Result<Response, ApiError> {
     let metrics = hub.metrics();
-    let openmetrics = accept.is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    // An `Accept` that is not text asks for nothing we know: the classic format.
+    let openmetrics = accept
+        .as_ref()
+        .and_then(|accept| header_text(accept.as_bytes()))
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
     let (body, content_type) = if openmetrics {
         (
             metrics.render_openmetrics(),

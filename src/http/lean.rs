@@ -44,12 +44,14 @@ use warp::http::request::Parts;
 use warp::http::{StatusCode, Uri};
 use warp::reply::Reply;
 
+use super::context::Context;
 use super::cors::Origins;
 use super::error::ApiError;
 use super::filters::{header_text, joined_header, parse_stream_params};
 use super::redact::request_span;
+use super::route_table::{SECURITY_HEADERS, route_of};
 use super::takeover::SharedSocket;
-use super::{Context, SECURITY_HEADERS, handlers, route_of, sse};
+use super::{handlers, sse};
 use crate::metrics::Deliveries;
 use crate::registry::EventId;
 use crate::registry::mailbox::Mailbox;

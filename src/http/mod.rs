@@ -1,84 +1,51 @@
-//! The HTTP edge: warp filters over the hub, one [`routes`] filter for the whole API.
+//! The HTTP edge's front door: [`routes`] joins every route's filter into one for the whole
+//! API, and nothing else lives here.
 //!
-//! Filters extract and validate (`filters`), handlers call the hub (`handlers`), `sse`
-//! owns the stream wire format, `error` turns every failure into JSON (its [`error::ErrorCode`]
-//! is public, so tests can hold the docs to it), `redact` decides what of a request may be
-//! logged, `lean` serves stream connections without hyper, and `server` runs the accept loop
-//! with tower-http's layers and graceful shutdown. Only what tests need is `pub`.
+//! # Layout
+//! - `route_table`: [`ROUTES`] (drives metrics labels, `Allow` and the docs checks) and the
+//!   headers every response carries.
+//! - `context`: what every handler is given ([`Context`], [`StreamSettings`], `PeerAddr`).
+//! - `filters`: extract and validate a request's parts; `message`: a client's `message` body.
+//! - `handlers`: one function per client route, calling the hub; `server_api`: the app
+//!   backend's routes (`/api/*`); `listing`: the paged session list both serve.
+//! - `sse`: the stream wire format; `lean`: stream connections served without hyper;
+//!   `takeover`: a keep-alive connection handed from hyper to `lean`.
+//! - `error`: every failure as JSON (its [`error::ErrorCode`] is public, so tests can hold the
+//!   docs to it); `redact`: what of a request may be logged; `cors`; `page`: the web client.
+//! - `server`: the accept loop with tower-http's layers and graceful shutdown.
+//!
+//! Lower files never import from this one; only what tests need is `pub`.
 
-mod backend;
+mod context;
 mod cors;
 pub mod error;
 mod filters;
 mod handlers;
 mod lean;
+mod listing;
+mod message;
 mod page;
 mod redact;
+mod route_table;
 pub(crate) mod server;
+mod server_api;
 mod sse;
 mod takeover;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use warp::Filter;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Reply;
 
-use crate::auth::JoinPolicy;
-use crate::auth::api_key::ApiKey;
-use crate::backplane::Hub;
-use crate::limits::Limits;
-use filters::{bearer, bearer_credential, client_address, json_body, stream_params, with_hub};
-pub use sse::StreamSettings;
-
-/// Every route the API serves, as (method, path template). `openapi.yaml` must list exactly
-/// these (a test checks both directions), and metrics label requests by these templates.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("POST", "/helo"),
-    ("GET", "/events/{id}"),
-    ("POST", "/response"),
-    ("POST", "/broadcast"),
-    ("DELETE", "/session"),
-    ("GET", "/clients"),
-    ("POST", "/api/publish"),
-    ("POST", "/api/disconnect"),
-    ("GET", "/api/sessions"),
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-    ("GET", "/openapi.yaml"),
-    ("GET", "/"),
-];
-
-/// Headers on every response, from both connection paths: no MIME sniffing, the page's code
-/// only from this origin (no inline code), never framed, and no `Referer` leaked onwards.
-pub(crate) const SECURITY_HEADERS: [(&str, &str); 3] = [
-    ("x-content-type-options", "nosniff"),
-    (
-        "content-security-policy",
-        "default-src 'self'; frame-ancestors 'none'",
-    ),
-    ("referrer-policy", "no-referrer"),
-];
-
-/// The `Allow` value for a path: the methods its route serves (`HEAD` with every `GET`).
-pub(crate) fn allowed_methods(path: &str) -> String {
-    let template = route_of(path);
-    let methods: Vec<&str> = ROUTES
-        .iter()
-        .filter(|&&(_, t)| t == template)
-        .flat_map(|&(method, _)| match method {
-            "GET" => vec!["GET", "HEAD"],
-            other => vec![other],
-        })
-        .collect();
-    methods.join(", ")
-}
+pub use context::{Context, StreamSettings};
+use filters::{
+    bearer, bearer_credential, client_address, json_body, raw_header, stream_params, with_hub,
+};
+pub use route_table::ROUTES;
+use route_table::{SECURITY_HEADERS, allowed_methods, route_of};
 
 /// `GET`, and `HEAD` answered as `GET` without the body (hyper leaves the body out).
 fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
@@ -87,38 +54,6 @@ fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
 
 /// The OpenAPI description, compiled in so the binary serves the one it was built with.
 const OPENAPI: &str = include_str!("../../openapi.yaml");
-
-/// What the handlers share: the hub, the limits, who may join, stream timings, and the
-/// shutdown signal.
-#[derive(Clone)]
-pub struct Context {
-    pub hub: Hub,
-    pub(crate) limits: Arc<Limits>,
-    pub(crate) join: Arc<JoinPolicy>,
-    /// The server API's key; `None`: the API is off (404).
-    pub(crate) api_key: Option<Arc<ApiKey>>,
-    pub stream: StreamSettings,
-    /// What a full house tells clients to wait: an abandoned session is gone after one TTL.
-    pub session_ttl: Duration,
-    pub shutdown: CancellationToken,
-}
-
-/// The socket peer of the connection a request came on, put into every request's extensions
-/// by the accept loop (warp's own `addr::remote` only works with warp's server).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PeerAddr(pub(crate) SocketAddr);
-
-/// The route template a concrete path belongs to, for metrics labels.
-pub(crate) fn route_of(path: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .map(|&(_, template)| template)
-        .find(|template| match template.strip_suffix("{id}") {
-            Some(prefix) => path.starts_with(prefix) && !path[prefix.len()..].contains('/'),
-            None => *template == path,
-        })
-        .unwrap_or("static")
-}
 
 /// The whole API: routes, the web client (built in, or from `public_dir`), errors as JSON,
 /// metrics per request.
@@ -161,7 +96,7 @@ pub fn routes(
         .and(warp::post())
         .and(with_context())
         .and(authenticated.clone())
-        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(raw_header("idempotency-key"))
         .and(json_body(max_body))
         .then(handlers::post_response);
     let broadcast = warp::path!("broadcast")
@@ -179,9 +114,9 @@ pub fn routes(
         .and(get_or_head())
         .and(with_context())
         .and(bearer_credential())
-        .and(backend::page_query())
+        .and(listing::page_query())
         .then(handlers::list_clients);
-    let server_api = backend::routes(context_api_key, with_context(), max_body);
+    let server_api = server_api::routes(context_api_key, with_context(), max_body);
     let healthz = warp::path!("healthz")
         .and(get_or_head())
         .and(with_hub(hub.clone()))
@@ -193,7 +128,7 @@ pub fn routes(
     let metrics_route = warp::path!("metrics")
         .and(get_or_head())
         .and(with_hub(hub))
-        .and(warp::header::optional::<String>("accept"))
+        .and(raw_header("accept"))
         .then(handlers::metrics);
     let openapi = warp::path!("openapi.yaml").and(get_or_head()).map(|| {
         warp::reply::with_header(OPENAPI, "content-type", "application/yaml").into_response()
@@ -256,17 +191,4 @@ pub fn routes(
             metrics.http_request(route, info.status().as_u16());
             metrics.http_request_duration(route, info.elapsed());
         }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::route_of;
-
-    #[test]
-    fn paths_map_to_their_templates() {
-        assert_eq!(route_of("/helo"), "/helo");
-        assert_eq!(route_of("/events/abc"), "/events/{id}");
-        assert_eq!(route_of("/events/abc/def"), "static");
-        assert_eq!(route_of("/app.js"), "static");
-    }
 }

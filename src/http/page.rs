@@ -50,9 +50,12 @@ pub fn files(dir: Option<PathBuf>) -> BoxedFilter<(Response,)> {
             })
             .boxed(),
         None => warp::path::tail()
-            .and(warp::header::optional::<String>(IF_NONE_MATCH.as_str()))
+            .and(filters::raw_header(IF_NONE_MATCH.as_str()))
             .and_then(
-                |tail: warp::path::Tail, if_none_match: Option<String>| async move {
+                |tail: warp::path::Tail, if_none_match: Option<HeaderValue>| async move {
+                    // A value that is not text names no version of ours: not matched.
+                    let if_none_match =
+                        if_none_match.and_then(|value| value.to_str().ok().map(str::to_owned));
                     builtin(tail.as_str(), if_none_match.as_deref())
                         .ok_or_else(warp::reject::not_found)
                 },

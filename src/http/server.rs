@@ -34,11 +34,12 @@ use warp::http::request::Parts;
 use warp::http::{HeaderValue, Request, Response, header};
 use warp::reply::Reply;
 
+use super::context::{Context, PeerAddr};
 use super::cors::Origins;
 use super::error::ApiError;
+use super::lean;
 use super::redact::request_span;
 use super::takeover::{SharedSocket, Takeover};
-use super::{Context, PeerAddr, lean};
 use crate::limits::{Limited, Limits};
 
 /// Most refused connections answered at once (see [`Listener::refuse`]).

@@ -38,6 +38,8 @@ use tracing::info;
 use warp::http::HeaderValue;
 use warp::reply::{Reply, Response};
 
+use super::context::StreamSettings;
+
 use crate::limits::AddressGuard;
 use crate::metrics::{Deliveries, EventKind, Metrics};
 use crate::registry::event::Lagged;
@@ -52,14 +54,6 @@ const BATCH: usize = 64;
 const COPY_UP_TO: usize = 1024;
 
 const PING: &[u8] = b": ping\n\n";
-
-/// Timings every stream shares.
-#[derive(Clone, Debug)]
-pub struct StreamSettings {
-    pub heartbeat: Duration,
-    pub retry: Duration,
-    pub drain_window: Duration,
-}
 
 /// `event: <name>` plus the JSON payload as `data:` lines, and the blank line that ends it.
 ///
@@ -359,8 +353,8 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
+    use crate::identity::{DisplayName, SessionId};
     use crate::registry::event::Broadcast;
-    use crate::registry::{DisplayName, SessionId};
 
     #[test]
     fn metrics_label_events_by_their_wire_names() {

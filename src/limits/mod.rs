@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::identity::SessionId;
 use crate::metrics::Metrics;
-use crate::registry::SessionId;
 
 pub(crate) use address::{AddressCap, AddressGuard, default_per_address};
 pub(crate) use forwarded::client_address;

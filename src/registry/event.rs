@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::identity::{DisplayName, SessionId};
+use crate::identity::{DisplayName, SessionId};
 
 /// Per-session event number; strictly increasing within one session, starting at 1.
 pub type EventId = u64;

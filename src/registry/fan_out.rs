@@ -5,9 +5,9 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::event::{self, Envelope, Event, Peer};
-use super::identity::SessionId;
 use super::session::{Session, Then};
 use super::{Registry, State};
+use crate::identity::SessionId;
 
 impl State {
     /// Every session, in their order, shared until the next join or leave (its `audience`).

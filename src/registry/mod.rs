@@ -3,7 +3,8 @@
 //! hub's business (`backplane`). No HTTP in here.
 //!
 //! # Layout
-//! - [`identity`]: `SessionId`, `Token`, `DisplayName`, and [`Joining`] (who a new session is).
+//! - [`join`]: [`Joining`] (who a new session is) and the credential that proves it later.
+//!   Ids, tokens and names themselves are `crate::identity`'s.
 //! - [`session`]: one session: mailbox, attachment, why its stream closed.
 //! - [`subscription`]: attaching a stream, and the stream's side ([`Subscription`]).
 //! - [`mailbox`]: the bounded, ordered buffer of one session.
@@ -43,7 +44,7 @@
 
 pub mod event;
 mod fan_out;
-pub mod identity;
+pub mod join;
 pub mod mailbox;
 pub mod reaper;
 pub mod sent;
@@ -70,8 +71,10 @@ use tracing::info;
 use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use event::{Envelope, Event, EventId, Peer};
-use identity::Credential;
-pub use identity::{DisplayName, Joining, SessionId, Token, TokenHash};
+// Temporary: the backplane and the state file still name these through the registry.
+pub use crate::identity::{DisplayName, SessionId, Token, TokenHash};
+use join::Credential;
+pub use join::Joining;
 use mailbox::Mailbox;
 pub use sent::SendKey;
 use sent::Sent;

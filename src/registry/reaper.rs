@@ -36,9 +36,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::identity::DisplayName;
     use crate::limits::AddressGuard;
     use crate::metrics::Metrics;
-    use crate::registry::{DisplayName, Settings};
+    use crate::registry::Settings;
 
     fn registry(ttl: Duration) -> Registry {
         Registry::new(

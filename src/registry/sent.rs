@@ -1,16 +1,23 @@
 //! Idempotent sends: the keys of the last direct messages a session was sent with one
 //! (`Idempotency-Key`), so that a sender's retry of a message that was delivered, but whose
 //! answer it never got, is answered with the first event id instead of being delivered again.
+//!
+//! A key's scope is its sender and recipient: it is looked up with its sender, and the room
+//! is shared fairly. The recipient keeps [`KEPT`] keys; when they are all taken it forgets the
+//! oldest key of whichever sender holds the most, so one sender's traffic pushes out its own
+//! keys first and cannot flush another's (a sender's last key goes only when [`KEPT`] senders
+//! hold one each). The record lives with the recipient because the check and the delivery
+//! must be one step under its lock: a retry racing the first attempt is still one delivery.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::event::EventId;
-use super::identity::SessionId;
+use crate::identity::SessionId;
 
-/// How many keyed messages a session remembers.
+/// How many keyed messages a session remembers, from all senders together.
 pub const KEPT: usize = 256;
 
 /// Longest key accepted.
@@ -57,18 +64,23 @@ pub(crate) enum Seen {
     Reused,
 }
 
-/// The last [`KEPT`] keyed messages a session was sent, oldest first.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Sent(VecDeque<(SendKey, EventId)>);
+/// The last keyed messages a session was sent, oldest first, at most [`KEPT`], shared fairly
+/// between senders. Stored (state file, hand-over) as the list of entries alone, as before.
+#[derive(Clone, Debug, Default)]
+pub struct Sent {
+    entries: VecDeque<(SendKey, EventId)>,
+    /// How many of `entries` each sender holds, to find the one that holds the most.
+    held: HashMap<SessionId, usize>,
+}
 
 impl Sent {
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 
     pub(crate) fn check(&self, key: &SendKey) -> Seen {
         let earlier = self
-            .0
+            .entries
             .iter()
             .find(|(sent, _)| sent.from == key.from && sent.key == key.key);
         match earlier {
@@ -79,10 +91,49 @@ impl Sent {
     }
 
     pub(crate) fn record(&mut self, key: SendKey, id: EventId) {
-        if self.0.len() == KEPT {
-            self.0.pop_front();
+        if self.entries.len() >= KEPT {
+            self.forget_one();
         }
-        self.0.push_back((key, id));
+        *self.held.entry(key.from).or_default() += 1;
+        self.entries.push_back((key, id));
+    }
+
+    /// Forgets the oldest key of the sender holding the most (of the heaviest, the one whose
+    /// oldest key is oldest).
+    fn forget_one(&mut self) {
+        let most = self.held.values().copied().max().unwrap_or(0);
+        let Some(at) = self
+            .entries
+            .iter()
+            .position(|(sent, _)| self.held.get(&sent.from) == Some(&most))
+        else {
+            return;
+        };
+        if let Some((sent, _)) = self.entries.remove(at) {
+            match self.held.get_mut(&sent.from) {
+                Some(count) if *count > 1 => *count -= 1,
+                _ => {
+                    self.held.remove(&sent.from);
+                }
+            }
+        }
+    }
+}
+
+impl Serialize for Sent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.entries.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Sent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = VecDeque::<(SendKey, EventId)>::deserialize(deserializer)?;
+        let mut sent = Sent::default();
+        for (key, id) in entries {
+            sent.record(key, id);
+        }
+        Ok(sent)
     }
 }
 
@@ -90,8 +141,12 @@ impl Sent {
 mod tests {
     use super::*;
 
+    fn key(from: SessionId, key: &str) -> SendKey {
+        SendKey::new(from, key, "1").unwrap()
+    }
+
     #[test]
-    fn a_key_tells_a_retry_from_another_message_and_is_forgotten_after_kept_others() {
+    fn a_key_tells_a_retry_from_another_message() {
         let ann = SessionId::random();
         let bob = SessionId::random();
         let first = SendKey::new(ann, "k-1", r#"{"n":1}"#).unwrap();
@@ -101,20 +156,56 @@ mod tests {
         assert_eq!(sent.check(&first), Seen::Again(7));
         let other_message = SendKey::new(ann, "k-1", r#"{"n":2}"#).unwrap();
         assert_eq!(sent.check(&other_message), Seen::Reused);
-        let other_sender = SendKey::new(bob, "k-1", r#"{"n":1}"#).unwrap();
+        let other_sender = SendKey::new(bob, "k-1", r#"{"n":2}"#).unwrap();
         assert_eq!(sent.check(&other_sender), Seen::New, "keys are per sender");
-        for n in 0..KEPT {
-            let key = SendKey::new(bob, &format!("b-{n}"), "1").unwrap();
-            sent.record(key, 8 + n as EventId);
-        }
-        assert_eq!(
-            sent.check(&first),
-            Seen::New,
-            "forgotten after {KEPT} others"
-        );
 
         assert!(SendKey::new(ann, "", "1").is_none());
         assert!(SendKey::new(ann, "with space", "1").is_none());
         assert!(SendKey::new(ann, &"k".repeat(MAX_KEY_LEN + 1), "1").is_none());
+    }
+
+    #[test]
+    fn a_sender_alone_is_remembered_for_kept_keys_then_its_oldest_go() {
+        let ann = SessionId::random();
+        let mut sent = Sent::default();
+        for n in 0..=KEPT {
+            sent.record(key(ann, &format!("a-{n}")), n as EventId);
+        }
+        assert_eq!(sent.check(&key(ann, "a-0")), Seen::New);
+        assert_eq!(sent.check(&key(ann, "a-1")), Seen::Again(1));
+    }
+
+    #[test]
+    fn other_senders_cannot_flush_a_senders_key() {
+        let ann = SessionId::random();
+        let mut sent = Sent::default();
+        sent.record(key(ann, "mine"), 1);
+        // One other sender, far more than the record holds.
+        let bob = SessionId::random();
+        for n in 0..3 * KEPT {
+            sent.record(key(bob, &format!("b-{n}")), 2 + n as EventId);
+        }
+        assert_eq!(sent.check(&key(ann, "mine")), Seen::Again(1));
+        // Many other senders, a few keys each.
+        for _ in 0..KEPT / 4 {
+            let other = SessionId::random();
+            for n in 0..8 {
+                sent.record(key(other, &format!("o-{n}")), 9);
+            }
+        }
+        assert_eq!(sent.check(&key(ann, "mine")), Seen::Again(1));
+        assert!(sent.entries.len() <= KEPT);
+    }
+
+    #[test]
+    fn stored_as_the_list_of_entries_and_read_back_fairly() {
+        let ann = SessionId::random();
+        let mut sent = Sent::default();
+        sent.record(key(ann, "k"), 3);
+        let json = serde_json::to_value(&sent).unwrap();
+        assert!(json.is_array(), "{json}");
+        let back: Sent = serde_json::from_value(json).unwrap();
+        assert_eq!(back.check(&key(ann, "k")), Seen::Again(3));
+        assert_eq!(back.held.get(&ann), Some(&1));
     }
 }

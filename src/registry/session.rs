@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::event::{Envelope, EventId, Peer};
-use super::identity::Credential;
+use super::join::Credential;
 use super::mailbox::{self, Mailbox};
 use super::sent::{Seen, SendKey, Sent};
 use super::writer::Writer;

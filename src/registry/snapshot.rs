@@ -12,11 +12,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::event::{Envelope, Event, EventId, Peer};
-use super::identity::{Credential, SessionId, TokenHash};
+use super::join::Credential;
 use super::mailbox::Mailbox;
 use super::sent::Sent;
 use super::session::{Closed, Session};
 use super::{Registry, RegistryError};
+use crate::identity::{SessionId, TokenHash};
 
 /// A session in transit between instances: who it is and its mailbox, ids included.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

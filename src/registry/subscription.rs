@@ -13,13 +13,13 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::event::{self, Event, EventId, Peer};
-use super::identity::{SessionId, Token};
 #[cfg(test)]
 use super::mailbox::Replay;
 use super::mailbox::{ReplaySink, Replayed};
 use super::session::{Attachment, Closed, Session};
 use super::writer::Writer;
 use super::{Registry, RegistryError};
+use crate::identity::{SessionId, Token};
 
 /// What a stream gets when it reads its mailbox: what [`Subscription::pull_into`] handed its
 /// sink, what its writer left to it, nothing new (it is parked now), or the end.

@@ -7,16 +7,19 @@ mod broadcast;
 mod concurrency;
 mod errors;
 mod helo;
+mod idempotency;
 mod lifetime;
 mod limits;
 mod mailbox;
 mod misc;
+mod names;
 mod presence;
 mod replay;
 mod response;
 mod server_api;
 mod session_tokens;
 mod shutdown;
+mod spec;
 mod stream;
 
 #[path = "../support/mod.rs"]

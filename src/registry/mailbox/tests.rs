@@ -3,9 +3,9 @@
 use serde_json::value::RawValue;
 
 use super::*;
+use crate::identity::{DisplayName, SessionId};
 use crate::registry::Event;
 use crate::registry::event::{Broadcast, Direct, ENVELOPE_OVERHEAD, Scope, ServerMessage};
-use crate::registry::{DisplayName, SessionId};
 
 fn ann() -> (SessionId, DisplayName) {
     let id = SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();

@@ -9,9 +9,10 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::identity::{DisplayName, Token};
 use crate::limits::AddressGuard;
 use crate::registry::mailbox::Replay;
-use crate::registry::{DisplayName, Peer, Pull, Registry, Settings, Subscription, Token};
+use crate::registry::{Peer, Pull, Registry, Settings, Subscription};
 
 /// A client's socket with room for `room` more events; records the ids it took, and says
 /// so on `wrote` when given one.

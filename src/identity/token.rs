@@ -1,35 +1,12 @@
-//! Who a session is: its id, the secret that proves it, and the name it chose.
-//!
-//! Nothing here knows about HTTP; a [`Token`] is parsed from whatever string the edge hands over.
+//! The secret that proves a session, and the digest kept in its place where it is stored.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use uuid::Uuid;
 
-/// A session's public identifier (a UUID v4), safe to show to other clients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SessionId(Uuid);
-
-impl SessionId {
-    pub(crate) fn random() -> Self {
-        SessionId(Uuid::new_v4())
-    }
-
-    /// Parses the textual form; any UUID is accepted, the registry decides whether it exists.
-    pub fn parse(text: &str) -> Option<Self> {
-        Uuid::parse_str(text).ok().map(SessionId)
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+use super::SessionId;
 
 /// The bearer secret of one session: `<session id>.<256 random bits, hex>`.
 ///
@@ -73,7 +50,7 @@ impl Token {
 
     /// The string handed to the client once, at `helo`.
     pub fn reveal(&self) -> String {
-        format!("{}.{}", self.session.0.simple(), hex::encode(self.secret))
+        format!("{}.{}", self.session.simple(), hex::encode(self.secret))
     }
 }
 
@@ -130,101 +107,6 @@ impl fmt::Debug for TokenHash {
     }
 }
 
-/// What a session checks presented tokens against: the token itself when it was issued here (or
-/// its client brought it along a hand-over), only its hash when the session was restored from a
-/// state file or handed off by an instance that stopped.
-#[derive(Clone, Debug)]
-pub(crate) enum Credential {
-    Token(Token),
-    Hash(TokenHash),
-}
-
-impl From<Token> for Credential {
-    fn from(token: Token) -> Self {
-        Credential::Token(token)
-    }
-}
-
-impl From<TokenHash> for Credential {
-    fn from(hash: TokenHash) -> Self {
-        Credential::Hash(hash)
-    }
-}
-
-impl Credential {
-    /// Whether `token` proves this session; constant-time either way.
-    pub(crate) fn matches(&self, token: &Token) -> bool {
-        match self {
-            Credential::Token(own) => own.matches(token),
-            Credential::Hash(hash) => hash.verifies(token),
-        }
-    }
-
-    pub(crate) fn hash(&self) -> TokenHash {
-        match self {
-            Credential::Token(token) => TokenHash::of(token),
-            Credential::Hash(hash) => hash.clone(),
-        }
-    }
-}
-
-/// Who a new session is, as its join decided: the name it goes by, the app's user id when a
-/// join token named one, and whether it may broadcast.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Joining {
-    pub name: DisplayName,
-    pub user: Option<String>,
-    pub may_broadcast: bool,
-}
-
-/// An open join: a name, no user id, broadcasting allowed.
-impl From<DisplayName> for Joining {
-    fn from(name: DisplayName) -> Self {
-        Joining {
-            name,
-            user: None,
-            may_broadcast: true,
-        }
-    }
-}
-
-/// A display name: 1 to 64 characters, none of them a control character.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String")]
-pub struct DisplayName(String);
-
-impl TryFrom<String> for DisplayName {
-    type Error = &'static str;
-
-    fn try_from(name: String) -> Result<Self, Self::Error> {
-        DisplayName::parse(&name)
-    }
-}
-
-impl DisplayName {
-    /// Longest name accepted, in characters (not bytes).
-    pub const MAX_CHARS: usize = 64;
-
-    /// # Errors
-    /// A human-readable reason when the name is empty, too long or holds control characters.
-    pub fn parse(name: &str) -> Result<Self, &'static str> {
-        let count = name.chars().count();
-        if count == 0 {
-            Err("name must not be empty")
-        } else if count > Self::MAX_CHARS {
-            Err("name must be at most 64 characters")
-        } else if name.chars().any(char::is_control) {
-            Err("name must not contain control characters")
-        } else {
-            Ok(DisplayName(name.to_owned()))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,16 +133,5 @@ mod tests {
         assert!(!token.reveal().contains(&hex));
         assert_eq!(TokenHash::from_hex(&hex), Some(hash.clone()));
         assert!(TokenHash::from_hex("zz").is_none());
-        assert!(Credential::Hash(hash).matches(&token));
-        assert!(!Credential::Hash(TokenHash::of(&Token::issue(token.session()))).matches(&token));
-    }
-
-    #[test]
-    fn names_are_checked_in_characters() {
-        assert!(DisplayName::parse(&"é".repeat(64)).is_ok());
-        assert!(DisplayName::parse(&"é".repeat(65)).is_err());
-        assert!(DisplayName::parse("").is_err());
-        assert!(DisplayName::parse("a\u{7}b").is_err());
-        assert!(DisplayName::parse("line\nbreak").is_err());
     }
 }

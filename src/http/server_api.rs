@@ -1,6 +1,6 @@
-//! The server API for the app's backend (`/api/*`, enabled by `--api-key-file`), and the paged
-//! session list it shares with `GET /clients`. The operations themselves are the hub's
-//! ([`crate::backplane::Target`]); this file checks the key and reads and writes JSON.
+//! The server API for the app's backend (`/api/*`, enabled by `--api-key-file`). The
+//! operations themselves are the hub's ([`crate::backplane::Target`]); this file checks the key
+//! and reads and writes JSON. Its session list is `listing`'s, shared with `GET /clients`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,16 +8,17 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::{HeaderValue, StatusCode, header};
+use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
-use super::Context;
-use super::error::{ApiError, ErrorCode};
+use super::context::Context;
+use super::error::ApiError;
 use super::filters::{bearer_credential, json_body};
-use super::handlers::Message;
+use super::listing::{page_query, page_reply};
+use super::message::Message;
 use crate::auth::api_key::ApiKey;
-use crate::backplane::{Page, PageQuery, Target};
-use crate::registry::{RegistryError, SessionId, Token};
+use crate::backplane::{PageQuery, Target};
+use crate::registry::RegistryError;
 
 /// `/api/publish`, `/api/disconnect` and `/api/sessions`, each behind the key. Boxed: one
 /// type for the three, so the whole API's filter type stays small enough to compile quickly.
@@ -48,9 +49,6 @@ pub(crate) fn routes(
     publish.or(disconnect).unify().or(sessions).unify().boxed()
 }
 
-/// Most sessions one page lists, and the default.
-pub(crate) const MAX_PAGE: usize = 1000;
-
 /// Passes requests bearing the API key. Without `--api-key-file` the API does not exist (404),
 /// so a scan cannot tell it from any other missing path; a wrong or missing key is 401.
 pub(crate) fn backend_key(
@@ -74,85 +72,6 @@ pub(crate) fn backend_key(
             }
         })
         .untuple_one()
-}
-
-/// `?after=<id>&limit=<n>&user=<sub>` of a session list.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    after: Option<String>,
-    limit: Option<usize>,
-    user: Option<String>,
-}
-
-/// A session list's query; 400 `invalid_query` for an id that is not one, a limit outside
-/// 1..=[`MAX_PAGE`], or an unknown parameter.
-pub(crate) fn page_query() -> impl Filter<Extract = (PageQuery,), Error = warp::Rejection> + Clone {
-    warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify()
-        .and_then(|raw: String| async move {
-            let invalid = |message: String| {
-                warp::Rejection::from(ApiError::bad_request(ErrorCode::InvalidQuery, message))
-            };
-            let query: ListQuery = serde_urlencoded::from_str(&raw)
-                .map_err(|err| invalid(format!("the query is not valid: {err}")))?;
-            let after =
-                match query.after {
-                    None => None,
-                    Some(after) => Some(SessionId::parse(&after).ok_or_else(|| {
-                        invalid("`after` must be a session id (a UUID)".to_owned())
-                    })?),
-                };
-            let limit = query.limit.unwrap_or(MAX_PAGE);
-            if !(1..=MAX_PAGE).contains(&limit) {
-                return Err(invalid(format!("`limit` must be 1 to {MAX_PAGE}")));
-            }
-            Ok(PageQuery {
-                after,
-                limit,
-                user: query.user,
-            })
-        })
-}
-
-/// A page as a JSON array in id order; when more follow, a `Link` to the next page.
-pub(crate) fn page_reply(path: &str, query: &PageQuery, page: &Page) -> Response {
-    let mut response = warp::reply::json(&page.peers).into_response();
-    if let (true, Some(last)) = (page.more, page.peers.last()) {
-        let mut pairs = vec![
-            ("after", last.id.to_string()),
-            ("limit", query.limit.to_string()),
-        ];
-        if let Some(user) = &query.user {
-            pairs.push(("user", user.clone()));
-        }
-        let next = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-        if let Ok(value) = HeaderValue::from_str(&format!("<{path}?{next}>; rel=\"next\"")) {
-            response.headers_mut().insert(header::LINK, value);
-        }
-    }
-    response
-}
-
-/// Who may list sessions on `GET /clients`: a session (its token) or the backend (the key).
-pub(crate) async fn may_list(context: &Context, credential: Option<&str>) -> Result<(), ApiError> {
-    let credential = credential.ok_or_else(|| {
-        ApiError::unauthorized(
-            "listing sessions needs Authorization: Bearer <session token or API key>",
-        )
-    })?;
-    if context
-        .api_key
-        .as_ref()
-        .is_some_and(|key| key.matches(credential))
-    {
-        return Ok(());
-    }
-    let token =
-        Token::parse(credential).ok_or_else(|| ApiError::unauthorized("malformed token"))?;
-    context.hub.authenticate(&token).await?;
-    Ok(())
 }
 
 #[derive(Deserialize)]

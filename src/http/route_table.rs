@@ -1,0 +1,72 @@
+//! The route table: every (method, path template) the API serves, which drives the metrics
+//! labels, the `Allow` header of a 405 and the docs checks; and the headers every response
+//! carries, on both connection paths.
+
+/// Every route the API serves, as (method, path template). `openapi.yaml` must list exactly
+/// these (a test checks both directions), and metrics label requests by these templates.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/helo"),
+    ("GET", "/events/{id}"),
+    ("POST", "/response"),
+    ("POST", "/broadcast"),
+    ("DELETE", "/session"),
+    ("GET", "/clients"),
+    ("POST", "/api/publish"),
+    ("POST", "/api/disconnect"),
+    ("GET", "/api/sessions"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.yaml"),
+    ("GET", "/"),
+];
+
+/// Headers on every response, from both connection paths: no MIME sniffing, the page's code
+/// only from this origin (no inline code), never framed, and no `Referer` leaked onwards.
+pub(crate) const SECURITY_HEADERS: [(&str, &str); 3] = [
+    ("x-content-type-options", "nosniff"),
+    (
+        "content-security-policy",
+        "default-src 'self'; frame-ancestors 'none'",
+    ),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// The `Allow` value for a path: the methods its route serves (`HEAD` with every `GET`).
+pub(crate) fn allowed_methods(path: &str) -> String {
+    let template = route_of(path);
+    let methods: Vec<&str> = ROUTES
+        .iter()
+        .filter(|&&(_, t)| t == template)
+        .flat_map(|&(method, _)| match method {
+            "GET" => vec!["GET", "HEAD"],
+            other => vec![other],
+        })
+        .collect();
+    methods.join(", ")
+}
+
+/// The route template a concrete path belongs to, for metrics labels.
+pub(crate) fn route_of(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .map(|&(_, template)| template)
+        .find(|template| match template.strip_suffix("{id}") {
+            Some(prefix) => path.starts_with(prefix) && !path[prefix.len()..].contains('/'),
+            None => *template == path,
+        })
+        .unwrap_or("static")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_of;
+
+    #[test]
+    fn paths_map_to_their_templates() {
+        assert_eq!(route_of("/helo"), "/helo");
+        assert_eq!(route_of("/events/abc"), "/events/{id}");
+        assert_eq!(route_of("/events/abc/def"), "static");
+        assert_eq!(route_of("/app.js"), "static");
+    }
+}
