@@ -15,6 +15,7 @@
 
 mod auto_reply;
 mod chat;
+mod cross_origin;
 mod page;
 mod reconnect;
 mod tokens;
