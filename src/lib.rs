@@ -138,7 +138,30 @@ pub async fn serve(
         },
         shutdown: cancel.clone(),
     };
-    let routes = http::routes(context.clone(), config.max_body, config.public_dir.clone());
+    if let Some(address) = config.metrics_listen {
+        let metrics_listener = TcpListener::bind(address).await.map_err(|err| {
+            std::io::Error::other(format!(
+                "cannot listen on {address} (--metrics-listen): {err}"
+            ))
+        })?;
+        info!(address = %metrics_listener.local_addr()?, "metrics on their own address");
+        let server = warp::serve(http::metrics_routes(context.hub.clone()))
+            .incoming(metrics_listener)
+            .run();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = server => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+    let routes = http::routes(
+        context.clone(),
+        config.max_body,
+        config.public_dir.clone(),
+        config.metrics_listen.is_none(),
+    );
     info!(
         %address,
         max_streams,

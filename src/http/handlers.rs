@@ -112,7 +112,7 @@ pub(crate) async fn attach(
     context: Context,
 ) -> Result<sse::Stream, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
-    let place = context.limits.attach(client)?;
+    let place = context.limits.attach(client, &params.token.reveal())?;
     let subscription = context
         .hub
         .attach(id, &params.token, params.last_event_id)
@@ -273,10 +273,14 @@ pub(crate) async fn delete_session(hub: Hub, peer: Peer) -> Result<Response, Api
 /// `GET /clients`: one page of the sessions, for a session or the backend.
 pub(crate) async fn list_clients(
     context: Context,
+    client: IpAddr,
     credential: Option<String>,
     query: PageQuery,
 ) -> Result<Response, ApiError> {
-    backend::may_list(&context, credential.as_deref()).await?;
+    if !backend::may_list(&context, credential.as_deref()).await? {
+        // Each listing walks every session; the backend's are not counted.
+        context.limits.list(client)?;
+    }
     let page = context.hub.page(&query).await?;
     Ok(backend::page_reply("/clients", &query, &page))
 }
