@@ -88,15 +88,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_MESSAGE_BURST", default_value_t = 200)]
     pub message_burst: u32,
 
-    /// Stream attaches (`GET /events`) per second for one session (counted by token); 0 = off.
-    /// Each attach sends the whole roster in `ready`, so a client re-attaching in a loop
-    /// would cost the server in proportion to everyone.
-    #[arg(long, env = "SWITCHBOARD_ATTACH_RATE", default_value_t = 2)]
-    pub attach_rate: u32,
-
-    /// Attaches one session may make at once before `--attach-rate` applies.
-    #[arg(long, env = "SWITCHBOARD_ATTACH_BURST", default_value_t = 20)]
-    pub attach_burst: u32,
+    /// Stream attaches (`GET /events`) one session may make in any 10 s; 0 = off. Only
+    /// attaches that succeed count. Each sends the whole roster in `ready`, so a client
+    /// re-attaching in a loop would cost the server in proportion to everyone.
+    #[arg(long, env = "SWITCHBOARD_SESSION_ATTACHES", default_value_t = 20)]
+    pub session_attaches: u32,
 
     /// Stream attaches per second from one client address; 0 = off.
     #[arg(long, env = "SWITCHBOARD_ADDRESS_ATTACH_RATE", default_value_t = 100)]
@@ -293,8 +289,7 @@ impl Default for Config {
             message_burst: 200,
             byte_rate: 1024 * 1024,
             byte_burst: 4 * 1024 * 1024,
-            attach_rate: 2,
-            attach_burst: 20,
+            session_attaches: 20,
             address_attach_rate: 100,
             address_attach_burst: 1000,
             list_rate: 10,
@@ -367,10 +362,7 @@ impl Config {
                 byte_burst: self.byte_burst,
             }),
             attaches: AttachRates::new(AttachSettings {
-                per_session: Rate {
-                    per_second: self.attach_rate,
-                    burst: self.attach_burst,
-                },
+                per_session: self.session_attaches,
                 per_address: Rate {
                     per_second: self.address_attach_rate,
                     burst: self.address_attach_burst,

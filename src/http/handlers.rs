@@ -112,12 +112,13 @@ pub(crate) async fn attach(
     context: Context,
 ) -> Result<sse::Stream, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
-    let place = context.limits.attach(client, &params.token.reveal())?;
+    let place = context.limits.attach(client, id)?;
     let subscription = context
         .hub
         .attach(id, &params.token, params.last_event_id)
         .await
         .map_err(|err| full_house(err, context.stream.retry))?;
+    context.limits.attached(id);
     Ok(sse::Stream::new(
         place,
         subscription,

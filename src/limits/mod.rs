@@ -51,7 +51,7 @@ pub(crate) enum LimitKind {
     StreamsPerAddress,
     /// Open connections per socket address (trusted proxies exempt).
     ConnectionsPerAddress,
-    /// `GET /events` per session.
+    /// Successful `GET /events` per session in a window.
     AttachRate,
     /// `GET /events` per client address.
     AttachAddressRate,
@@ -152,18 +152,27 @@ impl Limits {
         )
     }
 
-    /// Admits a stream from `client` presenting `token`: the attach rates, then a place under
-    /// the stream cap, held by the stream.
+    /// Admits a stream of `session` from `client`: the attach limits, then a place under the
+    /// stream cap, held by the stream. Call [`Limits::attached`] once it is attached.
     ///
     /// # Errors
     /// [`LimitKind::AttachAddressRate`], [`LimitKind::AttachRate`] or
     /// [`LimitKind::StreamsPerAddress`].
-    pub(crate) fn attach(&self, client: IpAddr, token: &str) -> Result<AddressGuard, Limited> {
+    pub(crate) fn attach(
+        &self,
+        client: IpAddr,
+        session: SessionId,
+    ) -> Result<AddressGuard, Limited> {
         self.counted(
             self.attaches
-                .check_attach(client, token)
+                .check_attach(client, session)
                 .and_then(|()| self.streams.acquire(client)),
         )
+    }
+
+    /// Counts a stream of `session` that attached (tries that failed are not counted).
+    pub(crate) fn attached(&self, session: SessionId) {
+        self.attaches.attached(session);
     }
 
     /// Admits a listing of the sessions by a session at `client`.
