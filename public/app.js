@@ -43,6 +43,9 @@ import { Switchboard } from './switchboard.js';
     recipient: $('#recipient'),
     message: $('#message'),
     send: $('#send'),
+    sendError: $('#send-error'),
+    joinError: $('#join-error'),
+    offline: $('#offline'),
   };
 
   /** The client while this page takes part; null after leaving on purpose. */
@@ -122,6 +125,7 @@ import { Switchboard } from './switchboard.js';
     ui.leave.disabled = !board;
     ui.joinForm.hidden = !out;
     document.body.dataset.state = state;
+    ui.offline.hidden = state !== 'reconnecting';
   }
 
   // ---------------------------------------------------------------- people
@@ -251,8 +255,40 @@ import { Switchboard } from './switchboard.js';
 
   // --------------------------------------------------------------- sending
 
-  async function sendDirect(recipient, message, tag) {
-    const name = nameOf(recipient);
+  /** What went wrong, for a person: the API's own words only where they say what to change. */
+  function explain(error) {
+    switch (error.code) {
+      case 'network_error':
+      case 'not_connected':
+      case 'closed':
+        return 'the server cannot be reached right now.';
+      case 'rate_limited':
+      case 'mailbox_full':
+        return `too many at once; try again in ${error.retryAfter || 1} s.`;
+      case 'unknown_session':
+        return 'they are no longer here.';
+      case 'unauthorized':
+        return joinToken ? 'the sign-in token was refused; open this page from your app again.' : NEEDS_TOKEN;
+      default:
+        return error.status >= 500 ? 'the server could not take it; try again.' : error.message;
+    }
+  }
+
+  const NEEDS_TOKEN = 'this server needs a sign-in token: open this page from your app, which signs you in.';
+
+  /** A send's error goes beside the message field; the next send clears it. */
+  function sendFailed(to, error) {
+    ui.sendError.textContent = `Not sent to ${to}: ${explain(error)}`;
+    ui.sendError.hidden = false;
+  }
+
+  function sendWorked() {
+    ui.sendError.hidden = true;
+  }
+
+  async function sendDirect(recipient, message, tag, knownName) {
+    // A newcomer's name comes with its `new_user`, before the roster has it.
+    const name = knownName || nameOf(recipient);
     try {
       const reply = await board.send(recipient, message);
       log({
@@ -265,8 +301,11 @@ import { Switchboard } from './switchboard.js';
         tag,
         eventId: reply.event_id,
       });
+      if (!tag) sendWorked();
     } catch (error) {
-      log({ kind: 'error', prefix: 'to ', who: name, whoId: recipient, text: error.message });
+      // The automatic greeting has no field: its failure is a line of the conversation.
+      if (tag) log({ kind: 'error', prefix: 'to ', who: name, whoId: recipient, text: explain(error) });
+      else sendFailed(name, error);
     }
   }
 
@@ -281,8 +320,9 @@ import { Switchboard } from './switchboard.js';
         text: messageText(message),
         tag: `${n} ${n === 1 ? 'recipient' : 'recipients'}`,
       });
+      sendWorked();
     } catch (error) {
-      log({ kind: 'error', prefix: 'to everyone', text: error.message });
+      sendFailed('everyone', error);
     }
   }
 
@@ -330,7 +370,7 @@ import { Switchboard } from './switchboard.js';
       // greeting it again after each reconnect would be noise.
       if (replayed) return;
       if (mayAutoReply()) {
-        sendDirect(id, `hello there ${name}`, 'auto-reply');
+        sendDirect(id, `hello there ${name}`, 'auto-reply', name);
       } else {
         log({
           kind: 'system',
@@ -397,9 +437,7 @@ import { Switchboard } from './switchboard.js';
       board = null;
       people.clear();
       renderPeople();
-      setStatus('closed');
-      log({ kind: 'error', text: `could not say hello: ${error.message}` });
-      showNameError(error);
+      joinFailed(error);
     },
   };
 
@@ -441,6 +479,7 @@ import { Switchboard } from './switchboard.js';
       });
     }
     setStatus('connecting');
+    ui.joinError.hidden = true;
     showMe(name, 'not connected');
     ui.nameInput.removeAttribute('aria-invalid');
     try {
@@ -448,9 +487,26 @@ import { Switchboard } from './switchboard.js';
     } catch (error) {
       if (board !== client) return;
       board = null;
-      log({ kind: 'error', text: `could not say hello: ${error.message}` });
-      setStatus('closed');
-      showNameError(error);
+      joinFailed(error);
+    }
+  }
+
+  /**
+   * A refused or failed hello: the reason beside the name field, a short line in the
+   * conversation. A server that admits only signed-in users (`--auth jwt`) and got no token
+   * says so instead of offering a name it would refuse again.
+   */
+  function joinFailed(error) {
+    setStatus('closed');
+    ui.joinError.textContent = `Could not join: ${explain(error)}`;
+    ui.joinError.hidden = false;
+    showNameError(error);
+    log({ kind: 'error', text: 'could not join (see the form)' });
+    if (error.code === 'unauthorized' && !joinToken) {
+      document.body.dataset.needsToken = 'true';
+      ui.nameLabel.hidden = true;
+      ui.nameInput.hidden = true;
+      ui.joinHint.textContent = 'Sign in through your app to take part.';
     }
   }
 

@@ -5,7 +5,8 @@
 //! 2. build the registry, restoring the sessions of `--state-file`;
 //! 3. build the hub over its broker: this process alone, or the cluster over Redis;
 //! 4. start the background tasks: the reaper, the rate limiters' forgetting;
-//! 5. accept connections until the shutdown trigger fires.
+//! 5. accept connections until the shutdown trigger fires (and `/metrics` on
+//!    `--metrics-listen`'s own address, when set).
 //!
 //! Stop:
 //! 1. stop accepting: the edge closes its listener, and answers on open connections say
@@ -126,7 +127,15 @@ pub(crate) async fn run(
         },
         shutdown: cancel.clone(),
     };
-    let routes = http::routes(context.clone(), config.max_body, config.public_dir.clone());
+    if let Some(address) = config.metrics_listen {
+        serve_metrics(address, hub.clone(), cancel.clone()).await?;
+    }
+    let routes = http::routes(
+        context.clone(),
+        config.max_body,
+        config.public_dir.clone(),
+        config.metrics_listen.is_none(),
+    );
     info!(
         %address,
         max_streams,
@@ -163,6 +172,33 @@ pub(crate) async fn run(
         info!(path = %path.display(), sessions = saved, "state saved");
     }
     info!("stopped");
+    Ok(())
+}
+
+/// `--metrics-listen`: `/metrics` alone on its own address, until `cancel` fires (Stop 3).
+///
+/// # Errors
+/// When the address cannot be bound.
+async fn serve_metrics(
+    address: std::net::SocketAddr,
+    hub: Hub,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(address).await.map_err(|err| {
+        std::io::Error::other(format!(
+            "cannot listen on {address} (--metrics-listen): {err}"
+        ))
+    })?;
+    info!(address = %listener.local_addr()?, "metrics on their own address");
+    let server = warp::serve(http::metrics_routes(hub))
+        .incoming(listener)
+        .run();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = server => {}
+            () = cancel.cancelled() => {}
+        }
+    });
     Ok(())
 }
 

@@ -8,6 +8,13 @@
 //! have moved on since. A missing file is a first start; an unreadable file or an unknown
 //! version is an error that stops the start, never a silent empty one.
 //!
+//! The file holds what lets a client resume (token hashes, unread messages), so it is private:
+//! the temporary file is created anew with mode 0600 and never through a symbolic link (a
+//! link planted at its name is removed, not followed), and a state file found readable by
+//! group or others at start is tightened to 0600 with a warning. Tightened rather than
+//! refused: files written by earlier builds are 0644, and refusing them would turn an upgrade's
+//! restart into a failed start that loses every session.
+//!
 //! The TTL keeps running while the server is down: a session's time left is reduced by the
 //! wall-clock time since `saved_at`, and sessions past it are not restored.
 
@@ -94,7 +101,7 @@ pub fn save(registry: &Registry, path: &Path) -> Result<usize, StateError> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = PathBuf::from(temporary);
-    let mut file = std::fs::File::create(&temporary).map_err(write_error)?;
+    let mut file = create_private(&temporary).map_err(write_error)?;
     file.write_all(&bytes).map_err(write_error)?;
     file.sync_all().map_err(write_error)?;
     drop(file);
@@ -106,6 +113,57 @@ pub fn save(registry: &Registry, path: &Path) -> Result<usize, StateError> {
         let _ = dir.sync_all();
     }
     Ok(count)
+}
+
+/// Creates `path` for writing, mode 0600, failing rather than following a symbolic link or
+/// reusing a file that exists. One left at that name (a crash mid-save, or a planted link) is
+/// removed first: unlinking removes the link itself, never its target.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let open = || {
+        let mut options = std::fs::OpenOptions::new();
+        // `create_new` is O_CREAT|O_EXCL: the open fails on any existing name, a link included.
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
+        options.open(path)
+    };
+    match open() {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            open()
+        }
+        opened => opened,
+    }
+}
+
+/// Sets an existing state file readable by group or others to 0600, with a warning.
+#[cfg(unix)]
+fn tighten(path: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|err| StateError::Read(path.to_owned(), err))?;
+    tracing::warn!(
+        path = %path.display(),
+        mode = format_args!("{mode:03o}"),
+        "the state file (--state-file) was readable by others; set to 0600"
+    );
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn tighten(_path: &Path) -> Result<(), StateError> {
+    Ok(())
 }
 
 /// What [`load`] found.
@@ -121,10 +179,11 @@ pub struct Loaded {
 /// first start, nothing restored.
 ///
 /// # Errors
-/// [`StateError::Read`] when the file exists but cannot be read or removed,
+/// [`StateError::Read`] when the file exists but cannot be read, tightened or removed,
 /// [`StateError::Version`] for an unknown version, [`StateError::Invalid`] for anything else
 /// that is not a state document (including a token hash that is not 64 hex digits).
 pub fn load(registry: &Registry, path: &Path) -> Result<Loaded, StateError> {
+    tighten(path)?;
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {

@@ -36,7 +36,6 @@ fn documented_routes(spec: &Value) -> BTreeSet<(String, String)> {
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
-
 /// A server with every route on: the page from a directory, the server API with its key.
 async fn full_server(label: &str) -> (support::TestApp, std::path::PathBuf) {
     let public =

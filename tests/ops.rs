@@ -335,3 +335,66 @@ async fn prometheus_own_parser_reads_every_family_with_its_type() {
         assert!(unknown.is_empty(), "{module}: {unknown:?}");
     }
 }
+
+#[test]
+fn every_flag_error_is_one_line_naming_the_flag() {
+    for (args, says) in [
+        (&["--nope"][..], "'--nope'"),
+        (&["--listen", "localhost"], "--listen"),
+        (&["--session-ttl", "soon"], "--session-ttl"),
+        (&["--max-body", "0"], "--max-body"),
+        (&["--cors-origin", "http://x.example/path"], "has a path"),
+        (&["--cors-origin", "x.example"], "--cors-origin"),
+        (&["--metrics-listen", "nowhere:x"], "--metrics-listen"),
+    ] {
+        let (code, stderr) = refused(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.trim_end().lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(says),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_refusal_series_is_at_zero_from_the_start() {
+    let app = spawn_app(Config::default()).await;
+    let text = body_text(app.get("/metrics").await).await;
+    for limit in [
+        "helo_rate",
+        "message_rate",
+        "byte_rate",
+        "sessions_per_address",
+        "streams_per_address",
+        "connections_per_address",
+    ] {
+        let series = format!("switchboard_rate_limited_total{{limit=\"{limit}\"}}");
+        assert_eq!(sample(&text, &series), Some(0.0), "{series} in {text}");
+    }
+    assert_eq!(
+        sample(&text, "switchboard_connections_refused_total"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn metrics_listen_serves_metrics_there_and_not_on_the_public_port() {
+    let port = support::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let server = Instance::start("metrics", &["--metrics-listen", &address]).await;
+    let metrics = send(
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://{address}/metrics")),
+    )
+    .await;
+    assert_eq!(metrics.status(), 200);
+    let text = body_text(metrics).await;
+    assert!(text.contains("switchboard_build_info"), "{text}");
+    assert_eq!(server.get("/metrics").await.status(), 404);
+    assert_eq!(server.get("/healthz").await.status(), 200);
+}

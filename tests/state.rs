@@ -251,3 +251,62 @@ async fn a_first_start_with_a_state_file_starts_empty_and_writes_it_at_the_end()
     assert_eq!(saved["sessions"], json!([]));
     assert_eq!(dir.entries(), ["state.json"], "no temporary file left");
 }
+
+/// The permission bits of `path` (not following a link).
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_state_file_is_private_and_a_link_planted_at_its_temporary_name_is_not_followed() {
+    let dir = TempDir::new();
+    let state = dir.0.join("state.json");
+    let victim = dir.0.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let mut temporary = state.clone().into_os_string();
+    temporary.push(".tmp");
+    std::os::unix::fs::symlink(&victim, &temporary).unwrap();
+
+    let mut server = Instance::start("private", &["--state-file", path_arg(&state)]).await;
+    let _ann = server.helo("ann").await;
+    assert!(server.terminate().await.success());
+
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let written = std::fs::symlink_metadata(&state).unwrap();
+    assert!(written.file_type().is_file(), "{:?}", written.file_type());
+    assert_eq!(mode(&state), 0o600);
+    let mut entries = dir.entries();
+    entries.sort_unstable();
+    assert_eq!(
+        entries,
+        ["state.json", "victim"],
+        "the planted link is gone"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_state_file_readable_by_others_is_tightened_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = TempDir::new();
+    let state = dir.0.join("state.json");
+    // Unusable, so the start stops and leaves it in place to look at.
+    std::fs::write(&state, r#"{"version": 99}"#).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = run_to_exit(&["--state-file", path_arg(&state)]);
+    assert!(!output.status.success());
+    assert_eq!(mode(&state), 0o600);
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        log.contains("WARN") && log.contains("readable by others") && log.contains("644"),
+        "{log}"
+    );
+}

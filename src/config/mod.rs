@@ -13,7 +13,8 @@ use crate::auth::JoinPolicy;
 use crate::auth::api_key::ApiKey;
 use crate::auth::jwt::{JwtChecks, JwtKeyFile, Verifier};
 use crate::limits::{
-    AddressCap, LimitKind, Limits, Rate, RateLimits, RateSettings, default_per_address,
+    AddressCap, AttachRates, AttachSettings, LimitKind, Limits, Rate, RateLimits, RateSettings,
+    default_connection_share, default_per_address,
 };
 use crate::metrics::Metrics;
 use crate::registry::event::ENVELOPE_OVERHEAD;
@@ -87,6 +88,30 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_MESSAGE_BURST", default_value_t = 200)]
     pub message_burst: u32,
 
+    /// Stream attaches (`GET /events`) one session may make in any 10 s; 0 = off. Only
+    /// attaches that succeed count. Each sends the whole roster in `ready`, so a client
+    /// re-attaching in a loop would cost the server in proportion to everyone.
+    #[arg(long, env = "SWITCHBOARD_SESSION_ATTACHES", default_value_t = 20)]
+    pub session_attaches: u32,
+
+    /// Stream attaches per second from one client address; 0 = off.
+    #[arg(long, env = "SWITCHBOARD_ADDRESS_ATTACH_RATE", default_value_t = 100)]
+    pub address_attach_rate: u32,
+
+    /// Attaches one address may make at once before `--address-attach-rate` applies (an office
+    /// behind one NAT reconnecting after a restart).
+    #[arg(long, env = "SWITCHBOARD_ADDRESS_ATTACH_BURST", default_value_t = 1000)]
+    pub address_attach_burst: u32,
+
+    /// `GET /clients` with a session token per second from one client address (each walks
+    /// every session); the backend's API key is not counted. 0 = off.
+    #[arg(long, env = "SWITCHBOARD_LIST_RATE", default_value_t = 10)]
+    pub list_rate: u32,
+
+    /// Listings one address may make at once before `--list-rate` applies.
+    #[arg(long, env = "SWITCHBOARD_LIST_BURST", default_value_t = 100)]
+    pub list_burst: u32,
+
     /// Message body bytes per second from one session (counted in KiB); 0 = off.
     #[arg(long, env = "SWITCHBOARD_BYTE_RATE", default_value_t = 1024 * 1024)]
     pub byte_rate: u64,
@@ -106,7 +131,7 @@ pub struct Config {
     pub max_streams_per_address: Option<usize>,
 
     /// Most open connections from one socket address (trusted proxies not counted); 0 = off.
-    /// Default: a tenth of the connection limit, at least 1,000; off up to 1,000 connections.
+    /// Default: a tenth of the connection limit, at least 1,000 and at most half of it.
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_ADDRESS")]
     pub max_connections_per_address: Option<usize>,
 
@@ -147,8 +172,8 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
 
-    /// Largest request body accepted, in bytes (413 beyond).
-    #[arg(long, env = "SWITCHBOARD_MAX_BODY", default_value_t = 64 * 1024)]
+    /// Largest request body accepted, in bytes (413 beyond); at least 1.
+    #[arg(long, env = "SWITCHBOARD_MAX_BODY", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_body: u64,
 
     /// Origins allowed to call the API from another site (CORS), comma-separated. Default:
@@ -213,6 +238,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard")]
     pub redis_prefix: String,
 
+    /// Serve `GET /metrics` on this address (same forms as `--listen`) instead of the public
+    /// one, which then answers 404 there: metrics stay on an internal network.
+    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN", value_parser = parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax (e.g. `info`, `switchboard=debug`).
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub log: String,
@@ -259,6 +289,11 @@ impl Default for Config {
             message_burst: 200,
             byte_rate: 1024 * 1024,
             byte_burst: 4 * 1024 * 1024,
+            session_attaches: 20,
+            address_attach_rate: 100,
+            address_attach_burst: 1000,
+            list_rate: 10,
+            list_burst: 100,
             max_sessions_per_address: None,
             max_streams_per_address: None,
             max_connections_per_address: None,
@@ -282,6 +317,7 @@ impl Default for Config {
             state_file: None,
             redis_url: None,
             redis_prefix: "switchboard".to_owned(),
+            metrics_listen: None,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
         }
@@ -307,6 +343,10 @@ impl Config {
 
     /// The rate limits and per-address caps these flags ask for.
     pub(crate) fn limits(&self, metrics: Arc<Metrics>) -> Limits {
+        // Every series at 0 from the start, so a dashboard has one before the first refusal.
+        for kind in LimitKind::ALL {
+            metrics.limited_series(kind.as_str());
+        }
         let share = |flag: Option<usize>, total| flag.unwrap_or_else(|| default_per_address(total));
         Limits {
             rates: RateLimits::new(RateSettings {
@@ -320,6 +360,17 @@ impl Config {
                 },
                 bytes_per_second: self.byte_rate,
                 byte_burst: self.byte_burst,
+            }),
+            attaches: AttachRates::new(AttachSettings {
+                per_session: self.session_attaches,
+                per_address: Rate {
+                    per_second: self.address_attach_rate,
+                    burst: self.address_attach_burst,
+                },
+                lists: Rate {
+                    per_second: self.list_rate,
+                    burst: self.list_burst,
+                },
             }),
             // An abandoned session frees its place within one TTL; a stream at once.
             sessions: AddressCap::new(
@@ -335,7 +386,8 @@ impl Config {
             // Connections come and go; the client's own reconnect delay is a fair wait.
             connections: AddressCap::new(
                 LimitKind::ConnectionsPerAddress,
-                share(self.max_connections_per_address, self.connection_limit()),
+                self.max_connections_per_address
+                    .unwrap_or_else(|| default_connection_share(self.connection_limit())),
                 self.sse_retry,
             ),
             trusted_proxies: self.trusted_proxies.clone(),

@@ -84,9 +84,22 @@ pub(super) fn parse_origin(text: &str) -> Result<String, String> {
             "`*` is not supported: list each allowed origin, e.g. https://app.example".into(),
         );
     }
+    let not_an_origin = || format!("{origin:?} is not an origin such as https://app.example");
     if origin.is_empty() || warp::http::HeaderValue::from_str(origin).is_err() {
+        return Err(not_an_origin());
+    }
+    // What a browser sends in `Origin`: a scheme and a host (and port), nothing after; an entry
+    // with a path or a trailing `/` would never match and so silently allow nobody.
+    let Some((scheme, host)) = origin.split_once("://") else {
+        return Err(not_an_origin());
+    };
+    if scheme.is_empty() || host.is_empty() || host.contains(['@', '?', '#']) {
+        return Err(not_an_origin());
+    }
+    if let Some(at) = host.find('/') {
         return Err(format!(
-            "{origin:?} is not an origin such as https://app.example"
+            "{origin:?} has a path; an origin is scheme, host and port only: {scheme}://{}",
+            &host[..at]
         ));
     }
     Ok(origin.to_owned())

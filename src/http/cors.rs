@@ -2,6 +2,11 @@
 //! path gets it through tower-http's `CorsLayer` (preflights, the response headers); `lean`,
 //! which answers only stream requests and writes its head itself, asks [`Origins::allows`] to
 //! echo the origin.
+//!
+//! Allowed origins may send every header `switchboard.js` sends (`Idempotency-Key` on a direct
+//! message included) and read the answers' `Retry-After` (when to try a 429 or 503 again) and
+//! `Link` (the next page of `GET /clients`), which a browser hides from other origins unless
+//! exposed.
 
 use std::sync::Arc;
 
@@ -37,8 +42,10 @@ impl Origins {
                 .allow_headers([
                     header::AUTHORIZATION,
                     header::CONTENT_TYPE,
+                    HeaderName::from_static("idempotency-key"),
                     HeaderName::from_static("last-event-id"),
-                ]),
+                ])
+                .expose_headers([header::RETRY_AFTER, header::LINK]),
         )
     }
 }

@@ -120,12 +120,13 @@ pub(crate) async fn attach(
     context: Context,
 ) -> Result<sse::Stream, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
-    let place = context.limits.attach(client)?;
+    let place = context.limits.attach(client, id)?;
     let subscription = context
         .hub
         .attach(id, &params.token, params.last_event_id)
         .await
         .map_err(|err| full_house(err, context.stream.retry))?;
+    context.limits.attached(id);
     Ok(sse::Stream::new(
         place,
         subscription,
@@ -232,10 +233,14 @@ pub(crate) async fn delete_session(hub: Hub, peer: Peer) -> Result<Response, Api
 /// `GET /clients`: one page of the sessions, for a session or the backend.
 pub(crate) async fn list_clients(
     context: Context,
+    client: IpAddr,
     credential: Option<String>,
     query: PageQuery,
 ) -> Result<Response, ApiError> {
-    listing::may_list(&context, credential.as_deref()).await?;
+    if !listing::may_list(&context, credential.as_deref()).await? {
+        // Each listing walks every session; the backend's are not counted.
+        context.limits.list(client)?;
+    }
     let page = context.hub.page(&query).await?;
     Ok(listing::page_reply("/clients", &query, &page))
 }

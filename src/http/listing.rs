@@ -74,7 +74,11 @@ pub(crate) fn page_reply(path: &str, query: &PageQuery, page: &Page) -> Response
 }
 
 /// Who may list sessions on `GET /clients`: a session (its token) or the backend (the key).
-pub(crate) async fn may_list(context: &Context, credential: Option<&str>) -> Result<(), ApiError> {
+/// `true` for the backend, whose listings are not metered.
+pub(crate) async fn may_list(
+    context: &Context,
+    credential: Option<&str>,
+) -> Result<bool, ApiError> {
     let credential = credential.ok_or_else(|| {
         ApiError::unauthorized(
             "listing sessions needs Authorization: Bearer <session token or API key>",
@@ -85,10 +89,10 @@ pub(crate) async fn may_list(context: &Context, credential: Option<&str>) -> Res
         .as_ref()
         .is_some_and(|key| key.matches(credential))
     {
-        return Ok(());
+        return Ok(true);
     }
     let token =
         Token::parse(credential).ok_or_else(|| ApiError::unauthorized("malformed token"))?;
     context.hub.authenticate(&token).await?;
-    Ok(())
+    Ok(false)
 }

@@ -32,6 +32,7 @@ mod server_api;
 mod sse;
 mod takeover;
 
+use crate::backplane::Hub;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,12 +56,33 @@ fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
 /// The OpenAPI description, compiled in so the binary serves the one it was built with.
 const OPENAPI: &str = include_str!("../../openapi.yaml");
 
+/// `GET /metrics` alone, for `--metrics-listen`'s own address.
+pub fn metrics_routes(
+    hub: Hub,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    warp::path!("metrics")
+        .and(get_or_head())
+        .and(with_hub(hub))
+        .and(raw_header("accept"))
+        .then(handlers::metrics)
+        .map(
+            |result: Result<warp::reply::Response, error::ApiError>| match result {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            },
+        )
+        .recover(error::handle_rejection)
+        .unify()
+}
+
 /// The whole API: routes, the web client (built in, or from `public_dir`), errors as JSON,
-/// metrics per request.
+/// metrics per request. Without `public_metrics` (`--metrics-listen` serves them elsewhere),
+/// `/metrics` is not found here.
 pub fn routes(
     context: Context,
     max_body: u64,
     public_dir: impl Into<Option<PathBuf>>,
+    public_metrics: bool,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let hub = context.hub.clone();
     let limits = Arc::clone(&context.limits);
@@ -113,6 +135,7 @@ pub fn routes(
     let clients = warp::path!("clients")
         .and(get_or_head())
         .and(with_context())
+        .and(client_address(Arc::clone(&limits)))
         .and(bearer_credential())
         .and(listing::page_query())
         .then(handlers::list_clients);
@@ -126,6 +149,14 @@ pub fn routes(
         .and(with_context())
         .then(handlers::readyz);
     let metrics_route = warp::path!("metrics")
+        .and(warp::any().and_then(move || async move {
+            if public_metrics {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        }))
+        .untuple_one()
         .and(get_or_head())
         .and(with_hub(hub))
         .and(raw_header("accept"))

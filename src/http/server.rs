@@ -3,16 +3,21 @@
 //! hyper's through [`takeover`](super::takeover)), and the graceful drain. Kept in one place
 //! because warp's own `serve` cannot take tower layers.
 //!
+//! Refused connections are logged sampled (see [`Sampled`]) and counted in `/metrics`: a flood
+//! of them must not become a flood of log lines.
+//!
 //! Layers, outermost first: mark `Authorization` sensitive (never printed), trace each request
 //! with the query's `token` redacted, and CORS when origins are configured (none: same origin
 //! only, so no CORS headers at all).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::Either;
@@ -28,7 +33,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
-use tracing::{Level, debug, info, warn};
+use tracing::{Level, info, warn};
 use warp::Filter;
 use warp::http::request::Parts;
 use warp::http::{HeaderValue, Request, Response, header};
@@ -44,6 +49,53 @@ use crate::limits::{Limited, Limits};
 
 /// Most refused connections answered at once (see [`Listener::refuse`]).
 const REFUSALS_ANSWERED: usize = 64;
+
+/// At most one log line per key (an address, or the whole budget) in this long.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Keys [`Sampled`] remembers; beyond it, new keys are not logged until old ones expire (their
+/// refusals are still counted in `/metrics`), so a spread-out flood cannot grow the map.
+const SAMPLED_KEYS: usize = 4_096;
+
+/// Log-line sampling: of the events under one key, the first is logged, and the next one
+/// after [`LOG_EVERY`] carries the count since. A `std::sync::Mutex`: one map update per
+/// refusal, never held across an `.await`.
+struct Sampled<K> {
+    keys: Mutex<HashMap<K, (Instant, u64)>>,
+}
+
+impl<K> Default for Sampled<K> {
+    fn default() -> Self {
+        Sampled {
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Hash + Eq> Sampled<K> {
+    /// Notes one event under `key`; `Some(n)` when a line is due, `n` events since the last.
+    fn note(&self, key: K) -> Option<u64> {
+        let now = Instant::now();
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((since, count)) = keys.get_mut(&key) {
+            *count += 1;
+            if now.duration_since(*since) < LOG_EVERY {
+                return None;
+            }
+            let due = *count;
+            (*since, *count) = (now, 0);
+            return Some(due);
+        }
+        if keys.len() >= SAMPLED_KEYS {
+            keys.retain(|_, (since, _)| now.duration_since(*since) < LOG_EVERY);
+            if keys.len() >= SAMPLED_KEYS {
+                return None;
+            }
+        }
+        keys.insert(key, (now, 0));
+        Some(1)
+    }
+}
 
 /// Options for [`run`].
 pub(crate) struct ServeOptions {
@@ -80,6 +132,10 @@ struct Listener {
     /// Refusals being answered. Answering costs a descriptor for up to a second, so beyond
     /// these few a refused connection is closed unanswered.
     answering: Arc<Semaphore>,
+    /// Refusals by address's share, for their log lines.
+    over_share: Sampled<IpAddr>,
+    /// Refusals for want of any slot, and failed accepts, for their log lines.
+    over_budget: Sampled<&'static str>,
     /// Every connection task, so that shutdown can wait for them to finish.
     tracker: TaskTracker,
 }
@@ -96,15 +152,19 @@ impl Listener {
             let place = match self.limits.connect(peer.ip()) {
                 Ok(place) => place,
                 Err(refusal) => {
-                    self.refuse(stream, refusal);
+                    self.refuse(stream, peer.ip(), refusal);
                     continue;
                 }
             };
             let Ok(permit) = Arc::clone(&self.budget).try_acquire_owned() else {
-                warn!(
-                    limit = self.max_connections,
-                    "connection limit reached; closing new connection"
-                );
+                self.limits.metrics.connections_refused.inc();
+                if let Some(refused) = self.over_budget.note("budget") {
+                    warn!(
+                        limit = self.max_connections,
+                        refused,
+                        "connection limit reached; closing new connections (logged once per 10 s)"
+                    );
+                }
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -119,8 +179,15 @@ impl Listener {
 
     /// Answers a connection over its address's share with 429 naming the limit and when to
     /// retry (a reset would tell the client nothing), when few others are being answered.
-    fn refuse(&self, mut stream: TcpStream, refusal: Limited) {
-        debug!(%refusal, "connection refused");
+    fn refuse(&self, mut stream: TcpStream, peer: IpAddr, refusal: Limited) {
+        if let Some(refused) = self.over_share.note(peer) {
+            warn!(
+                %peer,
+                refused,
+                %refusal,
+                "an address is over its connection share; refusing (logged once per 10 s per address)"
+            );
+        }
         let Ok(answering) = Arc::clone(&self.answering).try_acquire_owned() else {
             return;
         };
@@ -136,7 +203,9 @@ impl Listener {
             match self.listener.accept().await {
                 Ok(accepted) => return accepted,
                 Err(err) => {
-                    warn!(error = %err, "accept failed");
+                    if let Some(failed) = self.over_budget.note("accept") {
+                        warn!(error = %err, failed, "accept failed (logged once per 10 s)");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -214,6 +283,8 @@ where
         max_connections: options.max_connections,
         limits: Arc::clone(&context.limits),
         answering: Arc::new(Semaphore::new(REFUSALS_ANSWERED)),
+        over_share: Sampled::default(),
+        over_budget: Sampled::default(),
         tracker: TaskTracker::new(),
     };
     // Shared, and cloned only for connections that go to hyper: a clone is a boxed copy of

@@ -20,6 +20,15 @@ pub(crate) fn default_per_address(total: usize) -> usize {
     }
 }
 
+/// The default per-address share of `total` connections: as [`default_per_address`] for large
+/// servers, but never off and never more than half, so that one address flooding a small
+/// server (a shell's usual 1,024 open files: 960 connections) leaves the other half to
+/// everyone else. Idle connections are cheap to open and slow to expire (`--header-timeout`),
+/// which makes this the share an attacker reaches first; sessions and streams need a join.
+pub(crate) fn default_connection_share(total: usize) -> usize {
+    (total / 10).max(1_000).min(total / 2).max(1)
+}
+
 /// Live sessions or streams per client address, capped. Each admitted one holds an
 /// [`AddressGuard`]; dropping it frees the place, so the count cannot drift from the sessions
 /// or streams that exist, and addresses with nothing left are forgotten.
@@ -185,5 +194,15 @@ mod tests {
         );
         assert_eq!(default_per_address(300), 0);
         assert_eq!(default_per_address(1_000_000), 100_000);
+    }
+
+    #[test]
+    fn connection_share_is_on_at_every_size_and_at_most_half() {
+        assert_eq!(default_connection_share(100_000), 10_000);
+        assert_eq!(default_connection_share(5_000), 1_000);
+        assert_eq!(default_connection_share(1_500), 750);
+        assert_eq!(default_connection_share(960), 480, "ulimit -n 1024");
+        assert_eq!(default_connection_share(192), 96);
+        assert_eq!(default_connection_share(1), 1);
     }
 }

@@ -16,6 +16,7 @@
 //! The flags and their defaults are in `config` (and the README's configuration table).
 
 mod address;
+mod attach;
 mod forwarded;
 mod rate;
 
@@ -30,7 +31,8 @@ use ipnet::IpNet;
 use crate::identity::SessionId;
 use crate::metrics::Metrics;
 
-pub(crate) use address::{AddressCap, AddressGuard, default_per_address};
+pub(crate) use address::{AddressCap, AddressGuard, default_connection_share, default_per_address};
+pub(crate) use attach::{AttachRates, AttachSettings};
 pub(crate) use forwarded::client_address;
 pub(crate) use rate::{Rate, RateLimits, RateSettings};
 
@@ -49,9 +51,28 @@ pub(crate) enum LimitKind {
     StreamsPerAddress,
     /// Open connections per socket address (trusted proxies exempt).
     ConnectionsPerAddress,
+    /// Successful `GET /events` per session in a window.
+    AttachRate,
+    /// `GET /events` per client address.
+    AttachAddressRate,
+    /// `GET /clients` with a session token, per client address.
+    ListRate,
 }
 
 impl LimitKind {
+    /// Every limit, for `/metrics` to list each at 0 from the start.
+    pub(crate) const ALL: [LimitKind; 9] = [
+        LimitKind::HeloRate,
+        LimitKind::MessageRate,
+        LimitKind::ByteRate,
+        LimitKind::SessionsPerAddress,
+        LimitKind::StreamsPerAddress,
+        LimitKind::ConnectionsPerAddress,
+        LimitKind::AttachRate,
+        LimitKind::AttachAddressRate,
+        LimitKind::ListRate,
+    ];
+
     /// The snake_case name used in messages and as the `/metrics` label.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -61,6 +82,9 @@ impl LimitKind {
             LimitKind::SessionsPerAddress => "sessions_per_address",
             LimitKind::StreamsPerAddress => "streams_per_address",
             LimitKind::ConnectionsPerAddress => "connections_per_address",
+            LimitKind::AttachRate => "attach_rate",
+            LimitKind::AttachAddressRate => "attach_address_rate",
+            LimitKind::ListRate => "list_rate",
         }
     }
 }
@@ -90,6 +114,8 @@ impl Limited {
 pub(crate) struct Limits {
     /// Joins per address, messages and bytes per session.
     pub(crate) rates: RateLimits<SessionId>,
+    /// Attaches per session and address, listings per address.
+    pub(crate) attaches: AttachRates,
     /// Live sessions per address; the guard lives as long as the session.
     pub(crate) sessions: AddressCap,
     /// Attached streams per address; the guard lives as long as the stream.
@@ -126,12 +152,35 @@ impl Limits {
         )
     }
 
-    /// Admits a stream from `client`: a place under the stream cap, held by the stream.
+    /// Admits a stream of `session` from `client`: the attach limits, then a place under the
+    /// stream cap, held by the stream. Call [`Limits::attached`] once it is attached.
     ///
     /// # Errors
+    /// [`LimitKind::AttachAddressRate`], [`LimitKind::AttachRate`] or
     /// [`LimitKind::StreamsPerAddress`].
-    pub(crate) fn attach(&self, client: IpAddr) -> Result<AddressGuard, Limited> {
-        self.counted(self.streams.acquire(client))
+    pub(crate) fn attach(
+        &self,
+        client: IpAddr,
+        session: SessionId,
+    ) -> Result<AddressGuard, Limited> {
+        self.counted(
+            self.attaches
+                .check_attach(client, session)
+                .and_then(|()| self.streams.acquire(client)),
+        )
+    }
+
+    /// Counts a stream of `session` that attached (tries that failed are not counted).
+    pub(crate) fn attached(&self, session: SessionId) {
+        self.attaches.attached(session);
+    }
+
+    /// Admits a listing of the sessions by a session at `client`.
+    ///
+    /// # Errors
+    /// [`LimitKind::ListRate`].
+    pub(crate) fn list(&self, client: IpAddr) -> Result<(), Limited> {
+        self.counted(self.attaches.check_list(client))
     }
 
     /// Admits a connection from `peer`, before anything is read from it: a place under the
@@ -165,6 +214,7 @@ impl Limits {
     /// Forgets rate-limit keys that are back to a full bucket; call it now and then.
     pub(crate) fn forget_idle(&self) {
         self.rates.retain_recent();
+        self.attaches.retain_recent();
     }
 }
 

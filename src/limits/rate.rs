@@ -31,7 +31,7 @@ impl Rate {
         burst: 0,
     };
 
-    fn quota(self) -> Option<Quota> {
+    pub(super) fn quota(self) -> Option<Quota> {
         let rate = NonZeroU32::new(self.per_second)?;
         let burst = NonZeroU32::new(self.burst).unwrap_or(rate);
         Some(Quota::per_second(rate).allow_burst(burst))

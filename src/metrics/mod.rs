@@ -192,6 +192,8 @@ pub struct Metrics {
     bus_received: Family<ChannelLabel, Counter>,
     /// Sessions of dead cluster instances this instance adopted.
     pub sessions_adopted: Counter,
+    /// Connections closed on accept because every connection slot was taken.
+    pub connections_refused: Counter,
     /// Sends to parked streams' sockets (see `registry::writer`): that took everything, and
     /// that left a rest to the stream's task (its client reads slower than events come).
     parked_sends: [Counter; 2],
@@ -224,8 +226,15 @@ impl Default for Metrics {
             http: Family::default(),
             http_latency: Family::new_with_constructor(latency_buckets as fn() -> Histogram),
             limited: Family::default(),
-            bus_received: Family::default(),
+            bus_received: {
+                let channels = Family::default();
+                for channel in ["bus", "instance"] {
+                    let _ = channels.get_or_create(&ChannelLabel { channel });
+                }
+                channels
+            },
             sessions_adopted: Counter::default(),
+            connections_refused: Counter::default(),
             parked_sends,
             registry: Registry::default(),
         };
@@ -282,6 +291,12 @@ impl Default for Metrics {
             metrics.limited.clone(),
         );
         registry.register(
+            "connections_refused",
+            "Connections closed on accept because every connection slot was taken (the \
+             open-file limit less 64); refusals by an address's share are in rate_limited",
+            metrics.connections_refused.clone(),
+        );
+        registry.register(
             "bus_messages_received",
             "Cluster messages read from Redis, by channel: bus (every instance) or instance (this one)",
             metrics.bus_received.clone(),
@@ -334,6 +349,11 @@ impl Metrics {
         self.bus_received
             .get_or_create(&ChannelLabel { channel })
             .inc();
+    }
+
+    /// Creates `limit`'s refusal series at 0, so it is scraped before the first refusal.
+    pub fn limited_series(&self, limit: &'static str) {
+        let _ = self.limited.get_or_create(&LimitLabel { limit });
     }
 
     /// Counts one request refused by `limit` (a limit's snake_case name).

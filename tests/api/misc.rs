@@ -443,3 +443,46 @@ async fn cors_headers_are_absent_by_default_and_sent_for_configured_origins() {
         );
     }
 }
+
+#[tokio::test]
+async fn allowed_origins_may_send_an_idempotency_key_and_read_retry_after_and_link() {
+    let app = spawn_app(Config {
+        cors_origins: vec!["https://app.example".to_owned()],
+        ..test_config()
+    })
+    .await;
+    // What switchboard.js sends with a direct message.
+    let preflight = send(
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/response"))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,idempotency-key",
+            ),
+    )
+    .await;
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in ["authorization", "content-type", "idempotency-key"] {
+        assert!(allowed.contains(header), "{header} not in {allowed}");
+    }
+    // A page of `/clients` (its `Link`), as a 429 (its `Retry-After`), is read by the page.
+    let answer = send(
+        app.client
+            .get(app.url("/clients"))
+            .header("origin", "https://app.example"),
+    )
+    .await;
+    let exposed = answer.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in ["retry-after", "link"] {
+        assert!(exposed.contains(header), "{header} not in {exposed}");
+    }
+}

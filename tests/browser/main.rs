@@ -15,7 +15,9 @@
 
 mod auto_reply;
 mod chat;
+mod cross_origin;
 mod page;
+mod page_states;
 mod reconnect;
 mod tokens;
 

@@ -5,8 +5,10 @@
 //! holds sockets would exhaust the connection budget quickly. Every wait is bounded. The
 //! clients here speak raw HTTP/1.1 over their own sockets: the attacks are on the wire format.
 
+mod attach;
 mod bytes;
 mod client;
+mod flood;
 mod headers;
 mod malformed;
 mod paths;

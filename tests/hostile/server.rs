@@ -17,6 +17,11 @@ pub(crate) const NOFILE: u64 = 256;
 /// The binary on an ephemeral port with the crate's `public/`, no drain window, the low
 /// open-file limit and `extra` arguments.
 pub(crate) async fn start(extra: &[&str]) -> Instance {
+    start_with_open_files(NOFILE, NOFILE, extra).await
+}
+
+/// [`start`] with the server's soft and hard open-file limits apart.
+pub(crate) async fn start_with_open_files(soft: u64, hard: u64, extra: &[&str]) -> Instance {
     let public = public_dir();
     let key = support::api_key_file();
     let mut args = vec![
@@ -31,7 +36,7 @@ pub(crate) async fn start(extra: &[&str]) -> Instance {
     ];
     args.extend_from_slice(extra);
     Instance::launch("hostile")
-        .open_file_limit(NOFILE)
+        .open_file_limits(soft, hard)
         .with_args(&args)
         .await
 }

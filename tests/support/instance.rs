@@ -175,8 +175,8 @@ impl Drop for Instance {
 pub struct Launch {
     label: String,
     dir: PathBuf,
-    /// `RLIMIT_NOFILE` (soft and hard) for the child; inherited when `None`.
-    open_files: Option<u64>,
+    /// `RLIMIT_NOFILE` (soft, hard) for the child; inherited when `None`.
+    open_files: Option<(u64, u64)>,
 }
 
 impl Launch {
@@ -188,8 +188,14 @@ impl Launch {
 
     /// Lowers the child's open-file limit (soft and hard) to `limit` before it execs, so the
     /// server sizes its connection budget from it, as under a service manager's `LimitNOFILE`.
-    pub fn open_file_limit(mut self, limit: u64) -> Launch {
-        self.open_files = Some(limit);
+    pub fn open_file_limit(self, limit: u64) -> Launch {
+        self.open_file_limits(limit, limit)
+    }
+
+    /// Sets the child's soft and hard open-file limits apart, as a shell's `ulimit -n` does
+    /// below a higher hard limit.
+    pub fn open_file_limits(mut self, soft: u64, hard: u64) -> Launch {
+        self.open_files = Some((soft, hard));
         self
     }
 
@@ -229,11 +235,11 @@ impl Launch {
                 command.env_remove(key);
             }
         }
-        if let Some(limit) = open_files {
+        if let Some((soft, hard)) = open_files {
             // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork and
             // exec.
             unsafe {
-                command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit));
+                command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard));
             }
         }
         let mut child = command.spawn().expect("starting switchboard");
