@@ -24,7 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::registry::{Kept, Registry, Snapshot, TokenHash};
+use crate::identity::TokenHash;
+use crate::registry::{Kept, Registry, Snapshot};
 
 /// The format written by this build; any other is refused.
 pub const VERSION: u32 = 1;

@@ -5,7 +5,8 @@
 
 use serde::Deserialize;
 
-use crate::registry::{Peer, SessionId};
+use crate::identity::SessionId;
+use crate::registry::Peer;
 
 /// Whom the backend addresses. On the wire `{"session": "<id>"}`, `{"user": "<sub>"}` or
 /// `"everyone"`: an omitted target is an error, never everyone by accident.
@@ -68,7 +69,7 @@ impl PageQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::DisplayName;
+    use crate::identity::DisplayName;
 
     fn peer(n: u128, user: Option<&str>) -> Peer {
         Peer {

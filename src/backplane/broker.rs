@@ -13,10 +13,9 @@ use serde_json::value::RawValue;
 
 use super::cluster::Cluster;
 use super::local::Local;
+use crate::identity::{SessionId, Token};
 use crate::limits::AddressGuard;
-use crate::registry::{
-    Event, EventId, Joining, Peer, RegistryError, SendKey, SessionId, Subscription, Token,
-};
+use crate::registry::{Event, EventId, Joining, Peer, RegistryError, SendKey, Subscription};
 
 /// The hub's way to the rest of the world.
 #[derive(Clone)]

@@ -8,7 +8,8 @@
 
 use serde_json::value::RawValue;
 
-use crate::registry::{Event, EventId, Peer, RegistryError, SendKey, SessionId};
+use crate::identity::SessionId;
+use crate::registry::{Event, EventId, Peer, RegistryError, SendKey};
 
 /// What a broker delivers into this instance.
 pub(crate) trait BrokerEvents: Send + Sync + 'static {

@@ -7,9 +7,10 @@ use serde_json::value::RawValue;
 use tokio::task::JoinHandle;
 
 use super::events::BrokerEvents;
+use crate::identity::{SessionId, Token};
 use crate::limits::AddressGuard;
 use crate::registry::{
-    Event, EventId, Joining, Peer, Registry, RegistryError, SendKey, SessionId, Subscription, Token,
+    Event, EventId, Joining, Peer, Registry, RegistryError, SendKey, Subscription,
 };
 
 /// This process alone; clone freely.

@@ -36,12 +36,13 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
+use crate::identity::{SessionId, Token};
 use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use crate::registry::Stats;
 use crate::registry::event::{Scope, ServerMessage};
 use crate::registry::{
-    Event, EventId, Joining, Peer, Registry, RegistryError, SendKey, SessionId, Subscription, Token,
+    Event, EventId, Joining, Peer, Registry, RegistryError, SendKey, Subscription,
 };
 use backend::Published;
 pub use backend::{Page, PageQuery, Target};

@@ -8,7 +8,8 @@
 
 use std::future::Future;
 
-use crate::registry::{Event, Peer, Registry, RegistryError, SessionId, Subscription};
+use crate::identity::SessionId;
+use crate::registry::{Event, Peer, Registry, RegistryError, Subscription};
 
 /// Whether joins and leaves are announced; copied into each hub.
 #[derive(Clone, Copy, Debug)]
@@ -64,9 +65,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::identity::DisplayName;
     use crate::limits::AddressGuard;
     use crate::metrics::Metrics;
-    use crate::registry::{DisplayName, Pull, Settings};
+    use crate::registry::{Pull, Settings};
 
     fn registry() -> Registry {
         Registry::new(Settings::small(), Arc::new(Metrics::default()))

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 
 use super::*;
-use crate::registry::{DisplayName, Settings};
+use crate::identity::DisplayName;
+use crate::registry::Settings;
 
 fn hub() -> Hub {
     let settings = Settings {

@@ -32,7 +32,6 @@ mod server_api;
 mod sse;
 mod takeover;
 
-use crate::backplane::Hub;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +39,8 @@ use std::sync::Arc;
 use warp::Filter;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Reply;
+
+use crate::backplane::Hub;
 
 pub use context::{Context, StreamSettings};
 use filters::{

@@ -25,7 +25,7 @@ use governor::{NotUntil, RateLimiter};
 
 use super::address::address_key;
 use super::{LimitKind, Limited, Rate};
-use crate::registry::SessionId;
+use crate::identity::SessionId;
 
 /// The window `--session-attaches` counts in.
 pub(crate) const WINDOW: Duration = Duration::from_secs(10);

@@ -31,7 +31,7 @@
 //! 2. each session's lock guards its mailbox and attachment; a stream reading its own mailbox
 //!    takes only this one, so readers never contend with each other on the registry lock.
 //!
-//! The outbox's queue lock ([`writer::Outbox`]) is a leaf: taken after the fan-out is done with
+//! The outbox's queue lock ([`outbox::Outbox`]) is a leaf: taken after the fan-out is done with
 //! the others, and nothing is taken while it is held.
 //!
 //! A caller that holds a lock of its own while calling in (the cluster's migration lock) takes
@@ -46,6 +46,7 @@ pub mod event;
 mod fan_out;
 pub mod join;
 pub mod mailbox;
+pub(crate) mod outbox;
 pub mod reaper;
 pub mod sent;
 pub mod session;
@@ -68,11 +69,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::identity::{SessionId, Token};
 use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use event::{Envelope, Event, EventId, Peer};
-// Temporary: the backplane and the state file still name these through the registry.
-pub use crate::identity::{DisplayName, SessionId, Token, TokenHash};
 use join::Credential;
 pub use join::Joining;
 use mailbox::Mailbox;
@@ -168,7 +168,7 @@ struct Shared {
     settings: Settings,
     metrics: Arc<Metrics>,
     /// Parked streams waiting for a fan-out's write.
-    outbox: writer::Outbox,
+    outbox: outbox::Outbox,
 }
 
 #[derive(Default)]
@@ -196,7 +196,7 @@ impl Registry {
                 reaper: Notify::new(),
                 stopping: AtomicBool::new(false),
                 settings,
-                outbox: writer::Outbox::new(Arc::clone(&metrics)),
+                outbox: outbox::Outbox::new(Arc::clone(&metrics)),
                 metrics,
             }),
         }

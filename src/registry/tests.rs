@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use tokio::time::{Instant, advance};
 
 use super::*;
+use crate::identity::DisplayName;
 
 const TTL: Duration = Duration::from_secs(30);
 

@@ -16,7 +16,8 @@ use uuid::Uuid;
 use super::instance::Cluster;
 use super::keys::unavailable;
 use super::wire::{Message, seq_of};
-use crate::registry::{RegistryError, SessionId};
+use crate::identity::SessionId;
+use crate::registry::RegistryError;
 
 /// What a PUBLISH to one instance's channel that `readers` subscribers got means: none, and
 /// that instance is gone.

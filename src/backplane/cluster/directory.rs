@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::keys::unavailable;
-use crate::registry::{DisplayName, Peer, RegistryError, SessionId, Token, TokenHash};
+use crate::identity::{DisplayName, SessionId, Token, TokenHash};
+use crate::registry::{Peer, RegistryError};
 
 /// A session in the directory.
 #[derive(Clone, Debug, Serialize, Deserialize)]

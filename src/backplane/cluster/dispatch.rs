@@ -16,7 +16,8 @@ use uuid::Uuid;
 use super::instance::Cluster;
 use super::transit::Pulled;
 use super::wire::{DRAINED, Message, Outcome};
-use crate::registry::{RegistryError, SessionId};
+use crate::identity::SessionId;
+use crate::registry::RegistryError;
 
 impl Cluster {
     /// Applies one bus message, in bus order; `seq` is its number if it is numbered (see

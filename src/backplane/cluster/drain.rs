@@ -17,7 +17,8 @@ use uuid::Uuid;
 use super::instance::{ANSWER_TIMEOUT, Cluster};
 use super::transit::{Pulled, Transit};
 use super::wire::{DRAINED, Message};
-use crate::registry::{Closed, RegistryError, SessionId, Snapshot, TokenHash};
+use crate::identity::{SessionId, TokenHash};
+use crate::registry::{Closed, RegistryError, Snapshot};
 
 /// Longest a stopping instance waits for the others to take its sessions; also how long a
 /// session drained to an instance may take to arrive there.

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::registry::{RegistryError, SessionId};
+use crate::identity::SessionId;
+use crate::registry::RegistryError;
 
 /// Suffix of the pub/sub channel every instance subscribes to.
 pub const BUS: &str = "bus";

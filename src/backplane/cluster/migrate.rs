@@ -18,7 +18,8 @@ use super::keys::unavailable;
 use super::request::Unanswered;
 use super::transit::Pulled;
 use super::wire::Message;
-use crate::registry::{Closed, RegistryError, SessionId, Snapshot, Token, TokenHash};
+use crate::identity::{SessionId, Token, TokenHash};
+use crate::registry::{Closed, RegistryError, Snapshot};
 
 /// Pause before asking again for a session that is on its way elsewhere.
 const NOT_YET_PAUSE: Duration = Duration::from_millis(20);

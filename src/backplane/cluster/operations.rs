@@ -13,11 +13,9 @@ use super::instance::{ANSWER_TIMEOUT, Cluster, PROBE_TIMEOUT};
 use super::keys::unavailable;
 use super::request::Unanswered;
 use super::wire::{Message, Outcome};
+use crate::identity::{SessionId, Token, TokenHash};
 use crate::limits::AddressGuard;
-use crate::registry::{
-    Event, EventId, Joining, Peer, RegistryError, SendKey, SessionId, Subscription, Token,
-    TokenHash,
-};
+use crate::registry::{Event, EventId, Joining, Peer, RegistryError, SendKey, Subscription};
 
 /// What an instance that is stopping answers to a new session or stream.
 fn leaving() -> RegistryError {

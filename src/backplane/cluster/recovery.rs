@@ -18,7 +18,8 @@ use uuid::Uuid;
 use super::instance::Cluster;
 use super::keys::LIVENESS;
 use super::wire::Orphan;
-use crate::registry::{EventId, RegistryError, SessionId, Snapshot};
+use crate::identity::SessionId;
+use crate::registry::{EventId, RegistryError, Snapshot};
 
 impl Cluster {
     /// Refreshes this instance's liveness key and removes sessions of instances that died,

@@ -43,7 +43,8 @@ use uuid::Uuid;
 
 use super::keys::{Keys, unavailable};
 use super::wire::Message;
-use crate::registry::{RegistryError, SessionId};
+use crate::identity::SessionId;
+use crate::registry::RegistryError;
 
 /// Numbers a message and publishes it with `"seq": n` as its first key (instances that do
 /// not know the field ignore it), counting it as its sender's own. KEYS: the counter, the

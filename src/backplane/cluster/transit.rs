@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::request::{Request, Requests};
 use super::wire::{DRAINED, Message};
-use crate::registry::{SessionId, Snapshot, TokenHash};
+use crate::identity::{SessionId, TokenHash};
+use crate::registry::Snapshot;
 
 /// Sessions on their way here, behind the migration lock, and the pulls awaiting a snapshot.
 #[derive(Default)]
@@ -292,7 +293,8 @@ impl Drop for PullGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{DisplayName, Event, Peer, Token};
+    use crate::identity::{DisplayName, Token};
+    use crate::registry::{Event, Peer};
     use serde_json::value::RawValue;
 
     #[test]

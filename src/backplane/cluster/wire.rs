@@ -10,7 +10,8 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::directory::Entry;
-use crate::registry::{Event, EventId, Peer, SendKey, SessionId, Snapshot, TokenHash};
+use crate::identity::{SessionId, TokenHash};
+use crate::registry::{Event, EventId, Peer, SendKey, Snapshot};
 
 /// Everything instances send each other.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -186,7 +187,7 @@ pub(super) fn seq_of(payload: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::DisplayName;
+    use crate::identity::DisplayName;
 
     fn ann() -> Peer {
         Peer {

@@ -5,8 +5,7 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use super::control::helo;
-use super::state::State;
-use super::stream::events_path;
+use super::state::{State, events_path};
 use crate::http::{Endpoint, HttpConn, SseStart};
 use crate::proto::session_name;
 

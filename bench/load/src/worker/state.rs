@@ -85,3 +85,21 @@ pub(super) fn spawn_progress(st: &Rc<State>) {
         }
     });
 }
+
+/// The path of `s`'s stream, its token in the query.
+pub(super) fn events_path(s: &Session) -> String {
+    format!("/events/{}?token={}", pct(&s.id), pct(&s.token))
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn pct(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

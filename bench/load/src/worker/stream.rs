@@ -116,19 +116,6 @@ impl Stream {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub(super) fn pct(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// `text` with the value of any `token=` query parameter replaced.
 pub(super) fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -142,10 +129,6 @@ pub(super) fn redact(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-pub(super) fn events_path(s: &Session) -> String {
-    format!("/events/{}?token={}", pct(&s.id), pct(&s.token))
 }
 
 /// How a stream's connection begins.

@@ -1,9 +1,11 @@
 //! The writer and the outbox against a fake socket, under tokio's paused clock (and one
 //! multi-threaded test for passes in several tasks).
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -11,7 +13,10 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::identity::{DisplayName, Token};
 use crate::limits::AddressGuard;
+use crate::registry::event::EventId;
+use crate::registry::mailbox::Mailbox;
 use crate::registry::mailbox::Replay;
+use crate::registry::writer::{Writer, Written};
 use crate::registry::{Peer, Pull, Registry, Settings, Subscription};
 
 /// A client's socket with room for `room` more events; records the ids it took, and says
