@@ -61,6 +61,10 @@ for round in $(seq 1 "$ROUNDS"); do
             # Limits off; a build from before the limits existed (November's) has no flags.
             limits=()
             if "$target/switchboard" --help | grep -q -- --helo-rate; then limits=("${NO_LIMITS[@]}"); fi
+            # Attach and listing limits came later (December).
+            if "$target/switchboard" --help | grep -q -- --address-attach-rate; then
+                limits+=(--session-attaches 0 --address-attach-rate 0 --list-rate 0)
+            fi
             "$target/switchboard" --listen "127.0.0.1:$PORT" --presence false --log warn \
                 "${limits[@]}" >>"$WORK/server.log" 2>&1 &
             SERVER_PID=$!

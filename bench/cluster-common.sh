@@ -24,4 +24,5 @@ wait_up() {
 
 # Limits off: the load generator is one address sending far faster than a person.
 # shellcheck disable=SC2034 # used by the scripts that source this one
-NO_LIMITS=(--helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0 --max-connections-per-address 0)
+NO_LIMITS=(--helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0 --max-connections-per-address 0
+    --session-attaches 0 --address-attach-rate 0 --list-rate 0)

@@ -157,7 +157,8 @@ start_floor() {
     return 1
 }
 
-NO_LIMITS=(--helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0 --max-connections-per-address 0)
+NO_LIMITS=(--helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0 --max-connections-per-address 0
+    --session-attaches 0 --address-attach-rate 0 --list-rate 0)
 
 start_switchboard() {
     # Presence off: the large audiences here would cost O(N²) join announcements (measured
