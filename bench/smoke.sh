@@ -24,6 +24,7 @@ LOG=$(mktemp /tmp/switchboard-smoke.XXXXXX)
 # Limits off: the load generator is one address sending far faster than a person.
 "$BIN/switchboard" --listen "127.0.0.1:$PORT" --log warn \
     --helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-address 0 --max-streams-per-address 0 --max-connections-per-address 0 \
+    --session-attaches 0 --address-attach-rate 0 --list-rate 0 \
     >"$LOG" 2>&1 &
 SERVER_PID=$!
 stop() {
