@@ -21,15 +21,15 @@ use crate::registry::RegistryError;
 /// Defines [`ErrorCode`] and its wire spellings from one list, so they cannot drift apart.
 macro_rules! error_codes {
     ($($variant:ident => $wire:literal,)*) => {
-        /// Every machine-readable `error` code the API answers with. The README's error table
-        /// lists exactly these (a test checks it).
+        /// Every machine-readable `error` code the API answers with. The error table of
+        /// `docs/api.md` lists exactly these (a test checks it).
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum ErrorCode {
             $($variant,)*
         }
 
         impl ErrorCode {
-            /// Every code, in the order of the README's table (by status).
+            /// Every code, in the order of `docs/api.md`'s error table (by status).
             pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
 
             /// The wire spelling (snake_case), e.g. `"unknown_session"`.

@@ -13,7 +13,7 @@
 //! Addresses are grouped before they are counted: an IPv6 client usually holds a whole /64, so
 //! keying single IPv6 addresses would let it step around every per-address limit.
 //!
-//! The flags and their defaults are in `config` (and the README's configuration table).
+//! The flags and their defaults are in `config` (and the flag table of `docs/operations.md`).
 
 mod address;
 mod attach;
