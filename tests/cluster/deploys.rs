@@ -433,7 +433,8 @@ async fn a_stream_attaching_while_its_session_is_handed_off_elsewhere_waits_for_
     wait_for_health(&cluster.nodes[c], reqwest::StatusCode::OK, WAIT).await;
     wait_for_health(&cluster.nodes[b], reqwest::StatusCode::OK, WAIT).await;
 
-    // rae's client comes back through C: C asks, B says "not yet", C asks again.
+    // rae's client comes back through C: C asks, B says "not yet", C asks again. (The attach
+    // succeeds only so: an unanswered request would time out before the snapshot is released.)
     let before = bus_reads(&cluster.nodes[b], "bus").await;
     let c_endpoint = cluster.nodes[c].seen_from("127.0.0.1".parse().unwrap());
     let (rae2, last) = (rae.clone(), ids[0]);
@@ -442,7 +443,7 @@ async fn a_stream_attaching_while_its_session_is_handed_off_elsewhere_waits_for_
     while bus_reads(&cluster.nodes[b], "bus").await < before + 2 {
         assert!(
             std::time::Instant::now() < deadline,
-            "C asked B twice for rae"
+            "C's requests for rae reached B"
         );
         tokio::time::sleep(POLL).await;
     }
