@@ -185,6 +185,18 @@ impl Cluster {
         cluster
     }
 
+    /// Starts one more instance, labelled `label`, with the cluster's prefix and `flags`,
+    /// talking to Redis at `redis_url` (the cluster's own, or a proxy in front of it); its
+    /// index in `nodes`.
+    pub async fn add(&mut self, label: &str, redis_url: &str, flags: &[&str]) -> usize {
+        let mut args = vec!["--redis-url", redis_url, "--redis-prefix", &self.prefix];
+        args.extend_from_slice(flags);
+        self.nodes.push(Instance::start(label, &args).await);
+        self.args
+            .push(args.into_iter().map(str::to_owned).collect());
+        self.nodes.len() - 1
+    }
+
     /// Node `i`'s instance id, from its `cluster mode` log line.
     pub async fn instance_id(&self, i: usize) -> String {
         let (line, _) = self.nodes[i].log_line("cluster mode").await;
