@@ -125,3 +125,38 @@ async fn the_served_document_is_what_its_own_response_schema_says() {
     assert!(validator.is_valid(&served), "{schema}");
     assert_eq!(served, spec);
 }
+
+#[tokio::test]
+async fn a_resume_point_beyond_the_documented_maximum_is_refused_before_the_session_is_sought() {
+    let spec: Value = serde_norway::from_str(include_str!("../../openapi.yaml")).unwrap();
+    for parameter in spec["paths"]["/events/{id}"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+    {
+        if ["last_event_id", "Last-Event-ID"].contains(&parameter["name"].as_str().unwrap()) {
+            assert_eq!(
+                parameter["schema"]["maximum"],
+                json!(u64::MAX),
+                "{parameter}"
+            );
+        }
+    }
+    let app = spawn_app(test_config()).await;
+    let session = app.helo("ada").await;
+    let unknown = uuid::Uuid::new_v4();
+    let stream = |id: &str, last: String| {
+        app.client
+            .get(app.url(&format!("/events/{id}")))
+            .bearer_auth(&session.token)
+            .header("Last-Event-ID", last)
+    };
+
+    // One past the maximum is not an event id at all, whichever session it names.
+    for id in [session.id.as_str(), &unknown.to_string()] {
+        let response = send(stream(id, format!("{}0", u64::MAX / 10 + 1))).await;
+        assert_error(response, StatusCode::BAD_REQUEST, "invalid_last_event_id").await;
+    }
+    // The maximum itself is an id: the unknown session is what is wrong with it.
+    let response = send(stream(&unknown.to_string(), u64::MAX.to_string())).await;
+    assert_error(response, StatusCode::NOT_FOUND, "unknown_session").await;
+}
