@@ -53,10 +53,25 @@ use local::Local;
 use presence::Presence;
 
 /// Where sessions live, and who hears about them; clone freely.
+///
+/// One pointer: every connection's task holds a hub (through the edge's context) for its whole
+/// life, and the two parts inline cost each idle stream about 250 bytes (measured with 19,000
+/// idle streams: 5,363 against 5,112 bytes each).
 #[derive(Clone)]
-pub struct Hub {
+pub struct Hub(Arc<Parts>);
+
+/// What a [`Hub`] points to.
+pub struct Parts {
     here: Here,
     broker: Broker,
+}
+
+impl std::ops::Deref for Hub {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
 }
 
 /// This instance's sessions, and who among them hears of what: where a broker's events land.
@@ -106,7 +121,7 @@ impl Hub {
             presence: Presence::new(presence),
         };
         let broker = Broker::Local(Local::new(registry, Arc::new(here.clone())));
-        Hub { here, broker }
+        Hub(Arc::new(Parts { here, broker }))
     }
 
     /// A hub over Redis at `url`, keys under `prefix`; its tasks end when `shutdown` fires.
@@ -126,10 +141,10 @@ impl Hub {
         };
         let events = Arc::new(here.clone());
         let cluster = Cluster::start(registry, events, presence, url, prefix, shutdown)?;
-        Ok(Hub {
+        Ok(Hub(Arc::new(Parts {
             here,
             broker: Broker::Redis(cluster),
-        })
+        })))
     }
 
     /// The counters and gauges of this instance.
