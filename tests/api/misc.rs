@@ -394,11 +394,7 @@ async fn cors_headers_are_absent_by_default_and_sent_for_configured_origins() {
             .is_none()
     );
 
-    let app = spawn_app(Config {
-        cors_origins: vec!["https://app.example".to_owned()],
-        ..test_config()
-    })
-    .await;
+    let app = app_allowing("https://app.example").await;
     let preflight = send(
         app.client
             .request(reqwest::Method::OPTIONS, app.url("/helo"))
@@ -446,11 +442,7 @@ async fn cors_headers_are_absent_by_default_and_sent_for_configured_origins() {
 
 #[tokio::test]
 async fn allowed_origins_may_send_an_idempotency_key_and_read_retry_after_and_link() {
-    let app = spawn_app(Config {
-        cors_origins: vec!["https://app.example".to_owned()],
-        ..test_config()
-    })
-    .await;
+    let app = app_allowing("https://app.example").await;
     // What switchboard.js sends with a direct message.
     let preflight = send(
         app.client
@@ -485,4 +477,13 @@ async fn allowed_origins_may_send_an_idempotency_key_and_read_retry_after_and_li
     for header in ["retry-after", "link"] {
         assert!(exposed.contains(header), "{header} not in {exposed}");
     }
+}
+
+/// A server that allows calls from `origin` (`--cors-origin`).
+async fn app_allowing(origin: &str) -> TestApp {
+    spawn_app(Config {
+        cors_origins: vec![origin.to_owned()],
+        ..test_config()
+    })
+    .await
 }
