@@ -1,7 +1,9 @@
 //! Reading a session's stream in a test: [`SseReader`] over `switchboard-client`'s parsed
-//! [`EventStream`], every read bounded; [`RawStream`] for the bytes the parser would hide.
+//! [`EventStream`], every read bounded and every event checked against its schema in
+//! `openapi.yaml`; [`RawStream`] for the bytes the parser would hide.
 
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -54,7 +56,10 @@ impl SseReader {
     ) -> Result<Option<SseEvent>, tokio::time::error::Elapsed> {
         let item = timeout(wait, self.events.next()).await?;
         Ok(item.map(|frame| {
-            frame.unwrap_or_else(|e| panic!("{}: a well-formed event stream: {e}", self.label))
+            let frame =
+                frame.unwrap_or_else(|e| panic!("{}: a well-formed event stream: {e}", self.label));
+            check_schema(&self.label, &frame);
+            frame
         }))
     }
 
@@ -195,4 +200,35 @@ impl RawStream {
             self.text = String::from_utf8_lossy(&self.bytes).into_owned();
         }
     }
+}
+
+/// `openapi.yaml`'s `StreamEvent` (OpenAPI 3.1 schemas are JSON Schema 2020-12), built once
+/// per test binary.
+static STREAM_EVENT: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
+    let mut root: Value = serde_norway::from_str(include_str!("../../openapi.yaml"))
+        .expect("openapi.yaml is valid YAML");
+    root["$schema"] = "https://json-schema.org/draft/2020-12/schema".into();
+    root["$ref"] = "#/components/schemas/StreamEvent".into();
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .expect("openapi.yaml's StreamEvent is a valid schema")
+});
+
+/// Fails the test when `frame` does not match its schema in `openapi.yaml`, so every event any
+/// test reads is checked against the documented contract.
+fn check_schema(label: &str, frame: &SseEvent) {
+    let mut item = json!({ "event": frame.event, "data": frame.data });
+    if let Some(id) = frame.id {
+        item["id"] = id.into();
+    }
+    let errors: Vec<String> = STREAM_EVENT
+        .iter_errors(&item)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{label}: {item} does not match openapi.yaml's StreamEvent: {errors:?}"
+    );
 }
