@@ -410,11 +410,11 @@ export class Switchboard extends EventTarget {
    */
   #shutdown(reason) {
     this.#link.stop();
+    this.#setState('closed');
     if (this.#presence.others.size > 0 || this.#presence.rooms.size > 0) {
       this.#presence.clear();
       this.#emitPresence();
     }
-    this.#setState('closed');
     this.#settle(reason);
   }
 
