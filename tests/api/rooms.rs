@@ -16,44 +16,6 @@ use switchboard::DirectMessages;
 
 use crate::support::*;
 
-/// `POST /helo` with `rooms`; the raw response.
-pub async fn helo_in_response(app: &Endpoint, name: &str, rooms: Value) -> reqwest::Response {
-    let body = json!({ "name": name, "rooms": rooms }).to_string();
-    app.post_raw("/helo", None, &body).await
-}
-
-/// `POST /helo` into `rooms`, which must be accepted; the session.
-pub async fn helo_in(app: &Endpoint, name: &str, rooms: Value) -> Session {
-    let response = helo_in_response(app, name, rooms).await;
-    assert_eq!(response.status(), StatusCode::CREATED, "helo {name}");
-    serde_json::from_value(body_json(response).await).expect("a session")
-}
-
-/// `method /session/rooms/{room}` with `session`'s token; the raw response.
-pub async fn room_request(
-    app: &Endpoint,
-    method: reqwest::Method,
-    session: &Session,
-    room: &str,
-) -> reqwest::Response {
-    let url = app.url(&format!("/session/rooms/{room}"));
-    send(app.client.request(method, url).bearer_auth(&session.token)).await
-}
-
-/// `PUT /session/rooms/{room}`, which must answer 200; the member count it reports.
-pub async fn join_room(app: &Endpoint, session: &Session, room: &str) -> u64 {
-    let response = room_request(app, reqwest::Method::PUT, session, room).await;
-    assert_eq!(
-        response.status(),
-        StatusCode::OK,
-        "{} joins {room}",
-        session.name
-    );
-    let body = body_json(response).await;
-    assert_eq!(body["room"], room);
-    body["members"].as_u64().expect("a member count")
-}
-
 /// Sends `to` a direct message from `from` and reads it as the next event of `stream`: so
 /// nothing else reached `stream` before it.
 pub async fn marker(app: &Endpoint, stream: &mut SseReader, from: &Session, to: &Session) {
@@ -87,7 +49,7 @@ async fn room_names_follow_the_rule_and_others_are_invalid_room() {
     let app = spawn_app(test_config()).await;
     let long = "r".repeat(65);
     for bad in [json!(["a b"]), json!(["-dash"]), json!([""]), json!([long])] {
-        let response = helo_in_response(&app, "ann", bad.clone()).await;
+        let response = app.helo_in_response("ann", bad.clone()).await;
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_room").await;
     }
     let ann = helo_in(
@@ -97,27 +59,29 @@ async fn room_names_follow_the_rule_and_others_are_invalid_room() {
     )
     .await;
     for bad in ["-dash", "a%20b", "x*"] {
-        let response = room_request(&app, reqwest::Method::PUT, &ann, bad).await;
+        let response = app.room_request(reqwest::Method::PUT, &ann, bad).await;
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_room").await;
     }
     // Case-sensitive: `Dev` is another room than `dev`.
-    assert_eq!(join_room(&app, &ann, "Dev").await, 1);
-    let bob = helo_in(&app, "bob", json!(["dev"])).await;
-    assert_eq!(join_room(&app, &bob, "dev").await, 1);
+    assert_eq!(app.join_room(&ann, "Dev").await, 1);
+    let bob = app.helo_in("bob", json!(["dev"])).await;
+    assert_eq!(app.join_room(&bob, "dev").await, 1);
 }
 
 #[tokio::test]
 async fn helo_joins_its_rooms_and_the_joiner_is_announced_once_per_shared_room() {
     let app = spawn_app(test_config()).await;
-    let ann = helo_in(&app, "ann", json!(["dev", "ops"])).await;
-    let bob = helo_in(&app, "bob", json!(["dev"])).await;
+    let ann = app.helo_in("ann", json!(["dev", "ops"])).await;
+    let bob = app.helo_in("bob", json!(["dev"])).await;
     let cat = app.helo("cat").await; // lobby
     let mut ann_stream = app.attach_ready(&ann).await;
     ann_stream.next_named("new_user").await; // bob, in dev
     let mut bob_stream = app.attach_ready(&bob).await;
     let mut cat_stream = app.attach_ready(&cat).await;
 
-    let response = helo_in_response(&app, "eve", json!(["ops", "dev", "ops"])).await;
+    let response = app
+        .helo_in_response("eve", json!(["ops", "dev", "ops"]))
+        .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let body = body_json(response).await;
     assert_eq!(body["rooms"], json!(["dev", "ops"]), "each once, by name");
@@ -138,7 +102,7 @@ async fn helo_without_rooms_is_in_the_lobby_and_with_none_hears_of_nobody() {
     let app = spawn_app(test_config()).await;
     let ann = app.helo("ann").await;
     let mut ann_stream = app.attach_ready(&ann).await;
-    let response = helo_in_response(&app, "ghost", json!([])).await;
+    let response = app.helo_in_response("ghost", json!([])).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let body = body_json(response).await;
     assert_eq!(body["rooms"], json!([]));
@@ -160,12 +124,12 @@ async fn helo_without_rooms_is_in_the_lobby_and_with_none_hears_of_nobody() {
 #[tokio::test]
 async fn joining_and_leaving_later_tells_the_session_and_the_rooms_other_members() {
     let app = spawn_app(test_config()).await;
-    let ann = helo_in(&app, "ann", json!(["dev"])).await;
-    let bob = helo_in(&app, "bob", json!([])).await;
+    let ann = app.helo_in("ann", json!(["dev"])).await;
+    let bob = app.helo_in("bob", json!([])).await;
     let mut ann_stream = app.attach_ready(&ann).await;
     let mut bob_stream = app.attach_ready(&bob).await;
 
-    assert_eq!(join_room(&app, &bob, "dev").await, 2, "bob counted");
+    assert_eq!(app.join_room(&bob, "dev").await, 2, "bob counted");
     let joined = bob_stream.next_named("joined").await;
     assert!(joined.id.is_some(), "joined has an id");
     assert_eq!(
@@ -178,11 +142,11 @@ async fn joining_and_leaving_later_tells_the_session_and_the_rooms_other_members
     );
 
     // Joining again: 200 again, and nobody hears anything.
-    assert_eq!(join_room(&app, &bob, "dev").await, 2);
+    assert_eq!(app.join_room(&bob, "dev").await, 2);
     marker(&app, &mut bob_stream, &ann, &bob).await;
     marker(&app, &mut ann_stream, &bob, &ann).await;
 
-    let response = room_request(&app, reqwest::Method::DELETE, &bob, "dev").await;
+    let response = app.room_request(reqwest::Method::DELETE, &bob, "dev").await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let left = bob_stream.next_named("left").await;
     assert!(left.id.is_some(), "left has an id");
@@ -191,21 +155,21 @@ async fn joining_and_leaving_later_tells_the_session_and_the_rooms_other_members
         ann_stream.next_named("user_left").await.data,
         bob.member("dev")
     );
-    let response = room_request(&app, reqwest::Method::DELETE, &bob, "dev").await;
+    let response = app.room_request(reqwest::Method::DELETE, &bob, "dev").await;
     assert_error(response, StatusCode::NOT_FOUND, "not_a_member").await;
 }
 
 #[tokio::test]
 async fn joined_and_left_are_replayed_across_a_reconnect() {
     let app = spawn_app(test_config()).await;
-    let ann = helo_in(&app, "ann", json!(["dev"])).await;
-    let bob = helo_in(&app, "bob", json!([])).await;
+    let ann = app.helo_in("ann", json!(["dev"])).await;
+    let bob = app.helo_in("bob", json!([])).await;
     let mut bob_stream = app.attach_ready(&bob).await;
     let hello = app.respond(&ann, &bob, json!("hello")).await;
     bob_stream.next_named("client_response").await;
-    join_room(&app, &bob, "dev").await;
+    app.join_room(&bob, "dev").await;
     let joined = bob_stream.next_named("joined").await;
-    let response = room_request(&app, reqwest::Method::DELETE, &bob, "dev").await;
+    let response = app.room_request(reqwest::Method::DELETE, &bob, "dev").await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let left = bob_stream.next_named("left").await;
     drop(bob_stream);
@@ -223,9 +187,9 @@ async fn joined_and_left_are_replayed_across_a_reconnect() {
 #[tokio::test]
 async fn ready_lists_each_rooms_roster_and_every_other_member_once() {
     let app = spawn_app(test_config()).await;
-    let ann = helo_in(&app, "ann", json!(["dev", "ops"])).await;
-    let bob = helo_in(&app, "bob", json!(["dev", "ops"])).await;
-    let cat = helo_in(&app, "cat", json!(["ops"])).await;
+    let ann = app.helo_in("ann", json!(["dev", "ops"])).await;
+    let bob = app.helo_in("bob", json!(["dev", "ops"])).await;
+    let cat = app.helo_in("cat", json!(["ops"])).await;
     app.helo("dan").await; // lobby: shares nothing with ann
 
     let (_stream, roster) = app.attach_roster(&ann, None).await;
@@ -245,18 +209,18 @@ async fn leaving_the_hub_tells_each_of_its_rooms() {
         ..test_config()
     })
     .await;
-    let dev = helo_in(&app, "dev-watcher", json!(["dev"])).await;
-    let ops = helo_in(&app, "ops-watcher", json!(["ops"])).await;
+    let dev = app.helo_in("dev-watcher", json!(["dev"])).await;
+    let ops = app.helo_in("ops-watcher", json!(["ops"])).await;
     let mut dev_stream = app.attach_ready(&dev).await;
     let mut ops_stream = app.attach_ready(&ops).await;
 
     // One leaves with DELETE, one by the TTL (it never attaches), one disconnected by the
     // backend.
-    let deleted = helo_in(&app, "deleted", json!(["dev", "ops"])).await;
+    let deleted = app.helo_in("deleted", json!(["dev", "ops"])).await;
     let mut deleted_stream = app.attach_ready(&deleted).await;
-    let ended = helo_in(&app, "ended", json!(["dev", "ops"])).await;
+    let ended = app.helo_in("ended", json!(["dev", "ops"])).await;
     let mut ended_stream = app.attach_ready(&ended).await;
-    let expired = helo_in(&app, "expired", json!(["dev", "ops"])).await;
+    let expired = app.helo_in("expired", json!(["dev", "ops"])).await;
     for who in [&deleted, &ended, &expired] {
         assert_eq!(
             dev_stream.next_named("new_user").await.data,
@@ -297,10 +261,10 @@ async fn leaving_the_hub_tells_each_of_its_rooms() {
 #[tokio::test]
 async fn a_broadcast_reaches_only_the_members_of_its_room() {
     let app = spawn_app(test_config()).await;
-    let ann = helo_in(&app, "ann", json!(["dev"])).await;
-    let bob = helo_in(&app, "bob", json!(["dev"])).await;
+    let ann = app.helo_in("ann", json!(["dev"])).await;
+    let bob = app.helo_in("bob", json!(["dev"])).await;
     let dan = app.helo("dan").await;
-    let cat = helo_in(&app, "cat", json!(["ops", "lobby"])).await;
+    let cat = app.helo_in("cat", json!(["ops", "lobby"])).await;
     let mut bob_stream = app.attach_ready(&bob).await;
     let mut cat_stream = app.attach_ready(&cat).await;
     let mut dan_stream = app.attach_ready(&dan).await;
@@ -337,9 +301,9 @@ async fn shared_room_direct_messages_need_a_room_in_common() {
         ..test_config()
     })
     .await;
-    let ann = helo_in(&app, "ann", json!(["acme:dev"])).await;
-    let bob = helo_in(&app, "bob", json!(["acme:dev", "acme:ops"])).await;
-    let eve = helo_in(&app, "eve", json!(["globex:dev"])).await;
+    let ann = app.helo_in("ann", json!(["acme:dev"])).await;
+    let bob = app.helo_in("bob", json!(["acme:dev", "acme:ops"])).await;
+    let eve = app.helo_in("eve", json!(["globex:dev"])).await;
     app.respond(&ann, &bob, json!("same tenant")).await;
     let response = app
         .post_response(&ann, &eve.id, json!("other tenant"))
@@ -352,17 +316,17 @@ async fn shared_room_direct_messages_need_a_room_in_common() {
 
     // By default, anyone may message anyone.
     let open = spawn_app(test_config()).await;
-    let ann = helo_in(&open, "ann", json!(["acme:dev"])).await;
-    let eve = helo_in(&open, "eve", json!(["globex:dev"])).await;
+    let ann = open.helo_in("ann", json!(["acme:dev"])).await;
+    let eve = open.helo_in("eve", json!(["globex:dev"])).await;
     open.respond(&ann, &eve, json!("any")).await;
 }
 
 #[tokio::test]
 async fn members_and_clients_list_what_the_caller_shares() {
     let app = spawn_app(test_config()).await;
-    let ann = helo_in(&app, "ann", json!(["dev"])).await;
-    let bob = helo_in(&app, "bob", json!(["dev", "ops"])).await;
-    let cat = helo_in(&app, "cat", json!(["ops"])).await;
+    let ann = app.helo_in("ann", json!(["dev"])).await;
+    let bob = app.helo_in("bob", json!(["dev", "ops"])).await;
+    let cat = app.helo_in("cat", json!(["ops"])).await;
     let dan = app.helo("dan").await;
 
     let members = get_with(&app, "/rooms/dev/members", &ann.token).await;
@@ -409,9 +373,9 @@ async fn a_room_above_the_presence_limit_is_counted_not_announced() {
         ..test_config()
     })
     .await;
-    let ann = helo_in(&app, "ann", json!(["big"])).await;
+    let ann = app.helo_in("ann", json!(["big"])).await;
     let mut ann_stream = app.attach_ready(&ann).await;
-    let bob = helo_in(&app, "bob", json!(["big"])).await;
+    let bob = app.helo_in("bob", json!(["big"])).await;
     assert_eq!(
         ann_stream.next_named("new_user").await.data,
         bob.member("big")
@@ -419,10 +383,10 @@ async fn a_room_above_the_presence_limit_is_counted_not_announced() {
 
     // Three more in quick succession: above 2, counted at most once a second.
     let start = Instant::now();
-    let cat = helo_in(&app, "cat", json!(["big"])).await;
-    let dan = helo_in(&app, "dan", json!([])).await;
-    assert_eq!(join_room(&app, &dan, "big").await, 4);
-    helo_in(&app, "eve", json!(["big"])).await;
+    let cat = app.helo_in("cat", json!(["big"])).await;
+    let dan = app.helo_in("dan", json!([])).await;
+    assert_eq!(app.join_room(&dan, "big").await, 4);
+    app.helo_in("eve", json!(["big"])).await;
     let mut counts = Vec::new();
     while counts.last() != Some(&5) {
         let event = ann_stream.next_named("room_count").await;

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use switchboard::RoomPattern;
 
-use crate::rooms::{helo_in, helo_in_response, ids, join_room, marker, room_request, sorted_ids};
+use crate::rooms::{ids, marker, sorted_ids};
 use crate::support::jwt::*;
 use crate::support::*;
 
@@ -24,8 +24,8 @@ async fn a_join_tokens_rooms_claim_says_which_rooms_its_session_may_be_in() {
     // Without the claim: the lobby alone.
     let lobby_only = hs256(SECRET, &claims("Ada"));
     let ada = join(&app, &lobby_only).await;
-    assert_eq!(join_room(&app, &ada, "lobby").await, 1);
-    let response = room_request(&app, Method::PUT, &ada, "dev").await;
+    assert_eq!(app.join_room(&ada, "lobby").await, 1);
+    let response = app.room_request(Method::PUT, &ada, "dev").await;
     let body = assert_error(response, StatusCode::FORBIDDEN, "room_forbidden").await;
     assert!(body["message"].as_str().unwrap().contains("dev"), "{body}");
     let response = helo_with(&app, &lobby_only, r#"{"rooms":["dev"]}"#).await;
@@ -41,8 +41,8 @@ async fn a_join_tokens_rooms_claim_says_which_rooms_its_session_may_be_in() {
     let body = body_json(response).await;
     assert_eq!(body["rooms"], json!(["lobby", "team-7:dev"]));
     let grace: Session = serde_json::from_value(body).unwrap();
-    assert_eq!(join_room(&app, &grace, "team-7:ops").await, 1);
-    let response = room_request(&app, Method::PUT, &grace, "team-8:ops").await;
+    assert_eq!(app.join_room(&grace, "team-7:ops").await, 1);
+    let response = app.room_request(Method::PUT, &grace, "team-8:ops").await;
     assert_error(response, StatusCode::FORBIDDEN, "room_forbidden").await;
     let response = helo_with(&app, &team, r#"{"rooms":["team-8:dev"]}"#).await;
     assert_error(response, StatusCode::FORBIDDEN, "room_forbidden").await;
@@ -64,10 +64,12 @@ async fn allow_rooms_bounds_the_rooms_of_an_open_server() {
     })
     .await;
     let ann = app.helo("ann").await;
-    assert_eq!(join_room(&app, &ann, "public-1").await, 1);
-    let response = room_request(&app, Method::PUT, &ann, "secret").await;
+    assert_eq!(app.join_room(&ann, "public-1").await, 1);
+    let response = app.room_request(Method::PUT, &ann, "secret").await;
     assert_error(response, StatusCode::FORBIDDEN, "room_forbidden").await;
-    let response = helo_in_response(&app, "bob", json!(["public-2", "secret"])).await;
+    let response = app
+        .helo_in_response("bob", json!(["public-2", "secret"]))
+        .await;
     assert_error(response, StatusCode::FORBIDDEN, "room_forbidden").await;
     assert_eq!(
         app.client_ids().await.len(),
@@ -84,7 +86,7 @@ async fn room_limits_refuse_and_say_which_limit() {
         ..test_config()
     })
     .await;
-    let response = helo_in_response(&app, "ann", json!(["a", "b", "c"])).await;
+    let response = app.helo_in_response("ann", json!(["a", "b", "c"])).await;
     let body = assert_error(response, StatusCode::CONFLICT, "session_room_limit").await;
     assert!(
         body["message"]
@@ -92,35 +94,35 @@ async fn room_limits_refuse_and_say_which_limit() {
             .unwrap()
             .contains("--max-rooms-per-session")
     );
-    let ann = helo_in(&app, "ann", json!(["a", "b"])).await;
-    let response = room_request(&app, Method::PUT, &ann, "c").await;
+    let ann = app.helo_in("ann", json!(["a", "b"])).await;
+    let response = app.room_request(Method::PUT, &ann, "c").await;
     assert_error(response, StatusCode::CONFLICT, "session_room_limit").await;
 
     // lobby, a and b exist: a fourth room is one too many, joining an existing one is not.
     app.helo("cat").await;
-    let bob = helo_in(&app, "bob", json!([])).await;
-    let response = room_request(&app, Method::PUT, &bob, "c").await;
+    let bob = app.helo_in("bob", json!([])).await;
+    let response = app.room_request(Method::PUT, &bob, "c").await;
     assert!(
         response.headers().contains_key(RETRY_AFTER),
         "says when to retry"
     );
     let body = assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "room_limit").await;
     assert!(body["message"].as_str().unwrap().contains("--max-rooms"));
-    assert_eq!(join_room(&app, &bob, "a").await, 2);
-    let response = helo_in_response(&app, "dan", json!(["d"])).await;
+    assert_eq!(app.join_room(&bob, "a").await, 2);
+    let response = app.helo_in_response("dan", json!(["d"])).await;
     assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "room_limit").await;
 
     // A room closes with its last member, and makes room for another.
-    let response = room_request(&app, Method::DELETE, &ann, "b").await;
+    let response = app.room_request(Method::DELETE, &ann, "b").await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    assert_eq!(join_room(&app, &bob, "c").await, 1);
+    assert_eq!(app.join_room(&bob, "c").await, 1);
 }
 
 #[tokio::test]
 async fn the_backend_publishes_to_a_rooms_members() {
     let app = spawn_app(test_config()).await;
-    let ann = helo_in(&app, "ann", json!(["dev"])).await;
-    let bob = helo_in(&app, "bob", json!(["dev"])).await;
+    let ann = app.helo_in("ann", json!(["dev"])).await;
+    let bob = app.helo_in("bob", json!(["dev"])).await;
     let cat = app.helo("cat").await;
     let mut ann_stream = app.attach_ready(&ann).await;
     ann_stream.next_named("new_user").await;
@@ -219,8 +221,8 @@ async fn the_backend_moves_sessions_in_and_out_of_rooms_in_band() {
 #[tokio::test]
 async fn the_backend_lists_rooms_with_their_counts_a_page_at_a_time() {
     let app = spawn_app(test_config()).await;
-    helo_in(&app, "ann", json!(["a", "b"])).await;
-    helo_in(&app, "bob", json!(["b", "c"])).await;
+    app.helo_in("ann", json!(["a", "b"])).await;
+    app.helo_in("bob", json!(["b", "c"])).await;
     app.helo("cat").await;
 
     let all = app.get_as_backend("/api/rooms").await;
