@@ -119,8 +119,11 @@ import { PerSecond, hostToken } from './page/session.js';
   /** The rooms a live session is in come from the module; otherwise the prepared ones. */
   function syncRooms() {
     if (board && board.state === 'open') {
+      // In the order the list has them (the order asked for), rooms joined since at the end.
+      const listed = conversations.rooms.filter((room) => board.rooms.has(room));
+      const rooms = [...new Set([...listed, ...board.rooms.keys()])];
       const counts = new Map([...board.rooms.values()].map((room) => [room.name, room.members]));
-      conversations.setRooms([...board.rooms.keys()], counts);
+      conversations.setRooms(rooms, counts);
     } else {
       conversations.setRooms(prepared || ['lobby']);
     }

@@ -61,6 +61,11 @@ export class Conversations {
     return this.#view;
   }
 
+  /** The rooms listed, in the list's order. */
+  get rooms() {
+    return [...this.#all.keys()].filter((key) => key !== DIRECT).map((key) => key.slice('room:'.length));
+  }
+
   /** The room in view, or the one last viewed while direct messages are in view; null when
    * the page is in no room. */
   get room() {

@@ -19,6 +19,8 @@ mod cross_origin;
 mod page;
 mod page_states;
 mod reconnect;
+mod rooms;
+mod rooms_client;
 mod tokens;
 
 #[path = "../support/mod.rs"]
