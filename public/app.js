@@ -457,7 +457,7 @@ import { PerSecond, hostToken } from './page/session.js';
     const client = board;
     board = null;
     // Joining again goes back into the rooms this page was in.
-    if (client && client.state === 'open') prepared = [...client.rooms.keys()];
+    if (client && client.state === 'open') prepared = conversations.rooms;
     if (client) client.leave();
     syncRooms();
     setStatus('closed');
