@@ -116,7 +116,10 @@ import { PerSecond, hostToken } from './page/session.js';
 
   // ----------------------------------------------------------------- rooms
 
-  /** The rooms a live session is in come from the module; otherwise the prepared ones. */
+  /**
+   * The rooms a live session is in come from the module; a page that has not joined (or left)
+   * shows the prepared ones; one (re)connecting keeps its list and their logs as they are.
+   */
   function syncRooms() {
     if (board && board.state === 'open') {
       // In the order the list has them (the order asked for), rooms joined since at the end.
@@ -124,7 +127,7 @@ import { PerSecond, hostToken } from './page/session.js';
       const rooms = [...new Set([...listed, ...board.rooms.keys()])];
       const counts = new Map([...board.rooms.values()].map((room) => [room.name, room.members]));
       conversations.setRooms(rooms, counts);
-    } else {
+    } else if (!board) {
       conversations.setRooms(prepared || ['lobby']);
     }
     showPeople();
@@ -136,12 +139,12 @@ import { PerSecond, hostToken } from './page/session.js';
     const room = conversations.room;
     if (conversations.view === DIRECT || !live) {
       const everyone = live ? board.presence.values() : [];
-      people.show({ title: 'Online', people: everyone, members: null, room });
+      people.show({ inRoom: null, people: everyone, members: null, room });
       return;
     }
     const inView = board.rooms.get(room);
     people.show({
-      title: `In ${room}`,
+      inRoom: room,
       people: inView ? inView.roster && inView.roster.values() : [],
       members: inView ? inView.members : null,
       room,
@@ -384,6 +387,8 @@ import { PerSecond, hostToken } from './page/session.js';
     error({ error, fatal }) {
       if (!fatal) return;
       board = null;
+      // Joining again asks for the rooms listed (a refused one can be left with ×).
+      prepared = conversations.rooms;
       syncRooms();
       joinFailed(error);
     },
@@ -457,7 +462,7 @@ import { PerSecond, hostToken } from './page/session.js';
     const client = board;
     board = null;
     // Joining again goes back into the rooms this page was in.
-    if (client && client.state === 'open') prepared = conversations.rooms;
+    if (client) prepared = conversations.rooms;
     if (client) client.leave();
     syncRooms();
     setStatus('closed');

@@ -29,20 +29,23 @@ export class People {
   }
 
   /**
-   * Shows `people` as the roster of `title` (a room, or everyone for direct messages), and
-   * offers them as recipients; "everyone" means everyone in `room` (null: in no room).
-   * @param {{ title: string, people: Iterable<Person> | null, members: number | null,
+   * Shows `people` as the roster of the room in view (`inRoom`; null for direct messages:
+   * everyone online), and offers them as recipients; "everyone" means everyone in `room` (the
+   * one in view, or the last viewed; null: in no room).
+   * @param {{ inRoom: string | null, people: Iterable<Person> | null, members: number | null,
    *   room: string | null }} view `people` null: a room above the presence limit, of which only
    *   `members` is known.
    */
-  show({ title, people, members, room }) {
+  show({ inRoom, people, members, room }) {
     this.#shown.clear();
     for (const person of people || []) this.#shown.set(person.id, { id: person.id, name: person.name });
     const sorted = [...this.#shown.values()].sort(
       (a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id),
     );
     const ui = this.#ui;
-    ui.title.textContent = title;
+    // A room's name keeps its case (room names are case-sensitive) in the title's capitals.
+    if (inRoom === null) ui.title.textContent = 'Online';
+    else ui.title.replaceChildren('In ', el('span', 'room-name', inRoom));
     ui.people.replaceChildren(...sorted.map((person) => this.#person(person)));
     ui.count.textContent = String(people === null ? Math.max(0, (members || 1) - 1) : this.#shown.size);
     ui.empty.hidden = this.#shown.size > 0;
