@@ -23,6 +23,9 @@
 //   leaves a stale entry), and marks a `new_user` whose peer that room's roster already listed
 //   as `replayed`: it happened before the stream attached (the mailbox replays it after
 //   `ready`), so it is not news;
+// - never puts a secret in the stream's URL: on the server's own origin the session cookie of
+//   POST /helo opens the stream, on another origin a single-use ticket (POST /session/ticket)
+//   asked for before each new EventSource;
 // - remembers the last event id it read and resumes after it (`?last_event_id=`) whenever it has
 //   to open a new EventSource; the browser's own reconnects send `Last-Event-ID` by themselves;
 // - reconnects with exponential backoff and full jitter (capped at 10 s by default) when the

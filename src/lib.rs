@@ -36,7 +36,9 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
-pub use config::{AuthMode, Config, DirectMessages, LogFormat, RoomFlags};
+pub use config::{
+    AuthMode, Config, DirectMessages, LogFormat, RoomFlags, StreamAuthFlags, UrlTokens,
+};
 pub use http::ROUTES;
 pub use http::error::ErrorCode;
 pub use identity::RoomPattern;

@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::JoinPolicy;
+use crate::auth::ticket::Tickets;
 use crate::backplane::Hub;
-use crate::config::Config;
+use crate::config::{Config, UrlTokens};
 use crate::http::server::ServeOptions;
 use crate::http::{self, Context, StreamSettings};
 use crate::limits::Limits;
@@ -123,6 +124,8 @@ pub(crate) async fn run(
         join: Arc::new(join),
         api_key: api_key.map(Arc::new),
         session_ttl: config.session_ttl,
+        tickets: Arc::new(Tickets::new(config.streams.ticket_ttl)),
+        url_tokens: config.streams.url_tokens == UrlTokens::On,
         stream: StreamSettings {
             heartbeat: config.heartbeat,
             retry: config.sse_retry,

@@ -1,5 +1,5 @@
 // http.js: the requests to the API besides the stream: JSON in and out (POST /helo, /response,
-// /broadcast, PUT and DELETE /session/rooms/{room}), DELETE /session, and how a failed one
+// /broadcast, /session/ticket, PUT and DELETE /session/rooms/{room}), DELETE /session, and how a failed one
 // becomes a SwitchboardError.
 
 import { SwitchboardError } from './errors.js';
@@ -27,6 +27,20 @@ export class Api {
   /** @param {string} path */
   url(path) {
     return this.#baseUrl + path;
+  }
+
+  /**
+   * Whether the server is this page's origin: then the session cookie of POST /helo opens
+   * the stream; on another origin (or outside a page) a ticket does.
+   */
+  get sameOrigin() {
+    const here = globalThis.location;
+    if (!here || !here.origin || here.origin === 'null') return false;
+    try {
+      return new URL(this.url('/'), here.href).origin === here.origin;
+    } catch {
+      return false;
+    }
   }
 
   /**

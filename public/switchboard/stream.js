@@ -4,6 +4,11 @@
 //
 // The resume point is the id of the last event read: a new EventSource resumes after it
 // (`?last_event_id=`); the browser's own reconnects send `Last-Event-ID` by themselves.
+//
+// No secret ever stands in the stream's URL: on the server's own origin the session cookie of
+// POST /helo opens it (the browser's own reconnects send it too); on another origin a fresh
+// single-use ticket from POST /session/ticket does, asked for before each new EventSource (a
+// browser's own reconnect with a spent ticket is refused, and the client opens a new one).
 
 import { SwitchboardError } from './errors.js';
 
@@ -62,6 +67,8 @@ export class Stream {
   #source = null;
   /** @type {AbortController | null} */
   #probe = null;
+  /** Bumped by every open and close, so a ticket that arrives late opens nothing. */
+  #opening = 0;
   /**
    * The id of the last event read from the stream (the resume point), or null.
    * @type {number | null}
@@ -89,11 +96,32 @@ export class Stream {
    * @param {Session} session
    */
   open(session) {
-    const query = new URLSearchParams({ token: session.token });
-    if (this.lastEventId !== null) query.set('last_event_id', String(this.lastEventId));
-    const source = new this.#EventSource(
-      this.#api.url(`/events/${encodeURIComponent(session.id)}?${query}`),
+    this.#opening += 1;
+    if (this.#api.sameOrigin) {
+      this.#connect(session, new URLSearchParams());
+      return;
+    }
+    const opening = this.#opening;
+    this.#api.request('POST', '/session/ticket', undefined, session.token).then(
+      ({ ticket }) => {
+        if (opening === this.#opening) this.#connect(session, new URLSearchParams({ ticket }));
+      },
+      () => {
+        // As a stream the server refused: the owner probes what became of the session.
+        if (opening === this.#opening) this.#on.trouble(true);
+      },
     );
+  }
+
+  /**
+   * The EventSource itself, with `query` (the ticket, if any) and the resume point.
+   * @param {Session} session
+   * @param {URLSearchParams} query
+   */
+  #connect(session, query) {
+    if (this.lastEventId !== null) query.set('last_event_id', String(this.lastEventId));
+    const search = String(query) ? `?${query}` : '';
+    const source = new this.#EventSource(this.#api.url(`/events/${encodeURIComponent(session.id)}${search}`));
     this.#source = source;
 
     source.addEventListener('error', () => {
@@ -118,6 +146,7 @@ export class Stream {
 
   /** Closes the stream, if one is open; its later events are dropped. */
   close() {
+    this.#opening += 1;
     if (this.#source) this.#source.close();
     this.#source = null;
   }

@@ -10,6 +10,8 @@
 //!   start-up errors of either key ([`KeyError`]).
 //! - [`jwt`]: the [`Verifier`] of join tokens, pinned to one key and one algorithm.
 //! - [`api_key`]: the `ApiKey` of the server API, kept as a digest.
+//! - [`ticket`]: single-use stream tickets (`POST /session/ticket`), for `EventSource`s on
+//!   other origins.
 //!
 //! # Config
 //! | flag | env | default | meaning |
@@ -26,6 +28,7 @@ pub(crate) mod api_key;
 pub(crate) mod jwt;
 #[cfg(test)]
 mod tests;
+pub(crate) mod ticket;
 
 use std::path::{Path, PathBuf};
 

@@ -22,10 +22,12 @@ use crate::registry::event::ENVELOPE_OVERHEAD;
 
 mod parse;
 mod rooms;
+mod streams;
 
 pub use parse::{parse_listen, parse_log_filter};
 use parse::{parse_origin, parse_proxy};
 pub use rooms::{DirectMessages, RoomFlags};
+pub use streams::{StreamAuthFlags, UrlTokens};
 
 /// File descriptors kept back from the stream limit for the listener, the runtime, static files
 /// and short-lived API requests, so that a full house of streams still leaves room to answer 503.
@@ -215,6 +217,10 @@ pub struct Config {
     #[command(flatten)]
     pub rooms: RoomFlags,
 
+    /// The stream credential flags (`--url-tokens`, `--ticket-ttl`).
+    #[command(flatten)]
+    pub streams: StreamAuthFlags,
+
     /// Serve the web client at `/` from this directory instead of the copy built into the
     /// binary (for working on the page without rebuilding).
     #[arg(long, env = "SWITCHBOARD_PUBLIC_DIR")]
@@ -319,6 +325,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             presence: true,
             rooms: RoomFlags::default(),
+            streams: StreamAuthFlags::default(),
             public_dir: None,
             drain_window: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),

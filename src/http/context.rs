@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::JoinPolicy;
 use crate::auth::api_key::ApiKey;
+use crate::auth::ticket::Tickets;
 use crate::backplane::Hub;
 use crate::limits::Limits;
 
@@ -33,6 +34,10 @@ pub struct Context {
     pub stream: StreamSettings,
     /// What a full house tells clients to wait: an abandoned session is gone after one TTL.
     pub session_ttl: Duration,
+    /// The stream tickets issued here (`POST /session/ticket`).
+    pub(crate) tickets: Arc<Tickets>,
+    /// Whether `?token=` may open a stream (`--url-tokens`).
+    pub(crate) url_tokens: bool,
     pub shutdown: CancellationToken,
 }
 

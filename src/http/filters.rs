@@ -13,6 +13,7 @@ use warp::http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::context::PeerAddr;
 use super::error::{ApiError, ErrorCode};
+use super::stream_auth;
 use crate::backplane::Hub;
 use crate::identity::Token;
 use crate::limits::Limits;
@@ -185,38 +186,55 @@ pub(crate) fn bearer_credential()
 #[derive(Deserialize, Default)]
 struct StreamQuery {
     token: Option<String>,
+    ticket: Option<String>,
     last_event_id: Option<String>,
 }
 
-/// What `GET /events/{id}` needs beyond the path: the token and where to resume.
+/// What proves a stream request's right to the session, as it came; `stream_auth::token`
+/// turns it into the session token (or refuses it).
+pub(crate) enum StreamCredential {
+    /// `Authorization: Bearer` or the session cookie: never in a URL.
+    Token(Token),
+    /// `?token=`: in the URL, refused with `--url-tokens off`.
+    UrlToken(Token),
+    /// `?ticket=`: single use, short-lived.
+    Ticket(String),
+}
+
+/// What `GET /events/{id}` needs beyond the path: the credential and where to resume.
 pub(crate) struct StreamParams {
-    pub(crate) token: Token,
+    pub(crate) credential: StreamCredential,
     pub(crate) last_event_id: Option<EventId>,
 }
 
-/// Token from the `Authorization` header or `?token=` (EventSource cannot set headers), and
-/// resume point from the `Last-Event-ID` header or `?last_event_id=`.
+/// The credential, first found of: the `Authorization` header, `?ticket=`, `?token=` (an
+/// explicit one wins over the cookie, which the browser sends by itself), the session cookie;
+/// and the resume point from the `Last-Event-ID` header or `?last_event_id=`.
 ///
 /// # Errors
-/// 401 without a token or with a malformed one, 400 for a resume point that is not an event id
-/// (header values that are not text included).
+/// 401 without a credential or with a malformed one, 400 for a resume point that is not an
+/// event id (header values that are not text included).
 pub(crate) fn parse_stream_params(
     authorization: Option<&[u8]>,
+    cookie: Option<&[u8]>,
     last_event_id: Option<&[u8]>,
     query: Option<&str>,
 ) -> Result<StreamParams, ApiError> {
     // An undecodable query is treated as absent: the request then lacks a token (401).
     let query: StreamQuery = serde_urlencoded::from_str(query.unwrap_or("")).unwrap_or_default();
-    let token = match (authorization, query.token) {
-        (Some(value), _) => parse_authorization(value)?,
-        (None, Some(token)) => {
-            Token::parse(&token).ok_or_else(|| ApiError::unauthorized("malformed token"))?
-        }
-        (None, None) => {
-            return Err(ApiError::unauthorized(
-                "missing token: send Authorization: Bearer <token> or ?token=",
-            ));
-        }
+    let malformed = || ApiError::unauthorized("malformed token");
+    let credential = if let Some(value) = authorization {
+        StreamCredential::Token(parse_authorization(value)?)
+    } else if let Some(ticket) = query.ticket {
+        StreamCredential::Ticket(ticket)
+    } else if let Some(token) = query.token {
+        StreamCredential::UrlToken(Token::parse(&token).ok_or_else(malformed)?)
+    } else if let Some(token) = cookie.and_then(stream_auth::cookie_token) {
+        StreamCredential::Token(Token::parse(&token).ok_or_else(malformed)?)
+    } else {
+        return Err(ApiError::unauthorized(
+            "missing credential: send the session cookie from POST /helo, ?ticket= from POST /session/ticket, or Authorization: Bearer <token>",
+        ));
     };
     let invalid_last_event_id = || {
         ApiError::bad_request(
@@ -242,7 +260,7 @@ pub(crate) fn parse_stream_params(
         ),
     };
     Ok(StreamParams {
-        token,
+        credential,
         last_event_id,
     })
 }
@@ -251,6 +269,7 @@ pub(crate) fn parse_stream_params(
 pub(crate) fn stream_params()
 -> impl Filter<Extract = (StreamParams,), Error = warp::Rejection> + Clone {
     raw_header("authorization")
+        .and(raw_header("cookie"))
         .and(raw_header("last-event-id"))
         .and(
             warp::query::raw()
@@ -260,10 +279,12 @@ pub(crate) fn stream_params()
         )
         .and_then(
             |authorization: Option<HeaderValue>,
+             cookie: Option<HeaderValue>,
              last: Option<HeaderValue>,
              query: Option<String>| async move {
                 parse_stream_params(
                     authorization.as_ref().map(HeaderValue::as_bytes),
+                    cookie.as_ref().map(HeaderValue::as_bytes),
                     last.as_ref().map(HeaderValue::as_bytes),
                     query.as_deref(),
                 )

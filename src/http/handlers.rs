@@ -13,7 +13,7 @@ use super::error::{ApiError, ErrorCode};
 use super::filters::{StreamParams, header_text};
 use super::listing::{self, Lister};
 use super::message::Message;
-use super::sse;
+use super::{sse, stream_auth};
 use crate::backplane::{Hub, PageQuery};
 use crate::identity::{DisplayName, NameError, RoomName, SessionId, Token, check_user};
 use crate::registry::sent::MAX_KEY_LEN;
@@ -36,12 +36,14 @@ struct HeloResponse<'a> {
     rooms: &'a [RoomName],
 }
 
-/// `POST /helo`: register, 201 with the id and the token (the only time it is revealed).
+/// `POST /helo`: register, 201 with the id and the token (the only time it is revealed), and
+/// the session cookie that opens the stream from this origin (see `stream_auth`).
 /// The client's join rate and session share are checked first, so refused joins cost nothing;
 /// then the join policy: an open server takes the body's name, a JWT server the token's claims.
 pub(crate) async fn helo(
     context: Context,
     client: IpAddr,
+    https: bool,
     credential: Option<String>,
     body: HeloRequest,
 ) -> Result<Response, ApiError> {
@@ -94,7 +96,11 @@ pub(crate) async fn helo(
         name: peer.name.as_str(),
         rooms: &rooms,
     };
-    Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response())
+    let reply = warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED);
+    Ok(stream_auth::with_cookie(
+        reply.into_response(),
+        stream_auth::set_cookie(peer.id, &token, https),
+    ))
 }
 
 /// 400 `invalid_name`: `what` (the body's name, or a token claim shown to others) breaks the
@@ -107,11 +113,12 @@ fn invalid_name(what: &str, broken: NameError) -> ApiError {
 /// over the session's stream). 200 with the stream's headers when the token is the session's.
 pub(crate) async fn events_head(
     id: String,
-    hub: Hub,
+    context: Context,
     params: StreamParams,
 ) -> Result<Response, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
-    let peer = hub.authenticate(&params.token).await?;
+    let token = stream_auth::token(&context, params.credential, false)?;
+    let peer = context.hub.authenticate(&token).await?;
     if peer.id != id {
         return Err(ApiError::unauthorized(
             "the token is not valid for this session",
@@ -143,10 +150,11 @@ pub(crate) async fn attach(
     context: Context,
 ) -> Result<sse::Stream, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(|| ApiError::unknown_session(&id))?;
+    let token = stream_auth::token(&context, params.credential, true)?;
     let place = context.limits.attach(client, id)?;
     let subscription = context
         .hub
-        .attach(id, &params.token, params.last_event_id)
+        .attach(id, &token, params.last_event_id)
         .await
         .map_err(|err| full_house(err, context.stream.retry))?;
     context.limits.attached(id);
@@ -256,9 +264,16 @@ fn accepted(body: &impl Serialize) -> Response {
 }
 
 /// `DELETE /session`: leave now rather than after the TTL.
-pub(crate) async fn delete_session(hub: Hub, peer: Peer) -> Result<Response, ApiError> {
+pub(crate) async fn delete_session(
+    hub: Hub,
+    https: bool,
+    peer: Peer,
+) -> Result<Response, ApiError> {
     hub.remove(&peer).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(stream_auth::with_cookie(
+        StatusCode::NO_CONTENT.into_response(),
+        stream_auth::clear_cookie(peer.id, https),
+    ))
 }
 
 /// `GET /clients`: one page of the sessions: for a session, those it shares a room with

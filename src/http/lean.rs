@@ -99,6 +99,7 @@ pub(crate) fn claims(start: &[u8]) -> Option<bool> {
 pub(crate) struct Head {
     uri: Uri,
     authorization: Option<Vec<u8>>,
+    cookie: Option<Vec<u8>>,
     last_event_id: Option<Vec<u8>>,
     origin: Option<Vec<u8>>,
     forwarded_for: Option<String>,
@@ -142,6 +143,7 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<Head, No
                     return Ok(Head {
                         uri: uri.ok_or(NoHead::Malformed)?,
                         authorization: find("authorization"),
+                        cookie: find("cookie"),
                         last_event_id: find("last-event-id"),
                         origin: find("origin"),
                         forwarded_for: joined("x-forwarded-for"),
@@ -226,6 +228,7 @@ impl Head {
         Some(Head {
             uri: request.uri.path_and_query()?.as_str().parse().ok()?,
             authorization: find("authorization"),
+            cookie: find("cookie"),
             last_event_id: find("last-event-id"),
             origin: find("origin"),
             forwarded_for: joined("x-forwarded-for"),
@@ -454,6 +457,7 @@ async fn attach(
     };
     let params = parse_stream_params(
         head.authorization.as_deref(),
+        head.cookie.as_deref(),
         head.last_event_id.as_deref(),
         head.uri.query(),
     )

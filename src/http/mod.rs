@@ -9,6 +9,8 @@
 //! - `handlers`: one function per client route, calling the hub; `server_api`: the app
 //!   backend's routes (`/api/*`); `listing`: the paged session list both serve; `rooms`: the
 //!   room routes of both.
+//! - `stream_auth`: the session cookie and stream tickets (`POST /session/ticket`), so no
+//!   secret need stand in a stream's URL.
 //! - `sse`: the stream wire format; `lean`: stream connections served without hyper;
 //!   `takeover`: a keep-alive connection handed from hyper to `lean`.
 //! - `error`: every failure as JSON (its [`error::ErrorCode`] is public, so tests can hold the
@@ -32,6 +34,7 @@ mod route_table;
 pub(crate) mod server;
 mod server_api;
 mod sse;
+mod stream_auth;
 mod takeover;
 
 use std::convert::Infallible;
@@ -43,6 +46,7 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Reply;
 
 use crate::backplane::Hub;
+use crate::identity::Token;
 
 pub use context::{Context, StreamSettings};
 use filters::{
@@ -103,6 +107,7 @@ pub fn routes(
         .and(warp::post())
         .and(with_context())
         .and(client_address(Arc::clone(&limits)))
+        .and(stream_auth::https(Arc::clone(&limits)))
         .and(bearer_credential())
         .and(json_body(max_body))
         .then(handlers::helo);
@@ -114,7 +119,7 @@ pub fn routes(
         .then(handlers::events);
     let events_head = warp::path!("events" / String)
         .and(warp::head())
-        .and(with_hub(hub.clone()))
+        .and(with_context())
         .and(stream_params())
         .then(handlers::events_head);
     let response = warp::path!("response")
@@ -133,8 +138,22 @@ pub fn routes(
     let delete = warp::path!("session")
         .and(warp::delete())
         .and(with_hub(hub.clone()))
+        .and(stream_auth::https(Arc::clone(&limits)))
         .and(authenticated.clone())
         .then(handlers::delete_session);
+    let ticket = warp::path!("session" / "ticket")
+        .and(warp::post())
+        .and(with_context())
+        .and(
+            with_hub(hub.clone())
+                .and(bearer())
+                .and_then(|hub: Hub, token: Token| async move {
+                    let peer = handlers::verify(hub, token.clone()).await?;
+                    Ok::<_, warp::Rejection>((peer, token))
+                })
+                .untuple_one(),
+        )
+        .then(stream_auth::post_ticket);
     let join_room = warp::path!("session" / "rooms" / String)
         .and(warp::put())
         .and(with_context())
@@ -196,6 +215,8 @@ pub fn routes(
         .or(broadcast)
         .unify()
         .or(delete)
+        .unify()
+        .or(ticket)
         .unify()
         .or(join_room)
         .unify()

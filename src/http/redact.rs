@@ -1,4 +1,4 @@
-//! What of a request may be logged: its URI with any `token` query value replaced.
+//! What of a request may be logged: its URI with any `token` or `ticket` query value replaced.
 //!
 //! Both connection paths (`lean` and hyper's, in `server`) open their request spans with
 //! [`request_span`], so a token sent as `?token=` never reaches a log line.
@@ -13,7 +13,7 @@ pub(crate) fn request_span(method: &dyn Display, uri: &Uri) -> Span {
     tracing::debug_span!("http", method = %method, uri = %redact(uri))
 }
 
-/// The URI with the value of every query parameter whose *decoded* name is `token` (in any
+/// The URI with the value of every query parameter whose *decoded* name is `token` or `ticket` (in any
 /// case: `%74oken`, `TOKEN`) replaced, for logs and traces. A query the parser cannot decode is
 /// left out altogether: what it holds cannot be told apart, so none of it is logged.
 pub(crate) fn redact(uri: &Uri) -> String {
@@ -26,7 +26,8 @@ pub(crate) fn redact(uri: &Uri) -> String {
     let pairs: Vec<(String, String)> = pairs
         .into_iter()
         .map(|(name, value)| {
-            if name.trim().eq_ignore_ascii_case("token") {
+            let name_is = |secret: &str| name.trim().eq_ignore_ascii_case(secret);
+            if name_is("token") || name_is("ticket") {
                 (name, "REDACTED".to_owned())
             } else {
                 (name, value)
@@ -47,6 +48,8 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(redact(&uri), "/events/x?last_event_id=3&token=REDACTED");
+        let uri: Uri = "/events/x?ticket=abc".parse().unwrap();
+        assert_eq!(redact(&uri), "/events/x?ticket=REDACTED");
         for spelling in ["%74oken", "tok%65n", "TOKEN", "%54oken"] {
             let uri: Uri = format!("/events/x?{spelling}=secret.abc").parse().unwrap();
             assert!(

@@ -10,6 +10,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/response"),
     ("POST", "/broadcast"),
     ("DELETE", "/session"),
+    ("POST", "/session/ticket"),
     ("PUT", "/session/rooms/{room}"),
     ("DELETE", "/session/rooms/{room}"),
     ("GET", "/clients"),

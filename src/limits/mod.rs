@@ -139,6 +139,11 @@ impl Limits {
         client_address(peer, forwarded_for, forwarded, &self.trusted_proxies)
     }
 
+    /// Whether `peer` is a trusted proxy, whose forwarding headers are believed.
+    pub(crate) fn trusts(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+
     /// Admits a join from `client`: its rate, then a place under the session cap, which the
     /// new session holds.
     ///
@@ -190,7 +195,7 @@ impl Limits {
     /// # Errors
     /// [`LimitKind::ConnectionsPerAddress`].
     pub(crate) fn connect(&self, peer: IpAddr) -> Result<AddressGuard, Limited> {
-        if self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+        if self.trusts(peer) {
             return Ok(AddressGuard::unlimited());
         }
         self.counted(self.connections.acquire(peer))

@@ -23,6 +23,7 @@ mod session_tokens;
 mod shutdown;
 mod spec;
 mod stream;
+mod stream_auth;
 
 #[path = "../support/mod.rs"]
 mod support;

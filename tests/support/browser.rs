@@ -12,16 +12,21 @@ use fantoccini::wd::Capabilities;
 use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
-use switchboard::Config;
+use switchboard::{Config, StreamAuthFlags, UrlTokens};
 
 use super::{POLL, free_port, public_dir};
 
 /// The server as the browser tests run it: the contract's defaults serving `public/`, with
-/// the test API key (to list sessions).
+/// the test API key (to list sessions), and `--url-tokens off`: every page opens its streams
+/// with the session cookie (or a ticket, from another origin), never `?token=`.
 pub fn page_config() -> Config {
     Config {
         public_dir: Some(public_dir()),
         api_key_file: Some(super::api_key_file()),
+        streams: StreamAuthFlags {
+            url_tokens: UrlTokens::Off,
+            ..StreamAuthFlags::default()
+        },
         ..Config::default()
     }
 }
