@@ -128,7 +128,7 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
                 )
             });
         }
-        let send_s = t0.elapsed().as_secs_f64().min(a.step.as_secs_f64());
+        let send_s = a.step.as_secs_f64();
         drain(&mut w, &before, a.drain_timeout).await;
         w.send("mark").await;
         let marks = w
