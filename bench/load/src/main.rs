@@ -215,9 +215,13 @@ enum Mode {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "100,200,500,1000,2000,3000,5000,7000,10000"
+            default_value = "100,200,500,1000,2000,3000,5000,7000,10000,15000,20000,30000"
         )]
         rates: Vec<f64>,
+        /// Connections each worker process broadcasts over at once (each waits for its
+        /// answer: nchan answers a publish once it is delivered).
+        #[arg(long, default_value_t = 16)]
+        publishers: usize,
         /// Seconds of broadcasting per step.
         #[arg(long, default_value_t = 5)]
         step_secs: u64,
@@ -424,6 +428,7 @@ fn run(o: &Opts, mode: Mode) -> i32 {
                     rooms,
                     room_size,
                     rates,
+                    publishers,
                     step_secs,
                     p99_limit_ms,
                     all_steps,
@@ -435,6 +440,7 @@ fn run(o: &Opts, mode: Mode) -> i32 {
                             rooms: rooms.max(1),
                             size: room_size.max(1),
                             rates,
+                            publishers,
                             step: Duration::from_secs(step_secs.max(1)),
                             p99_limit_ms,
                             all_steps,

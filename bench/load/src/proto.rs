@@ -72,6 +72,8 @@ pub enum Work {
         /// switchboard: `POST /broadcast` on this endpoint, with `"room"`; nchan: the publish
         /// URL, `{channel}` in its path replaced by the room. None: hold only (`join` mode).
         publish: Option<Endpoint>,
+        /// Keep-alive connections broadcasting at once.
+        publishers: usize,
     },
 }
 

@@ -50,7 +50,7 @@ pub async fn direct(
             payload,
         })
     };
-    let (mut w, ph) = start_streams(c, &mut out, jobs, pairs, &mut prog).await?;
+    let (mut w, ph) = start_streams(c, &mut out, jobs, pairs * 2, &mut prog).await?;
     out.metric("streams_attached", ph.attached as f64);
     w.send("go").await;
     let win = Window::start(c);

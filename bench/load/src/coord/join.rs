@@ -40,7 +40,7 @@ pub async fn join(c: &Common, a: &JoinArgs) -> Result<Outcome, String> {
     out.param("joins", a.joins);
     out.param("join_rate", a.rate);
     target_param(c, &mut out);
-    let (mut w, ph) = start_rooms(c, &mut out, rooms, size, false, 500, &mut prog).await?;
+    let (mut w, ph) = start_rooms(c, &mut out, rooms, size, None, 500, &mut prog).await?;
     out.metric("attached", ph.attached as f64);
     out.metric("register_s", ph.helo_s);
     out.metric("attach_s", ph.attach_s);

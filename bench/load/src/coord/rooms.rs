@@ -20,6 +20,8 @@ pub struct RoomsArgs {
     pub size: usize,
     /// Broadcasts per second in all, one step each, in this order.
     pub rates: Vec<f64>,
+    /// Connections broadcasting at once, per worker process.
+    pub publishers: usize,
     pub step: Duration,
     pub p99_limit_ms: f64,
     /// Go on after a failed step instead of stopping there.
@@ -28,13 +30,13 @@ pub struct RoomsArgs {
 }
 
 /// The streams of `rooms` rooms of `size`, spread over workers whole rooms at a time, and
-/// what the workers publish to (None: hold only).
+/// over how many connections each worker publishes (None: hold only).
 pub(super) async fn start_rooms(
     c: &Common,
     out: &mut Outcome,
     rooms: usize,
     size: usize,
-    publish: bool,
+    publishers: Option<usize>,
     progress_ms: u64,
     prog: &mut Progress,
 ) -> Result<(Workers, Phases), String> {
@@ -48,13 +50,15 @@ pub(super) async fn start_rooms(
         Target::Switchboard { posts, .. } => {
             let mut p = posts.clone();
             p.path = "/broadcast".into();
-            (c.target.clone(), publish.then_some(p))
+            (c.target.clone(), publishers.map(|_| p))
         }
         Target::Nchan { .. } => (
             Target::Nchan {
                 sub: Endpoint::parse(&c.sub_url)?,
             },
-            publish.then(|| Endpoint::parse(&c.pub_url)).transpose()?,
+            publishers
+                .map(|_| Endpoint::parse(&c.pub_url))
+                .transpose()?,
         ),
     };
     let mut jobs = jobs(c, rooms, workers, progress_ms, |_| Work::Streams {
@@ -74,6 +78,7 @@ pub(super) async fn start_rooms(
                 size,
             },
             publish: publish.clone(),
+            publishers: publishers.unwrap_or(0),
         };
         first_room += share;
     }
@@ -87,7 +92,9 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
     out.param("step_s", a.step.as_secs_f64());
     out.param("p99_limit_ms", a.p99_limit_ms);
     target_param(c, &mut out);
-    let (mut w, ph) = start_rooms(c, &mut out, a.rooms, a.size, true, 200, &mut prog).await?;
+    out.param("publishers_per_worker", a.publishers);
+    let publishers = Some(a.publishers.max(1));
+    let (mut w, ph) = start_rooms(c, &mut out, a.rooms, a.size, publishers, 200, &mut prog).await?;
     out.metric("attached", ph.attached as f64);
     out.metric("register_s", ph.helo_s);
     out.metric("attach_s", ph.attach_s);

@@ -251,9 +251,15 @@ async fn run() {
         }
         _ => {}
     }
-    if let Work::Rooms { plan, publish } = &job.work {
+    if let Work::Rooms {
+        plan,
+        publish,
+        publishers,
+    } = &job.work
+    {
         let switchboard = matches!(job.target, Target::Switchboard { .. });
-        rooms::serve(&st, &mut cmds, plan, publish.as_ref(), switchboard).await;
+        let publish = publish.as_ref().map(|p| (p, *publishers));
+        rooms::serve(&st, &mut cmds, plan, publish, switchboard).await;
     } else {
         expect(&mut cmds, "stop").await;
     }

@@ -23,6 +23,8 @@ use crate::sys;
 struct Rooms {
     plan: RoomPlan,
     publish: Endpoint,
+    /// Connections sending at once.
+    conns: usize,
     switchboard: bool,
     /// Next room to send to, shared by the sending connections.
     next: Cell<usize>,
@@ -35,13 +37,14 @@ pub(super) async fn serve(
     st: &Rc<State>,
     cmds: &mut mpsc::UnboundedReceiver<String>,
     plan: &RoomPlan,
-    publish: Option<&Endpoint>,
+    publish: Option<(&Endpoint, usize)>,
     switchboard: bool,
 ) {
-    let rooms = publish.map(|p| {
+    let rooms = publish.map(|(p, conns)| {
         Rc::new(Rooms {
             plan: plan.clone(),
             publish: p.clone(),
+            conns: conns.max(1),
             switchboard,
             next: Cell::new(0),
             seq: (0..plan.rooms).map(|_| Cell::new(0)).collect(),
@@ -79,9 +82,9 @@ pub(super) async fn serve(
     }
 }
 
-/// One step: `rate` broadcasts a second over the job's keep-alive connections for `dur`.
+/// One step: `rate` broadcasts a second over `r.conns` keep-alive connections for `dur`.
 async fn step(st: Rc<State>, r: Rc<Rooms>, rate: f64, dur: Duration) {
-    let conns = st.job.http_concurrency.max(1);
+    let conns = r.conns;
     let per_conn = rate / conns as f64;
     let start = Instant::now();
     let tasks: Vec<_> = (0..conns)
