@@ -215,7 +215,7 @@ enum Mode {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "100,200,500,1000,2000,3000,5000,7000,10000,15000,20000,30000"
+            default_value = "100,200,500,1000,2000,5000,10000,20000,30000,50000,70000,100000"
         )]
         rates: Vec<f64>,
         /// Connections each worker process broadcasts over at once (each waits for its
@@ -230,6 +230,9 @@ enum Mode {
         /// Try every rate, also after one failed (default: stop at the first failure).
         #[arg(long)]
         all_steps: bool,
+        /// Further tries of a rate whose step failed, before it counts as failed.
+        #[arg(long, default_value_t = 1)]
+        retries: u32,
         #[arg(long, default_value_t = 5)]
         drain_timeout: u64,
     },
@@ -432,6 +435,7 @@ fn run(o: &Opts, mode: Mode) -> i32 {
                     step_secs,
                     p99_limit_ms,
                     all_steps,
+                    retries,
                     drain_timeout,
                 } => {
                     coord::rooms(
@@ -444,6 +448,7 @@ fn run(o: &Opts, mode: Mode) -> i32 {
                             step: Duration::from_secs(step_secs.max(1)),
                             p99_limit_ms,
                             all_steps,
+                            retries,
                             drain_timeout: Duration::from_secs(drain_timeout),
                         },
                     )

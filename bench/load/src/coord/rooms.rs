@@ -26,6 +26,8 @@ pub struct RoomsArgs {
     pub p99_limit_ms: f64,
     /// Go on after a failed step instead of stopping there.
     pub all_steps: bool,
+    /// Tries more of a rate whose step failed before giving up on it.
+    pub retries: u32,
     pub drain_timeout: Duration,
 }
 
@@ -91,6 +93,7 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
     let mut prog = Progress::new(c.quiet);
     out.param("step_s", a.step.as_secs_f64());
     out.param("p99_limit_ms", a.p99_limit_ms);
+    out.param("retries", a.retries);
     target_param(c, &mut out);
     out.param("publishers_per_worker", a.publishers);
     let publishers = Some(a.publishers.max(1));
@@ -106,7 +109,9 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
     let win = Window::start(c);
     let mut before = w.totals();
     let mut best: Option<Step> = None;
-    for (k, &rate) in a.rates.iter().enumerate() {
+    let (mut i, mut steps_run, mut tries) = (0, 0u64, 0);
+    while let Some(&rate) = a.rates.get(i) {
+        steps_run += 1;
         let t0 = Instant::now();
         w.send(&format!(
             "step {} {}",
@@ -114,7 +119,7 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
             a.step.as_millis()
         ))
         .await;
-        let done_at = (k as u64 + 1) * workers as u64;
+        let done_at = steps_run * workers as u64;
         let limit = a.step + Duration::from_secs(60);
         while w.totals().steps_done < done_at && t0.elapsed() < limit {
             tokio::select! {
@@ -126,7 +131,7 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
                 format!(
                     "[rooms] {} streams, step {}/{}: {rate}/s, sent {} recv {}/{}, {}",
                     ph.attached,
-                    k + 1,
+                    i + 1,
                     a.rates.len(),
                     t.sent_ok - before.sent_ok,
                     t.received - before.received,
@@ -175,9 +180,17 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
         let failed = !step.ok;
         out.steps.push(step);
         before = now;
+        if failed && tries < a.retries {
+            // Once more at the same rate: on a shared host one step can meet another
+            // process's burst.
+            tries += 1;
+            continue;
+        }
+        tries = 0;
         if failed && !a.all_steps {
             break;
         }
+        i += 1;
     }
     prog.done();
     match &best {
