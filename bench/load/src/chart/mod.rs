@@ -68,6 +68,7 @@ pub fn charts(runs: &[Outcome]) -> Vec<Chart> {
             && r.params.get("shared_connection") != Some(&serde_json::Value::Bool(true))
     };
     let direct = |r: &Outcome| r.mode == "direct" && num(r, "rate").is_some();
+    let streams = |r: &Outcome| num(r, "streams").map(|n| (n, n));
     let mut out = Vec::new();
     let mut push = |file: &str, title: String, x: &str, y: &str, series: Vec<Series>| {
         if !series.is_empty() {
@@ -95,40 +96,25 @@ pub fn charts(runs: &[Outcome]) -> Vec<Chart> {
         format!("Delivery latency p99, {rate_txt}, against streams"),
         "streams",
         "p99 latency (ms)",
-        by_target(
-            runs,
-            at_rate,
-            |r| num(r, "streams"),
-            |r| metric(r, "latency_p99_ms"),
-        ),
+        by_target(runs, at_rate, streams, |r| metric(r, "latency_p99_ms")),
     );
     push(
         "memory-per-stream.svg",
         "Server memory per idle stream (RSS)".into(),
         "streams",
         "bytes per stream",
-        by_target(
-            runs,
-            idle,
-            |r| num(r, "streams"),
-            |r| metric(r, "rss_per_stream_bytes"),
-        ),
+        by_target(runs, idle, streams, |r| metric(r, "rss_per_stream_bytes")),
     );
     push(
         "fanout-saturated.svg",
         "Saturated fan-out: deliveries per second".into(),
         "streams",
         "deliveries/s",
-        by_target(
-            runs,
-            saturated,
-            |r| num(r, "streams"),
-            |r| metric(r, "deliveries_per_s"),
-        ),
+        by_target(runs, saturated, streams, |r| metric(r, "deliveries_per_s")),
     );
-    // Against the rate sustained, not the one asked for: the generator's senders wait for each
-    // answer, so past some rate they fall short of it.
-    let sustained = |r: &Outcome| metric(r, "sustained_per_s").map(f64::round);
+    // Drawn at the rate sustained, not the one asked for: the generator's senders wait for
+    // each answer, so past some rate they fall short of it.
+    let sustained = |r: &Outcome| Some((num(r, "rate")?, metric(r, "sustained_per_s")?));
     let mut dm = by_target(runs, direct, sustained, |r| metric(r, "latency_p50_ms"));
     dm.iter_mut().for_each(|s| s.name += " p50");
     let mut p99 = by_target(runs, direct, sustained, |r| metric(r, "latency_p99_ms"));
@@ -149,7 +135,7 @@ pub fn charts(runs: &[Outcome]) -> Vec<Chart> {
         by_target(
             runs,
             |r| r.mode == "join",
-            |r| num(r, "streams"),
+            streams,
             |r| metric(r, "helo_p99_ms"),
         ),
     );
@@ -162,18 +148,19 @@ fn metric(r: &Outcome, name: &str) -> Option<f64> {
     r.metrics.iter().find(|m| m.name == name).map(|m| m.value)
 }
 
-/// One series per target: the median of `y` over the successful runs `pick` accepts, at
-/// each `x`.
+/// One series per target: over the successful runs `pick` accepts, grouped by the first
+/// number `x` gives (a parameter), the median of its second (where the point is drawn) and
+/// of `y`.
 fn by_target(
     runs: &[Outcome],
     pick: impl Fn(&Outcome) -> bool,
-    x: impl Fn(&Outcome) -> Option<f64>,
+    x: impl Fn(&Outcome) -> Option<(f64, f64)>,
     y: impl Fn(&Outcome) -> Option<f64>,
 ) -> Vec<Series> {
-    let mut points: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut points: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
     for r in runs.iter().filter(|r| r.ok && pick(r)) {
-        if let (Some(x), Some(y)) = (x(r), y(r)) {
-            points.entry(r.target.clone()).or_default().push((x, y));
+        if let (Some((k, x)), Some(y)) = (x(r), y(r)) {
+            points.entry(r.target.clone()).or_default().push((k, x, y));
         }
     }
     points
@@ -185,20 +172,17 @@ fn by_target(
         .collect()
 }
 
-/// The median y at each x, in increasing x.
-fn medians(mut p: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+/// For each group key `(key, x, y)`, in increasing key: the median x and the median y.
+fn medians(mut p: Vec<(f64, f64, f64)>) -> Vec<(f64, f64)> {
     p.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut out = Vec::new();
     let mut i = 0;
     while i < p.len() {
-        let x = p[i].0;
-        let mut ys: Vec<f64> = p[i..]
-            .iter()
-            .take_while(|q| q.0 == x)
-            .map(|q| q.1)
-            .collect();
-        i += ys.len();
-        out.push((x, median(&mut ys)));
+        let group: Vec<_> = p[i..].iter().take_while(|q| q.0 == p[i].0).collect();
+        i += group.len();
+        let mut xs: Vec<f64> = group.iter().map(|q| q.1).collect();
+        let mut ys: Vec<f64> = group.iter().map(|q| q.2).collect();
+        out.push((median(&mut xs), median(&mut ys)));
     }
     out
 }
@@ -208,14 +192,14 @@ fn medians(mut p: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
 fn rooms_chart(runs: &[Outcome]) -> Option<Chart> {
     let rooms: Vec<&Outcome> = runs.iter().filter(|r| r.mode == "rooms").collect();
     let first = rooms.first()?;
-    let mut points: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut points: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
     let mut best: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in &rooms {
         for s in &r.steps {
             points
                 .entry(r.target.clone())
                 .or_default()
-                .push((s.rate, s.latency_p99_ms));
+                .push((s.rate, s.rate, s.latency_p99_ms));
         }
         if let Some(m) = metric(r, "max_rate_per_s") {
             best.entry(r.target.clone()).or_default().push(m);
@@ -321,6 +305,33 @@ mod tests {
             c.iter().all(|c| c.file != "memory-per-stream.svg"),
             "no idle runs, no chart"
         );
+    }
+
+    #[test]
+    fn direct_points_group_by_the_rate_asked_and_sit_at_the_rate_sustained() {
+        let d = |sustained: f64, p99: f64| {
+            run(
+                "direct",
+                "switchboard",
+                serde_json::json!({"rate": 10000.0}),
+                &[
+                    ("sustained_per_s", sustained),
+                    ("latency_p50_ms", 1.0),
+                    ("latency_p99_ms", p99),
+                ],
+            )
+        };
+        let c = charts(&[d(9000.0, 10.0), d(9500.0, 30.0), d(9400.0, 20.0)]);
+        let direct = c
+            .iter()
+            .find(|c| c.file == "direct-latency-vs-rate.svg")
+            .expect("direct chart");
+        let p99 = direct
+            .series
+            .iter()
+            .find(|s| s.name == "switchboard p99")
+            .expect("p99 line");
+        assert_eq!(p99.points, vec![(9400.0, 20.0)]);
     }
 
     #[test]
