@@ -74,7 +74,7 @@ fn span(v: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// Numbers as people read them on an axis: 19,000 rather than 19000.
-fn human(v: f64) -> String {
+pub(super) fn human(v: f64) -> String {
     if v.abs() >= 1000.0 {
         let s = format!("{:.0}", v.abs());
         let mut out = String::new();

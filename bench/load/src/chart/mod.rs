@@ -190,6 +190,7 @@ fn medians(mut p: Vec<(f64, f64, f64)>) -> Vec<(f64, f64)> {
 /// Room fan-out: p99 against the broadcast rate, every step of every rooms run, with the
 /// limit drawn and each target's highest passing rate (median over runs) in the title.
 fn rooms_chart(runs: &[Outcome]) -> Option<Chart> {
+    let num = |r: &Outcome, k: &str| r.params.get(k).and_then(serde_json::Value::as_f64);
     let rooms: Vec<&Outcome> = runs.iter().filter(|r| r.mode == "rooms").collect();
     let first = rooms.first()?;
     let mut points: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
@@ -210,13 +211,13 @@ fn rooms_chart(runs: &[Outcome]) -> Option<Chart> {
         .get("p99_limit_ms")
         .and_then(serde_json::Value::as_f64)
         .unwrap_or(50.0);
-    let shape = match (first.params.get("rooms"), first.params.get("room_size")) {
-        (Some(n), Some(k)) => format!("{n} rooms of {k}"),
+    let shape = match (num(first, "rooms"), num(first, "room_size")) {
+        (Some(n), Some(k)) => format!("{} rooms of {k}", draw::human(n)),
         _ => "rooms".into(),
     };
     let best: Vec<String> = best
         .into_iter()
-        .map(|(t, mut v)| format!("{t} {}/s", median(&mut v)))
+        .map(|(t, mut v)| format!("{t} {}/s", draw::human(median(&mut v))))
         .collect();
     Some(Chart {
         file: "rooms-p99-vs-rate.svg".into(),
@@ -355,7 +356,7 @@ mod tests {
             });
         }
         let c = rooms_chart(&[r]).expect("rooms chart");
-        assert!(c.title.contains("1900 rooms of 10"), "{}", c.title);
+        assert!(c.title.contains("1,900 rooms of 10"), "{}", c.title);
         assert!(c.title.contains("nchan 500/s"), "{}", c.title);
         assert_eq!(c.series[0].points.len(), 3);
         assert_eq!(c.limit.as_ref().map(|l| l.1), Some(50.0));
