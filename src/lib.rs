@@ -36,9 +36,10 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
-pub use config::{AuthMode, Config, LogFormat};
+pub use config::{AuthMode, Config, DirectMessages, LogFormat};
 pub use http::ROUTES;
 pub use http::error::ErrorCode;
+pub use identity::RoomPattern;
 pub use registry::Event;
 
 /// Serves the API on `listener` until `shutdown` resolves, then closes every stream (spread over

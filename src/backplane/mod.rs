@@ -31,18 +31,19 @@ pub(crate) mod presence;
 #[cfg(test)]
 mod tests;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::identity::{SessionId, Token};
+use crate::identity::{RoomName, RoomPatterns, SessionId, Token};
 use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use crate::registry::Stats;
-use crate::registry::event::{Scope, ServerMessage};
+use crate::registry::event::{Roster, Scope, ServerMessage};
 use crate::registry::{
-    Event, EventId, Joining, Peer, Registry, RegistryError, SendKey, Subscription,
+    Departure, Event, EventId, Joining, Peer, Reach, Registry, RegistryError, SendKey, Subscription,
 };
 use backend::Published;
 pub use backend::{Page, PageQuery, Target};
@@ -80,27 +81,81 @@ pub(crate) struct Here {
     /// The sessions homed on this instance (all of them, without a cluster).
     registry: Registry,
     presence: Presence,
+    settings: Arc<HubSettings>,
+}
+
+impl Here {
+    fn new(registry: Registry, settings: HubSettings) -> Self {
+        Here {
+            registry,
+            presence: Presence::new(settings.presence, settings.room_presence_limit),
+            settings: Arc::new(settings),
+        }
+    }
 }
 
 impl BrokerEvents for Here {
-    fn joined(&self, peer: &Peer, only: Option<SessionId>) {
-        self.presence.joined(&self.registry, peer, only);
+    fn joined(&self, peer: &Peer, rooms: &[(RoomName, usize)], only: Option<SessionId>) {
+        self.presence.joined(&self.registry, peer, rooms, only);
     }
 
-    fn left(&self, peer: &Peer, only: Option<SessionId>) {
-        self.presence.left(&self.registry, peer, only);
+    fn left(&self, peer: &Peer, rooms: &[(RoomName, usize)], only: Option<SessionId>) {
+        self.presence.left(&self.registry, peer, rooms, only);
     }
 
-    fn broadcast(&self, from: &Peer, message: Box<RawValue>, only: Option<SessionId>) -> usize {
-        self.registry.broadcast(from, message, only)
+    fn entered(
+        &self,
+        id: SessionId,
+        (room, members): (&RoomName, usize),
+        everyone: &dyn Fn() -> Vec<Peer>,
+    ) {
+        let roster = self.presence.roster(id, members, everyone);
+        self.presence
+            .entered(&self.registry, id, (room, members), roster);
     }
 
-    fn announced(&self, message: Box<RawValue>, only: Option<SessionId>) -> usize {
+    fn exited(&self, id: SessionId, room: &RoomName) {
+        self.presence.exited(&self.registry, id, room);
+    }
+
+    fn broadcast(
+        &self,
+        from: &Peer,
+        room: &RoomName,
+        message: Box<RawValue>,
+        only: Option<SessionId>,
+    ) -> usize {
+        self.registry.broadcast(from, room, message, only)
+    }
+
+    fn announced(
+        &self,
+        message: Box<RawValue>,
+        room: Option<&RoomName>,
+        only: Option<SessionId>,
+    ) -> usize {
+        let (to, reach) = match room {
+            Some(room) => (Scope::Room, Reach::Room(room)),
+            None => (Scope::Everyone, Reach::Everyone),
+        };
         let event = Event::ServerMessage(ServerMessage {
-            to: Scope::Everyone,
+            to,
+            room: room.cloned(),
             message,
         });
-        self.registry.fan_out(event, None, only)
+        self.registry.fan_out(event, reach, None, only)
+    }
+
+    fn listed(&self, members: usize) -> bool {
+        !self.presence.counted(members)
+    }
+
+    fn counts_due(&self) -> bool {
+        self.presence.counts_due()
+    }
+
+    fn counted(&self, size: &dyn Fn(&RoomName) -> usize) {
+        self.presence.count(&self.registry, size);
     }
 
     fn direct(
@@ -113,13 +168,36 @@ impl BrokerEvents for Here {
     }
 }
 
+/// What the hub decides beyond the registry's sizes: presence, and who may be in which room
+/// and message whom.
+#[derive(Clone, Debug)]
+pub struct HubSettings {
+    /// Announce joins and leaves, and list rosters (`--presence`).
+    pub presence: bool,
+    /// Rooms with more members are counted, not announced (`--room-presence-limit`; 0: none).
+    pub room_presence_limit: usize,
+    /// The rooms any session may be in (`--allow-rooms`); a join token's claim narrows it.
+    pub allow_rooms: RoomPatterns,
+    /// Direct messages only between sessions sharing a room (`--direct-messages shared-room`).
+    pub shared_room_only: bool,
+}
+
+impl Default for HubSettings {
+    /// Today's hub: presence on, rooms of up to 1,000 listed, any room, any recipient.
+    fn default() -> Self {
+        HubSettings {
+            presence: true,
+            room_presence_limit: 1000,
+            allow_rooms: RoomPatterns::any(),
+            shared_room_only: false,
+        }
+    }
+}
+
 impl Hub {
-    /// A hub of this process alone; `presence` turns announcements and the roster on.
-    pub fn local(registry: Registry, presence: bool) -> Self {
-        let here = Here {
-            registry: registry.clone(),
-            presence: Presence::new(presence),
-        };
+    /// A hub of this process alone.
+    pub fn local(registry: Registry, settings: HubSettings) -> Self {
+        let here = Here::new(registry.clone(), settings);
         let broker = Broker::Local(Local::new(registry, Arc::new(here.clone())));
         Hub(Arc::new(Parts { here, broker }))
     }
@@ -130,15 +208,13 @@ impl Hub {
     /// When `url` is not a valid Redis URL.
     pub(crate) fn cluster(
         registry: Registry,
-        presence: bool,
+        settings: HubSettings,
         url: &str,
         prefix: &str,
         shutdown: CancellationToken,
     ) -> Result<Self, RegistryError> {
-        let here = Here {
-            registry: registry.clone(),
-            presence: Presence::new(presence),
-        };
+        let presence = settings.presence;
+        let here = Here::new(registry.clone(), settings);
         let events = Arc::new(here.clone());
         let cluster = Cluster::start(registry, events, presence, url, prefix, shutdown)?;
         Ok(Hub(Arc::new(Parts {
@@ -170,16 +246,108 @@ impl Hub {
         self.here.registry.close_streams();
     }
 
-    /// Registers a session and announces it to the others.
+    /// Registers a session in `rooms` and announces it to their other members.
     ///
     /// # Errors
-    /// `SessionLimit`, or `Unavailable` when the backplane cannot be reached.
+    /// `RoomForbidden` for a room the server or the join token does not allow;
+    /// `SessionRoomLimit`, `RoomLimit`, `SessionLimit`, or `Unavailable` when the backplane
+    /// cannot be reached.
     pub async fn register(
         &self,
         joining: Joining,
+        rooms: Vec<RoomName>,
         place: AddressGuard,
     ) -> Result<(Peer, Token), RegistryError> {
-        self.broker.register(joining, place).await
+        for room in &rooms {
+            self.admit(room, joining.may_join.as_ref())?;
+        }
+        self.broker.register(joining, rooms, place).await
+    }
+
+    /// Whether a session whose join token allows `claim` may be in `room`.
+    ///
+    /// # Errors
+    /// `RoomForbidden`.
+    fn admit(&self, room: &RoomName, claim: Option<&RoomPatterns>) -> Result<(), RegistryError> {
+        let allowed = self.here.settings.allow_rooms.allows(room)
+            && claim.is_none_or(|claim| claim.allows(room));
+        if allowed {
+            Ok(())
+        } else {
+            Err(RegistryError::RoomForbidden(room.clone()))
+        }
+    }
+
+    /// `peer`'s session joins `room`, as far as the server and its join token allow: its own
+    /// stream gets `joined`, the room's other members `new_user`. The room's member count;
+    /// joining a room it is in already changes nothing.
+    ///
+    /// # Errors
+    /// `RoomForbidden`, `SessionRoomLimit`, `RoomLimit`, `BadToken` when it left meanwhile,
+    /// `Unavailable`.
+    pub async fn join_room(&self, peer: &Peer, room: RoomName) -> Result<usize, RegistryError> {
+        let claim = self.broker.room_claim(peer.id).await?;
+        self.admit(&room, claim.as_deref())?;
+        self.broker.join_room(peer, room).await
+    }
+
+    /// `peer`'s session joins `room` because the app's backend says so: neither
+    /// `--allow-rooms` nor its join token are asked, the room limits are.
+    ///
+    /// # Errors
+    /// As [`Hub::join_room`] but `RoomForbidden`.
+    pub async fn put_in_room(&self, peer: &Peer, room: RoomName) -> Result<usize, RegistryError> {
+        self.broker.join_room(peer, room).await
+    }
+
+    /// `peer`'s session leaves `room`: its own stream gets `left`, the room's other members
+    /// `user_left`.
+    ///
+    /// # Errors
+    /// `NotAMember`, `BadToken` when it left the hub meanwhile, `Unavailable`.
+    pub async fn leave_room(&self, peer: &Peer, room: RoomName) -> Result<(), RegistryError> {
+        self.broker.leave_room(peer, room).await
+    }
+
+    /// The rooms session `id` is in, sorted.
+    ///
+    /// # Errors
+    /// `UnknownSession`, `Unavailable`.
+    pub async fn rooms_of(&self, id: SessionId) -> Result<Vec<RoomName>, RegistryError> {
+        self.broker
+            .rooms_of(id)
+            .await?
+            .ok_or(RegistryError::UnknownSession(id))
+    }
+
+    /// Every member of `room`.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn room_members(&self, room: &RoomName) -> Result<Vec<Peer>, RegistryError> {
+        self.broker.room_members(room).await
+    }
+
+    /// How many members `room` has.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn room_size(&self, room: &RoomName) -> Result<usize, RegistryError> {
+        self.broker.room_size(room).await
+    }
+
+    /// Every room with members, and how many, in no particular order.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn rooms(&self) -> Result<Vec<(RoomName, usize)>, RegistryError> {
+        self.broker.rooms().await
+    }
+
+    /// Sends `room_count` into the rooms above the presence limit whose count changed; called
+    /// about once a second.
+    pub(crate) async fn count_rooms(&self) {
+        self.broker.count_rooms().await;
     }
 
     /// The session a token proves.
@@ -202,10 +370,19 @@ impl Hub {
         last_event_id: Option<EventId>,
     ) -> Result<Subscription, RegistryError> {
         let mut subscription = self.broker.attach(id, token, last_event_id).await?;
-        self.here
-            .presence
-            .fill_roster(&mut subscription, self.list())
-            .await?;
+        let presence = &self.here.presence;
+        let mut rosters = BTreeMap::new();
+        for room in self.rooms_of(id).await? {
+            let size = self.broker.room_size(&room).await?;
+            let roster = if presence.counted(size) {
+                Roster::Counted { members: size }
+            } else {
+                let members = self.room_members(&room).await?;
+                presence.roster(id, size, || members)
+            };
+            rosters.insert(room, roster);
+        }
+        presence.fill_roster(&mut subscription, rosters);
         Ok(subscription)
     }
 
@@ -213,7 +390,8 @@ impl Hub {
     /// retry of a message `to` already got answers that message's id and delivers nothing.
     ///
     /// # Errors
-    /// `UnknownRecipient`, `MailboxFull`, `KeyReused`, or `Unavailable`.
+    /// `UnknownRecipient`; `NoSharedRoom` with `--direct-messages shared-room` when the two
+    /// share no room; `MailboxFull`, `KeyReused`, or `Unavailable`.
     pub async fn deliver(
         &self,
         from: &Peer,
@@ -221,6 +399,17 @@ impl Hub {
         message: Box<RawValue>,
         key: Option<SendKey>,
     ) -> Result<EventId, RegistryError> {
+        if self.here.settings.shared_room_only {
+            let theirs = self
+                .broker
+                .rooms_of(to)
+                .await?
+                .ok_or(RegistryError::UnknownRecipient(to))?;
+            let mine = self.rooms_of(from.id).await?;
+            if !theirs.iter().any(|room| mine.binary_search(room).is_ok()) {
+                return Err(RegistryError::NoSharedRoom);
+            }
+        }
         self.broker
             .deliver(to, Event::direct(from, to, message), key)
             .await
@@ -231,23 +420,33 @@ impl Hub {
         self.broker.deliver(to, event, None).await
     }
 
-    /// A message from `from` to every other session; how many there are.
+    /// A message from `from` to every other member of `room`; how many there are.
     ///
     /// # Errors
-    /// `BroadcastDenied` when `from`'s join token said `"broadcast": false`; `BadToken` when
-    /// `from` has left meanwhile; `Unavailable`.
+    /// `BroadcastDenied` when `from`'s join token said `"broadcast": false`; `NotAMember` when
+    /// `from` is not in `room`; `BadToken` when `from` has left meanwhile; `Unavailable`.
     pub async fn broadcast(
         &self,
         from: &Peer,
+        room: RoomName,
         message: Box<RawValue>,
     ) -> Result<usize, RegistryError> {
         if !self.broker.may_broadcast(from.id).await? {
             return Err(RegistryError::BroadcastDenied);
         }
-        self.broker.broadcast(from, message).await
+        let rooms = self.broker.rooms_of(from.id).await?;
+        if rooms
+            .ok_or(RegistryError::BadToken)?
+            .binary_search(&room)
+            .is_err()
+        {
+            return Err(RegistryError::NotAMember(room));
+        }
+        self.broker.broadcast(from, room, message).await
     }
 
-    /// Removes `peer`'s session; its stream ends and the others hear `user_left`.
+    /// Removes `peer`'s session; its stream ends and the members of its rooms hear
+    /// `user_left`.
     ///
     /// # Errors
     /// `Unavailable`.
@@ -272,8 +471,8 @@ impl Hub {
     }
 
     /// Tells the others about sessions the reaper removed here.
-    pub(crate) fn expired(&self, peers: Vec<Peer>) {
-        self.broker.expired(peers);
+    pub(crate) fn expired(&self, departed: Vec<Departure>) {
+        self.broker.expired(departed);
     }
 }
 
@@ -297,6 +496,27 @@ impl Hub {
         Ok(query.select(self.list().await?))
     }
 
+    /// One page of the sessions `id` shares a room with, itself included: what a session may
+    /// list of the hub.
+    ///
+    /// # Errors
+    /// `UnknownSession`, `Unavailable`.
+    pub async fn page_for(&self, id: SessionId, query: &PageQuery) -> Result<Page, RegistryError> {
+        let mut seen = BTreeSet::from([id]);
+        let mut peers = Vec::new();
+        if let Some(me) = self.peer(id).await? {
+            peers.push(me);
+        }
+        for room in self.rooms_of(id).await? {
+            for peer in self.room_members(&room).await? {
+                if seen.insert(peer.id) {
+                    peers.push(peer);
+                }
+            }
+        }
+        Ok(query.select(peers))
+    }
+
     /// The sessions of `user`, in id order.
     async fn sessions_of(&self, user: &str) -> Result<Vec<Peer>, RegistryError> {
         let query = PageQuery {
@@ -318,7 +538,13 @@ impl Hub {
         to: &Target,
         message: Box<RawValue>,
     ) -> Result<Published, RegistryError> {
-        let addressed = |to, message| Event::ServerMessage(ServerMessage { to, message });
+        let addressed = |to, message| {
+            Event::ServerMessage(ServerMessage {
+                to,
+                room: None,
+                message,
+            })
+        };
         match to {
             Target::Session(id) => {
                 self.deliver_event(*id, addressed(Scope::Session, message))
@@ -342,8 +568,15 @@ impl Hub {
                 }
                 Ok(published)
             }
+            Target::Room(room) => {
+                let recipients = self.broker.announce(message, Some(room.clone())).await?;
+                Ok(Published {
+                    recipients,
+                    refused: 0,
+                })
+            }
             Target::Everyone => {
-                let recipients = self.broker.announce(message).await?;
+                let recipients = self.broker.announce(message, None).await?;
                 Ok(Published {
                     recipients,
                     refused: 0,
@@ -352,8 +585,8 @@ impl Hub {
         }
     }
 
-    /// Ends the sessions `target` names, as if each had left: its stream closes and the others
-    /// hear `user_left`. Returns how many there were.
+    /// Ends the sessions `target` names, as if each had left: its stream closes and the members
+    /// of its rooms hear `user_left`. Returns how many there were.
     ///
     /// # Errors
     /// `UnknownSession` for a session that is not registered; `Unavailable`.
@@ -365,6 +598,7 @@ impl Hub {
                     .ok_or(RegistryError::UnknownSession(*id))?,
             ],
             Target::User(user) => self.sessions_of(user).await?,
+            Target::Room(room) => self.room_members(room).await?,
             Target::Everyone => self.list().await?,
         };
         for peer in &peers {

@@ -10,10 +10,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/response"),
     ("POST", "/broadcast"),
     ("DELETE", "/session"),
+    ("PUT", "/session/rooms/{room}"),
+    ("DELETE", "/session/rooms/{room}"),
     ("GET", "/clients"),
+    ("GET", "/rooms/{room}/members"),
     ("POST", "/api/publish"),
     ("POST", "/api/disconnect"),
     ("GET", "/api/sessions"),
+    ("GET", "/api/rooms"),
+    ("GET", "/api/rooms/{room}/members"),
+    ("PUT", "/api/rooms/{room}/members"),
+    ("DELETE", "/api/rooms/{room}/members"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -46,15 +53,28 @@ pub(crate) fn allowed_methods(path: &str) -> String {
     methods.join(", ")
 }
 
-/// The route template a concrete path belongs to, for metrics labels.
+/// The route template a concrete path belongs to, for metrics labels: a `{...}` segment of a
+/// template matches any one non-empty segment.
 pub(crate) fn route_of(path: &str) -> &'static str {
+    let matches = |template: &str| {
+        let (mut want, mut got) = (template.split('/'), path.split('/'));
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w.starts_with('{') => {
+                    if g.is_empty() {
+                        return false;
+                    }
+                }
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    };
     ROUTES
         .iter()
         .map(|&(_, template)| template)
-        .find(|template| match template.strip_suffix("{id}") {
-            Some(prefix) => path.starts_with(prefix) && !path[prefix.len()..].contains('/'),
-            None => *template == path,
-        })
+        .find(|template| matches(template))
         .unwrap_or("static")
 }
 
@@ -67,6 +87,15 @@ mod tests {
         assert_eq!(route_of("/helo"), "/helo");
         assert_eq!(route_of("/events/abc"), "/events/{id}");
         assert_eq!(route_of("/events/abc/def"), "static");
+        assert_eq!(route_of("/events/"), "static");
+        assert_eq!(route_of("/session/rooms/dev"), "/session/rooms/{room}");
+        assert_eq!(route_of("/rooms/dev/members"), "/rooms/{room}/members");
+        assert_eq!(route_of("/api/rooms"), "/api/rooms");
+        assert_eq!(
+            route_of("/api/rooms/dev/members"),
+            "/api/rooms/{room}/members"
+        );
+        assert_eq!(route_of("/session"), "/session");
         assert_eq!(route_of("/app.js"), "static");
     }
 }
