@@ -39,6 +39,7 @@ use tokio::net::TcpListener;
 pub use config::{AuthMode, Config, LogFormat};
 pub use http::ROUTES;
 pub use http::error::ErrorCode;
+pub use metrics::families as metric_families;
 pub use registry::Event;
 
 /// Serves the API on `listener` until `shutdown` resolves, then closes every stream (spread over

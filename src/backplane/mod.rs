@@ -116,6 +116,8 @@ impl BrokerEvents for Here {
 impl Hub {
     /// A hub of this process alone; `presence` turns announcements and the roster on.
     pub fn local(registry: Registry, presence: bool) -> Self {
+        // This process is the whole backplane: up for as long as it runs.
+        registry.metrics().backplane_up.set(1);
         let here = Here {
             registry: registry.clone(),
             presence: Presence::new(presence),
