@@ -4,6 +4,8 @@
 //! The metrics format test runs Python's `prometheus_client` parser (Debian:
 //! `python3-prometheus-client`; `scripts/test.sh` installs it when missing).
 
+#[path = "ops/monitoring.rs"]
+mod monitoring;
 #[path = "support/mod.rs"]
 mod support;
 
