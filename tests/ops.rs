@@ -6,6 +6,8 @@
 
 #[path = "ops/monitoring.rs"]
 mod monitoring;
+#[path = "ops/scrape.rs"]
+mod scrape;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -399,67 +401,4 @@ async fn metrics_listen_serves_metrics_there_and_not_on_the_public_port() {
     assert!(text.contains("switchboard_build_info"), "{text}");
     assert_eq!(server.get("/metrics").await.status(), 404);
     assert_eq!(server.get("/healthz").await.status(), 200);
-}
-
-/// The samples of `family` in a classic-format exposition, as (series, value), and the type
-/// its `# TYPE` line gives (which names a counter with its `_total`).
-fn family_samples(text: &str, family: &str) -> (Option<String>, Vec<(String, f64)>) {
-    let declared = [
-        format!("# TYPE {family} "),
-        format!("# TYPE {family}_total "),
-    ];
-    let kind = text.lines().find_map(|line| {
-        declared
-            .iter()
-            .find_map(|declared| line.strip_prefix(declared.as_str()).map(str::to_owned))
-    });
-    let samples = text
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.rsplit_once(' '))
-        .filter(|(series, _)| {
-            let name = series.split('{').next().unwrap();
-            ["", "_total", "_bucket", "_sum", "_count"]
-                .iter()
-                .any(|suffix| name.strip_suffix(suffix) == Some(family))
-        })
-        .map(|(series, value)| (series.to_owned(), value.parse().expect("a number")))
-        .collect();
-    (kind, samples)
-}
-
-/// The first scrape, before any other request, already has every family the code registers
-/// (`switchboard::metric_families`) with its series: each counter and histogram at 0, each
-/// request series the route table names (which the docs test holds to openapi.yaml), so a
-/// dashboard or an alert reads 0 where it would otherwise read nothing.
-#[tokio::test]
-async fn the_first_scrape_has_every_family_with_its_series_at_zero() {
-    let server = Instance::start("first scrape", &[]).await;
-    let text = body_text(server.get("/metrics").await).await;
-    let families = switchboard::metric_families();
-    assert!(families.len() >= 18, "{families:?}");
-    for family in &families {
-        let (kind, samples) = family_samples(&text, family);
-        assert!(!samples.is_empty(), "{family} has no series:\n{text}");
-        let kind = kind.unwrap_or_else(|| panic!("{family}: no # TYPE line"));
-        if kind == "counter" || kind == "histogram" {
-            for (series, value) in samples {
-                assert_eq!(value, 0.0, "{series} before any request");
-            }
-        }
-    }
-    let mut routes: Vec<(&str, &[u16])> = switchboard::ROUTES
-        .iter()
-        .map(|&(_, route, statuses)| (route, statuses))
-        .collect();
-    routes.push(("static", &[200, 304, 404]));
-    for (route, statuses) in routes {
-        let count = format!("switchboard_http_request_duration_seconds_count{{route=\"{route}\"}}");
-        assert_eq!(sample(&text, &count), Some(0.0), "{count}");
-        for status in statuses {
-            let series =
-                format!("switchboard_http_requests_total{{route=\"{route}\",status=\"{status}\"}}");
-            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
-        }
-    }
 }
