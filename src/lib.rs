@@ -36,9 +36,10 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
-pub use config::{AuthMode, Config, LogFormat};
+pub use config::{AuthMode, Config, DirectMessages, LogFormat, RoomFlags};
 pub use http::ROUTES;
 pub use http::error::ErrorCode;
+pub use identity::RoomPattern;
 pub use metrics::families as metric_families;
 pub use registry::Event;
 

@@ -4,7 +4,7 @@
 //! 1. check the configuration (join policy, API key, mailbox against body size);
 //! 2. build the registry, restoring the sessions of `--state-file`;
 //! 3. build the hub over its broker: this process alone, or the cluster over Redis;
-//! 4. start the background tasks: the reaper, the rate limiters' forgetting;
+//! 4. start the background tasks: the reaper, the rate limiters' forgetting, the room counts;
 //! 5. accept connections until the shutdown trigger fires (and `/metrics` on
 //!    `--metrics-listen`'s own address, when set, until Stop 6).
 //!
@@ -70,6 +70,8 @@ pub(crate) async fn run(
             max_sessions: config.max_sessions,
             max_streams,
             session_ttl: config.session_ttl,
+            max_rooms_per_session: config.rooms.max_rooms_per_session as usize,
+            max_rooms: usize::try_from(config.rooms.max_rooms).unwrap_or(usize::MAX),
         },
         Arc::clone(&metrics),
     );
@@ -92,10 +94,10 @@ pub(crate) async fn run(
     let cancel = CancellationToken::new();
     let bus = CancellationToken::new();
     let hub = match &config.redis_url {
-        None => Hub::local(registry.clone(), config.presence),
+        None => Hub::local(registry.clone(), config.hub_settings()),
         Some(url) => Hub::cluster(
             registry.clone(),
-            config.presence,
+            config.hub_settings(),
             url,
             &config.redis_prefix,
             bus.clone(),
@@ -108,10 +110,11 @@ pub(crate) async fn run(
     let reaper = tokio::spawn(registry::reaper::run(
         registry.clone(),
         cancel.clone(),
-        move |peers| expired.expired(peers),
+        move |departed| expired.expired(departed),
     ));
     let limits = Arc::new(config.limits(Arc::clone(&metrics)));
     tokio::spawn(forget_idle_limits(Arc::clone(&limits), cancel.clone()));
+    tokio::spawn(count_rooms(hub.clone(), cancel.clone()));
 
     // Start 5: the edge, until `shutdown`.
     let context = Context {
@@ -212,6 +215,19 @@ async fn forget_idle_limits(limits: Arc<Limits>, cancel: CancellationToken) {
     loop {
         tokio::select! {
             _ = every.tick() => limits.forget_idle(),
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Tells the members of rooms above `--room-presence-limit` their count, once a second while
+/// it changes (see `backplane::presence`), until `cancel` fires.
+async fn count_rooms(hub: Hub, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => hub.count_rooms().await,
             () = cancel.cancelled() => return,
         }
     }

@@ -266,8 +266,40 @@ async fn every_event_the_server_sends_matches_its_openapi_schema() {
     assert_eq!(app.delete(&bob.token).await.status(), 204);
     alices.read_until(0, "event: user_left").await;
 
+    // Rooms: joined, a room above the presence limit counted, left.
+    let rooms = spawn_app(Config {
+        rooms: switchboard::RoomFlags {
+            room_presence_limit: 1,
+            ..switchboard::RoomFlags::default()
+        },
+        ..Config::default()
+    })
+    .await;
+    let dora = rooms.helo("dora").await;
+    let mut doras =
+        support::RawStream::new(rooms.events_response(&dora.id, &dora.token, None).await);
+    doras.read_until(0, "event: ready").await;
+    let room = |method: &str, who: &support::Session| {
+        let url = rooms.url("/session/rooms/dev");
+        rooms
+            .client
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(who.token.clone())
+    };
+    assert_eq!(send(room("PUT", &dora)).await.status(), 200);
+    doras.read_until(0, "event: joined").await;
+    let eli = rooms.helo("eli").await;
+    assert_eq!(send(room("PUT", &eli)).await.status(), 200);
+    doras.read_until(0, "event: room_count").await;
+    assert_eq!(send(room("DELETE", &dora)).await.status(), 204);
+    doras.read_until(0, "event: left").await;
+
     let mut seen = BTreeSet::new();
-    for frame in frames(&alices.text).into_iter().chain(frames(&bobs.text)) {
+    let every_frame = frames(&alices.text)
+        .into_iter()
+        .chain(frames(&bobs.text))
+        .chain(frames(&doras.text));
+    for frame in every_frame {
         let name = frame["event"].as_str().unwrap();
         let variant = variants
             .get(name)

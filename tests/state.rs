@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use serde_json::json;
-use support::{Instance, POLL, WAIT};
+use support::{Instance, POLL, SessionExt, WAIT};
 
 /// A fresh empty directory under the system's temporary one, removed on drop.
 struct TempDir(PathBuf);
@@ -119,6 +119,36 @@ async fn a_graceful_restart_keeps_tokens_and_replays_missed_events_with_their_id
     resumed
         .expect_response(five, &bob, &ann, &json!("five"))
         .await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_each_sessions_rooms() {
+    let dir = TempDir::new();
+    let state = dir.0.join("state.json");
+    let args = ["--state-file", path_arg(&state)];
+    let mut before = Instance::start("before", &args).await;
+    let ann = before.helo_in("ann", json!(["dev"])).await;
+    let bob = before.helo_in("bob", json!(["dev", "ops"])).await;
+    before.join_room(&ann, "ops").await;
+    let response = before
+        .room_request(reqwest::Method::DELETE, &ann, "dev")
+        .await;
+    assert_eq!(response.status(), 204);
+    assert!(before.terminate().await.success(), "a clean exit");
+
+    let after = Instance::start("after", &args).await;
+    let mut stream = after.attach(&ann, None).await;
+    let ready = stream.ready().await;
+    assert_eq!(ready["rooms"], json!({"ops": [bob.peer()]}));
+    let body = json!({"room": "ops", "message": "back"}).to_string();
+    let response = after.post_raw("/broadcast", Some(&bob.token), &body).await;
+    assert_eq!(response.status(), 202);
+    // What waited in the mailbox first: bob's join, then ann's own joined and left.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(stream.next().await.event);
+    }
+    assert_eq!(seen, ["new_user", "joined", "left", "client_broadcast"]);
 }
 
 #[tokio::test]

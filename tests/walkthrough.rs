@@ -144,7 +144,7 @@ async fn the_readme_walkthrough_prints_what_it_says() {
         .filter(|(lang, _)| *lang == "text")
         .map(|(_, text)| *text)
         .collect();
-    assert_eq!(scripts.len(), 3, "three terminals");
+    assert_eq!(scripts.len(), 4, "three terminals, then rooms in the third");
     assert!(scripts[0].starts_with("# Terminal 1"));
     assert_eq!(outputs.len(), 3, "terminal 3's answers and both streams");
 
@@ -170,7 +170,9 @@ async fn the_readme_walkthrough_prints_what_it_says() {
             .replace("<bob-id>", &field(&dir, "bob.json", "id"))
     };
     alice.wait_for("event: user_left").await;
-    alice.wait_for("\"name\":\"bob\"}\n\n").await;
+    alice
+        .wait_for("\"name\":\"bob\",\"room\":\"lobby\"}\n\n")
+        .await;
     assert_eq!(alice.text(), ids(outputs[1]));
     // Bob's stream ends on its own when he leaves.
     let mut bob = bob;
@@ -180,6 +182,29 @@ async fn the_readme_walkthrough_prints_what_it_says() {
         tokio::time::sleep(POLL).await;
     }
     assert_eq!(bob.text(), ids(outputs[2]));
+
+    // Rooms: what the README says the fourth script prints, and what Alice's stream gets.
+    let mut rooms = Terminal::open(&local(scripts[3]), &dir);
+    let status = rooms.finish().await;
+    assert!(status.success(), "{status}: {}", rooms.text());
+    let said = "It prints `{\"room\":\"dev\",\"members\":2}` and `{\"recipients\":1}`";
+    assert!(README.contains(said));
+    assert_eq!(
+        rooms.text(),
+        "{\"room\":\"dev\",\"members\":2}\n{\"recipients\":1}"
+    );
+    alice.wait_for("\"message\":\"standup\"}\n\n").await;
+    let carol = field(&dir, "carol.json", "id");
+    let added = alice.text()[ids(outputs[1]).len()..].to_owned();
+    let joined = format!(
+        "id: 4\nevent: joined\n\
+         data: {{\"room\":\"dev\",\"clients\":[{{\"id\":\"{carol}\",\"name\":\"carol\"}}],\"members\":2}}\n\n"
+    );
+    let broadcast = format!(
+        "id: 5\nevent: client_broadcast\n\
+         data: {{\"from\":\"{carol}\",\"from_name\":\"carol\",\"room\":\"dev\",\"message\":\"standup\"}}\n\n"
+    );
+    assert_eq!(added, format!("{joined}{broadcast}"));
 
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -240,7 +265,10 @@ async fn the_readme_recipes_run_as_pasted_in_order() {
         joined["id"].is_string() && joined["token"].is_string(),
         "{output}"
     );
-    assert!(README.contains("It prints `{\"id\":\"…\",\"token\":\"…\",\"name\":\"Ada\"}`"));
+    assert_eq!(joined["rooms"], serde_json::json!(["lobby"]), "{output}");
+    assert!(README.contains(
+        "It prints `{\"id\":\"…\",\"token\":\"…\",\"name\":\"Ada\",\"rooms\":[\"lobby\"]}`"
+    ));
     assert_eq!(lines[1], r#"{"recipients":0,"refused":0}"#);
     assert!(README.contains(&format!("It prints `{}`", lines[1])));
     // Nothing was written where the recipes ran.

@@ -19,6 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, Validation};
 use serde::Deserialize;
 
 use super::{AuthError, KeyError, read};
+use crate::identity::RoomPatterns;
 
 /// Shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key at least as long as the hash.
 pub(crate) const MIN_SECRET_BYTES: usize = 32;
@@ -54,6 +55,9 @@ pub(crate) struct JoinClaims {
     pub(crate) name: String,
     /// `false` when the token says `"broadcast": false`; absent means allowed.
     pub(crate) broadcast: bool,
+    /// The rooms the session may be in (`rooms`: names or `prefix*` patterns); absent means
+    /// `lobby` alone.
+    pub(crate) rooms: RoomPatterns,
 }
 
 /// Checks join tokens against one key with one pinned algorithm.
@@ -200,10 +204,17 @@ impl Verifier {
             return Err(AuthError::NotYetValid);
         }
         let sub = claims.sub.filter(|sub| !sub.trim().is_empty());
+        let rooms = match claims.rooms {
+            None => RoomPatterns::lobby(),
+            Some(rooms) => RoomPatterns::parse(&rooms).map_err(|_| {
+                AuthError::Malformed("`rooms` must be room names or prefix* patterns")
+            })?,
+        };
         Ok(JoinClaims {
             sub: sub.ok_or(AuthError::MissingClaim("sub"))?,
             name: claims.name.ok_or(AuthError::MissingClaim("name"))?,
             broadcast: claims.broadcast.unwrap_or(true),
+            rooms,
         })
     }
 
@@ -240,6 +251,7 @@ struct Claims {
     sub: Option<String>,
     name: Option<String>,
     broadcast: Option<bool>,
+    rooms: Option<Vec<String>>,
     /// Seconds since the epoch; a float, as some signers write fractions.
     iat: Option<f64>,
 }

@@ -59,13 +59,26 @@ fn valid_hs256_token_yields_its_claims() {
         JoinClaims {
             sub: "user-42".into(),
             name: "Ada".into(),
-            broadcast: true
+            broadcast: true,
+            rooms: crate::identity::RoomPatterns::lobby(),
         }
     );
     let muted = verifier
         .verify(&hs256(&claims(json!({"broadcast": false}))))
         .expect("valid");
     assert!(!muted.broadcast);
+    let room = |r| crate::identity::RoomName::parse(r).unwrap();
+    let team = verifier
+        .verify(&hs256(&claims(json!({"rooms": ["team-7:*", "lobby"]}))))
+        .expect("valid");
+    assert!(team.rooms.allows(&room("team-7:dev")) && team.rooms.allows(&room("lobby")));
+    assert!(!team.rooms.allows(&room("team-8:dev")));
+    assert_eq!(
+        verifier.verify(&hs256(&claims(json!({"rooms": ["a b"]})))),
+        Err(AuthError::Malformed(
+            "`rooms` must be room names or prefix* patterns"
+        ))
+    );
 }
 
 #[test]

@@ -5,16 +5,18 @@
 
 use serde::Deserialize;
 
-use crate::identity::SessionId;
+use crate::identity::{RoomName, SessionId};
 use crate::registry::Peer;
 
-/// Whom the backend addresses. On the wire `{"session": "<id>"}`, `{"user": "<sub>"}` or
-/// `"everyone"`: an omitted target is an error, never everyone by accident.
+/// Whom the backend addresses. On the wire `{"session": "<id>"}`, `{"user": "<sub>"}`,
+/// `{"room": "<room>"}` or `"everyone"`: an omitted target is an error, never everyone by
+/// accident.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     Session(SessionId),
     User(String),
+    Room(RoomName),
     Everyone,
 }
 

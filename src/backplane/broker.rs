@@ -13,9 +13,11 @@ use serde_json::value::RawValue;
 
 use super::cluster::Cluster;
 use super::local::Local;
-use crate::identity::{SessionId, Token};
+use crate::identity::{RoomName, RoomPatterns, SessionId, Token};
 use crate::limits::AddressGuard;
-use crate::registry::{Event, EventId, Joining, Peer, RegistryError, SendKey, Subscription};
+use crate::registry::{
+    Departure, Event, EventId, Joining, Peer, RegistryError, SendKey, Subscription,
+};
 
 /// The hub's way to the rest of the world.
 #[derive(Clone)]
@@ -25,16 +27,97 @@ pub(crate) enum Broker {
 }
 
 impl Broker {
-    /// Registers a session; its join reaches every other session.
+    /// Registers a session in `rooms`; its join reaches their other members.
     pub(crate) async fn register(
         &self,
         joining: Joining,
+        rooms: Vec<RoomName>,
         place: AddressGuard,
     ) -> Result<(Peer, Token), RegistryError> {
         match self {
-            Broker::Local(local) => local.register(joining, place).await,
+            Broker::Local(local) => local.register(joining, rooms, place).await,
             // Announced when the join comes back on the bus, on every instance.
-            Broker::Redis(cluster) => cluster.register(joining, place).await,
+            Broker::Redis(cluster) => cluster.register(joining, rooms, place).await,
+        }
+    }
+
+    /// Puts `peer`'s session into `room`; the room's member count.
+    pub(crate) async fn join_room(
+        &self,
+        peer: &Peer,
+        room: RoomName,
+    ) -> Result<usize, RegistryError> {
+        match self {
+            Broker::Local(local) => local.join_room(peer, room).await,
+            Broker::Redis(cluster) => cluster.join_room(peer, room).await,
+        }
+    }
+
+    /// Takes `peer`'s session out of `room`.
+    pub(crate) async fn leave_room(
+        &self,
+        peer: &Peer,
+        room: RoomName,
+    ) -> Result<(), RegistryError> {
+        match self {
+            Broker::Local(local) => local.leave_room(peer, room).await,
+            Broker::Redis(cluster) => cluster.leave_room(peer, room).await,
+        }
+    }
+
+    /// The rooms session `id`'s join token allows, if it had a claim; `BadToken` when the
+    /// session is gone.
+    pub(crate) async fn room_claim(
+        &self,
+        id: SessionId,
+    ) -> Result<Option<Arc<RoomPatterns>>, RegistryError> {
+        let claim = match self {
+            Broker::Local(local) => local.registry().room_claim(id),
+            Broker::Redis(cluster) => cluster.room_claim(id).await?,
+        };
+        claim.ok_or(RegistryError::BadToken)
+    }
+
+    /// The rooms session `id` is in, sorted; `None` when there is no such session.
+    pub(crate) async fn rooms_of(
+        &self,
+        id: SessionId,
+    ) -> Result<Option<Vec<RoomName>>, RegistryError> {
+        match self {
+            Broker::Local(local) => Ok(local.registry().rooms_of(id)),
+            Broker::Redis(cluster) => cluster.rooms_of(id).await,
+        }
+    }
+
+    /// Every member of `room`.
+    pub(crate) async fn room_members(&self, room: &RoomName) -> Result<Vec<Peer>, RegistryError> {
+        match self {
+            Broker::Local(local) => Ok(local.registry().room_members(room)),
+            Broker::Redis(cluster) => cluster.room_members(room).await,
+        }
+    }
+
+    /// How many members `room` has.
+    pub(crate) async fn room_size(&self, room: &RoomName) -> Result<usize, RegistryError> {
+        match self {
+            Broker::Local(local) => Ok(local.registry().room_size(room)),
+            Broker::Redis(cluster) => cluster.room_size(room).await,
+        }
+    }
+
+    /// Every room with members, and how many.
+    pub(crate) async fn rooms(&self) -> Result<Vec<(RoomName, usize)>, RegistryError> {
+        match self {
+            Broker::Local(local) => Ok(local.registry().rooms()),
+            Broker::Redis(cluster) => cluster.rooms().await,
+        }
+    }
+
+    /// Sends `room_count` into the rooms above the presence limit whose count changed.
+    pub(crate) async fn count_rooms(&self) {
+        match self {
+            Broker::Local(local) => local.count_rooms().await,
+            Broker::Redis(cluster) => cluster.count_rooms().await,
         }
     }
 
@@ -77,23 +160,28 @@ impl Broker {
         }
     }
 
-    /// A broadcast from `from`; how many other sessions there are.
+    /// A broadcast from `from` into `room`; how many other members there are.
     pub(crate) async fn broadcast(
         &self,
         from: &Peer,
+        room: RoomName,
         message: Box<RawValue>,
     ) -> Result<usize, RegistryError> {
         match self {
-            Broker::Local(local) => Ok(local.broadcast(from, message).await),
-            Broker::Redis(cluster) => cluster.broadcast(from, message).await,
+            Broker::Local(local) => Ok(local.broadcast(from, room, message).await),
+            Broker::Redis(cluster) => cluster.broadcast(from, room, message).await,
         }
     }
 
-    /// A server message to every session; how many there are.
-    pub(crate) async fn announce(&self, message: Box<RawValue>) -> Result<usize, RegistryError> {
+    /// A server message to every session, or every member of `room`; how many there are.
+    pub(crate) async fn announce(
+        &self,
+        message: Box<RawValue>,
+        room: Option<RoomName>,
+    ) -> Result<usize, RegistryError> {
         match self {
-            Broker::Local(local) => Ok(local.announce(message).await),
-            Broker::Redis(cluster) => cluster.announce(message).await,
+            Broker::Local(local) => Ok(local.announce(message, room).await),
+            Broker::Redis(cluster) => cluster.announce(message, room).await,
         }
     }
 
@@ -128,11 +216,11 @@ impl Broker {
         }
     }
 
-    /// Sessions the reaper removed here: their leave reaches the others.
-    pub(crate) fn expired(&self, peers: Vec<Peer>) {
+    /// Sessions the reaper removed here: their leave reaches their rooms.
+    pub(crate) fn expired(&self, departed: Vec<Departure>) {
         match self {
-            Broker::Local(local) => local.expired(peers),
-            Broker::Redis(cluster) => cluster.expired(peers),
+            Broker::Local(local) => local.expired(departed),
+            Broker::Redis(cluster) => cluster.expired(departed),
         }
     }
 

@@ -7,11 +7,17 @@ use serde_json::value::RawValue;
 use tokio::task::JoinHandle;
 
 use super::events::BrokerEvents;
-use crate::identity::{SessionId, Token};
+use crate::identity::{RoomName, SessionId, Token};
 use crate::limits::AddressGuard;
 use crate::registry::{
-    Event, EventId, Joining, Peer, Registry, RegistryError, SendKey, Subscription,
+    Departure, Entered, Event, EventId, Joining, Peer, Registry, RegistryError, SendKey,
+    Subscription,
 };
+
+/// Each room joined with its member count now.
+fn sizes(entered: Vec<Entered>) -> Vec<(RoomName, usize)> {
+    entered.into_iter().map(|e| (e.room, e.members)).collect()
+}
 
 /// This process alone; clone freely.
 #[derive(Clone)]
@@ -31,18 +37,72 @@ impl Local {
         }
     }
 
-    /// Registers a session, then announces it.
+    /// Registers a session, puts it into `rooms` and announces it there. A session the room
+    /// limits refuse is removed again before anyone heard of it.
     pub(crate) async fn register(
         &self,
         joining: Joining,
+        rooms: Vec<RoomName>,
         place: AddressGuard,
     ) -> Result<(Peer, Token), RegistryError> {
         // Registered first: whoever hears `new_user` can already message it.
         let (peer, token) = self.registry.register(joining, place)?;
-        let joined = peer.clone();
-        self.fan_out(move |events| events.joined(&joined, None))
-            .await;
+        let (registry, joined) = (self.registry.clone(), peer.clone());
+        // In the turn: membership changes and their announcements in one order.
+        self.fan_out(move |events| match registry.join_rooms(joined.id, &rooms) {
+            Ok(entered) => {
+                events.joined(&joined, &sizes(entered), None);
+                Ok(())
+            }
+            Err(err) => {
+                registry.remove(joined.id);
+                Err(err)
+            }
+        })
+        .await?;
         Ok((peer, token))
+    }
+
+    /// Puts `peer`'s session into `room`: its stream gets `joined`, the room's other members
+    /// hear of it; nothing happens when it is in already. The room's member count.
+    pub(crate) async fn join_room(
+        &self,
+        peer: &Peer,
+        room: RoomName,
+    ) -> Result<usize, RegistryError> {
+        let (registry, peer) = (self.registry.clone(), peer.clone());
+        self.fan_out(move |events| {
+            let entered = registry.join_rooms(peer.id, std::slice::from_ref(&room))?;
+            let members = entered.first().map_or(0, |e| e.members);
+            if entered.first().is_some_and(|e| e.new) {
+                events.entered(peer.id, (&room, members), &|| registry.room_members(&room));
+                events.joined(&peer, &[(room, members)], None);
+            }
+            Ok(members)
+        })
+        .await
+    }
+
+    /// Takes `peer`'s session out of `room`: its stream gets `left`, the room's other members
+    /// hear of it.
+    pub(crate) async fn leave_room(
+        &self,
+        peer: &Peer,
+        room: RoomName,
+    ) -> Result<(), RegistryError> {
+        let (registry, peer) = (self.registry.clone(), peer.clone());
+        self.fan_out(move |events| {
+            let members = registry.leave_room(peer.id, &room)?;
+            events.exited(peer.id, &room);
+            events.left(&peer, &[(room, members)], None);
+            Ok(())
+        })
+        .await
+    }
+
+    /// This process's registry, for what needs no turn (reading rooms and their members).
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     pub(crate) fn authenticate(&self, token: &Token) -> Result<Peer, RegistryError> {
@@ -74,27 +134,45 @@ impl Local {
         self.events.direct(to, event, key).map(|(id, _)| id)
     }
 
-    /// A broadcast from `from`; how many other sessions got it.
-    pub(crate) async fn broadcast(&self, from: &Peer, message: Box<RawValue>) -> usize {
+    /// A broadcast from `from` into `room`; how many other members got it.
+    pub(crate) async fn broadcast(
+        &self,
+        from: &Peer,
+        room: RoomName,
+        message: Box<RawValue>,
+    ) -> usize {
         let from = from.clone();
-        self.fan_out(move |events| events.broadcast(&from, message, None))
+        self.fan_out(move |events| events.broadcast(&from, &room, message, None))
             .await
     }
 
-    /// A server message to every session; how many got it.
-    pub(crate) async fn announce(&self, message: Box<RawValue>) -> usize {
-        self.fan_out(move |events| events.announced(message, None))
+    /// A server message to every session, or to every member of `room`; how many got it.
+    pub(crate) async fn announce(&self, message: Box<RawValue>, room: Option<RoomName>) -> usize {
+        self.fan_out(move |events| events.announced(message, room.as_ref(), None))
             .await
+    }
+
+    /// Sends `room_count` into the rooms above the presence limit whose count changed (in its
+    /// turn, so in order with the joins and leaves around it).
+    pub(crate) async fn count_rooms(&self) {
+        if !self.events.counts_due() {
+            return; // most seconds: no turn taken
+        }
+        let registry = self.registry.clone();
+        self.fan_out(move |events| events.counted(&|room| registry.room_size(room)))
+            .await;
     }
 
     pub(crate) fn peer(&self, id: SessionId) -> Option<Peer> {
         self.registry.peer(id)
     }
 
-    /// Removes `peer`'s session, then announces its leave if it was here.
+    /// Removes `peer`'s session, then announces its leave in its rooms if it was here.
     pub(crate) async fn remove(&self, peer: &Peer) {
         if let Some(left) = self.registry.remove(peer.id) {
-            self.fan_out(move |events| events.left(&left, None)).await;
+            let registry = self.registry.clone();
+            self.fan_out(move |events| events.left(&left.peer, &left.sizes(&registry), None))
+                .await;
         }
     }
 
@@ -103,16 +181,18 @@ impl Local {
     }
 
     /// Announces the leave of sessions the reaper removed.
-    pub(crate) fn expired(&self, peers: Vec<Peer>) {
+    pub(crate) fn expired(&self, departed: Vec<Departure>) {
         // Not awaited: the reaper goes on; the announcement runs in its turn.
+        let registry = self.registry.clone();
         drop(self.spawn_fan_out(move |events| {
-            for peer in &peers {
-                events.left(peer, None);
+            for left in &departed {
+                events.left(&left.peer, &left.sizes(&registry), None);
             }
         }));
     }
 
-    /// Runs `job`, a fan-out into every mailbox here (O(sessions): 20 ms at 30,000 sessions),
+    /// Runs `job`, a fan-out into a room's or every mailbox here (O(sessions): 20 ms at
+    /// 30,000 sessions), with any membership change it makes,
     /// when no other fan-out of this broker is running, and waits for it.
     ///
     /// Fan-outs wait for their turn without holding a thread, then run on a runtime worker.

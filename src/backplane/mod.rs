@@ -18,6 +18,7 @@
 //! - [`events`]: the handler interface a broker reports through (the lowest file here).
 //! - [`local`], [`cluster`]: the two brokers; [`broker`]: the enum the hub holds.
 //! - [`presence`]: who hears of joins and leaves.
+//! - [`rooms`]: the hub's room operations: who may be where, joining and leaving, rosters.
 //! - this file: [`Hub`] (the edge's operations, then the server API's), and [`Here`], where
 //!   a broker's events land.
 //! - [`backend`]: the server API's words (targets, pages); its operations are the hub's.
@@ -28,6 +29,7 @@ pub(crate) mod cluster;
 mod events;
 mod local;
 pub(crate) mod presence;
+mod rooms;
 #[cfg(test)]
 mod tests;
 
@@ -36,13 +38,13 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::identity::{SessionId, Token};
+use crate::identity::{RoomName, RoomPatterns, SessionId, Token};
 use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use crate::registry::Stats;
 use crate::registry::event::{Scope, ServerMessage};
 use crate::registry::{
-    Event, EventId, Joining, Peer, Registry, RegistryError, SendKey, Subscription,
+    Departure, Event, EventId, Joining, Peer, Reach, Registry, RegistryError, SendKey, Subscription,
 };
 use backend::Published;
 pub use backend::{Page, PageQuery, Target};
@@ -80,27 +82,81 @@ pub(crate) struct Here {
     /// The sessions homed on this instance (all of them, without a cluster).
     registry: Registry,
     presence: Presence,
+    settings: Arc<HubSettings>,
+}
+
+impl Here {
+    fn new(registry: Registry, settings: HubSettings) -> Self {
+        Here {
+            registry,
+            presence: Presence::new(settings.presence, settings.room_presence_limit),
+            settings: Arc::new(settings),
+        }
+    }
 }
 
 impl BrokerEvents for Here {
-    fn joined(&self, peer: &Peer, only: Option<SessionId>) {
-        self.presence.joined(&self.registry, peer, only);
+    fn joined(&self, peer: &Peer, rooms: &[(RoomName, usize)], only: Option<SessionId>) {
+        self.presence.joined(&self.registry, peer, rooms, only);
     }
 
-    fn left(&self, peer: &Peer, only: Option<SessionId>) {
-        self.presence.left(&self.registry, peer, only);
+    fn left(&self, peer: &Peer, rooms: &[(RoomName, usize)], only: Option<SessionId>) {
+        self.presence.left(&self.registry, peer, rooms, only);
     }
 
-    fn broadcast(&self, from: &Peer, message: Box<RawValue>, only: Option<SessionId>) -> usize {
-        self.registry.broadcast(from, message, only)
+    fn entered(
+        &self,
+        id: SessionId,
+        (room, members): (&RoomName, usize),
+        everyone: &dyn Fn() -> Vec<Peer>,
+    ) {
+        let roster = self.presence.roster(id, members, everyone);
+        self.presence
+            .entered(&self.registry, id, (room, members), roster);
     }
 
-    fn announced(&self, message: Box<RawValue>, only: Option<SessionId>) -> usize {
+    fn exited(&self, id: SessionId, room: &RoomName) {
+        self.presence.exited(&self.registry, id, room);
+    }
+
+    fn broadcast(
+        &self,
+        from: &Peer,
+        room: &RoomName,
+        message: Box<RawValue>,
+        only: Option<SessionId>,
+    ) -> usize {
+        self.registry.broadcast(from, room, message, only)
+    }
+
+    fn announced(
+        &self,
+        message: Box<RawValue>,
+        room: Option<&RoomName>,
+        only: Option<SessionId>,
+    ) -> usize {
+        let (to, reach) = match room {
+            Some(room) => (Scope::Room, Reach::Room(room)),
+            None => (Scope::Everyone, Reach::Everyone),
+        };
         let event = Event::ServerMessage(ServerMessage {
-            to: Scope::Everyone,
+            to,
+            room: room.cloned(),
             message,
         });
-        self.registry.fan_out(event, None, only)
+        self.registry.fan_out(event, reach, None, only)
+    }
+
+    fn listed(&self, members: usize) -> bool {
+        !self.presence.counted(members)
+    }
+
+    fn counts_due(&self) -> bool {
+        self.presence.counts_due()
+    }
+
+    fn counted(&self, size: &dyn Fn(&RoomName) -> usize) {
+        self.presence.count(&self.registry, size);
     }
 
     fn direct(
@@ -113,15 +169,38 @@ impl BrokerEvents for Here {
     }
 }
 
+/// What the hub decides beyond the registry's sizes: presence, and who may be in which room
+/// and message whom.
+#[derive(Clone, Debug)]
+pub struct HubSettings {
+    /// Announce joins and leaves, and list rosters (`--presence`).
+    pub presence: bool,
+    /// Rooms with more members are counted, not announced (`--room-presence-limit`; 0: none).
+    pub room_presence_limit: usize,
+    /// The rooms any session may be in (`--allow-rooms`); a join token's claim narrows it.
+    pub allow_rooms: RoomPatterns,
+    /// Direct messages only between sessions sharing a room (`--direct-messages shared-room`).
+    pub shared_room_only: bool,
+}
+
+impl Default for HubSettings {
+    /// Today's hub: presence on, rooms of up to 1,000 listed, any room, any recipient.
+    fn default() -> Self {
+        HubSettings {
+            presence: true,
+            room_presence_limit: 1000,
+            allow_rooms: RoomPatterns::any(),
+            shared_room_only: false,
+        }
+    }
+}
+
 impl Hub {
-    /// A hub of this process alone; `presence` turns announcements and the roster on.
-    pub fn local(registry: Registry, presence: bool) -> Self {
+    /// A hub of this process alone.
+    pub fn local(registry: Registry, settings: HubSettings) -> Self {
         // This process is the whole backplane: up for as long as it runs.
         registry.metrics().backplane_up.set(1);
-        let here = Here {
-            registry: registry.clone(),
-            presence: Presence::new(presence),
-        };
+        let here = Here::new(registry.clone(), settings);
         let broker = Broker::Local(Local::new(registry, Arc::new(here.clone())));
         Hub(Arc::new(Parts { here, broker }))
     }
@@ -132,15 +211,13 @@ impl Hub {
     /// When `url` is not a valid Redis URL.
     pub(crate) fn cluster(
         registry: Registry,
-        presence: bool,
+        settings: HubSettings,
         url: &str,
         prefix: &str,
         shutdown: CancellationToken,
     ) -> Result<Self, RegistryError> {
-        let here = Here {
-            registry: registry.clone(),
-            presence: Presence::new(presence),
-        };
+        let presence = settings.presence;
+        let here = Here::new(registry.clone(), settings);
         let events = Arc::new(here.clone());
         let cluster = Cluster::start(registry, events, presence, url, prefix, shutdown)?;
         Ok(Hub(Arc::new(Parts {
@@ -172,16 +249,22 @@ impl Hub {
         self.here.registry.close_streams();
     }
 
-    /// Registers a session and announces it to the others.
+    /// Registers a session in `rooms` and announces it to their other members.
     ///
     /// # Errors
-    /// `SessionLimit`, or `Unavailable` when the backplane cannot be reached.
+    /// `RoomForbidden` for a room the server or the join token does not allow;
+    /// `SessionRoomLimit`, `RoomLimit`, `SessionLimit`, or `Unavailable` when the backplane
+    /// cannot be reached.
     pub async fn register(
         &self,
         joining: Joining,
+        rooms: Vec<RoomName>,
         place: AddressGuard,
     ) -> Result<(Peer, Token), RegistryError> {
-        self.broker.register(joining, place).await
+        for room in &rooms {
+            self.admit(room, joining.may_join.as_ref())?;
+        }
+        self.broker.register(joining, rooms, place).await
     }
 
     /// The session a token proves.
@@ -204,10 +287,8 @@ impl Hub {
         last_event_id: Option<EventId>,
     ) -> Result<Subscription, RegistryError> {
         let mut subscription = self.broker.attach(id, token, last_event_id).await?;
-        self.here
-            .presence
-            .fill_roster(&mut subscription, self.list())
-            .await?;
+        let rosters = self.rosters(id).await?;
+        self.here.presence.fill_roster(&mut subscription, rosters);
         Ok(subscription)
     }
 
@@ -215,7 +296,8 @@ impl Hub {
     /// retry of a message `to` already got answers that message's id and delivers nothing.
     ///
     /// # Errors
-    /// `UnknownRecipient`, `MailboxFull`, `KeyReused`, or `Unavailable`.
+    /// `UnknownRecipient`; `NoSharedRoom` with `--direct-messages shared-room` when the two
+    /// share no room; `MailboxFull`, `KeyReused`, or `Unavailable`.
     pub async fn deliver(
         &self,
         from: &Peer,
@@ -223,6 +305,9 @@ impl Hub {
         message: Box<RawValue>,
         key: Option<SendKey>,
     ) -> Result<EventId, RegistryError> {
+        if self.here.settings.shared_room_only {
+            self.share_a_room(from.id, to).await?;
+        }
         self.broker
             .deliver(to, Event::direct(from, to, message), key)
             .await
@@ -233,23 +318,26 @@ impl Hub {
         self.broker.deliver(to, event, None).await
     }
 
-    /// A message from `from` to every other session; how many there are.
+    /// A message from `from` to every other member of `room`; how many there are.
     ///
     /// # Errors
-    /// `BroadcastDenied` when `from`'s join token said `"broadcast": false`; `BadToken` when
-    /// `from` has left meanwhile; `Unavailable`.
+    /// `BroadcastDenied` when `from`'s join token said `"broadcast": false`; `NotAMember` when
+    /// `from` is not in `room`; `BadToken` when `from` has left meanwhile; `Unavailable`.
     pub async fn broadcast(
         &self,
         from: &Peer,
+        room: RoomName,
         message: Box<RawValue>,
     ) -> Result<usize, RegistryError> {
         if !self.broker.may_broadcast(from.id).await? {
             return Err(RegistryError::BroadcastDenied);
         }
-        self.broker.broadcast(from, message).await
+        self.check_member(from.id, &room).await?;
+        self.broker.broadcast(from, room, message).await
     }
 
-    /// Removes `peer`'s session; its stream ends and the others hear `user_left`.
+    /// Removes `peer`'s session; its stream ends and the members of its rooms hear
+    /// `user_left`.
     ///
     /// # Errors
     /// `Unavailable`.
@@ -274,8 +362,8 @@ impl Hub {
     }
 
     /// Tells the others about sessions the reaper removed here.
-    pub(crate) fn expired(&self, peers: Vec<Peer>) {
-        self.broker.expired(peers);
+    pub(crate) fn expired(&self, departed: Vec<Departure>) {
+        self.broker.expired(departed);
     }
 }
 
@@ -320,7 +408,13 @@ impl Hub {
         to: &Target,
         message: Box<RawValue>,
     ) -> Result<Published, RegistryError> {
-        let addressed = |to, message| Event::ServerMessage(ServerMessage { to, message });
+        let addressed = |to, message| {
+            Event::ServerMessage(ServerMessage {
+                to,
+                room: None,
+                message,
+            })
+        };
         match to {
             Target::Session(id) => {
                 self.deliver_event(*id, addressed(Scope::Session, message))
@@ -344,8 +438,15 @@ impl Hub {
                 }
                 Ok(published)
             }
+            Target::Room(room) => {
+                let recipients = self.broker.announce(message, Some(room.clone())).await?;
+                Ok(Published {
+                    recipients,
+                    refused: 0,
+                })
+            }
             Target::Everyone => {
-                let recipients = self.broker.announce(message).await?;
+                let recipients = self.broker.announce(message, None).await?;
                 Ok(Published {
                     recipients,
                     refused: 0,
@@ -354,8 +455,8 @@ impl Hub {
         }
     }
 
-    /// Ends the sessions `target` names, as if each had left: its stream closes and the others
-    /// hear `user_left`. Returns how many there were.
+    /// Ends the sessions `target` names, as if each had left: its stream closes and the members
+    /// of its rooms hear `user_left`. Returns how many there were.
     ///
     /// # Errors
     /// `UnknownSession` for a session that is not registered; `Unavailable`.
@@ -367,6 +468,7 @@ impl Hub {
                     .ok_or(RegistryError::UnknownSession(*id))?,
             ],
             Target::User(user) => self.sessions_of(user).await?,
+            Target::Room(room) => self.room_members(room).await?,
             Target::Everyone => self.list().await?,
         };
         for peer in &peers {

@@ -15,13 +15,14 @@ fn hub() -> Hub {
         max_sessions: 100,
         ..Settings::small()
     };
-    Hub::local(Registry::new(settings, Arc::new(Metrics::default())), true)
+    let registry = Registry::new(settings, Arc::new(Metrics::default()));
+    Hub::local(registry, HubSettings::default())
 }
 
 async fn join(hub: &Hub, name: &str) -> Peer {
     let joining = DisplayName::parse(name).unwrap().into();
     let (peer, _) = hub
-        .register(joining, AddressGuard::unlimited())
+        .register(joining, vec![RoomName::lobby()], AddressGuard::unlimited())
         .await
         .unwrap();
     peer

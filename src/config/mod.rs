@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use crate::auth::JoinPolicy;
 use crate::auth::api_key::ApiKey;
 use crate::auth::jwt::{JwtChecks, JwtKeyFile, Verifier};
+use crate::backplane::HubSettings;
 use crate::limits::{
     AddressCap, AttachRates, AttachSettings, LimitKind, Limits, Rate, RateLimits, RateSettings,
     default_connection_share, default_per_address,
@@ -20,9 +21,11 @@ use crate::metrics::Metrics;
 use crate::registry::event::ENVELOPE_OVERHEAD;
 
 mod parse;
+mod rooms;
 
 pub use parse::{parse_listen, parse_log_filter};
 use parse::{parse_origin, parse_proxy};
+pub use rooms::{DirectMessages, RoomFlags};
 
 /// File descriptors kept back from the stream limit for the listener, the runtime, static files
 /// and short-lived API requests, so that a full house of streams still leaves room to answer 503.
@@ -208,6 +211,10 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_PRESENCE", default_value_t = true, action = clap::ArgAction::Set)]
     pub presence: bool,
 
+    /// The room flags (`--room-presence-limit`, `--allow-rooms`, ...).
+    #[command(flatten)]
+    pub rooms: RoomFlags,
+
     /// Serve the web client at `/` from this directory instead of the copy built into the
     /// binary (for working on the page without rebuilding).
     #[arg(long, env = "SWITCHBOARD_PUBLIC_DIR")]
@@ -311,6 +318,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             presence: true,
+            rooms: RoomFlags::default(),
             public_dir: None,
             drain_window: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
@@ -450,6 +458,11 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// What the hub decides: presence, and who may be in which room and message whom.
+    pub fn hub_settings(&self) -> HubSettings {
+        self.rooms.hub_settings(self.presence)
     }
 
     /// The server API's key, when `--api-key-file` enables the API.

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use tracing_subscriber::EnvFilter;
 
 use super::LogFormat;
+use crate::identity::RoomPattern;
 
 /// `--listen`: what people type. A port alone stays on the loopback address, so exposing the
 /// server is always written out (`0.0.0.0:4000`); a host name is resolved once, preferring
@@ -103,4 +104,12 @@ pub(super) fn parse_origin(text: &str) -> Result<String, String> {
         ));
     }
     Ok(origin.to_owned())
+}
+
+/// A room name or `prefix*` pattern of `--allow-rooms`.
+///
+/// # Errors
+/// The room rule the pattern breaks.
+pub(crate) fn parse_room_pattern(raw: &str) -> Result<RoomPattern, String> {
+    RoomPattern::parse(raw.trim()).map_err(|err| format!("a room pattern {err}"))
 }

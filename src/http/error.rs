@@ -15,6 +15,7 @@ use warp::reject::Reject;
 use warp::reply::{Reply, Response};
 
 use crate::auth::AuthError;
+use crate::identity::RoomError;
 use crate::limits::Limited;
 use crate::registry::RegistryError;
 
@@ -45,17 +46,22 @@ macro_rules! error_codes {
 error_codes! {
     InvalidBody => "invalid_body",
     InvalidName => "invalid_name",
+    InvalidRoom => "invalid_room",
     InvalidLastEventId => "invalid_last_event_id",
     InvalidQuery => "invalid_query",
     InvalidIdempotencyKey => "invalid_idempotency_key",
     IdempotencyKeyReused => "idempotency_key_reused",
     Unauthorized => "unauthorized",
     Forbidden => "forbidden",
+    RoomForbidden => "room_forbidden",
+    NotAMember => "not_a_member",
+    NoSharedRoom => "no_shared_room",
     UnknownSession => "unknown_session",
     UnknownRecipient => "unknown_recipient",
     NotFound => "not_found",
     MethodNotAllowed => "method_not_allowed",
     RequestTimeout => "request_timeout",
+    SessionRoomLimit => "session_room_limit",
     LengthRequired => "length_required",
     PayloadTooLarge => "payload_too_large",
     UnsupportedMediaType => "unsupported_media_type",
@@ -64,6 +70,7 @@ error_codes! {
     Internal => "internal",
     SessionLimit => "session_limit",
     StreamLimit => "stream_limit",
+    RoomLimit => "room_limit",
     BackplaneUnavailable => "backplane_unavailable",
 }
 
@@ -122,6 +129,16 @@ impl ApiError {
         }
     }
 
+    /// 400 `invalid_room`: `what` breaks the room rule.
+    pub(crate) fn invalid_room(what: &str, broken: RoomError) -> Self {
+        Self::bad_request(ErrorCode::InvalidRoom, format!("{what} {broken}"))
+    }
+
+    /// The same error with another status (the one code answers differently by route).
+    pub(crate) fn with_status(self, status: StatusCode) -> Self {
+        ApiError { status, ..self }
+    }
+
     /// 404 for a session id that is not registered (or not even a session id).
     pub(crate) fn unknown_session(id: impl Display) -> Self {
         Self::new(
@@ -167,6 +184,25 @@ impl From<RegistryError> for ApiError {
             RegistryError::BroadcastDenied => {
                 ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
             }
+            RegistryError::RoomForbidden(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::RoomForbidden, message)
+            }
+            RegistryError::NotAMember(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::NotAMember, message)
+            }
+            RegistryError::NoSharedRoom => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::NoSharedRoom, message)
+            }
+            // Waiting does not help: the session must leave a room first.
+            RegistryError::SessionRoomLimit(_) => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::SessionRoomLimit, message)
+            }
+            // Rooms close as their members leave; a full house of them says when to retry.
+            RegistryError::RoomLimit(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::RoomLimit,
+                message,
+            ),
             RegistryError::MailboxFull { retry_after } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 ErrorCode::MailboxFull,

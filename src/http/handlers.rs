@@ -1,5 +1,6 @@
 //! One function per route: typed input in, a reply or an [`ApiError`] out.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -10,18 +11,21 @@ use warp::reply::{Reply, Response};
 use super::context::Context;
 use super::error::{ApiError, ErrorCode};
 use super::filters::{StreamParams, header_text};
+use super::listing::{self, Lister};
 use super::message::Message;
-use super::{listing, sse};
+use super::sse;
 use crate::backplane::{Hub, PageQuery};
-use crate::identity::{DisplayName, NameError, SessionId, Token, check_user};
+use crate::identity::{DisplayName, NameError, RoomName, SessionId, Token, check_user};
 use crate::registry::sent::MAX_KEY_LEN;
 use crate::registry::{Joining, Peer, RegistryError, SendKey};
 
 /// The body of `POST /helo`. `name` is required by an open server; with `--auth jwt` the
-/// token's `name` claim names the session and a `name` sent here is ignored.
+/// token's `name` claim names the session and a `name` sent here is ignored. `rooms` absent
+/// means `["lobby"]`; empty, no room (direct messages only).
 #[derive(Deserialize)]
 pub(crate) struct HeloRequest {
     name: Option<String>,
+    rooms: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -29,6 +33,7 @@ struct HeloResponse<'a> {
     id: SessionId,
     token: String,
     name: &'a str,
+    rooms: &'a [RoomName],
 }
 
 /// `POST /helo`: register, 201 with the id and the token (the only time it is revealed).
@@ -41,6 +46,22 @@ pub(crate) async fn helo(
     body: HeloRequest,
 ) -> Result<Response, ApiError> {
     let place = context.limits.join(client)?;
+    let rooms = match body.rooms {
+        None => vec![RoomName::lobby()],
+        Some(rooms) => rooms
+            .iter()
+            .enumerate()
+            .map(|(n, room)| {
+                RoomName::parse(room)
+                    .map_err(|e| ApiError::invalid_room(&format!("`rooms[{n}]`"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let rooms: Vec<RoomName> = rooms
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let joining = match context.join.admit(credential.as_deref())? {
         None => {
             let name = body.name.ok_or_else(|| {
@@ -58,18 +79,20 @@ pub(crate) async fn helo(
                 name,
                 user: Some(claims.sub),
                 may_broadcast: claims.broadcast,
+                may_join: Some(claims.rooms),
             }
         }
     };
     let (peer, token) = context
         .hub
-        .register(joining, place)
+        .register(joining, rooms.clone(), place)
         .await
         .map_err(|err| full_house(err, context.session_ttl))?;
     let body = HeloResponse {
         id: peer.id,
         token: token.reveal(),
         name: peer.name.as_str(),
+        rooms: &rooms,
     };
     Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response())
 }
@@ -185,6 +208,8 @@ pub(crate) async fn post_response(
 #[derive(Deserialize)]
 pub(crate) struct BroadcastRequest {
     message: Message,
+    /// The room to broadcast into; absent: `lobby`.
+    room: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -192,25 +217,31 @@ struct BroadcastAccepted {
     recipients: usize,
 }
 
-/// `POST /broadcast`: one message to every other session.
+/// `POST /broadcast`: one message to every other member of a room the sender is in.
 pub(crate) async fn post_broadcast(
     context: Context,
     from: Peer,
     body: BroadcastRequest,
 ) -> Result<Response, ApiError> {
+    let room = match body.room {
+        None => RoomName::lobby(),
+        Some(room) => RoomName::parse(&room).map_err(|e| ApiError::invalid_room("`room`", e))?,
+    };
     context.limits.message(&from.id, body.message.get().len())?;
     let recipients = context
         .hub
-        .broadcast(&from, body.message.into_inner())
+        .broadcast(&from, room, body.message.into_inner())
         .await?;
     Ok(accepted(&BroadcastAccepted { recipients }))
 }
 
 /// A registry error as an answer; a full house (503) says when a place may be free again.
-fn full_house(err: RegistryError, retry: Duration) -> ApiError {
+pub(crate) fn full_house(err: RegistryError, retry: Duration) -> ApiError {
     let full = matches!(
         err,
-        RegistryError::SessionLimit(_) | RegistryError::StreamLimit(_)
+        RegistryError::SessionLimit(_)
+            | RegistryError::StreamLimit(_)
+            | RegistryError::RoomLimit(_)
     );
     let error = ApiError::from(err);
     if full {
@@ -230,18 +261,22 @@ pub(crate) async fn delete_session(hub: Hub, peer: Peer) -> Result<Response, Api
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /clients`: one page of the sessions, for a session or the backend.
+/// `GET /clients`: one page of the sessions: for a session, those it shares a room with
+/// (itself included); for the backend, all.
 pub(crate) async fn list_clients(
     context: Context,
     client: IpAddr,
     credential: Option<String>,
     query: PageQuery,
 ) -> Result<Response, ApiError> {
-    if !listing::may_list(&context, credential.as_deref()).await? {
-        // Each listing walks every session; the backend's are not counted.
-        context.limits.list(client)?;
-    }
-    let page = context.hub.page(&query).await?;
+    let page = match listing::lister(&context, credential.as_deref()).await? {
+        Lister::Backend => context.hub.page(&query).await?,
+        Lister::Session(peer) => {
+            // Each listing walks the caller's rooms; the backend's are not counted.
+            context.limits.list(client)?;
+            context.hub.page_for(peer.id, &query).await?
+        }
+    };
     Ok(listing::page_reply("/clients", &query, &page))
 }
 

@@ -10,6 +10,7 @@ use super::context::Context;
 use super::error::{ApiError, ErrorCode};
 use crate::backplane::{Page, PageQuery};
 use crate::identity::{SessionId, Token};
+use crate::registry::Peer;
 
 /// Most sessions one page lists, and the default.
 pub(crate) const MAX_PAGE: usize = 1000;
@@ -73,12 +74,22 @@ pub(crate) fn page_reply(path: &str, query: &PageQuery, page: &Page) -> Response
     response
 }
 
-/// Who may list sessions on `GET /clients`: a session (its token) or the backend (the key).
-/// `true` for the backend, whose listings are not metered.
-pub(crate) async fn may_list(
+/// Who lists sessions (`GET /clients`, `GET /rooms/{room}/members`).
+pub(crate) enum Lister {
+    /// The app's backend (the API key): sees everyone, and is not metered.
+    Backend,
+    /// A session (its token): sees the rooms it is in.
+    Session(Peer),
+}
+
+/// Who is listing: a session (its token) or the backend (the key).
+///
+/// # Errors
+/// 401 without a credential, or with one that is neither.
+pub(crate) async fn lister(
     context: &Context,
     credential: Option<&str>,
-) -> Result<bool, ApiError> {
+) -> Result<Lister, ApiError> {
     let credential = credential.ok_or_else(|| {
         ApiError::unauthorized(
             "listing sessions needs Authorization: Bearer <session token or API key>",
@@ -89,10 +100,9 @@ pub(crate) async fn may_list(
         .as_ref()
         .is_some_and(|key| key.matches(credential))
     {
-        return Ok(true);
+        return Ok(Lister::Backend);
     }
     let token =
         Token::parse(credential).ok_or_else(|| ApiError::unauthorized("malformed token"))?;
-    context.hub.authenticate(&token).await?;
-    Ok(false)
+    Ok(Lister::Session(context.hub.authenticate(&token).await?))
 }

@@ -7,7 +7,8 @@
 //! - `context`: what every handler is given ([`Context`], [`StreamSettings`], `PeerAddr`).
 //! - `filters`: extract and validate a request's parts; `message`: a client's `message` body.
 //! - `handlers`: one function per client route, calling the hub; `server_api`: the app
-//!   backend's routes (`/api/*`); `listing`: the paged session list both serve.
+//!   backend's routes (`/api/*`); `listing`: the paged session list both serve; `rooms`: the
+//!   room routes of both.
 //! - `sse`: the stream wire format; `lean`: stream connections served without hyper;
 //!   `takeover`: a keep-alive connection handed from hyper to `lean`.
 //! - `error`: every failure as JSON (its [`error::ErrorCode`] is public, so tests can hold the
@@ -26,6 +27,7 @@ mod listing;
 mod message;
 mod page;
 mod redact;
+mod rooms;
 mod route_table;
 pub(crate) mod server;
 mod server_api;
@@ -133,8 +135,25 @@ pub fn routes(
     let delete = warp::path!("session")
         .and(warp::delete())
         .and(with_hub(hub.clone()))
-        .and(authenticated)
+        .and(authenticated.clone())
         .then(handlers::delete_session);
+    let join_room = warp::path!("session" / "rooms" / String)
+        .and(warp::put())
+        .and(with_context())
+        .and(authenticated.clone())
+        .then(rooms::join);
+    let leave_room = warp::path!("session" / "rooms" / String)
+        .and(warp::delete())
+        .and(with_context())
+        .and(authenticated)
+        .then(rooms::leave);
+    let room_members = warp::path!("rooms" / String / "members")
+        .and(get_or_head())
+        .and(with_context())
+        .and(client_address(Arc::clone(&limits)))
+        .and(bearer_credential())
+        .and(listing::page_query())
+        .then(rooms::members);
     let clients = warp::path!("clients")
         .and(get_or_head())
         .and(with_context())
@@ -180,9 +199,15 @@ pub fn routes(
         .unify()
         .or(delete)
         .unify()
+        .or(join_room)
+        .unify()
+        .or(leave_room)
+        .unify()
         // Boxed halfway: the chain's type grows with every route, and with it compile time.
         .boxed()
         .or(clients)
+        .unify()
+        .or(room_members)
         .unify()
         .or(server_api)
         .unify()

@@ -13,13 +13,13 @@ pub const ROUTES: &[(&str, &str, &[u16])] = &[
     (
         "POST",
         "/helo",
-        &[201, 400, 401, 408, 411, 413, 415, 429, 503],
+        &[201, 400, 401, 403, 408, 409, 411, 413, 415, 429, 503],
     ),
     ("GET", "/events/{id}", &[200, 400, 401, 404, 429, 503]),
     (
         "POST",
         "/response",
-        &[202, 400, 401, 404, 408, 411, 413, 415, 422, 429, 503],
+        &[202, 400, 401, 403, 404, 408, 411, 413, 415, 422, 429, 503],
     ),
     (
         "POST",
@@ -27,10 +27,37 @@ pub const ROUTES: &[(&str, &str, &[u16])] = &[
         &[202, 400, 401, 403, 408, 411, 413, 415, 429, 503],
     ),
     ("DELETE", "/session", &[204, 401, 503]),
+    (
+        "PUT",
+        "/session/rooms/{room}",
+        &[200, 400, 401, 403, 409, 503],
+    ),
+    (
+        "DELETE",
+        "/session/rooms/{room}",
+        &[204, 400, 401, 404, 503],
+    ),
     ("GET", "/clients", &[200, 400, 401, 429, 503]),
+    (
+        "GET",
+        "/rooms/{room}/members",
+        &[200, 400, 401, 403, 429, 503],
+    ),
     ("POST", "/api/publish", &[202, 400, 401, 404, 429, 503]),
     ("POST", "/api/disconnect", &[200, 400, 401, 404, 503]),
     ("GET", "/api/sessions", &[200, 400, 401, 503]),
+    ("GET", "/api/rooms", &[200, 400, 401, 503]),
+    ("GET", "/api/rooms/{room}/members", &[200, 400, 401, 503]),
+    (
+        "PUT",
+        "/api/rooms/{room}/members",
+        &[200, 400, 401, 404, 409, 503],
+    ),
+    (
+        "DELETE",
+        "/api/rooms/{room}/members",
+        &[200, 400, 401, 404, 503],
+    ),
     ("GET", "/healthz", &[200, 503]),
     ("GET", "/readyz", &[200, 503]),
     ("GET", "/metrics", &[200]),
@@ -79,15 +106,28 @@ pub(crate) fn allowed_methods(path: &str) -> String {
     methods.join(", ")
 }
 
-/// The route template a concrete path belongs to, for metrics labels.
+/// The route template a concrete path belongs to, for metrics labels: a `{...}` segment of a
+/// template matches any one non-empty segment.
 pub(crate) fn route_of(path: &str) -> &'static str {
+    let matches = |template: &str| {
+        let (mut want, mut got) = (template.split('/'), path.split('/'));
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w.starts_with('{') => {
+                    if g.is_empty() {
+                        return false;
+                    }
+                }
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    };
     ROUTES
         .iter()
         .map(|&(_, template, _)| template)
-        .find(|template| match template.strip_suffix("{id}") {
-            Some(prefix) => path.starts_with(prefix) && !path[prefix.len()..].contains('/'),
-            None => *template == path,
-        })
+        .find(|template| matches(template))
         .unwrap_or(STATIC)
 }
 
@@ -100,6 +140,15 @@ mod tests {
         assert_eq!(route_of("/helo"), "/helo");
         assert_eq!(route_of("/events/abc"), "/events/{id}");
         assert_eq!(route_of("/events/abc/def"), "static");
+        assert_eq!(route_of("/events/"), "static");
+        assert_eq!(route_of("/session/rooms/dev"), "/session/rooms/{room}");
+        assert_eq!(route_of("/rooms/dev/members"), "/rooms/{room}/members");
+        assert_eq!(route_of("/api/rooms"), "/api/rooms");
+        assert_eq!(
+            route_of("/api/rooms/dev/members"),
+            "/api/rooms/{room}/members"
+        );
+        assert_eq!(route_of("/session"), "/session");
         assert_eq!(route_of("/app.js"), "static");
     }
 }

@@ -1,6 +1,7 @@
 //! The server API for the app's backend (`/api/*`, enabled by `--api-key-file`). The
 //! operations themselves are the hub's ([`crate::backplane::Target`]); this file checks the key
-//! and reads and writes JSON. Its session list is `listing`'s, shared with `GET /clients`.
+//! and reads and writes JSON. Its session list is `listing`'s, shared with `GET /clients`; its
+//! room routes are `rooms`'s.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,12 +17,14 @@ use super::error::ApiError;
 use super::filters::{bearer_credential, json_body};
 use super::listing::{page_query, page_reply};
 use super::message::Message;
+use super::rooms;
 use crate::auth::api_key::ApiKey;
 use crate::backplane::{PageQuery, Target};
 use crate::registry::RegistryError;
 
-/// `/api/publish`, `/api/disconnect` and `/api/sessions`, each behind the key. Boxed: one
-/// type for the three, so the whole API's filter type stays small enough to compile quickly.
+/// `/api/publish`, `/api/disconnect`, `/api/sessions` and `/api/rooms...`, each behind the
+/// key. Boxed: one type for all, so the whole API's filter type stays small enough to compile
+/// quickly.
 pub(crate) fn routes(
     key: Option<Arc<ApiKey>>,
     with_context: impl Filter<Extract = (Context,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -42,11 +45,49 @@ pub(crate) fn routes(
         .then(disconnect);
     let sessions = warp::path!("api" / "sessions")
         .and(warp::get().or(warp::head()).unify())
-        .and(key)
-        .and(with_context)
+        .and(key.clone())
+        .and(with_context.clone())
         .and(page_query())
         .then(sessions);
-    publish.or(disconnect).unify().or(sessions).unify().boxed()
+    let rooms = warp::path!("api" / "rooms")
+        .and(warp::get().or(warp::head()).unify())
+        .and(key.clone())
+        .and(with_context.clone())
+        .and(rooms::room_query())
+        .then(rooms::api_rooms);
+    let members = warp::path!("api" / "rooms" / String / "members");
+    let list_members = members
+        .and(warp::get().or(warp::head()).unify())
+        .and(key.clone())
+        .and(with_context.clone())
+        .and(page_query())
+        .then(rooms::api_members);
+    let put_members = members
+        .and(warp::put())
+        .and(key.clone())
+        .and(with_context.clone())
+        .and(json_body(max_body))
+        .then(rooms::api_join);
+    let delete_members = members
+        .and(warp::delete())
+        .and(key)
+        .and(with_context)
+        .and(json_body(max_body))
+        .then(rooms::api_leave);
+    publish
+        .or(disconnect)
+        .unify()
+        .or(sessions)
+        .unify()
+        .or(rooms)
+        .unify()
+        .or(list_members)
+        .unify()
+        .or(put_members)
+        .unify()
+        .or(delete_members)
+        .unify()
+        .boxed()
 }
 
 /// Passes requests bearing the API key. Without `--api-key-file` the API does not exist (404),
@@ -87,7 +128,8 @@ struct PublishAccepted {
     refused: usize,
 }
 
-/// `POST /api/publish`: a `server_message` to a session, a user's sessions, or everyone.
+/// `POST /api/publish`: a `server_message` to a session, a user's sessions, a room's members,
+/// or everyone.
 pub(crate) async fn publish(context: Context, body: PublishRequest) -> Result<Response, ApiError> {
     let published = context
         .hub

@@ -84,6 +84,9 @@ fn kind(event: &Event) -> EventKind {
         Event::UserLeft(_) => EventKind::UserLeft,
         Event::ServerMessage(_) => EventKind::ServerMessage,
         Event::Lagged(_) => EventKind::Lagged,
+        Event::Joined(_) => EventKind::Joined,
+        Event::Left(_) => EventKind::Left,
+        Event::RoomCount(_) => EventKind::RoomCount,
     }
 }
 
@@ -368,6 +371,7 @@ mod tests {
     fn multi_line_messages_become_several_data_lines() {
         let id = SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
         let event = Event::ClientBroadcast(Broadcast {
+            room: crate::identity::RoomName::lobby(),
             from: id,
             from_name: DisplayName::parse("ann").unwrap(),
             message: RawValue::from_string("{\r\n\"a\": 1\n}".into()).unwrap(),
@@ -376,7 +380,7 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&frame).unwrap(),
             "event: client_broadcast\n\
-             data: {\"from\":\"67e55044-10b1-426f-9247-bb680e5fe0c8\",\"from_name\":\"ann\",\"message\":{\n\
+             data: {\"from\":\"67e55044-10b1-426f-9247-bb680e5fe0c8\",\"from_name\":\"ann\",\"room\":\"lobby\",\"message\":{\n\
              data: \"a\": 1\n\
              data: }}\n\n"
         );

@@ -7,13 +7,17 @@
 //! - `token`: [`Token`] (`<id>.<secret>`, handed out once) and [`TokenHash`] (what is stored).
 //! - `name`: [`DisplayName`] and the rule for text shown to other people, which a join token's
 //!   `sub` ([`check_user`]) is held to as well; [`NameError`] says which part was broken.
+//! - `room`: [`RoomName`] and its rule, and the [`RoomPatterns`] that say which rooms a
+//!   session may be in (the JWT `rooms` claim, `--allow-rooms`).
 //!
 //! Nothing here knows HTTP: the edge hands in strings and picks the status codes.
 
 mod id;
 mod name;
+mod room;
 mod token;
 
 pub use id::SessionId;
 pub use name::{DisplayName, NameError, check_user};
+pub use room::{RoomError, RoomName, RoomPattern, RoomPatterns};
 pub use token::{Token, TokenHash};

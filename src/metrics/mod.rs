@@ -81,11 +81,14 @@ pub enum EventKind {
     UserLeft,
     ServerMessage,
     Lagged,
+    Joined,
+    Left,
+    RoomCount,
 }
 
 impl EventKind {
     /// Every kind, in label order.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Ready,
         EventKind::NewUser,
         EventKind::ClientResponse,
@@ -93,6 +96,9 @@ impl EventKind {
         EventKind::UserLeft,
         EventKind::ServerMessage,
         EventKind::Lagged,
+        EventKind::Joined,
+        EventKind::Left,
+        EventKind::RoomCount,
     ];
 
     /// The `event` label: the event's name on the wire.
@@ -105,6 +111,9 @@ impl EventKind {
             EventKind::UserLeft => "user_left",
             EventKind::ServerMessage => "server_message",
             EventKind::Lagged => "lagged",
+            EventKind::Joined => "joined",
+            EventKind::Left => "left",
+            EventKind::RoomCount => "room_count",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! recipient, with a slot where the edge caches the encoded frame, so a broadcast to 10,000
 //! streams is serialised once, not 10,000 times.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::identity::{DisplayName, SessionId};
+use crate::identity::{DisplayName, RoomName, SessionId};
 
 /// Per-session event number; strictly increasing within one session, starting at 1.
 pub type EventId = u64;
@@ -28,12 +29,60 @@ pub struct Peer {
     pub user: Option<String>,
 }
 
-/// Data of `ready`: who you are and who else is here.
+/// Data of `new_user` and `user_left`: who joined or left, and which room. A session that
+/// shares two rooms with them hears it once per room.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Member {
+    #[serde(flatten)]
+    pub peer: Peer,
+    /// Events kept from before rooms existed (a state file, an older peer) were the lobby's.
+    #[serde(default = "RoomName::lobby")]
+    pub room: RoomName,
+}
+
+/// Who is in one room, as `ready` and `joined` tell it: the members, or only how many there
+/// are when the room is above the presence limit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Roster {
+    /// The other members.
+    Listed(Vec<Peer>),
+    /// Every member, the session included.
+    Counted { members: usize },
+}
+
+/// Data of `ready`: who you are, who else is in your rooms (each once, in `clients`), and
+/// each of your rooms' roster (`rooms`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ready {
     pub id: SessionId,
     pub name: DisplayName,
     pub clients: Vec<Peer>,
+    #[serde(default)]
+    pub rooms: BTreeMap<RoomName, Roster>,
+}
+
+/// Data of `joined`: the session is now in `room`. `clients` lists the other members, left
+/// out for a room above the presence limit; `members` counts them all, the session included.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Joined {
+    pub room: RoomName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Vec<Peer>>,
+    pub members: usize,
+}
+
+/// Data of `left`: the session is no longer in `room`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Left {
+    pub room: RoomName,
+}
+
+/// Data of `room_count`: how many members a room above the presence limit has now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RoomCount {
+    pub room: RoomName,
+    pub members: usize,
 }
 
 /// Data of a direct message (`client_response` on the wire).
@@ -45,11 +94,14 @@ pub struct Direct {
     pub message: Box<RawValue>,
 }
 
-/// Data of `client_broadcast`: a message to everyone but the sender.
+/// Data of `client_broadcast`: a message to every member of a room but the sender.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Broadcast {
     pub from: SessionId,
     pub from_name: DisplayName,
+    /// After `message` on the wire would need a buffer; before it keeps the raw JSON as is.
+    #[serde(default = "RoomName::lobby")]
+    pub room: RoomName,
     pub message: Box<RawValue>,
 }
 
@@ -61,6 +113,8 @@ pub enum Scope {
     Session,
     /// Every session of this session's user (the join token's `sub`).
     User,
+    /// Every member of a room (named beside it).
+    Room,
     /// Every session.
     Everyone,
 }
@@ -69,6 +123,9 @@ pub enum Scope {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServerMessage {
     pub to: Scope,
+    /// The room, when `to` is [`Scope::Room`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomName>,
     pub message: Box<RawValue>,
 }
 
@@ -76,7 +133,7 @@ impl ServerMessage {
     /// Whether it was addressed to someone in particular: such a message is kept like a direct
     /// message (never evicted unread), one to everyone like a broadcast.
     pub fn is_addressed(&self) -> bool {
-        self.to != Scope::Everyone
+        matches!(self.to, Scope::Session | Scope::User)
     }
 }
 
@@ -96,14 +153,17 @@ pub struct Lagged {
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum Event {
     Ready(Ready),
-    NewUser(Peer),
+    NewUser(Member),
     /// A direct message from one session to another; on the wire `client_response`.
     #[serde(rename = "client_response")]
     Direct(Direct),
     ClientBroadcast(Broadcast),
-    UserLeft(Peer),
+    UserLeft(Member),
     ServerMessage(ServerMessage),
     Lagged(Lagged),
+    Joined(Joined),
+    Left(Left),
+    RoomCount(RoomCount),
 }
 
 impl Event {
@@ -126,12 +186,15 @@ impl Event {
             Event::ClientBroadcast(data) => serde_json::to_string(data),
             Event::ServerMessage(data) => serde_json::to_string(data),
             Event::Lagged(data) => serde_json::to_string(data),
+            Event::Joined(data) => serde_json::to_string(data),
+            Event::Left(data) => serde_json::to_string(data),
+            Event::RoomCount(data) => serde_json::to_string(data),
         };
         json.expect("event data always serialises")
     }
 
     /// Every event name a stream can carry, in the order the docs list them.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 10] = [
         "ready",
         "new_user",
         "client_response",
@@ -139,6 +202,9 @@ impl Event {
         "user_left",
         "server_message",
         "lagged",
+        "joined",
+        "left",
+        "room_count",
     ];
 
     /// Whether this event is addressed to its recipient in particular: a direct message, or a
@@ -162,6 +228,9 @@ impl Event {
             Event::UserLeft(_) => "user_left",
             Event::ServerMessage(_) => "server_message",
             Event::Lagged(_) => "lagged",
+            Event::Joined(_) => "joined",
+            Event::Left(_) => "left",
+            Event::RoomCount(_) => "room_count",
         }
     }
 }

@@ -1,4 +1,6 @@
-//! One event to every session here: a broadcast, or a presence event (the hub decides which).
+//! One event to every session here, or to every member of a room here: a broadcast, or a
+//! presence event (the hub decides which). Whatever the room, fan-outs take the one fan-out
+//! lock, so every mailbox gets them in one order.
 
 use std::sync::Arc;
 
@@ -7,7 +9,14 @@ use serde_json::value::RawValue;
 use super::event::{self, Envelope, Event, Peer};
 use super::session::{Session, Then};
 use super::{Registry, State};
-use crate::identity::SessionId;
+use crate::identity::{RoomName, SessionId};
+
+/// Whom a fan-out reaches: every session here, or the members of one room.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Reach<'a> {
+    Everyone,
+    Room(&'a RoomName),
+}
 
 impl State {
     /// Every session, in their order, shared until the next join or leave (its `audience`).
@@ -20,29 +29,33 @@ impl State {
 }
 
 impl Registry {
-    /// Sends a `client_broadcast` from `from` to every other session here (or only to `only`)
-    /// and returns how many received it. Never waits: a full mailbox makes room or drops it,
-    /// and its reader is told (see [`mailbox`](super::mailbox)).
+    /// Sends a `client_broadcast` from `from` to every other member of `room` here (or only to
+    /// `only`) and returns how many received it. Never waits: a full mailbox makes room or
+    /// drops it, and its reader is told (see [`mailbox`](super::mailbox)).
     pub(crate) fn broadcast(
         &self,
         from: &Peer,
+        room: &RoomName,
         message: Box<RawValue>,
         only: Option<SessionId>,
     ) -> usize {
         let event = Event::ClientBroadcast(event::Broadcast {
             from: from.id,
             from_name: from.name.clone(),
+            room: room.clone(),
             message,
         });
-        self.fan_out(event, Some(from.id), only)
+        self.fan_out(event, Reach::Room(room), Some(from.id), only)
     }
 
-    /// Appends `event` (a broadcast or presence event) to every mailbox here but `except`'s (or
-    /// only to `only`'s, if it is not `except`), making room or dropping it where full; returns
-    /// the count. One envelope is shared by all of them, under one hold of the registry lock.
+    /// Appends `event` (a broadcast or presence event) to every mailbox `to` reaches here but
+    /// `except`'s (or only to `only`'s, if it is reached and not `except`), making room or
+    /// dropping it where full; returns the count. One envelope is shared by all of them, under
+    /// one hold of the registry lock.
     pub(crate) fn fan_out(
         &self,
         event: Event,
+        to: Reach<'_>,
         except: Option<SessionId>,
         only: Option<SessionId>,
     ) -> usize {
@@ -55,9 +68,19 @@ impl Registry {
         let order = self.fan_out_lock();
         let targets: Arc<[Arc<Session>]> = {
             let mut state = self.lock();
-            match only {
-                Some(id) => state.sessions.get(&id).into_iter().cloned().collect(),
-                None => state.audience(),
+            match (only, to) {
+                (Some(id), Reach::Everyone) => {
+                    state.sessions.get(&id).into_iter().cloned().collect()
+                }
+                (Some(id), Reach::Room(room)) => state
+                    .sessions
+                    .get(&id)
+                    .filter(|s| s.lock().rooms.binary_search(room).is_ok())
+                    .into_iter()
+                    .cloned()
+                    .collect(),
+                (None, Reach::Everyone) => state.audience(),
+                (None, Reach::Room(room)) => state.room_audience(room),
             }
         };
         let mut recipients = 0;

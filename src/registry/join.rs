@@ -1,24 +1,27 @@
 //! Who a new session is, as its join decided ([`Joining`]), and what proves it later
 //! ([`Credential`]): the token itself, or only its hash.
 
-use crate::identity::{DisplayName, Token, TokenHash};
+use crate::identity::{DisplayName, RoomPatterns, Token, TokenHash};
 
 /// Who a new session is, as its join decided: the name it goes by, the app's user id when a
-/// join token named one, and whether it may broadcast.
+/// join token named one, whether it may broadcast, and the rooms its token allows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Joining {
     pub name: DisplayName,
     pub user: Option<String>,
     pub may_broadcast: bool,
+    /// The join token's `rooms` (`lobby` alone when it has none); `None` on an open join.
+    pub may_join: Option<RoomPatterns>,
 }
 
-/// An open join: a name, no user id, broadcasting allowed.
+/// An open join: a name, no user id, broadcasting allowed, rooms as the server allows.
 impl From<DisplayName> for Joining {
     fn from(name: DisplayName) -> Self {
         Joining {
             name,
             user: None,
             may_broadcast: true,
+            may_join: None,
         }
     }
 }

@@ -9,7 +9,10 @@
 //! - [`subscription`]: attaching a stream, and the stream's side ([`Subscription`]).
 //! - [`mailbox`]: the bounded, ordered buffer of one session.
 //! - [`event`]: what a stream carries, and the [`Envelope`] shared by recipients.
-//! - `fan_out`: one event to every session here (broadcasts, presence), in one order.
+//! - `error`: what the registry (and the hub above it) refuses, as [`RegistryError`].
+//! - `fan_out`: one event to every session here or every member of a room (broadcasts,
+//!   presence), in one order.
+//! - [`rooms`]: which sessions here are in which room.
 //! - [`snapshot`]: a session as a value ([`Snapshot`]), to move it between instances or keep
 //!   it across a restart.
 //! - [`sent`]: the keys of idempotent sends a session got, so a retry is not delivered twice.
@@ -42,12 +45,14 @@
 //! released; while it is parked, an appender writes to it through a [`writer::Writer`] under the
 //! session's lock (a write that never waits). Waking a stream is a per-attachment [`Notify`].
 
+mod error;
 pub mod event;
 mod fan_out;
 pub mod join;
 pub mod mailbox;
 pub(crate) mod outbox;
 pub mod reaper;
+pub mod rooms;
 pub mod sent;
 pub mod session;
 pub mod snapshot;
@@ -69,45 +74,22 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::identity::{SessionId, Token};
+use crate::identity::{RoomName, SessionId, Token};
 use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
+pub use error::RegistryError;
 pub use event::{Envelope, Event, EventId, Peer};
+pub(crate) use fan_out::Reach;
 use join::Credential;
 pub use join::Joining;
 use mailbox::Mailbox;
+pub use rooms::{Departure, Entered};
 pub use sent::SendKey;
 use sent::Sent;
 pub use session::Closed;
-use session::Session;
-pub use snapshot::{Kept, Snapshot};
+use session::{Rights, Session};
+pub use snapshot::{Homed, Kept, Snapshot};
 pub use subscription::{Pull, Subscription};
-
-/// What the registry refuses, in domain terms; the HTTP edge picks the status codes.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RegistryError {
-    #[error("no session with id {0}")]
-    UnknownSession(SessionId),
-    #[error("no recipient with id {0}")]
-    UnknownRecipient(SessionId),
-    #[error("the token is not valid for this session")]
-    BadToken,
-    #[error("this session may not broadcast (its join token says so)")]
-    BroadcastDenied,
-    #[error("the recipient's mailbox is full; retry later")]
-    MailboxFull { retry_after: Duration },
-    #[error("this Idempotency-Key was sent to this recipient with another message")]
-    KeyReused,
-    #[error("the server holds its maximum of {0} sessions")]
-    SessionLimit(usize),
-    #[error("resume point {asked} is after the newest event of this session, {newest}")]
-    ResumePointAhead { asked: EventId, newest: EventId },
-    #[error("the server holds its maximum of {0} streams")]
-    StreamLimit(usize),
-    /// Raised by the cluster hub, never by the registry itself.
-    #[error("the cluster backplane is unavailable: {0}")]
-    Unavailable(String),
-}
 
 /// Sizes the registry needs; a slice of the server's `Config`.
 #[derive(Clone, Debug)]
@@ -120,6 +102,10 @@ pub struct Settings {
     pub max_streams: usize,
     /// How long a session outlives its last stream.
     pub session_ttl: Duration,
+    /// Most rooms one session may be in at once.
+    pub max_rooms_per_session: usize,
+    /// Most rooms with members at once.
+    pub max_rooms: usize,
 }
 
 #[cfg(test)]
@@ -133,6 +119,8 @@ impl Settings {
             max_sessions: 10,
             max_streams: 10,
             session_ttl: Duration::from_secs(30),
+            max_rooms_per_session: 4,
+            max_rooms: 10,
         }
     }
 }
@@ -184,6 +172,8 @@ struct State {
     expirations: BTreeSet<(Instant, SessionId)>,
     /// Streams attached, counted against `max_streams`.
     attached: usize,
+    /// The rooms with members here (see [`rooms`]).
+    rooms: rooms::Rooms,
 }
 
 impl Registry {
@@ -263,34 +253,39 @@ impl Registry {
         let settings = &self.shared.settings;
         let mailbox = Mailbox::new(settings.mailbox_size, settings.mailbox_bytes);
         let now = Instant::now();
+        let rights = Rights {
+            may_broadcast: joining.may_broadcast,
+            may_join: joining.may_join.map(Arc::new),
+        };
         self.insert(
             peer.clone(),
-            joining.may_broadcast,
+            rights,
             Credential::Token(token.clone()),
             (mailbox, Sent::default()),
             now,
-            Some(place),
+            (Some(place), &[]),
         )?;
         info!(session = %id, name = peer.name.as_str(), "helo");
         Ok((peer, token))
     }
 
     /// Adds a session with `mailbox`, detached since `detached_since`: it is removed one TTL
-    /// after that unless a stream attaches.
+    /// after that unless a stream attaches. It is put into `rooms` at once (a session restored
+    /// or arriving from another instance), with no room limit checked.
     fn insert(
         &self,
         peer: Peer,
-        may_broadcast: bool,
+        rights: Rights,
         token: Credential,
         (mailbox, sent): (Mailbox, Sent),
         detached_since: Instant,
-        place: Option<AddressGuard>,
+        (place, rooms): (Option<AddressGuard>, &[RoomName]),
     ) -> Result<(), RegistryError> {
         let settings = &self.shared.settings;
         let id = peer.id;
         let session = Arc::new(Session::new(
             peer,
-            may_broadcast,
+            rights,
             token,
             (mailbox, sent),
             detached_since,
@@ -300,6 +295,7 @@ impl Registry {
         if state.sessions.len() >= settings.max_sessions {
             return Err(RegistryError::SessionLimit(settings.max_sessions));
         }
+        state.enter(&session, rooms);
         state.sessions.insert(id, session);
         state.audience = None;
         state
@@ -385,37 +381,43 @@ impl Registry {
             })
     }
 
-    /// Removes session `id` and ends its stream; returns it if it was here (and nobody else
-    /// removed it first).
-    pub(crate) fn remove(&self, id: SessionId) -> Option<Peer> {
+    /// Removes session `id` and ends its stream; returns it and its rooms if it was here (and
+    /// nobody else removed it first).
+    pub(crate) fn remove(&self, id: SessionId) -> Option<Departure> {
         let mut state = self.lock();
         let session = state.sessions.get(&id).cloned()?;
-        let removed = self.remove_locked(&mut state, &session, Closed::Removed);
+        let rooms = self.remove_locked(&mut state, &session, Closed::Removed)?;
         drop(state);
-        removed.then(|| {
-            info!(session = %id, "leave");
-            session.peer.clone()
+        info!(session = %id, "leave");
+        Some(Departure {
+            peer: session.peer.clone(),
+            rooms,
         })
     }
 
-    /// Takes `session` out of this registry and ends its stream with `reason`. False when it
-    /// was already gone.
-    fn remove_locked(&self, state: &mut State, session: &Arc<Session>, reason: Closed) -> bool {
-        if state.sessions.swap_remove(&session.peer.id).is_none() {
-            return false; // already gone: a concurrent DELETE or expiry won the race
-        }
+    /// Takes `session` out of this registry and its rooms, and ends its stream with `reason`;
+    /// the rooms it was in. `None` when it was already gone.
+    fn remove_locked(
+        &self,
+        state: &mut State,
+        session: &Arc<Session>,
+        reason: Closed,
+    ) -> Option<Vec<RoomName>> {
+        // Already gone: a concurrent DELETE or expiry won the race.
+        state.sessions.swap_remove(&session.peer.id)?;
         state.audience = None;
+        let rooms = state.exit_all(session);
         if session.close(reason) {
             state.attached -= 1;
         }
         let metrics = &self.shared.metrics;
         metrics.sessions.set(state.sessions.len() as i64);
         metrics.streams.set(state.attached as i64);
-        true
+        Some(rooms)
     }
 
     /// Removes sessions detached for longer than the TTL; returns them and the next deadline.
-    pub(crate) fn expire(&self, now: Instant) -> (Vec<Peer>, Option<Instant>) {
+    pub(crate) fn expire(&self, now: Instant) -> (Vec<Departure>, Option<Instant>) {
         let ttl = self.shared.settings.session_ttl;
         let mut state = self.lock();
         let mut expired = Vec::new();
@@ -430,10 +432,13 @@ impl Registry {
             let detached_since = session.lock().detached_since;
             // Stale entry: the session re-attached, or detached again later.
             if detached_since.is_some_and(|since| since + ttl <= now)
-                && self.remove_locked(&mut state, &session, Closed::Removed)
+                && let Some(rooms) = self.remove_locked(&mut state, &session, Closed::Removed)
             {
                 info!(session = %id, "expire");
-                expired.push(session.peer.clone());
+                expired.push(Departure {
+                    peer: session.peer.clone(),
+                    rooms,
+                });
             }
         }
         (expired, None)

@@ -7,13 +7,13 @@
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::{Peer, Registry};
+use super::{Departure, Registry};
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(
     registry: Registry,
     shutdown: CancellationToken,
-    on_expired: impl Fn(Vec<Peer>) + Send,
+    on_expired: impl Fn(Vec<Departure>) + Send,
 ) {
     loop {
         let (expired, next) = registry.expire(Instant::now());

@@ -16,14 +16,26 @@ use super::join::Credential;
 use super::mailbox::{self, Mailbox};
 use super::sent::{Seen, SendKey, Sent};
 use super::writer::Writer;
+use crate::identity::{RoomName, RoomPatterns};
 use crate::limits::AddressGuard;
 use crate::metrics::{Deliveries, Metrics};
+
+/// What a session may do beyond messaging, as its join decided.
+#[derive(Clone, Debug)]
+pub(crate) struct Rights {
+    pub(crate) may_broadcast: bool,
+    /// The rooms its join token allows; `None` without a claim.
+    pub(crate) may_join: Option<Arc<RoomPatterns>>,
+}
 
 /// One registered client.
 pub(crate) struct Session {
     pub(crate) peer: Peer,
     /// False when its join token said `"broadcast": false`.
     pub(crate) may_broadcast: bool,
+    /// The rooms its join token's `rooms` claim allows; `None`: no claim (the server's
+    /// `--allow-rooms` alone decides).
+    pub(crate) may_join: Option<Arc<RoomPatterns>>,
     pub(crate) token: Credential,
     /// Its place under the per-address session cap, given back when the session is dropped.
     /// `None` for sessions that came from another instance or from the state file.
@@ -45,6 +57,8 @@ pub(crate) struct SessionInner {
     pub(crate) closed: Option<Closed>,
     /// The keyed direct messages it was sent lately.
     pub(crate) sent: Sent,
+    /// The rooms it is in, sorted; changed under the registry lock too (see `rooms`).
+    pub(crate) rooms: Vec<RoomName>,
 }
 
 /// Why a keyed push was refused.
@@ -136,7 +150,7 @@ impl Session {
     /// messages it got.
     pub(crate) fn new(
         peer: Peer,
-        may_broadcast: bool,
+        rights: Rights,
         token: Credential,
         (mailbox, sent): (Mailbox, Sent),
         now: Instant,
@@ -144,7 +158,8 @@ impl Session {
     ) -> Self {
         Session {
             peer,
-            may_broadcast,
+            may_broadcast: rights.may_broadcast,
+            may_join: rights.may_join,
             token,
             _place: place,
             inner: Mutex::new(SessionInner {
@@ -154,6 +169,7 @@ impl Session {
                 detached_since: Some(now),
                 closed: None,
                 sent,
+                rooms: Vec::new(),
             }),
         }
     }

@@ -7,6 +7,7 @@
 //! [`Registry::restore`]). Writing them anywhere is the caller's business. None of these check
 //! a token.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -15,9 +16,9 @@ use super::event::{Envelope, Event, EventId, Peer};
 use super::join::Credential;
 use super::mailbox::Mailbox;
 use super::sent::Sent;
-use super::session::{Closed, Session};
+use super::session::{Closed, Rights, Session, SessionInner};
 use super::{Registry, RegistryError};
-use crate::identity::{SessionId, TokenHash};
+use crate::identity::{RoomName, RoomPatterns, SessionId, TokenHash};
 
 /// A session in transit between instances: who it is and its mailbox, ids included.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -26,6 +27,12 @@ pub struct Snapshot {
     /// Whether the session may broadcast; files and peers from before this field mean yes.
     #[serde(default = "allowed")]
     pub may_broadcast: bool,
+    /// The rooms it is in; files and peers from before rooms had every session in `lobby`.
+    #[serde(default = "in_lobby")]
+    pub rooms: Vec<RoomName>,
+    /// The rooms its join token allows, if it had a `rooms` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_join: Option<RoomPatterns>,
     /// Id of the newest event ever pushed to the mailbox.
     pub last_id: EventId,
     /// Newest id a stream was handed.
@@ -35,6 +42,29 @@ pub struct Snapshot {
     /// The keyed direct messages it got lately, so a retry is not delivered twice after a move.
     #[serde(default, skip_serializing_if = "Sent::is_empty")]
     pub sent: Sent,
+}
+
+/// A session as the cluster's directory holds it: who it is, what it may do, its rooms and
+/// its token's hash.
+#[derive(Debug, Clone)]
+pub struct Homed {
+    pub peer: Peer,
+    pub may_broadcast: bool,
+    pub may_join: Option<RoomPatterns>,
+    pub rooms: Vec<RoomName>,
+    pub token_hash: TokenHash,
+}
+
+impl Homed {
+    fn of(session: &Session) -> Homed {
+        Homed {
+            peer: session.peer.clone(),
+            may_broadcast: session.may_broadcast,
+            may_join: session.may_join.as_deref().cloned(),
+            rooms: session.lock().rooms.clone(),
+            token_hash: session.token.hash(),
+        }
+    }
 }
 
 /// A session kept across a restart: its snapshot, the hash of its token (never the token) and
@@ -59,14 +89,17 @@ impl Registry {
         Some(session.lock().mailbox.newest())
     }
 
-    /// Every session living here, with whether it may broadcast and its token (to re-register
-    /// them after a backplane outage).
-    pub(crate) fn homed(&self) -> Vec<(Peer, bool, TokenHash)> {
-        self.lock()
-            .sessions
-            .values()
-            .map(|s| (s.peer.clone(), s.may_broadcast, s.token.hash()))
-            .collect()
+    /// Every session living here as a directory would write it (to re-register them after a
+    /// backplane outage).
+    pub(crate) fn homed(&self) -> Vec<Homed> {
+        let sessions: Vec<Arc<Session>> = self.lock().sessions.values().cloned().collect();
+        sessions.iter().map(|s| Homed::of(s)).collect()
+    }
+
+    /// Session `id` as a directory would write it, if it lives here.
+    pub(crate) fn homed_one(&self, id: SessionId) -> Option<Homed> {
+        let session = self.lock().sessions.get(&id).cloned()?;
+        Some(Homed::of(&session))
     }
 
     /// Moves session `id` out of this registry: its stream here closes for `reason` (taken over
@@ -80,7 +113,7 @@ impl Registry {
         let session = state.sessions.get(&id).cloned()?;
         let snapshot = {
             let inner = session.lock();
-            Snapshot::of(&session, &inner.mailbox, &inner.sent)
+            Snapshot::of(&session, &inner)
         };
         self.remove_locked(&mut state, &session, reason);
         Some(snapshot)
@@ -113,7 +146,7 @@ impl Registry {
                     .detached_since
                     .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
                 Kept {
-                    snapshot: Snapshot::of(session, &inner.mailbox, &inner.sent),
+                    snapshot: Snapshot::of(session, &inner),
                     token_hash: session.token.hash(),
                     ttl_left: ttl.saturating_sub(detached_for),
                 }
@@ -159,25 +192,32 @@ impl Registry {
                 .map(|(id, event)| (id, Envelope::new(event)))
                 .collect(),
         );
+        let rights = Rights {
+            may_broadcast: snapshot.may_broadcast,
+            may_join: snapshot.may_join.map(Arc::new),
+        };
         self.insert(
             snapshot.peer,
-            snapshot.may_broadcast,
+            rights,
             credential,
             (mailbox, snapshot.sent),
             detached_since,
-            None,
+            (None, &snapshot.rooms),
         )
     }
 }
 
 impl Snapshot {
-    /// `session` with `mailbox` (its own, locked by the caller) as it stands, ids included; the
-    /// mailbox is left as it is.
-    fn of(session: &Session, mailbox: &Mailbox, sent: &Sent) -> Snapshot {
-        let (last_id, delivered, entries) = mailbox.export();
+    /// `session` as it stands (`inner` is its own state, locked by the caller), mailbox ids
+    /// included; the mailbox is left as it is.
+    fn of(session: &Session, inner: &SessionInner) -> Snapshot {
+        let (last_id, delivered, entries) = inner.mailbox.export();
+        let sent = &inner.sent;
         Snapshot {
             peer: session.peer.clone(),
             may_broadcast: session.may_broadcast,
+            rooms: inner.rooms.clone(),
+            may_join: session.may_join.as_deref().cloned(),
             last_id,
             delivered,
             events: entries
@@ -193,4 +233,9 @@ impl Snapshot {
 /// session could broadcast.
 fn allowed() -> bool {
     true
+}
+
+/// What missing `rooms` mean: data from before rooms, when everyone was in one room.
+fn in_lobby() -> Vec<RoomName> {
+    vec![RoomName::lobby()]
 }

@@ -4,7 +4,7 @@
 //! is no longer the current attachment and ends. Dropping a subscription detaches the session
 //! and starts its TTL.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,14 +12,14 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::info;
 
-use super::event::{self, Event, EventId, Peer};
+use super::event::{self, Event, EventId, Peer, Roster};
 #[cfg(test)]
 use super::mailbox::Replay;
 use super::mailbox::{ReplaySink, Replayed};
 use super::session::{Attachment, Closed, Session};
 use super::writer::Writer;
 use super::{Registry, RegistryError};
-use crate::identity::{SessionId, Token};
+use crate::identity::{RoomName, SessionId, Token};
 
 /// What a stream gets when it reads its mailbox: what [`Subscription::pull_into`] handed its
 /// sink, what its writer left to it, nothing new (it is parked now), or the end.
@@ -46,10 +46,12 @@ impl Subscription {
         self.session.peer.id
     }
 
-    /// Sets who else is here in `ready` (empty until the hub fills it: presence is its call).
-    pub(crate) fn set_roster(&mut self, clients: Vec<Peer>) {
+    /// Sets who else is in this session's rooms in `ready` (empty until the hub fills it:
+    /// presence is its call).
+    pub(crate) fn set_roster(&mut self, clients: Vec<Peer>, rooms: BTreeMap<RoomName, Roster>) {
         if let Some(Event::Ready(ready)) = &mut self.ready {
             ready.clients = clients;
+            ready.rooms = rooms;
         }
     }
 
@@ -196,6 +198,7 @@ impl Registry {
                 id,
                 name: session.peer.name.clone(),
                 clients: Vec::new(),
+                rooms: BTreeMap::new(),
             })),
             session,
             generation,

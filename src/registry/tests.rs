@@ -8,7 +8,8 @@ use serde_json::value::RawValue;
 use tokio::time::{Instant, advance};
 
 use super::*;
-use crate::identity::DisplayName;
+use crate::identity::{DisplayName, RoomName};
+use event::Member;
 
 const TTL: Duration = Duration::from_secs(30);
 
@@ -25,13 +26,23 @@ fn registry(mailbox_size: usize, max_sessions: usize, max_streams: usize) -> Reg
     )
 }
 
+/// A new session in the lobby.
 fn join(registry: &Registry, name: &str) -> (Peer, Token) {
-    registry
+    let (peer, token) = registry
         .register(
             DisplayName::parse(name).unwrap().into(),
             AddressGuard::unlimited(),
         )
-        .expect("room for one more")
+        .expect("room for one more");
+    registry.join_rooms(peer.id, &[RoomName::lobby()]).unwrap();
+    (peer, token)
+}
+
+fn member(peer: &Peer) -> Member {
+    Member {
+        peer: peer.clone(),
+        room: RoomName::lobby(),
+    }
 }
 
 fn json(text: &str) -> Box<RawValue> {
@@ -181,7 +192,10 @@ async fn a_detached_session_expires_after_the_ttl_and_not_before() {
 
     advance(Duration::from_secs(1)).await;
     let (expired, next) = registry.expire(Instant::now());
-    assert_eq!(expired.iter().map(|p| p.id).collect::<Vec<_>>(), [ann.id]);
+    assert_eq!(
+        expired.iter().map(|d| d.peer.id).collect::<Vec<_>>(),
+        [ann.id]
+    );
     assert_eq!(next, None);
     assert_eq!(counts(&registry), (0, 0));
 }
@@ -207,7 +221,8 @@ async fn removing_ends_the_stream_and_returns_the_peer_once() {
     let registry = registry(8, 10, 10);
     let (ann, ann_token) = join(&registry, "ann");
     let mut stream = registry.attach(ann.id, &ann_token, None).unwrap();
-    assert_eq!(registry.remove(ann.id).map(|p| p.id), Some(ann.id));
+    let removed = registry.remove(ann.id).map(|d| (d.peer.id, d.rooms));
+    assert_eq!(removed, Some((ann.id, vec![RoomName::lobby()])));
     assert!(registry.remove(ann.id).is_none());
     assert!(matches!(stream.pull(10), Pull::Closed(Closed::Removed)));
     drop(stream);
@@ -221,7 +236,10 @@ async fn fan_out_evicts_the_oldest_and_the_reader_learns_how_many_it_missed() {
     let (bob, _) = join(&registry, "bob");
     let mut stream = registry.attach(ann.id, &ann_token, None).unwrap();
     for n in 0..5 {
-        assert_eq!(registry.broadcast(&bob, json(&n.to_string()), None), 1);
+        assert_eq!(
+            registry.broadcast(&bob, &RoomName::lobby(), json(&n.to_string()), None),
+            1
+        );
     }
     assert_eq!(
         drain(&mut stream),
@@ -243,11 +261,16 @@ async fn presence_and_broadcasts_never_evict_an_accepted_direct_message() {
         let (peer, _) = join(&registry, &format!("peer {n}"));
         let id = peer.id;
         assert_eq!(
-            registry.fan_out(Event::NewUser(peer), Some(id), Some(ann.id)),
+            registry.fan_out(
+                Event::NewUser(member(&peer)),
+                Reach::Everyone,
+                Some(id),
+                Some(ann.id)
+            ),
             1
         );
     }
-    registry.broadcast(&bob, json("\"all\""), None);
+    registry.broadcast(&bob, &RoomName::lobby(), json("\"all\""), None);
     // Direct messages take the broadcasts' slots (104, 105) until they fill the mailbox.
     assert_eq!(registry.deliver(&bob, ann.id, json("3")), Ok(104));
     assert_eq!(registry.deliver(&bob, ann.id, json("4")), Ok(105));
@@ -279,11 +302,20 @@ async fn fan_out_reaches_all_but_one_or_only_one() {
     let (ann, _) = join(&registry, "ann");
     let (bob, _) = join(&registry, "bob");
     join(&registry, "cy");
-    let event = || Event::UserLeft(ann.clone());
-    assert_eq!(registry.fan_out(event(), Some(ann.id), None), 2);
-    assert_eq!(registry.fan_out(event(), None, None), 3);
-    assert_eq!(registry.fan_out(event(), Some(ann.id), Some(bob.id)), 1);
-    assert_eq!(registry.fan_out(event(), Some(ann.id), Some(ann.id)), 0);
+    let event = || Event::UserLeft(member(&ann));
+    assert_eq!(
+        registry.fan_out(event(), Reach::Everyone, Some(ann.id), None),
+        2
+    );
+    assert_eq!(registry.fan_out(event(), Reach::Everyone, None, None), 3);
+    assert_eq!(
+        registry.fan_out(event(), Reach::Everyone, Some(ann.id), Some(bob.id)),
+        1
+    );
+    assert_eq!(
+        registry.fan_out(event(), Reach::Everyone, Some(ann.id), Some(ann.id)),
+        0
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -335,7 +367,8 @@ async fn export_then_import_keeps_the_ids_and_what_was_read() {
     there.import(snapshot, ann_token.clone()).unwrap();
 
     assert!(there.homes(ann.id));
-    assert_eq!(there.homed()[0].0.id, ann.id);
+    assert_eq!(there.homed()[0].peer.id, ann.id);
+    assert_eq!(there.rooms_of(ann.id), Some(vec![RoomName::lobby()]));
     let mut moved = there.attach(ann.id, &ann_token, None).unwrap();
     assert_eq!(drain(&mut moved).1, [(2, "client_response")]);
     assert_eq!(there.deliver(&bob, ann.id, json("3")), Ok(3));

@@ -35,7 +35,7 @@ async fn broadcast_reaches_every_other_session_but_not_the_sender() {
         let event = stream.next_named("client_broadcast").await;
         assert_eq!(
             event.data,
-            json!({"from": ann.id, "from_name": "ann", "message": {"text": "hello all"}})
+            json!({"from": ann.id, "from_name": "ann", "room": "lobby", "message": {"text": "hello all"}})
         );
     }
     // The sender's next event is a later broadcast from someone else, not its own.
@@ -87,7 +87,7 @@ async fn broadcast_sender_comes_from_the_token_never_from_the_body() {
     let event = ann_stream.next_named("client_broadcast").await;
     assert_eq!(
         event.data,
-        json!({"from": mallory.id, "from_name": "mallory", "message": "hi"})
+        json!({"from": mallory.id, "from_name": "mallory", "room": "lobby", "message": "hi"})
     );
 }
 

@@ -16,9 +16,10 @@ async fn helo_returns_201_with_a_uuid_v4_id_a_secret_token_and_the_name() {
     let body = body_json(response).await;
     assert_eq!(
         body.as_object().unwrap().len(),
-        3,
-        "id, token, name: {body}"
+        4,
+        "id, token, name, rooms: {body}"
     );
+    assert_eq!(body["rooms"], json!(["lobby"]));
     assert_eq!(body["name"], "Ada Lovelace");
     let id = uuid::Uuid::parse_str(body["id"].as_str().unwrap()).expect("id is a UUID");
     assert_eq!(id.get_version_num(), 4, "id is a v4 UUID");
@@ -73,13 +74,22 @@ async fn helo_announces_new_user_to_others_only() {
     let bob = app.helo("bob").await;
     let mut ann_stream = app.attach_ready(&ann).await;
     // Bob registered after ann, so ann heard about him while detached.
-    assert_eq!(ann_stream.next_named("new_user").await.data, bob.peer());
+    assert_eq!(
+        ann_stream.next_named("new_user").await.data,
+        bob.member("lobby")
+    );
     let mut bob_stream = app.attach_ready(&bob).await;
 
     let cat = app.helo("cat").await;
 
-    assert_eq!(ann_stream.next_named("new_user").await.data, cat.peer());
-    assert_eq!(bob_stream.next_named("new_user").await.data, cat.peer());
+    assert_eq!(
+        ann_stream.next_named("new_user").await.data,
+        cat.member("lobby")
+    );
+    assert_eq!(
+        bob_stream.next_named("new_user").await.data,
+        cat.member("lobby")
+    );
     // Cat's own stream starts with ready; the first event after it is a broadcast sent later,
     // so no new_user about cat was queued for cat.
     let mut cat_stream = app.attach_ready(&cat).await;

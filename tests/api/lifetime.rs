@@ -25,7 +25,10 @@ async fn a_session_that_never_attaches_expires_after_the_ttl_and_others_hear_use
 
     let registered = Instant::now();
     let bob = app.helo("bob").await;
-    assert_eq!(ann_stream.next_named("new_user").await.data, bob.peer());
+    assert_eq!(
+        ann_stream.next_named("new_user").await.data,
+        bob.member("lobby")
+    );
 
     let left = ann_stream.next_named("user_left").await;
     assert!(
@@ -33,7 +36,7 @@ async fn a_session_that_never_attaches_expires_after_the_ttl_and_others_hear_use
         "left after {:?}",
         registered.elapsed()
     );
-    assert_eq!(left.data, bob.peer());
+    assert_eq!(left.data, bob.member("lobby"));
     assert_eq!(left.id, Some(2));
     assert_eq!(app.client_ids().await, [ann.id.clone()].into());
     // The expired session is gone for every route.
@@ -73,7 +76,7 @@ async fn an_attached_session_does_not_expire_and_its_ttl_starts_when_it_detaches
         let passer = app.helo(&format!("passer {round}")).await;
         ann_stream.expect_new_user(&passer).await;
         let left = ann_stream.next_named("user_left").await;
-        assert_eq!(left.data, passer.peer());
+        assert_eq!(left.data, passer.member("lobby"));
     }
     assert_eq!(app.client_ids().await.len(), 2);
 
@@ -86,7 +89,7 @@ async fn an_attached_session_does_not_expire_and_its_ttl_starts_when_it_detaches
         "left after {:?}",
         detached.elapsed()
     );
-    assert_eq!(left.data, bob.peer());
+    assert_eq!(left.data, bob.member("lobby"));
 }
 
 #[tokio::test]
@@ -109,7 +112,7 @@ async fn reattaching_within_the_ttl_keeps_the_session() {
     let passer = app.helo("passer").await;
     ann_stream.expect_new_user(&passer).await;
     let left = ann_stream.next_named("user_left").await;
-    assert_eq!(left.data, passer.peer());
+    assert_eq!(left.data, passer.member("lobby"));
 
     assert_eq!(app.client_ids().await.len(), 2);
 }
@@ -129,7 +132,7 @@ async fn delete_session_answers_204_closes_its_stream_and_announces_user_left() 
     assert_eq!(body_text(response).await, "");
     bob_stream.expect_end().await;
     let left = ann_stream.next_named("user_left").await;
-    assert_eq!((left.id, left.data), (Some(2), bob.peer()));
+    assert_eq!((left.id, left.data), (Some(2), bob.member("lobby")));
     assert_eq!(app.client_ids().await, [ann.id.clone()].into());
     assert_eq!(app.health().await["streams"], 1);
     // The token is dead now.
@@ -160,6 +163,9 @@ async fn delete_works_for_a_session_that_never_attached() {
         StatusCode::NO_CONTENT
     );
 
-    assert_eq!(ann_stream.next_named("user_left").await.data, bob.peer());
+    assert_eq!(
+        ann_stream.next_named("user_left").await.data,
+        bob.member("lobby")
+    );
     assert_eq!(app.health().await["sessions"], 1);
 }

@@ -16,6 +16,8 @@ mod names;
 mod presence;
 mod replay;
 mod response;
+mod rooms;
+mod rooms_api;
 mod server_api;
 mod session_tokens;
 mod shutdown;

@@ -50,7 +50,10 @@ async fn helo_trims_surrounding_whitespace_and_others_see_the_trimmed_name() {
     let bob = body_json(response).await;
     assert_eq!(bob["name"], "bob");
     let heard = stream.next_named("new_user").await.data;
-    assert_eq!(heard, json!({"id": bob["id"], "name": "bob"}));
+    assert_eq!(
+        heard,
+        json!({"id": bob["id"], "name": "bob", "room": "lobby"})
+    );
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ async fn without_presence_there_are_no_join_or_leave_events_and_the_roster_is_em
     let mut ann_stream = app.attach(&ann, None).await;
     assert_eq!(
         ann_stream.ready().await,
-        json!({"id": ann.id, "name": "ann", "clients": []})
+        json!({"id": ann.id, "name": "ann", "clients": [], "rooms": {"lobby": {"members": 2}}})
     );
 
     // Bob joined before ann attached and cat joins now: ann's first event is still bob's

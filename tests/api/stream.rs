@@ -45,13 +45,14 @@ async fn stream_starts_with_a_retry_line_then_ready_without_an_id() {
     let end = raw.read_until(end, "\n\n").await;
 
     let bob_peer = format!(r#"{{"id":"{}","name":"bob"}}"#, bob.id);
+    let bob_member = format!(r#"{{"id":"{}","name":"bob","room":"lobby"}}"#, bob.id);
     let expected = format!(
         "retry: 1500\n\n\
          event: ready\n\
-         data: {{\"id\":\"{}\",\"name\":\"ann\",\"clients\":[{bob_peer}]}}\n\n\
+         data: {{\"id\":\"{}\",\"name\":\"ann\",\"clients\":[{bob_peer}],\"rooms\":{{\"lobby\":[{bob_peer}]}}}}\n\n\
          id: 1\n\
          event: new_user\n\
-         data: {bob_peer}\n\n",
+         data: {bob_member}\n\n",
         ann.id
     );
     assert_eq!(raw.text[..end], expected);
@@ -80,8 +81,8 @@ async fn ready_names_the_session_and_lists_only_the_others() {
     );
     assert_eq!(
         ready.as_object().unwrap().len(),
-        3,
-        "id, name, clients: {ready}"
+        4,
+        "id, name, clients, rooms: {ready}"
     );
 }
 
@@ -152,7 +153,10 @@ async fn ping_comments_are_not_events() {
     let ann = app.helo("ann").await;
     let bob = app.helo("bob").await;
     let mut stream = app.attach_ready(&ann).await;
-    assert_eq!(stream.next_named("new_user").await.data, bob.peer());
+    assert_eq!(
+        stream.next_named("new_user").await.data,
+        bob.member("lobby")
+    );
 
     // Several heartbeats pass; the parser must see none of them as an event.
     stream

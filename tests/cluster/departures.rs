@@ -33,7 +33,7 @@ async fn delete_on_one_instance_announces_user_left_on_the_others() {
     let left = wen_stream.next().await;
     assert_eq!(
         (left.event.as_str(), &left.data),
-        ("user_left", &xan.peer())
+        ("user_left", &xan.member("lobby"))
     );
     assert!(left.id.is_some());
     let rest = xan_stream.until_end().await;
@@ -60,7 +60,7 @@ async fn a_session_that_expires_on_one_instance_is_announced_as_user_left_on_the
     let after = registered.elapsed();
     assert_eq!(
         (left.event.as_str(), &left.data),
-        ("user_left", &xan.peer())
+        ("user_left", &xan.member("lobby"))
     );
     assert!(
         after >= Duration::from_millis(950),

@@ -26,6 +26,7 @@ mod deploys;
 mod messaging;
 mod proxy;
 mod resume;
+mod rooms;
 mod tokens;
 
 #[path = "../support/mod.rs"]

@@ -98,7 +98,8 @@ async fn broadcast_through_one_instance_reaches_the_others_with_a_single_redis_p
     let before = cluster.redis.publish_calls().await;
     let message = json!({"text": "to everyone", "list": [1, 2]});
     assert_eq!(a.broadcast_ok(&sam, &message).await, 3);
-    let expected = json!({"from": sam.id, "from_name": sam.name, "message": message});
+    let expected =
+        json!({"from": sam.id, "from_name": sam.name, "room": "lobby", "message": message});
     for stream in [&mut bea_stream, &mut cid_stream, &mut cyd_stream] {
         let frame = stream.next().await;
         assert_eq!(frame.event, "client_broadcast", "{}", stream.label);

@@ -83,7 +83,7 @@ async fn reattaching_through_another_instance_after_evictions_reports_lagged_fir
         assert_eq!(frame.id, Some(seen + n), "the same ids as on A");
         assert_eq!(
             frame.data,
-            json!({"from": sam.id, "from_name": sam.name, "message": {"n": n}})
+            json!({"from": sam.id, "from_name": sam.name, "room": "lobby", "message": {"n": n}})
         );
     }
     let marker = json!("marker");

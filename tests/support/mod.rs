@@ -146,11 +146,17 @@ pub trait SessionExt {
     fn peer(&self) -> Value;
     /// `(id, name)`, for set comparisons with [`peer_set`].
     fn key(&self) -> (String, String);
+    /// `{"id", "name", "room"}`, the way `new_user` and `user_left` tell of it in `room`.
+    fn member(&self, room: &str) -> Value;
 }
 
 impl SessionExt for Session {
     fn peer(&self) -> Value {
         json!({"id": self.id, "name": self.name})
+    }
+
+    fn member(&self, room: &str) -> Value {
+        json!({"id": self.id, "name": self.name, "room": room})
     }
 
     fn key(&self) -> (String, String) {

@@ -153,6 +153,45 @@ impl Endpoint {
         session
     }
 
+    /// `POST /helo` with `{"name": name, "rooms": rooms}`; the raw response.
+    pub async fn helo_in_response(&self, name: &str, rooms: Value) -> Response {
+        let body = json!({ "name": name, "rooms": rooms }).to_string();
+        self.post_raw("/helo", None, &body).await
+    }
+
+    /// Registers `name` in `rooms`; fails the test unless the answer is 201.
+    pub async fn helo_in(&self, name: &str, rooms: Value) -> Session {
+        let response = self.helo_in_response(name, rooms).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "helo {name} on {}",
+            self.label
+        );
+        serde_json::from_value(body_json(response).await).expect("a session")
+    }
+
+    /// `method /session/rooms/{room}` with `session`'s token; the raw response.
+    pub async fn room_request(
+        &self,
+        method: reqwest::Method,
+        session: &Session,
+        room: &str,
+    ) -> Response {
+        let url = self.url(&format!("/session/rooms/{room}"));
+        send(self.client.request(method, url).bearer_auth(&session.token)).await
+    }
+
+    /// `PUT /session/rooms/{room}`, which must answer 200; the member count it reports.
+    pub async fn join_room(&self, session: &Session, room: &str) -> u64 {
+        let response = self.room_request(reqwest::Method::PUT, session, room).await;
+        let joins = format!("{} joins {room} on {}", session.name, self.label);
+        assert_eq!(response.status(), StatusCode::OK, "{joins}");
+        let body = body_json(response).await;
+        assert_eq!(body["room"], room, "{joins}");
+        body["members"].as_u64().expect("a member count")
+    }
+
     /// `GET /events/{id}` with the bearer header and an optional `Last-Event-ID` header.
     pub async fn events_response(
         &self,

@@ -130,7 +130,7 @@ impl SseReader {
         let frame = self.next().await;
         assert_eq!(
             (frame.event.as_str(), &frame.data),
-            ("new_user", &who.peer()),
+            ("new_user", &who.member("lobby")),
             "{}",
             self.label
         );

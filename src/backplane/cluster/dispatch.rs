@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::instance::Cluster;
 use super::transit::Pulled;
-use super::wire::{DRAINED, Message, Outcome};
+use super::wire::{DRAINED, Message, Outcome, with_sizes};
 use crate::identity::SessionId;
 use crate::registry::RegistryError;
 
@@ -109,7 +109,7 @@ impl Cluster {
             {
                 self.redirect(transit.sent_to(to), message);
             }
-            Message::Leave { ref peer } => {
+            Message::Leave { ref peer, .. } => {
                 // A session that leaves on its way here: its puller gets no snapshot.
                 if let Some(req) = transit.left(peer.id) {
                     self.migrations.withdraw(req);
@@ -137,8 +137,8 @@ impl Cluster {
         }
     }
 
-    /// The effect of a join, leave, broadcast or direct message on the sessions homed here, or
-    /// only on `only` (replaying an arrival's buffer).
+    /// The effect of a join, leave (of the hub or a room), broadcast or direct message on the
+    /// sessions homed here, or only on `only` (replaying an arrival's buffer).
     pub(super) fn apply_to(self: &Arc<Self>, message: &Message, only: Option<SessionId>) {
         let Some(audience) = message.audience() else {
             return;
@@ -148,13 +148,51 @@ impl Cluster {
         }
         let events = &self.events;
         match message {
-            Message::Join { peer } => events.joined(peer, only),
-            Message::Leave { peer } => events.left(peer, only),
-            Message::Broadcast { from, message } => {
-                events.broadcast(from, message.clone(), only);
+            Message::Join { peer, rooms, sizes } => {
+                events.joined(peer, &with_sizes(rooms, sizes), only);
             }
-            Message::Announce { message } => {
-                events.announced(message.clone(), only);
+            Message::Leave { peer, rooms, sizes } => {
+                events.left(peer, &with_sizes(rooms, sizes), only);
+            }
+            Message::Enter {
+                peer,
+                room,
+                members,
+                roster,
+            } => {
+                // Its home (or the instance it is arriving at, replaying) puts it in the room.
+                if only.is_none_or(|id| id == peer.id)
+                    && let Some(entered) = self
+                        .registry
+                        .enter_rooms(peer.id, std::slice::from_ref(room))
+                    && entered.iter().any(|e| e.new)
+                {
+                    let roster = || roster.clone().unwrap_or_default();
+                    events.entered(peer.id, (room, *members), &roster);
+                }
+                events.joined(peer, &[(room.clone(), *members)], only);
+            }
+            Message::Exit {
+                peer,
+                room,
+                members,
+            } => {
+                if only.is_none_or(|id| id == peer.id)
+                    && self.registry.leave_room(peer.id, room).is_ok()
+                {
+                    events.exited(peer.id, room);
+                }
+                events.left(peer, &[(room.clone(), *members)], only);
+            }
+            Message::Broadcast {
+                from,
+                room,
+                message,
+            } => {
+                events.broadcast(from, room, message.clone(), only);
+            }
+            Message::Announce { room, message } => {
+                events.announced(message.clone(), room.as_ref(), only);
             }
             Message::Direct {
                 req,

@@ -84,9 +84,10 @@ impl Cluster {
             // the next is exported, so a large drain paces itself instead of flooding Redis.
             for chunk in homed.chunks(DRAIN_CHUNK) {
                 let mut shares: HashMap<Uuid, Vec<(SessionId, TokenHash)>> = HashMap::new();
-                for (peer, _, hash) in chunk {
+                for session in chunk {
                     let to = *next.next().expect("hosts is not empty");
-                    shares.entry(to).or_default().push((peer.id, hash.clone()));
+                    let share = (session.peer.id, session.token_hash.clone());
+                    shares.entry(to).or_default().push(share);
                 }
                 for (to, sessions) in shares {
                     let drain = Message::Drain {
@@ -96,7 +97,7 @@ impl Cluster {
                     };
                     self.publish(&drain).await?;
                 }
-                let ids: Vec<SessionId> = chunk.iter().map(|(peer, ..)| peer.id).collect();
+                let ids: Vec<SessionId> = chunk.iter().map(|session| session.peer.id).collect();
                 let deadline = Instant::now() + ANSWER_TIMEOUT;
                 loop {
                     let left = self.directory.homed_on(self.instance, &ids).await?;
@@ -180,8 +181,7 @@ impl Cluster {
         asked: Option<u64>,
     ) {
         let peer = snapshot.peer.clone();
-        let may_broadcast = snapshot.may_broadcast;
-        let imported = self.registry.import(snapshot, hash.clone());
+        let imported = self.registry.import(snapshot, hash);
         // Our own request for it gets no answer of its own: it is here now.
         if let Some(req) = asked {
             self.migrations.answer(req, Pulled::NotYet);
@@ -193,9 +193,12 @@ impl Cluster {
         for message in buffer {
             self.apply_to(&message, Some(peer.id));
         }
+        let Some(homed) = self.registry.homed_one(peer.id) else {
+            return; // left again at once
+        };
         let cluster = Arc::clone(self);
         tokio::spawn(async move {
-            match cluster.directory.put(&peer, may_broadcast, &hash).await {
+            match cluster.directory.put(&homed).await {
                 Ok(()) => debug!(session = %peer.id, "handed off here"),
                 Err(err) => {
                     warn!(session = %peer.id, error = %err, "could not write a session's new home")

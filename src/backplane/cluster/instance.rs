@@ -77,7 +77,7 @@ impl Cluster {
             registry,
             events,
             instance,
-            directory: Directory::new(conn.clone(), keys.sessions(), instance),
+            directory: Directory::new(conn.clone(), &keys, instance),
             sequence: Sequence::new(conn.clone(), keys.clone(), announces),
             liveness: Liveness::new(conn.clone(), keys.clone(), instance),
             keys,

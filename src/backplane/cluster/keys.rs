@@ -14,6 +14,8 @@ pub const BUS: &str = "bus";
 pub const TO: &str = "to";
 /// Suffix of the directory hash: session id → entry JSON.
 pub const SESSIONS: &str = "sessions";
+/// Suffix of the room counts hash: room name → members in the cluster.
+pub const ROOMS: &str = "rooms";
 /// Suffix (then `:<instance uuid>`) of each instance's liveness key.
 pub const INSTANCE: &str = "instance";
 /// Suffix of the counter that numbers the messages putting an event into every mailbox.
@@ -53,6 +55,11 @@ impl Keys {
     /// The directory hash.
     pub(super) fn sessions(&self) -> String {
         self.key(SESSIONS)
+    }
+
+    /// The room counts hash.
+    pub(super) fn rooms(&self) -> String {
+        self.key(ROOMS)
     }
 
     /// `instance`'s liveness key.

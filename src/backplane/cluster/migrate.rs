@@ -98,20 +98,17 @@ impl Cluster {
                 return Err(unavailable("the session's instance did not hand it over"));
             }
         };
-        let may_broadcast;
         {
             let mut transit = self.migrations.lock();
             let buffer = transit.take_pulled(id);
-            may_broadcast = snapshot.may_broadcast;
             self.registry.import(*snapshot, token.clone())?;
             for message in buffer {
                 self.apply_to(&message, Some(id));
             }
         }
-        let peer = self.registry.authenticate(token)?;
-        self.directory
-            .put(&peer, may_broadcast, &TokenHash::of(token))
-            .await?;
+        self.registry.authenticate(token)?;
+        let homed = self.registry.homed_one(id).ok_or(RegistryError::BadToken)?;
+        self.directory.put(&homed).await?;
         info!(session = %id, "moved here");
         Ok(true)
     }

@@ -8,7 +8,8 @@
 //! |---|---|---|
 //! | [`BUS`](keys::BUS) `<prefix>:bus` | pub/sub channel | what every instance must see: joins, leaves, broadcasts, migration requests, JSON ([`wire`]) |
 //! | [`TO`](keys::TO) `<prefix>:to:<uuid>` | pub/sub channel | what concerns one instance: direct messages to the sessions it homes, and the answers to its own requests |
-//! | [`SESSIONS`](keys::SESSIONS) `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home"}` |
+//! | [`SESSIONS`](keys::SESSIONS) `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home", "rooms"}` |
+//! | [`ROOMS`](keys::ROOMS) `<prefix>:rooms` | hash | room name → its members in the cluster (written with the entries) |
 //! | [`INSTANCE`](keys::INSTANCE) `<prefix>:instance:<uuid>` | string, expiring | this instance is alive (`alive`), or alive and stopping (`leaving`) |
 //! | [`SEQ`](keys::SEQ) `<prefix>:seq` | string (integer) | the number of the last message that put an event into every mailbox (see [`sequence`]) |
 //! | [`COUNTS`](keys::COUNTS) `<prefix>:counts:<session id>` | hash | `base`, `own`, `direct`: how many events the session was given (see [`sequence`]) |
@@ -67,6 +68,7 @@
 //!
 //! What [`Cluster`] does, one concern a file:
 //! - [`operations`]: the broker operations the hub calls (register, attach, deliver, ...).
+//! - [`rooms`]: joining and leaving rooms, reading who is in which; why rooms share the bus.
 //! - [`channels`]: publishing, and the task that reads this instance's channels.
 //! - [`dispatch`]: what each message does when it comes back.
 //! - [`migrate`]: pulling a session here; giving one up when pulled.
@@ -88,6 +90,7 @@ mod migrate;
 mod operations;
 mod recovery;
 mod request;
+mod rooms;
 mod sequence;
 mod transit;
 mod wire;

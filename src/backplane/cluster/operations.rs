@@ -13,9 +13,11 @@ use super::instance::{ANSWER_TIMEOUT, Cluster, PROBE_TIMEOUT};
 use super::keys::unavailable;
 use super::request::Unanswered;
 use super::wire::{Message, Outcome};
-use crate::identity::{SessionId, Token, TokenHash};
+use crate::identity::{RoomName, SessionId, Token};
 use crate::limits::AddressGuard;
-use crate::registry::{Event, EventId, Joining, Peer, RegistryError, SendKey, Subscription};
+use crate::registry::{
+    Departure, Event, EventId, Joining, Peer, RegistryError, SendKey, Subscription,
+};
 
 /// What an instance that is stopping answers to a new session or stream.
 fn leaving() -> RegistryError {
@@ -23,10 +25,12 @@ fn leaving() -> RegistryError {
 }
 
 impl Cluster {
-    /// Registers a session here, writes it to the directory, and publishes its join.
+    /// Registers a session here in `rooms`, writes it to the directory, and publishes its
+    /// join.
     pub(crate) async fn register(
         &self,
         joining: Joining,
+        rooms: Vec<RoomName>,
         place: AddressGuard,
     ) -> Result<(Peer, Token), RegistryError> {
         if self.liveness.is_leaving() {
@@ -36,24 +40,33 @@ impl Cluster {
         if self.directory.count().await? >= limit {
             return Err(RegistryError::SessionLimit(limit));
         }
-        let may_broadcast = joining.may_broadcast;
+        self.check_room_limit(&rooms).await?;
         let (peer, token, base) = {
             // No bus message is applied meanwhile: the session gets exactly those after `base`.
             let _bus = self.migrations.lock();
             let (peer, token) = self.registry.register(joining, place)?;
+            if let Err(err) = self.registry.join_rooms(peer.id, &rooms) {
+                self.registry.remove(peer.id);
+                return Err(err);
+            }
             (peer, token, self.sequence.applied())
         };
-        let hash = TokenHash::of(&token);
         let counts = (self.keys.counts(peer.id), base);
-        if let Err(err) = self
-            .directory
-            .put_new(&peer, may_broadcast, &hash, counts)
-            .await
-        {
+        let written = match self.registry.homed_one(peer.id) {
+            Some(homed) => self.directory.put_new(&homed, counts).await,
+            None => Err(RegistryError::BadToken), // gone already (a DELETE with its token)
+        };
+        if let Err(err) = written {
             self.registry.remove(peer.id);
             return Err(err);
         }
-        self.publish(&Message::Join { peer: peer.clone() }).await?;
+        let sizes = self.sizes(&rooms).await?;
+        self.publish(&Message::Join {
+            peer: peer.clone(),
+            rooms,
+            sizes,
+        })
+        .await?;
         Ok((peer, token))
     }
 
@@ -190,25 +203,35 @@ impl Cluster {
             .await
     }
 
-    /// Publishes a broadcast; returns how many other sessions the cluster holds.
+    /// Publishes a broadcast into `room`; returns how many other members it has.
     pub(crate) async fn broadcast(
         &self,
         from: &Peer,
+        room: RoomName,
         message: Box<RawValue>,
     ) -> Result<usize, RegistryError> {
-        let count = self.directory.count().await?;
+        let count = self.directory.room_size(&room).await?;
         self.publish(&Message::Broadcast {
             from: from.clone(),
+            room,
             message,
         })
         .await?;
         Ok(count.saturating_sub(1))
     }
 
-    /// Publishes a server message to every session; returns how many the cluster holds.
-    pub(crate) async fn announce(&self, message: Box<RawValue>) -> Result<usize, RegistryError> {
-        let count = self.directory.count().await?;
-        self.publish(&Message::Announce { message }).await?;
+    /// Publishes a server message to every session, or every member of `room`; returns how
+    /// many there are.
+    pub(crate) async fn announce(
+        &self,
+        message: Box<RawValue>,
+        room: Option<RoomName>,
+    ) -> Result<usize, RegistryError> {
+        let count = match &room {
+            Some(room) => self.directory.room_size(room).await?,
+            None => self.directory.count().await?,
+        };
+        self.publish(&Message::Announce { room, message }).await?;
         Ok(count)
     }
 
@@ -222,16 +245,22 @@ impl Cluster {
 
     /// Removes `peer` from the directory and publishes its leave (once, by whoever removed it).
     pub(crate) async fn remove(&self, peer: &Peer) -> Result<(), RegistryError> {
-        if self
+        if let Some(rooms) = self
             .directory
             .delete(peer.id, self.keys.counts(peer.id))
             .await?
         {
-            self.publish(&Message::Leave { peer: peer.clone() }).await?;
+            self.publish_leave(peer.clone(), rooms).await?;
         }
         // Applied here too when our own Leave comes back; removing now ends the stream at once.
         self.registry.remove(peer.id);
         Ok(())
+    }
+
+    /// Publishes that `peer` left the hub and with it `rooms`.
+    async fn publish_leave(&self, peer: Peer, rooms: Vec<RoomName>) -> Result<(), RegistryError> {
+        let sizes = self.sizes(&rooms).await?;
+        self.publish(&Message::Leave { peer, rooms, sizes }).await
     }
 
     /// Every session of the cluster.
@@ -260,21 +289,21 @@ impl Cluster {
     }
 
     /// Publishes the leave of sessions the reaper removed here.
-    pub(crate) fn expired(self: &Arc<Self>, peers: Vec<Peer>) {
+    pub(crate) fn expired(self: &Arc<Self>, departed: Vec<Departure>) {
         let cluster = Arc::clone(self);
         tokio::spawn(async move {
-            for peer in peers {
+            for Departure { peer, rooms } in departed {
                 match cluster
                     .directory
                     .delete(peer.id, cluster.keys.counts(peer.id))
                     .await
                 {
-                    Ok(true) => {
-                        if let Err(err) = cluster.publish(&Message::Leave { peer }).await {
+                    Ok(Some(_)) => {
+                        if let Err(err) = cluster.publish_leave(peer, rooms).await {
                             warn!(error = %err, "could not announce an expiry");
                         }
                     }
-                    Ok(false) => {}
+                    Ok(None) => {}
                     Err(err) => warn!(error = %err, "could not remove an expired session"),
                 }
             }

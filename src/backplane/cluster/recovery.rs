@@ -19,7 +19,7 @@ use super::instance::Cluster;
 use super::keys::LIVENESS;
 use super::wire::Orphan;
 use crate::identity::SessionId;
-use crate::registry::{EventId, RegistryError, Snapshot};
+use crate::registry::{Departure, EventId, RegistryError, Snapshot};
 
 impl Cluster {
     /// Refreshes this instance's liveness key and removes sessions of instances that died,
@@ -70,11 +70,12 @@ impl Cluster {
         self.sequence.catch_up().await?;
         let homed = self.registry.homed();
         let count = homed.len();
-        for (peer, may_broadcast, hash) in homed {
-            self.directory.put(&peer, may_broadcast, &hash).await?;
-            let newest = self.registry.newest(peer.id).unwrap_or(0);
+        for session in homed {
+            self.directory.put(&session).await?;
+            let id = session.peer.id;
+            let newest = self.registry.newest(id).unwrap_or(0);
             self.sequence
-                .restart_counts(peer.id, self.sequence.applied() - newest as i64)
+                .restart_counts(id, self.sequence.applied() - newest as i64)
                 .await?;
         }
         if count > 0 {
@@ -117,9 +118,12 @@ impl Cluster {
                 continue;
             };
             let peer = entry.peer(id);
+            let rooms = entry.rooms.clone();
             let snapshot = Snapshot {
                 peer: peer.clone(),
                 may_broadcast: entry.may_broadcast,
+                rooms: rooms.clone(),
+                may_join: entry.claim(),
                 last_id,
                 // A stream resuming without `Last-Event-ID` starts after the crash.
                 delivered: last_id,
@@ -133,7 +137,7 @@ impl Cluster {
                 Err(err) => {
                     // Homed here in the directory but not held: it must leave, not linger.
                     error!(session = %id, error = %err, "could not adopt a session; it leaves");
-                    self.expired(vec![peer]);
+                    self.expired(vec![Departure { peer, rooms }]);
                 }
             }
         }

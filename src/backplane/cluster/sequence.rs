@@ -148,13 +148,20 @@ impl Sequence {
         }
     }
 
-    /// Whether `message` puts an event into every mailbox but one (so it is numbered), and
+    /// Whether `message` puts an event into mailboxes beyond one (so it is numbered), and
     /// whose own it is, if anyone's.
+    ///
+    /// Numbered as if it reached every mailbox, whatever room it is for: the count of a
+    /// session that is not in the room is one more than it got, so after a crash its `lagged`
+    /// says at most how many it missed (exact while every session is in the same rooms), and
+    /// never fewer.
     pub(super) fn numbering(&self, message: &Message) -> Option<Option<SessionId>> {
         match message {
             Message::Broadcast { from, .. } => Some(Some(from.id)),
             Message::Announce { .. } => Some(None),
-            Message::Join { peer } if self.announces => Some(Some(peer.id)),
+            // The session itself gets `joined` or `left`, with presence on or off.
+            Message::Enter { .. } | Message::Exit { .. } => Some(None),
+            Message::Join { peer, .. } if self.announces => Some(Some(peer.id)),
             Message::Leave { .. } if self.announces => Some(None),
             _ => None,
         }

@@ -317,7 +317,11 @@ mod tests {
             key: None,
         };
         transit.buffer(&direct("1"));
-        transit.buffer(&Message::Join { peer: bob.clone() });
+        transit.buffer(&Message::Join {
+            peer: bob.clone(),
+            rooms: Vec::new(),
+            sizes: Vec::new(),
+        });
         assert_eq!(
             transit.expire(again),
             0,

@@ -10,25 +10,56 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::directory::Entry;
-use crate::identity::{SessionId, TokenHash};
+use crate::identity::{RoomName, SessionId, TokenHash};
 use crate::registry::{Event, EventId, Peer, SendKey, Snapshot};
 
 /// Everything instances send each other.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", content = "body", rename_all = "snake_case")]
 pub(super) enum Message {
+    /// A new session, in `rooms` (each of `sizes` members now).
     Join {
         peer: Peer,
+        #[serde(default = "in_lobby")]
+        rooms: Vec<RoomName>,
+        #[serde(default)]
+        sizes: Vec<usize>,
     },
+    /// A session left the hub, and with it `rooms` (each of `sizes` members now).
     Leave {
         peer: Peer,
+        #[serde(default = "in_lobby")]
+        rooms: Vec<RoomName>,
+        #[serde(default)]
+        sizes: Vec<usize>,
+    },
+    /// `peer` joined `room`, of `members` now: its home appends `joined` with `roster` (absent
+    /// for a room above the presence limit), the other members hear `new_user`.
+    Enter {
+        peer: Peer,
+        room: RoomName,
+        members: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        roster: Option<Vec<Peer>>,
+    },
+    /// `peer` left `room`, of `members` now: its home appends `left`, the other members hear
+    /// `user_left`.
+    Exit {
+        peer: Peer,
+        room: RoomName,
+        members: usize,
     },
     Broadcast {
         from: Peer,
+        #[serde(default = "RoomName::lobby")]
+        room: RoomName,
         message: Box<RawValue>,
     },
-    /// A message from the app's backend to every session (`server_message`).
+    /// A message from the app's backend to every session, or every member of `room`
+    /// (`server_message`).
     Announce {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<RoomName>,
         message: Box<RawValue>,
     },
     /// An addressed event (a direct message, a server message to a session) for a session
@@ -66,16 +97,10 @@ pub(super) enum Message {
     },
     /// The answer to `Migrate` from the instance the session is being drained to, before it
     /// arrived there: ask again.
-    NotYet {
-        req: u64,
-        origin: Uuid,
-    },
+    NotYet { req: u64, origin: Uuid },
     /// The answer to `Drain` for a session its sender no longer held (it had migrated or left
     /// just before): `origin` stops waiting for it.
-    NotComing {
-        origin: Uuid,
-        session: SessionId,
-    },
+    NotComing { origin: Uuid, session: SessionId },
     /// `from` is stopping and drains `sessions` (with their token hashes) to `to`; `from`
     /// sends each as `Migrated` once it reads this.
     #[serde(rename = "handoff")]
@@ -86,15 +111,23 @@ pub(super) enum Message {
     },
     /// Written by a script ([`sequence`](super::sequence)): `home` took these sessions of a
     /// dead instance, at this point in the bus's order.
-    Adopted {
-        home: Uuid,
-        sessions: Vec<Orphan>,
-    },
+    Adopted { home: Uuid, sessions: Vec<Orphan> },
     /// Published by `/healthz` and answered by itself coming back.
-    Probe {
-        req: u64,
-        origin: Uuid,
-    },
+    Probe { req: u64, origin: Uuid },
+}
+
+/// What missing `rooms` mean: a message from before rooms, when everyone was in one.
+fn in_lobby() -> Vec<RoomName> {
+    vec![RoomName::lobby()]
+}
+
+/// Each room with its size; a size a message does not carry is 0.
+pub(super) fn with_sizes(rooms: &[RoomName], sizes: &[usize]) -> Vec<(RoomName, usize)> {
+    rooms
+        .iter()
+        .enumerate()
+        .map(|(n, room)| (room.clone(), sizes.get(n).copied().unwrap_or(0)))
+        .collect()
 }
 
 /// The request id in a `Migrated` that nobody asked for: a session drained to its receiver.
@@ -145,7 +178,11 @@ impl Message {
     /// a message and buffering it for a session on its way here go by this one answer.
     pub(super) fn audience(&self) -> Option<Audience> {
         match self {
-            Message::Join { peer } | Message::Leave { peer } => Some(Audience::AllBut(peer.id)),
+            Message::Join { peer, .. } | Message::Leave { peer, .. } => {
+                Some(Audience::AllBut(peer.id))
+            }
+            // The session itself hears `joined` or `left`, the others of the room of it.
+            Message::Enter { .. } | Message::Exit { .. } => Some(Audience::All),
             Message::Broadcast { from, .. } => Some(Audience::AllBut(from.id)),
             Message::Announce { .. } => Some(Audience::All),
             Message::Direct { to, .. } => Some(Audience::Only(*to)),
@@ -202,21 +239,35 @@ mod tests {
         let peer = ann();
         let message = Message::Broadcast {
             from: peer.clone(),
+            room: RoomName::parse("dev").unwrap(),
             message: RawValue::from_string(r#"{"a": [1, 2]}"#.into()).unwrap(),
         };
         let json = message.to_json();
-        let Message::Broadcast { from, message } = serde_json::from_str(&json).unwrap() else {
+        let Message::Broadcast {
+            from,
+            room,
+            message,
+        } = serde_json::from_str(&json).unwrap()
+        else {
             panic!("wrong variant from {json}");
         };
-        assert_eq!(from.id, peer.id);
+        assert_eq!((from.id, room.as_str()), (peer.id, "dev"));
         assert_eq!(message.get(), r#"{"a": [1, 2]}"#);
 
         let snapshot = Snapshot {
             peer: peer.clone(),
             may_broadcast: false,
+            rooms: vec![RoomName::lobby()],
+            may_join: None,
             last_id: 3,
             delivered: 1,
-            events: vec![(3, Event::UserLeft(peer))],
+            events: vec![(
+                3,
+                Event::UserLeft(crate::registry::event::Member {
+                    peer,
+                    room: RoomName::lobby(),
+                }),
+            )],
             sent: Default::default(),
         };
         let json = Message::Migrated {
@@ -242,7 +293,11 @@ mod tests {
     fn messages_concern_their_audience_only() {
         let ann = ann();
         let bob = SessionId::parse("0b7e5d2c-1d9e-4b8f-9a77-3f2a1c4e5d6f").unwrap();
-        let join = Message::Join { peer: ann.clone() };
+        let join = Message::Join {
+            peer: ann.clone(),
+            rooms: vec![RoomName::lobby()],
+            sizes: vec![2],
+        };
         assert!(join.concerns(bob) && !join.concerns(ann.id));
         let direct = Message::Direct {
             req: 1,
@@ -253,6 +308,7 @@ mod tests {
         };
         assert!(direct.concerns(bob) && !direct.concerns(ann.id));
         let announce = Message::Announce {
+            room: None,
             message: RawValue::from_string("1".into()).unwrap(),
         };
         assert!(announce.concerns(bob) && announce.concerns(ann.id));
@@ -267,7 +323,11 @@ mod tests {
     fn a_numbered_message_is_a_bus_message_with_its_number_first() {
         let numbered = br#"{"seq":42,"type":"announce","body":{"message":[1]}}"#;
         assert_eq!(seq_of(numbered), Some(42));
-        let Ok(Message::Announce { message }) = serde_json::from_slice::<Message>(numbered) else {
+        let Ok(Message::Announce {
+            message,
+            room: None,
+        }) = serde_json::from_slice::<Message>(numbered)
+        else {
             panic!("an instance that does not know the number still reads the message");
         };
         assert_eq!(message.get(), "[1]");

@@ -32,6 +32,7 @@ fn direct(bytes: usize) -> Arc<Envelope> {
 fn broadcast(bytes: usize) -> Arc<Envelope> {
     let (from, from_name) = ann();
     Envelope::new(Event::ClientBroadcast(Broadcast {
+        room: crate::identity::RoomName::lobby(),
         from,
         from_name,
         message: message(bytes),
@@ -41,6 +42,7 @@ fn broadcast(bytes: usize) -> Arc<Envelope> {
 /// A server message to `to`, `bytes` long.
 fn server(to: Scope, bytes: usize) -> Arc<Envelope> {
     Envelope::new(Event::ServerMessage(ServerMessage {
+        room: None,
         to,
         message: message(bytes),
     }))

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::identity::{DisplayName, Token};
+use crate::identity::{DisplayName, RoomName, Token};
 use crate::limits::AddressGuard;
 use crate::registry::event::EventId;
 use crate::registry::mailbox::Mailbox;
@@ -100,11 +100,14 @@ fn registry(max_sessions: usize) -> Registry {
     Registry::new(settings, Arc::default())
 }
 
+/// A new session in the lobby.
 fn join(registry: &Registry, name: &str) -> (Peer, Token) {
     let name = DisplayName::parse(name).unwrap();
-    registry
+    let (peer, token) = registry
         .register(name.into(), AddressGuard::unlimited())
-        .unwrap()
+        .unwrap();
+    registry.join_rooms(peer.id, &[RoomName::lobby()]).unwrap();
+    (peer, token)
 }
 
 fn message(text: &str) -> Box<RawValue> {
@@ -136,14 +139,14 @@ async fn a_parked_stream_is_written_to_without_being_woken() {
     } = scene(10);
 
     // Not parked yet (it has not found its mailbox empty): the stream is woken to read.
-    registry.broadcast(&bob, message("1"), None);
+    registry.broadcast(&bob, &RoomName::lobby(), message("1"), None);
     assert!(socket.took().is_empty());
     assert!(woken(&stream));
     assert_eq!(pulled(&mut stream), [1]);
 
     // Parked now: a broadcast and a direct message go straight to the socket.
     assert!(pulled(&mut stream).is_empty());
-    registry.broadcast(&bob, message("2"), None);
+    registry.broadcast(&bob, &RoomName::lobby(), message("2"), None);
     registry.deliver(&bob, ann.id, message("3")).unwrap();
     assert_eq!(socket.took(), [2, 3]);
     assert!(!woken(&stream), "nothing for the stream's task to do");
@@ -154,7 +157,7 @@ async fn a_parked_stream_is_written_to_without_being_woken() {
 
     // Unparked for a heartbeat: the stream writes itself again until it parks.
     stream.unpark();
-    registry.broadcast(&bob, message("4"), None);
+    registry.broadcast(&bob, &RoomName::lobby(), message("4"), None);
     assert!(woken(&stream));
     assert_eq!(pulled(&mut stream), [4]);
     assert_eq!(socket.took(), [2, 3]);
@@ -171,15 +174,15 @@ async fn what_the_socket_does_not_take_is_left_to_the_stream_in_order() {
     } = scene(1);
     assert!(pulled(&mut stream).is_empty());
 
-    registry.broadcast(&bob, message("1"), None);
-    registry.broadcast(&bob, message("2"), None);
+    registry.broadcast(&bob, &RoomName::lobby(), message("1"), None);
+    registry.broadcast(&bob, &RoomName::lobby(), message("2"), None);
     // The socket took 1 and was full for 2: the stream is unparked and woken to finish.
     assert_eq!(socket.took(), [1]);
     assert!(woken(&stream));
     // Once unparked, nothing more goes to the socket behind the stream's back.
-    registry.broadcast(&bob, message("3"), None);
+    registry.broadcast(&bob, &RoomName::lobby(), message("3"), None);
     *socket.room.lock().unwrap() = 10;
-    registry.broadcast(&bob, message("4"), None);
+    registry.broadcast(&bob, &RoomName::lobby(), message("4"), None);
     assert_eq!(socket.took(), [1]);
 
     let Pull::Unwritten(rest) = stream.pull(64) else {
@@ -188,7 +191,7 @@ async fn what_the_socket_does_not_take_is_left_to_the_stream_in_order() {
     assert_eq!(rest, [Bytes::from("2")]);
     assert_eq!(pulled(&mut stream), [3, 4]);
     assert!(pulled(&mut stream).is_empty());
-    registry.broadcast(&bob, message("5"), None);
+    registry.broadcast(&bob, &RoomName::lobby(), message("5"), None);
     assert_eq!(socket.took(), [1, 5]);
 }
 
@@ -205,7 +208,7 @@ async fn a_taken_over_streams_socket_is_written_no_more() {
     assert!(pulled(&mut old).is_empty());
 
     let mut new = registry.attach(ann.id, &ann_token, None).unwrap();
-    registry.broadcast(&bob, message("1"), None);
+    registry.broadcast(&bob, &RoomName::lobby(), message("1"), None);
     assert!(socket.took().is_empty());
     // A late writer for the old stream changes nothing either.
     old.write_directly(Socket::with_room(10));
@@ -225,8 +228,8 @@ async fn events_that_come_while_a_stream_waits_in_the_outbox_go_out_in_one_send(
 
     let outbox = &registry.shared.outbox;
     outbox.lock().writing = true; // as while a pass over many streams runs
-    registry.broadcast(&bob, message("1"), None);
-    registry.broadcast(&bob, message("2"), None);
+    registry.broadcast(&bob, &RoomName::lobby(), message("1"), None);
+    registry.broadcast(&bob, &RoomName::lobby(), message("2"), None);
     assert!(socket.took().is_empty());
     assert_eq!(outbox.lock().waiting.len(), 1, "queued once");
 
@@ -260,7 +263,10 @@ async fn a_large_fan_out_is_written_in_shares_and_reaches_everyone() {
         attached.push(stream);
     }
 
-    assert_eq!(registry.broadcast(&bob, message("1"), None), streams);
+    assert_eq!(
+        registry.broadcast(&bob, &RoomName::lobby(), message("1"), None),
+        streams
+    );
     let all = async {
         for _ in 0..streams {
             writes.recv().await.unwrap();

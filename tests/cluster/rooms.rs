@@ -1,0 +1,228 @@
+//! Rooms across instances: presence, rosters, broadcasts and listings span the cluster; a room's
+//! traffic is appended only where it has members; joining and leaving through any instance
+//! reaches the session's home in-band; a drain on deploy carries each session's rooms.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::cluster::Cluster;
+use crate::support::*;
+
+/// GETs `path` on `node` with `credential`; the JSON body, which must come with 200.
+async fn listed(node: &Endpoint, path: &str, credential: &str) -> Value {
+    let response = send(node.client.get(node.url(path)).bearer_auth(credential)).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{path} on {}",
+        node.label
+    );
+    body_json(response).await
+}
+
+/// The ids of a JSON list of peers, sorted.
+fn ids(list: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(sessions: &[&Session]) -> Vec<String> {
+    let mut ids: Vec<String> = sessions.iter().map(|s| s.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+/// Client broadcasts delivered to `node`'s streams so far.
+async fn broadcasts_delivered(node: &Endpoint) -> f64 {
+    let series = "switchboard_events_delivered_total{event=\"client_broadcast\"}";
+    sample(&node.metrics().await, series).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn rooms_span_instances_and_a_rooms_traffic_is_appended_only_where_it_has_members() {
+    let cluster = Cluster::start("rooms", &[&[], &[]]).await;
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let ann = a.helo_in("ann", json!(["dev"])).await;
+    cluster.settle().await;
+    let bob = b.helo_in("bob", json!(["dev", "ops"])).await;
+    cluster.settle().await;
+    let cat = b.helo_in("cat", json!(["ops"])).await;
+    cluster.settle().await;
+
+    // Rosters come from the whole cluster.
+    let mut ann_stream = a.attach(&ann, None).await;
+    let ready = ann_stream.ready().await;
+    assert_eq!(ready["rooms"], json!({"dev": [bob.peer()]}));
+    assert_eq!(
+        ann_stream.next_named("new_user").await.data,
+        bob.member("dev")
+    );
+    let mut bob_stream = b.attach(&bob, None).await;
+    let ready = bob_stream.ready().await;
+    assert_eq!(ready["rooms"]["dev"], json!([ann.peer()]));
+    assert_eq!(ready["rooms"]["ops"], json!([cat.peer()]));
+    assert_eq!(
+        bob_stream.next_named("new_user").await.data,
+        cat.member("ops")
+    );
+    let mut cat_stream = b.attach_ready(&cat).await;
+
+    // A join on A is announced on B in its rooms only.
+    let dan = a.helo_in("dan", json!(["ops"])).await;
+    assert_eq!(
+        bob_stream.next_named("new_user").await.data,
+        dan.member("ops")
+    );
+    assert_eq!(
+        cat_stream.next_named("new_user").await.data,
+        dan.member("ops")
+    );
+    let marker = json!("marker");
+    let id = b.respond(&cat, &ann, &marker).await;
+    ann_stream.expect_response(id, &cat, &ann, &marker).await;
+
+    // A broadcast into dev from A reaches bob on B, not cat; ann's instance has no other
+    // member of dev and delivers it to nobody.
+    cluster.settle().await;
+    let on_a = broadcasts_delivered(a).await;
+    let body = json!({"room": "dev", "message": "dev only"}).to_string();
+    let response = a.post_raw("/broadcast", Some(&ann.token), &body).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(body_json(response).await, json!({"recipients": 1}));
+    let heard = bob_stream.next_named("client_broadcast").await.data;
+    assert_eq!(
+        (&heard["room"], &heard["message"]),
+        (&json!("dev"), &json!("dev only"))
+    );
+    let id = a.respond(&ann, &cat, &marker).await;
+    cat_stream.expect_response(id, &ann, &cat, &marker).await;
+    cluster.settle().await;
+    assert_eq!(
+        broadcasts_delivered(a).await,
+        on_a,
+        "no member of dev on A but ann"
+    );
+
+    // Listings span the cluster.
+    let members = listed(b, "/rooms/dev/members", &bob.token).await;
+    assert_eq!(ids(&members), sorted(&[&ann, &bob]));
+    let members = listed(a, "/rooms/ops/members", TEST_API_KEY).await;
+    assert_eq!(ids(&members), sorted(&[&bob, &cat, &dan]));
+    let clients = listed(a, "/clients", &ann.token).await;
+    assert_eq!(ids(&clients), sorted(&[&ann, &bob]));
+    let rooms = listed(b, "/api/rooms", TEST_API_KEY).await;
+    assert_eq!(
+        rooms,
+        json!([{"room": "dev", "members": 2}, {"room": "ops", "members": 3}])
+    );
+
+    // Leaving the hub on one instance tells each room on the other.
+    assert_eq!(b.delete(&bob.token).await.status(), 204);
+    assert_eq!(
+        ann_stream.next_named("user_left").await.data,
+        bob.member("dev")
+    );
+    assert_eq!(
+        cat_stream.next_named("user_left").await.data,
+        bob.member("ops")
+    );
+    cluster.settle().await;
+    let rooms = listed(a, "/api/rooms", TEST_API_KEY).await;
+    assert_eq!(
+        rooms,
+        json!([{"room": "dev", "members": 1}, {"room": "ops", "members": 2}])
+    );
+}
+
+#[tokio::test]
+async fn joining_and_leaving_through_another_instance_reaches_the_home_in_band() {
+    let cluster = Cluster::start("roomjoin", &[&[], &[]]).await;
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let ann = a.helo_in("ann", json!(["ops"])).await;
+    cluster.settle().await;
+    let bob = b.helo_in("bob", json!([])).await;
+    cluster.settle().await;
+    let mut ann_stream = a.attach_ready(&ann).await;
+    let mut bob_stream = b.attach_ready(&bob).await;
+
+    // bob's stream is on B; his PUT goes through A.
+    assert_eq!(a.join_room(&bob, "ops").await, 2);
+    let joined = bob_stream.next_named("joined").await;
+    assert_eq!(
+        joined.data,
+        json!({"room": "ops", "clients": [ann.peer()], "members": 2})
+    );
+    assert_eq!(
+        ann_stream.next_named("new_user").await.data,
+        bob.member("ops")
+    );
+    assert_eq!(a.join_room(&bob, "ops").await, 2, "in already: no change");
+
+    let response = a.room_request(Method::DELETE, &bob, "ops").await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let left = bob_stream.next_named("left").await;
+    assert_eq!(left.data, json!({"room": "ops"}));
+    assert!(left.id > joined.id);
+    assert_eq!(
+        ann_stream.next_named("user_left").await.data,
+        bob.member("ops")
+    );
+    let response = b.room_request(Method::DELETE, &bob, "ops").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // The backend moves him through B; a broadcast into the room then reaches him.
+    let response = send(
+        b.client
+            .put(b.url("/api/rooms/ops/members"))
+            .bearer_auth(TEST_API_KEY)
+            .json(&json!({"session": bob.id})),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    bob_stream.next_named("joined").await;
+    ann_stream.next_named("new_user").await;
+    let body = json!({"room": "ops", "message": "welcome"}).to_string();
+    let response = a.post_raw("/broadcast", Some(&ann.token), &body).await;
+    assert_eq!(body_json(response).await, json!({"recipients": 1}));
+    let heard = bob_stream.next_named("client_broadcast").await;
+    assert_eq!(heard.data["message"], "welcome");
+}
+
+#[tokio::test]
+async fn a_drain_on_deploy_carries_each_sessions_rooms() {
+    let mut cluster = Cluster::start("roomdrain", &[&[], &[]]).await;
+    let ann = cluster.nodes[0].helo_in("ann", json!(["dev"])).await;
+    cluster.settle().await;
+    let bob = cluster.nodes[1].helo_in("bob", json!(["dev", "ops"])).await;
+    cluster.settle().await;
+    let mut ann_stream = cluster.nodes[0].attach_ready(&ann).await;
+    ann_stream.next_named("new_user").await;
+
+    // B stops: bob is drained to A with his rooms, and nobody hears him leave or join.
+    cluster.restart(1).await;
+    cluster.settle().await;
+    let a = &cluster.nodes[0];
+    let mut bob_stream = a.attach(&bob, None).await;
+    let ready = bob_stream.ready().await;
+    assert_eq!(ready["rooms"], json!({"dev": [ann.peer()], "ops": []}));
+    let body = json!({"room": "dev", "message": "still here?"}).to_string();
+    let response = a.post_raw("/broadcast", Some(&ann.token), &body).await;
+    assert_eq!(body_json(response).await, json!({"recipients": 1}));
+    let heard = bob_stream.next_named("client_broadcast").await;
+    assert_eq!(heard.data["room"], "dev");
+    let marker = json!("marker");
+    let id = a.respond(&bob, &ann, &marker).await;
+    ann_stream.expect_response(id, &bob, &ann, &marker).await;
+    let members = listed(&cluster.nodes[1], "/rooms/ops/members", TEST_API_KEY).await;
+    assert_eq!(ids(&members), sorted(&[&bob]));
+}
