@@ -229,6 +229,16 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_STATE_FILE", conflicts_with = "redis_url")]
     pub state_file: Option<PathBuf>,
 
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, server's first; needs
+    /// `--tls-key`. Reloaded on SIGHUP and when either file changes (a pair that does not load
+    /// leaves the old one in use).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Redis URL (`redis://host:port/db`) for cluster mode: several instances acting as one
     /// hub. Without it everything stays in this process and no Redis is needed.
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
@@ -315,6 +325,8 @@ impl Default for Config {
             drain_window: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
             state_file: None,
+            tls_cert: None,
+            tls_key: None,
             redis_url: None,
             redis_prefix: "switchboard".to_owned(),
             metrics_listen: None,
@@ -461,6 +473,23 @@ impl Config {
             .as_deref()
             .map(|path| ApiKey::load(path).map_err(|err| format!("--api-key-file: {err}")))
             .transpose()
+    }
+
+    /// The files of `--tls-cert` and `--tls-key`, when HTTPS is asked for.
+    ///
+    /// # Errors
+    /// One line naming the missing flag, when only one of them is given.
+    pub(crate) fn tls_files(&self) -> Result<Option<(PathBuf, PathBuf)>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert.clone(), key.clone()))),
+            (None, None) => Ok(None),
+            (Some(_), None) => {
+                Err("--tls-cert needs --tls-key (the certificate's private key)".to_owned())
+            }
+            (None, Some(_)) => {
+                Err("--tls-key needs --tls-cert (the certificate it signs for)".to_owned())
+            }
+        }
     }
 
     /// Most connections of any kind: the open-file limit less a few for the process itself.

@@ -19,6 +19,7 @@ mod cross_origin;
 mod page;
 mod page_states;
 mod reconnect;
+mod tabs;
 mod tokens;
 
 #[path = "../support/mod.rs"]
