@@ -31,12 +31,15 @@ NO_LIMITS=(--helo-rate 0 --message-rate 0 --byte-rate 0 --max-sessions-per-addre
     --session-attaches 0 --address-attach-rate 0 --list-rate 0)
 
 start() {
-    # start [flags...]: a fresh server, presence off (as bench/run.sh), until it listens.
+    # start <http|https> [flags...]: a fresh server, presence off (as bench/run.sh), until it
+    # answers.
+    local scheme=$1
+    shift
     "$SB" --listen "127.0.0.1:$PORT" --presence false --log warn "${NO_LIMITS[@]}" "$@" \
         >>"$OUT/switchboard.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
-        curl -fsSk -o /dev/null --max-time 1 "$1://127.0.0.1:$PORT/healthz" 2>/dev/null && return 0
+        curl -fsSk -o /dev/null --max-time 1 "$scheme://127.0.0.1:$PORT/healthz" 2>/dev/null && return 0
         sleep 0.1
     done
     echo "switchboard did not start; see $OUT/switchboard.log" >&2

@@ -246,8 +246,10 @@ async fn request(
     let mut request = http::Request::builder()
         .method(method)
         .uri(format!("https://127.0.0.1{path}"));
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
+    if let Some(body) = &body {
+        request = request
+            .header("content-type", "application/json")
+            .header("content-length", body.len());
     }
     let request = request.body(()).map_err(|e| e.to_string())?;
     let (response, mut send) = link
