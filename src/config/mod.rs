@@ -229,9 +229,8 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_STATE_FILE", conflicts_with = "redis_url")]
     pub state_file: Option<PathBuf>,
 
-    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, server's first; needs
-    /// `--tls-key`. Reloaded on SIGHUP and when either file changes (a pair that does not load
-    /// leaves the old one in use).
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain; needs `--tls-key`.
+    /// Reloaded on SIGHUP and when the files change (a pair that does not load is not used).
     #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
 
@@ -480,15 +479,12 @@ impl Config {
     /// # Errors
     /// One line naming the missing flag, when only one of them is given.
     pub(crate) fn tls_files(&self) -> Result<Option<(PathBuf, PathBuf)>, String> {
+        let missing = |flag: &str, needs: &str| Err(format!("{flag} needs {needs} (see --help)"));
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Ok(Some((cert.clone(), key.clone()))),
             (None, None) => Ok(None),
-            (Some(_), None) => {
-                Err("--tls-cert needs --tls-key (the certificate's private key)".to_owned())
-            }
-            (None, Some(_)) => {
-                Err("--tls-key needs --tls-cert (the certificate it signs for)".to_owned())
-            }
+            (Some(_), None) => missing("--tls-cert", "--tls-key, the certificate's private key"),
+            (None, Some(_)) => missing("--tls-key", "--tls-cert, the certificate it signs for"),
         }
     }
 
