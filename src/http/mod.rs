@@ -13,7 +13,8 @@
 //!   `takeover`: a keep-alive connection handed from hyper to `lean`.
 //! - `error`: every failure as JSON (its [`error::ErrorCode`] is public, so tests can hold the
 //!   docs to it); `redact`: what of a request may be logged; `cors`; `page`: the web client.
-//! - `server`: the accept loop with tower-http's layers and graceful shutdown.
+//! - `server`: the accept loop with tower-http's layers and graceful shutdown; `secure`: a
+//!   connection of the TLS listener (HTTP/2 or HTTP/1.1); `tls`: its certificate, reloaded.
 //!
 //! Lower files never import from this one; only what tests need is `pub`.
 
@@ -29,10 +30,12 @@ mod page;
 mod redact;
 mod rooms;
 mod route_table;
+mod secure;
 pub(crate) mod server;
 mod server_api;
 mod sse;
 mod takeover;
+pub(crate) mod tls;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
