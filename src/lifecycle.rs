@@ -1,16 +1,18 @@
 //! The life of a server, start to stop, in numbered steps: the one place that orders them.
 //!
 //! Start:
-//! 1. check the configuration (join policy, API key, mailbox against body size);
+//! 1. check the configuration (join policy, API key, mailbox against body size, the TLS
+//!    certificate);
 //! 2. build the registry, restoring the sessions of `--state-file`;
 //! 3. build the hub over its broker: this process alone, or the cluster over Redis;
-//! 4. start the background tasks: the reaper, the rate limiters' forgetting, the room counts;
+//! 4. start the background tasks: the reaper, the rate limiters' forgetting, the room counts,
+//!    the TLS certificate's reload;
 //! 5. accept connections until the shutdown trigger fires (and `/metrics` on
-//!    `--metrics-listen`'s own address, when set).
+//!    `--metrics-listen`'s own address, when set, until Stop 6).
 //!
 //! Stop:
 //! 1. stop accepting: the edge closes its listener, and answers on open connections say
-//!    `Connection: close`;
+//!    `Connection: close`; `switchboard_draining` is 1 from here on;
 //! 2. drain the sessions homed here to the other instances (in a cluster; alone they stay);
 //! 3. cancel the background tasks;
 //! 4. close every stream, each after writing what it holds;
@@ -33,6 +35,7 @@ use crate::auth::ticket::Tickets;
 use crate::backplane::Hub;
 use crate::config::{Config, UrlTokens};
 use crate::http::server::ServeOptions;
+use crate::http::tls::{self, Certificates};
 use crate::http::{self, Context, StreamSettings};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -49,6 +52,17 @@ pub(crate) async fn run(
     config.check_mailbox().map_err(std::io::Error::other)?;
     let join = config.join_policy().map_err(std::io::Error::other)?;
     let api_key = config.api_key().map_err(std::io::Error::other)?;
+    let certificates = match config.tls_files().map_err(std::io::Error::other)? {
+        Some((cert, key)) => Some(Arc::new(
+            Certificates::load(cert, key).map_err(std::io::Error::other)?,
+        )),
+        None => None,
+    };
+    let tls = certificates
+        .as_ref()
+        .map(Certificates::acceptor)
+        .transpose()
+        .map_err(std::io::Error::other)?;
     let address = listener.local_addr()?;
     match &join {
         JoinPolicy::Open if !address.ip().is_loopback() => warn!(
@@ -116,6 +130,9 @@ pub(crate) async fn run(
     let limits = Arc::new(config.limits(Arc::clone(&metrics)));
     tokio::spawn(forget_idle_limits(Arc::clone(&limits), cancel.clone()));
     tokio::spawn(count_rooms(hub.clone(), cancel.clone()));
+    if let Some(certificates) = certificates {
+        tokio::spawn(tls::watch(certificates, cancel.clone())?);
+    }
 
     // Start 5: the edge, until `shutdown`.
     let context = Context {
@@ -134,7 +151,8 @@ pub(crate) async fn run(
         shutdown: cancel.clone(),
     };
     if let Some(address) = config.metrics_listen {
-        serve_metrics(address, hub.clone(), cancel.clone()).await?;
+        // Until the bus stops (Stop 6): a scraper sees the whole drain.
+        serve_metrics(address, hub.clone(), bus.clone()).await?;
     }
     let routes = http::routes(
         context.clone(),
@@ -148,6 +166,7 @@ pub(crate) async fn run(
         open_file_limit = ?Config::open_file_limit(),
         presence = config.presence,
         auth = ?config.auth,
+        tls = tls.is_some(),
         "listening"
     );
     let options = ServeOptions {
@@ -158,9 +177,11 @@ pub(crate) async fn run(
         max_connections: config.connection_limit(),
         shutdown_grace: config.shutdown_grace + config.drain_window,
         drain_window: config.drain_window,
+        tls,
     };
     // Stop 1: returns once `shutdown` fired and the edge stopped accepting.
     let connections = http::server::run(listener, routes, context, options, shutdown).await;
+    metrics.draining.set(1);
     // Stop 2: before the background tasks stop; the drain travels on the bus.
     hub.drain().await;
     // Stop 3.
@@ -181,7 +202,7 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// `--metrics-listen`: `/metrics` alone on its own address, until `cancel` fires (Stop 3).
+/// `--metrics-listen`: `/metrics` alone on its own address, until `cancel` fires (Stop 6).
 ///
 /// # Errors
 /// When the address cannot be bound.

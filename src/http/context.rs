@@ -45,3 +45,7 @@ pub struct Context {
 /// by the accept loop (warp's own `addr::remote` only works with warp's server).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PeerAddr(pub(crate) SocketAddr);
+
+/// Marks a request that came over the TLS listener (so the session cookie is `Secure`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OverTls;

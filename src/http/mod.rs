@@ -15,7 +15,8 @@
 //!   `takeover`: a keep-alive connection handed from hyper to `lean`.
 //! - `error`: every failure as JSON (its [`error::ErrorCode`] is public, so tests can hold the
 //!   docs to it); `redact`: what of a request may be logged; `cors`; `page`: the web client.
-//! - `server`: the accept loop with tower-http's layers and graceful shutdown.
+//! - `server`: the accept loop with tower-http's layers and graceful shutdown; `secure`: a
+//!   connection of the TLS listener (HTTP/2 or HTTP/1.1); `tls`: its certificate, reloaded.
 //!
 //! Lower files never import from this one; only what tests need is `pub`.
 
@@ -31,11 +32,13 @@ mod page;
 mod redact;
 mod rooms;
 mod route_table;
+mod secure;
 pub(crate) mod server;
 mod server_api;
 mod sse;
 mod stream_auth;
 mod takeover;
+pub(crate) mod tls;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -53,7 +56,7 @@ use filters::{
     bearer, bearer_credential, client_address, json_body, raw_header, stream_params, with_hub,
 };
 pub use route_table::ROUTES;
-use route_table::{SECURITY_HEADERS, allowed_methods, route_of};
+use route_table::{SECURITY_HEADERS, allowed_methods, count_from_zero, route_of};
 
 /// `GET`, and `HEAD` answered as `GET` without the body (hyper leaves the body out).
 fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
@@ -99,6 +102,8 @@ pub fn routes(
         warp::any().map(move || context.clone())
     };
     let metrics = hub.metrics().clone();
+    // Every route's series from the start, before the first request reaches it.
+    count_from_zero(&metrics);
     let authenticated = with_hub(hub.clone())
         .and(bearer())
         .and_then(handlers::verify);

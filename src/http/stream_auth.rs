@@ -16,7 +16,7 @@ use warp::Filter;
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 
-use super::context::{Context, PeerAddr};
+use super::context::{Context, OverTls, PeerAddr};
 use super::error::ApiError;
 use super::filters::{StreamCredential, header_text};
 use crate::identity::{SessionId, Token};
@@ -36,8 +36,7 @@ pub(crate) fn cookie_token(header: &[u8]) -> Option<String> {
 }
 
 /// The `Set-Cookie` that lets the browser's `EventSource` open `id`'s stream by itself.
-/// `Secure` when the request came over HTTPS; the binary speaks plain HTTP here, so only a
-/// trusted proxy's `X-Forwarded-Proto: https` says so (a browser on `http://` would drop a
+/// `Secure` when the request came over HTTPS (only then: a browser on `http://` would drop a
 /// `Secure` cookie).
 pub(crate) fn set_cookie(id: SessionId, token: &Token, https: bool) -> HeaderValue {
     cookie(id, &token.reveal(), "", https)
@@ -55,20 +54,25 @@ fn cookie(id: SessionId, value: &str, extra: &str, https: bool) -> HeaderValue {
     HeaderValue::from_str(&text).expect("a cookie of visible ASCII")
 }
 
-/// Whether the request came over HTTPS, as far as this plain-HTTP listener can know: a
-/// trusted proxy (`--trusted-proxies`) says so in `X-Forwarded-Proto`.
+/// Whether the request came over HTTPS: on the TLS listener (`--tls-cert`), or a trusted
+/// proxy (`--trusted-proxies`) says so in `X-Forwarded-Proto`.
 pub(crate) fn https(
     limits: Arc<Limits>,
 ) -> impl Filter<Extract = (bool,), Error = Infallible> + Clone {
     warp::ext::optional::<PeerAddr>()
+        .and(warp::ext::optional::<OverTls>())
         .and(warp::header::headers_cloned())
-        .map(move |peer: Option<PeerAddr>, headers: HeaderMap| {
-            let trusted = peer.is_some_and(|PeerAddr(peer)| limits.trusts(peer.ip()));
-            let proto = headers
-                .get("x-forwarded-proto")
-                .and_then(|value| header_text(value.as_bytes()));
-            trusted && proto.is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
-        })
+        .map(
+            move |peer: Option<PeerAddr>, tls: Option<OverTls>, headers: HeaderMap| {
+                let trusted = peer.is_some_and(|PeerAddr(peer)| limits.trusts(peer.ip()));
+                let proto = headers
+                    .get("x-forwarded-proto")
+                    .and_then(|value| header_text(value.as_bytes()));
+                tls.is_some()
+                    || trusted
+                        && proto.is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+            },
+        )
 }
 
 /// The session token a stream's credential stands for; `spend`: a `GET` uses up a ticket, a

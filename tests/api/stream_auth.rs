@@ -288,3 +288,34 @@ async fn the_cookie_is_secure_behind_a_trusted_proxy_that_says_https() {
         .unwrap();
     assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
 }
+
+#[tokio::test]
+async fn over_tls_the_cookie_is_secure_and_opens_the_stream_over_http2() {
+    let ca = crate::support::tls::TestCa::new();
+    let mut config = test_config();
+    config.tls_cert = Some(ca.cert.clone());
+    config.tls_key = Some(ca.key.clone());
+    let app = spawn_app(config).await;
+    let client = ca.client(&["h2"]);
+    let base = format!("https://{}", app.authority());
+
+    let response = send(
+        client
+            .post(format!("{base}/helo"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(json!({"name": "ann"}).to_string()),
+    )
+    .await;
+    let set_cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
+    let ann: Session = serde_json::from_value(body_json(response).await).unwrap();
+
+    let stream = send(
+        client
+            .get(format!("{base}/events/{}", ann.id))
+            .header(COOKIE, cookie_pair(&set_cookie)),
+    )
+    .await;
+    assert_eq!(stream.version(), reqwest::Version::HTTP_2);
+    SseReader::new(stream).await.ready().await;
+}

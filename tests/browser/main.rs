@@ -22,6 +22,7 @@ mod reconnect;
 mod rooms;
 mod rooms_client;
 mod stream_url;
+mod tabs;
 mod tokens;
 
 #[path = "../support/mod.rs"]

@@ -10,6 +10,7 @@
 //! - [`cluster`]: a `redis-server` child and a [`cluster::Cluster`] of binaries sharing it.
 //! - [`redis_proxy`]: a proxy in front of Redis that holds an instance's messages back.
 //! - [`browser`]: a `chromedriver` of our own that opens headless Chromium pages.
+//! - [`tls`]: certificates made by the test, and HTTPS clients that trust them.
 //! - [`sse`]: [`SseReader`], every read bounded by [`WAIT`]; [`RawStream`] for wire bytes.
 //!
 //! Every wait is bounded: HTTP calls and SSE reads by [`WAIT`], "eventually" conditions by a
@@ -24,6 +25,7 @@ pub mod jwt;
 pub mod redis_proxy;
 pub mod server;
 pub mod sse;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
