@@ -4,7 +4,8 @@
 # through a real validator, and the systemd unit through systemd-analyze.
 # Installs the system packages the tests need when they are missing (as root, Debian):
 # Chromium and its driver, redis-server, nginx (the cluster recipe's proxy), jq (the README
-# walkthrough), Python's prometheus_client (the metrics format test), python3-venv and systemd.
+# walkthrough), Python's prometheus_client (the metrics format test), Prometheus itself (the
+# dashboard and alerts test: `prometheus` and `promtool`), python3-venv and systemd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v jq >/dev/null 2>&1 || need+=(jq)
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need+=(python3-prometheus-client)
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)

@@ -40,6 +40,7 @@ pub use config::{AuthMode, Config, DirectMessages, LogFormat};
 pub use http::ROUTES;
 pub use http::error::ErrorCode;
 pub use identity::RoomPattern;
+pub use metrics::families as metric_families;
 pub use registry::Event;
 
 /// Serves the API on `listener` until `shutdown` resolves, then closes every stream (spread over

@@ -6,11 +6,11 @@
 //! 3. build the hub over its broker: this process alone, or the cluster over Redis;
 //! 4. start the background tasks: the reaper, the rate limiters' forgetting, the room counts;
 //! 5. accept connections until the shutdown trigger fires (and `/metrics` on
-//!    `--metrics-listen`'s own address, when set).
+//!    `--metrics-listen`'s own address, when set, until Stop 6).
 //!
 //! Stop:
 //! 1. stop accepting: the edge closes its listener, and answers on open connections say
-//!    `Connection: close`;
+//!    `Connection: close`; `switchboard_draining` is 1 from here on;
 //! 2. drain the sessions homed here to the other instances (in a cluster; alone they stay);
 //! 3. cancel the background tasks;
 //! 4. close every stream, each after writing what it holds;
@@ -131,7 +131,8 @@ pub(crate) async fn run(
         shutdown: cancel.clone(),
     };
     if let Some(address) = config.metrics_listen {
-        serve_metrics(address, hub.clone(), cancel.clone()).await?;
+        // Until the bus stops (Stop 6): a scraper sees the whole drain.
+        serve_metrics(address, hub.clone(), bus.clone()).await?;
     }
     let routes = http::routes(
         context.clone(),
@@ -158,6 +159,7 @@ pub(crate) async fn run(
     };
     // Stop 1: returns once `shutdown` fired and the edge stopped accepting.
     let connections = http::server::run(listener, routes, context, options, shutdown).await;
+    metrics.draining.set(1);
     // Stop 2: before the background tasks stop; the drain travels on the bus.
     hub.drain().await;
     // Stop 3.
@@ -178,7 +180,7 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// `--metrics-listen`: `/metrics` alone on its own address, until `cancel` fires (Stop 3).
+/// `--metrics-listen`: `/metrics` alone on its own address, until `cancel` fires (Stop 6).
 ///
 /// # Errors
 /// When the address cannot be bound.

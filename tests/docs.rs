@@ -103,13 +103,39 @@ async fn openapi_lists_exactly_the_routes_the_router_serves() {
 
     let table: BTreeSet<(String, String)> = ROUTES
         .iter()
-        .map(|&(m, p)| (m.to_owned(), p.to_owned()))
+        .map(|&(m, p, _)| (m.to_owned(), p.to_owned()))
         .collect();
     assert_eq!(
         table, documented,
         "the route table (ROUTES) and openapi.yaml differ"
     );
     std::fs::remove_dir_all(public).ok();
+}
+
+/// The statuses the route table counts from 0 (see `ROUTES`) are exactly the responses
+/// `openapi.yaml` documents for each route, beside `default`: a dashboard's series are the
+/// documented answers, and a documented answer has its series from the start.
+#[test]
+fn the_route_table_counts_exactly_the_documented_statuses() {
+    let spec = openapi();
+    let mut wrong = Vec::new();
+    for &(method, path, statuses) in ROUTES {
+        let responses = spec["paths"][path][method.to_lowercase()]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path}: no responses in openapi.yaml"));
+        let documented: BTreeSet<u16> = responses
+            .keys()
+            .filter(|status| *status != "default")
+            .map(|status| status.parse().expect("a status code"))
+            .collect();
+        let counted: BTreeSet<u16> = statuses.iter().copied().collect();
+        if documented != counted {
+            wrong.push(format!(
+                "{method} {path}: openapi.yaml {documented:?}, ROUTES {counted:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 /// The schema a local `$ref` points to.

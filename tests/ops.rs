@@ -4,6 +4,10 @@
 //! The metrics format test runs Python's `prometheus_client` parser (Debian:
 //! `python3-prometheus-client`; `scripts/test.sh` installs it when missing).
 
+#[path = "ops/monitoring.rs"]
+mod monitoring;
+#[path = "ops/scrape.rs"]
+mod scrape;
 #[path = "support/mod.rs"]
 mod support;
 

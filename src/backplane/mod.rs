@@ -197,6 +197,8 @@ impl Default for HubSettings {
 impl Hub {
     /// A hub of this process alone.
     pub fn local(registry: Registry, settings: HubSettings) -> Self {
+        // This process is the whole backplane: up for as long as it runs.
+        registry.metrics().backplane_up.set(1);
         let here = Here::new(registry.clone(), settings);
         let broker = Broker::Local(Local::new(registry, Arc::new(here.clone())));
         Hub(Arc::new(Parts { here, broker }))

@@ -49,7 +49,7 @@ use filters::{
     bearer, bearer_credential, client_address, json_body, raw_header, stream_params, with_hub,
 };
 pub use route_table::ROUTES;
-use route_table::{SECURITY_HEADERS, allowed_methods, route_of};
+use route_table::{SECURITY_HEADERS, allowed_methods, count_from_zero, route_of};
 
 /// `GET`, and `HEAD` answered as `GET` without the body (hyper leaves the body out).
 fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
@@ -95,6 +95,8 @@ pub fn routes(
         warp::any().map(move || context.clone())
     };
     let metrics = hub.metrics().clone();
+    // Every route's series from the start, before the first request reaches it.
+    count_from_zero(&metrics);
     let authenticated = with_hub(hub.clone())
         .and(bearer())
         .and_then(handlers::verify);

@@ -1,32 +1,85 @@
-//! The route table: every (method, path template) the API serves, which drives the metrics
-//! labels, the `Allow` header of a 405 and the docs checks; and the headers every response
+//! The route table: every (method, path template) the API serves and the statuses it answers,
+//! which drives the metrics labels, the `Allow` header of a 405 and the docs checks; and the headers every response
 //! carries, on both connection paths.
 
-/// Every route the API serves, as (method, path template). `openapi.yaml` must list exactly
-/// these (a test checks both directions), and metrics label requests by these templates.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("POST", "/helo"),
-    ("GET", "/events/{id}"),
-    ("POST", "/response"),
-    ("POST", "/broadcast"),
-    ("DELETE", "/session"),
-    ("PUT", "/session/rooms/{room}"),
-    ("DELETE", "/session/rooms/{room}"),
-    ("GET", "/clients"),
-    ("GET", "/rooms/{room}/members"),
-    ("POST", "/api/publish"),
-    ("POST", "/api/disconnect"),
-    ("GET", "/api/sessions"),
-    ("GET", "/api/rooms"),
-    ("GET", "/api/rooms/{room}/members"),
-    ("PUT", "/api/rooms/{room}/members"),
-    ("DELETE", "/api/rooms/{room}/members"),
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-    ("GET", "/openapi.yaml"),
-    ("GET", "/"),
+use crate::metrics::Metrics;
+
+/// Every route the API serves, as (method, path template, the statuses it answers).
+/// `openapi.yaml` must list exactly these routes and, for each, exactly these responses beside
+/// `default` (tests check both directions). Metrics label requests by these templates, and
+/// count each (route, status) here from 0 at start, so a dashboard has every series before the
+/// first request; any other status (405, a preflight's 204, a 500) is counted when it happens.
+pub const ROUTES: &[(&str, &str, &[u16])] = &[
+    (
+        "POST",
+        "/helo",
+        &[201, 400, 401, 403, 408, 409, 411, 413, 415, 429, 503],
+    ),
+    ("GET", "/events/{id}", &[200, 400, 401, 404, 429, 503]),
+    (
+        "POST",
+        "/response",
+        &[202, 400, 401, 403, 404, 408, 411, 413, 415, 422, 429, 503],
+    ),
+    (
+        "POST",
+        "/broadcast",
+        &[202, 400, 401, 403, 408, 411, 413, 415, 429, 503],
+    ),
+    ("DELETE", "/session", &[204, 401, 503]),
+    (
+        "PUT",
+        "/session/rooms/{room}",
+        &[200, 400, 401, 403, 409, 503],
+    ),
+    (
+        "DELETE",
+        "/session/rooms/{room}",
+        &[204, 400, 401, 404, 503],
+    ),
+    ("GET", "/clients", &[200, 400, 401, 429, 503]),
+    (
+        "GET",
+        "/rooms/{room}/members",
+        &[200, 400, 401, 403, 429, 503],
+    ),
+    ("POST", "/api/publish", &[202, 400, 401, 404, 429, 503]),
+    ("POST", "/api/disconnect", &[200, 400, 401, 404, 503]),
+    ("GET", "/api/sessions", &[200, 400, 401, 503]),
+    ("GET", "/api/rooms", &[200, 400, 401, 503]),
+    ("GET", "/api/rooms/{room}/members", &[200, 400, 401, 503]),
+    (
+        "PUT",
+        "/api/rooms/{room}/members",
+        &[200, 400, 401, 404, 409, 503],
+    ),
+    (
+        "DELETE",
+        "/api/rooms/{room}/members",
+        &[200, 400, 401, 404, 503],
+    ),
+    ("GET", "/healthz", &[200, 503]),
+    ("GET", "/readyz", &[200, 503]),
+    ("GET", "/metrics", &[200]),
+    ("GET", "/openapi.yaml", &[200]),
+    ("GET", "/", &[200, 304, 404]),
 ];
+
+/// The label of every path no route serves: the web client's other files, and 404s.
+const STATIC: &str = "static";
+/// What [`STATIC`] answers: a file, a file not modified since the client's copy, none.
+const STATIC_STATUSES: &[u16] = &[200, 304, 404];
+
+/// Creates every route's request series (each status in [`ROUTES`], and [`STATIC`]'s) and its
+/// duration histogram at 0.
+pub(crate) fn count_from_zero(metrics: &Metrics) {
+    let routes = ROUTES
+        .iter()
+        .map(|&(_, template, statuses)| (template, statuses));
+    for (route, statuses) in routes.chain([(STATIC, STATIC_STATUSES)]) {
+        metrics.http_series(route, statuses);
+    }
+}
 
 /// Headers on every response, from both connection paths: no MIME sniffing, the page's code
 /// only from this origin (no inline code), never framed, and no `Referer` leaked onwards.
@@ -44,8 +97,8 @@ pub(crate) fn allowed_methods(path: &str) -> String {
     let template = route_of(path);
     let methods: Vec<&str> = ROUTES
         .iter()
-        .filter(|&&(_, t)| t == template)
-        .flat_map(|&(method, _)| match method {
+        .filter(|&&(_, t, _)| t == template)
+        .flat_map(|&(method, _, _)| match method {
             "GET" => vec!["GET", "HEAD"],
             other => vec![other],
         })
@@ -73,9 +126,9 @@ pub(crate) fn route_of(path: &str) -> &'static str {
     };
     ROUTES
         .iter()
-        .map(|&(_, template)| template)
+        .map(|&(_, template, _)| template)
         .find(|template| matches(template))
-        .unwrap_or("static")
+        .unwrap_or(STATIC)
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //! `switchboard_build_info`.
 
 mod latency;
+#[cfg(target_os = "linux")]
+mod process;
 
 use std::time::Duration;
 
@@ -162,15 +164,32 @@ fn latency_buckets() -> Histogram {
     ))
 }
 
-/// Registers a latency metric (a histogram of [`latency_buckets`], or a family of them) in
-/// seconds; the registry keeps a clone, which shares the metric's atomics.
-fn register_latency(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-    latency: &(impl Metric + Clone),
-) {
-    registry.register_with_unit(name, help, Unit::Seconds, latency.clone());
+/// Registers our metrics under the `switchboard` prefix, and remembers each family's name.
+struct Families<'a> {
+    registry: &'a mut Registry,
+    /// As scraped: `switchboard_` and the name, with the unit (counters without `_total`).
+    names: Vec<String>,
+}
+
+impl Families<'_> {
+    fn register(&mut self, name: &str, help: &str, metric: impl Metric) {
+        self.names.push(format!("switchboard_{name}"));
+        self.registry.register(name, help, metric);
+    }
+
+    /// Registers a latency metric (a histogram of [`latency_buckets`], or a family of them) in
+    /// seconds; the registry keeps a clone, which shares the metric's atomics.
+    fn register_latency(&mut self, name: &str, help: &str, latency: &(impl Metric + Clone)) {
+        self.names.push(format!("switchboard_{name}_seconds"));
+        self.registry
+            .register_with_unit(name, help, Unit::Seconds, latency.clone());
+    }
+}
+
+/// The name of every `switchboard_*` family, as scraped (counters without `_total`): what the
+/// first scrape must already show (the `process_*` ones are read at each scrape).
+pub fn families() -> Vec<String> {
+    Metrics::registered().1
 }
 
 /// Every metric switchboard exports.
@@ -182,6 +201,11 @@ pub struct Metrics {
     pub streams: Gauge,
     /// The stream limit derived from the open-file limit (or set by flag).
     pub stream_limit: Gauge,
+    /// 1 while this instance is on its backplane: always when alone; in a cluster, while it
+    /// reads the Redis bus (set by the broker).
+    pub backplane_up: Gauge,
+    /// 1 from the shutdown signal on: the instance drains and stops (set by `lifecycle`).
+    pub draining: Gauge,
     /// Unread events a full mailbox lost, evicted or dropped on arrival (each becomes part of a
     /// `lagged` count).
     pub evictions: Counter,
@@ -210,6 +234,13 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::registered().0
+    }
+}
+
+impl Metrics {
+    /// Every metric, registered; and each family's name (see [`families`]).
+    fn registered() -> (Metrics, Vec<String>) {
         let mut root = Registry::default();
         #[cfg(target_os = "linux")]
         root.register_collector(Box::new(process::Collector));
@@ -227,6 +258,8 @@ impl Default for Metrics {
             sessions: Gauge::default(),
             streams: Gauge::default(),
             stream_limit: Gauge::default(),
+            backplane_up: Gauge::default(),
+            draining: Gauge::default(),
             evictions: Counter::default(),
             mailbox_full: Counter::default(),
             heartbeats: Counter::default(),
@@ -247,7 +280,10 @@ impl Default for Metrics {
             parked_sends,
             registry: Registry::default(),
         };
-        let registry = root.sub_registry_with_prefix("switchboard");
+        let mut registry = Families {
+            registry: root.sub_registry_with_prefix("switchboard"),
+            names: Vec::new(),
+        };
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -263,6 +299,17 @@ impl Default for Metrics {
             metrics.stream_limit.clone(),
         );
         registry.register(
+            "backplane_up",
+            "1 while this instance is on its backplane (alone: always; in a cluster: while it \
+             reads the Redis bus), else 0",
+            metrics.backplane_up.clone(),
+        );
+        registry.register(
+            "draining",
+            "1 once this instance is shutting down (draining its sessions and streams), else 0",
+            metrics.draining.clone(),
+        );
+        registry.register(
             "events_delivered",
             "Events written to SSE streams, by event name",
             events,
@@ -272,8 +319,7 @@ impl Default for Metrics {
             "Keep-alive comments written to quiet SSE streams",
             metrics.heartbeats.clone(),
         );
-        register_latency(
-            registry,
+        registry.register_latency(
             "delivery_latency",
             "From accepting an event to writing it to its stream",
             &metrics.delivery_latency,
@@ -320,16 +366,17 @@ impl Default for Metrics {
             "HTTP requests by route and status",
             metrics.http.clone(),
         );
-        register_latency(
-            registry,
+        registry.register_latency(
             "http_request_duration",
             "Time to answer an HTTP request (to the response head, for streams), by route",
             &metrics.http_latency,
         );
-        Metrics {
+        let families = registry.names;
+        let metrics = Metrics {
             registry: root,
             ..metrics
-        }
+        };
+        (metrics, families)
     }
 }
 
@@ -351,6 +398,14 @@ impl Metrics {
     /// Counts one HTTP request; `route` must be a template such as `/events/{id}`.
     pub fn http_request(&self, route: &'static str, status: u16) {
         self.http.get_or_create(&HttpLabels { route, status }).inc();
+    }
+
+    /// Creates `route`'s request series for each of `statuses`, and its duration histogram, at 0.
+    pub fn http_series(&self, route: &'static str, statuses: &[u16]) {
+        for &status in statuses {
+            let _ = self.http.get_or_create(&HttpLabels { route, status });
+        }
+        let _ = self.http_latency.get_or_create(&RouteLabel { route });
     }
 
     /// Counts one cluster message read from `channel` (`bus` or `instance`).
@@ -391,101 +446,5 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
-    }
-}
-
-/// The standard `process_*` metrics, read from `/proc/self` at each scrape.
-#[cfg(target_os = "linux")]
-mod process {
-    use procfs::process::{LimitValue, Process};
-    use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-    use prometheus_client::metrics::counter::ConstCounter;
-    use prometheus_client::metrics::gauge::ConstGauge;
-    use prometheus_client::registry::Unit;
-
-    #[derive(Debug)]
-    pub(super) struct Collector;
-
-    fn gauge(
-        encoder: &mut DescriptorEncoder,
-        name: &str,
-        help: &str,
-        unit: Option<&Unit>,
-        value: f64,
-    ) -> Result<(), std::fmt::Error> {
-        let gauge = ConstGauge::new(value);
-        gauge.encode(encoder.encode_descriptor(name, help, unit, gauge.metric_type())?)
-    }
-
-    impl prometheus_client::collector::Collector for Collector {
-        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-            // A /proc read failing (it does not in practice) leaves its metrics out of this
-            // scrape rather than failing it.
-            let Ok(me) = Process::myself() else {
-                return Ok(());
-            };
-            if let Ok(stat) = me.stat() {
-                let ticks = procfs::ticks_per_second() as f64;
-                let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
-                cpu.encode(encoder.encode_descriptor(
-                    "process_cpu",
-                    "Total user and system CPU time spent in seconds",
-                    Some(&Unit::Seconds),
-                    cpu.metric_type(),
-                )?)?;
-                let rss = stat.rss * procfs::page_size();
-                gauge(
-                    &mut encoder,
-                    "process_resident_memory",
-                    "Resident memory size in bytes",
-                    Some(&Unit::Bytes),
-                    rss as f64,
-                )?;
-                gauge(
-                    &mut encoder,
-                    "process_virtual_memory",
-                    "Virtual memory size in bytes",
-                    Some(&Unit::Bytes),
-                    stat.vsize as f64,
-                )?;
-                if let Ok(boot) = procfs::boot_time_secs() {
-                    gauge(
-                        &mut encoder,
-                        "process_start_time",
-                        "Start time of the process since the Unix epoch in seconds",
-                        Some(&Unit::Seconds),
-                        boot as f64 + stat.starttime as f64 / ticks,
-                    )?;
-                }
-                gauge(
-                    &mut encoder,
-                    "process_threads",
-                    "Number of OS threads in the process",
-                    None,
-                    stat.num_threads as f64,
-                )?;
-            }
-            if let Ok(open) = me.fd_count() {
-                gauge(
-                    &mut encoder,
-                    "process_open_fds",
-                    "Number of open file descriptors",
-                    None,
-                    open as f64,
-                )?;
-            }
-            if let Ok(limits) = me.limits()
-                && let LimitValue::Value(max) = limits.max_open_files.soft_limit
-            {
-                gauge(
-                    &mut encoder,
-                    "process_max_fds",
-                    "Maximum number of open file descriptors",
-                    None,
-                    max as f64,
-                )?;
-            }
-            Ok(())
-        }
     }
 }

@@ -19,6 +19,7 @@
 //! Needs `redis-server` (Debian: `apt-get install -y redis-server`); without it every test fails
 //! and says so. `proxy` also needs `nginx` (`apt-get install -y nginx`).
 
+mod backplane;
 mod crashes;
 mod departures;
 mod deploys;

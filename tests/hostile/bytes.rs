@@ -86,7 +86,7 @@ async fn every_route_with_each_header(server: &Instance) {
     let (id, token) = (ann["id"].as_str().unwrap(), ann["token"].as_str().unwrap());
 
     let mut failures = Vec::new();
-    for &(method, template) in switchboard::ROUTES {
+    for &(method, template, _) in switchboard::ROUTES {
         let path = template.replace("{id}", id);
         let credential = if path.starts_with("/api/") {
             TEST_API_KEY

@@ -152,6 +152,7 @@ impl Cluster {
                         }
                     }
                     self.subscribed.store(true, Ordering::Relaxed);
+                    self.registry.metrics().backplane_up.set(1);
                     let mut messages = pubsub.on_message();
                     loop {
                         let message = tokio::select! {
@@ -174,6 +175,7 @@ impl Cluster {
                         }
                     }
                     self.subscribed.store(false, Ordering::Relaxed);
+                    self.registry.metrics().backplane_up.set(0);
                     error!("lost the Redis bus subscription; reconnecting");
                 }
                 Ok(Err(err)) => {
