@@ -7,12 +7,12 @@
 //! - `context`: what every handler is given ([`Context`], [`StreamSettings`], `PeerAddr`).
 //! - `filters`: extract and validate a request's parts; `message`: a client's `message` body.
 //! - `handlers`: one function per client route, calling the hub; `server_api`: the app
-//!   backend's routes (`/api/*`); `listing`: the paged session list both serve; `rooms`: the
+//!   backend's routes (`/api/*`); `stats`: its figures stream for the admin console; `listing`: the paged session list both serve; `rooms`: the
 //!   room routes of both.
 //! - `sse`: the stream wire format; `lean`: stream connections served without hyper;
 //!   `takeover`: a keep-alive connection handed from hyper to `lean`.
 //! - `error`: every failure as JSON (its [`error::ErrorCode`] is public, so tests can hold the
-//!   docs to it); `redact`: what of a request may be logged; `cors`; `page`: the web client.
+//!   docs to it); `redact`: what of a request may be logged; `cors`; `page`: the web client and the admin console.
 //! - `server`: the accept loop with tower-http's layers and graceful shutdown.
 //!
 //! Lower files never import from this one; only what tests need is `pub`.
@@ -32,6 +32,7 @@ mod route_table;
 pub(crate) mod server;
 mod server_api;
 mod sse;
+mod stats;
 mod takeover;
 
 use std::convert::Infallible;
@@ -161,7 +162,7 @@ pub fn routes(
         .and(bearer_credential())
         .and(listing::page_query())
         .then(handlers::list_clients);
-    let server_api = server_api::routes(context_api_key, with_context(), max_body);
+    let server_api = server_api::routes(context_api_key.clone(), with_context(), max_body);
     let healthz = warp::path!("healthz")
         .and(get_or_head())
         .and(with_hub(hub.clone()))
@@ -186,6 +187,7 @@ pub fn routes(
     let openapi = warp::path!("openapi.yaml").and(get_or_head()).map(|| {
         warp::reply::with_header(OPENAPI, "content-type", "application/yaml").into_response()
     });
+    let admin = page::admin(context_api_key.is_some());
     let files = page::files(public_dir.into());
 
     let api = helo
@@ -224,6 +226,8 @@ pub fn routes(
             },
         )
         .or(openapi)
+        .unify()
+        .or(admin)
         .unify()
         .or(files)
         .unify()

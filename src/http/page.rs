@@ -15,6 +15,7 @@ use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 
+use super::error::ApiError;
 use super::filters;
 
 /// `public/`, compiled in (also in debug builds: tests serve what a release serves).
@@ -63,6 +64,31 @@ pub fn files(dir: Option<PathBuf>) -> BoxedFilter<(Response,)> {
             .boxed(),
     };
     filters::get_or_not_found().and(files).boxed()
+}
+
+/// The admin console, `/admin` and its files under `/admin/`, always the built-in ones: only
+/// with the server API on (`--api-key-file`), as it is built on it; otherwise not found, as
+/// `/api/*` is.
+pub fn admin(enabled: bool) -> BoxedFilter<(Response,)> {
+    warp::path("admin")
+        .and(filters::get_or_not_found())
+        .and(warp::path::tail())
+        .and(filters::raw_header(IF_NONE_MATCH.as_str()))
+        .and_then(
+            move |tail: warp::path::Tail, if_none_match: Option<HeaderValue>| async move {
+                if !enabled {
+                    return Err(warp::Rejection::from(ApiError::no_route()));
+                }
+                let if_none_match =
+                    if_none_match.and_then(|value| value.to_str().ok().map(str::to_owned));
+                let file = match tail.as_str() {
+                    "" => "admin/index.html".to_owned(),
+                    file => format!("admin/{file}"),
+                };
+                builtin(&file, if_none_match.as_deref()).ok_or_else(warp::reject::not_found)
+            },
+        )
+        .boxed()
 }
 
 /// The content type of `path` where guessing by extension gets it wrong: `.ts` is an MPEG
