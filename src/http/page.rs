@@ -12,10 +12,10 @@ use tracing::warn;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
-use warp::http::{HeaderValue, StatusCode};
+use warp::http::{HeaderValue, Method, StatusCode};
 use warp::reply::{Reply, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::filters;
 
 /// `public/`, compiled in (also in debug builds: tests serve what a release serves).
@@ -71,13 +71,24 @@ pub fn files(dir: Option<PathBuf>) -> BoxedFilter<(Response,)> {
 /// `/api/*` is.
 pub fn admin(enabled: bool) -> BoxedFilter<(Response,)> {
     warp::path("admin")
-        .and(filters::get_or_not_found())
+        .and(warp::method())
         .and(warp::path::tail())
         .and(filters::raw_header(IF_NONE_MATCH.as_str()))
         .and_then(
-            move |tail: warp::path::Tail, if_none_match: Option<HeaderValue>| async move {
+            move |method: Method, tail: warp::path::Tail, if_none_match: Option<HeaderValue>| async move {
                 if !enabled {
                     return Err(warp::Rejection::from(ApiError::no_route()));
+                }
+                if method != Method::GET && method != Method::HEAD {
+                    return Err(if tail.as_str().is_empty() {
+                        warp::Rejection::from(ApiError::new(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            ErrorCode::MethodNotAllowed,
+                            "this route does not accept that method",
+                        ))
+                    } else {
+                        warp::reject::not_found()
+                    });
                 }
                 let if_none_match =
                     if_none_match.and_then(|value| value.to_str().ok().map(str::to_owned));
