@@ -76,8 +76,9 @@ pub fn admin(enabled: bool) -> BoxedFilter<(Response,)> {
         .and(filters::raw_header(IF_NONE_MATCH.as_str()))
         .and_then(
             move |method: Method, tail: warp::path::Tail, if_none_match: Option<HeaderValue>| async move {
+                // Answered here, not rejected: `files` would serve `--public-dir`'s copy.
                 if !enabled {
-                    return Err(warp::Rejection::from(ApiError::no_route()));
+                    return Ok(ApiError::no_route().into_response());
                 }
                 if method != Method::GET && method != Method::HEAD {
                     return Err(if tail.as_str().is_empty() {

@@ -11,6 +11,7 @@
 //! - [`redis_proxy`]: a proxy in front of Redis that holds an instance's messages back.
 //! - [`browser`]: a `chromedriver` of our own that opens headless Chromium pages.
 //! - [`sse`]: [`SseReader`], every read bounded by [`WAIT`]; [`RawStream`] for wire bytes.
+//! - [`stats`]: the admin console's `/api/stats` stream, checked against its schema.
 //!
 //! Every wait is bounded: HTTP calls and SSE reads by [`WAIT`], "eventually" conditions by a
 //! deadline polled every [`POLL`].
@@ -24,6 +25,7 @@ pub mod jwt;
 pub mod redis_proxy;
 pub mod server;
 pub mod sse;
+pub mod stats;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
