@@ -3,23 +3,36 @@
 // It opens on a name field holding a random name (or `?name=`) and joins when the
 // person presses Join; `?join=1` joins at once (scripts, tests). With a server
 // running `--auth jwt`, the page joins with the token its host page gives it:
-// `window.SWITCHBOARD_TOKEN` or `#token=` in the URL (see hostToken below).
+// `window.SWITCHBOARD_TOKEN` or `#token=` in the URL (see page/session.js).
+//
+// Rooms: the sidebar lists one conversation per room and one for direct messages,
+// each with its unread count; the roster beside the conversation is the room's.
+// `?rooms=lobby,dev` prepares the rooms to join (the server's default, `lobby`,
+// otherwise); typing a room's name joins it, before joining or live. "Everyone" in
+// the send form means everyone in the room in view (or the last one viewed).
 //
 // The module keeps the session alive: the stream resumes after a network blip or
 // a server restart that kept its state, and when the session is gone (a restart
 // without state, an expired TTL) it joins again under the same name by itself;
-// the log says so. A `new_user` that arrives live is answered with a direct
-// "hello there <name>", at most AUTO_REPLIES_PER_SECOND of them; replayed ones
-// are not news and get none. The form sends to one person or to everyone, and
+// the log says so. A `new_user` in `lobby` that arrives live is answered with a
+// direct "hello there <name>", at most AUTO_REPLIES_PER_SECOND of them; replayed
+// ones are not news and get none. The form sends to one person or to everyone, and
 // closing the tab leaves so the others hear it at once.
 //
 // Everything another user controls (names, messages) is written with textContent,
-// never parsed as HTML, and every name sits in a <bdi>, so a right-to-left name
-// cannot reorder the text around it.
+// never parsed as HTML, and every name sits in a <bdi> (page/dom.js). The
+// conversations are page/conversations.js; the roster, page/people.js.
 import { Switchboard } from './switchboard.js';
+import { Conversations, DIRECT, roomKey } from './page/conversations.js';
+import { messageText, plural } from './page/dom.js';
+import { People } from './page/people.js';
+import { PerSecond, hostToken } from './page/session.js';
 
 {
-  const MAX_LOG_ENTRIES = 500;
+  /** The room the automatic greeting is said in. */
+  const GREETING_ROOM = 'lobby';
+  /** What a room name is (as the server checks it); the page says so before asking. */
+  const ROOM_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$/;
   /** Greetings sent in any one second at most; a burst of newcomers gets no more. */
   const AUTO_REPLIES_PER_SECOND = 3;
 
@@ -34,11 +47,9 @@ import { Switchboard } from './switchboard.js';
     nameLabel: $('label[for="name-input"]'),
     nameInput: $('#name-input'),
     joinHint: $('#join-hint'),
-    people: $('#people'),
-    peopleCount: $('#people-count'),
-    peopleEmpty: $('#people-empty'),
-    log: $('#log'),
-    logEmpty: $('#log-empty'),
+    roomForm: $('#room-form'),
+    roomInput: $('#room-input'),
+    roomError: $('#room-error'),
     sendForm: $('#send-form'),
     recipient: $('#recipient'),
     message: $('#message'),
@@ -50,8 +61,27 @@ import { Switchboard } from './switchboard.js';
 
   /** The client while this page takes part; null after leaving on purpose. */
   let board = null;
-  /** Everyone else online, keyed by id: presence is a set, never a list. */
-  const people = new Map();
+  /** The rooms to join (`?rooms=`, or as the person changed them); null: the server's. */
+  let prepared = null;
+  /** A room this page asked to join: shown once its `joined` arrives. */
+  let requestedRoom = null;
+  /** The greetings sent in the last second. */
+  const greetings = new PerSecond(AUTO_REPLIES_PER_SECOND);
+
+  const people = new People({
+    people: $('#people'),
+    count: $('#people-count'),
+    title: $('#people-title'),
+    empty: $('#people-empty'),
+    more: $('#people-more'),
+    recipient: ui.recipient,
+    message: ui.message,
+  });
+  const conversations = new Conversations(
+    { list: $('#conversations'), logs: $('#logs'), heading: $('#log-heading'), empty: $('#log-empty') },
+    { view: () => showPeople(), leave: (room) => leaveRoom(room) },
+  );
+  const log = (entry, key) => conversations.log(key, entry);
 
   // ---------------------------------------------------------------- helpers
 
@@ -61,54 +91,10 @@ import { Switchboard } from './switchboard.js';
     return 'new-user-' + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
   }
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  /** A name someone chose, isolated so that its direction cannot spill into the text around it. */
-  function nameNode(name) {
-    return el('bdi', 'name', name);
-  }
-
-  /**
-   * Text with names in it: parts are strings or `{ name }`, each name in its own <bdi>.
-   * @returns {Node[]}
-   */
-  function withNames(parts) {
-    return parts.map((part) => (typeof part === 'string' ? document.createTextNode(part) : nameNode(part.name)));
-  }
-
-  /** A name inside plain text that cannot hold elements (a tooltip): Unicode's own isolates. */
-  function isolated(name) {
-    return '\u2068' + name + '\u2069';
-  }
-
-  /** A message can be any JSON value; strings are shown as they are. */
-  function messageText(message) {
-    return typeof message === 'string' ? message : JSON.stringify(message);
-  }
-
   function nameOf(id, fallback) {
-    const person = people.get(id);
+    const person = board && board.presence.get(id);
     if (person) return person.name;
     return fallback || id.slice(0, 8);
-  }
-
-  /** A stable hue per id, so a person keeps the same colour in every tab. */
-  function hueOf(id) {
-    let hash = 0;
-    for (const ch of id) hash = (hash * 31 + ch.charCodeAt(0)) >>> 0;
-    return hash % 360;
-  }
-
-  function avatar(person) {
-    const node = el('span', 'avatar', (person.name.trim()[0] || '?').toUpperCase());
-    node.style.setProperty('--hue', hueOf(person.id));
-    node.setAttribute('aria-hidden', 'true');
-    return node;
   }
 
   // ----------------------------------------------------------------- status
@@ -128,129 +114,81 @@ import { Switchboard } from './switchboard.js';
     ui.offline.hidden = state !== 'reconnecting';
   }
 
-  // ---------------------------------------------------------------- people
-
-  /** On a phone the people list is one scrolling row: say so when it overflows. */
-  function hintOverflow() {
-    const list = $('#people');
-    $('#people-more').hidden = list.scrollWidth <= list.clientWidth + 1;
-  }
-  window.addEventListener('resize', hintOverflow);
-
-  function renderPeople() {
-    const sorted = [...people.values()].sort(
-      (a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id),
-    );
-
-    ui.people.replaceChildren(
-      ...sorted.map((person) => {
-        const item = el('li', 'person');
-        item.dataset.id = person.id;
-        const button = el('button', 'person-button');
-        button.type = 'button';
-        button.title = 'Send a message to ' + isolated(person.name);
-        const label = el('span', 'person-label');
-        label.append(nameNode(person.name), el('span', 'short-id', person.id.slice(0, 8)));
-        button.append(avatar(person), label);
-        button.addEventListener('click', () => {
-          ui.recipient.value = person.id;
-          ui.message.focus();
-        });
-        item.append(button);
-        return item;
-      }),
-    );
-    ui.peopleCount.textContent = String(people.size);
-    ui.peopleEmpty.hidden = people.size > 0;
-
-    // Keep the recipient choice while that person is still here.
-    const chosen = ui.recipient.value;
-    const everyone = el('option', '', 'Everyone');
-    everyone.value = '';
-    ui.recipient.replaceChildren(
-      everyone,
-      ...sorted.map((person) => {
-        // An option holds text only; it shows the name alone, in the name's own direction.
-        const option = el('option', '', person.name);
-        option.dir = 'auto';
-        option.value = person.id;
-        return option;
-      }),
-    );
-    ui.recipient.value = people.has(chosen) ? chosen : '';
-    hintOverflow();
-  }
-
-  /** The module's presence (the others, keyed by id) is the truth; mirror it. */
-  function syncPeople(presence) {
-    people.clear();
-    for (const [id, person] of presence) people.set(id, { id, name: person.name });
-    renderPeople();
-  }
-
-  // ------------------------------------------------------------------- log
-
-  const KIND_LABELS = {
-    client_response: 'direct',
-    client_broadcast: 'broadcast',
-    sent_response: 'direct',
-    sent_broadcast: 'broadcast',
-    new_user: 'joined',
-    user_left: 'left',
-    server_message: 'server',
-    lagged: 'lagged',
-    system: 'info',
-    error: 'error',
-  };
+  // ----------------------------------------------------------------- rooms
 
   /**
-   * Appends one entry. `who` is the other party's name ("from X", "to X"), `text`
-   * the message, or an array of strings and `{ name }` parts (see withNames); all
-   * are untrusted and only ever set as textContent. `eventId` is the id a sent
-   * message got in the recipient's stream.
+   * The rooms a live session is in come from the module; a page that has not joined (or left)
+   * shows the prepared ones; one (re)connecting keeps its list and their logs as they are.
    */
-  function log({ kind, direction = 'info', prefix = '', who = '', whoId = '', text = '', tag = '', eventId }) {
-    const item = el('li', 'entry');
-    item.dataset.kind = kind;
-    item.dataset.direction = direction;
-    if (whoId) item.dataset.peer = whoId;
-    if (eventId !== undefined) {
-      item.dataset.eventId = String(eventId);
-      item.title = `event #${eventId} in their stream`;
+  function syncRooms() {
+    if (board && board.state === 'open') {
+      // In the order the list has them (the order asked for), rooms joined since at the end.
+      const listed = conversations.rooms.filter((room) => board.rooms.has(room));
+      const rooms = [...new Set([...listed, ...board.rooms.keys()])];
+      const counts = new Map([...board.rooms.values()].map((room) => [room.name, room.members]));
+      conversations.setRooms(rooms, counts);
+    } else if (!board) {
+      conversations.setRooms(prepared || ['lobby']);
     }
+    showPeople();
+  }
 
-    const now = new Date();
-    const time = el('time', 'when', now.toLocaleTimeString([], { hour12: false }));
-    time.dateTime = now.toISOString();
-
-    const head = el('div', 'entry-head');
-    head.append(time, el('span', 'kind', KIND_LABELS[kind] || kind));
-    if (who || prefix) {
-      const whoNode = el('span', 'who', prefix);
-      if (who) whoNode.append(nameNode(who));
-      head.append(whoNode);
+  /** The roster beside the conversation in view: the room's, or everyone's for direct messages. */
+  function showPeople() {
+    const live = board && board.state === 'open';
+    const room = conversations.room;
+    if (conversations.view === DIRECT || !live) {
+      const everyone = live ? board.presence.values() : [];
+      people.show({ inRoom: null, people: everyone, members: null, room });
+      return;
     }
-    if (tag) head.append(el('span', 'tag', tag));
+    const inView = board.rooms.get(room);
+    people.show({
+      inRoom: room,
+      people: inView ? inView.roster && inView.roster.values() : [],
+      members: inView ? inView.members : null,
+      room,
+    });
+  }
 
-    item.append(head);
-    if (text.length > 0) {
-      // A message keeps its own direction (dir=auto: that of its first strong letter).
-      const body = el('p', 'text');
-      body.dir = 'auto';
-      body.append(...(Array.isArray(text) ? withNames(text) : [text]));
-      item.append(body);
+  function roomFailed(error) {
+    ui.roomError.textContent = error;
+    ui.roomError.hidden = false;
+  }
+
+  ui.roomForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const room = ui.roomInput.value.trim();
+    ui.roomError.hidden = true;
+    if (!ROOM_NAME.test(room)) {
+      roomFailed('A room name is 1 to 64 of A-Z a-z 0-9 _ . : @ -, starting with a letter or a digit.');
+      return;
     }
+    ui.roomInput.value = '';
+    if (board && board.state === 'open') {
+      if (board.rooms.has(room)) {
+        conversations.select(roomKey(room));
+        return;
+      }
+      requestedRoom = room;
+      board.joinRoom(room).catch((error) => roomFailed(`Could not join ${room}: ${explain(error)}`));
+    } else {
+      // Not joined yet (or left): the room is joined with the others on Join.
+      const rooms = prepared || ['lobby'];
+      prepared = rooms.includes(room) ? rooms : [...rooms, room];
+      syncRooms();
+      conversations.select(roomKey(room));
+    }
+  });
 
-    // Follow new entries only when the reader is at the bottom already. The
-    // log scrolls by itself on a desktop and scrolls with the page on a phone.
-    const page = document.scrollingElement;
-    const stick =
-      ui.log.scrollHeight - ui.log.scrollTop - ui.log.clientHeight < 40 &&
-      page.scrollHeight - page.scrollTop - page.clientHeight < 40;
-    ui.log.append(item);
-    while (ui.log.childElementCount > MAX_LOG_ENTRIES) ui.log.firstElementChild.remove();
-    ui.logEmpty.hidden = true;
-    if (stick) item.scrollIntoView({ block: 'nearest' });
+  function leaveRoom(room) {
+    ui.roomError.hidden = true;
+    if (board && board.state === 'open') {
+      board.leaveRoom(room).catch((error) => roomFailed(`Could not leave ${room}: ${explain(error)}`));
+    } else {
+      prepared = (prepared || ['lobby']).filter((each) => each !== room);
+      syncRooms();
+    }
   }
 
   // --------------------------------------------------------------- sending
@@ -267,6 +205,10 @@ import { Switchboard } from './switchboard.js';
         return `too many at once; try again in ${error.retryAfter || 1} s.`;
       case 'unknown_session':
         return 'they are no longer here.';
+      case 'room_forbidden':
+        return 'this server does not let you in that room.';
+      case 'not_a_member':
+        return 'you are not in that room.';
       case 'unauthorized':
         return joinToken ? 'the sign-in token was refused; open this page from your app again.' : NEEDS_TOKEN;
       default:
@@ -291,7 +233,7 @@ import { Switchboard } from './switchboard.js';
     const name = knownName || nameOf(recipient);
     try {
       const reply = await board.send(recipient, message);
-      log({
+      const sent = {
         kind: 'sent_response',
         direction: 'out',
         prefix: 'to ',
@@ -300,29 +242,34 @@ import { Switchboard } from './switchboard.js';
         text: messageText(message),
         tag,
         eventId: reply.event_id,
-      });
-      if (!tag) sendWorked();
+      };
+      log(sent, DIRECT);
+      // What the person typed to someone is shown where it went; a greeting moves nothing.
+      if (!tag) {
+        sendWorked();
+        conversations.select(DIRECT);
+      }
     } catch (error) {
       // The automatic greeting has no field: its failure is a line of the conversation.
-      if (tag) log({ kind: 'error', prefix: 'to ', who: name, whoId: recipient, text: explain(error) });
+      if (tag) log({ kind: 'error', prefix: 'to ', who: name, whoId: recipient, text: explain(error) }, DIRECT);
       else sendFailed(name, error);
     }
   }
 
-  async function sendBroadcast(message) {
+  async function sendBroadcast(message, room) {
     try {
-      const reply = await board.broadcast(message);
-      const n = reply.recipients;
-      log({
+      const reply = await board.broadcast(message, { room });
+      const entry = {
         kind: 'sent_broadcast',
         direction: 'out',
-        prefix: 'to everyone',
+        prefix: `to everyone in ${room}`,
         text: messageText(message),
-        tag: `${n} ${n === 1 ? 'recipient' : 'recipients'}`,
-      });
+        tag: plural(reply.recipients, 'recipient'),
+      };
+      log(entry, roomKey(room));
       sendWorked();
     } catch (error) {
-      sendFailed('everyone', error);
+      sendFailed(`everyone in ${room}`, error);
     }
   }
 
@@ -333,22 +280,8 @@ import { Switchboard } from './switchboard.js';
     const recipient = ui.recipient.value;
     ui.message.value = '';
     if (recipient) sendDirect(recipient, message);
-    else sendBroadcast(message);
+    else if (conversations.room !== null) sendBroadcast(message, conversations.room);
   });
-
-  // ------------------------------------------------------------ auto-reply
-
-  /** When the greetings of the last second were sent. */
-  const autoReplies = [];
-
-  /** Whether one more greeting fits in the last second; if so, it counts from now. */
-  function mayAutoReply() {
-    const now = performance.now();
-    while (autoReplies.length > 0 && now - autoReplies[0] >= 1000) autoReplies.shift();
-    if (autoReplies.length >= AUTO_REPLIES_PER_SECOND) return false;
-    autoReplies.push(now);
-    return true;
-  }
 
   // ----------------------------------------------------------------- events
 
@@ -359,56 +292,75 @@ import { Switchboard } from './switchboard.js';
       if (resumed) log({ kind: 'system', text: 'reconnected' });
     },
 
-    presence({ presence }) {
-      syncPeople(presence);
+    // Anything that changed who is where: the room list and the roster follow.
+    presence() {
+      syncRooms();
     },
 
-    new_user({ id, name, replayed }) {
-      log({ kind: 'new_user', direction: 'in', who: name, whoId: id, tag: replayed ? 'replayed' : '' });
-      // The seed's scenario: greet every newcomer directly. Only live ones: a replayed
-      // `new_user` joined before this stream attached (it is in the roster already), and
-      // greeting it again after each reconnect would be noise.
-      if (replayed) return;
-      if (mayAutoReply()) {
+    new_user({ id, name, room, replayed }) {
+      const entry = { kind: 'new_user', direction: 'in', who: name, whoId: id, tag: replayed ? 'replayed' : '' };
+      log(entry, room && roomKey(room));
+      // The seed's scenario: greet every newcomer to the lobby directly (once, though a
+      // newcomer sharing two rooms is told of twice). Only live ones: a replayed `new_user`
+      // joined before this stream attached (it is in the roster already), and greeting it
+      // again after each reconnect would be noise.
+      if (replayed || (room !== undefined && room !== GREETING_ROOM)) return;
+      if (greetings.allow()) {
         sendDirect(id, `hello there ${name}`, 'auto-reply', name);
       } else {
-        log({
-          kind: 'system',
-          whoId: id,
-          text: ['no auto-reply to ', { name }, `: more than ${AUTO_REPLIES_PER_SECOND} newcomers a second`],
-        });
+        const text = ['no auto-reply to ', { name }, `: more than ${AUTO_REPLIES_PER_SECOND} newcomers a second`];
+        log({ kind: 'system', whoId: id, text }, DIRECT);
       }
     },
 
     message(data) {
-      log({
+      const entry = {
         kind: 'client_response',
         direction: 'in',
         prefix: 'from ',
         who: data.from_name,
         whoId: data.from,
         text: messageText(data.message),
-      });
+      };
+      log(entry, DIRECT);
     },
 
     broadcast(data) {
-      log({
+      const entry = {
         kind: 'client_broadcast',
         direction: 'in',
         prefix: 'from ',
         who: data.from_name,
         whoId: data.from,
         text: messageText(data.message),
-      });
+      };
+      log(entry, data.room && roomKey(data.room));
     },
 
-    // A message from the app's backend (the server API).
+    // A message from the app's backend (the server API): to a room's members in that room,
+    // to this session or its user with the direct messages.
     server_message(data) {
-      log({ kind: 'server_message', direction: 'in', text: messageText(data.message) });
+      const entry = { kind: 'server_message', direction: 'in', text: messageText(data.message) };
+      log(entry, data.room ? roomKey(data.room) : DIRECT);
     },
 
-    user_left({ id, name }) {
-      log({ kind: 'user_left', direction: 'in', who: name, whoId: id });
+    user_left({ id, name, room }) {
+      log({ kind: 'user_left', direction: 'in', who: name, whoId: id }, room && roomKey(room));
+    },
+
+    // This session is in a new room (it asked, or the app's backend put it there).
+    joined({ room, members }) {
+      syncRooms();
+      log({ kind: 'joined', text: `you joined ${room}: ${plural(members, 'member')}, you included` }, roomKey(room));
+      if (room === requestedRoom) {
+        requestedRoom = null;
+        conversations.select(roomKey(room));
+      }
+    },
+
+    left({ room }) {
+      syncRooms();
+      log({ kind: 'left', text: `you left ${room}` });
     },
 
     lagged({ missed }) {
@@ -435,8 +387,9 @@ import { Switchboard } from './switchboard.js';
     error({ error, fatal }) {
       if (!fatal) return;
       board = null;
-      people.clear();
-      renderPeople();
+      // Joining again asks for the rooms listed (a refused one can be left with ×).
+      prepared = conversations.rooms;
+      syncRooms();
       joinFailed(error);
     },
   };
@@ -449,29 +402,10 @@ import { Switchboard } from './switchboard.js';
     ui.nameInput.value = name;
   }
 
-  /**
-   * The join token the host page gives this page, for a server running `--auth jwt`:
-   * `window.SWITCHBOARD_TOKEN` (a string, or a function returning one or a promise of one,
-   * asked again whenever the page joins) set by a script before this module runs, or else
-   * `#token=` in the URL (the fragment never reaches a server or a Referer). The fragment is
-   * removed from the address bar once read, so the token is not bookmarked or shared with
-   * the link. Undefined when there is none (a server running `--auth open` needs none).
-   */
-  function hostToken() {
-    const fragment = new URLSearchParams(location.hash.slice(1));
-    const inUrl = fragment.get('token');
-    if (inUrl !== null) {
-      fragment.delete('token');
-      const rest = fragment.toString();
-      history.replaceState(history.state, '', location.pathname + location.search + (rest ? '#' + rest : ''));
-    }
-    return globalThis.SWITCHBOARD_TOKEN || inUrl || undefined;
-  }
-
   const joinToken = hostToken();
 
   async function join(name) {
-    const client = new Switchboard({ name, joinToken });
+    const client = new Switchboard(prepared ? { name, joinToken, rooms: prepared } : { name, joinToken });
     board = client;
     for (const [type, handle] of Object.entries(handlers)) {
       client.addEventListener(type, (event) => {
@@ -527,9 +461,10 @@ import { Switchboard } from './switchboard.js';
   ui.leave.addEventListener('click', () => {
     const client = board;
     board = null;
+    // Joining again goes back into the rooms this page was in.
+    if (client) prepared = conversations.rooms;
     if (client) client.leave();
-    people.clear();
-    renderPeople();
+    syncRooms();
     setStatus('closed');
     ui.joinHint.textContent = 'You left. Joining says hello again with a new id.';
     log({ kind: 'system', text: 'you left' });
@@ -538,6 +473,10 @@ import { Switchboard } from './switchboard.js';
   // Nothing happens until the person presses Join, unless `?join=1` asks for it.
   const params = new URLSearchParams(location.search);
   const requested = (params.get('name') || '').trim();
+  if (params.has('rooms')) {
+    prepared = [...new Set(params.get('rooms').split(',').map((room) => room.trim()).filter(Boolean))];
+  }
+  syncRooms();
   ui.nameInput.value = requested || randomName();
   if (joinToken) {
     // The server names the session after the token's `name` claim: nothing to type.

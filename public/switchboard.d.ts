@@ -10,6 +10,23 @@ export interface Peer {
   name: string;
 }
 
+/** A room name: 1 to 64 characters of `A-Z a-z 0-9 _ . : @ -`, case-sensitive, starting with a
+ * letter or a digit. `lobby` is the default room. */
+export type RoomName = string;
+
+/** One of this session's rooms, as `Switchboard.rooms` keeps it. */
+export interface Room {
+  name: RoomName;
+  /** Its members, this session included. */
+  members: number;
+  /** The others in it, keyed by id; null in a room above the server's `--room-presence-limit`
+   * (or with presence off), where only the count is told (`room_count`). */
+  roster: ReadonlyMap<SessionId, Peer> | null;
+}
+
+/** A room's roster as the stream carries it in `ready`: the others, or only the count. */
+export type RosterOrCount = Peer[] | { members: number };
+
 /** `idle` before `connect`, `connecting` until the first `ready`, `open` while the stream
  * reads, `reconnecting` while it is being restored, `closed` after `leave`/`close` or a fatal
  * error. */
@@ -26,6 +43,9 @@ export type RejoinReason = 'unknown_session' | 'unauthorized' | 'pagehide';
 export interface SwitchboardOptions {
   /** The display name to register with: 1 to 64 characters, no control characters. */
   name: string;
+  /** The rooms to register in. Default: the server's, `["lobby"]`; `[]`: none (direct messages
+   * only). A session registered again by the client is put in the rooms the lost one was in. */
+  rooms?: RoomName[];
   /** The server's origin (and path prefix); '' (default) for the page's own origin. A different
    * origin must be allowed by the server's `--cors-origin`. */
   baseUrl?: string;
@@ -65,18 +85,49 @@ export interface StateDetail {
 export interface ReadyDetail {
   id: SessionId;
   name: string;
+  /** The others in this session's rooms, each once. */
   clients: Peer[];
+  /** Each room of this session with its roster (or count). */
+  rooms: Record<RoomName, RosterOrCount>;
   /** True when this session had been attached before (a resume, not a new session). */
   resumed: boolean;
 }
 
+/** After anything that changed who is where. */
 export interface PresenceDetail {
   /** The same live Map as `Switchboard.presence`. */
   presence: ReadonlyMap<SessionId, Peer>;
+  /** The same live Map as `Switchboard.rooms`. */
+  rooms: ReadonlyMap<RoomName, Room>;
 }
 
 export interface PeerDetail extends Peer {
+  /** The room the peer joined or left (a peer leaving the hub is told once per shared room). */
+  room: RoomName;
   /** The event's id in this session's stream. */
+  eventId: number | null;
+}
+
+/** `joined`: this session is now in a room (`joinRoom`, or the app's backend put it there). */
+export interface JoinedDetail {
+  room: RoomName;
+  /** Its members, this session included. */
+  members: number;
+  /** The others in it; null above the presence limit. */
+  clients: Peer[] | null;
+  eventId: number | null;
+}
+
+/** `left`: this session is no longer in a room (`leaveRoom`, or the app's backend). */
+export interface LeftDetail {
+  room: RoomName;
+  eventId: number | null;
+}
+
+/** `room_count`: a room above the presence limit has this many members now. */
+export interface RoomCountDetail {
+  room: RoomName;
+  members: number;
   eventId: number | null;
 }
 
@@ -98,18 +149,23 @@ export interface MessageDetail<M = unknown> {
   eventId: number | null;
 }
 
-/** A message to everyone (`client_broadcast`). */
+/** A message to every member of a room (`client_broadcast`). */
 export interface BroadcastDetail<M = unknown> {
   from: SessionId;
   from_name: string;
+  /** The room it was sent to. */
+  room: RoomName;
   message: M;
   eventId: number | null;
 }
 
 /** A message from the app's backend, through the server API (`server_message`). */
 export interface ServerMessageDetail<M = unknown> {
-  /** Whether it was addressed to this session, to its user, or to everyone. */
-  to: 'session' | 'user' | 'everyone';
+  /** Whether it was addressed to this session, to its user, to a room's members, or to
+   * everyone. */
+  to: 'session' | 'user' | 'room' | 'everyone';
+  /** The room, when `to` is `room`. */
+  room?: RoomName;
   /** Any JSON value, as the backend sent it. */
   message: M;
   eventId: number | null;
@@ -141,6 +197,9 @@ export interface SwitchboardEventMap {
   presence: CustomEvent<PresenceDetail>;
   new_user: CustomEvent<NewUserDetail>;
   user_left: CustomEvent<PeerDetail>;
+  joined: CustomEvent<JoinedDetail>;
+  left: CustomEvent<LeftDetail>;
+  room_count: CustomEvent<RoomCountDetail>;
   message: CustomEvent<MessageDetail>;
   broadcast: CustomEvent<BroadcastDetail>;
   server_message: CustomEvent<ServerMessageDetail>;
@@ -157,7 +216,8 @@ export class SwitchboardError extends Error {
   );
   /** HTTP status, or 0 when no answer came. */
   status: number;
-  /** The API's `error` code (e.g. `mailbox_full`, `unknown_recipient`), or `network_error`,
+  /** The API's `error` code (e.g. `mailbox_full`, `unknown_recipient`, `room_forbidden`,
+   * `not_a_member`), or `network_error`,
    * `not_connected`, `closed`, `http_error`, `invalid_event`. */
   code: string;
   /** Seconds the server asked to wait (`Retry-After`), or null. */
@@ -175,8 +235,12 @@ export class Switchboard extends EventTarget {
   /** The registered name (the server's spelling once registered). */
   readonly name: string;
   readonly state: SwitchboardState;
-  /** The others online, keyed by id; kept in sync from the stream. */
+  /** The others online in any of this session's rooms, keyed by id; kept from the stream. */
   readonly presence: ReadonlyMap<SessionId, Peer>;
+  /** This session's rooms, keyed by name, each with its count and roster (or null above the
+   * presence limit); kept from the stream (`ready`, `joined`, `left`, `new_user`, `user_left`,
+   * `room_count`). */
+  readonly rooms: ReadonlyMap<RoomName, Room>;
   /** The id of the last event read (the resume point), or null. */
   readonly lastEventId: number | null;
 
@@ -188,8 +252,14 @@ export class Switchboard extends EventTarget {
   close(): void;
   /** A direct message into one recipient's stream; resolves with its id there. */
   send<M = unknown>(recipient: SessionId, message: M): Promise<{ event_id: number }>;
-  /** A message to every other session; resolves with how many got it. */
-  broadcast<M = unknown>(message: M): Promise<{ recipients: number }>;
+  /** A message to every other member of `room` (default: `lobby`; this session must be in
+   * it, else 403 `not_a_member`); resolves with how many got it. */
+  broadcast<M = unknown>(message: M, options?: { room?: RoomName }): Promise<{ recipients: number }>;
+  /** Joins a room (`PUT /session/rooms/{room}`); resolves with its member count, this session
+   * included. `rooms` has it once `joined` arrives on the stream. */
+  joinRoom(room: RoomName): Promise<{ room: RoomName; members: number }>;
+  /** Leaves a room (`DELETE /session/rooms/{room}`); `rooms` drops it once `left` arrives. */
+  leaveRoom(room: RoomName): Promise<void>;
 
   addEventListener<K extends keyof SwitchboardEventMap>(
     type: K,

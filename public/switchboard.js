@@ -3,18 +3,26 @@
 // An ES module with no dependencies and no build step, served at `/switchboard.js`:
 //
 //   import { Switchboard } from '/switchboard.js';
-//   const board = await Switchboard.join({ name: 'alice' });
+//   const board = await Switchboard.join({ name: 'alice', rooms: ['lobby', 'dev'] });
 //   board.addEventListener('message', (e) => console.log(e.detail.from_name, e.detail.message));
-//   board.addEventListener('presence', () => render(board.presence));
+//   board.addEventListener('broadcast', (e) => console.log(e.detail.room, e.detail.message));
+//   board.addEventListener('presence', () => render(board.rooms));
 //   await board.send(someId, 'hello');
+//   await board.broadcast('hi, dev', { room: 'dev' });
+//   await board.joinRoom('ops');
 //
 // What it does for the page:
 // - registers (POST /helo, with `joinToken` as `Authorization: Bearer` for a server running
 //   `--auth jwt`) and reads the session's stream (EventSource on /events/{id});
-// - keeps `presence`, a Map of the others keyed by id, from `ready` / `new_user` / `user_left`
-//   (the roster in each `ready` replaces it, so a resume never leaves a stale entry), and marks a
-//   `new_user` whose peer that roster already listed as `replayed`: it happened before the stream
-//   attached (the mailbox replays it after `ready`), so it is not news;
+// - registers in `rooms` (absent: the server's default, `lobby`), joins and leaves rooms later
+//   (`joinRoom`, `leaveRoom`), and registers again in the rooms the session was in;
+// - keeps `rooms`, a Map of this session's rooms (each with its member count and the roster of
+//   the others, or only the count above the server's presence limit), and `presence`, a Map of
+//   the others in any of them keyed by id, from `ready` / `joined` / `left` / `new_user` /
+//   `user_left` / `room_count` (the rosters in each `ready` replace them, so a resume never
+//   leaves a stale entry), and marks a `new_user` whose peer that room's roster already listed
+//   as `replayed`: it happened before the stream attached (the mailbox replays it after
+//   `ready`), so it is not news;
 // - remembers the last event id it read and resumes after it (`?last_event_id=`) whenever it has
 //   to open a new EventSource; the browser's own reconnects send `Last-Event-ID` by themselves;
 // - reconnects with exponential backoff and full jitter (capped at 10 s by default) when the
@@ -36,7 +44,7 @@
 // The code is in switchboard/, one concept per module: client.js (the Switchboard class: the
 // options, methods, events and presence), connection.js (registering, attaching and
 // recovering the session), stream.js (the EventSource and the resume point), http.js (the
-// other requests), backoff.js, presence.js (the roster), storage.js (`persist`), window.js
+// other requests), backoff.js, presence.js (the rooms and their rosters), storage.js (`persist`), window.js
 // (pagehide, pageshow, online) and errors.js.
 //
 // Types: JSDoc in those modules (the options in switchboard/types.js), and `switchboard.d.ts`

@@ -36,7 +36,7 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
-pub use config::{AuthMode, Config, DirectMessages, LogFormat};
+pub use config::{AuthMode, Config, DirectMessages, LogFormat, RoomFlags};
 pub use http::ROUTES;
 pub use http::error::ErrorCode;
 pub use identity::RoomPattern;

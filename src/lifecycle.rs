@@ -70,8 +70,8 @@ pub(crate) async fn run(
             max_sessions: config.max_sessions,
             max_streams,
             session_ttl: config.session_ttl,
-            max_rooms_per_session: config.max_rooms_per_session as usize,
-            max_rooms: usize::try_from(config.max_rooms).unwrap_or(usize::MAX),
+            max_rooms_per_session: config.rooms.max_rooms_per_session as usize,
+            max_rooms: usize::try_from(config.rooms.max_rooms).unwrap_or(usize::MAX),
         },
         Arc::clone(&metrics),
     );

@@ -1,6 +1,6 @@
 //! `switchboard-client` against a real server (`serve` on an ephemeral port): each call's
-//! success value, the errors it turns answers into, and its event stream (parsing, ids,
-//! resuming, the end). The API tests use the crate too, through `support`; these call it
+//! success value, the errors it turns answers into, its event stream (parsing, ids,
+//! resuming, the end), and its room calls with the [`Rooms`] they keep current. The API tests use the crate too, through `support`; these call it
 //! directly, as its users do.
 
 #[path = "support/mod.rs"]
@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::json;
-use switchboard_client::{Client, Error, EventStream, Frame, Peer};
+use switchboard_client::{Client, Error, EventStream, Frame, Peer, Rooms};
 use tokio::time::timeout;
 
 use support::{Config, WAIT, spawn_app, test_config};
@@ -237,4 +237,121 @@ async fn send_once_delivers_a_resent_message_once() {
         (frame.id, &frame.data["message"]),
         (Some(marker), &json!("marker"))
     );
+}
+
+#[tokio::test]
+async fn room_calls_join_leave_list_and_broadcast_and_rooms_follow_the_stream() {
+    let app = spawn_app(test_config()).await;
+    let hub = Client::new(&app.base_url);
+    let ann = bounded(hub.helo_in("ann", &["dev"])).await.unwrap();
+    assert_eq!(ann.rooms, ["dev"]);
+    let cat = bounded(hub.helo_in("cat", &["dev", "ops"])).await.unwrap();
+    let bob = bounded(hub.helo("bob")).await.unwrap();
+    assert_eq!(bob.rooms, ["lobby"], "no rooms named: the server's default");
+    let none = bounded(hub.helo_in("dee", &[])).await.unwrap();
+    assert!(none.rooms.is_empty());
+    let err = bounded(hub.helo_in("eve", &["-x"])).await.unwrap_err();
+    assert_eq!(
+        status_of(&err),
+        (StatusCode::BAD_REQUEST, Some("invalid_room"))
+    );
+
+    // ann's rooms: dev, with cat in it (from `ready`; cat's replayed `new_user` adds nothing).
+    let mut rooms = Rooms::default();
+    let mut events = bounded(hub.attach(&ann, None)).await.unwrap();
+    assert!(rooms.apply(&next(&mut events).await));
+    let replayed = next(&mut events).await;
+    assert_eq!(
+        (replayed.event.as_str(), replayed.room()),
+        ("new_user", Some("dev"))
+    );
+    rooms.apply(&replayed);
+    assert_eq!(rooms.names().collect::<Vec<_>>(), ["dev"]);
+    let dev = rooms.get("dev").unwrap();
+    assert_eq!(dev.members, 2);
+    assert_eq!(dev.roster.as_ref().unwrap()[&cat.id].name, "cat");
+
+    // bob joins dev: ann hears it there.
+    assert_eq!(bounded(hub.join_room(&bob, "dev")).await.unwrap(), 3);
+    let joined = next(&mut events).await;
+    assert_eq!(
+        (joined.event.as_str(), joined.room()),
+        ("new_user", Some("dev"))
+    );
+    assert!(rooms.apply(&joined));
+    assert_eq!(rooms.get("dev").unwrap().members, 3);
+
+    // A broadcast to dev reaches its two other members, with the room; bob is not in ops.
+    assert_eq!(
+        bounded(hub.broadcast_to(&bob, "dev", &"hi, dev"))
+            .await
+            .unwrap(),
+        2
+    );
+    let said = next(&mut events).await;
+    assert_eq!(
+        (said.event.as_str(), said.room()),
+        ("client_broadcast", Some("dev"))
+    );
+    assert_eq!(said.data["message"], "hi, dev");
+    let err = bounded(hub.broadcast_to(&bob, "ops", &"hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status_of(&err),
+        (StatusCode::FORBIDDEN, Some("not_a_member"))
+    );
+
+    // The listing of a room for a member, and for one who is not.
+    let mut members = bounded(hub.room_members(&ann, "dev")).await.unwrap();
+    members.sort();
+    let mut expected: Vec<String> = [&ann, &bob, &cat].iter().map(|s| s.id.clone()).collect();
+    expected.sort();
+    assert_eq!(
+        members.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    let err = bounded(hub.room_members(&ann, "ops")).await.unwrap_err();
+    assert_eq!(
+        status_of(&err),
+        (StatusCode::FORBIDDEN, Some("not_a_member"))
+    );
+
+    // ann joins ops (`joined`, with its roster) and leaves it (`left`).
+    assert_eq!(bounded(hub.join_room(&ann, "ops")).await.unwrap(), 2);
+    let frame = next(&mut events).await;
+    assert_eq!(
+        (frame.event.as_str(), frame.room()),
+        ("joined", Some("ops"))
+    );
+    assert!(frame.id.is_some(), "joined has an id, so a replay shows it");
+    assert!(rooms.apply(&frame));
+    let ops = rooms.get("ops").unwrap();
+    assert_eq!((ops.members, ops.roster.as_ref().unwrap().len()), (2, 1));
+    bounded(hub.leave_room(&ann, "ops")).await.unwrap();
+    let frame = next(&mut events).await;
+    assert_eq!((frame.event.as_str(), frame.room()), ("left", Some("ops")));
+    assert!(rooms.apply(&frame));
+    assert_eq!(rooms.names().collect::<Vec<_>>(), ["dev"]);
+    let err = bounded(hub.leave_room(&ann, "ops")).await.unwrap_err();
+    assert_eq!(
+        status_of(&err),
+        (StatusCode::NOT_FOUND, Some("not_a_member"))
+    );
+    // A name that breaks the rule stays one path segment, refused as a room.
+    let err = bounded(hub.join_room(&ann, "a b/c")).await.unwrap_err();
+    assert_eq!(
+        status_of(&err),
+        (StatusCode::BAD_REQUEST, Some("invalid_room"))
+    );
+
+    // bob leaves the hub: ann hears it in dev, and dev is smaller.
+    bounded(hub.leave(&bob)).await.unwrap();
+    let frame = next(&mut events).await;
+    assert_eq!(
+        (frame.event.as_str(), frame.room()),
+        ("user_left", Some("dev"))
+    );
+    assert!(rooms.apply(&frame));
+    assert_eq!(rooms.get("dev").unwrap().members, 2);
 }

@@ -268,7 +268,10 @@ async fn every_event_the_server_sends_matches_its_openapi_schema() {
 
     // Rooms: joined, a room above the presence limit counted, left.
     let rooms = spawn_app(Config {
-        room_presence_limit: 1,
+        rooms: switchboard::RoomFlags {
+            room_presence_limit: 1,
+            ..switchboard::RoomFlags::default()
+        },
         ..Config::default()
     })
     .await;

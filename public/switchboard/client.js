@@ -4,12 +4,13 @@
 import { Connection } from './connection.js';
 import { SwitchboardError } from './errors.js';
 import { Api, idempotencyKey } from './http.js';
-import { addPeer, removePeer, replaceRoster } from './presence.js';
+import { Presence } from './presence.js';
 import { SessionStore } from './storage.js';
 import { watchWindow } from './window.js';
 
 /**
  * @typedef {import('./types.js').Peer} Peer
+ * @typedef {import('./types.js').Room} Room
  * @typedef {import('./types.js').Session} Session
  * @typedef {import('./types.js').State} State
  * @typedef {import('./types.js').SwitchboardOptions} SwitchboardOptions
@@ -29,11 +30,14 @@ const MESSAGES = {
  * A client of one switchboard server: one session at a time, kept alive by itself.
  *
  * Events (all `CustomEvent`s; types in switchboard.d.ts):
- * `state` {state, previous}, `ready` {id, name, clients, resumed}, `presence` {presence},
- * `new_user` {id, name, eventId, replayed}, `user_left` {id, name, eventId}, `message` (a
- * direct message, the `client_response` payload plus eventId), `broadcast` (`client_broadcast`
- * plus eventId), `server_message` {to, message, eventId} (from the app's backend), `lagged`
- * {missed}, `rejoined` {previousId, id, name, reason}, `error` {error, fatal}.
+ * `state` {state, previous}, `ready` {id, name, clients, rooms, resumed}, `presence`
+ * {presence, rooms} (after anything that changed either), `new_user` {id, name, room,
+ * eventId, replayed}, `user_left` {id, name, room, eventId}, `joined` {room, members, clients,
+ * eventId}, `left` {room, eventId}, `room_count` {room, members, eventId}, `message` (a direct
+ * message, the `client_response` payload plus eventId), `broadcast` (`client_broadcast`, with
+ * its room, plus eventId), `server_message` {to, room, message, eventId} (from the app's
+ * backend), `lagged` {missed}, `rejoined` {previousId, id, name, reason}, `error` {error,
+ * fatal}.
  */
 export class Switchboard extends EventTarget {
   /** @type {{ autoLeaveOnPagehide: boolean, maxSendRetries: number }} */
@@ -44,8 +48,14 @@ export class Switchboard extends EventTarget {
   #link;
   /** @type {SessionStore | null} */
   #store = null;
-  /** @type {Map<string, Peer>} */
-  #presence = new Map();
+  /** The others and this session's rooms, as the stream tells them. */
+  #presence = new Presence();
+  /**
+   * The rooms to register in: the `rooms` option until a `ready` says which the session is in,
+   * then those, kept from `joined` and `left`; undefined leaves it to the server (`lobby`).
+   * @type {string[] | undefined}
+   */
+  #wantedRooms;
   /** @type {State} */
   #state = 'idle';
   /** @type {{ resolve: (board: Switchboard) => void, reject: (error: Error) => void }[]} */
@@ -62,6 +72,7 @@ export class Switchboard extends EventTarget {
     super();
     const {
       name,
+      rooms,
       baseUrl = '',
       joinToken,
       fetch = globalThis.fetch.bind(globalThis),
@@ -76,11 +87,17 @@ export class Switchboard extends EventTarget {
     if (typeof name !== 'string' || name.trim() === '') {
       throw new TypeError('Switchboard: `name` must be a non-empty string');
     }
+    if (rooms !== undefined && !(Array.isArray(rooms) && rooms.every((room) => typeof room === 'string'))) {
+      throw new TypeError('Switchboard: `rooms` must be an array of room names');
+    }
+    this.#wantedRooms = rooms === undefined ? undefined : [...rooms];
     const base = String(baseUrl).replace(/\/+$/, '');
     this.#options = { autoLeaveOnPagehide, maxSendRetries };
     this.#api = new Api(fetch, base);
     const api = this.#api;
-    this.#link = new Connection({ api, EventSource, name, joinToken, backoffInitialMs, backoffMaxMs }, {
+    const wanted = () => this.#wantedRooms;
+    const link = { api, EventSource, name, joinToken, rooms: wanted, backoffInitialMs, backoffMaxMs };
+    this.#link = new Connection(link, {
       state: (state) => this.#setState(state),
       ready: (data, resumed) => this.#onReady(data, resumed),
       event: (type, data, eventId) => this.#onEvent(type, data, eventId),
@@ -132,9 +149,20 @@ export class Switchboard extends EventTarget {
     return this.#state;
   }
 
-  /** The others online, keyed by id. Live: read it, do not change it. */
+  /** The others online (in any of this session's rooms), keyed by id. Live: read it, do not
+   * change it. */
   get presence() {
-    return this.#presence;
+    return this.#presence.others;
+  }
+
+  /**
+   * This session's rooms, keyed by name: each with its member count (this session included)
+   * and its roster of the others (null in a room above the server's presence limit, which
+   * tells only the count). Live: read it, do not change it.
+   * @returns {ReadonlyMap<string, Room>}
+   */
+  get rooms() {
+    return this.#presence.rooms;
   }
 
   /** The id of the last event read from the stream (the resume point), or null. */
@@ -208,12 +236,51 @@ export class Switchboard extends EventTarget {
   }
 
   /**
-   * Sends a message (any JSON value) to every other session. Resolves with `{recipients}`.
+   * Sends a message (any JSON value) to every other member of a room (`room`; the server's
+   * default, `lobby`, when left out); the session must be in it (403 not_a_member). Waits out
+   * 429 like `send`. Resolves with `{recipients}`.
    * @param {unknown} message
+   * @param {{ room?: string }} [options]
    * @returns {Promise<{ recipients: number }>}
    */
-  broadcast(message) {
-    return this.#write('/broadcast', { message });
+  broadcast(message, { room } = {}) {
+    return this.#write('/broadcast', room === undefined ? { message } : { message, room });
+  }
+
+  /**
+   * Joins a room (`PUT /session/rooms/{room}`). Resolves with `{room, members}` (members
+   * counting this session); `rooms` has it once the stream's `joined` arrives (a `joined`
+   * event, then `presence`). Joining a room the session is in changes nothing. Rejects with
+   * a SwitchboardError: `invalid_room`, `room_forbidden`, `session_room_limit`, `room_limit`,
+   * `not_connected`.
+   * @param {string} room
+   * @returns {Promise<{ room: string, members: number }>}
+   */
+  joinRoom(room) {
+    return this.#roomRequest('PUT', room);
+  }
+
+  /**
+   * Leaves a room (`DELETE /session/rooms/{room}`); `rooms` drops it once the stream's `left`
+   * arrives. Rejects with a SwitchboardError (`not_a_member`, `not_connected`...).
+   * @param {string} room
+   * @returns {Promise<void>}
+   */
+  async leaveRoom(room) {
+    await this.#roomRequest('DELETE', room);
+  }
+
+  /**
+   * @param {'PUT' | 'DELETE'} method
+   * @param {string} room
+   */
+  #roomRequest(method, room) {
+    const session = this.#link.session;
+    if (!session) {
+      const error = new SwitchboardError('not connected: no session yet', { code: 'not_connected' });
+      return Promise.reject(error);
+    }
+    return this.#api.request(method, `/session/rooms/${encodeURIComponent(room)}`, undefined, session.token);
   }
 
   /**
@@ -235,9 +302,11 @@ export class Switchboard extends EventTarget {
    */
   #onReady(data, resumed) {
     const me = /** @type {Session} */ (this.#link.session);
-    replaceRoster(this.#presence, data.clients || [], me.id);
+    this.#presence.reset(data, me.id);
+    if (data.rooms) this.#wantedRooms = Object.keys(data.rooms);
     this.#setState('open');
-    this.#emit('ready', { id: data.id, name: data.name, clients: data.clients || [], resumed });
+    const rooms = data.rooms || {};
+    this.#emit('ready', { id: data.id, name: data.name, clients: data.clients || [], rooms, resumed });
     this.#emitPresence();
     this.#settle(null);
   }
@@ -254,14 +323,33 @@ export class Switchboard extends EventTarget {
     switch (type) {
       case 'new_user': {
         if (data.id === me.id) return;
-        const replayed = addPeer(this.#presence, data);
-        this.#emit('new_user', { id: data.id, name: data.name, eventId, replayed });
+        const replayed = this.#presence.arrive(data, data.room);
+        this.#emit('new_user', { id: data.id, name: data.name, room: data.room, eventId, replayed });
         this.#emitPresence();
         return;
       }
       case 'user_left':
-        removePeer(this.#presence, data.id);
-        this.#emit('user_left', { id: data.id, name: data.name, eventId });
+        this.#presence.depart(data.id, data.room);
+        this.#emit('user_left', { id: data.id, name: data.name, room: data.room, eventId });
+        this.#emitPresence();
+        return;
+      case 'joined': {
+        this.#presence.join(data.room, data.clients, data.members, me.id);
+        this.#wantRoom(data.room, true);
+        const clients = data.clients || null;
+        this.#emit('joined', { room: data.room, members: data.members, clients, eventId });
+        this.#emitPresence();
+        return;
+      }
+      case 'left':
+        this.#presence.leave(data.room);
+        this.#wantRoom(data.room, false);
+        this.#emit('left', { room: data.room, eventId });
+        this.#emitPresence();
+        return;
+      case 'room_count':
+        this.#presence.count(data.room, data.members);
+        this.#emit('room_count', { room: data.room, members: data.members, eventId });
         this.#emitPresence();
         return;
       case 'lagged':
@@ -270,6 +358,17 @@ export class Switchboard extends EventTarget {
       default:
         this.#emit(MESSAGES[type], { ...data, eventId });
     }
+  }
+
+  /**
+   * Keeps the rooms a registration asks for in step with the session's.
+   * @param {string} room
+   * @param {boolean} wanted
+   */
+  #wantRoom(room, wanted) {
+    const rooms = (this.#wantedRooms || []).filter((each) => each !== room);
+    if (wanted) rooms.push(room);
+    this.#wantedRooms = rooms;
   }
 
   /** @param {State} state */
@@ -289,7 +388,7 @@ export class Switchboard extends EventTarget {
   }
 
   #emitPresence() {
-    this.#emit('presence', { presence: this.#presence });
+    this.#emit('presence', { presence: this.#presence.others, rooms: this.#presence.rooms });
   }
 
   /**
@@ -311,11 +410,11 @@ export class Switchboard extends EventTarget {
    */
   #shutdown(reason) {
     this.#link.stop();
-    if (this.#presence.size > 0) {
+    this.#setState('closed');
+    if (this.#presence.others.size > 0 || this.#presence.rooms.size > 0) {
       this.#presence.clear();
       this.#emitPresence();
     }
-    this.#setState('closed');
     this.#settle(reason);
   }
 

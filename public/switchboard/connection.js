@@ -37,6 +37,8 @@ export class Connection {
   #backoff;
   /** @type {JoinToken | undefined} */
   #joinToken;
+  /** The rooms to register in (asked on every registration). @type {() => string[] | undefined} */
+  #rooms;
   /** @type {ConnectionHandlers} */
   #on;
 
@@ -56,13 +58,16 @@ export class Connection {
 
   /**
    * @param {{ api: Api, EventSource: typeof globalThis.EventSource, name: string,
-   *   joinToken: JoinToken | undefined, backoffInitialMs: number, backoffMaxMs: number }} options
+   *   joinToken: JoinToken | undefined, rooms: () => string[] | undefined,
+   *   backoffInitialMs: number, backoffMaxMs: number }} options `rooms` is asked on every
+   *   registration, so a session registered again is in the rooms the lost one was in.
    * @param {ConnectionHandlers} on
    */
-  constructor({ api, EventSource, name, joinToken, backoffInitialMs, backoffMaxMs }, on) {
+  constructor({ api, EventSource, name, joinToken, rooms, backoffInitialMs, backoffMaxMs }, on) {
     this.#api = api;
     this.#name = name;
     this.#joinToken = joinToken;
+    this.#rooms = rooms;
     this.#on = on;
     this.#backoff = new Backoff(backoffInitialMs, backoffMaxMs);
     this.#stream = new Stream(EventSource, api, {
@@ -198,7 +203,7 @@ export class Connection {
   }
 
   /**
-   * POST /helo with the name (and `joinToken`); on success opens the new session's stream, and
+   * POST /helo with the name and rooms (and `joinToken`); on success opens the new session's stream, and
    * when a session was lost (`previousId`), says so (`registered`). Failures are retried with
    * backoff (the next step registers again, as there is no session), except refusals that
    * retrying cannot change.
@@ -212,7 +217,9 @@ export class Connection {
     let session;
     try {
       const joinToken = await currentJoinToken(this.#joinToken);
-      session = await this.#api.request('POST', '/helo', { name: this.#name }, joinToken);
+      const rooms = this.#rooms();
+      const body = rooms === undefined ? { name: this.#name } : { name: this.#name, rooms };
+      session = await this.#api.request('POST', '/helo', body, joinToken);
     } catch (error) {
       if (generation !== this.#generation) return;
       const refused = /** @type {SwitchboardError} */ (error);

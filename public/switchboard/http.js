@@ -1,5 +1,6 @@
 // http.js: the requests to the API besides the stream: JSON in and out (POST /helo, /response,
-// /broadcast), DELETE /session, and how a failed one becomes a SwitchboardError.
+// /broadcast, PUT and DELETE /session/rooms/{room}), DELETE /session, and how a failed one
+// becomes a SwitchboardError.
 
 import { SwitchboardError } from './errors.js';
 
@@ -41,14 +42,14 @@ export class Api {
    * One JSON request. Resolves with the parsed body; rejects with a SwitchboardError.
    * @param {string} method
    * @param {string} path
-   * @param {unknown} body
+   * @param {unknown} body Left out when undefined.
    * @param {string} [token] Sent as `Authorization: Bearer`.
    * @param {Record<string, string>} [extra] More headers.
    * @returns {Promise<any>}
    */
   async request(method, path, body, token, extra = {}) {
     /** @type {Record<string, string>} */
-    const headers = { 'Content-Type': 'application/json', ...extra };
+    const headers = body === undefined ? { ...extra } : { 'Content-Type': 'application/json', ...extra };
     if (token) headers.Authorization = `Bearer ${token}`;
     let response;
     try {

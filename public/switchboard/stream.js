@@ -33,10 +33,22 @@ const EVENTS = [
   'client_broadcast',
   'server_message',
   'lagged',
+  'joined',
+  'left',
+  'room_count',
 ];
 
 /** Server events that carry an `id:` (and so move the resume point). */
-const EVENTS_WITH_ID = new Set(['new_user', 'client_response', 'client_broadcast', 'user_left', 'server_message']);
+const EVENTS_WITH_ID = new Set([
+  'new_user',
+  'client_response',
+  'client_broadcast',
+  'user_left',
+  'server_message',
+  'joined',
+  'left',
+  'room_count',
+]);
 
 /** At most one EventSource at a time; events of one closed or replaced are dropped. */
 export class Stream {

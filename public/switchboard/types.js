@@ -4,6 +4,9 @@
 
 /**
  * @typedef {{ id: string, name: string }} Peer
+ * @typedef {{ name: string, members: number, roster: Map<string, Peer> | null }} Room A room
+ *   of this session: its member count (this session included) and the others in it, or a null
+ *   roster when the room is above the server's presence limit (only the count is told).
  * @typedef {{ id: string, token: string, name: string }} Session
  * @typedef {'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'} State
  * @typedef {'unknown_session' | 'unauthorized' | 'pagehide'} RejoinReason
@@ -11,6 +14,8 @@
  *
  * @typedef {object} SwitchboardOptions
  * @property {string} name The display name to register with (1 to 64 characters).
+ * @property {string[]} [rooms] The rooms to join (default: the server's, `lobby`; `[]`: none,
+ *   direct messages only).
  * @property {string} [baseUrl] The server's origin (and path prefix), '' for this page's.
  * @property {JoinToken} [joinToken] Sent on POST /helo as `Authorization: Bearer` (a server
  *   running `--auth jwt` requires it); a function is asked again on every registration.

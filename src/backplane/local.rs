@@ -152,15 +152,15 @@ impl Local {
             .await
     }
 
-    /// Sends `room_count` into the rooms above the presence limit whose count changed.
+    /// Sends `room_count` into the rooms above the presence limit whose count changed (in its
+    /// turn, so in order with the joins and leaves around it).
     pub(crate) async fn count_rooms(&self) {
+        if !self.events.counts_due() {
+            return; // most seconds: no turn taken
+        }
         let registry = self.registry.clone();
-        self.fan_out(move |events| {
-            if events.counts_due() {
-                events.counted(&|room| registry.room_size(room));
-            }
-        })
-        .await;
+        self.fan_out(move |events| events.counted(&|room| registry.room_size(room)))
+            .await;
     }
 
     pub(crate) fn peer(&self, id: SessionId) -> Option<Peer> {

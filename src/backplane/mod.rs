@@ -18,6 +18,7 @@
 //! - [`events`]: the handler interface a broker reports through (the lowest file here).
 //! - [`local`], [`cluster`]: the two brokers; [`broker`]: the enum the hub holds.
 //! - [`presence`]: who hears of joins and leaves.
+//! - [`rooms`]: the hub's room operations: who may be where, joining and leaving, rosters.
 //! - this file: [`Hub`] (the edge's operations, then the server API's), and [`Here`], where
 //!   a broker's events land.
 //! - [`backend`]: the server API's words (targets, pages); its operations are the hub's.
@@ -28,10 +29,10 @@ pub(crate) mod cluster;
 mod events;
 mod local;
 pub(crate) mod presence;
+mod rooms;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -41,7 +42,7 @@ use crate::identity::{RoomName, RoomPatterns, SessionId, Token};
 use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
 pub use crate::registry::Stats;
-use crate::registry::event::{Roster, Scope, ServerMessage};
+use crate::registry::event::{Scope, ServerMessage};
 use crate::registry::{
     Departure, Event, EventId, Joining, Peer, Reach, Registry, RegistryError, SendKey, Subscription,
 };
@@ -271,92 +272,6 @@ impl Hub {
         self.broker.register(joining, rooms, place).await
     }
 
-    /// Whether a session whose join token allows `claim` may be in `room`.
-    ///
-    /// # Errors
-    /// `RoomForbidden`.
-    fn admit(&self, room: &RoomName, claim: Option<&RoomPatterns>) -> Result<(), RegistryError> {
-        let allowed = self.here.settings.allow_rooms.allows(room)
-            && claim.is_none_or(|claim| claim.allows(room));
-        if allowed {
-            Ok(())
-        } else {
-            Err(RegistryError::RoomForbidden(room.clone()))
-        }
-    }
-
-    /// `peer`'s session joins `room`, as far as the server and its join token allow: its own
-    /// stream gets `joined`, the room's other members `new_user`. The room's member count;
-    /// joining a room it is in already changes nothing.
-    ///
-    /// # Errors
-    /// `RoomForbidden`, `SessionRoomLimit`, `RoomLimit`, `BadToken` when it left meanwhile,
-    /// `Unavailable`.
-    pub async fn join_room(&self, peer: &Peer, room: RoomName) -> Result<usize, RegistryError> {
-        let claim = self.broker.room_claim(peer.id).await?;
-        self.admit(&room, claim.as_deref())?;
-        self.broker.join_room(peer, room).await
-    }
-
-    /// `peer`'s session joins `room` because the app's backend says so: neither
-    /// `--allow-rooms` nor its join token are asked, the room limits are.
-    ///
-    /// # Errors
-    /// As [`Hub::join_room`] but `RoomForbidden`.
-    pub async fn put_in_room(&self, peer: &Peer, room: RoomName) -> Result<usize, RegistryError> {
-        self.broker.join_room(peer, room).await
-    }
-
-    /// `peer`'s session leaves `room`: its own stream gets `left`, the room's other members
-    /// `user_left`.
-    ///
-    /// # Errors
-    /// `NotAMember`, `BadToken` when it left the hub meanwhile, `Unavailable`.
-    pub async fn leave_room(&self, peer: &Peer, room: RoomName) -> Result<(), RegistryError> {
-        self.broker.leave_room(peer, room).await
-    }
-
-    /// The rooms session `id` is in, sorted.
-    ///
-    /// # Errors
-    /// `UnknownSession`, `Unavailable`.
-    pub async fn rooms_of(&self, id: SessionId) -> Result<Vec<RoomName>, RegistryError> {
-        self.broker
-            .rooms_of(id)
-            .await?
-            .ok_or(RegistryError::UnknownSession(id))
-    }
-
-    /// Every member of `room`.
-    ///
-    /// # Errors
-    /// `Unavailable`.
-    pub async fn room_members(&self, room: &RoomName) -> Result<Vec<Peer>, RegistryError> {
-        self.broker.room_members(room).await
-    }
-
-    /// How many members `room` has.
-    ///
-    /// # Errors
-    /// `Unavailable`.
-    pub async fn room_size(&self, room: &RoomName) -> Result<usize, RegistryError> {
-        self.broker.room_size(room).await
-    }
-
-    /// Every room with members, and how many, in no particular order.
-    ///
-    /// # Errors
-    /// `Unavailable`.
-    pub async fn rooms(&self) -> Result<Vec<(RoomName, usize)>, RegistryError> {
-        self.broker.rooms().await
-    }
-
-    /// Sends `room_count` into the rooms above the presence limit whose count changed; called
-    /// about once a second.
-    pub(crate) async fn count_rooms(&self) {
-        self.broker.count_rooms().await;
-    }
-
     /// The session a token proves.
     ///
     /// # Errors
@@ -377,19 +292,8 @@ impl Hub {
         last_event_id: Option<EventId>,
     ) -> Result<Subscription, RegistryError> {
         let mut subscription = self.broker.attach(id, token, last_event_id).await?;
-        let presence = &self.here.presence;
-        let mut rosters = BTreeMap::new();
-        for room in self.rooms_of(id).await? {
-            let size = self.broker.room_size(&room).await?;
-            let roster = if presence.counted(size) {
-                Roster::Counted { members: size }
-            } else {
-                let members = self.room_members(&room).await?;
-                presence.roster(id, size, || members)
-            };
-            rosters.insert(room, roster);
-        }
-        presence.fill_roster(&mut subscription, rosters);
+        let rosters = self.rosters(id).await?;
+        self.here.presence.fill_roster(&mut subscription, rosters);
         Ok(subscription)
     }
 
@@ -407,15 +311,7 @@ impl Hub {
         key: Option<SendKey>,
     ) -> Result<EventId, RegistryError> {
         if self.here.settings.shared_room_only {
-            let theirs = self
-                .broker
-                .rooms_of(to)
-                .await?
-                .ok_or(RegistryError::UnknownRecipient(to))?;
-            let mine = self.rooms_of(from.id).await?;
-            if !theirs.iter().any(|room| mine.binary_search(room).is_ok()) {
-                return Err(RegistryError::NoSharedRoom);
-            }
+            self.share_a_room(from.id, to).await?;
         }
         self.broker
             .deliver(to, Event::direct(from, to, message), key)
@@ -441,14 +337,7 @@ impl Hub {
         if !self.broker.may_broadcast(from.id).await? {
             return Err(RegistryError::BroadcastDenied);
         }
-        let rooms = self.broker.rooms_of(from.id).await?;
-        if rooms
-            .ok_or(RegistryError::BadToken)?
-            .binary_search(&room)
-            .is_err()
-        {
-            return Err(RegistryError::NotAMember(room));
-        }
+        self.check_member(from.id, &room).await?;
         self.broker.broadcast(from, room, message).await
     }
 
@@ -501,27 +390,6 @@ impl Hub {
     /// `Unavailable`.
     pub async fn page(&self, query: &PageQuery) -> Result<Page, RegistryError> {
         Ok(query.select(self.list().await?))
-    }
-
-    /// One page of the sessions `id` shares a room with, itself included: what a session may
-    /// list of the hub.
-    ///
-    /// # Errors
-    /// `UnknownSession`, `Unavailable`.
-    pub async fn page_for(&self, id: SessionId, query: &PageQuery) -> Result<Page, RegistryError> {
-        let mut seen = BTreeSet::from([id]);
-        let mut peers = Vec::new();
-        if let Some(me) = self.peer(id).await? {
-            peers.push(me);
-        }
-        for room in self.rooms_of(id).await? {
-            for peer in self.room_members(&room).await? {
-                if seen.insert(peer.id) {
-                    peers.push(peer);
-                }
-            }
-        }
-        Ok(query.select(peers))
     }
 
     /// The sessions of `user`, in id order.

@@ -13,7 +13,6 @@ use crate::auth::JoinPolicy;
 use crate::auth::api_key::ApiKey;
 use crate::auth::jwt::{JwtChecks, JwtKeyFile, Verifier};
 use crate::backplane::HubSettings;
-use crate::identity::{RoomPattern, RoomPatterns};
 use crate::limits::{
     AddressCap, AttachRates, AttachSettings, LimitKind, Limits, Rate, RateLimits, RateSettings,
     default_connection_share, default_per_address,
@@ -22,9 +21,11 @@ use crate::metrics::Metrics;
 use crate::registry::event::ENVELOPE_OVERHEAD;
 
 mod parse;
+mod rooms;
 
 pub use parse::{parse_listen, parse_log_filter};
-use parse::{parse_origin, parse_proxy, parse_room_pattern};
+use parse::{parse_origin, parse_proxy};
+pub use rooms::{DirectMessages, RoomFlags};
 
 /// File descriptors kept back from the stream limit for the listener, the runtime, static files
 /// and short-lived API requests, so that a full house of streams still leaves room to answer 503.
@@ -210,37 +211,9 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_PRESENCE", default_value_t = true, action = clap::ArgAction::Set)]
     pub presence: bool,
 
-    /// Rooms with more members than this are not told of each join and leave (which costs
-    /// the square of a room's size): their members get `room_count` at most once a second,
-    /// and `ready` and `joined` carry the count instead of the roster. 0 = no limit.
-    #[arg(long, env = "SWITCHBOARD_ROOM_PRESENCE_LIMIT", default_value_t = 1000)]
-    pub room_presence_limit: usize,
-
-    /// Rooms any session may be in (comma-separated names, or `prefix*` patterns; `*`: any).
-    /// A join token's `rooms` claim narrows it for its session; refused rooms are 403
-    /// `room_forbidden`.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_ALLOW_ROOMS",
-        value_delimiter = ',',
-        default_value = "*",
-        value_parser = parse_room_pattern
-    )]
-    pub allow_rooms: Vec<RoomPattern>,
-
-    /// Whom a session may send direct messages: `any` session, or only one it shares a room
-    /// with (`shared-room`: 403 `no_shared_room` otherwise, for tenant isolation).
-    #[arg(long, env = "SWITCHBOARD_DIRECT_MESSAGES", value_enum, default_value_t = DirectMessages::Any)]
-    pub direct_messages: DirectMessages,
-
-    /// Most rooms one session may be in at once; beyond it a join is 409 `session_room_limit`.
-    #[arg(long, env = "SWITCHBOARD_MAX_ROOMS_PER_SESSION", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_rooms_per_session: u32,
-
-    /// Most rooms with members at once (in a cluster, in all of it); beyond it a join that
-    /// would open a new room is 503 `room_limit`.
-    #[arg(long, env = "SWITCHBOARD_MAX_ROOMS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_rooms: u64,
+    /// The room flags (`--room-presence-limit`, `--allow-rooms`, ...).
+    #[command(flatten)]
+    pub rooms: RoomFlags,
 
     /// Serve the web client at `/` from this directory instead of the copy built into the
     /// binary (for working on the page without rebuilding).
@@ -296,16 +269,6 @@ pub enum AuthMode {
     Jwt,
 }
 
-/// Whom a session may send direct messages (`--direct-messages`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum DirectMessages {
-    /// Any session.
-    #[default]
-    Any,
-    /// Only a session it shares a room with.
-    SharedRoom,
-}
-
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -355,11 +318,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             presence: true,
-            room_presence_limit: 1000,
-            allow_rooms: vec![RoomPattern::Prefix(String::new())],
-            direct_messages: DirectMessages::Any,
-            max_rooms_per_session: 100,
-            max_rooms: 100_000,
+            rooms: RoomFlags::default(),
             public_dir: None,
             drain_window: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
@@ -503,12 +462,7 @@ impl Config {
 
     /// What the hub decides: presence, and who may be in which room and message whom.
     pub fn hub_settings(&self) -> HubSettings {
-        HubSettings {
-            presence: self.presence,
-            room_presence_limit: self.room_presence_limit,
-            allow_rooms: RoomPatterns::from(self.allow_rooms.clone()),
-            shared_room_only: self.direct_messages == DirectMessages::SharedRoom,
-        }
+        self.rooms.hub_settings(self.presence)
     }
 
     /// The server API's key, when `--api-key-file` enables the API.

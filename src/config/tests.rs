@@ -42,6 +42,27 @@ fn durations_and_switches_parse() {
 }
 
 #[test]
+fn room_flags_parse() {
+    let config = Config::parse_from([
+        "switchboard",
+        "--allow-rooms",
+        "lobby, team-7:*",
+        "--direct-messages",
+        "shared-room",
+        "--room-presence-limit",
+        "0",
+    ]);
+    let settings = config.hub_settings();
+    let room = |r| crate::identity::RoomName::parse(r).unwrap();
+    assert!(settings.allow_rooms.allows(&room("team-7:dev")));
+    assert!(!settings.allow_rooms.allows(&room("dev")));
+    assert!(settings.shared_room_only);
+    assert_eq!(settings.room_presence_limit, 0);
+    assert!(Config::try_parse_from(["switchboard", "--allow-rooms", "a b"]).is_err());
+    assert!(Config::try_parse_from(["switchboard", "--max-rooms", "0"]).is_err());
+}
+
+#[test]
 fn a_wildcard_origin_is_refused_when_parsed() {
     let err = Config::try_parse_from(["switchboard", "--cors-origin", "*"]).unwrap_err();
     assert!(err.to_string().contains("`*` is not supported"), "{err}");

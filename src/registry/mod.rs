@@ -9,6 +9,7 @@
 //! - [`subscription`]: attaching a stream, and the stream's side ([`Subscription`]).
 //! - [`mailbox`]: the bounded, ordered buffer of one session.
 //! - [`event`]: what a stream carries, and the [`Envelope`] shared by recipients.
+//! - `error`: what the registry (and the hub above it) refuses, as [`RegistryError`].
 //! - `fan_out`: one event to every session here or every member of a room (broadcasts,
 //!   presence), in one order.
 //! - [`rooms`]: which sessions here are in which room.
@@ -44,9 +45,9 @@
 //! released; while it is parked, an appender writes to it through a [`writer::Writer`] under the
 //! session's lock (a write that never waits). Waking a stream is a per-attachment [`Notify`].
 
+mod error;
 pub mod event;
 mod fan_out;
-pub(crate) use fan_out::Reach;
 pub mod join;
 pub mod mailbox;
 pub(crate) mod outbox;
@@ -76,7 +77,9 @@ use tracing::info;
 use crate::identity::{RoomName, SessionId, Token};
 use crate::limits::AddressGuard;
 use crate::metrics::Metrics;
+pub use error::RegistryError;
 pub use event::{Envelope, Event, EventId, Peer};
+pub(crate) use fan_out::Reach;
 use join::Credential;
 pub use join::Joining;
 use mailbox::Mailbox;
@@ -87,42 +90,6 @@ pub use session::Closed;
 use session::{Rights, Session};
 pub use snapshot::{Homed, Kept, Snapshot};
 pub use subscription::{Pull, Subscription};
-
-/// What the registry refuses, in domain terms; the HTTP edge picks the status codes.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RegistryError {
-    #[error("no session with id {0}")]
-    UnknownSession(SessionId),
-    #[error("no recipient with id {0}")]
-    UnknownRecipient(SessionId),
-    #[error("the token is not valid for this session")]
-    BadToken,
-    #[error("this session may not broadcast (its join token says so)")]
-    BroadcastDenied,
-    #[error("this session is not in the room {0}")]
-    NotAMember(RoomName),
-    #[error("this session may not be in the room {0} (its join token's `rooms`, or --allow-rooms)")]
-    RoomForbidden(RoomName),
-    #[error("the recipient shares no room with the sender (--direct-messages shared-room)")]
-    NoSharedRoom,
-    #[error("a session may be in at most {0} rooms (--max-rooms-per-session); leave one first")]
-    SessionRoomLimit(usize),
-    #[error("the server holds its maximum of {0} rooms (--max-rooms)")]
-    RoomLimit(usize),
-    #[error("the recipient's mailbox is full; retry later")]
-    MailboxFull { retry_after: Duration },
-    #[error("this Idempotency-Key was sent to this recipient with another message")]
-    KeyReused,
-    #[error("the server holds its maximum of {0} sessions")]
-    SessionLimit(usize),
-    #[error("resume point {asked} is after the newest event of this session, {newest}")]
-    ResumePointAhead { asked: EventId, newest: EventId },
-    #[error("the server holds its maximum of {0} streams")]
-    StreamLimit(usize),
-    /// Raised by the cluster hub, never by the registry itself.
-    #[error("the cluster backplane is unavailable: {0}")]
-    Unavailable(String),
-}
 
 /// Sizes the registry needs; a slice of the server's `Config`.
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, LINK};
 use serde_json::{Value, json};
-use switchboard::DirectMessages;
+use switchboard::{DirectMessages, RoomFlags};
 
 use crate::support::*;
 
@@ -52,12 +52,8 @@ async fn room_names_follow_the_rule_and_others_are_invalid_room() {
         let response = app.helo_in_response("ann", bad.clone()).await;
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_room").await;
     }
-    let ann = helo_in(
-        &app,
-        "ann",
-        json!(["Team-7:dev", "doc.42@acme", "r".repeat(64)]),
-    )
-    .await;
+    let rooms = json!(["Team-7:dev", "doc.42@acme", "r".repeat(64)]);
+    let ann = app.helo_in("ann", rooms).await;
     for bad in ["-dash", "a%20b", "x*"] {
         let response = app.room_request(reqwest::Method::PUT, &ann, bad).await;
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_room").await;
@@ -297,7 +293,10 @@ async fn a_broadcast_reaches_only_the_members_of_its_room() {
 #[tokio::test]
 async fn shared_room_direct_messages_need_a_room_in_common() {
     let app = spawn_app(Config {
-        direct_messages: DirectMessages::SharedRoom,
+        rooms: RoomFlags {
+            direct_messages: DirectMessages::SharedRoom,
+            ..RoomFlags::default()
+        },
         ..test_config()
     })
     .await;
@@ -369,7 +368,10 @@ async fn members_and_clients_list_what_the_caller_shares() {
 #[tokio::test]
 async fn a_room_above_the_presence_limit_is_counted_not_announced() {
     let app = spawn_app(Config {
-        room_presence_limit: 2,
+        rooms: RoomFlags {
+            room_presence_limit: 2,
+            ..RoomFlags::default()
+        },
         ..test_config()
     })
     .await;

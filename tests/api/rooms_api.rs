@@ -6,7 +6,7 @@
 use reqwest::header::{LINK, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use switchboard::RoomPattern;
+use switchboard::{RoomFlags, RoomPattern};
 
 use crate::rooms::{ids, marker, sorted_ids};
 use crate::support::jwt::*;
@@ -56,10 +56,13 @@ async fn a_join_tokens_rooms_claim_says_which_rooms_its_session_may_be_in() {
 #[tokio::test]
 async fn allow_rooms_bounds_the_rooms_of_an_open_server() {
     let app = spawn_app(Config {
-        allow_rooms: vec![
-            RoomPattern::parse("lobby").unwrap(),
-            RoomPattern::parse("public-*").unwrap(),
-        ],
+        rooms: RoomFlags {
+            allow_rooms: vec![
+                RoomPattern::parse("lobby").unwrap(),
+                RoomPattern::parse("public-*").unwrap(),
+            ],
+            ..RoomFlags::default()
+        },
         ..test_config()
     })
     .await;
@@ -81,8 +84,11 @@ async fn allow_rooms_bounds_the_rooms_of_an_open_server() {
 #[tokio::test]
 async fn room_limits_refuse_and_say_which_limit() {
     let app = spawn_app(Config {
-        max_rooms_per_session: 2,
-        max_rooms: 3,
+        rooms: RoomFlags {
+            max_rooms_per_session: 2,
+            max_rooms: 3,
+            ..RoomFlags::default()
+        },
         ..test_config()
     })
     .await;

@@ -81,7 +81,7 @@ async fn a_replayed_new_user_gets_no_auto_reply_and_a_live_one_does() {
         let event = bob_stream.next().await;
         assert_eq!(
             (event.event.as_str(), &event.data),
-            ("new_user", &carol.peer())
+            ("new_user", &carol.member("lobby"))
         );
         bob_stream
             .expect_no_event_within(Duration::from_millis(500))

@@ -149,10 +149,6 @@ async fn two_pages_greet_each_other_chat_and_see_each_other_leave() {
             .await;
         }
 
-        first.screenshot("first.png").await;
-        second.screenshot("second.png").await;
-        phone.screenshot("phone.png").await;
-
         // Closing a tab deletes its session; the other page hears at once,
         // long before the 30 s TTL would have removed it.
         second.close_tab().await;

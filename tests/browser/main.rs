@@ -10,8 +10,8 @@
 //! it against a deadline ([`support::browser::PAGE_WAIT`]); a timeout prints the last state seen.
 //!
 //! Screenshots go to `target/tmp/screenshots/`, or to the folder named by
-//! `SWITCHBOARD_SCREENSHOTS` (the README's come from
-//! `SWITCHBOARD_SCREENSHOTS=docs/screenshots cargo test --test browser`).
+//! `SWITCHBOARD_SCREENSHOTS` (the README's come from the rooms test:
+//! `SWITCHBOARD_SCREENSHOTS=docs/screenshots cargo test --test browser rooms::`).
 
 mod admin;
 mod auto_reply;
@@ -20,6 +20,8 @@ mod cross_origin;
 mod page;
 mod page_states;
 mod reconnect;
+mod rooms;
+mod rooms_client;
 mod tokens;
 
 #[path = "../support/mod.rs"]

@@ -21,8 +21,14 @@ pub(crate) struct Snapshot {
     pub(crate) status: String,
     pub(crate) me_id: String,
     pub(crate) me_name: String,
+    /// The roster beside the conversation in view.
     pub(crate) people: Vec<Person>,
+    /// Every conversation's entries (each says which conversation it is in).
     pub(crate) log: Vec<Entry>,
+    /// The conversation in view: `room:<name>` or `direct`.
+    pub(crate) view: String,
+    /// The conversations the sidebar lists, in its order.
+    pub(crate) conversations: Vec<Conversation>,
     /// Whether any element was created inside the log's messages: untrusted
     /// text must never become markup. (The page's own notes hold names in `<bdi>`s.)
     pub(crate) markup_in_messages: bool,
@@ -41,7 +47,18 @@ pub(crate) struct Person {
 }
 
 #[derive(Debug, Deserialize)]
+pub(crate) struct Conversation {
+    /// `room:<name>` or `direct`.
+    pub(crate) key: String,
+    pub(crate) unread: u32,
+    /// The room's member count as the list shows it (none for direct messages).
+    pub(crate) members: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
 pub(crate) struct Entry {
+    /// The conversation it is in: `room:<name>` or `direct`.
+    pub(crate) conversation: String,
     pub(crate) kind: String,
     pub(crate) direction: String,
     pub(crate) peer: Option<String>,
@@ -61,7 +78,8 @@ return {
   me_id: text(q('#me-id')),
   me_name: text(q('#me-name')),
   people: all('#people li[data-id]').map((li) => ({ id: li.dataset.id, name: text(li.querySelector('.name')) })),
-  log: all('#log li').map((li) => ({
+  log: all('#logs li').map((li) => ({
+    conversation: li.closest('.log').dataset.conversation,
     kind: li.dataset.kind,
     direction: li.dataset.direction,
     peer: li.dataset.peer || null,
@@ -70,7 +88,13 @@ return {
     tag: text(li.querySelector('.tag')),
     at: Date.parse(li.querySelector('time').dateTime),
   })),
-  markup_in_messages: q('#log li:not([data-kind="system"]) .text *') !== null,
+  view: q('#conversations [aria-current="true"]').closest('li').dataset.conversation,
+  conversations: all('#conversations li').map((li) => ({
+    key: li.dataset.conversation,
+    unread: li.querySelector('.unread').hidden ? 0 : Number(text(li.querySelector('.unread'))),
+    members: li.querySelector('.members').hidden ? null : Number(text(li.querySelector('.members'))),
+  })),
+  markup_in_messages: q('#logs li:not([data-kind="system"]) .text *') !== null,
   names_isolated:
     all('.name').every((n) => n.tagName === 'BDI' && n.childElementCount === 0) &&
     all('#recipient option').every((o) => o.value === '' || o.dir === 'auto'),
@@ -86,6 +110,22 @@ impl Snapshot {
 
     pub(crate) fn sees(&self, id: &str) -> bool {
         self.people.iter().any(|p| p.id == id)
+    }
+
+    /// Whether the conversation `key` (`room:<name>`, `direct`) holds an entry of `kind` from
+    /// or to `peer` reading `text`.
+    pub(crate) fn has_entry_in(&self, key: &str, kind: &str, peer: &str, text: &str) -> bool {
+        self.log.iter().any(|e| {
+            e.conversation == key
+                && e.kind == kind
+                && e.peer.as_deref() == Some(peer)
+                && e.text == text
+        })
+    }
+
+    /// The conversation `key` as the sidebar lists it.
+    pub(crate) fn conversation(&self, key: &str) -> Option<&Conversation> {
+        self.conversations.iter().find(|c| c.key == key)
     }
 
     pub(crate) fn has_entry(&self, kind: &str, peer: &str, text: &str) -> bool {

@@ -1,6 +1,8 @@
-//! A small async client for the switchboard API: register with `POST /helo`, read the session's
-//! stream (`GET /events/{id}`, Server-Sent Events, resumable with `Last-Event-ID`), write with
-//! `POST /response` and `POST /broadcast`, leave with `DELETE /session`.
+//! A small async client for the switchboard API: register with `POST /helo` (into rooms, or
+//! the server's default, `lobby`), read the session's stream (`GET /events/{id}`, Server-Sent
+//! Events, resumable with `Last-Event-ID`), write with `POST /response` and `POST /broadcast`
+//! (to a room), join and leave rooms with `PUT`/`DELETE /session/rooms/{room}`, leave with
+//! `DELETE /session`. [`Rooms`] keeps a session's rooms and their rosters from its stream.
 //!
 //! It owns the wire details a Rust user should not repeat: the bearer header, the JSON bodies,
 //! the SSE parsing (by `eventsource-stream`) into [`Frame`]s, and the JSON error body
@@ -10,7 +12,7 @@
 //! ```no_run
 //! use futures_util::StreamExt;
 //! use serde_json::json;
-//! use switchboard_client::Client;
+//! use switchboard_client::{Client, Rooms};
 //!
 //! # async fn demo() -> Result<(), switchboard_client::Error> {
 //! let hub = Client::new("http://127.0.0.1:4000");
@@ -31,23 +33,35 @@
 //! let events = hub.attach(&bob, resume_after).await?;
 //!
 //! hub.broadcast(&ann, &"hello everyone").await?;
+//!
+//! // Rooms: cat starts in `dev`; ann joins it, says something there, and leaves it.
+//! let cat = hub.helo_in("cat", &["dev"]).await?;
+//! let mut rooms = Rooms::default();
+//! let mut cats = hub.attach(&cat, None).await?;
+//! rooms.apply(&cats.next().await.expect("ready")?);
+//! assert_eq!(rooms.get("dev").map(|room| room.members), Some(1));
+//! assert_eq!(hub.join_room(&ann, "dev").await?, 2);
+//! hub.broadcast_to(&ann, "dev", &"hi, dev").await?;
+//! hub.leave_room(&ann, "dev").await?;
 //! hub.leave(&ann).await?;
 //! # Ok(())
 //! # }
 //! ```
 #![forbid(unsafe_code)]
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+mod rooms;
+mod stream;
+
 use std::time::Duration;
 
-use eventsource_stream::{Event as RawEvent, EventStreamError, Eventsource};
-use futures_util::{Stream, StreamExt};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::header::RETRY_AFTER;
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+pub use rooms::{Room, Rooms};
+pub use stream::EventStream;
 
 /// The header a resuming stream sends: the id of the last event it read.
 const LAST_EVENT_ID: &str = "Last-Event-ID";
@@ -67,6 +81,9 @@ pub struct Session {
     pub token: String,
     /// The display name as the server stored it.
     pub name: String,
+    /// The rooms it registered in (empty from a server without rooms).
+    #[serde(default)]
+    pub rooms: Vec<String>,
 }
 
 /// A session as the others see it: in `GET /clients`, `ready`, `new_user` and `user_left`.
@@ -84,7 +101,7 @@ pub struct Frame {
     /// `lagged` carry none of their own.
     pub id: Option<u64>,
     /// The event name: `ready`, `new_user`, `client_response`, `client_broadcast`,
-    /// `user_left` or `lagged`.
+    /// `user_left`, `server_message`, `lagged`, `joined`, `left` or `room_count`.
     pub event: String,
     /// The event's JSON payload.
     pub data: Value,
@@ -137,6 +154,19 @@ impl Error {
     }
 }
 
+impl Frame {
+    /// The room the event is about (`new_user`, `user_left`, `client_broadcast`, `joined`,
+    /// `left`, `room_count`, a `server_message` to a room), if it names one.
+    pub fn room(&self) -> Option<&str> {
+        self.data.get("room").and_then(Value::as_str)
+    }
+}
+
+#[derive(Deserialize)]
+struct RoomJoined {
+    members: u64,
+}
+
 #[derive(Deserialize)]
 struct Accepted {
     event_id: Option<u64>,
@@ -164,6 +194,20 @@ impl Client {
         format!("{}{path}", self.base_url)
     }
 
+    /// `{base}{before}/{room}{after}`, the room one path segment whatever it holds (a name the
+    /// server refuses then gets its 400 `invalid_room`, not another route).
+    fn room_url(&self, before: &str, room: &str, after: &str) -> Result<Url, Error> {
+        let mut url = Url::parse(&self.url(before))
+            .map_err(|err| Error::Stream(format!("the server's address: {err}")))?;
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(room);
+            if !after.is_empty() {
+                segments.push(after);
+            }
+        }
+        Ok(url)
+    }
+
     /// Registers a session named `name` (`POST /helo`); the others hear `new_user`.
     ///
     /// # Errors
@@ -176,6 +220,64 @@ impl Client {
             .post(self.url("/helo"))
             .json(&json!({"name": name}));
         expect_json(request, StatusCode::CREATED).await
+    }
+
+    /// Registers a session named `name` in `rooms` (`[]`: none, direct messages only); the
+    /// other members of each hear `new_user` with the room.
+    ///
+    /// # Errors
+    /// As [`Client::helo`]; also 400 `invalid_room` for a name that breaks the room rule,
+    /// 403 `room_forbidden` for a room the server (or the join token) does not allow, 409
+    /// `session_room_limit` for more rooms than a session may be in.
+    pub async fn helo_in(&self, name: &str, rooms: &[&str]) -> Result<Session, Error> {
+        let request = self
+            .http
+            .post(self.url("/helo"))
+            .json(&json!({"name": name, "rooms": rooms}));
+        expect_json(request, StatusCode::CREATED).await
+    }
+
+    /// `session` joins `room` (`PUT /session/rooms/{room}`): its stream gets `joined`, the
+    /// room's other members `new_user`. Returns the room's member count, `session` included.
+    /// Joining a room it is in already changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::Status`]: 400 `invalid_room`, 403 `room_forbidden`, 409 `session_room_limit`,
+    /// 503 `room_limit` (with `retry_after`), 401 once the session is gone.
+    pub async fn join_room(&self, session: &Session, room: &str) -> Result<u64, Error> {
+        let request = self
+            .http
+            .put(self.room_url("/session/rooms", room, "")?)
+            .bearer_auth(&session.token);
+        let joined: RoomJoined = expect_json(request, StatusCode::OK).await?;
+        Ok(joined.members)
+    }
+
+    /// `session` leaves `room` (`DELETE /session/rooms/{room}`): its stream gets `left`, the
+    /// room's other members `user_left`.
+    ///
+    /// # Errors
+    /// [`Error::Status`]: 404 `not_a_member` when it is not in the room, 400 `invalid_room`,
+    /// 401 once the session is gone.
+    pub async fn leave_room(&self, session: &Session, room: &str) -> Result<(), Error> {
+        let request = self
+            .http
+            .delete(self.room_url("/session/rooms", room, "")?)
+            .bearer_auth(&session.token);
+        expect(request, StatusCode::NO_CONTENT).await.map(drop)
+    }
+
+    /// The first page (up to 1,000, in id order) of `room`'s members, `session` included
+    /// (`GET /rooms/{room}/members`).
+    ///
+    /// # Errors
+    /// [`Error::Status`]: 403 `not_a_member` when `session` is not in the room.
+    pub async fn room_members(&self, session: &Session, room: &str) -> Result<Vec<Peer>, Error> {
+        let request = self
+            .http
+            .get(self.room_url("/rooms", room, "members")?)
+            .bearer_auth(&session.token);
+        expect_json(request, StatusCode::OK).await
     }
 
     /// Opens `session`'s event stream (`GET /events/{id}`). It starts with `ready`; given
@@ -253,21 +355,41 @@ impl Client {
         accepted.event_id.ok_or_else(|| missing("event_id"))
     }
 
-    /// Sends `message` from `from` to every other session (`POST /broadcast`); returns how many
-    /// sessions it was delivered to.
+    /// Sends `message` from `from` to every other member of the server's default room,
+    /// `lobby` (`POST /broadcast`); returns how many sessions it was delivered to.
     ///
     /// # Errors
-    /// As [`Client::send`], without the recipient errors.
+    /// As [`Client::send`], without the recipient errors; 403 `not_a_member` when `from` is
+    /// not in `lobby`.
     pub async fn broadcast<M: Serialize + ?Sized>(
         &self,
         from: &Session,
         message: &M,
     ) -> Result<u64, Error> {
+        self.post_broadcast(from, json!({"message": message})).await
+    }
+
+    /// Sends `message` from `from` to every other member of `room` (`POST /broadcast` with
+    /// `room`); returns how many sessions it was delivered to.
+    ///
+    /// # Errors
+    /// As [`Client::broadcast`]: 403 `not_a_member` when `from` is not in `room`.
+    pub async fn broadcast_to<M: Serialize + ?Sized>(
+        &self,
+        from: &Session,
+        room: &str,
+        message: &M,
+    ) -> Result<u64, Error> {
+        self.post_broadcast(from, json!({"room": room, "message": message}))
+            .await
+    }
+
+    async fn post_broadcast(&self, from: &Session, body: Value) -> Result<u64, Error> {
         let request = self
             .http
             .post(self.url("/broadcast"))
             .bearer_auth(&from.token)
-            .json(&json!({"message": message}));
+            .json(&body);
         let accepted: Accepted = expect_json(request, StatusCode::ACCEPTED).await?;
         accepted.recipients.ok_or_else(|| missing("recipients"))
     }
@@ -321,7 +443,7 @@ async fn expect_json<T: DeserializeOwned>(
 }
 
 /// The [`Error::Status`] for an unexpected answer, with its JSON error body if it has one.
-async fn status_error(response: Response) -> Error {
+pub(crate) async fn status_error(response: Response) -> Error {
     let status = response.status();
     let retry_after = response
         .headers()
@@ -334,86 +456,5 @@ async fn status_error(response: Response) -> Error {
         status,
         body,
         retry_after,
-    }
-}
-
-type RawEvents =
-    Pin<Box<dyn Stream<Item = Result<RawEvent, EventStreamError<reqwest::Error>>> + Send>>;
-
-/// An attached session's stream: a [`Stream`] of [`Frame`]s that ends when the server closes
-/// it (takeover, `DELETE /session`, expiry, shutdown). Comments (the keep-alive) are skipped.
-pub struct EventStream {
-    headers: HeaderMap,
-    events: RawEvents,
-    last_event_id: Option<u64>,
-}
-
-impl EventStream {
-    /// Wraps the answer to `GET /events/{id}` made by other means.
-    ///
-    /// # Errors
-    /// [`Error::Status`] unless the answer is `200`.
-    pub async fn from_response(response: Response) -> Result<EventStream, Error> {
-        if response.status() != StatusCode::OK {
-            return Err(status_error(response).await);
-        }
-        Ok(EventStream {
-            headers: response.headers().clone(),
-            events: Box::pin(response.bytes_stream().eventsource()),
-            last_event_id: None,
-        })
-    }
-
-    /// The answer's headers (`content-type: text/event-stream`, `cache-control`, ...).
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-
-    /// The id of the last event read, to pass to [`Client::attach`] when resuming.
-    pub fn last_event_id(&self) -> Option<u64> {
-        self.last_event_id
-    }
-}
-
-impl Stream for EventStream {
-    type Item = Result<Frame, Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let raw = match self.events.poll_next_unpin(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(EventStreamError::Transport(err)))) => {
-                return Poll::Ready(Some(Err(Error::Http(err))));
-            }
-            Poll::Ready(Some(Err(err))) => {
-                return Poll::Ready(Some(Err(Error::Stream(err.to_string()))));
-            }
-            Poll::Ready(Some(Ok(raw))) => raw,
-        };
-        let id = if raw.id.is_empty() {
-            None
-        } else {
-            match raw.id.parse() {
-                Ok(id) => Some(id),
-                Err(_) => {
-                    let err = Error::Stream(format!("event id {:?} is not a number", raw.id));
-                    return Poll::Ready(Some(Err(err)));
-                }
-            }
-        };
-        if id.is_some() {
-            self.last_event_id = id;
-        }
-        let frame = serde_json::from_str(&raw.data)
-            .map(|data| Frame {
-                id,
-                event: raw.event.clone(),
-                data,
-            })
-            .map_err(|source| Error::Data {
-                event: raw.event,
-                source,
-            });
-        Poll::Ready(Some(frame))
     }
 }
