@@ -6,6 +6,8 @@
 #   ROUNDS=5 bash bench/run.sh        # more rounds
 #   EXTRA=1 bash bench/run.sh         # also switchboard-only targets: direct messages,
 #                                     # presence cost at 1k/10k, churn (CHURN_SECS, 600 s)
+#   COMPARE=0 bash bench/run.sh       # only the sweeps behind the charts (below), ~10 minutes
+#   SWEEP=0 ROOMS=0 bash bench/run.sh # only the comparison table
 #
 # What it does, bounded in time (every run has --max-secs, every wait a limit):
 #   1. installs nginx + libnginx-mod-nchan from Debian when missing (apt-get update first);
@@ -18,7 +20,15 @@
 #      The floor, rawfan (a bare epoll writer, ../shared/tools/rawfan, built here with cc), runs
 #      the one-broadcast-a-second fanout beside them: it drops what does not fit a socket, so
 #      it has no saturated figure.
-#   4. prints medians and switchboard/nchan and switchboard/floor ratios (`switchboard-load report`) and keeps every
+#   4. the sweeps the charts draw (SWEEP=1, SWEEP_ROUNDS rounds): for each size in
+#      SWEEP_STREAMS, on a fresh server, idle memory then p99 of one broadcast a second
+#      (SWEEP_BROADCASTS of them), for switchboard, nchan and the floor (no idle run); direct
+#      messages at each rate of DIRECT_RATES; and (ROOMS=1) the rooms ladder, ROOM_COUNT rooms
+#      of ROOM_SIZE at ROOM_RATES, for nchan and, when the server has rooms, switchboard, plus
+#      the join cost into a 10-member room at each of JOIN_SESSIONS (presence on);
+#   5. draws the charts (`switchboard-load chart`) into $OUT/charts, and copies them to
+#      CHARTS_DIR when set (BENCHMARKS.md shows bench/results/charts);
+#   6. prints medians and switchboard/nchan and switchboard/floor ratios (`switchboard-load report`) and keeps every
 #      raw result under target/bench-results/<UTC time>/ (results.jsonl, report.md, logs,
 #      machine.txt; set OUT to choose). bench/results/ holds the runs BENCHMARKS.md quotes.
 #
@@ -39,6 +49,21 @@ FANOUT_MAX_N=${FANOUT_MAX_N:-19000}
 SAT_BROADCASTS=${SAT_BROADCASTS:-200}
 RATE_BROADCASTS=${RATE_BROADCASTS:-20}
 EXTRA=${EXTRA:-0}
+COMPARE=${COMPARE:-1}
+SWEEP=${SWEEP:-1}
+SWEEP_ROUNDS=${SWEEP_ROUNDS:-1}
+SWEEP_STREAMS=${SWEEP_STREAMS:-1000 5000 10000 19000}
+SWEEP_BROADCASTS=${SWEEP_BROADCASTS:-10}
+DIRECT_RATES=${DIRECT_RATES:-1000 2000 5000 10000}
+DIRECT_PAIRS=${DIRECT_PAIRS:-50}
+DIRECT_SECS=${DIRECT_SECS:-5}
+ROOMS=${ROOMS:-1}
+ROOM_COUNT=${ROOM_COUNT:-1900}
+ROOM_SIZE=${ROOM_SIZE:-10}
+ROOM_RATES=${ROOM_RATES:-100,200,500,1000,2000,5000,10000,20000,30000,50000,70000,100000}
+ROOM_STEP_SECS=${ROOM_STEP_SECS:-5}
+JOIN_SESSIONS=${JOIN_SESSIONS:-1000 19000}
+CHARTS_DIR=${CHARTS_DIR:-}
 CHURN_SECS=${CHURN_SECS:-600}
 CHURN_RATE=${CHURN_RATE:-1000}
 CHURN_PRESENCE=${CHURN_PRESENCE:-false}
@@ -249,8 +274,66 @@ extra_round() {
     done
 }
 
+sweep_round() {
+    # The sizes of the p99 and memory charts: idle first on each fresh server, then 1 Hz.
+    local target=$1 n
+    for n in $SWEEP_STREAMS; do
+        case $target in
+            floor) start_floor ;;
+            nchan) start_nchan ;;
+            *) start_switchboard false ;;
+        esac
+        if [[ $target != floor ]]; then
+            load "$target" "sweep-idle-$n" idle --streams "$n" --settle 2 --hold 2
+        fi
+        load "$target" "sweep-fanout-$n-1hz" fanout --streams "$n" --broadcasts "$SWEEP_BROADCASTS" --rate 1
+        stop_server
+    done
+}
+
+direct_sweep() {
+    local r
+    start_switchboard false
+    for r in $DIRECT_RATES; do
+        load switchboard "direct-$r-per-s" direct --pairs "$DIRECT_PAIRS" --rate "$r" --duration "$DIRECT_SECS"
+    done
+    stop_server
+}
+
+server_has_rooms() {
+    # A server with rooms answers a helo naming rooms with its "rooms".
+    local reply
+    start_switchboard false
+    reply=$(curl -sS --max-time 5 -X POST -H 'Content-Type: application/json' \
+        -d '{"name":"probe","rooms":[]}' "http://127.0.0.1:$SB_PORT/helo" 2>/dev/null || true)
+    stop_server
+    [[ $reply == *'"rooms"'* ]]
+}
+
+rooms_sweep() {
+    local rooms=(rooms --rooms "$ROOM_COUNT" --room-size "$ROOM_SIZE" --rates "$ROOM_RATES" --step-secs "$ROOM_STEP_SECS")
+    start_nchan
+    load nchan "rooms-$ROOM_COUNT-x-$ROOM_SIZE" "${rooms[@]}"
+    stop_server
+    if ! server_has_rooms; then
+        echo "this switchboard has no rooms (POST /helo ignores \"rooms\"): switchboard's room runs left out" >&2
+        return
+    fi
+    start_switchboard false
+    load switchboard "rooms-$ROOM_COUNT-x-$ROOM_SIZE" "${rooms[@]}"
+    stop_server
+    local n
+    for n in $JOIN_SESSIONS; do
+        # Presence on: a join's cost is its announcement to the room.
+        start_switchboard true --session-ttl 300s
+        load switchboard "join-10-at-$n" join --sessions "$n" --room-size 10 --joins 500 --rate 50
+        stop_server
+    done
+}
+
 T0=$(date +%s)
 for round in $(seq 1 "$ROUNDS"); do
+    [[ $COMPARE == 1 ]] || break
     order=(nchan switchboard)
     [[ -n $RAWFAN ]] && order+=(floor)
     if ((round % 2 == 0)); then
@@ -276,7 +359,37 @@ if [[ $EXTRA == 1 ]]; then
     stop_server
 fi
 
+for round in $(seq 1 "$SWEEP_ROUNDS"); do
+    order=(nchan switchboard)
+    [[ -n $RAWFAN ]] && order+=(floor)
+    if ((round % 2 == 0)); then
+        for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do
+            t=${order[i]} && order[i]=${order[j]} && order[j]=$t
+        done
+    fi
+    if [[ $SWEEP == 1 ]]; then
+        for target in "${order[@]}"; do
+            log "sweep $round/$SWEEP_ROUNDS: $target"
+            sweep_round "$target"
+        done
+        log "sweep $round/$SWEEP_ROUNDS: direct messages"
+        direct_sweep
+    fi
+    if [[ $ROOMS == 1 ]]; then
+        log "rooms $round/$SWEEP_ROUNDS"
+        rooms_sweep
+    fi
+done
+
 log "results ($(( $(date +%s) - T0 )) s): $OUT"
+if "$LOAD" chart "$RESULTS" --out "$OUT/charts"; then
+    if [[ -n $CHARTS_DIR ]]; then
+        mkdir -p "$CHARTS_DIR"
+        cp "$OUT"/charts/*.svg "$OUT/charts/charts.json" "$CHARTS_DIR"/
+    fi
+else
+    echo "no charts drawn" >&2
+fi
 "$LOAD" report "$RESULTS" >"$OUT/report-all.md"
 KEY=attached,attach_s,register_s,rss_per_stream_bytes,pss_per_stream_bytes,deliveries_per_s
 KEY=$KEY,latency_p50_ms,latency_p99_ms,latency_max_ms,lost,lagged_missed,sustained_per_s

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of the load generator against a real switchboard, quick enough for CI: a small
-# fanout (presence on, the default) and a few seconds of direct messages; fails unless every
-# event arrived (switchboard-load exits non-zero when events are lost). Not a benchmark:
+# fanout (presence on, the default), a few seconds of direct messages, idle streams, one step
+# of the rooms mode and a few joins; fails unless every event arrived (switchboard-load exits non-zero when events are lost). Not a benchmark:
 # the numbers it prints mean nothing on a busy CI machine.
 #
 #   bash bench/smoke.sh            # builds debug binaries (PROFILE=release for release ones)
@@ -59,6 +59,8 @@ run fanout --streams 100 --broadcasts 5 --rate 10
 run direct --pairs 10 --rate 500 --duration 3
 run idle --streams 200 --settle 1 --hold 1
 run idle --streams 200 --settle 1 --hold 1 --shared-connection
+run rooms --rooms 10 --room-size 5 --rates 20 --step-secs 1
+run join --sessions 50 --room-size 10 --joins 20 --rate 50
 
 echo "smoke: $passed passed, $failed failed"
 [[ $failed == 0 ]]

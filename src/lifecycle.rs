@@ -1,10 +1,12 @@
 //! The life of a server, start to stop, in numbered steps: the one place that orders them.
 //!
 //! Start:
-//! 1. check the configuration (join policy, API key, mailbox against body size);
+//! 1. check the configuration (join policy, API key, mailbox against body size, the TLS
+//!    certificate);
 //! 2. build the registry, restoring the sessions of `--state-file`;
 //! 3. build the hub over its broker: this process alone, or the cluster over Redis;
-//! 4. start the background tasks: the reaper, the rate limiters' forgetting, the room counts;
+//! 4. start the background tasks: the reaper, the rate limiters' forgetting, the room counts,
+//!    the TLS certificate's reload;
 //! 5. accept connections until the shutdown trigger fires (and `/metrics` on
 //!    `--metrics-listen`'s own address, when set, until Stop 6).
 //!
@@ -32,6 +34,7 @@ use crate::auth::JoinPolicy;
 use crate::backplane::Hub;
 use crate::config::Config;
 use crate::http::server::ServeOptions;
+use crate::http::tls::{self, Certificates};
 use crate::http::{self, Context, StreamSettings};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -48,6 +51,17 @@ pub(crate) async fn run(
     config.check_mailbox().map_err(std::io::Error::other)?;
     let join = config.join_policy().map_err(std::io::Error::other)?;
     let api_key = config.api_key().map_err(std::io::Error::other)?;
+    let certificates = match config.tls_files().map_err(std::io::Error::other)? {
+        Some((cert, key)) => Some(Arc::new(
+            Certificates::load(cert, key).map_err(std::io::Error::other)?,
+        )),
+        None => None,
+    };
+    let tls = certificates
+        .as_ref()
+        .map(Certificates::acceptor)
+        .transpose()
+        .map_err(std::io::Error::other)?;
     let address = listener.local_addr()?;
     match &join {
         JoinPolicy::Open if !address.ip().is_loopback() => warn!(
@@ -115,6 +129,9 @@ pub(crate) async fn run(
     let limits = Arc::new(config.limits(Arc::clone(&metrics)));
     tokio::spawn(forget_idle_limits(Arc::clone(&limits), cancel.clone()));
     tokio::spawn(count_rooms(hub.clone(), cancel.clone()));
+    if let Some(certificates) = certificates {
+        tokio::spawn(tls::watch(certificates, cancel.clone())?);
+    }
 
     // Start 5: the edge, until `shutdown`.
     let context = Context {
@@ -146,6 +163,7 @@ pub(crate) async fn run(
         open_file_limit = ?Config::open_file_limit(),
         presence = config.presence,
         auth = ?config.auth,
+        tls = tls.is_some(),
         "listening"
     );
     let options = ServeOptions {
@@ -156,6 +174,7 @@ pub(crate) async fn run(
         max_connections: config.connection_limit(),
         shutdown_grace: config.shutdown_grace + config.drain_window,
         drain_window: config.drain_window,
+        tls,
     };
     // Stop 1: returns once `shutdown` fired and the edge stopped accepting.
     let connections = http::server::run(listener, routes, context, options, shutdown).await;

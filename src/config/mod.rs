@@ -236,6 +236,15 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_STATE_FILE", conflicts_with = "redis_url")]
     pub state_file: Option<PathBuf>,
 
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain; needs `--tls-key`.
+    /// Reloaded on SIGHUP and when the files change (a pair that does not load is not used).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Redis URL (`redis://host:port/db`) for cluster mode: several instances acting as one
     /// hub. Without it everything stays in this process and no Redis is needed.
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
@@ -323,6 +332,8 @@ impl Default for Config {
             drain_window: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
             state_file: None,
+            tls_cert: None,
+            tls_key: None,
             redis_url: None,
             redis_prefix: "switchboard".to_owned(),
             metrics_listen: None,
@@ -474,6 +485,20 @@ impl Config {
             .as_deref()
             .map(|path| ApiKey::load(path).map_err(|err| format!("--api-key-file: {err}")))
             .transpose()
+    }
+
+    /// The files of `--tls-cert` and `--tls-key`, when HTTPS is asked for.
+    ///
+    /// # Errors
+    /// One line naming the missing flag, when only one of them is given.
+    pub(crate) fn tls_files(&self) -> Result<Option<(PathBuf, PathBuf)>, String> {
+        let missing = |flag: &str, needs: &str| Err(format!("{flag} needs {needs} (see --help)"));
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert.clone(), key.clone()))),
+            (None, None) => Ok(None),
+            (Some(_), None) => missing("--tls-cert", "--tls-key, the certificate's private key"),
+            (None, Some(_)) => missing("--tls-key", "--tls-cert, the certificate it signs for"),
+        }
     }
 
     /// Most connections of any kind: the open-file limit less a few for the process itself.

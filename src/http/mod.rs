@@ -7,13 +7,15 @@
 //! - `context`: what every handler is given ([`Context`], [`StreamSettings`], `PeerAddr`).
 //! - `filters`: extract and validate a request's parts; `message`: a client's `message` body.
 //! - `handlers`: one function per client route, calling the hub; `server_api`: the app
-//!   backend's routes (`/api/*`); `stats`: its figures stream for the admin console; `listing`: the paged session list both serve; `rooms`: the
-//!   room routes of both.
+//!   backend's routes (`/api/*`); `stats`: its figures stream for the admin console;
+//!   `listing`: the paged session list both serve; `rooms`: the room routes of both.
 //! - `sse`: the stream wire format; `lean`: stream connections served without hyper;
 //!   `takeover`: a keep-alive connection handed from hyper to `lean`.
 //! - `error`: every failure as JSON (its [`error::ErrorCode`] is public, so tests can hold the
-//!   docs to it); `redact`: what of a request may be logged; `cors`; `page`: the web client and the admin console.
-//! - `server`: the accept loop with tower-http's layers and graceful shutdown.
+//!   docs to it); `redact`: what of a request may be logged; `cors`; `page`: the web client
+//!   and the admin console.
+//! - `server`: the accept loop with tower-http's layers and graceful shutdown; `secure`: a
+//!   connection of the TLS listener (HTTP/2 or HTTP/1.1); `tls`: its certificate, reloaded.
 //!
 //! Lower files never import from this one; only what tests need is `pub`.
 
@@ -29,11 +31,13 @@ mod page;
 mod redact;
 mod rooms;
 mod route_table;
+mod secure;
 pub(crate) mod server;
 mod server_api;
 mod sse;
 mod stats;
 mod takeover;
+pub(crate) mod tls;
 
 use std::convert::Infallible;
 use std::path::PathBuf;

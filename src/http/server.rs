@@ -6,6 +6,8 @@
 //! Refused connections are logged sampled (see [`Sampled`]) and counted in `/metrics`: a flood
 //! of them must not become a flood of log lines.
 //!
+//! With `--tls-cert` every connection is TLS and goes to [`secure`] instead.
+//!
 //! Layers, outermost first: mark `Authorization` sensitive (never printed), trace each request
 //! with the query's `token` redacted, and CORS when origins are configured (none: same origin
 //! only, so no CORS headers at all).
@@ -28,6 +30,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
@@ -44,6 +47,7 @@ use super::cors::Origins;
 use super::error::ApiError;
 use super::lean;
 use super::redact::request_span;
+use super::secure;
 use super::takeover::{SharedSocket, Takeover};
 use crate::limits::{Limited, Limits};
 
@@ -115,6 +119,8 @@ pub(crate) struct ServeOptions {
     /// request that arrives on one is answered (and its connection then closed) rather than
     /// meeting a reset.
     pub(crate) drain_window: Duration,
+    /// `--tls-cert`: every connection is TLS, served by [`secure`].
+    pub(crate) tls: Option<TlsAcceptor>,
 }
 
 /// The listening socket and what every accepted connection takes from it (as mini-redis'
@@ -130,8 +136,9 @@ struct Listener {
     /// Each address's share of the budget, so that one client cannot take every slot.
     limits: Arc<Limits>,
     /// Refusals being answered. Answering costs a descriptor for up to a second, so beyond
-    /// these few a refused connection is closed unanswered.
-    answering: Arc<Semaphore>,
+    /// these few a refused connection is closed unanswered. On the TLS listener none is: an
+    /// answer would need a handshake, the very work a flood wants the server to do.
+    answering: Option<Arc<Semaphore>>,
     /// Refusals by address's share, for their log lines.
     over_share: Sampled<IpAddr>,
     /// Refusals for want of any slot, and failed accepts, for their log lines.
@@ -188,7 +195,11 @@ impl Listener {
                 "an address is over its connection share; refusing (logged once per 10 s per address)"
             );
         }
-        let Ok(answering) = Arc::clone(&self.answering).try_acquire_owned() else {
+        let Some(Ok(answering)) = self
+            .answering
+            .as_ref()
+            .map(|a| Arc::clone(a).try_acquire_owned())
+        else {
             return;
         };
         self.tracker.spawn(async move {
@@ -282,7 +293,10 @@ where
         budget: Arc::new(Semaphore::new(options.max_connections)),
         max_connections: options.max_connections,
         limits: Arc::clone(&context.limits),
-        answering: Arc::new(Semaphore::new(REFUSALS_ANSWERED)),
+        answering: options
+            .tls
+            .is_none()
+            .then(|| Arc::new(Semaphore::new(REFUSALS_ANSWERED))),
         over_share: Sampled::default(),
         over_budget: Sampled::default(),
         tracker: TaskTracker::new(),
@@ -292,12 +306,27 @@ where
     let service = Arc::new(service);
     let graceful_ref = &graceful;
     let shared_context = context;
+    let tls = options.tls.clone();
     let serve = move |stream: TcpStream, peer: SocketAddr| {
         let service = Arc::clone(&service);
         let watcher = graceful_ref.watcher();
         let context = shared_context.clone();
         let origins = origins.clone();
+        let tls = tls.clone();
         async move {
+            if let Some(acceptor) = tls {
+                // Boxed: inline, its state would size every plain connection's task too.
+                let secure = secure::serve(
+                    stream,
+                    peer,
+                    acceptor,
+                    service.as_ref(),
+                    watcher,
+                    header_timeout,
+                    write_timeout,
+                );
+                return Box::pin(secure).await;
+            }
             // The first byte has the same deadline as the head: a connection that sends
             // nothing must not hold its permit for ever.
             let started = tokio::time::Instant::now();

@@ -22,6 +22,7 @@ mod page_states;
 mod reconnect;
 mod rooms;
 mod rooms_client;
+mod tabs;
 mod tokens;
 
 #[path = "../support/mod.rs"]

@@ -3,7 +3,8 @@
 //!
 //! The server runs with a low open-file limit (set in the child before exec), so an attack that
 //! holds sockets would exhaust the connection budget quickly. Every wait is bounded. The
-//! clients here speak raw HTTP/1.1 over their own sockets: the attacks are on the wire format.
+//! clients here speak raw HTTP/1.1 over their own sockets: the attacks are on the wire format
+//! (`tls`: the same against the TLS listener).
 
 mod attach;
 mod bytes;
@@ -14,6 +15,7 @@ mod malformed;
 mod paths;
 mod server;
 mod stalled;
+mod tls;
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -127,6 +127,19 @@ impl ChromeDriver {
     /// Starts a new Chromium (a WebDriver session with its own profile) and
     /// opens `url` in it.
     pub async fn open(&self, url: &str, screen: Screen) -> Client {
+        self.open_with(url, screen, &[], true).await
+    }
+
+    /// [`ChromeDriver::open`] with `extra` Chromium flags; without `wait_for_load`, every
+    /// navigation returns at once (WebDriver's `pageLoadStrategy: none`), for pages that
+    /// may never load.
+    pub async fn open_with(
+        &self,
+        url: &str,
+        screen: Screen,
+        extra: &[String],
+        wait_for_load: bool,
+    ) -> Client {
         let n = self.profiles.fetch_add(1, Ordering::Relaxed);
         let profile = self.dir.join(format!("profile-{n}"));
         let mut options = json!({
@@ -145,6 +158,9 @@ impl ChromeDriver {
                 format!("--user-data-dir={}", profile.display()),
             ],
         });
+        if let Some(args) = options["args"].as_array_mut() {
+            args.extend(extra.iter().map(|arg| json!(arg)));
+        }
         if let Screen::Phone = screen {
             options["mobileEmulation"] = json!({
                 "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 2 },
@@ -152,6 +168,9 @@ impl ChromeDriver {
         }
         let mut capabilities = Capabilities::new();
         capabilities.insert("goog:chromeOptions".into(), options);
+        if !wait_for_load {
+            capabilities.insert("pageLoadStrategy".into(), json!("none"));
+        }
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&self.url)

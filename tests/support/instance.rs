@@ -87,6 +87,11 @@ impl Instance {
         self.signal("-TERM");
     }
 
+    /// SIGHUP: a TLS server reloads its certificate.
+    pub fn send_sighup(&self) {
+        self.signal("-HUP");
+    }
+
     /// Freezes the process (SIGSTOP), as a long pause or an overloaded host would; its sockets
     /// stay open. [`Instance::resume`] thaws it.
     pub fn pause(&self) {

@@ -10,6 +10,7 @@
 //! - [`cluster`]: a `redis-server` child and a [`cluster::Cluster`] of binaries sharing it.
 //! - [`redis_proxy`]: a proxy in front of Redis that holds an instance's messages back.
 //! - [`browser`]: a `chromedriver` of our own that opens headless Chromium pages.
+//! - [`tls`]: certificates made by the test, and HTTPS clients that trust them.
 //! - [`sse`]: [`SseReader`], every read bounded by [`WAIT`]; [`RawStream`] for wire bytes.
 //! - [`stats`]: the admin console's `/api/stats` stream, checked against its schema.
 //!
@@ -26,6 +27,7 @@ pub mod redis_proxy;
 pub mod server;
 pub mod sse;
 pub mod stats;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -88,7 +88,12 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub(super) fn new(label: &str, addr: SocketAddr, client: reqwest::Client) -> Endpoint {
-        let base_url = format!("http://{addr}");
+        Endpoint::with_base_url(label, format!("http://{addr}"), client)
+    }
+
+    /// The server at `base_url` (`http://...` or `https://...`, no trailing slash), reached
+    /// with `client`.
+    pub fn with_base_url(label: &str, base_url: String, client: reqwest::Client) -> Endpoint {
         Endpoint {
             label: label.to_owned(),
             hub: switchboard_client::Client::with_http(&base_url, client.clone()),
@@ -111,9 +116,11 @@ impl Endpoint {
         Endpoint::new(&format!("{} from {local}", self.label), addr, client)
     }
 
-    /// `127.0.0.1:<port>`, for raw sockets and for rewriting documented commands.
+    /// `127.0.0.1:<port>` (either scheme), for raw sockets and for rewriting documented commands.
     pub fn authority(&self) -> &str {
-        self.base_url.trim_start_matches("http://")
+        self.base_url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
     }
 
     pub fn url(&self, path: &str) -> String {

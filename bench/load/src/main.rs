@@ -9,8 +9,10 @@
 //! - [`sse`]: the incremental chunked + SSE decoder (the hot path).
 //! - [`sys`]: `getrusage`, `/proc` memory and CPU of the server's process tree.
 //! - [`outcome`]: the result table, `--json`, and the `report` subcommand (medians, ratios).
+//! - [`chart`]: the `chart` subcommand (SVG charts of results files).
 #![forbid(unsafe_code)]
 
+mod chart;
 mod coord;
 mod http;
 mod outcome;
@@ -117,6 +119,10 @@ struct Opts {
     /// Keep the sessions at the end instead of deleting them.
     #[arg(long, global = true)]
     no_cleanup: bool,
+    /// No progress line and no notes on stderr (errors still). Without a terminal on stderr
+    /// there is no progress line anyway.
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +202,61 @@ enum Mode {
         #[arg(long, default_value_t = 10)]
         warmup: u64,
     },
+    /// Rooms of a few streams (switchboard rooms; nchan: a channel each), broadcasts into
+    /// them at increasing rates, one step per rate: the highest rate with p99 within
+    /// `--p99-limit-ms` and nothing lost. switchboard: each room's first member broadcasts
+    /// (`POST /broadcast` with `"room"`); nchan: the same tool publishes to each room's channel.
+    Rooms {
+        #[arg(long, default_value_t = 1900)]
+        rooms: usize,
+        #[arg(long, default_value_t = 10)]
+        room_size: usize,
+        /// Broadcasts per second in all, one step each, tried in this order.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "100,200,500,1000,2000,5000,10000,20000,30000,50000,70000,100000"
+        )]
+        rates: Vec<f64>,
+        /// Connections each worker process broadcasts over at once (each waits for its
+        /// answer: nchan answers a publish once it is delivered).
+        #[arg(long, default_value_t = 16)]
+        publishers: usize,
+        /// Seconds of broadcasting per step.
+        #[arg(long, default_value_t = 5)]
+        step_secs: u64,
+        #[arg(long, default_value_t = 50.0)]
+        p99_limit_ms: f64,
+        /// Try every rate, also after one failed (default: stop at the first failure).
+        #[arg(long)]
+        all_steps: bool,
+        /// Further tries of a rate whose step failed, before it counts as failed.
+        #[arg(long, default_value_t = 1)]
+        retries: u32,
+        #[arg(long, default_value_t = 5)]
+        drain_timeout: u64,
+    },
+    /// `POST /helo` into a small room while `--sessions` others are on the hub, in rooms of
+    /// `--room-size` with their streams attached: the helo round trip (each joiner leaves
+    /// again, so every join meets a room of the same size). switchboard only.
+    Join {
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+        #[arg(long, default_value_t = 10)]
+        room_size: usize,
+        #[arg(long, default_value_t = 500)]
+        joins: u64,
+        /// Joins per second, one at a time.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+    },
+    /// SVG charts (and the data behind them, `charts.json`) from files of `--json` lines.
+    Chart {
+        files: Vec<PathBuf>,
+        /// Directory to write the charts to.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Medians and switchboard/nchan ratios from files of `--json` lines (Markdown table).
     Report {
         files: Vec<PathBuf>,
@@ -246,6 +307,10 @@ fn common(o: &Opts) -> Result<Common, String> {
         attach_timeout: Duration::from_secs(o.attach_timeout),
         label: o.label.clone(),
         cleanup: !o.no_cleanup,
+        quiet: o.quiet,
+        channel,
+        sub_url: o.sub_url.clone(),
+        pub_url: o.pub_url.clone(),
     })
 }
 
@@ -254,6 +319,13 @@ fn main() {
     let code = match cli.mode {
         Mode::Worker => worker::main(),
         Mode::Report { files, metrics } => match outcome::report(&files, &metrics) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
+        Mode::Chart { files, out } => match chart::chart(&files, &out) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -355,7 +427,53 @@ fn run(o: &Opts, mode: Mode) -> i32 {
                     )
                     .await
                 }
-                Mode::Report { .. } | Mode::Worker => unreachable!("handled in main"),
+                Mode::Rooms {
+                    rooms,
+                    room_size,
+                    rates,
+                    publishers,
+                    step_secs,
+                    p99_limit_ms,
+                    all_steps,
+                    retries,
+                    drain_timeout,
+                } => {
+                    coord::rooms(
+                        &c,
+                        &coord::RoomsArgs {
+                            rooms: rooms.max(1),
+                            size: room_size.max(1),
+                            rates,
+                            publishers,
+                            step: Duration::from_secs(step_secs.max(1)),
+                            p99_limit_ms,
+                            all_steps,
+                            retries,
+                            drain_timeout: Duration::from_secs(drain_timeout),
+                        },
+                    )
+                    .await
+                }
+                Mode::Join {
+                    sessions,
+                    room_size,
+                    joins,
+                    rate,
+                } => {
+                    coord::join(
+                        &c,
+                        &coord::JoinArgs {
+                            sessions,
+                            room_size,
+                            joins,
+                            rate,
+                        },
+                    )
+                    .await
+                }
+                Mode::Report { .. } | Mode::Chart { .. } | Mode::Worker => {
+                    unreachable!("handled in main")
+                }
             }
         };
         tokio::time::timeout(limit, fut)

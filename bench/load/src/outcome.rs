@@ -14,6 +14,25 @@ pub struct Metric {
     pub value: f64,
 }
 
+/// One rate of the rooms mode's ladder.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Step {
+    /// Broadcasts per second asked for, and sent (accepted by the server).
+    pub rate: f64,
+    pub achieved_per_s: f64,
+    pub broadcasts: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub lagged_missed: u64,
+    pub errors: u64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+    /// p99 within the limit, nothing lost, no errors, the rate reached.
+    pub ok: bool,
+}
+
 /// Everything a mode measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Outcome {
@@ -26,6 +45,9 @@ pub struct Outcome {
     /// Churn: `(seconds since start, server RSS KiB)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rss_samples: Vec<(f64, u64)>,
+    /// Rooms: one entry per broadcast rate tried, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
     pub notes: Vec<String>,
     /// False when the run broke a rule (events lost, streams failed, errors).
     pub ok: bool,
@@ -96,6 +118,23 @@ impl Outcome {
                 .collect();
             println!("  {}", line.join(" "));
         }
+        if !self.steps.is_empty() {
+            println!("rate/s  sent/s  p50 ms  p99 ms  expected  lost  lagged  errors  ok");
+            for s in &self.steps {
+                println!(
+                    "{:>6}  {:>6.0}  {:>6.2}  {:>6.2}  {:>8}  {:>4}  {:>6}  {:>6}  {}",
+                    fmt_num(s.rate),
+                    s.achieved_per_s,
+                    s.latency_p50_ms,
+                    s.latency_p99_ms,
+                    s.expected,
+                    s.lost,
+                    s.lagged_missed,
+                    s.errors,
+                    if s.ok { "yes" } else { "no" }
+                );
+            }
+        }
         for n in &self.notes {
             println!("note: {n}");
         }
@@ -116,46 +155,63 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
-/// A progress line on stderr: rewritten in place on a terminal, a plain line every 5 s
-/// otherwise (CI logs).
+/// What a long run is doing, on stderr: one line rewritten in place, only on a terminal and
+/// not with `--quiet` (a log file or CI gets no progress lines). `note` lines (phases done,
+/// sessions deleted) go to stderr either way, except with `--quiet`.
 pub struct Progress {
     tty: bool,
+    quiet: bool,
     last: Option<Instant>,
 }
 
 impl Progress {
-    pub fn new() -> Self {
+    pub fn new(quiet: bool) -> Self {
         Self {
-            tty: std::io::stderr().is_terminal(),
+            tty: !quiet && std::io::stderr().is_terminal(),
+            quiet,
             last: None,
         }
     }
 
-    /// Shows `msg` unless a line was shown too recently.
+    /// Shows `msg` in place unless a line was shown in the last 250 ms.
     pub fn show(&mut self, msg: impl FnOnce() -> String) {
-        let every = if self.tty {
-            Duration::from_millis(250)
-        } else {
-            Duration::from_secs(5)
-        };
-        if self.last.is_some_and(|t| t.elapsed() < every) {
+        if !self.tty
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(250))
+        {
             return;
         }
         self.last = Some(Instant::now());
-        if self.tty {
-            eprint!("\r\x1b[K{}", msg());
-        } else {
-            eprintln!("{}", msg());
-        }
+        eprint!("\r\x1b[K{}", msg());
     }
 
     /// Ends the progress line.
     pub fn done(&mut self) {
         if self.tty && self.last.is_some() {
-            eprintln!();
+            eprint!("\r\x1b[K");
         }
         self.last = None;
     }
+
+    /// A line that stays (unless `--quiet`).
+    pub fn note(&mut self, msg: impl std::fmt::Display) {
+        self.done();
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+/// `elapsed` seconds, and what is left of `total` at the pace so far (or of a fixed total).
+pub fn clock(elapsed: Duration, total: Option<Duration>, done: u64, of: u64) -> String {
+    let el = elapsed.as_secs_f64();
+    let left = match total {
+        Some(t) => (t.as_secs_f64() - el).max(0.0),
+        None if done > 0 && of > done => el * (of - done) as f64 / done as f64,
+        None => 0.0,
+    };
+    format!("{el:.0} s, ~{left:.0} s left")
 }
 
 /// Whether a smaller value of this metric is better (latency, memory, CPU, losses, time).
@@ -163,7 +219,24 @@ pub fn lower_is_better(name: &str) -> bool {
     !(name.ends_with("_per_s") || name == "attached" || name == "cycles")
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// Every result in files of `--json` lines (other lines are skipped); an error when none.
+pub fn read_runs(files: &[std::path::PathBuf]) -> Result<Vec<Outcome>, String> {
+    let mut runs: Vec<Outcome> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        runs.extend(
+            text.lines()
+                .filter(|l| l.starts_with('{'))
+                .filter_map(|l| serde_json::from_str::<Outcome>(l).ok()),
+        );
+    }
+    if runs.is_empty() {
+        return Err("no results found".into());
+    }
+    Ok(runs)
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {
@@ -179,18 +252,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// floor: rawfan run as `--name floor`), and switchboard's ratio to each.
 /// Reads files of `--json` lines (other lines are skipped). Prints a Markdown table.
 pub fn report(files: &[std::path::PathBuf], only: &[String]) -> Result<(), String> {
-    let mut runs: Vec<Outcome> = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        runs.extend(
-            text.lines()
-                .filter(|l| l.starts_with('{'))
-                .filter_map(|l| serde_json::from_str::<Outcome>(l).ok()),
-        );
-    }
-    if runs.is_empty() {
-        return Err("no results found".into());
-    }
+    let runs = read_runs(files)?;
     // label -> target -> metric -> values, keeping first-seen order of labels and metrics.
     let mut labels: Vec<String> = Vec::new();
     let mut metric_order: BTreeMap<String, Vec<String>> = BTreeMap::new();

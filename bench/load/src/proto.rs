@@ -3,7 +3,8 @@
 //! The coordinator re-executes its own binary as `switchboard-load __worker` (one process may
 //! hold at most ~20,000 open files here, so large audiences are spread over several), writes one
 //! [`Job`] as a JSON line to the worker's stdin and then plain commands, one a line:
-//! `attach`, `go`, `stop`. The worker answers with [`Report`]s, one JSON line each, on stdout.
+//! `attach`, `go`, `stop` (in the rooms mode also `step RATE MS` and `mark` between `go` and
+//! `stop`). The worker answers with [`Report`]s, one JSON line each, on stdout.
 //! Its stderr is the coordinator's, for errors a human should see.
 
 use std::net::Ipv4Addr;
@@ -62,11 +63,48 @@ pub enum Work {
         duration_ms: u64,
         hold_ms: u64,
     },
+    /// Hold the streams of `plan.rooms` rooms of `plan.size` (switchboard: each session's
+    /// helo names its room; nchan: each stream subscribes to its room's channel). After `go`,
+    /// each `step RATE MS` command broadcasts into the rooms at RATE/s for MS ms (when
+    /// `publish` is set), and `mark` reports the step.
+    Rooms {
+        plan: RoomPlan,
+        /// switchboard: `POST /broadcast` on this endpoint, with `"room"`; nchan: the publish
+        /// URL, `{channel}` in its path replaced by the room. None: hold only (`join` mode).
+        publish: Option<Endpoint>,
+        /// Keep-alive connections broadcasting at once.
+        publishers: usize,
+    },
+}
+
+/// Which rooms a worker's streams are in: stream `i` is in room `first_room + i / size`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomPlan {
+    /// Room names are this prefix and the room's number (nchan's channel ids are `\w+`).
+    pub prefix: String,
+    pub first_room: usize,
+    pub rooms: usize,
+    pub size: usize,
+}
+
+impl RoomPlan {
+    /// The room of this worker's stream `i`.
+    pub fn room_of(&self, i: usize) -> String {
+        room_name(&self.prefix, self.first_room + i / self.size.max(1))
+    }
+}
+
+/// The name of room number `k` (a switchboard room name and an nchan channel id alike).
+pub fn room_name(prefix: &str, k: usize) -> String {
+    format!("{prefix}r{k}")
 }
 
 /// Counters a worker keeps; summed over workers by the coordinator (but `min_count`: min).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counters {
+    /// Sessions registered and streams attached so far (for the progress line).
+    pub registered: u64,
+    pub attached: u64,
     /// Timed messages received (broadcasts, responses, nchan messages).
     pub received: u64,
     /// Fewest timed messages any one stream of this worker received (streams work only).
@@ -87,6 +125,10 @@ pub struct Counters {
     /// Direct: 429 answers (mailbox full).
     pub rejected: u64,
     pub send_errors: u64,
+    /// Rooms: deliveries the accepted broadcasts promised (switchboard's `recipients`, the
+    /// room's size for nchan), and the steps whose sending ended.
+    pub expected: u64,
+    pub steps_done: u64,
     pub sending_done: bool,
     /// Churn: complete helo→attach→delete cycles, failed ones, and starts skipped because too
     /// many cycles were still running.
@@ -101,6 +143,10 @@ pub struct Counters {
 impl Counters {
     /// Adds `o` into `self` (min of `min_count`, span of the time stamps).
     pub fn merge(&mut self, o: &Counters) {
+        self.registered += o.registered;
+        self.attached += o.attached;
+        self.expected += o.expected;
+        self.steps_done += o.steps_done;
         self.received += o.received;
         self.min_count = self.min_count.min(o.min_count);
         self.dup += o.dup;
@@ -156,6 +202,12 @@ pub enum Report {
         latency: Vec<(u64, u64)>,
         rtt: Vec<(u64, u64)>,
         cpu_secs: f64,
+        error: Option<String>,
+    },
+    /// Rooms: the numbers at the end of a step (after `mark`); `latency` covers that step only.
+    Step {
+        counters: Counters,
+        latency: Vec<(u64, u64)>,
         error: Option<String>,
     },
     /// Sessions deleted after `Done`.

@@ -8,7 +8,7 @@ use tokio::time::sleep;
 use super::Common;
 use super::measure::*;
 use super::workers::*;
-use crate::outcome::{Outcome, Progress};
+use crate::outcome::{Outcome, Progress, clock};
 use crate::proto::{Report, Target, Work};
 
 /// `churn`: sessions start at `rate`/s, each held `hold` then deleted, for `duration`;
@@ -25,7 +25,7 @@ pub async fn churn(
         return Err("churn mode needs --target switchboard".into());
     }
     let mut out = Outcome::new("churn", &c.target_name, &c.label);
-    let mut prog = Progress::new();
+    let mut prog = Progress::new(c.quiet);
     let workers = c.workers.unwrap_or(1).max(1);
     out.param("rate", rate);
     out.param("duration_s", duration.as_secs_f64());
@@ -70,9 +70,8 @@ pub async fn churn(
         let rss = out.rss_samples.last().map_or(0, |s| s.1);
         prog.show(|| {
             format!(
-                "[churn] {:.0}/{:.0} s cycles {} ({:.0}/s) failed {} skipped {} rss {} KiB",
-                el.as_secs_f64(),
-                duration.as_secs_f64(),
+                "[churn] {}, cycles {} ({:.0}/s) failed {} skipped {} rss {} KiB",
+                clock(el, Some(duration), 0, 0),
                 t.cycles,
                 t.cycles as f64 / el.as_secs_f64().max(1e-3),
                 t.cycle_failures,

@@ -7,7 +7,7 @@ use tokio::time::sleep;
 use super::Common;
 use super::measure::*;
 use super::workers::*;
-use crate::outcome::{Outcome, Progress};
+use crate::outcome::{Outcome, Progress, clock};
 use crate::proto::{Report, Target, Work};
 use crate::worker::new_hist;
 
@@ -24,7 +24,7 @@ pub async fn direct(
         return Err("direct mode needs --target switchboard".into());
     }
     let mut out = Outcome::new("direct", &c.target_name, &c.label);
-    let mut prog = Progress::new();
+    let mut prog = Progress::new(c.quiet);
     let workers = c
         .workers
         .unwrap_or(1)
@@ -50,7 +50,7 @@ pub async fn direct(
             payload,
         })
     };
-    let (mut w, ph) = start_streams(c, &mut out, jobs, pairs, &mut prog).await?;
+    let (mut w, ph) = start_streams(c, &mut out, jobs, pairs * 2, &mut prog).await?;
     out.metric("streams_attached", ph.attached as f64);
     w.send("go").await;
     let win = Window::start(c);
@@ -65,8 +65,9 @@ pub async fn direct(
         let el = t0.elapsed().as_secs_f64();
         prog.show(|| {
             format!(
-                "[direct] {el:.0}/{:.0} s sent {} recv {} ({:.0}/s) 429s {}",
-                duration.as_secs_f64(),
+                "[direct] {} streams, {}, sent {} recv {} ({:.0}/s) 429s {}",
+                ph.attached,
+                clock(t0.elapsed(), Some(duration), 0, 0),
                 t.sent_ok,
                 t.received,
                 t.received as f64 / el.max(1e-3),

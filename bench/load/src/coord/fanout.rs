@@ -12,7 +12,7 @@ use super::Common;
 use super::measure::*;
 use super::publisher::*;
 use super::workers::*;
-use crate::outcome::{Outcome, Progress};
+use crate::outcome::{Outcome, Progress, clock};
 use crate::proto::{Report, Target, Work};
 use crate::worker::new_hist;
 
@@ -31,7 +31,7 @@ pub struct FanoutArgs {
 /// latency, lost.
 pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
     let mut out = Outcome::new("fanout", &c.target_name, &c.label);
-    let mut prog = Progress::new();
+    let mut prog = Progress::new(c.quiet);
     let workers = worker_count(c, a.streams);
     out.param("streams", a.streams);
     out.param("broadcasts", a.broadcasts);
@@ -132,13 +132,17 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
             changed
         });
         prog.show(|| {
+            let total =
+                (a.rate > 0.0).then(|| Duration::from_secs_f64(a.broadcasts as f64 / a.rate));
             format!(
-                "[fanout] sent {}/{} recv {}/{} lagged {}",
+                "[fanout] {} streams, sent {}/{} recv {}/{} lagged {}, {}",
+                ph.attached,
                 publisher.ok.get(),
                 a.broadcasts,
                 tot.received,
                 expect(&publisher),
-                tot.lagged_missed
+                tot.lagged_missed,
+                clock(t0.elapsed(), total, publisher.ok.get(), a.broadcasts)
             )
         });
     }

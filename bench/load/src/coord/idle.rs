@@ -7,7 +7,7 @@ use tokio::time::sleep;
 use super::Common;
 use super::measure::*;
 use super::workers::*;
-use crate::outcome::{Outcome, Progress};
+use crate::outcome::{Outcome, Progress, clock};
 use crate::proto::{Report, Target, Work};
 
 /// `idle`: hold `streams` streams; server memory before, after and per stream. `shared`: each
@@ -27,7 +27,7 @@ pub async fn idle(
         (l, _) => l,
     };
     let mut out = Outcome::new("idle", &c.target_name, label);
-    let mut prog = Progress::new();
+    let mut prog = Progress::new(c.quiet);
     let workers = worker_count(c, streams);
     out.param("streams", streams);
     out.param("workers", workers);
@@ -62,11 +62,10 @@ pub async fn idle(
         let tot = w.totals();
         prog.show(|| {
             format!(
-                "[idle] holding {} streams, {} closed, {:.0}/{:.0} s",
+                "[idle] holding {} streams, {} closed, {}",
                 ph.attached,
                 tot.closed,
-                t.elapsed().as_secs_f64(),
-                (settle + hold).as_secs_f64()
+                clock(t.elapsed(), Some(settle + hold), 0, 0)
             )
         });
     }

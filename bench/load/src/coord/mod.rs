@@ -7,14 +7,16 @@
 //! - [`measure`]: the server's memory and CPU over a window; latency histograms as metrics.
 //! - [`publisher`]: the coordinator's own session and the broadcasts it sends in `fanout`.
 //! - one module per mode: [`idle`](mod@idle), [`fanout`](mod@fanout), [`direct`](mod@direct),
-//!   [`churn`](mod@churn).
+//!   [`churn`](mod@churn), [`rooms`](mod@rooms), [`join`](mod@join).
 
 mod churn;
 mod direct;
 mod fanout;
 mod idle;
+mod join;
 mod measure;
 mod publisher;
+mod rooms;
 mod workers;
 
 use std::time::Duration;
@@ -26,6 +28,8 @@ pub use churn::churn;
 pub use direct::direct;
 pub use fanout::{FanoutArgs, fanout};
 pub use idle::idle;
+pub use join::{JoinArgs, join};
+pub use rooms::{RoomsArgs, rooms};
 
 /// Options every mode shares (see `main.rs` for their documentation).
 #[derive(Debug, Clone)]
@@ -43,4 +47,11 @@ pub struct Common {
     pub attach_timeout: Duration,
     pub label: String,
     pub cleanup: bool,
+    /// No progress line and no notes on stderr (errors still).
+    pub quiet: bool,
+    /// The run's name for nchan channels and rooms (`--channel`, else one per run).
+    pub channel: String,
+    /// nchan's subscribe and publish URLs, `{channel}` not yet replaced (rooms mode).
+    pub sub_url: String,
+    pub pub_url: String,
 }

@@ -8,7 +8,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
 use super::Common;
-use crate::outcome::{Outcome, Progress};
+use crate::outcome::{Outcome, Progress, clock};
 use crate::proto::{Counters, Job, Report, Target, Work};
 
 pub(super) struct Workers {
@@ -66,6 +66,10 @@ impl Workers {
             latest: vec![Counters::default(); n],
             cleaned: vec![false; n],
         })
+    }
+
+    pub(super) fn count(&self) -> usize {
+        self.stdins.len()
     }
 
     pub(super) async fn send(&mut self, cmd: &str) {
@@ -170,10 +174,10 @@ pub(super) async fn await_cleanup(c: &Common, w: &mut Workers) {
         while w.cleaned.iter().any(|d| !d) && t.elapsed() < limit {
             let _ = tokio::time::timeout(Duration::from_millis(200), w.next()).await;
         }
-        if w.cleaned.iter().all(|d| *d) {
-            eprintln!("sessions deleted in {:.1} s", t.elapsed().as_secs_f64());
-        } else {
+        if !w.cleaned.iter().all(|d| *d) {
             eprintln!("cleanup: workers did not finish deleting sessions within {limit:?}");
+        } else if !c.quiet {
+            eprintln!("sessions deleted in {:.1} s", t.elapsed().as_secs_f64());
         }
     }
 }
@@ -196,11 +200,21 @@ pub(super) async fn start_streams(
     let t0 = Instant::now();
     let mut w = Workers::spawn(jobs).await?;
     let limit = c.attach_timeout + Duration::from_secs(600);
+    let mode = out.mode.clone();
     let heloed = w
         .collect(
             "helo",
             limit,
-            |_| {},
+            |w| {
+                let t = w.totals();
+                prog.show(|| {
+                    format!(
+                        "[{mode}] registering: {}/{total} sessions, {}",
+                        t.registered,
+                        clock(t0.elapsed(), None, t.registered, total as u64)
+                    )
+                });
+            },
             |r| match r {
                 Report::Heloed {
                     ok, failed, error, ..
@@ -217,12 +231,6 @@ pub(super) async fn start_streams(
             "{helo_failed} of {total} helo calls failed; first: {err}"
         ));
     }
-    prog.show(|| {
-        format!(
-            "[{}] {total} sessions registered in {helo_s:.1} s, attaching…",
-            out.mode
-        )
-    });
     let t1 = Instant::now();
     w.send("attach").await;
     let attached = w
@@ -231,7 +239,13 @@ pub(super) async fn start_streams(
             limit,
             |w| {
                 let t = w.totals();
-                prog.show(|| format!("[attach] events {} bytes {}", t.other_events, t.bytes));
+                prog.show(|| {
+                    format!(
+                        "[{mode}] attaching: {}/{total} streams, {}",
+                        t.attached,
+                        clock(t1.elapsed(), None, t.attached, total as u64)
+                    )
+                });
             },
             |r| match r {
                 Report::Attached {
@@ -253,11 +267,9 @@ pub(super) async fn start_streams(
             "{failed} of {total} streams did not attach; first error: {err}"
         ));
     }
-    prog.done();
-    eprintln!(
-        "[{}] {ok}/{total} streams attached: register {helo_s:.2} s, attach {attach_s:.2} s",
-        out.mode
-    );
+    prog.note(format_args!(
+        "[{mode}] {ok}/{total} streams attached: register {helo_s:.2} s, attach {attach_s:.2} s"
+    ));
     Ok((
         w,
         Phases {

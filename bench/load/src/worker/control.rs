@@ -8,11 +8,19 @@ use std::time::Instant;
 
 use super::state::*;
 use crate::http::{self, Endpoint, HttpConn};
-use crate::proto::{Report, session_name};
+use crate::proto::{Report, RoomPlan, session_name};
 
-/// Registers a session over `conn`.
-pub(super) async fn helo(conn: &mut HttpConn, name: &str) -> Result<Session, String> {
-    let body = serde_json::json!({ "name": name }).to_string();
+/// Registers a session over `conn`, in `room` when given (else the server's default).
+pub(super) async fn helo(
+    conn: &mut HttpConn,
+    name: &str,
+    room: Option<&str>,
+) -> Result<Session, String> {
+    let body = match room {
+        Some(r) => serde_json::json!({ "name": name, "rooms": [r] }),
+        None => serde_json::json!({ "name": name }),
+    }
+    .to_string();
     let r = conn
         .request("POST", "/helo", None, Some(body.as_bytes()))
         .await
@@ -117,8 +125,13 @@ where
     }
 }
 
-/// Registers `count` sessions; reports `Heloed`.
-pub(super) async fn helo_all(st: &Rc<State>, base: &Endpoint, count: usize) {
+/// Registers `count` sessions, each in its room of `rooms` when given; reports `Heloed`.
+pub(super) async fn helo_all(
+    st: &Rc<State>,
+    base: &Endpoint,
+    count: usize,
+    rooms: Option<&RoomPlan>,
+) {
     let t0 = Instant::now();
     let pool = Rc::new(Pool {
         ep: base.clone(),
@@ -128,12 +141,15 @@ pub(super) async fn helo_all(st: &Rc<State>, base: &Endpoint, count: usize) {
     st.sessions.replace(vec![None; count]);
     let failed = Rc::new(Cell::new(0usize));
     let (st2, failed2, first) = (st.clone(), failed.clone(), st.job.first);
+    let rooms = rooms.cloned();
     for_each_conn(pool, count, st.job.http_concurrency, move |i, mut conn| {
         let (st, failed) = (st2.clone(), failed2.clone());
+        let room = rooms.as_ref().map(|p| p.room_of(i));
         async move {
-            match helo(&mut conn, &session_name(first + i)).await {
+            match helo(&mut conn, &session_name(first + i), room.as_deref()).await {
                 Ok(s) => {
                     st.sessions.borrow_mut()[i] = Some(s);
+                    st.registered.set(st.registered.get() + 1);
                     Some(conn)
                 }
                 Err(e) => {

@@ -10,8 +10,10 @@
 //! - [`stream`]: attaching SSE streams and counting what they deliver.
 //! - [`shared`]: a stream opened as a browser opens it, helo first on the same connection.
 //! - [`traffic`]: the traffic a worker makes itself, in the `direct` and `churn` modes.
+//! - [`rooms`]: the broadcasts into a worker's rooms, step by step, in the `rooms` mode.
 
 mod control;
+mod rooms;
 mod shared;
 mod state;
 mod stream;
@@ -84,6 +86,7 @@ async fn run() {
         Work::Streams { count, .. } => count,
         Work::Direct { pairs, .. } => pairs * 2,
         Work::Churn { .. } => 0,
+        Work::Rooms { ref plan, .. } => plan.rooms * plan.size,
     };
     let st = Rc::new(State {
         counts: (0..count).map(|_| Cell::new(0)).collect(),
@@ -91,6 +94,7 @@ async fn run() {
         latency: RefCell::new(new_hist()),
         rtt: RefCell::new(new_hist()),
         sessions: RefCell::new(Vec::new()),
+        registered: Cell::new(0),
         attached: Cell::new(0),
         attach_failed: Cell::new(0),
         attach_expected: Cell::new(0),
@@ -101,6 +105,9 @@ async fn run() {
         job: job.clone(),
     });
 
+    // Progress from the start, so the coordinator can show sessions registered and streams
+    // attached as they come.
+    spawn_progress(&st);
     match (&job.target, &job.work) {
         (
             Target::Switchboard { base, .. },
@@ -109,7 +116,7 @@ async fn run() {
                 shared: false,
             },
         ) => {
-            helo_all(&st, base, *count).await;
+            helo_all(&st, base, *count, None).await;
             expect(&mut cmds, "attach").await;
             let opens = st
                 .sessions
@@ -139,7 +146,7 @@ async fn run() {
             attach_all(&st, sub, vec![Open::Get(sub.path.clone()); *count], false).await;
         }
         (Target::Switchboard { base, .. }, Work::Direct { pairs, .. }) => {
-            helo_all(&st, base, pairs * 2).await;
+            helo_all(&st, base, pairs * 2, None).await;
             expect(&mut cmds, "attach").await;
             // Receivers are slots 0..pairs (their counts matter); senders follow.
             let sessions = st.sessions.borrow().clone();
@@ -163,15 +170,34 @@ async fn run() {
                 error: None,
             });
         }
+        (Target::Switchboard { base, .. }, Work::Rooms { plan, .. }) => {
+            helo_all(&st, base, count, Some(plan)).await;
+            expect(&mut cmds, "attach").await;
+            let opens = st
+                .sessions
+                .borrow()
+                .iter()
+                .flatten()
+                .map(|s| Open::Get(events_path(s)))
+                .collect();
+            attach_all(&st, base, opens, true).await;
+        }
+        (Target::Nchan { sub }, Work::Rooms { plan, .. }) => {
+            skip_helo(count);
+            expect(&mut cmds, "attach").await;
+            let opens = (0..count)
+                .map(|i| Open::Get(sub.path.replace("{channel}", &plan.room_of(i))))
+                .collect();
+            attach_all(&st, sub, opens, false).await;
+        }
         (Target::Nchan { .. }, _) => {
-            eprintln!("worker: only idle and fanout modes work against nchan");
+            eprintln!("worker: only idle, fanout and rooms modes work against nchan");
             std::process::exit(2);
         }
     }
 
     expect(&mut cmds, "go").await;
     let cpu0 = sys::self_cpu_secs();
-    spawn_progress(&st);
     match (&job.target, &job.work) {
         (
             Target::Switchboard { posts, .. },
@@ -225,7 +251,18 @@ async fn run() {
         }
         _ => {}
     }
-    expect(&mut cmds, "stop").await;
+    if let Work::Rooms {
+        plan,
+        publish,
+        publishers,
+    } = &job.work
+    {
+        let switchboard = matches!(job.target, Target::Switchboard { .. });
+        let publish = publish.as_ref().map(|p| (p, *publishers));
+        rooms::serve(&st, &mut cmds, plan, publish, switchboard).await;
+    } else {
+        expect(&mut cmds, "stop").await;
+    }
     emit(&Report::Done {
         counters: st.counters(),
         latency: hist_pairs(&st.latency.borrow()),

@@ -18,7 +18,7 @@ pub(super) async fn helo_then_events(
     src: Ipv4Addr,
 ) -> io::Result<SseStart> {
     let mut conn = HttpConn::open(ep, Some(src)).await?;
-    let session = helo(&mut conn, &session_name(st.job.first + slot))
+    let session = helo(&mut conn, &session_name(st.job.first + slot), None)
         .await
         .map_err(io::Error::other)?;
     let path = events_path(&session);

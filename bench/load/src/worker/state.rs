@@ -25,6 +25,7 @@ pub(super) struct State {
     pub(super) latency: RefCell<Histogram<u64>>,
     pub(super) rtt: RefCell<Histogram<u64>>,
     pub(super) sessions: RefCell<Vec<Option<Session>>>,
+    pub(super) registered: Cell<usize>,
     pub(super) attached: Cell<usize>,
     pub(super) attach_failed: Cell<usize>,
     pub(super) attach_expected: Cell<usize>,
@@ -60,6 +61,8 @@ impl State {
     pub(super) fn counters(&self) -> Counters {
         let mut c = self.c.borrow().clone();
         c.min_count = self.counts.iter().map(Cell::get).min().unwrap_or(0);
+        c.registered = self.registered.get() as u64;
+        c.attached = self.attached.get() as u64;
         c.sending_done = self.senders_left.get() == 0;
         c
     }
