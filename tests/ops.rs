@@ -1,9 +1,11 @@
 //! Running switchboard as a service: start-up flags and their errors (against the real binary),
-//! `/readyz`, and `/metrics` as Prometheus' own parser reads it.
+//! `/readyz`, `/metrics` as Prometheus' own parser reads it, and the admin console's figures.
 //!
 //! The metrics format test runs Python's `prometheus_client` parser (Debian:
 //! `python3-prometheus-client`; `scripts/test.sh` installs it when missing).
 
+#[path = "ops/console.rs"]
+mod console;
 #[path = "ops/monitoring.rs"]
 mod monitoring;
 #[path = "ops/scrape.rs"]

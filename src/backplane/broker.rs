@@ -105,6 +105,14 @@ impl Broker {
         }
     }
 
+    /// This instance's id in its cluster; `None` alone.
+    pub(crate) fn instance(&self) -> Option<uuid::Uuid> {
+        match self {
+            Broker::Local(_) => None,
+            Broker::Redis(cluster) => Some(cluster.instance),
+        }
+    }
+
     /// Every room with members, and how many.
     pub(crate) async fn rooms(&self) -> Result<Vec<(RoomName, usize)>, RegistryError> {
         match self {

@@ -231,6 +231,11 @@ impl Hub {
         self.here.registry.metrics()
     }
 
+    /// This instance's id in its cluster (as its logs and Redis keys name it); `None` alone.
+    pub fn instance(&self) -> Option<uuid::Uuid> {
+        self.broker.instance()
+    }
+
     /// Sessions and streams on this instance, and its stream limit.
     pub fn stats(&self) -> Stats {
         self.here.registry.stats()

@@ -7,14 +7,15 @@
 //! - `context`: what every handler is given ([`Context`], [`StreamSettings`], `PeerAddr`).
 //! - `filters`: extract and validate a request's parts; `message`: a client's `message` body.
 //! - `handlers`: one function per client route, calling the hub; `server_api`: the app
-//!   backend's routes (`/api/*`); `listing`: the paged session list both serve; `rooms`: the
-//!   room routes of both.
+//!   backend's routes (`/api/*`); `stats`: its figures stream for the admin console;
+//!   `listing`: the paged session list both serve; `rooms`: the room routes of both.
 //! - `stream_auth`: the session cookie and stream tickets (`POST /session/ticket`), so no
 //!   secret need stand in a stream's URL.
 //! - `sse`: the stream wire format; `lean`: stream connections served without hyper;
 //!   `takeover`: a keep-alive connection handed from hyper to `lean`.
 //! - `error`: every failure as JSON (its [`error::ErrorCode`] is public, so tests can hold the
-//!   docs to it); `redact`: what of a request may be logged; `cors`; `page`: the web client.
+//!   docs to it); `redact`: what of a request may be logged; `cors`; `page`: the web client
+//!   and the admin console.
 //! - `server`: the accept loop with tower-http's layers and graceful shutdown; `secure`: a
 //!   connection of the TLS listener (HTTP/2 or HTTP/1.1); `tls`: its certificate, reloaded.
 //!
@@ -36,6 +37,7 @@ mod secure;
 pub(crate) mod server;
 mod server_api;
 mod sse;
+mod stats;
 mod stream_auth;
 mod takeover;
 pub(crate) mod tls;
@@ -183,7 +185,7 @@ pub fn routes(
         .and(bearer_credential())
         .and(listing::page_query())
         .then(handlers::list_clients);
-    let server_api = server_api::routes(context_api_key, with_context(), max_body);
+    let server_api = server_api::routes(context_api_key.clone(), with_context(), max_body);
     let healthz = warp::path!("healthz")
         .and(get_or_head())
         .and(with_hub(hub.clone()))
@@ -208,6 +210,7 @@ pub fn routes(
     let openapi = warp::path!("openapi.yaml").and(get_or_head()).map(|| {
         warp::reply::with_header(OPENAPI, "content-type", "application/yaml").into_response()
     });
+    let admin = page::admin(context_api_key.is_some());
     let files = page::files(public_dir.into());
 
     let api = helo
@@ -248,6 +251,8 @@ pub fn routes(
             },
         )
         .or(openapi)
+        .unify()
+        .or(admin)
         .unify()
         .or(files)
         .unify()

@@ -12,9 +12,10 @@ use tracing::warn;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
-use warp::http::{HeaderValue, StatusCode};
+use warp::http::{HeaderValue, Method, StatusCode};
 use warp::reply::{Reply, Response};
 
+use super::error::{ApiError, ErrorCode};
 use super::filters;
 
 /// `public/`, compiled in (also in debug builds: tests serve what a release serves).
@@ -63,6 +64,43 @@ pub fn files(dir: Option<PathBuf>) -> BoxedFilter<(Response,)> {
             .boxed(),
     };
     filters::get_or_not_found().and(files).boxed()
+}
+
+/// The admin console, `/admin` and its files under `/admin/`, always the built-in ones: only
+/// with the server API on (`--api-key-file`), as it is built on it; otherwise not found, as
+/// `/api/*` is.
+pub fn admin(enabled: bool) -> BoxedFilter<(Response,)> {
+    warp::path("admin")
+        .and(warp::method())
+        .and(warp::path::tail())
+        .and(filters::raw_header(IF_NONE_MATCH.as_str()))
+        .and_then(
+            move |method: Method, tail: warp::path::Tail, if_none_match: Option<HeaderValue>| async move {
+                // Answered here, not rejected: `files` would serve `--public-dir`'s copy.
+                if !enabled {
+                    return Ok(ApiError::no_route().into_response());
+                }
+                if method != Method::GET && method != Method::HEAD {
+                    return Err(if tail.as_str().is_empty() {
+                        warp::Rejection::from(ApiError::new(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            ErrorCode::MethodNotAllowed,
+                            "this route does not accept that method",
+                        ))
+                    } else {
+                        warp::reject::not_found()
+                    });
+                }
+                let if_none_match =
+                    if_none_match.and_then(|value| value.to_str().ok().map(str::to_owned));
+                let file = match tail.as_str() {
+                    "" => "admin/index.html".to_owned(),
+                    file => format!("admin/{file}"),
+                };
+                builtin(&file, if_none_match.as_deref()).ok_or_else(warp::reject::not_found)
+            },
+        )
+        .boxed()
 }
 
 /// The content type of `path` where guessing by extension gets it wrong: `.ts` is an MPEG

@@ -47,6 +47,7 @@ pub const ROUTES: &[(&str, &str, &[u16])] = &[
     ("POST", "/api/publish", &[202, 400, 401, 404, 429, 503]),
     ("POST", "/api/disconnect", &[200, 400, 401, 404, 503]),
     ("GET", "/api/sessions", &[200, 400, 401, 503]),
+    ("GET", "/api/stats", &[200, 401]),
     ("GET", "/api/rooms", &[200, 400, 401, 503]),
     ("GET", "/api/rooms/{room}/members", &[200, 400, 401, 503]),
     (
@@ -63,6 +64,7 @@ pub const ROUTES: &[(&str, &str, &[u16])] = &[
     ("GET", "/readyz", &[200, 503]),
     ("GET", "/metrics", &[200]),
     ("GET", "/openapi.yaml", &[200]),
+    ("GET", "/admin", &[200, 304, 404]),
     ("GET", "/", &[200, 304, 404]),
 ];
 

@@ -18,11 +18,12 @@ use super::filters::{bearer_credential, json_body};
 use super::listing::{page_query, page_reply};
 use super::message::Message;
 use super::rooms;
+use super::stats;
 use crate::auth::api_key::ApiKey;
 use crate::backplane::{PageQuery, Target};
 use crate::registry::RegistryError;
 
-/// `/api/publish`, `/api/disconnect`, `/api/sessions` and `/api/rooms...`, each behind the
+/// `/api/publish`, `/api/disconnect`, `/api/sessions`, `/api/stats` and `/api/rooms...`, each behind the
 /// key. Boxed: one type for all, so the whole API's filter type stays small enough to compile
 /// quickly.
 pub(crate) fn routes(
@@ -49,6 +50,11 @@ pub(crate) fn routes(
         .and(with_context.clone())
         .and(page_query())
         .then(sessions);
+    let stats = warp::path!("api" / "stats")
+        .and(warp::get())
+        .and(key.clone())
+        .and(with_context.clone())
+        .then(stats::stats);
     let rooms = warp::path!("api" / "rooms")
         .and(warp::get().or(warp::head()).unify())
         .and(key.clone())
@@ -78,6 +84,8 @@ pub(crate) fn routes(
         .or(disconnect)
         .unify()
         .or(sessions)
+        .unify()
+        .or(stats)
         .unify()
         .or(rooms)
         .unify()

@@ -70,6 +70,36 @@ impl Histogram {
     }
 }
 
+impl Histogram {
+    /// Each bucket's count so far (not cumulative), for quantiles between two readings.
+    pub(super) fn counts(&self) -> [u64; BOUNDED + 1] {
+        std::array::from_fn(|k| self.inner.counts[k].load(Ordering::Relaxed))
+    }
+}
+
+/// The upper bound, in milliseconds, of the bucket holding the `q` quantile of `counts` (as
+/// [`Histogram::counts`] gives them); `None` with nothing counted, infinite past the last bound.
+pub(super) fn quantile_ms(counts: &[u64; BOUNDED + 1], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    // The rank of the quantile, 1-based: at least the first observation.
+    let rank = ((total as f64 * q).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (k, &count) in counts.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            return Some(if k < BOUNDED {
+                (FIRST_BOUND_NANOS << k) as f64 / 1e6
+            } else {
+                f64::INFINITY
+            });
+        }
+    }
+    None
+}
+
 impl TypedMetric for Histogram {
     const TYPE: MetricType = MetricType::Histogram;
 }
@@ -131,5 +161,17 @@ mod tests {
         assert_eq!(counts[bucket(Duration::from_millis(3))], 2);
         assert_eq!(counts.iter().sum::<u64>(), 4);
         assert_eq!(histogram.inner.nanos.load(Ordering::Relaxed), 2 * 3_050_000);
+    }
+
+    #[test]
+    fn quantiles_are_their_bucket_bounds() {
+        let mut counts = [0; BOUNDED + 1];
+        assert_eq!(quantile_ms(&counts, 0.5), None);
+        counts[0] = 98;
+        counts[3] = 2;
+        assert_eq!(quantile_ms(&counts, 0.5), Some(0.1));
+        assert_eq!(quantile_ms(&counts, 0.99), Some(0.8));
+        counts[BOUNDED] = 100;
+        assert_eq!(quantile_ms(&counts, 0.99), Some(f64::INFINITY));
     }
 }

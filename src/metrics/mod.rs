@@ -11,12 +11,14 @@
 //! `process_*` ones (CPU, memory, open and maximum file descriptors: each stream holds one) and
 //! `switchboard_build_info`.
 
+mod figures;
 mod latency;
 #[cfg(target_os = "linux")]
 mod process;
 
 use std::time::Duration;
 
+pub use figures::Reading;
 use latency::Latencies;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -13,6 +13,7 @@
 //! `SWITCHBOARD_SCREENSHOTS` (the README's come from the rooms test:
 //! `SWITCHBOARD_SCREENSHOTS=docs/screenshots cargo test --test browser rooms::`).
 
+mod admin;
 mod auto_reply;
 mod chat;
 mod cross_origin;

@@ -12,6 +12,7 @@
 //! - [`browser`]: a `chromedriver` of our own that opens headless Chromium pages.
 //! - [`tls`]: certificates made by the test, and HTTPS clients that trust them.
 //! - [`sse`]: [`SseReader`], every read bounded by [`WAIT`]; [`RawStream`] for wire bytes.
+//! - [`stats`]: the admin console's `/api/stats` stream, checked against its schema.
 //!
 //! Every wait is bounded: HTTP calls and SSE reads by [`WAIT`], "eventually" conditions by a
 //! deadline polled every [`POLL`].
@@ -25,6 +26,7 @@ pub mod jwt;
 pub mod redis_proxy;
 pub mod server;
 pub mod sse;
+pub mod stats;
 pub mod tls;
 
 use std::collections::BTreeSet;

@@ -30,7 +30,7 @@ pub(crate) struct Cluster {
     pub(super) registry: Registry,
     /// Where what reaches the sessions homed here is reported (the hub).
     pub(super) events: Arc<dyn BrokerEvents>,
-    pub(super) instance: Uuid,
+    pub(crate) instance: Uuid,
     pub(super) keys: Keys,
     /// Opens the pub/sub connection (a dedicated one, reopened after each loss).
     pub(super) client: redis::Client,

@@ -1,0 +1,166 @@
+//! The admin console in Chromium: a wrong key refused; signing in, a figure moving when a test
+//! client joins and sends, a publish from the console reaching the client's stream, and
+//! disconnecting it, each action confirmed in the console's dialog.
+
+use std::time::Instant;
+
+use fantoccini::Locator;
+use serde_json::{Value, json};
+
+use crate::bounded;
+use crate::page::Page;
+use crate::support::browser::{ChromeDriver, PAGE_WAIT as WAIT, Screen, page_config};
+use crate::support::{POLL, TEST_API_KEY, spawn_app};
+
+/// What the console shows, read in one round trip.
+const READ_JS: &str = r#"
+const q = (s) => document.querySelector(s);
+const figure = (name) => q(`[data-figure="${name}"]`).textContent;
+return {
+  live: q('#live').dataset.state,
+  signed_in: !q('#console').hidden,
+  error: q('#sign-in-error').textContent,
+  sessions: figure('sessions'),
+  messages: figure('messages_per_second'),
+  instances: [...document.querySelectorAll('#instances tr')].map((tr) => tr.cells[1].textContent),
+  found: [...document.querySelectorAll('#sessions tr')].map((tr) => tr.dataset.id),
+  dialog: q('#confirm').open,
+  result: q('#action-result').textContent,
+};
+"#;
+
+async fn wait_for(page: &Page, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let seen = page
+            .client
+            .execute(READ_JS, vec![])
+            .await
+            .expect("read the console");
+        if ready(&seen) {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waiting for {what}; the console shows {seen}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn sign_in(page: &Page, key: &str) {
+    page.find("#key")
+        .await
+        .send_keys(key)
+        .await
+        .expect("type the key");
+    page.find("#sign-in-button")
+        .await
+        .click()
+        .await
+        .expect("click Sign in");
+}
+
+/// Clicks `button`, then Confirm in the dialog it opens.
+async fn confirmed(page: &Page, button: &str) {
+    page.find(button)
+        .await
+        .click()
+        .await
+        .expect("click the action");
+    wait_for(page, "the confirm dialog", |s| s["dialog"] == true).await;
+    page.find("#confirm-ok")
+        .await
+        .click()
+        .await
+        .expect("click Confirm");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_refused() {
+    bounded(async {
+        let server = spawn_app(page_config()).await;
+        let driver = ChromeDriver::start().await;
+        let page = Page::open(&driver, &server.url("/admin"), Screen::Desktop).await;
+        sign_in(&page, "not-the-api-key-at-all").await;
+        let seen = wait_for(&page, "the refusal", |s| s["error"] != "").await;
+        assert_eq!(seen["error"], "That key was refused.");
+        assert_eq!(seen["signed_in"], false);
+        page.quit().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_watches_publishes_and_disconnects() {
+    bounded(async {
+        let server = spawn_app(page_config()).await;
+        let driver = ChromeDriver::start().await;
+        let page = Page::open(&driver, &server.url("/admin"), Screen::Desktop).await;
+        sign_in(&page, TEST_API_KEY).await;
+        let seen = wait_for(&page, "live figures", |s| s["live"] == "live").await;
+        assert_eq!(seen["sessions"], "0");
+        assert_eq!(seen["instances"], json!(["ready"]));
+
+        // A figure moves: a client joins, and sends until a second shows it.
+        let ann = server.helo("ann").await;
+        let bob = server.helo("bob").await;
+        let mut bob_stream = server.attach_ready(&bob).await;
+        wait_for(&page, "two sessions", |s| s["sessions"] == "2").await;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let id = server.respond(&ann, &bob, json!("hi")).await;
+            bob_stream
+                .expect_response(id, &ann, &bob, &json!("hi"))
+                .await;
+            let seen = page.client.execute(READ_JS, vec![]).await.expect("read");
+            if seen["messages"] != "0" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "messages/s never moved: {seen}");
+            tokio::time::sleep(POLL * 4).await;
+        }
+        page.screenshot("admin.png").await;
+
+        // Publish to bob's session, picked from the search.
+        page.find("#search button")
+            .await
+            .click()
+            .await
+            .expect("search");
+        wait_for(&page, "bob in the search", |s| {
+            s["found"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|id| id == bob.id.as_str())
+        })
+        .await;
+        let select = format!("#sessions tr[data-id='{}'] button", bob.id);
+        page.find(&select).await.click().await.expect("select bob");
+        page.client
+            .find(Locator::Css("#message"))
+            .await
+            .unwrap()
+            .send_keys(r#"{"text":"from the console"}"#)
+            .await
+            .unwrap();
+        confirmed(&page, "#publish").await;
+        let event = bob_stream.next_named("server_message").await;
+        assert_eq!(event.data["message"], json!({"text": "from the console"}));
+        wait_for(&page, "the publish's result", |s| {
+            s["result"].as_str().unwrap().starts_with("Published to 1")
+        })
+        .await;
+
+        // Disconnect him: his stream ends, and the figures show one session.
+        confirmed(&page, "#disconnect").await;
+        bob_stream.expect_end().await;
+        wait_for(&page, "one session left", |s| {
+            s["sessions"] == "1" && s["result"] == "Disconnected 1."
+        })
+        .await;
+        page.quit().await;
+    })
+    .await;
+}
