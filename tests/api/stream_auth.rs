@@ -295,6 +295,8 @@ async fn over_tls_the_cookie_is_secure_and_opens_the_stream_over_http2() {
     let mut config = test_config();
     config.tls_cert = Some(ca.cert.clone());
     config.tls_key = Some(ca.key.clone());
+    // About the TLS listener, not the backplane: the Redis rerun's health wait speaks plain HTTP.
+    config.redis_url = None;
     let app = spawn_app(config).await;
     let client = ca.client(&["h2"]);
     let base = format!("https://{}", app.authority());
