@@ -6,7 +6,7 @@
 //! 2. build the registry, restoring the sessions of `--state-file`;
 //! 3. build the hub over its broker: this process alone, or the cluster over Redis;
 //! 4. start the background tasks: the reaper, the rate limiters' forgetting, the room counts,
-//!    the TLS certificate's reload;
+//!    the figures for the admin console, the TLS certificate's reload;
 //! 5. accept connections until the shutdown trigger fires (and `/metrics` on
 //!    `--metrics-listen`'s own address, when set, until Stop 6).
 //!
@@ -130,6 +130,7 @@ pub(crate) async fn run(
     let limits = Arc::new(config.limits(Arc::clone(&metrics)));
     tokio::spawn(forget_idle_limits(Arc::clone(&limits), cancel.clone()));
     tokio::spawn(count_rooms(hub.clone(), cancel.clone()));
+    tokio::spawn(hub.clone().report_figures(cancel.clone()));
     if let Some(certificates) = certificates {
         tokio::spawn(tls::watch(certificates, cancel.clone())?);
     }

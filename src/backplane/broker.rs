@@ -121,6 +121,30 @@ impl Broker {
         }
     }
 
+    /// Keeps this instance's newest figures (JSON) where the other instances read them.
+    pub(crate) async fn report_figures(&self, figures: &str) -> Result<(), RegistryError> {
+        match self {
+            Broker::Local(_) => Ok(()),
+            Broker::Redis(cluster) => cluster.report_figures(figures).await,
+        }
+    }
+
+    /// Takes this instance's figures away from the others: it stops.
+    pub(crate) async fn withdraw_figures(&self) -> Result<(), RegistryError> {
+        match self {
+            Broker::Local(_) => Ok(()),
+            Broker::Redis(cluster) => cluster.withdraw_figures().await,
+        }
+    }
+
+    /// The newest figures of every other instance alive, by instance id; none alone.
+    pub(crate) async fn figures_elsewhere(&self) -> Result<Vec<Arc<str>>, RegistryError> {
+        match self {
+            Broker::Local(_) => Ok(Vec::new()),
+            Broker::Redis(cluster) => cluster.figures_elsewhere().await,
+        }
+    }
+
     /// Sends `room_count` into the rooms above the presence limit whose count changed.
     pub(crate) async fn count_rooms(&self) {
         match self {

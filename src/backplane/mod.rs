@@ -19,6 +19,7 @@
 //! - [`local`], [`cluster`]: the two brokers; [`broker`]: the enum the hub holds.
 //! - [`presence`]: who hears of joins and leaves.
 //! - [`rooms`]: the hub's room operations: who may be where, joining and leaving, rosters.
+//! - [`figures`]: the figures each instance reports once a second for the admin console.
 //! - this file: [`Hub`] (the edge's operations, then the server API's), and [`Here`], where
 //!   a broker's events land.
 //! - [`backend`]: the server API's words (targets, pages); its operations are the hub's.
@@ -27,6 +28,7 @@ mod backend;
 mod broker;
 pub(crate) mod cluster;
 mod events;
+mod figures;
 mod local;
 pub(crate) mod presence;
 mod rooms;
@@ -51,6 +53,7 @@ pub use backend::{Page, PageQuery, Target};
 use broker::Broker;
 use cluster::Cluster;
 use events::BrokerEvents;
+pub use figures::Report;
 use local::Local;
 use presence::Presence;
 
@@ -66,6 +69,8 @@ pub struct Hub(Arc<Parts>);
 pub struct Parts {
     here: Here,
     broker: Broker,
+    /// This instance's newest figures (see [`figures`]).
+    figures: tokio::sync::watch::Sender<Report>,
 }
 
 impl std::ops::Deref for Hub {
@@ -202,7 +207,11 @@ impl Hub {
         registry.metrics().backplane_up.set(1);
         let here = Here::new(registry.clone(), settings);
         let broker = Broker::Local(Local::new(registry, Arc::new(here.clone())));
-        Hub(Arc::new(Parts { here, broker }))
+        Hub(Arc::new(Parts {
+            here,
+            broker,
+            figures: Default::default(),
+        }))
     }
 
     /// A hub over Redis at `url`, keys under `prefix`; its tasks end when `shutdown` fires.
@@ -223,6 +232,7 @@ impl Hub {
         Ok(Hub(Arc::new(Parts {
             here,
             broker: Broker::Redis(cluster),
+            figures: Default::default(),
         })))
     }
 

@@ -1,6 +1,7 @@
 //! The admin console in Chromium: a wrong key refused; signing in, a figure moving when a test
 //! client joins and sends, a publish from the console reaching the client's stream, and
-//! disconnecting it, each action confirmed in the console's dialog.
+//! disconnecting it, each action confirmed in the console's dialog; disconnecting a user (a
+//! JWT `sub`) ends every session of theirs.
 
 use std::time::Instant;
 
@@ -10,7 +11,9 @@ use serde_json::{Value, json};
 use crate::bounded;
 use crate::page::Page;
 use crate::support::browser::{ChromeDriver, PAGE_WAIT as WAIT, Screen, page_config};
-use crate::support::{POLL, TEST_API_KEY, spawn_app};
+use crate::support::jwt::{self, SECRET};
+use crate::support::{POLL, TEST_API_KEY, body_json, spawn_app};
+use switchboard::{AuthMode, Config};
 
 /// What the console shows, read in one round trip.
 const READ_JS: &str = r#"
@@ -160,6 +163,75 @@ async fn the_console_watches_publishes_and_disconnects() {
             s["sessions"] == "1" && s["result"] == "Disconnected 1."
         })
         .await;
+        page.quit().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_disconnects_a_user_and_every_session_of_theirs_ends() {
+    bounded(async {
+        let server = spawn_app(Config {
+            auth: AuthMode::Jwt,
+            jwt_secret_file: Some(jwt::secret_file(std::path::Path::new(env!(
+                "CARGO_TARGET_TMPDIR"
+            )))),
+            ..page_config()
+        })
+        .await;
+        // Two tabs of ann (one `sub`), and bob.
+        let ann = jwt::hs256(SECRET, &jwt::claims("ann"));
+        let first = jwt::join(&server, &ann).await;
+        let second = jwt::join(&server, &ann).await;
+        let bob = jwt::join(&server, &jwt::hs256(SECRET, &jwt::claims("bob"))).await;
+        let mut first_stream = server.attach_ready(&first).await;
+        let mut second_stream = server.attach_ready(&second).await;
+        let _bob_stream = server.attach_ready(&bob).await;
+
+        let driver = ChromeDriver::start().await;
+        let page = Page::open(&driver, &server.url("/admin"), Screen::Desktop).await;
+        sign_in(&page, TEST_API_KEY).await;
+        wait_for(&page, "three sessions", |s| s["sessions"] == "3").await;
+
+        // The search by user finds both of ann's sessions.
+        page.find("#search-user")
+            .await
+            .send_keys("user-ann")
+            .await
+            .expect("type the user");
+        page.find("#search button")
+            .await
+            .click()
+            .await
+            .expect("search");
+        let mut ids = [first.id.clone(), second.id.clone()];
+        ids.sort();
+        wait_for(&page, "ann's two sessions", |s| s["found"] == json!(ids)).await;
+
+        // Disconnect the user: both of ann's streams end, bob stays.
+        page.find("#target-kind")
+            .await
+            .select_by_value("user")
+            .await
+            .expect("choose a user");
+        page.find("#target")
+            .await
+            .send_keys("user-ann")
+            .await
+            .expect("type the user");
+        confirmed(&page, "#disconnect").await;
+        first_stream.until_end().await;
+        second_stream.until_end().await;
+        wait_for(&page, "bob alone", |s| {
+            s["sessions"] == "1" && s["result"] == "Disconnected 2."
+        })
+        .await;
+        let left = body_json(server.get_as_backend("/api/sessions").await).await;
+        assert_eq!(
+            left,
+            json!([{"id": bob.id, "name": "bob", "user": "user-bob"}]),
+            "bob stays"
+        );
         page.quit().await;
     })
     .await;

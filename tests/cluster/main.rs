@@ -27,6 +27,7 @@ mod messaging;
 mod proxy;
 mod resume;
 mod rooms;
+mod stats;
 mod tokens;
 
 #[path = "../support/mod.rs"]

@@ -1,6 +1,7 @@
 //! Rooms across instances: presence, rosters, broadcasts and listings span the cluster; a room's
 //! traffic is appended only where it has members; joining and leaving through any instance
-//! reaches the session's home in-band; a drain on deploy carries each session's rooms.
+//! reaches the session's home in-band; a drain on deploy carries each session's rooms; a room
+//! above the presence limit is counted for its members on every instance.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -225,4 +226,51 @@ async fn a_drain_on_deploy_carries_each_sessions_rooms() {
     ann_stream.expect_response(id, &bob, &ann, &marker).await;
     let members = listed(&cluster.nodes[1], "/rooms/ops/members", TEST_API_KEY).await;
     assert_eq!(ids(&members), sorted(&[&bob]));
+}
+
+#[tokio::test]
+async fn a_room_above_the_presence_limit_is_counted_for_its_members_on_every_instance() {
+    let limit: &[&str] = &["--room-presence-limit", "2"];
+    let cluster = Cluster::start("roomcount", &[limit, limit]).await;
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let ann = a.helo_in("ann", json!(["big"])).await;
+    cluster.settle().await;
+    let bob = b.helo_in("bob", json!(["big"])).await;
+    cluster.settle().await;
+    let mut ann_stream = a.attach(&ann, None).await;
+    assert_eq!(ann_stream.ready().await["rooms"]["big"], json!([bob.peer()]));
+    assert_eq!(
+        ann_stream.next_named("new_user").await.data,
+        bob.member("big")
+    );
+    let mut bob_stream = b.attach_ready(&bob).await;
+
+    // Above two members, a join on either instance is counted on both, never announced.
+    let counted = |members: u64| json!({"room": "big", "members": members});
+    let cat = a.helo_in("cat", json!(["big"])).await;
+    for stream in [&mut ann_stream, &mut bob_stream] {
+        let event = stream.next_named("room_count").await;
+        assert_eq!(event.data, counted(3));
+        assert!(event.id.is_some(), "room_count has an id");
+    }
+    let dan = b.helo_in("dan", json!([])).await;
+    assert_eq!(a.join_room(&dan, "big").await, 4, "joined through A, homed on B");
+    for stream in [&mut ann_stream, &mut bob_stream] {
+        assert_eq!(stream.next_named("room_count").await.data, counted(4));
+    }
+    let ready = a.attach(&cat, None).await.ready().await;
+    assert_eq!(ready["rooms"]["big"], json!({"members": 4}), "a count, not a roster");
+
+    // A leave on the other instance is counted too, and nobody hears user_left.
+    assert_eq!(b.delete(&dan.token).await.status(), 204);
+    for stream in [&mut ann_stream, &mut bob_stream] {
+        assert_eq!(stream.next_named("room_count").await.data, counted(3));
+    }
+    let marker = json!("marker");
+    let id = b.respond(&bob, &ann, &marker).await;
+    ann_stream.expect_response(id, &bob, &ann, &marker).await;
+    let id = a.respond(&ann, &bob, &marker).await;
+    bob_stream.expect_response(id, &ann, &bob, &marker).await;
 }

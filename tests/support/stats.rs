@@ -2,7 +2,7 @@
 //! against `openapi.yaml`'s `StatsEvent`, every read bounded.
 
 use std::sync::LazyLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Response, StatusCode};
@@ -73,6 +73,28 @@ impl StatsStream {
                 .expect("the stats stream went on");
             self.buffered
                 .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+
+    /// Every event left until the server ends the stream, which it must within `limit`.
+    pub async fn rest(mut self, limit: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        let mut events = Vec::new();
+        loop {
+            while self.buffered.contains("\n\n") {
+                events.push(self.next().await);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.response.chunk())
+                .await
+                .expect("the stats stream ends within the limit")
+                .expect("reading the stats stream");
+            match chunk {
+                Some(chunk) => self
+                    .buffered
+                    .push_str(std::str::from_utf8(&chunk).expect("UTF-8")),
+                None => return events,
+            }
         }
     }
 

@@ -1,8 +1,11 @@
 //! The names of everything the cluster keeps in Redis (the table in the [module doc](super)),
-//! built from `--redis-prefix` in one place, and the error every Redis failure becomes.
+//! built from `--redis-prefix` in one place; finding the keys that match a pattern; and the
+//! error every Redis failure becomes.
 
 use std::time::Duration;
 
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use crate::identity::SessionId;
@@ -22,6 +25,8 @@ pub const INSTANCE: &str = "instance";
 pub const SEQ: &str = "seq";
 /// Suffix (then `:<session id>`) of a session's counts: `base`, `own`, `direct`.
 pub const COUNTS: &str = "counts";
+/// Suffix (then `:<instance uuid>`) of each instance's newest figures for the admin console.
+pub const STATS: &str = "stats";
 /// How long an instance's liveness key outlives its last refresh.
 pub const LIVENESS: Duration = Duration::from_secs(3);
 
@@ -72,6 +77,16 @@ impl Keys {
         self.key(&format!("{INSTANCE}:*"))
     }
 
+    /// `instance`'s newest figures.
+    pub(super) fn stats(&self, instance: Uuid) -> String {
+        self.key(&format!("{STATS}:{instance}"))
+    }
+
+    /// The pattern every instance's figures key matches.
+    pub(super) fn all_stats(&self) -> String {
+        self.key(&format!("{STATS}:*"))
+    }
+
     /// The message counter.
     pub(super) fn seq(&self) -> String {
         self.key(SEQ)
@@ -86,6 +101,26 @@ impl Keys {
     pub(super) fn counts(&self, id: SessionId) -> String {
         self.key(&format!("{COUNTS}:{id}"))
     }
+}
+
+/// Every key matching `pattern` (`SCAN`, so Redis serves others between its steps).
+///
+/// # Errors
+/// `Unavailable` when Redis cannot be reached.
+pub(super) async fn matching(
+    conn: &ConnectionManager,
+    pattern: &str,
+) -> Result<Vec<String>, RegistryError> {
+    let mut conn = conn.clone();
+    let mut scan = conn
+        .scan_match::<_, String>(pattern)
+        .await
+        .map_err(unavailable)?;
+    let mut keys = Vec::new();
+    while let Some(key) = scan.next_item().await {
+        keys.push(key.map_err(unavailable)?);
+    }
+    Ok(keys)
 }
 
 /// A failure to reach Redis (or through it, another instance), as the hub reports it.

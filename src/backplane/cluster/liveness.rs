@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use super::keys::{Keys, LIVENESS, unavailable};
+use super::keys::{Keys, LIVENESS, matching, unavailable};
 use crate::registry::RegistryError;
 
 /// The liveness key's value of an instance that takes sessions.
@@ -66,23 +66,14 @@ impl Liveness {
 
     /// The other instances that are alive and take sessions.
     pub(super) async fn hosts(&self) -> Result<Vec<Uuid>, RegistryError> {
-        let mut conn = self.conn.clone();
-        let pattern = self.keys.instances();
-        let keys: Vec<String> = {
-            let mut keys = Vec::new();
-            let mut scan = conn
-                .scan_match::<_, String>(&pattern)
-                .await
-                .map_err(unavailable)?;
-            while let Some(key) = scan.next_item().await {
-                keys.push(key.map_err(unavailable)?);
-            }
-            keys
-        };
+        let keys = matching(&self.conn, &self.keys.instances()).await?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let values: Vec<Option<String>> = conn.mget(&keys).await.map_err(unavailable)?;
+        let values: Vec<Option<String>> = self
+            .conn
+            .clone()
+            .mget(&keys).await.map_err(unavailable)?;
         Ok(keys
             .iter()
             .zip(values)

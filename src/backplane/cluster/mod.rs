@@ -11,6 +11,7 @@
 //! | [`SESSIONS`](keys::SESSIONS) `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home", "rooms"}` |
 //! | [`ROOMS`](keys::ROOMS) `<prefix>:rooms` | hash | room name → its members in the cluster (written with the entries) |
 //! | [`INSTANCE`](keys::INSTANCE) `<prefix>:instance:<uuid>` | string, expiring | this instance is alive (`alive`), or alive and stopping (`leaving`) |
+//! | [`STATS`](keys::STATS) `<prefix>:stats:<uuid>` | string, expiring | this instance's newest figures for the admin console, JSON ([`figures`]) |
 //! | [`SEQ`](keys::SEQ) `<prefix>:seq` | string (integer) | the number of the last message that put an event into every mailbox (see [`sequence`]) |
 //! | [`COUNTS`](keys::COUNTS) `<prefix>:counts:<session id>` | hash | `base`, `own`, `direct`: how many events the session was given (see [`sequence`]) |
 //!
@@ -74,6 +75,7 @@
 //! - [`migrate`]: pulling a session here; giving one up when pulled.
 //! - [`drain`]: sending every session to the others when this instance stops.
 //! - [`recovery`]: keeping alive, adopting a dead instance's sessions, re-registering.
+//! - [`figures`]: this instance's figures for the admin console, and reading the others'.
 //!
 //! Locks, in order: the migration lock ([`transit`]), then the registry's (see
 //! [`crate::registry`]), then a request table ([`request`]), which is held only to insert or
@@ -83,6 +85,7 @@ mod channels;
 mod directory;
 mod dispatch;
 mod drain;
+mod figures;
 mod instance;
 mod keys;
 mod liveness;

@@ -1,0 +1,170 @@
+//! The figures the admin console shows (`GET /api/stats`), as each instance reports its own.
+//!
+//! One task an instance ([`Hub::report_figures`]) reads the counters once a second and
+//! publishes the figures of that second twice: to this instance's streams (a watch channel,
+//! [`Hub::watch_figures`]) and, in a cluster, to the broker, where every other instance's
+//! streams read them ([`Hub::figures_elsewhere`]). So a console open on any instance sees every
+//! instance, each marked by its id and its state, and the figures are read once a second
+//! whatever the number of consoles. They never travel on the bus: a console reads the others'
+//! when it shows its own, and an instance that dies is forgotten when its figures expire.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::Hub;
+use crate::limits::LimitKind;
+use crate::metrics::Reading;
+use crate::registry::RegistryError;
+
+/// How often the figures are read.
+const PERIOD: Duration = Duration::from_secs(1);
+/// The largest rooms listed.
+const TOP_ROOMS: usize = 10;
+
+/// What this instance's reporter published last.
+#[derive(Clone, Debug, Default)]
+pub enum Report {
+    /// Nothing yet: the reporter has not read the counters.
+    #[default]
+    Pending,
+    /// The figures of the last second, JSON (`openapi.yaml`'s `Stats`).
+    Figures(Arc<str>),
+    /// The figures read as the instance stopped (its state `draining`): the last there will be.
+    Last(Arc<str>),
+}
+
+/// One instance's figures, as `openapi.yaml`'s `Stats` describes them.
+#[derive(Serialize)]
+struct Figures {
+    instance: String,
+    /// `ready`, `unready` (its backplane is down) or `draining`.
+    state: &'static str,
+    sessions: usize,
+    streams: usize,
+    stream_limit: usize,
+    /// How many rooms have members, and the largest of them, largest first.
+    room_count: usize,
+    rooms: Vec<RoomSize>,
+    joins_per_second: f64,
+    messages_per_second: f64,
+    deliveries_per_second: f64,
+    /// Delivery latency over the last second (ms, a bucket's upper bound); `null` when
+    /// nothing was delivered, or past the last bucket.
+    latency_p50_ms: Option<f64>,
+    latency_p99_ms: Option<f64>,
+    /// `lagged` events sent since start: each a client that lost events.
+    lagged: u64,
+    /// Requests refused since start, by limit.
+    refusals: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct RoomSize {
+    room: String,
+    members: usize,
+}
+
+impl Hub {
+    /// Reads this instance's figures once a second and publishes them (see the module doc),
+    /// until `cancel` fires; then publishes the last ones, withdraws them from the other
+    /// instances, and ends. Rates and the latency are those of the second before each reading.
+    pub(crate) async fn report_figures(self, cancel: CancellationToken) {
+        let mut previous = self.metrics().reading();
+        let mut interval = tokio::time::interval(PERIOD);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stopping = tokio::select! {
+                _ = interval.tick() => false,
+                () = cancel.cancelled() => true,
+            };
+            let now = self.metrics().reading();
+            let figures = self.figures(&previous, &now).await;
+            previous = now;
+            let json: Arc<str> = serde_json::to_string(&figures).unwrap_or_default().into();
+            if stopping {
+                if let Err(err) = self.broker.withdraw_figures().await {
+                    debug!(error = %err, "could not withdraw this instance's figures");
+                }
+                self.figures.send_replace(Report::Last(json));
+                return;
+            }
+            self.figures.send_replace(Report::Figures(Arc::clone(&json)));
+            // Redis down: the other consoles lose this instance, whose own says `unready`.
+            if let Err(err) = self.broker.report_figures(&json).await {
+                debug!(error = %err, "could not report this instance's figures");
+            }
+        }
+    }
+
+    /// This instance's figures as its reporter publishes them, the newest marked unseen.
+    pub fn watch_figures(&self) -> watch::Receiver<Report> {
+        let mut figures = self.figures.subscribe();
+        figures.mark_changed();
+        figures
+    }
+
+    /// The newest figures of every other instance that is alive, by instance id; none alone.
+    ///
+    /// # Errors
+    /// `Unavailable` when the backplane cannot be reached.
+    pub async fn figures_elsewhere(&self) -> Result<Vec<Arc<str>>, RegistryError> {
+        self.broker.figures_elsewhere().await
+    }
+
+    /// The figures now, with rates since `previous` (a period ago; the first ones are 0).
+    async fn figures(&self, previous: &Reading, now: &Reading) -> Figures {
+        let metrics = self.metrics();
+        let stats = self.stats();
+        let state = if metrics.draining.get() == 1 {
+            "draining"
+        } else if metrics.backplane_up.get() == 1 {
+            "ready"
+        } else {
+            "unready"
+        };
+        // A backplane that cannot list its rooms shows none: the state says why.
+        let mut rooms = self.rooms().await.unwrap_or_default();
+        rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+        let room_count = rooms.len();
+        let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / PERIOD.as_secs_f64();
+        let limits = LimitKind::ALL.map(LimitKind::as_str);
+        Figures {
+            instance: self
+                .instance()
+                .map_or_else(|| "local".to_owned(), |id| id.to_string()),
+            state,
+            sessions: stats.sessions,
+            streams: stats.streams,
+            stream_limit: stats.stream_limit,
+            room_count,
+            rooms: rooms
+                .into_iter()
+                .take(TOP_ROOMS)
+                .map(|(room, members)| RoomSize {
+                    room: room.as_str().to_owned(),
+                    members,
+                })
+                .collect(),
+            joins_per_second: rate(now.joins, previous.joins),
+            messages_per_second: rate(now.messages, previous.messages),
+            deliveries_per_second: rate(now.deliveries, previous.deliveries),
+            latency_p50_ms: now
+                .latency_ms_since(previous, 0.5)
+                .filter(|ms| ms.is_finite()),
+            latency_p99_ms: now
+                .latency_ms_since(previous, 0.99)
+                .filter(|ms| ms.is_finite()),
+            lagged: now.lagged,
+            refusals: metrics
+                .refusals(&limits)
+                .into_iter()
+                .map(|(limit, count)| (limit.to_owned(), count.into()))
+                .collect(),
+        }
+    }
+}
