@@ -97,6 +97,32 @@ async fn a_killed_instances_session_resumes_elsewhere_with_every_lost_event_coun
     assert_eq!(adopted, Some(1.0), "B counts the session it adopted");
 }
 
+/// A session hears a join once per room it shares with the joiner: after a crash its count
+/// covers every one of them, so its ids never go back.
+#[tokio::test]
+async fn a_join_heard_in_two_rooms_is_counted_twice_so_ids_go_on_after_a_crash() {
+    let mut cluster = Cluster::start("tworooms", &[&[], &[]]).await;
+    let kai = cluster.nodes[0].helo_in("kai", json!(["x", "y"])).await;
+    cluster.settle().await;
+    let mut kai_on_a = cluster.nodes[0].attach_ready(&kai).await;
+    let pat = cluster.nodes[1].helo_in("pat", json!(["x", "y"])).await;
+    let mut seen = 0;
+    for room in ["x", "y"] {
+        let heard = kai_on_a.next_named("new_user").await;
+        assert_eq!(heard.data, pat.member(room));
+        seen = heard.id.expect("new_user has an id");
+    }
+
+    cluster.nodes[0].kill();
+    drop(kai_on_a);
+    let b = &cluster.nodes[1];
+    let mut kai_on_b = resume_after_crash(b, &kai, seen).await;
+    let marker = json!("after the crash");
+    let id = b.respond(&pat, &kai, &marker).await;
+    assert_eq!(id, seen + 1, "ids go on from the last one kai saw");
+    kai_on_b.expect_response(id, &pat, &kai, &marker).await;
+}
+
 #[tokio::test]
 async fn counts_lost_with_a_redis_restart_are_rebuilt_and_a_later_crash_still_counts_exactly() {
     let mut cluster = Cluster::start("recount", &[&[], &[]]).await;

@@ -5,10 +5,12 @@
 //! loses the mailbox, but not the *count*, because Redis can tell how many events each
 //! session was given:
 //!
-//! - every message that puts an event into every mailbox but its sender's (a join or leave
-//!   with presence on, a broadcast, a server message to everyone) is numbered by one counter,
+//! - every message that puts events into mailboxes beyond one (a join or leave with presence
+//!   on, a broadcast, a server message to everyone or a room) is numbered by one counter,
 //!   [`SEQ`](super::keys::SEQ), in the same script that publishes it, which also counts it
-//!   as the sender's own;
+//!   as the sender's own. It advances the counter by the most events one mailbox can get from
+//!   it ([`weight`]): one, or for a join or leave one per room, since a session sharing
+//!   several rooms with the joiner hears `new_user` in each;
 //! - a direct message is counted for its recipient when it is published to the recipient's
 //!   home (or before a local append), and uncounted when the home did not append it;
 //! - a session's `base` is the last numbered message its home had applied when the session
@@ -24,6 +26,13 @@
 //! after. Counting before appending makes an error safe: a direct message whose home died
 //! before answering (its sender got 503) may be counted as missed; an accepted event is never
 //! missed uncounted.
+//!
+//! One kind of event is not counted: `room_count`, which each instance sends to the members it
+//! homes at most once a second, outside the bus. A session that got some since its last
+//! numbered event can be adopted with a total below ids it has seen; the client then gets no
+//! `lagged` and new events reuse those ids. Counting them needs each instance to count a
+//! room's members here as direct recipients (one `HINCRBY` each) before appending, under the
+//! bus's order; that is not done.
 //!
 //! An instance cut off from Redis starts again from where the bus stands when it is back
 //! ([`Sequence::catch_up`]): what it missed meanwhile was counted, so it is reported as missed
@@ -48,13 +57,13 @@ use crate::registry::RegistryError;
 
 /// Numbers a message and publishes it with `"seq": n` as its first key (instances that do
 /// not know the field ignore it), counting it as its sender's own. KEYS: the counter, the
-/// sender's counts (or none); ARGV: the channel, the message (a JSON object).
+/// sender's counts (or none); ARGV: the channel, the message (a JSON object), its weight.
 static NUMBERED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-        local n = redis.call('INCR', KEYS[1])
+        local n = redis.call('INCRBY', KEYS[1], ARGV[3])
         if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
-            redis.call('HINCRBY', KEYS[2], 'own', 1)
+            redis.call('HINCRBY', KEYS[2], 'own', ARGV[3])
         end
         redis.call('PUBLISH', ARGV[1], '{"seq":' .. n .. ',' .. string.sub(ARGV[2], 2))
         return n
@@ -123,6 +132,16 @@ static ADOPT: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// The most events one mailbox gets from a numbered message: a join or leave tells each
+/// member once per room it shares with the session (at least one, so that every numbered
+/// message has a number of its own); anything else, one.
+fn weight(message: &Message) -> usize {
+    match message {
+        Message::Join { rooms, .. } | Message::Leave { rooms, .. } => rooms.len().max(1),
+        _ => 1,
+    }
+}
+
 /// Sessions adopted per script call.
 const ADOPT_CHUNK: usize = 200;
 
@@ -151,10 +170,10 @@ impl Sequence {
     /// Whether `message` puts an event into mailboxes beyond one (so it is numbered), and
     /// whose own it is, if anyone's.
     ///
-    /// Numbered as if it reached every mailbox, whatever room it is for: the count of a
-    /// session that is not in the room is one more than it got, so after a crash its `lagged`
-    /// says at most how many it missed (exact while every session is in the same rooms), and
-    /// never fewer.
+    /// Numbered as if it reached every mailbox with its [`weight`], whatever rooms it is for:
+    /// the count of a session that is not in them is more than it got, so after a crash its
+    /// `lagged` says at most how many it missed (exact while every session is in the same
+    /// rooms), and never fewer.
     pub(super) fn numbering(&self, message: &Message) -> Option<Option<SessionId>> {
         match message {
             Message::Broadcast { from, .. } => Some(Some(from.id)),
@@ -181,6 +200,7 @@ impl Sequence {
         invocation
             .arg(self.keys.bus())
             .arg(message.to_json())
+            .arg(weight(message))
             .invoke_async::<u64>(&mut self.conn.clone())
             .await
             .map(drop)
