@@ -93,7 +93,8 @@ impl Hub {
                 self.figures.send_replace(Report::Last(json));
                 return;
             }
-            self.figures.send_replace(Report::Figures(Arc::clone(&json)));
+            self.figures
+                .send_replace(Report::Figures(Arc::clone(&json)));
             // Redis down: the other consoles lose this instance, whose own says `unready`.
             if let Err(err) = self.broker.report_figures(&json).await {
                 debug!(error = %err, "could not report this instance's figures");

@@ -240,7 +240,10 @@ async fn a_room_above_the_presence_limit_is_counted_for_its_members_on_every_ins
     let bob = b.helo_in("bob", json!(["big"])).await;
     cluster.settle().await;
     let mut ann_stream = a.attach(&ann, None).await;
-    assert_eq!(ann_stream.ready().await["rooms"]["big"], json!([bob.peer()]));
+    assert_eq!(
+        ann_stream.ready().await["rooms"]["big"],
+        json!([bob.peer()])
+    );
     assert_eq!(
         ann_stream.next_named("new_user").await.data,
         bob.member("big")
@@ -256,12 +259,20 @@ async fn a_room_above_the_presence_limit_is_counted_for_its_members_on_every_ins
         assert!(event.id.is_some(), "room_count has an id");
     }
     let dan = b.helo_in("dan", json!([])).await;
-    assert_eq!(a.join_room(&dan, "big").await, 4, "joined through A, homed on B");
+    assert_eq!(
+        a.join_room(&dan, "big").await,
+        4,
+        "joined through A, homed on B"
+    );
     for stream in [&mut ann_stream, &mut bob_stream] {
         assert_eq!(stream.next_named("room_count").await.data, counted(4));
     }
     let ready = a.attach(&cat, None).await.ready().await;
-    assert_eq!(ready["rooms"]["big"], json!({"members": 4}), "a count, not a roster");
+    assert_eq!(
+        ready["rooms"]["big"],
+        json!({"members": 4}),
+        "a count, not a roster"
+    );
 
     // A leave on the other instance is counted too, and nobody hears user_left.
     assert_eq!(b.delete(&dan.token).await.status(), 204);

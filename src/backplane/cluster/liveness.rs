@@ -70,10 +70,8 @@ impl Liveness {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let values: Vec<Option<String>> = self
-            .conn
-            .clone()
-            .mget(&keys).await.map_err(unavailable)?;
+        let values: Vec<Option<String>> =
+            self.conn.clone().mget(&keys).await.map_err(unavailable)?;
         Ok(keys
             .iter()
             .zip(values)
