@@ -38,8 +38,9 @@ function fillTable(body, rows) {
   );
 }
 
-// The figures of every instance heard from lately, summed (latency: the worst instance's).
-function render() {
+// The figures of every instance heard from lately, summed (latency: the worst instance's);
+// `sample`: add them to the charts (once a second, however many instances).
+function render(sample) {
   const now = Date.now();
   for (const [id, entry] of instances) if (now - entry.seen > STALE_MS) instances.delete(id);
   const all = [...instances.values()].map((entry) => entry.figures);
@@ -66,9 +67,11 @@ function render() {
       ? `${formatNumber(value)} ms`
       : formatNumber(value);
   }
-  charts.sessions.push([total.sessions, total.streams]);
-  charts.rates.push([total.messages_per_second, total.deliveries_per_second]);
-  charts.latency.push([total.latency_p99_ms]);
+  if (sample) {
+    charts.sessions.push([total.sessions, total.streams]);
+    charts.rates.push([total.messages_per_second, total.deliveries_per_second]);
+    charts.latency.push([total.latency_p99_ms]);
+  }
   fillTable($('#instances'), [...instances.entries()].map(([id, { figures }]) => [
     id, figures.state, formatNumber(figures.sessions), formatNumber(figures.streams),
   ]));
@@ -90,10 +93,13 @@ async function watch() {
   while (streaming === controller) {
     try {
       setLive('connecting', 'connecting…');
+      // Each second the stream's own instance comes first, then the others of a cluster.
+      let own = null;
       await api.stats((figures) => {
+        own = own || figures.instance;
         instances.set(figures.instance, { figures, seen: Date.now() });
         setLive('live', 'live');
-        render();
+        render(figures.instance === own);
       }, controller.signal);
     } catch (error) {
       if (error instanceof Unauthorized) return signOut('The API key was refused.');
