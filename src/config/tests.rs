@@ -1,5 +1,7 @@
 use clap::{CommandFactory, FromArgMatches};
 
+use super::limits::RESERVED_FDS;
+use crate::auth::JoinPolicy;
 use super::*;
 
 #[test]
