@@ -154,7 +154,12 @@ async fn ticket_stream(server: &Instance, session: &Session, last: Option<u64>) 
 /// The `client_response` frames among `frames`, as (event id, message).
 fn responses(frames: &[SseEvent]) -> Vec<(u64, String)> {
     let responses = frames.iter().filter(|f| f.event == "client_response");
-    let pair = |f: &SseEvent| (f.id.unwrap(), f.data["message"].as_str().unwrap().to_owned());
+    let pair = |f: &SseEvent| {
+        (
+            f.id.unwrap(),
+            f.data["message"].as_str().unwrap().to_owned(),
+        )
+    };
     responses.map(pair).collect()
 }
 
@@ -170,7 +175,10 @@ async fn a_ticket_stream_resumes_across_a_restart_with_nothing_lost_or_twice() {
     let mut stream = ticket_stream(&before, &ann, None).await;
     let mut sent = Vec::new();
     for text in ["one", "two", "three"] {
-        sent.push((before.respond(&bob, &ann, json!(text)).await, text.to_owned()));
+        sent.push((
+            before.respond(&bob, &ann, json!(text)).await,
+            text.to_owned(),
+        ));
     }
     // The first is read (after bob's `new_user`); the others are read before the stream
     // ends, or left to the replay.
@@ -187,7 +195,10 @@ async fn a_ticket_stream_resumes_across_a_restart_with_nothing_lost_or_twice() {
     // Tickets live in the process that issued them: a new one, from the kept token.
     let mut resumed = ticket_stream(&after, &ann, last).await;
     for text in ["four", "five"] {
-        sent.push((after.respond(&bob, &ann, json!(text)).await, text.to_owned()));
+        sent.push((
+            after.respond(&bob, &ann, json!(text)).await,
+            text.to_owned(),
+        ));
     }
     let final_id = sent.last().unwrap().0;
     while read.last().map(|&(id, _)| id) != Some(final_id) {

@@ -323,16 +323,16 @@ where
             let watcher = match listener {
                 Side::Plain(watcher) => watcher,
                 Side::Tls(acceptor, drain) => {
-                // Boxed: inline, its state would size every plain connection's task too.
-                let secure = secure::serve(
-                    stream,
-                    peer,
-                    acceptor,
-                    service.as_ref(),
-                    drain,
-                    header_timeout,
-                    write_timeout,
-                );
+                    // Boxed: inline, its state would size every plain connection's task too.
+                    let secure = secure::serve(
+                        stream,
+                        peer,
+                        acceptor,
+                        service.as_ref(),
+                        drain,
+                        header_timeout,
+                        write_timeout,
+                    );
                     return Box::pin(secure).await;
                 }
             };

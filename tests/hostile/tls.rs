@@ -117,7 +117,10 @@ async fn tls_closed_within(stream: &mut TlsStream<TcpStream>, within: Duration) 
 /// An HTTP/2 client connection, and the task driving it (it ends when the server closes it).
 async fn h2_client(
     tls: TlsStream<TcpStream>,
-) -> (h2::client::SendRequest<Bytes>, JoinHandle<Result<(), h2::Error>>) {
+) -> (
+    h2::client::SendRequest<Bytes>,
+    JoinHandle<Result<(), h2::Error>>,
+) {
     let (send, connection) = timeout(WAIT, h2::client::handshake(tls))
         .await
         .unwrap()
@@ -150,12 +153,18 @@ async fn an_h2_client_that_opens_no_stream_is_closed_after_the_header_timeout() 
         tls_closed_within(&mut silent, Duration::from_secs(3)).await,
         "a silent h2 connection was held past its deadline"
     );
-    assert!(started.elapsed() >= Duration::from_millis(900), "closed early");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed early"
+    );
 
     // The preface and settings, and then no request.
     let (_send, connection) = h2_client(handshaken(&ca, &server, "h2").await).await;
     let closed = timeout(Duration::from_secs(3), connection).await;
-    assert!(closed.is_ok(), "an h2 connection without a request was held");
+    assert!(
+        closed.is_ok(),
+        "an h2 connection without a request was held"
+    );
 
     let addr: SocketAddr = server.authority().parse().unwrap();
     assert!(served(&ca.endpoint("legit", addr, &["h2"])).await);
@@ -189,13 +198,18 @@ async fn an_h2_connection_is_closed_once_it_has_had_no_stream_for_the_header_tim
     let _ = timeout(Duration::from_secs(4), connection)
         .await
         .expect("an idle h2 connection was held past its deadline");
-    assert!(ended.elapsed() >= Duration::from_millis(900), "closed early");
+    assert!(
+        ended.elapsed() >= Duration::from_millis(900),
+        "closed early"
+    );
     let refused = timeout(WAIT, send.clone().ready())
         .await
         .unwrap()
         .expect_err("a closed connection takes no request");
     assert!(
-        refused.is_go_away() && refused.is_remote() && refused.reason() == Some(h2::Reason::NO_ERROR),
+        refused.is_go_away()
+            && refused.is_remote()
+            && refused.reason() == Some(h2::Reason::NO_ERROR),
         "closed with a GOAWAY, not cut: {refused:?}"
     );
 }
