@@ -9,7 +9,7 @@ use super::Common;
 use super::measure::*;
 use super::workers::*;
 use crate::outcome::{Outcome, Progress, clock};
-use crate::proto::{Report, Target, Work};
+use crate::proto::{Target, Work};
 
 /// `churn`: sessions start at `rate`/s, each held `hold` then deleted, for `duration`;
 /// server RSS sampled every `sample`.

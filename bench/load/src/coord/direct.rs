@@ -8,8 +8,7 @@ use super::Common;
 use super::measure::*;
 use super::workers::*;
 use crate::outcome::{Outcome, Progress, clock};
-use crate::proto::{Report, Target, Work};
-use crate::worker::new_hist;
+use crate::proto::{Target, Work};
 
 /// `direct`: `pairs` sender→receiver pairs at `rate`/s for `duration`.
 pub async fn direct(
@@ -112,7 +111,7 @@ pub async fn direct(
         out.fail(format!(
             "{} sends failed: {}",
             t.send_errors,
-            done.iter().find_map(|d| d.3.clone()).unwrap_or_default()
+            done.error.clone().unwrap_or_default()
         ));
     }
     if t.dup > 0 {

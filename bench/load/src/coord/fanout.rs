@@ -13,7 +13,7 @@ use super::measure::*;
 use super::publisher::*;
 use super::workers::*;
 use crate::outcome::{Outcome, Progress, clock};
-use crate::proto::{Report, Target, Work};
+use crate::proto::{Target, Work};
 use crate::worker::new_hist;
 
 /// Options of the fanout mode.
@@ -237,7 +237,7 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
             ));
         }
     }
-    if let Some(e) = done.iter().find_map(|d| d.2.clone()) {
+    if let Some(e) = &done.error {
         out.notes.push(format!("worker error: {e}"));
     }
     await_cleanup(c, &mut w).await;

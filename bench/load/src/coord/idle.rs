@@ -8,7 +8,7 @@ use super::Common;
 use super::measure::*;
 use super::workers::*;
 use crate::outcome::{Outcome, Progress, clock};
-use crate::proto::{Report, Target, Work};
+use crate::proto::{Target, Work};
 
 /// `idle`: hold `streams` streams; server memory before, after and per stream. `shared`: each
 /// stream's helo goes first on the stream's own connection (switchboard only).

@@ -15,7 +15,7 @@ use super::rooms::start_rooms;
 use super::workers::await_cleanup;
 use crate::http::HttpConn;
 use crate::outcome::{Outcome, Progress, clock};
-use crate::proto::{Report, Target, room_name};
+use crate::proto::{Target, room_name};
 use crate::worker::new_hist;
 
 /// Options of the join mode.
