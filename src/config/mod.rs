@@ -22,11 +22,13 @@ use crate::registry::event::ENVELOPE_OVERHEAD;
 
 mod parse;
 mod rooms;
+mod sessions;
 mod streams;
 
 pub use parse::{parse_listen, parse_log_filter};
 use parse::{parse_origin, parse_proxy};
 pub use rooms::{DirectMessages, RoomFlags};
+pub use sessions::SessionFlags;
 pub use streams::{StreamAuthFlags, UrlTokens};
 
 /// File descriptors kept back from the stream limit for the listener, the runtime, static files
@@ -221,6 +223,10 @@ pub struct Config {
     #[command(flatten)]
     pub streams: StreamAuthFlags,
 
+    /// The session lifetime flags (`--max-session-age`).
+    #[command(flatten)]
+    pub sessions: SessionFlags,
+
     /// Serve the web client at `/` from this directory instead of the copy built into the
     /// binary (for working on the page without rebuilding).
     #[arg(long, env = "SWITCHBOARD_PUBLIC_DIR")]
@@ -334,6 +340,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             presence: true,
             rooms: RoomFlags::default(),
+            sessions: SessionFlags::default(),
             streams: StreamAuthFlags::default(),
             public_dir: None,
             drain_window: Duration::from_secs(1),
