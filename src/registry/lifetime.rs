@@ -326,7 +326,10 @@ impl Registry {
                 drop(inner);
                 state.lifetimes.insert((lifetime.ends, id));
                 let expires_in = lifetime.seconds_left(now);
-                self.tell(&session, Event::RefreshRequired(RefreshRequired { expires_in }));
+                self.tell(
+                    &session,
+                    Event::RefreshRequired(RefreshRequired { expires_in }),
+                );
             }
         }
         None

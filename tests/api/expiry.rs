@@ -51,7 +51,10 @@ async fn api_refresh(app: &Endpoint, body: Value) -> reqwest::Response {
 async fn warned_then_expired(stream: &mut SseReader) -> (u64, String) {
     let warned = stream.next_named("refresh_required").await;
     let expired = stream.next_named("expired").await;
-    assert!(warned.id.is_some() && expired.id > warned.id, "ids in order");
+    assert!(
+        warned.id.is_some() && expired.id > warned.id,
+        "ids in order"
+    );
     stream.expect_end().await;
     (
         warned.data["expires_in"].as_u64().unwrap(),
@@ -103,15 +106,13 @@ async fn a_refresh_before_exp_keeps_the_session_past_the_old_exp() {
     let mut adas = app.attach_ready(&ada).await;
     adas.next_named("refresh_required").await;
 
-    let response = refresh(&app, &ada, &token_for("Ada", 300)).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = body_json(response).await;
+    let refreshed = app.hub.refresh(&ada, &token_for("Ada", 300)).await.unwrap();
     let now = get_current_timestamp();
     assert!(
-        (now + 290..=now + 300).contains(&body["expires_at"].as_u64().unwrap()),
-        "{body}"
+        (now + 290..=now + 300).contains(&refreshed.expires_at),
+        "{refreshed:?}"
     );
-    assert!(body["expires_in"].as_u64().unwrap() > 290, "{body}");
+    assert!(refreshed.expires_in > 290, "{refreshed:?}");
     // The old end (3 s after the join) passes in silence.
     adas.expect_no_event_within(Duration::from_secs(3)).await;
     join(&app, &token_for("Bob", 300)).await;
@@ -134,10 +135,18 @@ async fn a_refresh_needs_a_valid_token_of_the_same_user_and_comes_too_late_after
     let stale = refresh(&app, &ada, &token_for("Ada", -10)).await;
     let body = assert_error(stale, StatusCode::UNAUTHORIZED, "invalid_join_token").await;
     assert!(body["message"].as_str().unwrap().starts_with("expired: "));
-    let forged = hs256(b"another-secret-of-at-least-thirty-two-bytes", &claims("Ada"));
+    let forged = hs256(
+        b"another-secret-of-at-least-thirty-two-bytes",
+        &claims("Ada"),
+    );
     let forged = refresh(&app, &ada, &forged).await;
     let body = assert_error(forged, StatusCode::UNAUTHORIZED, "invalid_join_token").await;
-    assert!(body["message"].as_str().unwrap().starts_with("bad_signature: "));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad_signature: ")
+    );
     let shapeless = app
         .post_raw("/session/refresh", Some(&ada.token), r#"{"token":"x"}"#)
         .await;
@@ -162,13 +171,21 @@ async fn the_server_api_moves_and_ends_a_users_sessions() {
     adas.next_named("new_user").await; // ada's other session
 
     let soon = get_current_timestamp() + 3;
-    let moved = api_refresh(&app, json!({ "to": { "user": "user-Ada" }, "expires_at": soon })).await;
+    let moved = api_refresh(
+        &app,
+        json!({ "to": { "user": "user-Ada" }, "expires_at": soon }),
+    )
+    .await;
     assert_eq!(moved.status(), StatusCode::OK);
     assert_eq!(body_json(moved).await, json!({ "refreshed": 2 }));
     let warned = adas.next_named("refresh_required").await;
     assert!(warned.data["expires_in"].as_u64().unwrap() <= 3);
 
-    let ended = api_refresh(&app, json!({ "to": { "user": "user-Ada" }, "expires_at": 1 })).await;
+    let ended = api_refresh(
+        &app,
+        json!({ "to": { "user": "user-Ada" }, "expires_at": 1 }),
+    )
+    .await;
     assert_eq!(body_json(ended).await, json!({ "refreshed": 2 }));
     let expired = adas.next_named("expired").await;
     assert_eq!(expired.data, json!({ "reason": "server" }));
