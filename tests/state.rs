@@ -426,3 +426,26 @@ fn a_state_file_readable_by_others_is_tightened_with_a_warning() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_restart_keeps_each_sessions_end() {
+    let dir = TempDir::new();
+    let state = dir.0.join("state.json");
+    let args = ["--state-file", path_arg(&state), "--max-session-age", "4s"];
+    let mut before = Instance::start("before", &args).await;
+    let ann = before.helo("ann").await;
+    assert!(before.terminate().await.success(), "a clean exit");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).expect("the state file was written"))
+            .expect("the state file is JSON");
+    let lifetime = &saved["sessions"][0]["snapshot"]["lifetime"];
+    assert_eq!(lifetime["bound"], "max_session_age", "{saved}");
+
+    // Started again with no age limit: only the kept end can end it.
+    let after = Instance::start("after", &["--state-file", path_arg(&state)]).await;
+    let mut stream = after.attach_ready(&ann).await;
+    stream.next_named("refresh_required").await;
+    let expired = stream.next_named("expired").await;
+    assert_eq!(expired.data, json!({ "reason": "max_session_age" }));
+    stream.expect_end().await;
+}

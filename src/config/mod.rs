@@ -15,12 +15,14 @@ mod auth;
 mod limits;
 mod parse;
 mod rooms;
+mod sessions;
 mod streams;
 
 pub use auth::AuthMode;
 pub use parse::{parse_listen, parse_log_filter};
 use parse::{parse_origin, parse_proxy};
 pub use rooms::{DirectMessages, RoomFlags};
+pub use sessions::SessionFlags;
 pub use streams::{StreamAuthFlags, UrlTokens};
 
 /// switchboard: clients register with POST /helo, read their events from an SSE stream and
@@ -212,6 +214,10 @@ pub struct Config {
     #[command(flatten)]
     pub streams: StreamAuthFlags,
 
+    /// The session lifetime flags (`--max-session-age`).
+    #[command(flatten)]
+    pub sessions: SessionFlags,
+
     /// Serve the web client at `/` from this directory instead of the copy built into the
     /// binary (for working on the page without rebuilding).
     #[arg(long, env = "SWITCHBOARD_PUBLIC_DIR")]
@@ -315,6 +321,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             presence: true,
             rooms: RoomFlags::default(),
+            sessions: SessionFlags::default(),
             streams: StreamAuthFlags::default(),
             public_dir: None,
             drain_window: Duration::from_secs(1),
