@@ -90,7 +90,7 @@ impl Hub {
                 if let Err(err) = self.broker.withdraw_figures().await {
                     debug!(error = %err, "could not withdraw this instance's figures");
                 }
-                self.figures.send_replace(Report::Last(json));
+                self.here.figures.send_replace(Report::Last(json));
                 return;
             }
             self.figures
@@ -104,7 +104,7 @@ impl Hub {
 
     /// This instance's figures as its reporter publishes them, the newest marked unseen.
     pub fn watch_figures(&self) -> watch::Receiver<Report> {
-        let mut figures = self.figures.subscribe();
+        let mut figures = self.here.figures.subscribe();
         figures.mark_changed();
         figures
     }

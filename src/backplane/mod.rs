@@ -20,6 +20,7 @@
 //! - [`presence`]: who hears of joins and leaves.
 //! - [`rooms`]: the hub's room operations: who may be where, joining and leaving, rosters.
 //! - [`figures`]: the figures each instance reports once a second for the admin console.
+//! - [`lifetime`]: moving the end of sessions' lifetimes (refreshes).
 //! - this file: [`Hub`] (the edge's operations, then the server API's), and [`Here`], where
 //!   a broker's events land.
 //! - [`backend`]: the server API's words (targets, pages); its operations are the hub's.
@@ -29,6 +30,7 @@ mod broker;
 pub(crate) mod cluster;
 mod events;
 mod figures;
+mod lifetime;
 mod local;
 pub(crate) mod presence;
 mod rooms;
@@ -69,8 +71,6 @@ pub struct Hub(Arc<Parts>);
 pub struct Parts {
     here: Here,
     broker: Broker,
-    /// This instance's newest figures (see [`figures`]).
-    figures: tokio::sync::watch::Sender<Report>,
 }
 
 impl std::ops::Deref for Hub {
@@ -88,6 +88,8 @@ pub(crate) struct Here {
     registry: Registry,
     presence: Presence,
     settings: Arc<HubSettings>,
+    /// This instance's newest figures (see [`figures`]).
+    figures: Arc<tokio::sync::watch::Sender<Report>>,
 }
 
 impl Here {
@@ -96,6 +98,7 @@ impl Here {
             registry,
             presence: Presence::new(settings.presence, settings.room_presence_limit),
             settings: Arc::new(settings),
+            figures: Arc::default(),
         }
     }
 }
@@ -207,11 +210,7 @@ impl Hub {
         registry.metrics().backplane_up.set(1);
         let here = Here::new(registry.clone(), settings);
         let broker = Broker::Local(Local::new(registry, Arc::new(here.clone())));
-        Hub(Arc::new(Parts {
-            here,
-            broker,
-            figures: Default::default(),
-        }))
+        Hub(Arc::new(Parts { here, broker }))
     }
 
     /// A hub over Redis at `url`, keys under `prefix`; its tasks end when `shutdown` fires.
@@ -232,7 +231,6 @@ impl Hub {
         Ok(Hub(Arc::new(Parts {
             here,
             broker: Broker::Redis(cluster),
-            figures: Default::default(),
         })))
     }
 
@@ -476,7 +474,19 @@ impl Hub {
     /// # Errors
     /// `UnknownSession` for a session that is not registered; `Unavailable`.
     pub async fn disconnect(&self, target: &Target) -> Result<usize, RegistryError> {
-        let peers = match target {
+        let peers = self.targeted(target).await?;
+        for peer in &peers {
+            self.remove(peer).await?;
+        }
+        Ok(peers.len())
+    }
+
+    /// The sessions `target` names.
+    ///
+    /// # Errors
+    /// `UnknownSession` for a session that is not registered; `Unavailable`.
+    async fn targeted(&self, target: &Target) -> Result<Vec<Peer>, RegistryError> {
+        Ok(match target {
             Target::Session(id) => vec![
                 self.peer(*id)
                     .await?
@@ -485,10 +495,6 @@ impl Hub {
             Target::User(user) => self.sessions_of(user).await?,
             Target::Room(room) => self.room_members(room).await?,
             Target::Everyone => self.list().await?,
-        };
-        for peer in &peers {
-            self.remove(peer).await?;
-        }
-        Ok(peers.len())
+        })
     }
 }

@@ -74,6 +74,7 @@
 //! - [`dispatch`]: what each message does when it comes back.
 //! - [`migrate`]: pulling a session here; giving one up when pulled.
 //! - [`drain`]: sending every session to the others when this instance stops.
+//! - [`lifetime`]: refreshing a session homed elsewhere (its home's reaper ends it).
 //! - [`recovery`]: keeping alive, adopting a dead instance's sessions, re-registering.
 //! - [`figures`]: this instance's figures for the admin console, and reading the others'.
 //!
@@ -88,6 +89,7 @@ mod drain;
 mod figures;
 mod instance;
 mod keys;
+mod lifetime;
 mod liveness;
 mod migrate;
 mod operations;
