@@ -81,14 +81,13 @@ impl std::ops::Deref for Hub {
     }
 }
 
-/// This instance's sessions, and who among them hears of what: where a broker's events land.
+/// This instance's sessions, who hears of what (where a broker's events land), its figures.
 #[derive(Clone)]
 pub(crate) struct Here {
     /// The sessions homed on this instance (all of them, without a cluster).
     registry: Registry,
     presence: Presence,
     settings: Arc<HubSettings>,
-    /// This instance's newest figures (see [`figures`]).
     figures: Arc<tokio::sync::watch::Sender<Report>>,
 }
 
