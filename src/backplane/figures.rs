@@ -93,7 +93,8 @@ impl Hub {
                 self.here.figures.send_replace(Report::Last(json));
                 return;
             }
-            self.figures
+            self.here
+                .figures
                 .send_replace(Report::Figures(Arc::clone(&json)));
             // Redis down: the other consoles lose this instance, whose own says `unready`.
             if let Err(err) = self.broker.report_figures(&json).await {
