@@ -27,6 +27,7 @@ mod messaging;
 mod proxy;
 mod resume;
 mod rooms;
+mod rosters;
 mod tokens;
 
 #[path = "../support/mod.rs"]

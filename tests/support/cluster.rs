@@ -122,10 +122,16 @@ impl Redis {
 
     /// How many `PUBLISH` commands this server has executed (`INFO commandstats`).
     pub async fn publish_calls(&self) -> u64 {
+        self.calls("publish").await
+    }
+
+    /// How many `command`s (lower case) this server has executed (`INFO commandstats`).
+    pub async fn calls(&self, command: &str) -> u64 {
         let stats = self.info("commandstats").await.expect("INFO commandstats");
+        let prefix = format!("cmdstat_{command}:calls=");
         stats
             .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_publish:calls="))
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
             .map_or(0, |rest| {
                 rest.split(',')
                     .next()

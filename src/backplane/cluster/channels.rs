@@ -151,6 +151,8 @@ impl Cluster {
                             () = tokio::time::sleep(backoff) => {}
                         }
                     }
+                    // Before any message is applied: what was published meanwhile is not replayed.
+                    self.peers.reload(&self.directory).await;
                     self.subscribed.store(true, Ordering::Relaxed);
                     self.registry.metrics().backplane_up.set(1);
                     let mut messages = pubsub.on_message();
@@ -175,6 +177,7 @@ impl Cluster {
                         }
                     }
                     self.subscribed.store(false, Ordering::Relaxed);
+                    self.peers.lost();
                     self.registry.metrics().backplane_up.set(0);
                     error!("lost the Redis bus subscription; reconnecting");
                 }

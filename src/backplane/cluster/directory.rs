@@ -67,6 +67,9 @@ static DELETE: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+/// Entries per round trip of a walk of the directory ([`Directory::homes`]).
+const SCAN_PAGE: usize = 1000;
+
 /// A session in the directory.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct Entry {
@@ -295,6 +298,33 @@ impl Directory {
             .filter_map(|json| serde_json::from_str::<Entry>(json).ok())
             .filter(|entry| entry.home == home)
             .count())
+    }
+
+    /// Each session's home, read [`SCAN_PAGE`] entries a round trip (`HSCAN`): the sweep
+    /// reads the whole directory every second, and one `HGETALL` of a large one would hold
+    /// Redis for one long reply each time. An entry written or removed meanwhile may be missed;
+    /// the next sweep sees it.
+    pub(super) async fn homes(&self) -> Result<Vec<(SessionId, Uuid)>, RegistryError> {
+        let mut conn = self.conn.clone();
+        let mut scan = redis::cmd("HSCAN")
+            .arg(&self.key)
+            .cursor_arg(0)
+            .arg("COUNT")
+            .arg(SCAN_PAGE)
+            .clone()
+            .iter_async::<(String, String)>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut homes = Vec::new();
+        while let Some(item) = scan.next_item().await {
+            let (id, json) = item.map_err(unavailable)?;
+            if let (Some(id), Ok(entry)) =
+                (SessionId::parse(&id), serde_json::from_str::<Entry>(&json))
+            {
+                homes.push((id, entry.home));
+            }
+        }
+        Ok(homes)
     }
 
     /// Every well-formed entry.

@@ -29,6 +29,7 @@ impl Cluster {
             return;
         }
         transit.buffer(&message);
+        self.peers.apply(&message);
         let mine = |origin: &Uuid| *origin == self.instance;
         match message {
             Message::Reply {

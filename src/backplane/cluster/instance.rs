@@ -12,7 +12,9 @@ use uuid::Uuid;
 use super::directory::Directory;
 use super::keys::{Keys, unavailable};
 use super::liveness::Liveness;
+use super::peers::Peers;
 use super::request::Requests;
+use super::restart::Restart;
 use super::sequence::Sequence;
 use super::transit::Migrations;
 use super::wire::Outcome;
@@ -37,8 +39,12 @@ pub(crate) struct Cluster {
     /// Commands and PUBLISH; reconnects by itself.
     pub(super) conn: ConnectionManager,
     pub(super) directory: Directory,
+    /// Who is in which room, kept from the bus: the rosters attaches read.
+    pub(super) peers: Peers,
     pub(super) sequence: Sequence,
     pub(super) liveness: Liveness,
+    /// Telling a forgotten session from a gone one after Redis restarted empty.
+    pub(super) restart: Restart,
     /// Direct messages awaiting their home's reply.
     pub(super) replies: Requests<Outcome>,
     /// Health probes awaiting their own return.
@@ -78,8 +84,10 @@ impl Cluster {
             events,
             instance,
             directory: Directory::new(conn.clone(), &keys, instance),
+            peers: Peers::default(),
             sequence: Sequence::new(conn.clone(), keys.clone(), announces),
             liveness: Liveness::new(conn.clone(), keys.clone(), instance),
+            restart: Restart::new(conn.clone(), keys.clone(), instance),
             keys,
             client,
             conn,

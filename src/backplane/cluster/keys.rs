@@ -22,6 +22,15 @@ pub const INSTANCE: &str = "instance";
 pub const SEQ: &str = "seq";
 /// Suffix (then `:<session id>`) of a session's counts: `base`, `own`, `direct`.
 pub const COUNTS: &str = "counts";
+/// Suffix of the key saying Redis holds the cluster's state: written by the first instance
+/// to register, never expiring; missing after Redis restarted empty.
+pub const STATE: &str = "state";
+/// Suffix of the key that lives while the instances re-register their sessions after Redis
+/// restarted empty (see [`restart`](super::restart)).
+pub const RECOVERING: &str = "recovering";
+/// Suffix (then `:<instance uuid>`) of the key an instance writes once it re-registered the
+/// sessions it homes.
+pub const REGISTERED: &str = "registered";
 /// How long an instance's liveness key outlives its last refresh.
 pub const LIVENESS: Duration = Duration::from_secs(3);
 
@@ -65,6 +74,26 @@ impl Keys {
     /// `instance`'s liveness key.
     pub(super) fn instance(&self, instance: Uuid) -> String {
         self.key(&format!("{INSTANCE}:{instance}"))
+    }
+
+    /// The pattern every instance's own channel matches.
+    pub(super) fn channels(&self) -> String {
+        self.key(&format!("{TO}:*"))
+    }
+
+    /// The key saying Redis holds the cluster's state.
+    pub(super) fn state(&self) -> String {
+        self.key(STATE)
+    }
+
+    /// The key that lives while the instances re-register after Redis lost its state.
+    pub(super) fn recovering(&self) -> String {
+        self.key(RECOVERING)
+    }
+
+    /// The key `instance` writes once it re-registered its sessions.
+    pub(super) fn registered(&self, instance: Uuid) -> String {
+        self.key(&format!("{REGISTERED}:{instance}"))
     }
 
     /// The pattern every liveness key matches.

@@ -4,6 +4,7 @@
 //! a dead instance (key expired, own channel unread) from a busy one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -16,6 +17,19 @@ use crate::registry::RegistryError;
 const ALIVE: &str = "alive";
 /// The liveness key's value of an instance that is stopping: alive, but not a place for sessions.
 const LEAVING: &str = "leaving";
+
+/// What another instance can do for the sessions homed on it, as its keys say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Standing {
+    /// It reads its own channel: it answers.
+    Reading,
+    /// It stopped reading, but it is stopping: its sessions are on their way elsewhere.
+    Leaving,
+    /// It stopped reading, and its key lives for this long yet: dead, or cut off from Redis.
+    Silent(Duration),
+    /// Neither key nor reader: dead, its sessions to be adopted.
+    Dead,
+}
 
 /// This instance's liveness key, and what it reads of the others'.
 pub(super) struct Liveness {
@@ -98,20 +112,26 @@ impl Liveness {
     /// under load) keeps its subscription; a dead one's connection, and so its subscription,
     /// closed with its process.
     pub(super) async fn is_alive(&self, instance: Uuid) -> Result<bool, RegistryError> {
-        let mut conn = self.conn.clone();
-        let keyed: bool = conn
-            .exists(self.keys.instance(instance))
-            .await
-            .map_err(unavailable)?;
-        if keyed {
-            return Ok(true);
-        }
-        let (_, readers): (String, u64) = redis::cmd("PUBSUB")
+        Ok(self.standing(instance).await? != Standing::Dead)
+    }
+
+    /// What `instance` can do now for the sessions homed on it, in one round trip.
+    pub(super) async fn standing(&self, instance: Uuid) -> Result<Standing, RegistryError> {
+        let key = self.keys.instance(instance);
+        let (state, ttl, (_, readers)): (Option<String>, i64, (String, u64)) = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .cmd("PUBSUB")
             .arg("NUMSUB")
             .arg(self.keys.channel_of(instance))
-            .query_async(&mut conn)
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        Ok(readers > 0)
+        Ok(match state {
+            _ if readers > 0 => Standing::Reading,
+            Some(state) if state == LEAVING => Standing::Leaving,
+            Some(_) => Standing::Silent(Duration::from_millis(ttl.max(0) as u64)),
+            None => Standing::Dead,
+        })
     }
 }

@@ -13,6 +13,9 @@
 //! | [`INSTANCE`](keys::INSTANCE) `<prefix>:instance:<uuid>` | string, expiring | this instance is alive (`alive`), or alive and stopping (`leaving`) |
 //! | [`SEQ`](keys::SEQ) `<prefix>:seq` | string (integer) | the number of the last message that put an event into every mailbox (see [`sequence`]) |
 //! | [`COUNTS`](keys::COUNTS) `<prefix>:counts:<session id>` | hash | `base`, `own`, `direct`: how many events the session was given (see [`sequence`]) |
+//! | [`STATE`](keys::STATE) `<prefix>:state` | string | Redis holds the cluster's state; missing once it restarted empty (see [`restart`]) |
+//! | [`RECOVERING`](keys::RECOVERING) `<prefix>:recovering` | string, expiring | the instances are re-registering their sessions after Redis restarted empty |
+//! | [`REGISTERED`](keys::REGISTERED) `<prefix>:registered:<uuid>` | string, expiring | this instance has re-registered its sessions |
 //!
 //! Why one channel for what everyone sees: Redis delivers a channel's messages to every subscriber
 //! in the one order it executed the PUBLISHes, so every instance sees joins, broadcasts and
@@ -39,6 +42,8 @@
 //! # Glossary
 //! - *home*: the instance holding a session's mailbox; the directory names it.
 //! - *directory*: the hash of every session of the cluster ([`directory`]).
+//! - *peer directory*: this instance's copy of who is in which room, kept from the bus and
+//!   read by every `ready` ([`peers`]).
 //! - *bus*: the channel every instance reads in one order; an instance's *own channel* carries
 //!   what concerns it alone.
 //! - *numbered message*: one that puts an event into every mailbox, counted in Redis so that a
@@ -60,9 +65,11 @@
 //! - [`keys`]: the key and channel names, and the error a Redis failure becomes.
 //! - [`request`]: request/reply over the bus ([`request::Requests`]).
 //! - [`directory`]: the sessions hash ([`directory::Directory`]).
+//! - [`peers`]: who is in which room, kept in memory from the bus ([`peers::Peers`]).
 //! - [`wire`]: every message instances send each other.
 //! - [`sequence`]: counting each session's events in Redis ([`sequence::Sequence`]).
 //! - [`liveness`]: this instance's key, and reading the others' ([`liveness::Liveness`]).
+//! - [`restart`]: the keys that tell when Redis lost its state ([`restart::Restart`]).
 //! - [`transit`]: sessions on their way here or lately sent away ([`transit::Migrations`]).
 //! - [`instance`]: [`Cluster`], which holds all of the above and starts the tasks.
 //!
@@ -73,7 +80,9 @@
 //! - [`dispatch`]: what each message does when it comes back.
 //! - [`migrate`]: pulling a session here; giving one up when pulled.
 //! - [`drain`]: sending every session to the others when this instance stops.
-//! - [`recovery`]: keeping alive, adopting a dead instance's sessions, re-registering.
+//! - [`recovery`]: keeping alive, adopting a dead instance's sessions, re-registering;
+//!   telling an attach at once that a session's instance died.
+//! - [`restart`]: after Redis restarted empty, telling a forgotten session from a gone one.
 //!
 //! Locks, in order: the migration lock ([`transit`]), then the registry's (see
 //! [`crate::registry`]), then a request table ([`request`]), which is held only to insert or
@@ -88,8 +97,10 @@ mod keys;
 mod liveness;
 mod migrate;
 mod operations;
+mod peers;
 mod recovery;
 mod request;
+mod restart;
 mod rooms;
 mod sequence;
 mod transit;

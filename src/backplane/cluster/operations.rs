@@ -61,12 +61,14 @@ impl Cluster {
             return Err(err);
         }
         let sizes = self.sizes(&rooms).await?;
-        self.publish(&Message::Join {
+        let join = Message::Join {
             peer: peer.clone(),
             rooms,
             sizes,
-        })
-        .await?;
+        };
+        // Known here at once: its own `ready` follows, perhaps before the join comes back.
+        self.peers.apply(&join);
+        self.publish(&join).await?;
         Ok((peer, token))
     }
 
@@ -76,11 +78,9 @@ impl Cluster {
             return Ok(peer);
         }
         let id = token.session();
-        let entry = self
-            .directory
-            .get(id)
-            .await?
-            .ok_or(RegistryError::BadToken)?;
+        let Some(entry) = self.directory.get(id).await? else {
+            return Err(self.unknown(RegistryError::BadToken).await);
+        };
         if entry.proves(token) {
             Ok(entry.peer(id))
         } else {
@@ -113,13 +113,14 @@ impl Cluster {
             return Err(leaving());
         }
         if !self.registry.homes(id) {
-            if self.directory.get(id).await?.is_none() {
-                return Err(RegistryError::UnknownSession(id));
-            }
+            let Some(entry) = self.directory.get(id).await? else {
+                return Err(self.unknown(RegistryError::UnknownSession(id)).await);
+            };
             if token.session() != id {
                 return Err(RegistryError::BadToken);
             }
             self.authenticate(token).await?;
+            self.reachable(id, entry.home).await?;
             self.migrate_here(id, token).await?;
         }
         self.registry.attach(id, token, last_event_id)
@@ -182,10 +183,10 @@ impl Cluster {
 
     /// The instance session `to` is homed on.
     async fn home_of(&self, to: SessionId) -> Result<Uuid, RegistryError> {
-        let entry = self.directory.get(to).await?;
-        entry
-            .map(|entry| entry.home)
-            .ok_or(RegistryError::UnknownRecipient(to))
+        match self.directory.get(to).await? {
+            Some(entry) => Ok(entry.home),
+            None => Err(self.unknown(RegistryError::UnknownRecipient(to)).await),
+        }
     }
 
     /// Sends `home` the direct message for `to` that `direct` makes for a request id, and
@@ -260,7 +261,9 @@ impl Cluster {
     /// Publishes that `peer` left the hub and with it `rooms`.
     async fn publish_leave(&self, peer: Peer, rooms: Vec<RoomName>) -> Result<(), RegistryError> {
         let sizes = self.sizes(&rooms).await?;
-        self.publish(&Message::Leave { peer, rooms, sizes }).await
+        let leave = Message::Leave { peer, rooms, sizes };
+        self.peers.apply(&leave);
+        self.publish(&leave).await
     }
 
     /// Every session of the cluster.

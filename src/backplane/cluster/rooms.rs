@@ -52,18 +52,20 @@ impl Cluster {
         entry.rooms.sort();
         self.directory.rewrite(peer.id, &entry).await?;
         let members = self.directory.room_size(&room).await?;
-        let roster = if self.events.listed(members) {
-            Some(self.directory.room_members(&room).await?)
-        } else {
-            None
-        };
-        self.publish(&Message::Enter {
+        let mut enter = Message::Enter {
             peer: peer.clone(),
-            room,
+            room: room.clone(),
             members,
-            roster,
-        })
-        .await?;
+            roster: None,
+        };
+        // Known here at once: the roster below counts it, as the directory's count does.
+        self.peers.apply(&enter);
+        if self.events.listed(members)
+            && let Message::Enter { roster, .. } = &mut enter
+        {
+            *roster = Some(self.room_members(&room).await?);
+        }
+        self.publish(&enter).await?;
         Ok(members)
     }
 
@@ -87,12 +89,13 @@ impl Cluster {
         entry.rooms.remove(at);
         self.directory.rewrite(peer.id, &entry).await?;
         let members = self.directory.room_size(&room).await?;
-        self.publish(&Message::Exit {
+        let exit = Message::Exit {
             peer: peer.clone(),
             room,
             members,
-        })
-        .await
+        };
+        self.peers.apply(&exit);
+        self.publish(&exit).await
     }
 
     /// `RoomLimit` when creating those of `rooms` that have no members would pass
@@ -150,8 +153,20 @@ impl Cluster {
         }))
     }
 
-    /// Every member of `room` in the cluster.
+    /// Every member of `room` in the cluster: from the peer directory when its count agrees
+    /// with the directory's, else (reloading it first, at most once a second) from the
+    /// directory (see [`peers`](super::peers)).
     pub(crate) async fn room_members(&self, room: &RoomName) -> Result<Vec<Peer>, RegistryError> {
+        let size = self.directory.room_size(room).await?;
+        if let Some(members) = self.peers.members(room, size) {
+            return Ok(members);
+        }
+        if self.peers.may_reload() {
+            self.peers.reload(&self.directory).await;
+            if let Some(members) = self.peers.members(room, size) {
+                return Ok(members);
+            }
+        }
         self.directory.room_members(room).await
     }
 
