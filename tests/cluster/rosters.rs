@@ -77,6 +77,24 @@ async fn ready_rosters_follow_changes_made_through_other_instances_and_a_redis_r
     assert_eq!(roster_in(c, &dan, "dev").await, sessions(&[&ann, &eve]));
 }
 
+/// Attaches every one of `everyone` through `node` at once; each `ready` must list all the
+/// others in the lobby.
+async fn storm(node: &Instance, everyone: &[Session]) -> Vec<SseReader> {
+    let attaches = everyone.iter().map(|session| async move {
+        let mut stream = node.attach(session, None).await;
+        let ready = stream.ready().await;
+        let others: Vec<&Session> = everyone.iter().filter(|s| s.id != session.id).collect();
+        assert_eq!(
+            room_roster(&ready, "lobby"),
+            sessions(&others),
+            "{}",
+            session.name
+        );
+        stream
+    });
+    futures_util::future::join_all(attaches).await
+}
+
 #[tokio::test]
 async fn a_storm_of_attaches_reads_no_whole_directory_per_attach() {
     const SESSIONS: usize = 24;
@@ -86,27 +104,9 @@ async fn a_storm_of_attaches_reads_no_whole_directory_per_attach() {
         everyone.push(cluster.nodes[0].helo(&format!("s{n}")).await);
     }
     cluster.settle().await;
-    let all: Vec<&Session> = everyone.iter().collect();
-
     // Every session reconnects through B at once, as after a deploy: each migrates there.
-    let storm = |node: &Instance| {
-        let attaches = everyone.iter().map(|session| async {
-            let mut stream = node.attach(session, None).await;
-            let ready = stream.ready().await;
-            let others: Vec<&Session> =
-                all.iter().copied().filter(|s| s.id != session.id).collect();
-            assert_eq!(
-                room_roster(&ready, "lobby"),
-                sessions(&others),
-                "{}",
-                session.name
-            );
-            stream
-        });
-        futures_util::future::join_all(attaches)
-    };
     let before = cluster.redis.calls("hgetall").await;
-    let streams = storm(&cluster.nodes[1]).await;
+    let streams = storm(&cluster.nodes[1], &everyone).await;
     let reads = cluster.redis.calls("hgetall").await - before;
     assert!(
         reads <= 2,
@@ -117,7 +117,7 @@ async fn a_storm_of_attaches_reads_no_whole_directory_per_attach() {
     // After Redis restarted empty, the peer directory is read again once, not per attach.
     restart_redis(&mut cluster).await;
     let before = cluster.redis.calls("hgetall").await;
-    let streams = storm(&cluster.nodes[0]).await;
+    let streams = storm(&cluster.nodes[0], &everyone).await;
     let reads = cluster.redis.calls("hgetall").await - before;
     assert!(
         reads <= 3,
