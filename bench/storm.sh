@@ -18,7 +18,7 @@ CLIENTS=${CLIENTS:-10000}
 INSTANCES=${INSTANCES:-3}
 ROOM_SIZE=${ROOM_SIZE:-10}
 source "$ROOT/bench/cluster-common.sh"
-[ -x "$BIN/switchboard-storm" ] || cargo build --release -q -p switchboard-load --bin switchboard-storm
+[ -x "$BIN/switchboard-storm" ] || { echo "no $BIN/switchboard-storm: cargo build -p switchboard-load" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"
 OUT=$(mktemp -d /tmp/switchboard-storm.XXXXXX)
 REDIS_PORT=6499
@@ -65,7 +65,7 @@ python3 - "$OUT/storm.json" "$(echo "$stopped - $deployed" | bc)" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"{r['clients']:,} clients in rooms of {r['room_size']} on {r['instances']} instances "
-      f"(registered in {r['register_s']:.1f} s, attached in {r['attach_s']:.1f} s)")
+      f"(registered and attached in {r['attach_s']:.1f} s; {r['unregistered']} never registered)")
 print("| streams ended by the deploy | all back after | back p50 | back p99 | back max | refused tries | sessions lost | SIGTERM to exit |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|")
 print(f"| {r['ended']:,} | {r['all_back_s']:.2f} s | {r['back_p50_ms']:.0f} ms | {r['back_p99_ms']:.0f} ms "

@@ -1,8 +1,8 @@
 //! `switchboard-storm`: a reconnect storm after a deploy, timed (driven by `bench/storm.sh`).
 //!
-//! Registers `--clients` sessions spread over `--instances` as a balancer would (round robin),
-//! in rooms of `--room-size` (so each `ready` carries a roster), and attaches one stream each,
-//! read up to `ready`. Once all are attached it writes `--ready-file` and waits: the script
+//! Each of `--clients` clients registers (`POST /helo`) on one of `--instances`, spread as a
+//! balancer would (round robin), in rooms of `--room-size` (so each `ready` carries a roster),
+//! and attaches its stream at once, read up to `ready`. Once all are attached it writes `--ready-file` and waits: the script
 //! then stops or restarts an instance, whose streams end. Each client whose stream ended
 //! reconnects at once with the same token to the next instance (after `--retry-ms` when
 //! refused), as an `EventSource` behind a balancer would. When every client is attached again
@@ -50,13 +50,19 @@ struct Cli {
     max_secs: u64,
 }
 
+/// Tries of a helo before a client gives up.
+const HELO_TRIES: u32 = 20;
+
 /// What the clients report, shared.
 #[derive(Default)]
 struct Tally {
     attached: AtomicUsize,
     ended: AtomicUsize,
     refused: AtomicUsize,
+    /// Sessions gone on a reattach (401, 404): lost by the deploy.
     lost: AtomicUsize,
+    /// Clients whose helo failed every try.
+    unregistered: AtomicUsize,
     /// When the first stream ended and the last came back, and each one's time to come back.
     storm: Mutex<Storm>,
 }
@@ -69,12 +75,13 @@ struct Storm {
     back_after: Vec<Duration>,
 }
 
-/// One HTTP/1.1 exchange's head: status and the reader positioned at the body.
+/// One HTTP/1.1 exchange's head: status, `Content-Length` if any, and the reader positioned
+/// at the body.
 async fn request(
     addr: SocketAddr,
     head: String,
     body: &str,
-) -> std::io::Result<(u16, BufReader<TcpStream>)> {
+) -> std::io::Result<(u16, Option<usize>, BufReader<TcpStream>)> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
@@ -86,13 +93,19 @@ async fn request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let mut length = None;
     loop {
         line.clear();
         if reader.read_line(&mut line).await? == 0 || line == "\r\n" {
             break;
         }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().ok();
+        }
     }
-    Ok((status, reader))
+    Ok((status, length, reader))
 }
 
 /// The next chunk of a chunked body; `None` at its end.
@@ -120,14 +133,24 @@ async fn helo(addr: SocketAddr, name: &str, room: &str) -> Result<(String, Strin
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let (status, mut reader) = request(addr, head, &body)
+    let (status, length, mut reader) = request(addr, head, &body)
         .await
         .map_err(|e| e.to_string())?;
     let mut rest = Vec::new();
-    reader
-        .read_to_end(&mut rest)
-        .await
-        .map_err(|e| e.to_string())?;
+    match length {
+        Some(length) => {
+            rest.resize(length, 0);
+            reader
+                .read_exact(&mut rest)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        None => {
+            while let Some(data) = chunk(&mut reader).await.map_err(|e| e.to_string())? {
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&rest);
     let json_start = text.find('{').ok_or(format!("helo: {status} {text}"))?;
     let json_end = text.rfind('}').ok_or(format!("helo: {status} {text}"))?;
@@ -154,7 +177,7 @@ async fn attach(addr: SocketAddr, id: &str, token: &str) -> Attach {
         "GET /events/{id} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
          Accept: text/event-stream\r\n\r\n"
     );
-    let Ok((status, mut reader)) = request(addr, head, "").await else {
+    let Ok((status, _, mut reader)) = request(addr, head, "").await else {
         return Attach::Refused;
     };
     match status {
@@ -162,11 +185,13 @@ async fn attach(addr: SocketAddr, id: &str, token: &str) -> Attach {
         401 | 404 => return Attach::Lost(status),
         _ => return Attach::Refused,
     }
+    // The body is close-delimited (switchboard's stream path writes no chunked framing).
     let mut text = Vec::new();
+    let mut buf = [0; 16 * 1024];
     loop {
-        match chunk(&mut reader).await {
-            Ok(Some(data)) => text.extend_from_slice(&data),
-            _ => return Attach::Refused,
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return Attach::Refused,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
         }
         let seen = String::from_utf8_lossy(&text);
         if let Some(at) = seen
@@ -180,19 +205,32 @@ async fn attach(addr: SocketAddr, id: &str, token: &str) -> Attach {
 }
 
 /// One client: attaches, holds its stream until it ends, and comes back, until the run ends.
-async fn client(
-    cli: Arc<Cli>,
-    tally: Arc<Tally>,
-    n: usize,
-    session: (String, String),
-    start: Arc<Semaphore>,
-) {
-    let (id, token) = session;
+async fn client(cli: Arc<Cli>, tally: Arc<Tally>, n: usize, start: Arc<Semaphore>) {
     let instances = &cli.instances;
     let mut next = n % instances.len();
     let mut ended: Option<Instant> = None;
-    // Only the first attaches are paced; a storm comes all at once.
+    // Only the first helo and attach are paced; a storm comes all at once.
     let mut permit = Some(start.acquire_owned().await.expect("never closed"));
+    let room = format!("storm{}", n / cli.room_size.max(1));
+    // A refused helo (503 on a loaded box) is tried again, as an app would.
+    let mut tries = 0;
+    let (id, token) = loop {
+        match helo(instances[next], &format!("c{n}"), &room).await {
+            Ok(session) => break session,
+            Err(err) if tries < HELO_TRIES => {
+                tries += 1;
+                if tries == 1 {
+                    eprintln!("client {n}: {err}; trying again");
+                }
+                tokio::time::sleep(Duration::from_millis(cli.retry_ms)).await;
+            }
+            Err(err) => {
+                eprintln!("client {n}: {err}; giving up");
+                tally.unregistered.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    };
     loop {
         let reader = match attach(instances[next], &id, &token).await {
             Attach::Ready(reader) => reader,
@@ -216,7 +254,8 @@ async fn client(
         }
         permit.take();
         let mut reader = reader;
-        while let Ok(Some(_)) = chunk(&mut reader).await {}
+        let mut buf = [0; 4096];
+        while let Ok(1..) = reader.read(&mut buf).await {}
         tally.attached.fetch_sub(1, Ordering::Relaxed);
         tally.ended.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
@@ -244,34 +283,17 @@ async fn run(cli: Arc<Cli>) -> Result<Value, String> {
     }
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(cli.concurrency));
-    let mut helos = Vec::new();
-    for n in 0..cli.clients {
-        let addr = cli.instances[n % cli.instances.len()];
-        let room = format!("storm{}", n / cli.room_size.max(1));
-        let gate = Arc::clone(&gate);
-        helos.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("never closed");
-            helo(addr, &format!("c{n}"), &room).await
-        }));
-    }
-    let mut sessions = Vec::new();
-    for helo in helos {
-        sessions.push(helo.await.map_err(|e| e.to_string())??);
-    }
-    let registered = started.elapsed();
     let tally = Arc::new(Tally::default());
-    for (n, session) in sessions.into_iter().enumerate() {
-        tokio::spawn(client(
-            Arc::clone(&cli),
-            Arc::clone(&tally),
-            n,
-            session,
-            Arc::clone(&gate),
-        ));
+    for n in 0..cli.clients {
+        let client = client(Arc::clone(&cli), Arc::clone(&tally), n, Arc::clone(&gate));
+        tokio::spawn(client);
     }
     let deadline = started + Duration::from_secs(cli.max_secs);
     let everyone = |tally: &Tally| {
-        tally.attached.load(Ordering::Relaxed) + tally.lost.load(Ordering::Relaxed) >= cli.clients
+        tally.attached.load(Ordering::Relaxed)
+            + tally.lost.load(Ordering::Relaxed)
+            + tally.unregistered.load(Ordering::Relaxed)
+            >= cli.clients
     };
     while !everyone(&tally) {
         if Instant::now() > deadline {
@@ -279,9 +301,9 @@ async fn run(cli: Arc<Cli>) -> Result<Value, String> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let attached = started.elapsed() - registered;
+    let attached = started.elapsed();
     eprintln!(
-        "{} clients registered in {registered:.1?}, attached in {attached:.1?}",
+        "{} clients registered and attached in {attached:.1?}",
         cli.clients
     );
     std::fs::write(&cli.ready_file, "attached\n").map_err(|e| e.to_string())?;
@@ -311,11 +333,11 @@ async fn run(cli: Arc<Cli>) -> Result<Value, String> {
         "clients": cli.clients,
         "room_size": cli.room_size,
         "instances": cli.instances.len(),
-        "register_s": registered.as_secs_f64(),
         "attach_s": attached.as_secs_f64(),
         "ended": tally.ended.load(Ordering::Relaxed),
         "refused": tally.refused.load(Ordering::Relaxed),
         "lost": tally.lost.load(Ordering::Relaxed),
+        "unregistered": tally.unregistered.load(Ordering::Relaxed),
         "all_back_s": span,
         "back_p50_ms": percentile(&back, 0.5),
         "back_p99_ms": percentile(&back, 0.99),
