@@ -24,6 +24,7 @@ mod crashes;
 mod departures;
 mod deploys;
 mod messaging;
+mod outages;
 mod proxy;
 mod resume;
 mod rooms;

@@ -130,6 +130,9 @@ struct State {
 #[derive(Default)]
 pub(super) struct Peers {
     state: Mutex<State>,
+    /// Held by the reload a mismatch asked for: a storm of attaches that all disagree waits
+    /// for that one read of the directory instead of each making its own.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Peers {
@@ -177,8 +180,31 @@ impl Peers {
         )
     }
 
+    /// The members of `room`, counting `size`, from memory; when the counts disagree, after a
+    /// reload (one at a time, at most one per [`RELOAD_PAUSE`]: a mismatch while one runs
+    /// waits for it and looks again). `None` when they still disagree: read the directory.
+    pub(super) async fn members_reloading(
+        &self,
+        room: &RoomName,
+        size: usize,
+        directory: &Directory,
+    ) -> Option<Vec<Peer>> {
+        if let Some(members) = self.members(room, size) {
+            return Some(members);
+        }
+        let _turn = self.reloading.lock().await;
+        if let Some(members) = self.members(room, size) {
+            return Some(members);
+        }
+        if !self.may_reload() {
+            return None;
+        }
+        self.reload(directory).await;
+        self.members(room, size)
+    }
+
     /// Whether a mismatch may reload now: none did within [`RELOAD_PAUSE`].
-    pub(super) fn may_reload(&self) -> bool {
+    fn may_reload(&self) -> bool {
         let mut state = self.lock();
         let due = state.asked.is_none_or(|at| at.elapsed() >= RELOAD_PAUSE);
         if due {

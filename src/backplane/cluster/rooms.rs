@@ -158,16 +158,11 @@ impl Cluster {
     /// directory (see [`peers`](super::peers)).
     pub(crate) async fn room_members(&self, room: &RoomName) -> Result<Vec<Peer>, RegistryError> {
         let size = self.directory.room_size(room).await?;
-        if let Some(members) = self.peers.members(room, size) {
-            return Ok(members);
+        let known = self.peers.members_reloading(room, size, &self.directory);
+        match known.await {
+            Some(members) => Ok(members),
+            None => self.directory.room_members(room).await,
         }
-        if self.peers.may_reload() {
-            self.peers.reload(&self.directory).await;
-            if let Some(members) = self.peers.members(room, size) {
-                return Ok(members);
-            }
-        }
-        self.directory.room_members(room).await
     }
 
     /// How many members `room` has in the cluster.
