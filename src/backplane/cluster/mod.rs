@@ -80,6 +80,7 @@
 //! - [`dispatch`]: what each message does when it comes back.
 //! - [`migrate`]: pulling a session here; giving one up when pulled.
 //! - [`drain`]: sending every session to the others when this instance stops.
+//! - [`lifetime`]: refreshing a session homed elsewhere (its home's reaper ends it).
 //! - [`recovery`]: keeping alive, adopting a dead instance's sessions, re-registering;
 //!   telling an attach at once that a session's instance died.
 //! - [`restart`]: after Redis restarted empty, telling a forgotten session from a gone one.
@@ -94,6 +95,7 @@ mod dispatch;
 mod drain;
 mod instance;
 mod keys;
+mod lifetime;
 mod liveness;
 mod migrate;
 mod operations;

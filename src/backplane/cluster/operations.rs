@@ -74,8 +74,12 @@ impl Cluster {
 
     /// The session `token` proves, here or in the directory.
     pub(crate) async fn authenticate(&self, token: &Token) -> Result<Peer, RegistryError> {
-        if let Ok(peer) = self.registry.authenticate(token) {
-            return Ok(peer);
+        match self.registry.authenticate(token) {
+            // Ended here at its lifetime: only this instance knows why.
+            Ok(_) | Err(RegistryError::SessionExpired(_)) => {
+                return self.registry.authenticate(token);
+            }
+            Err(_) => {}
         }
         let id = token.session();
         let Some(entry) = self.directory.get(id).await? else {
@@ -114,7 +118,10 @@ impl Cluster {
         }
         if !self.registry.homes(id) {
             let Some(entry) = self.directory.get(id).await? else {
-                return Err(self.unknown(RegistryError::UnknownSession(id)).await);
+                return Err(match self.registry.authenticate(token) {
+                    Err(expired @ RegistryError::SessionExpired(_)) => expired,
+                    _ => self.unknown(RegistryError::UnknownSession(id)).await,
+                });
             };
             if token.session() != id {
                 return Err(RegistryError::BadToken);
@@ -173,7 +180,10 @@ impl Cluster {
                 retry_after: Duration::from_secs(1),
             }),
             Ok(Outcome::KeyReused) => Err(RegistryError::KeyReused),
-            Ok(Outcome::UnknownRecipient) => Err(RegistryError::UnknownRecipient(to)),
+            // (`Refreshed` answers a refresh, never a direct message.)
+            Ok(Outcome::UnknownRecipient | Outcome::Refreshed(_)) => {
+                Err(RegistryError::UnknownRecipient(to))
+            }
             Err(Unanswered::Unpublished(err)) => Err(err),
             Err(Unanswered::TimedOut | Unanswered::Withdrawn) => {
                 Err(unavailable("the recipient's instance did not answer"))
