@@ -211,13 +211,13 @@ impl Directory {
     }
 
     /// Removes an entry, its rooms' counts and the session's counts (`counts` is their key);
-    /// the rooms it was in when this call removed it (so the caller announces the leave in
-    /// them, and only one caller does).
+    /// the rooms it was in when this call removed it and its home (so the caller announces the
+    /// leave in them and to its home, and only one caller does).
     pub(super) async fn delete(
         &self,
         id: SessionId,
         counts: String,
-    ) -> Result<Option<Vec<RoomName>>, RegistryError> {
+    ) -> Result<Option<(Vec<RoomName>, Option<Uuid>)>, RegistryError> {
         let removed: Option<String> = DELETE
             .key(&self.key)
             .key(&self.rooms)
@@ -229,7 +229,7 @@ impl Directory {
         // An entry that does not parse was still removed: it left no rooms anyone knows.
         Ok(removed.map(|json| {
             serde_json::from_str::<Entry>(&json)
-                .map(|entry| entry.rooms)
+                .map(|entry| (entry.rooms, Some(entry.home)))
                 .unwrap_or_default()
         }))
     }

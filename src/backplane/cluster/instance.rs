@@ -1,7 +1,8 @@
 //! This instance's side of the cluster: what it holds, and the tasks it starts.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -14,6 +15,7 @@ use super::keys::{Keys, unavailable};
 use super::liveness::Liveness;
 use super::request::Requests;
 use super::sequence::Sequence;
+use super::subscriptions::Subscriptions;
 use super::transit::Migrations;
 use super::wire::Outcome;
 use crate::backplane::events::BrokerEvents;
@@ -21,6 +23,9 @@ use crate::registry::{Registry, RegistryError};
 
 /// Longest wait for another instance's answer (a direct message, a migration).
 pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a room channel subscribed for a session on its way here stays read without it (see
+/// [`subscriptions`](super::subscriptions)).
+pub(super) const HOLD: Duration = Duration::from_secs(5);
 /// Longest wait for a health probe to come back.
 pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -44,8 +49,12 @@ pub(crate) struct Cluster {
     /// Health probes awaiting their own return.
     pub(super) probes: Requests<()>,
     pub(super) migrations: Migrations,
+    /// The room channels read here.
+    pub(super) subscriptions: Subscriptions,
     /// Subscribed to the bus and re-registered: healthy.
     pub(super) subscribed: AtomicBool,
+    /// What was not understood on the channels and logged already: (reason, kind or fields).
+    pub(super) not_understood: Mutex<HashSet<(&'static str, String)>>,
 }
 
 impl Cluster {
@@ -80,6 +89,7 @@ impl Cluster {
             directory: Directory::new(conn.clone(), &keys, instance),
             sequence: Sequence::new(conn.clone(), keys.clone(), announces),
             liveness: Liveness::new(conn.clone(), keys.clone(), instance),
+            subscriptions: Subscriptions::new(keys.clone()),
             keys,
             client,
             conn,
@@ -87,6 +97,7 @@ impl Cluster {
             probes: Requests::default(),
             migrations: Migrations::default(),
             subscribed: AtomicBool::new(false),
+            not_understood: Mutex::default(),
         });
         info!(instance = %cluster.instance, prefix, "cluster mode");
         tokio::spawn(Arc::clone(&cluster).subscribe(shutdown.clone()));

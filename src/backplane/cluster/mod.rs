@@ -92,6 +92,7 @@ mod recovery;
 mod request;
 mod rooms;
 mod sequence;
+mod subscriptions;
 mod transit;
 mod wire;
 

@@ -167,10 +167,11 @@ impl Sequence {
         }
     }
 
-    /// Publishes a message that puts an event into the mailboxes, numbered; `from` is the
-    /// session that does not get it (a broadcast's sender, the session joining).
+    /// Publishes on `channel` a message that puts an event into the mailboxes, numbered; `from`
+    /// is the session that does not get it (a broadcast's sender, the session joining).
     pub(super) async fn publish_numbered(
         &self,
+        channel: String,
         message: &Message,
         from: Option<SessionId>,
     ) -> Result<(), RegistryError> {
@@ -179,7 +180,7 @@ impl Sequence {
             invocation.key(self.keys.counts(from));
         }
         invocation
-            .arg(self.keys.bus())
+            .arg(channel)
             .arg(message.to_json())
             .invoke_async::<u64>(&mut self.conn.clone())
             .await

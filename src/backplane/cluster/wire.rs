@@ -3,7 +3,11 @@
 //!
 //! The JSON is the contract between versions during a rolling deploy: a variant's tag and its
 //! fields keep their names (`handover`, `handed_over`, `handoff` predate the words *migrate* and
-//! *drain*), and a field an older instance does not know must be one it can ignore.
+//! *drain*), and a field an older instance does not know must be one it can ignore. Every
+//! message says which protocol wrote it (`"v"`, first after a numbered message's `"seq"`;
+//! absent: protocol 1, before room channels). A reader takes what it knows of a message from a
+//! newer protocol and ignores the rest; a kind it does not know at all is ignored. Either is
+//! logged once and counted ([`read`]), never an error that ends the subscription.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -12,6 +16,10 @@ use uuid::Uuid;
 use super::directory::Entry;
 use crate::identity::{RoomName, SessionId, TokenHash};
 use crate::registry::{Event, EventId, Peer, SendKey, Snapshot};
+
+/// This build's protocol: 2 added room channels, `prepare`, `"rooms"` in `handover` and the
+/// `"v"` field itself (see the [module doc](super) on mixed versions).
+pub(super) const PROTOCOL: u32 = 2;
 
 /// Everything instances send each other.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,11 +88,26 @@ pub(super) enum Message {
     },
     /// `origin` asks the session's home to let it migrate there; the home answers with
     /// `Migrated`.
+    /// `rooms`: the room channels `origin` reads for the session (protocol 2); its home lets it
+    /// go only when they cover the session's rooms, else answers `NotYet`.
     #[serde(rename = "handover")]
     Migrate {
         req: u64,
         origin: Uuid,
         session: SessionId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rooms: Option<Vec<RoomName>>,
+    },
+    /// `origin` asks its receiver to read `rooms`' channels (answered `Reply` `Prepared` once
+    /// it does): before a session joins one of them there (then `session` is that session, and
+    /// its receiver keeps it from migrating until it reads the session's `Enter`, or answers
+    /// `NotHere`), or before sessions in them are drained there. Protocol 2.
+    Prepare {
+        req: u64,
+        origin: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<SessionId>,
+        rooms: Vec<RoomName>,
     },
     /// The session itself, for `origin`: the answer to `Migrate` (`req` its request id), or a
     /// session drained to `origin` (`req` [`DRAINED`]).
@@ -144,6 +167,10 @@ pub(super) enum Outcome {
     /// Its `Idempotency-Key` came before with another message.
     KeyReused,
     UnknownRecipient,
+    /// The answer to `Prepare`: reading the rooms' channels.
+    Prepared,
+    /// The answer to `Prepare`: the session is not homed here (it moved).
+    NotHere,
 }
 
 /// A session of a dead instance, as `adopted` carries it.
@@ -195,6 +222,22 @@ impl Message {
         self.audience().is_some_and(|a| a.includes(session))
     }
 
+    /// The one room this message is the traffic of, if it is: it travels on that room's
+    /// channel. A join or leave is one room's when it names one room only (they are published
+    /// a room at a time, but while the cluster is mixed).
+    pub(super) fn room(&self) -> Option<&RoomName> {
+        match self {
+            Message::Join { rooms, .. } | Message::Leave { rooms, .. } if rooms.len() == 1 => {
+                rooms.first()
+            }
+            Message::Enter { room, .. }
+            | Message::Exit { room, .. }
+            | Message::Broadcast { room, .. } => Some(room),
+            Message::Announce { room, .. } => room.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The one instance an answer is for (its asker); `None` for what every instance reads.
     pub(super) fn answers(&self) -> Option<Uuid> {
         match self {
@@ -207,10 +250,110 @@ impl Message {
         }
     }
 
-    /// The JSON that travels.
+    /// The JSON that travels, its protocol first.
     pub(super) fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("bus messages serialise")
+        let json = serde_json::to_string(self).expect("bus messages serialise");
+        format!(r#"{{"v":{PROTOCOL},{}"#, &json[1..])
     }
+}
+
+/// Why a message read was not (wholly) understood.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Unknown {
+    /// A kind this build does not know (from a newer protocol): ignored.
+    Kind(String),
+    /// Fields this build does not know, in a message it applies without them.
+    Fields(Vec<String>),
+    /// Not a message at all.
+    Malformed(String),
+}
+
+impl Unknown {
+    /// The metric's label.
+    pub(super) fn reason(&self) -> &'static str {
+        match self {
+            Unknown::Kind(_) => "unknown_kind",
+            Unknown::Fields(_) => "unknown_field",
+            Unknown::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// Reads a message: what this build can apply, and what it did not understand. Fields are
+/// looked for only in messages of a newer protocol, so the common path parses once.
+pub(super) fn read(payload: &[u8]) -> (Option<Message>, Option<Unknown>) {
+    if version_of(payload) <= PROTOCOL {
+        return match serde_json::from_slice(payload) {
+            Ok(message) => (Some(message), None),
+            Err(err) => (None, Some(unknown_or_malformed(payload, err))),
+        };
+    }
+    let mut fields = Vec::new();
+    let mut reader = serde_json::Deserializer::from_slice(payload);
+    let read = serde_ignored::deserialize(&mut reader, |path| {
+        let path = path.to_string();
+        // `seq` and `v` are read before the message, by `seq_of` and `version_of`.
+        if path != "seq" && path != "v" {
+            fields.push(path);
+        }
+    });
+    match read {
+        Ok(message) => (Some(message), (!fields.is_empty()).then_some(Unknown::Fields(fields))),
+        Err(err) => (None, Some(unknown_or_malformed(payload, err))),
+    }
+}
+
+/// A message that did not parse: one of a kind this build does not know, or junk.
+fn unknown_or_malformed(payload: &[u8], err: serde_json::Error) -> Unknown {
+    #[derive(Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    match serde_json::from_slice::<Kind>(payload) {
+        Ok(Kind { kind }) if !KINDS.contains(&kind.as_str()) => Unknown::Kind(kind),
+        _ => Unknown::Malformed(err.to_string()),
+    }
+}
+
+/// Every kind this build knows, as tagged on the wire.
+const KINDS: [&str; 16] = [
+    "join",
+    "leave",
+    "enter",
+    "exit",
+    "broadcast",
+    "announce",
+    "direct",
+    "reply",
+    "handover",
+    "prepare",
+    "handed_over",
+    "not_yet",
+    "not_coming",
+    "handoff",
+    "adopted",
+    "probe",
+];
+
+/// The protocol that wrote a message (`"v"`, first or right after `"seq"`); 1 without one.
+pub(super) fn version_of(payload: &[u8]) -> u32 {
+    let rest = payload.strip_prefix(b"{").unwrap_or(payload);
+    let rest = match rest.strip_prefix(br#""seq":"#) {
+        Some(numbered) => {
+            let end = numbered.iter().position(|b| *b == b',').unwrap_or(0);
+            &numbered[end + 1..]
+        }
+        None => rest,
+    };
+    let Some(v) = rest.strip_prefix(br#""v":"#) else {
+        return 1;
+    };
+    let end = v.iter().position(|b| !b.is_ascii_digit()).unwrap_or(v.len());
+    std::str::from_utf8(&v[..end])
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 /// The number of a numbered message (its first key, `"seq"`), if it is one (see
