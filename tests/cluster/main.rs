@@ -28,6 +28,7 @@ mod proxy;
 mod resume;
 mod rooms;
 mod tokens;
+mod upgrade;
 
 #[path = "../support/mod.rs"]
 mod support;
