@@ -260,6 +260,7 @@ async fn a_rooms_traffic_is_read_only_by_the_instances_with_members_in_it() {
     cluster.settle().await;
     assert_eq!(cluster.readers(&dev).await, 2, "A and B read dev, C does not");
     let mut ann_stream = a.attach_ready(&ann).await;
+    assert_eq!(ann_stream.next_named("new_user").await.data, bob.member("dev"));
     let mut bob_stream = b.attach_ready(&bob).await;
     let mut eve_stream = a.attach_ready(&eve).await;
     let mut cat_stream = c.attach_ready(&cat).await;
@@ -316,8 +317,9 @@ async fn a_rooms_traffic_is_read_only_by_the_instances_with_members_in_it() {
     a.room_request(Method::DELETE, &eve, "dev").await;
     eve_stream.next_named("left").await;
     assert_eq!(a.delete(&fay.token).await.status(), 204);
-    bob_stream.next_named("user_left").await;
-    bob_stream.next_named("user_left").await;
+    for (event, who) in [("new_user", &eve), ("user_left", &eve), ("user_left", &fay)] {
+        assert_eq!(bob_stream.next_named(event).await.data, who.member("dev"));
+    }
     cluster.settle().await;
     assert_eq!(shared_reads(c).await, quiet, "C reads none of dev's traffic");
     let marker = json!("marker");

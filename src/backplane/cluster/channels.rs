@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::instance::Cluster;
 use super::keys::unavailable;
-use super::wire::{Message, Unknown, read, seq_of};
+use super::protocol::{Unknown, read};
+use super::wire::{Message, seq_of};
 use crate::identity::SessionId;
 use crate::registry::RegistryError;
 

@@ -15,10 +15,11 @@ use std::time::Instant;
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use tracing::info;
 use uuid::Uuid;
 
 use super::keys::{Keys, LIVENESS, unavailable};
-use super::wire::PROTOCOL;
+use super::protocol::PROTOCOL;
 use crate::registry::RegistryError;
 
 /// The liveness key's value of an instance that takes sessions.
@@ -85,6 +86,14 @@ impl Liveness {
         }
         let mut state = self.older.lock().expect("liveness lock poisoned");
         let now = Instant::now();
+        match (state.0.is_empty(), older.is_empty()) {
+            (true, false) => info!(
+                instances = older.len(),
+                "an instance of an older protocol is alive: room traffic rides the bus"
+            ),
+            (false, true) => info!("every instance alive speaks protocol {PROTOCOL}"),
+            _ => {}
+        }
         if !older.is_empty() {
             state.1 = Some(now + LIVENESS);
         } else if state.1.is_none() {

@@ -90,6 +90,7 @@
 //! - [`request`]: request/reply over the bus ([`request::Requests`]).
 //! - [`directory`]: the sessions hash ([`directory::Directory`]).
 //! - [`wire`]: every message instances send each other.
+//! - [`protocol`]: the protocol version on the wire, and reading a newer instance's messages.
 //! - [`sequence`]: counting each session's events in Redis ([`sequence::Sequence`]).
 //! - [`liveness`]: this instance's key, and reading the others' ([`liveness::Liveness`]).
 //! - [`subscriptions`]: the room channels this instance reads ([`subscriptions::Subscriptions`]).
@@ -120,6 +121,7 @@ mod keys;
 mod liveness;
 mod migrate;
 mod operations;
+mod protocol;
 mod recovery;
 mod request;
 mod rooms;

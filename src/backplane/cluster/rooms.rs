@@ -99,7 +99,13 @@ impl Cluster {
             let prepared = if home == self.instance {
                 self.prepare_here(Some(id), vec![room.clone()], HOLD)
                     .await
-                    .map(|pinned| pinned.then_some(Outcome::Prepared).unwrap_or(Outcome::NotHere))
+                    .map(|pinned| {
+                        if pinned {
+                            Outcome::Prepared
+                        } else {
+                            Outcome::NotHere
+                        }
+                    })
             } else if self.liveness.is_older(home) {
                 return Ok(());
             } else {

@@ -7,19 +7,17 @@
 //! message says which protocol wrote it (`"v"`, first after a numbered message's `"seq"`;
 //! absent: protocol 1, before room channels). A reader takes what it knows of a message from a
 //! newer protocol and ignores the rest; a kind it does not know at all is ignored. Either is
-//! logged once and counted ([`read`]), never an error that ends the subscription.
+//! logged once and counted ([`read`]), never an error that ends the subscription
+//! ([`protocol`](super::protocol)).
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::directory::Entry;
+use super::protocol::PROTOCOL;
 use crate::identity::{RoomName, SessionId, TokenHash};
 use crate::registry::{Event, EventId, Peer, SendKey, Snapshot};
-
-/// This build's protocol: 2 added room channels, `prepare`, `"rooms"` in `handover` and the
-/// `"v"` field itself (see the [module doc](super) on mixed versions).
-pub(super) const PROTOCOL: u32 = 2;
 
 /// Everything instances send each other.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -257,105 +255,6 @@ impl Message {
     }
 }
 
-/// Why a message read was not (wholly) understood.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Unknown {
-    /// A kind this build does not know (from a newer protocol): ignored.
-    Kind(String),
-    /// Fields this build does not know, in a message it applies without them.
-    Fields(Vec<String>),
-    /// Not a message at all.
-    Malformed(String),
-}
-
-impl Unknown {
-    /// The metric's label.
-    pub(super) fn reason(&self) -> &'static str {
-        match self {
-            Unknown::Kind(_) => "unknown_kind",
-            Unknown::Fields(_) => "unknown_field",
-            Unknown::Malformed(_) => "malformed",
-        }
-    }
-}
-
-/// Reads a message: what this build can apply, and what it did not understand. Fields are
-/// looked for only in messages of a newer protocol, so the common path parses once.
-pub(super) fn read(payload: &[u8]) -> (Option<Message>, Option<Unknown>) {
-    if version_of(payload) <= PROTOCOL {
-        return match serde_json::from_slice(payload) {
-            Ok(message) => (Some(message), None),
-            Err(err) => (None, Some(unknown_or_malformed(payload, err))),
-        };
-    }
-    let mut fields = Vec::new();
-    let mut reader = serde_json::Deserializer::from_slice(payload);
-    let read = serde_ignored::deserialize(&mut reader, |path| {
-        let path = path.to_string();
-        // `seq` and `v` are read before the message, by `seq_of` and `version_of`.
-        if path != "seq" && path != "v" {
-            fields.push(path);
-        }
-    });
-    match read {
-        Ok(message) => (Some(message), (!fields.is_empty()).then_some(Unknown::Fields(fields))),
-        Err(err) => (None, Some(unknown_or_malformed(payload, err))),
-    }
-}
-
-/// A message that did not parse: one of a kind this build does not know, or junk.
-fn unknown_or_malformed(payload: &[u8], err: serde_json::Error) -> Unknown {
-    #[derive(Deserialize)]
-    struct Kind {
-        #[serde(rename = "type")]
-        kind: String,
-    }
-    match serde_json::from_slice::<Kind>(payload) {
-        Ok(Kind { kind }) if !KINDS.contains(&kind.as_str()) => Unknown::Kind(kind),
-        _ => Unknown::Malformed(err.to_string()),
-    }
-}
-
-/// Every kind this build knows, as tagged on the wire.
-const KINDS: [&str; 16] = [
-    "join",
-    "leave",
-    "enter",
-    "exit",
-    "broadcast",
-    "announce",
-    "direct",
-    "reply",
-    "handover",
-    "prepare",
-    "handed_over",
-    "not_yet",
-    "not_coming",
-    "handoff",
-    "adopted",
-    "probe",
-];
-
-/// The protocol that wrote a message (`"v"`, first or right after `"seq"`); 1 without one.
-pub(super) fn version_of(payload: &[u8]) -> u32 {
-    let rest = payload.strip_prefix(b"{").unwrap_or(payload);
-    let rest = match rest.strip_prefix(br#""seq":"#) {
-        Some(numbered) => {
-            let end = numbered.iter().position(|b| *b == b',').unwrap_or(0);
-            &numbered[end + 1..]
-        }
-        None => rest,
-    };
-    let Some(v) = rest.strip_prefix(br#""v":"#) else {
-        return 1;
-    };
-    let end = v.iter().position(|b| !b.is_ascii_digit()).unwrap_or(v.len());
-    std::str::from_utf8(&v[..end])
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-}
-
 /// The number of a numbered message (its first key, `"seq"`), if it is one (see
 /// [`sequence`](super::sequence)).
 pub(super) fn seq_of(payload: &[u8]) -> Option<u64> {
@@ -420,7 +319,7 @@ mod tests {
             snapshot: Box::new(snapshot),
         }
         .to_json();
-        assert!(json.starts_with(r#"{"type":"handed_over","#), "{json}");
+        assert!(json.starts_with(r#"{"v":2,"type":"handed_over","#), "{json}");
         let Message::Migrated { snapshot, .. } = serde_json::from_str(&json).unwrap() else {
             panic!("wrong variant from {json}");
         };
@@ -486,13 +385,14 @@ mod tests {
             req: 1,
             origin: Uuid::nil(),
             session: id,
+            rooms: None,
         };
-        assert!(migrate.to_json().starts_with(r#"{"type":"handover","#));
+        assert!(migrate.to_json().starts_with(r#"{"v":2,"type":"handover","#));
         let drain = Message::Drain {
             from: Uuid::nil(),
             to: Uuid::nil(),
             sessions: Vec::new(),
         };
-        assert!(drain.to_json().starts_with(r#"{"type":"handoff","#));
+        assert!(drain.to_json().starts_with(r#"{"v":2,"type":"handoff","#));
     }
 }
