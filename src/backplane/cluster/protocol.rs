@@ -3,6 +3,7 @@
 //! reported to be logged once and counted (see the [module doc](super) on mixed versions).
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::wire::Message;
 
@@ -35,24 +36,51 @@ impl Unknown {
 /// Reads a message: what this build can apply, and what it did not understand. Fields are
 /// looked for only in messages of a newer protocol, so the common path parses once.
 pub(super) fn read(payload: &[u8]) -> (Option<Message>, Option<Unknown>) {
-    if version_of(payload) <= PROTOCOL {
-        return match serde_json::from_slice(payload) {
-            Ok(message) => (Some(message), None),
-            Err(err) => (None, Some(unknown_or_malformed(payload, err))),
-        };
-    }
-    let mut fields = Vec::new();
-    let mut reader = serde_json::Deserializer::from_slice(payload);
-    let read = serde_ignored::deserialize(&mut reader, |path| {
-        let path = path.to_string();
-        // `seq` and `v` are read before the message, by `seq_of` and `version_of`.
-        if path != "seq" && path != "v" {
-            fields.push(path);
+    match serde_json::from_slice(payload) {
+        Ok(message) => {
+            let fields = if version_of(payload) > PROTOCOL {
+                unknown_fields(payload, &message)
+            } else {
+                Vec::new()
+            };
+            (Some(message), (!fields.is_empty()).then_some(Unknown::Fields(fields)))
         }
-    });
-    match read {
-        Ok(message) => (Some(message), (!fields.is_empty()).then_some(Unknown::Fields(fields))),
         Err(err) => (None, Some(unknown_or_malformed(payload, err))),
+    }
+}
+
+/// The fields of `payload` that `message`, as this build read it, does not have: what a newer
+/// protocol added. (Messages carry raw JSON from clients, which a deserializer that reports
+/// what it skips cannot pass through, so the two are compared.)
+fn unknown_fields(payload: &[u8], message: &Message) -> Vec<String> {
+    let (Ok(sent), Ok(known)) = (
+        serde_json::from_slice::<Value>(payload),
+        serde_json::to_value(message),
+    ) else {
+        return Vec::new();
+    };
+    let mut fields = Vec::new();
+    missing(&sent, &known, "", &mut fields);
+    // `seq` and `v` are read before the message, by `seq_of` and `version_of`.
+    fields.retain(|field| field != "seq" && field != "v");
+    fields
+}
+
+/// Adds to `out` the paths of `sent`'s object keys that `known` lacks, below `at`.
+fn missing(sent: &Value, known: &Value, at: &str, out: &mut Vec<String>) {
+    let (Value::Object(sent), Value::Object(known)) = (sent, known) else {
+        return;
+    };
+    for (key, value) in sent {
+        let path = if at.is_empty() {
+            key.clone()
+        } else {
+            format!("{at}.{key}")
+        };
+        match known.get(key) {
+            Some(known) => missing(value, known, &path, out),
+            None => out.push(path),
+        }
     }
 }
 
