@@ -433,7 +433,9 @@ impl Metrics {
 
     /// Counts one cluster message (or its fields) not understood, for `reason`.
     pub fn bus_ignored(&self, reason: &'static str) {
-        self.bus_ignored.get_or_create(&ReasonLabel { reason }).inc();
+        self.bus_ignored
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Counts one cluster message read from `channel` (`bus`, `room` or `instance`).

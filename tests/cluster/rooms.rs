@@ -258,9 +258,16 @@ async fn a_rooms_traffic_is_read_only_by_the_instances_with_members_in_it() {
     let cat = c.helo_in("cat", json!(["ops"])).await;
     let eve = a.helo_in("eve", json!([])).await;
     cluster.settle().await;
-    assert_eq!(cluster.readers(&dev).await, 2, "A and B read dev, C does not");
+    assert_eq!(
+        cluster.readers(&dev).await,
+        2,
+        "A and B read dev, C does not"
+    );
     let mut ann_stream = a.attach_ready(&ann).await;
-    assert_eq!(ann_stream.next_named("new_user").await.data, bob.member("dev"));
+    assert_eq!(
+        ann_stream.next_named("new_user").await.data,
+        bob.member("dev")
+    );
     let mut bob_stream = b.attach_ready(&bob).await;
     let mut eve_stream = a.attach_ready(&eve).await;
     let mut cat_stream = c.attach_ready(&cat).await;
@@ -271,8 +278,14 @@ async fn a_rooms_traffic_is_read_only_by_the_instances_with_members_in_it() {
     // dev's traffic, through every instance: a join, a broadcast, a session joining through
     // another instance than its home and leaving again, a session leaving the hub.
     let dan = c.helo_in("dan", json!(["dev"])).await;
-    assert_eq!(ann_stream.next_named("new_user").await.data, dan.member("dev"));
-    assert_eq!(bob_stream.next_named("new_user").await.data, dan.member("dev"));
+    assert_eq!(
+        ann_stream.next_named("new_user").await.data,
+        dan.member("dev")
+    );
+    assert_eq!(
+        bob_stream.next_named("new_user").await.data,
+        dan.member("dev")
+    );
     let body = json!({"room": "dev", "message": "dev only"}).to_string();
     let response = b.post_raw("/broadcast", Some(&bob.token), &body).await;
     assert_eq!(body_json(response).await, json!({"recipients": 2}));
@@ -282,13 +295,22 @@ async fn a_rooms_traffic_is_read_only_by_the_instances_with_members_in_it() {
     );
     assert_eq!(b.join_room(&eve, "dev").await, 4);
     eve_stream.next_named("joined").await;
-    assert_eq!(bob_stream.next_named("new_user").await.data, eve.member("dev"));
+    assert_eq!(
+        bob_stream.next_named("new_user").await.data,
+        eve.member("dev")
+    );
     let response = c.room_request(Method::DELETE, &eve, "dev").await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     eve_stream.next_named("left").await;
-    assert_eq!(bob_stream.next_named("user_left").await.data, eve.member("dev"));
+    assert_eq!(
+        bob_stream.next_named("user_left").await.data,
+        eve.member("dev")
+    );
     assert_eq!(c.delete(&dan.token).await.status(), 204);
-    assert_eq!(bob_stream.next_named("user_left").await.data, dan.member("dev"));
+    assert_eq!(
+        bob_stream.next_named("user_left").await.data,
+        dan.member("dev")
+    );
 
     // C homed dan for a while: it read dev then, and leaves it once he is gone.
     wait_for_readers(&cluster, &dev, 2).await;
@@ -321,7 +343,11 @@ async fn a_rooms_traffic_is_read_only_by_the_instances_with_members_in_it() {
         assert_eq!(bob_stream.next_named(event).await.data, who.member("dev"));
     }
     cluster.settle().await;
-    assert_eq!(shared_reads(c).await, quiet, "C reads none of dev's traffic");
+    assert_eq!(
+        shared_reads(c).await,
+        quiet,
+        "C reads none of dev's traffic"
+    );
     let marker = json!("marker");
     let id = a.respond(&ann, &cat, &marker).await;
     cat_stream.expect_response(id, &ann, &cat, &marker).await;

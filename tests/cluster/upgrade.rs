@@ -51,7 +51,8 @@ async fn the_previous_release_and_this_one_serve_one_cluster_side_by_side() {
     let old = cluster.add_program("OLD", &previous, &[]).await;
     cluster.settle().await;
     let (new, old_node) = (&cluster.nodes[0], &cluster.nodes[old]);
-    new.log_line("an instance of an older protocol is alive").await;
+    new.log_line("an instance of an older protocol is alive")
+        .await;
 
     // Joins across versions, in the lobby and in a room.
     let ann = new.helo_in("ann", json!(["lobby", "dev"])).await;
@@ -63,56 +64,95 @@ async fn the_previous_release_and_this_one_serve_one_cluster_side_by_side() {
         ann_stream.next_named("new_user").await.data,
     ];
     heard.sort_by_key(|member| member["room"].as_str().map(str::to_owned));
-    assert_eq!(heard, [olga.member("dev"), olga.member("lobby")], "once per room");
+    assert_eq!(
+        heard,
+        [olga.member("dev"), olga.member("lobby")],
+        "once per room"
+    );
     let mut olga_stream = old_node.attach_ready(&olga).await;
     let ben = new.helo_in("ben", json!(["dev"])).await;
-    assert_eq!(olga_stream.next_named("new_user").await.data, ben.member("dev"));
+    assert_eq!(
+        olga_stream.next_named("new_user").await.data,
+        ben.member("dev")
+    );
     ann_stream.next_named("new_user").await;
     let mut ben_stream = new.attach_ready(&ben).await;
 
     // Direct messages, both ways.
     let id = new.respond(&ann, &olga, "to the old one").await;
-    olga_stream.expect_response(id, &ann, &olga, &json!("to the old one")).await;
+    olga_stream
+        .expect_response(id, &ann, &olga, &json!("to the old one"))
+        .await;
     let id = old_node.respond(&olga, &ann, "to the new one").await;
-    ann_stream.expect_response(id, &olga, &ann, &json!("to the new one")).await;
+    ann_stream
+        .expect_response(id, &olga, &ann, &json!("to the new one"))
+        .await;
 
     // Broadcasts, both ways: the lobby, and a room while an old instance lives (on the bus).
     new.broadcast_ok(&ann, "hello lobby").await;
     let heard = olga_stream.next_named("client_broadcast").await.data;
-    assert_eq!((&heard["room"], &heard["message"]), (&json!("lobby"), &json!("hello lobby")));
+    assert_eq!(
+        (&heard["room"], &heard["message"]),
+        (&json!("lobby"), &json!("hello lobby"))
+    );
     old_node.broadcast_ok(&olga, "hello back").await;
-    assert_eq!(ann_stream.next_named("client_broadcast").await.data["message"], "hello back");
-    for (node, from, text) in [(new, &ben, "dev from new"), (old_node, &olga, "dev from old")] {
+    assert_eq!(
+        ann_stream.next_named("client_broadcast").await.data["message"],
+        "hello back"
+    );
+    for (node, from, text) in [
+        (new, &ben, "dev from new"),
+        (old_node, &olga, "dev from old"),
+    ] {
         let body = json!({"room": "dev", "message": text}).to_string();
         let response = node.post_raw("/broadcast", Some(&from.token), &body).await;
         assert_eq!(response.status(), StatusCode::ACCEPTED, "{text}");
-        assert_eq!(ann_stream.next_named("client_broadcast").await.data["message"], text);
+        assert_eq!(
+            ann_stream.next_named("client_broadcast").await.data["message"],
+            text
+        );
     }
-    assert_eq!(olga_stream.next_named("client_broadcast").await.data["message"], "dev from new");
-    assert_eq!(ben_stream.next_named("client_broadcast").await.data["message"], "dev from old");
+    assert_eq!(
+        olga_stream.next_named("client_broadcast").await.data["message"],
+        "dev from new"
+    );
+    assert_eq!(
+        ben_stream.next_named("client_broadcast").await.data["message"],
+        "dev from old"
+    );
 
     // Joining and leaving a room through the other version's instance.
     assert_eq!(new.join_room(&olga, "ops").await, 1);
     olga_stream.next_named("joined").await;
     assert_eq!(old_node.join_room(&ann, "ops").await, 2);
     ann_stream.next_named("joined").await;
-    assert_eq!(olga_stream.next_named("new_user").await.data, ann.member("ops"));
+    assert_eq!(
+        olga_stream.next_named("new_user").await.data,
+        ann.member("ops")
+    );
     let response = old_node.room_request(Method::DELETE, &ann, "ops").await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     ann_stream.next_named("left").await;
-    assert_eq!(olga_stream.next_named("user_left").await.data, ann.member("ops"));
+    assert_eq!(
+        olga_stream.next_named("user_left").await.data,
+        ann.member("ops")
+    );
 
     // A session's stream moves to the other version's instance, and back.
     drop(ben_stream);
     let mut ben_stream = old_node.attach(&ben, None).await;
     ben_stream.ready().await;
     let id = new.respond(&ann, &ben, "on the old one now").await;
-    ben_stream.expect_response(id, &ann, &ben, &json!("on the old one now")).await;
+    ben_stream
+        .expect_response(id, &ann, &ben, &json!("on the old one now"))
+        .await;
     drop(ben_stream);
     let mut ben_stream = new.attach(&ben, None).await;
     ben_stream.ready().await;
     let id = old_node.respond(&olga, &ben, "back on the new one").await;
-    ben_stream.expect_response(id, &olga, &ben, &json!("back on the new one")).await;
+    ben_stream
+        .expect_response(id, &olga, &ben, &json!("back on the new one"))
+        .await;
 
     // While the old instance lives, room traffic rides the bus it reads: nothing on rooms'.
     cluster.settle().await;
@@ -133,7 +173,9 @@ async fn the_previous_release_and_this_one_serve_one_cluster_side_by_side() {
     let heard = olga_stream.next_named("client_broadcast").await.data;
     assert_eq!(heard["message"], "after the upgrade");
     let id = upgraded.respond(&olga, &ann, "upgraded").await;
-    ann_stream.expect_response(id, &olga, &ann, &json!("upgraded")).await;
+    ann_stream
+        .expect_response(id, &olga, &ann, &json!("upgraded"))
+        .await;
 }
 
 #[tokio::test]
@@ -166,14 +208,20 @@ async fn what_a_newer_instance_sends_that_this_one_does_not_know_is_logged_and_c
     let heard = bob_stream.next_named("server_message").await.data;
     assert_eq!(heard["message"], "from the future");
     let id = a.respond(&ann, &bob, "still here").await;
-    bob_stream.expect_response(id, &ann, &bob, &json!("still here")).await;
+    bob_stream
+        .expect_response(id, &ann, &bob, &json!("still here"))
+        .await;
     for node in [a, b] {
         assert_eq!(ignored(node, "unknown_kind").await, 2);
         assert_eq!(ignored(node, "unknown_field").await, 1);
         assert_eq!(ignored(node, "malformed").await, 1);
         let (line, _) = node.log_line("a kind this version does not know").await;
         assert!(line.contains("teleport"), "{line}");
-        let logged = node.log().iter().filter(|l| l.contains("does not know (a newer")).count();
+        let logged = node
+            .log()
+            .iter()
+            .filter(|l| l.contains("does not know (a newer"))
+            .count();
         assert_eq!(logged, 1, "logged once");
     }
 }

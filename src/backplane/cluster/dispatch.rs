@@ -109,7 +109,9 @@ impl Cluster {
                 session,
                 rooms,
             } => self.prepare_for(req, origin, session, rooms),
-            Message::Enter { ref peer, ref room, .. } => {
+            Message::Enter {
+                ref peer, ref room, ..
+            } => {
                 transit.entered(peer.id, room);
                 self.apply_to(&message, None);
             }
@@ -161,7 +163,11 @@ impl Cluster {
         let cluster = Arc::clone(self);
         // Not inline: preparing takes the migration lock, which this message holds.
         tokio::spawn(async move {
-            let hold = if session.is_some() { HOLD } else { DRAIN_TIMEOUT };
+            let hold = if session.is_some() {
+                HOLD
+            } else {
+                DRAIN_TIMEOUT
+            };
             let outcome = match cluster.prepare_here(session, rooms, hold).await {
                 Ok(true) => Outcome::Prepared,
                 Ok(false) => Outcome::NotHere,

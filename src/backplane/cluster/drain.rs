@@ -89,7 +89,10 @@ impl Cluster {
                     let to = *next.next().expect("hosts is not empty");
                     let share = (session.peer.id, session.token_hash.clone());
                     shares.entry(to).or_default().push(share);
-                    rooms.entry(to).or_default().extend(session.rooms.iter().cloned());
+                    rooms
+                        .entry(to)
+                        .or_default()
+                        .extend(session.rooms.iter().cloned());
                 }
                 for (to, sessions) in shares {
                     self.prepare_host(to, rooms.remove(&to).unwrap_or_default())

@@ -177,9 +177,9 @@ impl Cluster {
             }),
             Ok(Outcome::KeyReused) => Err(RegistryError::KeyReused),
             Ok(Outcome::UnknownRecipient) => Err(RegistryError::UnknownRecipient(to)),
-            Ok(Outcome::Prepared | Outcome::NotHere) => {
-                Err(unavailable("the recipient's instance answered something else"))
-            }
+            Ok(Outcome::Prepared | Outcome::NotHere) => Err(unavailable(
+                "the recipient's instance answered something else",
+            )),
             Err(Unanswered::Unpublished(err)) => Err(err),
             Err(Unanswered::TimedOut | Unanswered::Withdrawn) => {
                 Err(unavailable("the recipient's instance did not answer"))

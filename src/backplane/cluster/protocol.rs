@@ -43,7 +43,10 @@ pub(super) fn read(payload: &[u8]) -> (Option<Message>, Option<Unknown>) {
             } else {
                 Vec::new()
             };
-            (Some(message), (!fields.is_empty()).then_some(Unknown::Fields(fields)))
+            (
+                Some(message),
+                (!fields.is_empty()).then_some(Unknown::Fields(fields)),
+            )
         }
         Err(err) => (None, Some(unknown_or_malformed(payload, err))),
     }
@@ -130,7 +133,10 @@ pub(super) fn version_of(payload: &[u8]) -> u32 {
     let Some(v) = rest.strip_prefix(br#""v":"#) else {
         return 1;
     };
-    let end = v.iter().position(|b| !b.is_ascii_digit()).unwrap_or(v.len());
+    let end = v
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(v.len());
     std::str::from_utf8(&v[..end])
         .ok()
         .and_then(|v| v.parse().ok())
@@ -148,11 +154,18 @@ mod tests {
     fn what_a_newer_protocol_adds_is_applied_without_it_or_ignored() {
         assert_eq!(version_of(br#"{"v":3,"type":"x"}"#), 3);
         assert_eq!(version_of(br#"{"seq":12,"v":2,"type":"x"}"#), 2);
-        assert_eq!(version_of(br#"{"type":"probe","body":{}}"#), 1, "protocol 1 wrote no v");
+        assert_eq!(
+            version_of(br#"{"type":"probe","body":{}}"#),
+            1,
+            "protocol 1 wrote no v"
+        );
 
         let known = r#"{"v":3,"type":"announce","body":{"message":1,"priority":"high"}}"#;
         let (message, unknown) = read(known.as_bytes());
-        assert!(matches!(message, Some(Message::Announce { room: None, .. })));
+        assert!(matches!(
+            message,
+            Some(Message::Announce { room: None, .. })
+        ));
         let Some(Unknown::Fields(fields)) = unknown else {
             panic!("the new field is reported: {unknown:?}");
         };
@@ -171,7 +184,10 @@ mod tests {
             origin: Uuid::nil(),
         }
         .to_json();
-        assert!(matches!(read(own.as_bytes()), (Some(Message::Probe { .. }), None)));
+        assert!(matches!(
+            read(own.as_bytes()),
+            (Some(Message::Probe { .. }), None)
+        ));
         let numbered = format!(r#"{{"seq":4,{}"#, &own[1..]);
         assert_eq!(seq_of(numbered.as_bytes()), Some(4));
         assert!(matches!(read(numbered.as_bytes()), (Some(_), None)));

@@ -127,7 +127,9 @@ impl Cluster {
             match prepared? {
                 Outcome::Prepared => return Ok(()),
                 _ if Instant::now() >= deadline => {
-                    return Err(unavailable("the session is moving between instances; retry"));
+                    return Err(unavailable(
+                        "the session is moving between instances; retry",
+                    ));
                 }
                 _ => {
                     tokio::time::sleep(Duration::from_millis(20)).await;

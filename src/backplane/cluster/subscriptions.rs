@@ -182,8 +182,14 @@ mod tests {
         assert!(subscriptions.read().await.is_empty());
 
         let mut holds = HashMap::new();
-        holds.insert(RoomName::parse("dev").unwrap(), Instant::now() + Duration::from_secs(60));
-        holds.insert(RoomName::parse("old").unwrap(), Instant::now() - Duration::from_secs(1));
+        holds.insert(
+            RoomName::parse("dev").unwrap(),
+            Instant::now() + Duration::from_secs(60),
+        );
+        holds.insert(
+            RoomName::parse("old").unwrap(),
+            Instant::now() - Duration::from_secs(1),
+        );
         let mut wanted: Vec<RoomName> = wanted(&mut holds, rooms(&["ops", "lobby"]))
             .into_iter()
             .collect();

@@ -319,7 +319,10 @@ mod tests {
             snapshot: Box::new(snapshot),
         }
         .to_json();
-        assert!(json.starts_with(r#"{"v":2,"type":"handed_over","#), "{json}");
+        assert!(
+            json.starts_with(r#"{"v":2,"type":"handed_over","#),
+            "{json}"
+        );
         let Message::Migrated { snapshot, .. } = serde_json::from_str(&json).unwrap() else {
             panic!("wrong variant from {json}");
         };
@@ -387,7 +390,11 @@ mod tests {
             session: id,
             rooms: None,
         };
-        assert!(migrate.to_json().starts_with(r#"{"v":2,"type":"handover","#));
+        assert!(
+            migrate
+                .to_json()
+                .starts_with(r#"{"v":2,"type":"handover","#)
+        );
         let drain = Message::Drain {
             from: Uuid::nil(),
             to: Uuid::nil(),
