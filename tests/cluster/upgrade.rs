@@ -195,12 +195,10 @@ async fn what_a_newer_instance_sends_that_this_one_does_not_know_is_logged_and_c
             .publish_raw(&bus, r#"{"v":3,"type":"teleport","body":{"to":"mars"}}"#)
             .await;
     }
-    let broadcast = json!({
-        "v": 3,
-        "type": "announce",
-        "body": {"message": "from the future", "priority": "high"},
-    });
-    cluster.publish_raw(&bus, &broadcast.to_string()).await;
+    // As instances write them: the version first, the kind before its body.
+    let newer =
+        r#"{"v":3,"type":"announce","body":{"message":"from the future","priority":"high"}}"#;
+    cluster.publish_raw(&bus, newer).await;
     cluster.publish_raw(&bus, "not json").await;
     cluster.settle().await;
 
