@@ -23,6 +23,7 @@ mod backplane;
 mod crashes;
 mod departures;
 mod deploys;
+mod expiry;
 mod messaging;
 mod proxy;
 mod resume;

@@ -76,8 +76,12 @@ impl Cluster {
 
     /// The session `token` proves, here or in the directory.
     pub(crate) async fn authenticate(&self, token: &Token) -> Result<Peer, RegistryError> {
-        if let Ok(peer) = self.registry.authenticate(token) {
-            return Ok(peer);
+        match self.registry.authenticate(token) {
+            // Ended here at its lifetime: only this instance knows why.
+            Ok(_) | Err(RegistryError::SessionExpired(_)) => {
+                return self.registry.authenticate(token);
+            }
+            Err(_) => {}
         }
         let id = token.session();
         let entry = self
@@ -118,7 +122,10 @@ impl Cluster {
         }
         if !self.registry.homes(id) {
             if self.directory.get(id).await?.is_none() {
-                return Err(RegistryError::UnknownSession(id));
+                return Err(match self.registry.authenticate(token) {
+                    Err(expired @ RegistryError::SessionExpired(_)) => expired,
+                    _ => RegistryError::UnknownSession(id),
+                });
             }
             if token.session() != id {
                 return Err(RegistryError::BadToken);
@@ -177,7 +184,9 @@ impl Cluster {
             }),
             Ok(Outcome::KeyReused) => Err(RegistryError::KeyReused),
             Ok(Outcome::UnknownRecipient) => Err(RegistryError::UnknownRecipient(to)),
-            Ok(Outcome::Prepared | Outcome::NotHere) => Err(unavailable(
+            // (`Refreshed` answers a refresh, `Prepared` and `NotHere` a prepare, never a
+            // direct message.)
+            Ok(Outcome::Refreshed(_) | Outcome::Prepared | Outcome::NotHere) => Err(unavailable(
                 "the recipient's instance answered something else",
             )),
             Err(Unanswered::Unpublished(err)) => Err(err),

@@ -101,7 +101,7 @@ fn unknown_or_malformed(payload: &[u8], err: serde_json::Error) -> Unknown {
 }
 
 /// Every kind this build knows, as tagged on the wire.
-const KINDS: [&str; 16] = [
+const KINDS: [&str; 17] = [
     "join",
     "leave",
     "enter",
@@ -118,6 +118,7 @@ const KINDS: [&str; 16] = [
     "handoff",
     "adopted",
     "probe",
+    "refresh",
 ];
 
 /// The protocol that wrote a message (`"v"`, first or right after `"seq"`); 1 without one.
