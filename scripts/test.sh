@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: unit, API integration, client, docs-drift and browser tests and doctests,
-# then the operations checks: an installed binary run from elsewhere, the OpenAPI document
-# through a real validator, and the systemd unit through systemd-analyze.
+# Runs every test: unit, API integration, client, docs-drift and browser tests and doctests
+# (the cluster suite's mixed-version test runs the previous release's binary, built first from
+# its commit: a clone with full history), then the operations checks: an installed binary run
+# from elsewhere, the OpenAPI document through a real validator, and the systemd unit through
+# systemd-analyze.
 # Installs the system packages the tests need when they are missing (as root, Debian):
 # Chromium and its driver, redis-server, nginx (the cluster recipe's proxy), jq (the README
 # walkthrough), Python's prometheus_client (the metrics format test), Prometheus itself (the
@@ -28,6 +30,9 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# The previous release's binary, for the mixed-version cluster test (cached in target/prev).
+bash scripts/prev-release.sh
 
 cargo test --workspace --all-targets
 # --all-targets leaves out doctests: the examples in the crates' docs must compile too.

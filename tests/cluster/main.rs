@@ -31,6 +31,7 @@ mod resume;
 mod rooms;
 mod rosters;
 mod tokens;
+mod upgrade;
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -148,7 +148,7 @@ impl Drop for Redis {
 }
 
 /// `switchboard_bus_messages_received_total{channel}` on `node`: what it read from Redis on
-/// the shared bus (`"bus"`) or its own channel (`"instance"`).
+/// the shared bus (`"bus"`), room channels (`"room"`) or its own channel (`"instance"`).
 pub async fn bus_reads(node: &Endpoint, channel: &str) -> u64 {
     let series = format!("switchboard_bus_messages_received_total{{channel=\"{channel}\"}}");
     sample(&node.metrics().await, &series).map_or(0, |n| n as u64)
@@ -201,6 +201,49 @@ impl Cluster {
         self.args
             .push(args.into_iter().map(str::to_owned).collect());
         self.nodes.len() - 1
+    }
+
+    /// [`Cluster::add`] with `program` as the binary (another release's).
+    pub async fn add_program(&mut self, label: &str, program: &Path, flags: &[&str]) -> usize {
+        let redis_url = self.redis.url();
+        let mut args = vec!["--redis-url", &redis_url, "--redis-prefix", &self.prefix];
+        args.extend_from_slice(flags);
+        let node = Instance::launch(label).program(program).start(&args).await;
+        self.nodes.push(node);
+        self.args
+            .push(args.into_iter().map(str::to_owned).collect());
+        self.nodes.len() - 1
+    }
+
+    /// How many connections read `channel` (`PUBSUB NUMSUB`).
+    pub async fn readers(&self, channel: &str) -> u64 {
+        let client = redis::Client::open(self.redis.url()).expect("a Redis URL");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection to the test's Redis");
+        let (_, readers): (String, u64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut connection)
+            .await
+            .expect("PUBSUB NUMSUB");
+        readers
+    }
+
+    /// Publishes `payload` on `channel` as an instance would.
+    pub async fn publish_raw(&self, channel: &str, payload: &str) {
+        let client = redis::Client::open(self.redis.url()).expect("a Redis URL");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection to the test's Redis");
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async::<u64>(&mut connection)
+            .await
+            .expect("PUBLISH");
     }
 
     /// Node `i`'s instance id, from its `cluster mode` log line.

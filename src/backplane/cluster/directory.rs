@@ -214,13 +214,13 @@ impl Directory {
     }
 
     /// Removes an entry, its rooms' counts and the session's counts (`counts` is their key);
-    /// the rooms it was in when this call removed it (so the caller announces the leave in
-    /// them, and only one caller does).
+    /// the rooms it was in when this call removed it and its home (so the caller announces the
+    /// leave in them and to its home, and only one caller does).
     pub(super) async fn delete(
         &self,
         id: SessionId,
         counts: String,
-    ) -> Result<Option<Vec<RoomName>>, RegistryError> {
+    ) -> Result<Option<(Vec<RoomName>, Option<Uuid>)>, RegistryError> {
         let removed: Option<String> = DELETE
             .key(&self.key)
             .key(&self.rooms)
@@ -232,7 +232,7 @@ impl Directory {
         // An entry that does not parse was still removed: it left no rooms anyone knows.
         Ok(removed.map(|json| {
             serde_json::from_str::<Entry>(&json)
-                .map(|entry| entry.rooms)
+                .map(|entry| (entry.rooms, Some(entry.home)))
                 .unwrap_or_default()
         }))
     }
@@ -300,11 +300,11 @@ impl Directory {
             .count())
     }
 
-    /// Each session's home, read [`SCAN_PAGE`] entries a round trip (`HSCAN`): the sweep
+    /// Every well-formed entry, read [`SCAN_PAGE`] a round trip (`HSCAN`): the sweep
     /// reads the whole directory every second, and one `HGETALL` of a large one would hold
     /// Redis for one long reply each time. An entry written or removed meanwhile may be missed;
     /// the next sweep sees it.
-    pub(super) async fn homes(&self) -> Result<Vec<(SessionId, Uuid)>, RegistryError> {
+    pub(super) async fn scan_entries(&self) -> Result<Vec<(SessionId, Entry)>, RegistryError> {
         let mut conn = self.conn.clone();
         let mut scan = redis::cmd("HSCAN")
             .arg(&self.key)
@@ -315,16 +315,16 @@ impl Directory {
             .iter_async::<(String, String)>(&mut conn)
             .await
             .map_err(unavailable)?;
-        let mut homes = Vec::new();
+        let mut entries = Vec::new();
         while let Some(item) = scan.next_item().await {
             let (id, json) = item.map_err(unavailable)?;
             if let (Some(id), Ok(entry)) =
                 (SessionId::parse(&id), serde_json::from_str::<Entry>(&json))
             {
-                homes.push((id, entry.home));
+                entries.push((id, entry));
             }
         }
-        Ok(homes)
+        Ok(entries)
     }
 
     /// Every well-formed entry.

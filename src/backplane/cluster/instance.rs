@@ -1,7 +1,8 @@
 //! This instance's side of the cluster: what it holds, and the tasks it starts.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -16,6 +17,7 @@ use super::peers::Peers;
 use super::request::Requests;
 use super::restart::Restart;
 use super::sequence::Sequence;
+use super::subscriptions::Subscriptions;
 use super::transit::Migrations;
 use super::wire::Outcome;
 use crate::backplane::events::BrokerEvents;
@@ -23,6 +25,9 @@ use crate::registry::{Registry, RegistryError};
 
 /// Longest wait for another instance's answer (a direct message, a migration).
 pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a room channel subscribed for a session on its way here stays read without it (see
+/// [`subscriptions`](super::subscriptions)).
+pub(super) const HOLD: Duration = Duration::from_secs(5);
 /// Longest wait for a health probe to come back.
 pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -50,8 +55,12 @@ pub(crate) struct Cluster {
     /// Health probes awaiting their own return.
     pub(super) probes: Requests<()>,
     pub(super) migrations: Migrations,
+    /// The room channels read here.
+    pub(super) subscriptions: Subscriptions,
     /// Subscribed to the bus and re-registered: healthy.
     pub(super) subscribed: AtomicBool,
+    /// What was not understood on the channels and logged already: (reason, kind or fields).
+    pub(super) not_understood: Mutex<HashSet<(&'static str, String)>>,
 }
 
 impl Cluster {
@@ -88,6 +97,7 @@ impl Cluster {
             sequence: Sequence::new(conn.clone(), keys.clone(), announces),
             liveness: Liveness::new(conn.clone(), keys.clone(), instance),
             restart: Restart::new(conn.clone(), keys.clone(), instance),
+            subscriptions: Subscriptions::new(keys.clone()),
             keys,
             client,
             conn,
@@ -95,6 +105,7 @@ impl Cluster {
             probes: Requests::default(),
             migrations: Migrations::default(),
             subscribed: AtomicBool::new(false),
+            not_understood: Mutex::default(),
         });
         info!(instance = %cluster.instance, prefix, "cluster mode");
         tokio::spawn(Arc::clone(&cluster).subscribe(shutdown.clone()));

@@ -5,19 +5,25 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::identity::SessionId;
+use crate::identity::{RoomName, SessionId};
 use crate::registry::RegistryError;
 
 /// Suffix of the pub/sub channel every instance subscribes to.
 pub const BUS: &str = "bus";
 /// Suffix (then `:<instance uuid>`) of each instance's own pub/sub channel.
 pub const TO: &str = "to";
+/// Suffix (then `:<room>`) of a room's pub/sub channel, read by the instances that home one of
+/// its members (`lobby`'s traffic rides the bus: see [`rooms`](super::rooms)).
+pub const ROOM: &str = "room";
 /// Suffix of the directory hash: session id → entry JSON.
 pub const SESSIONS: &str = "sessions";
 /// Suffix of the room counts hash: room name → members in the cluster.
 pub const ROOMS: &str = "rooms";
 /// Suffix (then `:<instance uuid>`) of each instance's liveness key.
 pub const INSTANCE: &str = "instance";
+/// Suffix (then `:<instance uuid>`) of the key beside the liveness key that gives an
+/// instance's wire protocol; instances older than protocol 2 write none.
+pub const PROTOCOL: &str = "protocol";
 /// Suffix of the counter that numbers the messages putting an event into every mailbox.
 pub const SEQ: &str = "seq";
 /// Suffix (then `:<session id>`) of a session's counts: `base`, `own`, `direct`.
@@ -61,6 +67,24 @@ impl Keys {
         self.key(&format!("{TO}:{instance}"))
     }
 
+    /// The channel of `room`'s traffic; `lobby`'s is the bus.
+    pub(super) fn room(&self, room: &RoomName) -> String {
+        if room.is_lobby() {
+            self.bus()
+        } else {
+            self.key(&format!("{ROOM}:{room}"))
+        }
+    }
+
+    /// The room a room channel carries, if `channel` is one.
+    pub(super) fn room_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(':')?
+            .strip_prefix(ROOM)?
+            .strip_prefix(':')
+    }
+
     /// The directory hash.
     pub(super) fn sessions(&self) -> String {
         self.key(SESSIONS)
@@ -94,6 +118,11 @@ impl Keys {
     /// The key `instance` writes once it re-registered its sessions.
     pub(super) fn registered(&self, instance: Uuid) -> String {
         self.key(&format!("{REGISTERED}:{instance}"))
+    }
+
+    /// `instance`'s protocol key.
+    pub(super) fn protocol(&self, instance: Uuid) -> String {
+        self.key(&format!("{PROTOCOL}:{instance}"))
     }
 
     /// The pattern every liveness key matches.

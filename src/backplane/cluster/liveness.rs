@@ -2,15 +2,24 @@
 //! [`LIVENESS`] at a time, saying whether it takes sessions ([`ALIVE`]) or is draining its own
 //! to stop ([`LEAVING`]). Another instance reads these keys to pick where to drain, and to tell
 //! a dead instance (key expired, own channel unread) from a busy one.
+//!
+//! Beside it, an instance of protocol 2 or later keeps a [`PROTOCOL`](super::keys::PROTOCOL)
+//! key with the same lifetime; a live instance without one is of an older protocol, which
+//! reads room traffic on the bus only. While one is alive, and for [`LIVENESS`] after, the
+//! cluster is *mixed* ([`Liveness::mixed`]).
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use tracing::info;
 use uuid::Uuid;
 
 use super::keys::{Keys, LIVENESS, unavailable};
+use super::protocol::PROTOCOL;
 use crate::registry::RegistryError;
 
 /// The liveness key's value of an instance that takes sessions.
@@ -38,6 +47,9 @@ pub(super) struct Liveness {
     here: Uuid,
     /// Stopping: its sessions are being drained to the others, and it takes no new ones.
     leaving: AtomicBool,
+    /// The live instances of an older protocol at the last look, and until when the cluster
+    /// counts as mixed (`None`: not looked yet, so it may be).
+    older: Mutex<(HashSet<Uuid>, Option<Instant>)>,
 }
 
 impl Liveness {
@@ -47,7 +59,78 @@ impl Liveness {
             keys,
             here,
             leaving: AtomicBool::new(false),
+            older: Mutex::new((HashSet::new(), None)),
         }
+    }
+
+    /// Whether an instance of an older protocol is alive, or was within [`LIVENESS`]: then
+    /// room traffic goes on the bus, where it reads it. The margin lets every instance of
+    /// this protocol subscribe to the rooms such an instance handed it before traffic leaves
+    /// the bus.
+    pub(super) fn mixed(&self) -> bool {
+        let until = self.older.lock().expect("liveness lock poisoned").1;
+        until.is_none_or(|until| Instant::now() < until)
+    }
+
+    /// Whether `instance` was of an older protocol at the last look.
+    pub(super) fn is_older(&self, instance: Uuid) -> bool {
+        self.older
+            .lock()
+            .expect("liveness lock poisoned")
+            .0
+            .contains(&instance)
+    }
+
+    /// Looks which live instances are of an older protocol.
+    pub(super) async fn observe(&self) -> Result<(), RegistryError> {
+        let mut conn = self.conn.clone();
+        let instances = self.alive_keys().await?;
+        let mut older = HashSet::new();
+        if !instances.is_empty() {
+            let keys: Vec<String> = instances.iter().map(|i| self.keys.protocol(*i)).collect();
+            let protocols: Vec<Option<u32>> = conn.mget(&keys).await.map_err(unavailable)?;
+            older.extend(
+                instances
+                    .iter()
+                    .zip(protocols)
+                    .filter(|(_, protocol)| protocol.is_none_or(|p| p < PROTOCOL))
+                    .map(|(instance, _)| *instance),
+            );
+        }
+        let mut state = self.older.lock().expect("liveness lock poisoned");
+        let now = Instant::now();
+        match (state.0.is_empty(), older.is_empty()) {
+            (true, false) => info!(
+                instances = older.len(),
+                "an instance of an older protocol is alive: room traffic rides the bus"
+            ),
+            (false, true) => info!("every instance alive speaks protocol {PROTOCOL}"),
+            _ => {}
+        }
+        if !older.is_empty() {
+            state.1 = Some(now + LIVENESS);
+        } else if state.1.is_none() {
+            state.1 = Some(now);
+        }
+        state.0 = older;
+        Ok(())
+    }
+
+    /// Every instance with a liveness key.
+    async fn alive_keys(&self) -> Result<Vec<Uuid>, RegistryError> {
+        let mut conn = self.conn.clone();
+        let mut scan = conn
+            .scan_match::<_, String>(self.keys.instances())
+            .await
+            .map_err(unavailable)?;
+        let mut instances = Vec::new();
+        while let Some(key) = scan.next_item().await {
+            let key = key.map_err(unavailable)?;
+            if let Some(instance) = key.rsplit(':').next().and_then(|id| id.parse().ok()) {
+                instances.push(instance);
+            }
+        }
+        Ok(instances)
     }
 
     /// Whether this instance is stopping.
@@ -65,14 +148,21 @@ impl Liveness {
         self.refresh().await
     }
 
-    /// Sets this instance's key for another [`LIVENESS`], saying whether it is leaving.
+    /// Sets this instance's key for another [`LIVENESS`], saying whether it is leaving, and
+    /// its protocol key with it (one transaction: no instance sees the one without the other).
     pub(super) async fn refresh(&self) -> Result<(), RegistryError> {
         let state = if self.is_leaving() { LEAVING } else { ALIVE };
-        redis::cmd("SET")
-            .arg(self.keys.instance(self.here))
-            .arg(state)
+        let lifetime = LIVENESS.as_millis() as u64;
+        redis::pipe()
+            .atomic()
+            .set(self.keys.protocol(self.here), PROTOCOL)
             .arg("PX")
-            .arg(LIVENESS.as_millis() as u64)
+            .arg(lifetime)
+            .ignore()
+            .set(self.keys.instance(self.here), state)
+            .arg("PX")
+            .arg(lifetime)
+            .ignore()
             .query_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
@@ -80,29 +170,19 @@ impl Liveness {
 
     /// The other instances that are alive and take sessions.
     pub(super) async fn hosts(&self) -> Result<Vec<Uuid>, RegistryError> {
-        let mut conn = self.conn.clone();
-        let pattern = self.keys.instances();
-        let keys: Vec<String> = {
-            let mut keys = Vec::new();
-            let mut scan = conn
-                .scan_match::<_, String>(&pattern)
-                .await
-                .map_err(unavailable)?;
-            while let Some(key) = scan.next_item().await {
-                keys.push(key.map_err(unavailable)?);
-            }
-            keys
-        };
-        if keys.is_empty() {
+        let instances = self.alive_keys().await?;
+        if instances.is_empty() {
             return Ok(Vec::new());
         }
-        let values: Vec<Option<String>> = conn.mget(&keys).await.map_err(unavailable)?;
-        Ok(keys
-            .iter()
+        let keys: Vec<String> = instances.iter().map(|i| self.keys.instance(*i)).collect();
+        let values: Vec<Option<String>> =
+            self.conn.clone().mget(&keys).await.map_err(unavailable)?;
+        Ok(instances
+            .into_iter()
             .zip(values)
             // Anything but "leaving" takes sessions: older instances wrote "1".
             .filter(|(_, value)| value.as_deref().is_some_and(|v| v != LEAVING))
-            .filter_map(|(key, _)| Uuid::parse_str(key.rsplit(':').next()?).ok())
+            .map(|(instance, _)| instance)
             .filter(|instance| *instance != self.here)
             .collect())
     }

@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::instance::Cluster;
+use super::instance::{Cluster, HOLD};
 use super::keys::LIVENESS;
 use super::liveness::Standing;
 use super::wire::Orphan;
-use crate::identity::SessionId;
+use crate::identity::{RoomName, SessionId};
 use crate::registry::{Departure, EventId, RegistryError, Snapshot};
 
 impl Cluster {
@@ -42,12 +42,14 @@ impl Cluster {
             let settled = reachable && Instant::now() >= sweep_after;
             let result = async {
                 self.liveness.refresh().await?;
+                self.liveness.observe().await?;
                 if settled {
                     self.sweep().await?;
                 }
                 Ok::<_, RegistryError>(())
             }
             .await;
+            self.tidy_rooms().await;
             match result {
                 Ok(()) if !reachable => {
                     info!("Redis reachable again");
@@ -61,6 +63,12 @@ impl Cluster {
                 _ => {}
             }
         }
+    }
+
+    /// Reads the channels of the rooms with a session here (and held ones), no others.
+    pub(super) async fn tidy_rooms(&self) {
+        let rooms = self.registry.rooms().into_iter().map(|(room, _)| room);
+        self.subscriptions.tidy(rooms.collect()).await;
     }
 
     /// Re-writes the directory entries of the sessions homed here, liveness key first: Redis
@@ -128,14 +136,18 @@ impl Cluster {
         if self.liveness.is_leaving() {
             return Ok(());
         }
-        let mut homes: HashMap<Uuid, Vec<SessionId>> = HashMap::new();
-        for (id, home) in self.directory.homes().await? {
-            if home != self.instance {
-                homes.entry(home).or_default().push(id);
+        let mut homes: HashMap<Uuid, (Vec<SessionId>, Vec<RoomName>)> = HashMap::new();
+        for (id, entry) in self.directory.scan_entries().await? {
+            if entry.home != self.instance {
+                let (ids, rooms) = homes.entry(entry.home).or_default();
+                ids.push(id);
+                rooms.extend(entry.rooms);
             }
         }
-        for (home, ids) in homes {
+        for (home, (ids, rooms)) in homes {
             if !self.liveness.is_alive(home).await? {
+                // Read before `adopted` is published: the sessions miss nothing of their rooms.
+                self.subscriptions.ensure(&rooms, HOLD).await?;
                 self.sequence.adopt_from(home, self.instance, &ids).await?;
             }
         }

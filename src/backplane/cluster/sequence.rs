@@ -25,6 +25,14 @@
 //! before answering (its sender got 503) may be counted as missed; an accepted event is never
 //! missed uncounted.
 //!
+//! Room channels (see [`rooms`](super::rooms)): an instance reads the numbered messages of
+//! the bus and of its rooms only, in the one order of its connection (numbers still only grow
+//! along it), so its last applied number lags behind the counter by what other rooms said. A
+//! session created there starts its `base` at that number: its count also holds what rooms it
+//! is not in said before it joined, so after a crash its `lagged` may say more than it missed,
+//! never fewer. It is exact while every session is in `lobby` only (all of that traffic is on
+//! the bus, which every instance reads); with other rooms it says at most how many.
+//!
 //! An instance cut off from Redis starts again from where the bus stands when it is back
 //! ([`Sequence::catch_up`]): what it missed meanwhile was counted, so it is reported as missed
 //! if that instance dies later. A stream resuming without `Last-Event-ID` starts after the
@@ -153,8 +161,9 @@ impl Sequence {
     ///
     /// Numbered as if it reached every mailbox, whatever room it is for: the count of a
     /// session that is not in the room is one more than it got, so after a crash its `lagged`
-    /// says at most how many it missed (exact while every session is in the same rooms), and
-    /// never fewer.
+    /// says at most how many it missed, and never fewer. A join or leave is numbered once
+    /// per room (it is published a room at a time), as a session sharing two rooms with the
+    /// joiner hears it twice.
     pub(super) fn numbering(&self, message: &Message) -> Option<Option<SessionId>> {
         match message {
             Message::Broadcast { from, .. } => Some(Some(from.id)),
@@ -167,10 +176,11 @@ impl Sequence {
         }
     }
 
-    /// Publishes a message that puts an event into the mailboxes, numbered; `from` is the
-    /// session that does not get it (a broadcast's sender, the session joining).
+    /// Publishes on `channel` a message that puts an event into the mailboxes, numbered; `from`
+    /// is the session that does not get it (a broadcast's sender, the session joining).
     pub(super) async fn publish_numbered(
         &self,
+        channel: String,
         message: &Message,
         from: Option<SessionId>,
     ) -> Result<(), RegistryError> {
@@ -179,7 +189,7 @@ impl Sequence {
             invocation.key(self.keys.counts(from));
         }
         invocation
-            .arg(self.keys.bus())
+            .arg(channel)
             .arg(message.to_json())
             .invoke_async::<u64>(&mut self.conn.clone())
             .await
