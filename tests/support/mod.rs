@@ -7,6 +7,7 @@
 //!   every server offers, driven through `switchboard-client`.
 //! - [`instance`]: the real binary as a child process ([`Instance`], started by a [`Launch`]).
 //! - [`jwt`]: join tokens for servers running `--auth jwt`.
+//! - [`nginx`]: the nginx of `docs/cluster/nginx.conf` in front of servers, and its access log.
 //! - [`cluster`]: a `redis-server` child and a [`cluster::Cluster`] of binaries sharing it.
 //! - [`redis_proxy`]: a proxy in front of Redis that holds an instance's messages back.
 //! - [`browser`]: a `chromedriver` of our own that opens headless Chromium pages.
@@ -23,6 +24,7 @@ pub mod browser;
 pub mod cluster;
 pub mod instance;
 pub mod jwt;
+pub mod nginx;
 pub mod redis_proxy;
 pub mod server;
 pub mod sse;
