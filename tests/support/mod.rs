@@ -8,6 +8,7 @@
 //! - [`instance`]: the real binary as a child process ([`Instance`], started by a [`Launch`]).
 //! - [`jwt`]: join tokens for servers running `--auth jwt`.
 //! - [`cluster`]: a `redis-server` child and a [`cluster::Cluster`] of binaries sharing it.
+//! - [`redis_cluster`]: a Redis Cluster: the test script's, or one a test starts and breaks.
 //! - [`redis_proxy`]: a proxy in front of Redis that holds an instance's messages back.
 //! - [`browser`]: a `chromedriver` of our own that opens headless Chromium pages.
 //! - [`tls`]: certificates made by the test, and HTTPS clients that trust them.
@@ -23,6 +24,7 @@ pub mod browser;
 pub mod cluster;
 pub mod instance;
 pub mod jwt;
+pub mod redis_cluster;
 pub mod redis_proxy;
 pub mod server;
 pub mod sse;

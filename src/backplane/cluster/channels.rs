@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::instance::Cluster;
 use super::keys::unavailable;
+use super::transport::Subscription;
 use super::wire::{Message, seq_of};
 use crate::identity::SessionId;
 use crate::registry::RegistryError;
@@ -76,8 +75,7 @@ impl Cluster {
     /// Publishes on `channel`; returns how many subscribers got it.
     async fn publish_on(&self, channel: String, message: &Message) -> Result<u64, RegistryError> {
         self.conn
-            .clone()
-            .publish::<_, _, u64>(channel, message.to_json())
+            .publish(channel, message.to_json())
             .await
             .map_err(unavailable)
     }
@@ -122,28 +120,30 @@ impl Cluster {
     }
 
     /// Reads the bus until shutdown, reconnecting with backoff; after each (re)connection it
-    /// re-registers the sessions homed here (Redis may have restarted empty).
+    /// re-registers the sessions homed here (Redis may have restarted empty), and reports to
+    /// each what it may have missed meanwhile: every numbered message published while this
+    /// instance was not subscribed (a lost connection; on a Redis Cluster, also a resharding
+    /// that moved the slot, or a failover), as `lagged`.
     pub(super) async fn subscribe(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let channel = self.keys.bus();
         let own = self.keys.channel_of(self.instance);
+        let mut was_subscribed = false;
         loop {
-            let connected = async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
-                // One connection for both: Redis writes to it in PUBLISH order (module doc).
-                pubsub.subscribe(&[&channel, &own]).await?;
-                Ok::<_, redis::RedisError>(pubsub)
-            };
+            // One connection for both: Redis writes to it in PUBLISH order (module doc).
+            let channels = [channel.as_str(), own.as_str()];
+            let connected = Subscription::open(&self.target, &channels);
             let connected = tokio::select! {
                 () = shutdown.cancelled() => return,
                 c = tokio::time::timeout(Duration::from_secs(2), connected) => c,
             };
             match connected {
-                Ok(Ok(mut pubsub)) => {
+                Ok(Ok(mut subscription)) => {
                     backoff = Duration::from_millis(100);
                     info!(channel, "subscribed to the Redis bus");
                     // Healthy only once re-registered: the command connection may still be
                     // reconnecting, so retry until it works (bus messages wait meanwhile).
+                    let applied = self.sequence.applied();
                     while let Err(err) = self.reregister().await {
                         warn!(error = %err, "could not re-register homed sessions; retrying");
                         tokio::select! {
@@ -151,22 +151,25 @@ impl Cluster {
                             () = tokio::time::sleep(backoff) => {}
                         }
                     }
+                    // The numbered messages published while cut off (re-registering read
+                    // where the bus stands) never came: each mailbox reports them as missed.
+                    let missed = self.sequence.applied().saturating_sub(applied);
+                    if was_subscribed && missed > 0 {
+                        warn!(missed, "numbered messages lost while cut off from the bus");
+                        self.registry.skip_everywhere(missed as u64);
+                    }
+                    was_subscribed = true;
                     self.subscribed.store(true, Ordering::Relaxed);
                     self.registry.metrics().backplane_up.set(1);
-                    let mut messages = pubsub.on_message();
                     loop {
                         let message = tokio::select! {
                             () = shutdown.cancelled() => return,
-                            m = messages.next() => m,
+                            m = subscription.next() => m,
                         };
-                        let Some(message) = message else { break };
-                        let kind = if message.get_channel_name() == own {
-                            "instance"
-                        } else {
-                            "bus"
-                        };
+                        let Some((name, payload)) = message else { break };
+                        let kind = if name == own { "instance" } else { "bus" };
                         self.registry.metrics().bus_received(kind);
-                        let payload = message.get_payload_bytes();
+                        let payload = payload.as_slice();
                         match serde_json::from_slice::<Message>(payload) {
                             // Inline, fan-outs included: this one task holds at most one
                             // worker, and the others keep serving requests meanwhile.

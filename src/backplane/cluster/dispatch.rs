@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 use uuid::Uuid;
 
 use super::instance::Cluster;
@@ -25,8 +25,16 @@ impl Cluster {
     pub(super) fn apply(self: &Arc<Self>, message: Message, seq: Option<u64>) {
         // Held for the whole message, so an arrival completes atomically with respect to it.
         let mut transit = self.migrations.lock();
-        if seq.is_some_and(|seq| !self.sequence.advance(seq)) {
-            return;
+        if let Some(seq) = seq {
+            match self.sequence.advance(seq) {
+                None => return,
+                Some(0) => {}
+                // Each mailbox reports them missed, before this message.
+                Some(lost) => {
+                    warn!(lost, "numbered messages lost on their way from Redis");
+                    self.registry.skip_everywhere(lost);
+                }
+            }
         }
         transit.buffer(&message);
         let mine = |origin: &Uuid| *origin == self.instance;

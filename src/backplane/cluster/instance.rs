@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
@@ -15,6 +14,7 @@ use super::liveness::Liveness;
 use super::request::Requests;
 use super::sequence::Sequence;
 use super::transit::Migrations;
+use super::transport::{Conn, Target};
 use super::wire::Outcome;
 use crate::backplane::events::BrokerEvents;
 use crate::registry::{Registry, RegistryError};
@@ -32,10 +32,11 @@ pub(crate) struct Cluster {
     pub(super) events: Arc<dyn BrokerEvents>,
     pub(crate) instance: Uuid,
     pub(super) keys: Keys,
-    /// Opens the pub/sub connection (a dedicated one, reopened after each loss).
-    pub(super) client: redis::Client,
-    /// Commands and PUBLISH; reconnects by itself.
-    pub(super) conn: ConnectionManager,
+    /// Where Redis is: the pub/sub connection is opened there (a dedicated one, reopened
+    /// after each loss).
+    pub(super) target: Target,
+    /// Commands and publishing; reconnects by itself.
+    pub(super) conn: Conn,
     pub(super) directory: Directory,
     pub(super) sequence: Sequence,
     pub(super) liveness: Liveness,
@@ -54,7 +55,8 @@ impl Cluster {
     /// joins and leaves put events into mailboxes (presence on).
     ///
     /// # Errors
-    /// When `url` is not a valid Redis URL.
+    /// When `url` is not a valid Redis URL (one server) or seed list (a Redis Cluster, see
+    /// [`transport`](super::transport)).
     pub(crate) fn start(
         registry: Registry,
         events: Arc<dyn BrokerEvents>,
@@ -63,16 +65,10 @@ impl Cluster {
         prefix: &str,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RegistryError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let target = Target::parse(url).map_err(unavailable)?;
+        let conn = target.connect_lazily().map_err(unavailable)?;
         let instance = Uuid::new_v4();
-        let keys = Keys::new(prefix);
+        let keys = Keys::new(&target.key_prefix(prefix));
         let cluster = Arc::new(Cluster {
             registry,
             events,
@@ -81,7 +77,7 @@ impl Cluster {
             sequence: Sequence::new(conn.clone(), keys.clone(), announces),
             liveness: Liveness::new(conn.clone(), keys.clone(), instance),
             keys,
-            client,
+            target,
             conn,
             replies: Requests::default(),
             probes: Requests::default(),

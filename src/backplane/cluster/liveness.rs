@@ -6,9 +6,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
+use super::transport::Conn;
 use super::keys::{Keys, LIVENESS, unavailable};
 use crate::registry::RegistryError;
 
@@ -19,7 +19,7 @@ const LEAVING: &str = "leaving";
 
 /// This instance's liveness key, and what it reads of the others'.
 pub(super) struct Liveness {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     here: Uuid,
     /// Stopping: its sessions are being drained to the others, and it takes no new ones.
@@ -27,7 +27,7 @@ pub(super) struct Liveness {
 }
 
 impl Liveness {
-    pub(super) fn new(conn: ConnectionManager, keys: Keys, here: Uuid) -> Self {
+    pub(super) fn new(conn: Conn, keys: Keys, here: Uuid) -> Self {
         Liveness {
             conn,
             keys,
@@ -67,18 +67,10 @@ impl Liveness {
     /// The other instances that are alive and take sessions.
     pub(super) async fn hosts(&self) -> Result<Vec<Uuid>, RegistryError> {
         let mut conn = self.conn.clone();
-        let pattern = self.keys.instances();
-        let keys: Vec<String> = {
-            let mut keys = Vec::new();
-            let mut scan = conn
-                .scan_match::<_, String>(&pattern)
-                .await
-                .map_err(unavailable)?;
-            while let Some(key) = scan.next_item().await {
-                keys.push(key.map_err(unavailable)?);
-            }
-            keys
-        };
+        let keys = conn
+            .keys_matching(self.keys.instances())
+            .await
+            .map_err(unavailable)?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -106,10 +98,9 @@ impl Liveness {
         if keyed {
             return Ok(true);
         }
-        let (_, readers): (String, u64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(self.keys.channel_of(instance))
-            .query_async(&mut conn)
+        let readers = self
+            .conn
+            .readers(self.keys.channel_of(instance))
             .await
             .map_err(unavailable)?;
         Ok(readers > 0)

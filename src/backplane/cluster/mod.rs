@@ -4,10 +4,14 @@
 //! said hello, then wherever its stream last attached. Redis holds what every instance must see
 //! (the names are built in [`keys`]):
 //!
-//! | key (`<prefix>` = `--redis-prefix`) | type | what |
+//! On one Redis server `<prefix>` is `--redis-prefix`; on a Redis Cluster it is `{<prefix>}`, one
+//! hash tag, so that every key and channel below lives in one slot, and the channels are sharded
+//! (`SPUBLISH`, `SSUBSCRIBE`): why, and how topology changes are followed, in [`transport`].
+//!
+//! | key or channel | type | what |
 //! |---|---|---|
-//! | [`BUS`](keys::BUS) `<prefix>:bus` | pub/sub channel | what every instance must see: joins, leaves, broadcasts, migration requests, JSON ([`wire`]) |
-//! | [`TO`](keys::TO) `<prefix>:to:<uuid>` | pub/sub channel | what concerns one instance: direct messages to the sessions it homes, and the answers to its own requests |
+//! | [`BUS`](keys::BUS) `<prefix>:bus` | pub/sub channel (sharded on a cluster) | what every instance must see: joins, leaves, broadcasts, migration requests, JSON ([`wire`]) |
+//! | [`TO`](keys::TO) `<prefix>:to:<uuid>` | pub/sub channel (sharded on a cluster) | what concerns one instance: direct messages to the sessions it homes, and the answers to its own requests |
 //! | [`SESSIONS`](keys::SESSIONS) `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home", "rooms"}` |
 //! | [`ROOMS`](keys::ROOMS) `<prefix>:rooms` | hash | room name → its members in the cluster (written with the entries) |
 //! | [`INSTANCE`](keys::INSTANCE) `<prefix>:instance:<uuid>` | string, expiring | this instance is alive (`alive`), or alive and stopping (`leaving`) |
@@ -34,7 +38,10 @@
 //! Faults: pub/sub does not queue for a disconnected subscriber, so while Redis is unreachable
 //! writes fail with `Unavailable` (503) and `/healthz` says why; on reconnection the instance
 //! re-subscribes and re-registers the sessions it homes. Events published while an instance was
-//! cut off are not replayed to it.
+//! cut off are not replayed to it, but numbered ones are reported: each mailbox skips as many
+//! ids as numbered messages went by meanwhile, or as a hole in the numbers shows (a message
+//! published where this instance was not reading, as during a resharding), so its stream says
+//! `lagged` (see [`channels`], [`dispatch`]).
 //!
 //! # Glossary
 //! - *home*: the instance holding a session's mailbox; the directory names it.
@@ -57,6 +64,7 @@
 //!
 //! # Layout
 //! Types that own their state, each imported by the ones below it:
+//! - [`transport`]: one Redis server or a Redis Cluster: commands, publishing, subscribing.
 //! - [`keys`]: the key and channel names, and the error a Redis failure becomes.
 //! - [`request`]: request/reply over the bus ([`request::Requests`]).
 //! - [`directory`]: the sessions hash ([`directory::Directory`]).
@@ -93,6 +101,7 @@ mod request;
 mod rooms;
 mod sequence;
 mod transit;
+mod transport;
 mod wire;
 
 pub(crate) use instance::Cluster;
