@@ -53,6 +53,7 @@ for _ in 1 2 3 4 5 6; do
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
         --cluster-config-file "$cluster_dir/nodes-$port.conf" --cluster-node-timeout 1000 \
+        --repl-diskless-sync-delay 0 \
         --dir "$cluster_dir" --save '' --appendonly no --loglevel warning &
     cluster_pids+=($!)
     cluster_nodes+=("127.0.0.1:$port")

@@ -39,7 +39,7 @@ async fn traffic(node: &Instance, from: &Session, to: &Session, stop: &AtomicBoo
         }
         let message = json!({ "n": n });
         let response = if n % 2 == 0 {
-            node.post_response(from, to, &message).await
+            node.post_response(from, &to.id, &message).await
         } else {
             node.broadcast(from, &message).await
         };

@@ -62,6 +62,9 @@ impl RedisCluster {
                 config.to_str().expect("a UTF-8 path"),
                 "--cluster-node-timeout",
                 "1000",
+                // A replica that never synced cannot take over: sync at once, not after 5 s.
+                "--repl-diskless-sync-delay",
+                "0",
             ];
             if let Ok(node) = Redis::start_with(port, &flags).await {
                 nodes.push(node);
@@ -99,7 +102,8 @@ impl RedisCluster {
         format!("redis+cluster://{}", seeds.join(","))
     }
 
-    /// Waits until every live node says `cluster_state:ok` and agrees on who owns every slot.
+    /// Waits until every live node says `cluster_state:ok`, and every replica has synced with
+    /// its master (so that it can take over).
     pub async fn wait_until_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -107,6 +111,13 @@ impl RedisCluster {
             for node in self.nodes.iter().filter(|node| node.is_running()) {
                 let info: String = node.command(redis::cmd("CLUSTER").arg("INFO")).await;
                 ok &= info.lines().any(|line| line.trim() == "cluster_state:ok");
+                let replication: String =
+                    node.command(redis::cmd("INFO").arg("replication")).await;
+                let replica = replication.lines().any(|line| line.trim() == "role:slave");
+                ok &= !replica
+                    || replication
+                        .lines()
+                        .any(|line| line.trim() == "master_link_status:up");
             }
             if ok {
                 return;
