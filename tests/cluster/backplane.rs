@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::redis_cluster::needs_its_own_server;
 use crate::support::cluster::{Cluster, Redis};
+use crate::support::redis_cluster::needs_its_own_server;
 use crate::support::*;
 
 /// Polls `node`'s `/metrics` until `switchboard_backplane_up` is `up`, for at most `within`.
@@ -26,7 +26,10 @@ async fn wait_for_backplane(node: &Instance, up: f64, within: Duration) {
 
 #[tokio::test]
 async fn backplane_up_follows_the_redis_bus() {
-    if needs_its_own_server("backplane_up_follows_the_redis_bus", "kills and restarts its Redis") {
+    if needs_its_own_server(
+        "backplane_up_follows_the_redis_bus",
+        "kills and restarts its Redis",
+    ) {
         return;
     }
     let mut cluster = Cluster::start("backplane", &[&[]]).await;

@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::support::redis_cluster::needs_its_own_server;
 use crate::support::cluster::Cluster;
+use crate::support::redis_cluster::needs_its_own_server;
 use crate::support::*;
 
 #[tokio::test]
@@ -95,7 +95,10 @@ async fn reattaching_through_another_instance_after_evictions_reports_lagged_fir
 
 #[tokio::test]
 async fn a_direct_message_that_reaches_the_old_home_after_a_move_is_forwarded_to_the_new_one() {
-    if needs_its_own_server("a_direct_message_that_reaches_the_old_home_after_a_move_is_forwarded_to_the_new_one", "publishes on an instance channel of its Redis by hand") {
+    if needs_its_own_server(
+        "a_direct_message_that_reaches_the_old_home_after_a_move_is_forwarded_to_the_new_one",
+        "publishes on an instance channel of its Redis by hand",
+    ) {
         return;
     }
     use futures_util::StreamExt;

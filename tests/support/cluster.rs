@@ -211,12 +211,7 @@ impl Cluster {
     }
 
     /// [`Cluster::start`] on Redis at `redis_url` (`redis`, or a Redis Cluster).
-    pub async fn start_on(
-        redis: Redis,
-        redis_url: &str,
-        test: &str,
-        extra: &[&[&str]],
-    ) -> Cluster {
+    pub async fn start_on(redis: Redis, redis_url: &str, test: &str, extra: &[&[&str]]) -> Cluster {
         const LABELS: [&str; 3] = ["A", "B", "C"];
         let redis_url = redis_url.to_owned();
         let prefix = format!("sbtest-{test}-{}", std::process::id());

@@ -111,8 +111,7 @@ impl RedisCluster {
             for node in self.nodes.iter().filter(|node| node.is_running()) {
                 let info: String = node.command(redis::cmd("CLUSTER").arg("INFO")).await;
                 ok &= info.lines().any(|line| line.trim() == "cluster_state:ok");
-                let replication: String =
-                    node.command(redis::cmd("INFO").arg("replication")).await;
+                let replication: String = node.command(redis::cmd("INFO").arg("replication")).await;
                 let replica = replication.lines().any(|line| line.trim() == "role:slave");
                 ok &= !replica
                     || replication
@@ -187,7 +186,7 @@ impl RedisCluster {
             if i == node || !candidate.is_running() {
                 continue;
             }
-            let role: Vec<redis::Value> = candidate.command(&mut redis::cmd("ROLE")).await;
+            let role: Vec<redis::Value> = candidate.command(&redis::cmd("ROLE")).await;
             if redis::from_redis_value::<String>(role[0].clone()).unwrap() == "master" {
                 return i;
             }
@@ -213,10 +212,17 @@ impl RedisCluster {
             cmd
         };
         let _: () = self.nodes[to].command(&setslot("IMPORTING", &source)).await;
-        let _: () = self.nodes[from].command(&setslot("MIGRATING", &target)).await;
+        let _: () = self.nodes[from]
+            .command(&setslot("MIGRATING", &target))
+            .await;
         loop {
             let keys: Vec<String> = self.nodes[from]
-                .command(redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(100))
+                .command(
+                    redis::cmd("CLUSTER")
+                        .arg("GETKEYSINSLOT")
+                        .arg(slot)
+                        .arg(100),
+                )
                 .await;
             if keys.is_empty() {
                 break;

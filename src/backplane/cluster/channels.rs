@@ -166,7 +166,9 @@ impl Cluster {
                             () = shutdown.cancelled() => return,
                             m = subscription.next() => m,
                         };
-                        let Some((name, payload)) = message else { break };
+                        let Some((name, payload)) = message else {
+                            break;
+                        };
                         let kind = if name == own { "instance" } else { "bus" };
                         self.registry.metrics().bus_received(kind);
                         let payload = payload.as_slice();

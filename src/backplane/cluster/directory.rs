@@ -17,8 +17,8 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
-use super::transport::Conn;
 use super::keys::{Keys, unavailable};
+use super::transport::Conn;
 use crate::identity::{DisplayName, RoomName, RoomPatterns, SessionId, Token, TokenHash};
 use crate::registry::{Homed, Peer, RegistryError};
 

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redis::AsyncCommands;
 use uuid::Uuid;
 
-use super::transport::Conn;
 use super::keys::{Keys, LIVENESS, unavailable};
+use super::transport::Conn;
 use crate::registry::RegistryError;
 
 /// The liveness key's value of an instance that takes sessions.

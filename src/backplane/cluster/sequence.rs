@@ -40,8 +40,8 @@ use redis::Script;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::transport::Conn;
 use super::keys::{Keys, unavailable};
+use super::transport::Conn;
 use super::wire::Message;
 use crate::identity::SessionId;
 use crate::registry::RegistryError;

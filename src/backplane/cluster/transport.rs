@@ -36,8 +36,8 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{
-    AsyncCommands, Cmd, Pipeline, ProtocolVersion, PushKind, RedisError, RedisFuture,
-    RedisResult, Value,
+    AsyncCommands, Cmd, Pipeline, ProtocolVersion, PushKind, RedisError, RedisFuture, RedisResult,
+    Value,
 };
 use tokio::sync::{OnceCell, mpsc};
 
@@ -50,7 +50,7 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 /// Where Redis is, from `--redis-url`.
 #[derive(Clone)]
 pub(super) enum Target {
-    Server(redis::Client),
+    Server(Box<redis::Client>),
     /// The node URLs of the seeds (`redis://` or `rediss://` each).
     Cluster(Vec<String>),
 }
@@ -63,7 +63,7 @@ impl Target {
         } else if let Some(rest) = url.strip_prefix(CLUSTER_TLS) {
             ("rediss://", rest)
         } else {
-            return redis::Client::open(url).map(Target::Server);
+            return redis::Client::open(url).map(|client| Target::Server(Box::new(client)));
         };
         // `[user:password@]h1:p1,h2:p2[/?query]`: the credentials and query apply to every seed.
         let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
@@ -103,12 +103,12 @@ impl Target {
                     .set_response_timeout(Some(TIMEOUT))
                     .set_number_of_retries(1)
                     .set_max_delay(TIMEOUT);
-                ConnectionManager::new_lazy_with_config(client.clone(), config).map(Conn::Server)
+                ConnectionManager::new_lazy_with_config(*client.clone(), config).map(Conn::Server)
             }
-            Target::Cluster(seeds) => Ok(Conn::Cluster {
+            Target::Cluster(seeds) => Ok(Conn::Cluster(Arc::new(Lazy {
                 client: cluster_client(seeds).build()?,
-                conn: Arc::new(OnceCell::new()),
-            }),
+                conn: OnceCell::new(),
+            }))),
         }
     }
 }
@@ -129,21 +129,26 @@ fn invalid(what: &'static str) -> RedisError {
 #[derive(Clone)]
 pub(super) enum Conn {
     Server(ConnectionManager),
-    Cluster {
-        client: ClusterClient,
-        /// Connected on first use, so that a cluster unreachable at start is reported by
-        /// `/healthz` rather than stopping the start (as with one server).
-        conn: Arc<OnceCell<ClusterConnection>>,
-    },
+    Cluster(Arc<Lazy>),
 }
 
-impl Conn {
-    async fn cluster(client: &ClusterClient, conn: &OnceCell<ClusterConnection>) -> RedisResult<ClusterConnection> {
-        conn.get_or_try_init(|| client.get_async_connection())
+/// A cluster connection made on first use, so that a cluster unreachable at start is reported
+/// by `/healthz` rather than stopping the start (as with one server).
+pub(super) struct Lazy {
+    client: ClusterClient,
+    conn: OnceCell<ClusterConnection>,
+}
+
+impl Lazy {
+    async fn get(&self) -> RedisResult<ClusterConnection> {
+        self.conn
+            .get_or_try_init(|| self.client.get_async_connection())
             .await
             .cloned()
     }
+}
 
+impl Conn {
     /// Publishes `payload` on `channel`; how many subscribers got it (on a cluster, those of
     /// the shard owning the channel: all of ours).
     pub(super) async fn publish(&self, channel: String, payload: String) -> RedisResult<u64> {
@@ -158,7 +163,7 @@ impl Conn {
     pub(super) fn publish_command(&self) -> &'static str {
         match self {
             Conn::Server(_) => "PUBLISH",
-            Conn::Cluster { .. } => "SPUBLISH",
+            Conn::Cluster(_) => "SPUBLISH",
         }
     }
 
@@ -172,10 +177,11 @@ impl Conn {
                     .query_async(&mut conn.clone())
                     .await?
             }
-            Conn::Cluster { client, conn } => {
+            Conn::Cluster(lazy) => {
                 let mut cmd = redis::cmd("PUBSUB");
                 cmd.arg("SHARDNUMSUB").arg(&channel);
-                let reply = Self::cluster(client, conn)
+                let reply = lazy
+                    .get()
                     .await?
                     .route_command(cmd, owner_of(&channel))
                     .await?;
@@ -198,13 +204,17 @@ impl Conn {
                 Ok(keys)
             }
             // The crate does not route SCAN; every cursor goes to the node owning the slot.
-            Conn::Cluster { client, conn } => {
-                let mut conn = Self::cluster(client, conn).await?;
+            Conn::Cluster(lazy) => {
+                let mut conn = lazy.get().await?;
                 let mut keys = Vec::new();
                 let mut cursor = 0u64;
                 loop {
                     let mut cmd = redis::cmd("SCAN");
-                    cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(200);
+                    cmd.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(200);
                     let reply = conn.route_command(cmd, owner_of(&pattern)).await?;
                     let (next, batch): (u64, Vec<String>) = redis::from_redis_value(reply)?;
                     keys.extend(batch);
@@ -230,12 +240,9 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Server(conn) => conn.req_packed_command(cmd),
-            Conn::Cluster { client, conn } => Box::pin(async move {
-                Self::cluster(client, conn)
-                    .await?
-                    .req_packed_command(cmd)
-                    .await
-            }),
+            Conn::Cluster(lazy) => {
+                Box::pin(async move { lazy.get().await?.req_packed_command(cmd).await })
+            }
         }
     }
 
@@ -247,8 +254,8 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Server(conn) => conn.req_packed_commands(cmd, offset, count),
-            Conn::Cluster { client, conn } => Box::pin(async move {
-                Self::cluster(client, conn)
+            Conn::Cluster(lazy) => Box::pin(async move {
+                lazy.get()
                     .await?
                     .req_packed_commands(cmd, offset, count)
                     .await
@@ -259,7 +266,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Server(conn) => conn.get_db(),
-            Conn::Cluster { .. } => 0,
+            Conn::Cluster(_) => 0,
         }
     }
 }
@@ -366,7 +373,10 @@ mod tests {
         assert_eq!(cluster.key_prefix("sb"), "{sb}");
         let (a, b) = (
             Route::with_key("{sb}:seq", SlotAddr::Master),
-            Route::with_key("{sb}:to:67e55044-10b1-426f-9247-bb680e5fe0c8", SlotAddr::Master),
+            Route::with_key(
+                "{sb}:to:67e55044-10b1-426f-9247-bb680e5fe0c8",
+                SlotAddr::Master,
+            ),
         );
         assert_eq!(a, b);
     }
