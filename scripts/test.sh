@@ -50,11 +50,13 @@ cluster_dir=$(mktemp -d /tmp/switchboard-redis-cluster.XXXXXX)
 cluster_pids=()
 cluster_nodes=()
 for _ in 1 2 3 4 5 6; do
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+    # Each node's cluster bus port too (by default its port + 10000, which may be taken or
+    # past 65535).
+    read -r port bus < <(python3 -c 'import socket; s=[socket.socket() for _ in (0, 1)]; [x.bind(("127.0.0.1", 0)) for x in s]; print(*(x.getsockname()[1] for x in s))')
+    redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 --cluster-enabled yes \
         --cluster-config-file "$cluster_dir/nodes-$port.conf" --cluster-node-timeout 1000 \
         --repl-diskless-sync-delay 0 \
-        --dir "$cluster_dir" --save '' --appendonly no --loglevel warning &
+        --dir "$cluster_dir" --save '' --appendonly no --logfile "$cluster_dir/$port.log" &
     cluster_pids+=($!)
     cluster_nodes+=("127.0.0.1:$port")
 done
@@ -74,6 +76,8 @@ for node in "${cluster_nodes[@]}"; do
 done
 seeds=$(IFS=,; echo "${cluster_nodes[*]}")
 TEST_REDIS_CLUSTER="redis+cluster://$seeds" cargo test --workspace --test cluster
+# And the API suite in cluster mode over it.
+TEST_REDIS_URL="redis+cluster://$seeds" cargo test --workspace --test api
 kill "${cluster_pids[@]}" 2>/dev/null || true
 
 # The load generator against a real server, briefly: every event must arrive.

@@ -27,7 +27,7 @@ struct Sent {
 }
 
 /// Sends numbered messages from `from` on `node`, alternately to `to` and to everyone, until
-/// `stop` is set and then `after` more were accepted; a message between two to pace the load.
+/// `stop` is set and then `AFTER` more were accepted, 5 ms apart (a steady load, not a flood).
 async fn traffic(node: &Instance, from: &Session, to: &Session, stop: &AtomicBool) -> Sent {
     const AFTER: usize = 20;
     let mut sent = Sent::default();
@@ -99,13 +99,18 @@ async fn under_traffic<F: Future<Output = ()>>(
 
     let stop = AtomicBool::new(false);
     let tag = format!("{{{}}}", cluster.prefix);
-    let (sent, ()) = tokio::join!(traffic(a, &ann, &bob, &stop), async {
-        // Traffic first, then the fault in the middle of it.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        fault(tag).await;
-        cluster.settle().await;
-        stop.store(true, Ordering::Relaxed);
-    });
+    let run = async {
+        tokio::join!(traffic(a, &ann, &bob, &stop), async {
+            // Traffic first, then the fault in the middle of it.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            fault(tag).await;
+            cluster.settle().await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let (sent, ()) = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the fault and the traffic after it within a minute");
     a.respond(&ann, &bob, "end").await;
     let (arrived, missed) = received(&mut stream).await;
 

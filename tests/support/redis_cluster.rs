@@ -55,7 +55,12 @@ impl RedisCluster {
         while nodes.len() < 6 {
             let port = free_port();
             let config = dir.join(format!("nodes-{port}.conf"));
+            // The cluster bus port too: by default the port + 10000, which may be taken or
+            // past 65535.
+            let bus = free_port().to_string();
             let flags = [
+                "--cluster-port",
+                &bus,
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
