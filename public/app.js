@@ -370,6 +370,20 @@ import { PerSecond, hostToken } from './page/session.js';
       });
     },
 
+    // The session's join token runs out soon; a `SWITCHBOARD_TOKEN` function refreshes it.
+    refresh_required({ expires_in }) {
+      log({ kind: 'system', text: `the session ends in ${plural(expires_in, 'second')} unless refreshed` });
+    },
+
+    refreshed({ expires_in }) {
+      log({ kind: 'system', text: `the session was refreshed: it now ends in ${plural(expires_in, 'second')}` });
+    },
+
+    expired({ reason }) {
+      const why = { join_token: 'its sign-in ran out', max_session_age: 'it reached its age limit' }[reason] || 'the app ended it';
+      log({ kind: 'system', text: `the session expired (${why})` });
+    },
+
     // The old session was gone (server restarted without its state, TTL expired).
     rejoined({ id, name }) {
       showMe(name, id);

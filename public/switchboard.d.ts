@@ -51,7 +51,9 @@ export interface SwitchboardOptions {
   baseUrl?: string;
   /** Sent on `POST /helo` as `Authorization: Bearer <joinToken>`; required by a server running
    * `--auth jwt` (its token's `name` claim then names the session). A function that throws or
-   * rejects counts as a network error: registering is retried with backoff. */
+   * rejects counts as a network error: registering is retried with backoff. A function is
+   * also asked for a new token on `refresh_required`, which the client then sends to
+   * `POST /session/refresh` by itself, so the session outlives the first token's `exp`. */
   joinToken?: JoinToken;
   /** The fetch to use (default: the global one). */
   fetch?: typeof globalThis.fetch;
@@ -131,6 +133,25 @@ export interface RoomCountDetail {
   eventId: number | null;
 }
 
+/** `refresh_required`: this session ends in `expires_in` seconds unless refreshed. */
+export interface RefreshRequiredDetail {
+  expires_in: number;
+  eventId: number | null;
+}
+
+/** `refreshed`: this session now ends at `expires_at` (seconds since the epoch). */
+export interface RefreshedDetail {
+  expires_at: number;
+  expires_in: number;
+}
+
+/** `expired`: this session ended (its join token's `exp`, `--max-session-age`, or the app's
+ * backend); its stream ends, and the client registers again if it can. */
+export interface ExpiredDetail {
+  reason: 'join_token' | 'max_session_age' | 'server';
+  eventId: number | null;
+}
+
 /** `new_user`: another client said hello. */
 export interface NewUserDetail extends PeerDetail {
   /** True when this attach's `ready` roster already listed the peer: it joined before the
@@ -204,6 +225,9 @@ export interface SwitchboardEventMap {
   broadcast: CustomEvent<BroadcastDetail>;
   server_message: CustomEvent<ServerMessageDetail>;
   lagged: CustomEvent<LaggedDetail>;
+  refresh_required: CustomEvent<RefreshRequiredDetail>;
+  refreshed: CustomEvent<RefreshedDetail>;
+  expired: CustomEvent<ExpiredDetail>;
   rejoined: CustomEvent<RejoinedDetail>;
   error: CustomEvent<ErrorDetail>;
 }
@@ -250,6 +274,9 @@ export class Switchboard extends EventTarget {
   leave(): Promise<void>;
   /** Stops without deleting the session (it expires after the server's TTL). */
   close(): void;
+  /** Moves the session's end with a new token from `joinToken` (`POST /session/refresh`);
+   * done by itself on `refresh_required` when `joinToken` is a function. */
+  refresh(): Promise<{ expires_at: number; expires_in: number }>;
   /** A direct message into one recipient's stream; resolves with its id there. */
   send<M = unknown>(recipient: SessionId, message: M): Promise<{ event_id: number }>;
   /** A message to every other member of `room` (default: `lobby`; this session must be in

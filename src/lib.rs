@@ -37,7 +37,8 @@ use std::future::Future;
 use tokio::net::TcpListener;
 
 pub use config::{
-    AuthMode, Config, DirectMessages, LogFormat, RoomFlags, StreamAuthFlags, UrlTokens,
+    AuthMode, Config, DirectMessages, LogFormat, RoomFlags, SessionFlags, StreamAuthFlags,
+    UrlTokens,
 };
 pub use http::ROUTES;
 pub use http::error::ErrorCode;

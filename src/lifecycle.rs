@@ -87,6 +87,7 @@ pub(crate) async fn run(
             session_ttl: config.session_ttl,
             max_rooms_per_session: config.rooms.max_rooms_per_session as usize,
             max_rooms: usize::try_from(config.rooms.max_rooms).unwrap_or(usize::MAX),
+            max_session_age: config.sessions.max_session_age,
         },
         Arc::clone(&metrics),
     );

@@ -294,11 +294,27 @@ async fn every_event_the_server_sends_matches_its_openapi_schema() {
     assert_eq!(send(room("DELETE", &dora)).await.status(), 204);
     doras.read_until(0, "event: left").await;
 
+    // A lifetime: warned, then ended by --max-session-age.
+    let aging = spawn_app(Config {
+        sessions: switchboard::SessionFlags {
+            max_session_age: Some(std::time::Duration::from_secs(2)),
+        },
+        ..Config::default()
+    })
+    .await;
+    let finn = aging.helo("finn").await;
+    let mut finns =
+        support::RawStream::new(aging.events_response(&finn.id, &finn.token, None).await);
+    let warned = finns.read_until(0, "event: refresh_required").await;
+    let expired = finns.read_until(warned, "event: expired").await;
+    finns.read_until(expired, "\n\n").await;
+
     let mut seen = BTreeSet::new();
     let every_frame = frames(&alices.text)
         .into_iter()
         .chain(frames(&bobs.text))
-        .chain(frames(&doras.text));
+        .chain(frames(&doras.text))
+        .chain(frames(&finns.text));
     for frame in every_frame {
         let name = frame["event"].as_str().unwrap();
         let variant = variants

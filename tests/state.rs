@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use serde_json::json;
-use support::{Instance, POLL, SessionExt, WAIT};
+use support::{Instance, POLL, Session, SessionExt, SseEvent, SseReader, WAIT};
 
 /// A fresh empty directory under the system's temporary one, removed on drop.
 struct TempDir(PathBuf);
@@ -119,6 +119,92 @@ async fn a_graceful_restart_keeps_tokens_and_replays_missed_events_with_their_id
     resumed
         .expect_response(five, &bob, &ann, &json!("five"))
         .await;
+}
+
+/// A new single-use stream ticket for `session` (`POST /session/ticket` with its token).
+async fn ticket(server: &Instance, session: &Session) -> String {
+    let response = support::send(
+        server
+            .client
+            .post(server.url("/session/ticket"))
+            .bearer_auth(&session.token),
+    )
+    .await;
+    assert_eq!(response.status(), 201, "a ticket for {}", session.name);
+    let body = support::body_json(response).await;
+    body["ticket"].as_str().expect("a ticket").to_owned()
+}
+
+/// `session`'s stream opened with a new ticket and no other credential, as an `EventSource`
+/// on another origin opens it, resuming after `last` (its `Last-Event-ID`).
+async fn ticket_stream(server: &Instance, session: &Session, last: Option<u64>) -> SseReader {
+    let ticket = ticket(server, session).await;
+    let url = server.url(&format!("/events/{}?ticket={ticket}", session.id));
+    let mut request = server.client.get(url);
+    if let Some(last) = last {
+        request = request.header("Last-Event-ID", last.to_string());
+    }
+    let response = support::send(request).await;
+    assert_eq!(response.status(), 200, "{}'s ticket stream", session.name);
+    let mut stream = SseReader::new(response).await;
+    stream.ready().await;
+    stream
+}
+
+/// The `client_response` frames among `frames`, as (event id, message).
+fn responses(frames: &[SseEvent]) -> Vec<(u64, String)> {
+    let responses = frames.iter().filter(|f| f.event == "client_response");
+    let pair = |f: &SseEvent| {
+        (
+            f.id.unwrap(),
+            f.data["message"].as_str().unwrap().to_owned(),
+        )
+    };
+    responses.map(pair).collect()
+}
+
+#[tokio::test]
+async fn a_ticket_stream_resumes_across_a_restart_with_nothing_lost_or_twice() {
+    let dir = TempDir::new();
+    let state = dir.0.join("state.json");
+    // No `?token=`: tickets are the only credential a URL may carry.
+    let args = ["--state-file", path_arg(&state), "--url-tokens", "off"];
+    let mut before = Instance::start("before", &args).await;
+    let ann = before.helo("ann").await;
+    let bob = before.helo("bob").await;
+    let mut stream = ticket_stream(&before, &ann, None).await;
+    let mut sent = Vec::new();
+    for text in ["one", "two", "three"] {
+        sent.push((
+            before.respond(&bob, &ann, json!(text)).await,
+            text.to_owned(),
+        ));
+    }
+    // The first is read (after bob's `new_user`); the others are read before the stream
+    // ends, or left to the replay.
+    let mut read = Vec::new();
+    while responses(&read).is_empty() {
+        read.push(stream.next().await);
+    }
+    assert!(before.terminate().await.success(), "a clean exit");
+    read.extend(stream.until_end().await);
+    let mut read = responses(&read);
+    let last = read.last().map(|&(id, _)| id);
+
+    let after = Instance::start("after", &args).await;
+    // Tickets live in the process that issued them: a new one, from the kept token.
+    let mut resumed = ticket_stream(&after, &ann, last).await;
+    for text in ["four", "five"] {
+        sent.push((
+            after.respond(&bob, &ann, json!(text)).await,
+            text.to_owned(),
+        ));
+    }
+    let final_id = sent.last().unwrap().0;
+    while read.last().map(|&(id, _)| id) != Some(final_id) {
+        read.extend(responses(&[resumed.next().await]));
+    }
+    assert_eq!(read, sent, "every message once, in order, with its id");
 }
 
 #[tokio::test]
@@ -339,4 +425,27 @@ fn a_state_file_readable_by_others_is_tightened_with_a_warning() {
         log.contains("WARN") && log.contains("readable by others") && log.contains("644"),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_each_sessions_end() {
+    let dir = TempDir::new();
+    let state = dir.0.join("state.json");
+    let args = ["--state-file", path_arg(&state), "--max-session-age", "4s"];
+    let mut before = Instance::start("before", &args).await;
+    let ann = before.helo("ann").await;
+    assert!(before.terminate().await.success(), "a clean exit");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).expect("the state file was written"))
+            .expect("the state file is JSON");
+    let lifetime = &saved["sessions"][0]["snapshot"]["lifetime"];
+    assert_eq!(lifetime["bound"], "max_session_age", "{saved}");
+
+    // Started again with no age limit: only the kept end can end it.
+    let after = Instance::start("after", &["--state-file", path_arg(&state)]).await;
+    let mut stream = after.attach_ready(&ann).await;
+    stream.next_named("refresh_required").await;
+    let expired = stream.next_named("expired").await;
+    assert_eq!(expired.data, json!({ "reason": "max_session_age" }));
+    stream.expect_end().await;
 }

@@ -4,7 +4,8 @@
 /**
  * The join token the host page gives this page, for a server running `--auth jwt`:
  * `window.SWITCHBOARD_TOKEN` (a string, or a function returning one or a promise of one,
- * asked again whenever the page joins) set by a script before this module runs, or else
+ * asked again whenever the page joins and on `refresh_required`, so the session outlives a
+ * token) set by a script before this module runs, or else
  * `#token=` in the URL (the fragment never reaches a server or a Referer). The fragment is
  * removed from the address bar once read, so the token is not bookmarked or shared with
  * the link. Undefined when there is none (a server running `--auth open` needs none).

@@ -3,7 +3,7 @@
 
 import { Connection } from './connection.js';
 import { SwitchboardError } from './errors.js';
-import { Api, idempotencyKey } from './http.js';
+import { Api, currentJoinToken, idempotencyKey } from './http.js';
 import { Presence } from './presence.js';
 import { SessionStore } from './storage.js';
 import { watchWindow } from './window.js';
@@ -36,8 +36,11 @@ const MESSAGES = {
  * eventId}, `left` {room, eventId}, `room_count` {room, members, eventId}, `message` (a direct
  * message, the `client_response` payload plus eventId), `broadcast` (`client_broadcast`, with
  * its room, plus eventId), `server_message` {to, room, message, eventId} (from the app's
- * backend), `lagged` {missed}, `rejoined` {previousId, id, name, reason}, `error` {error,
- * fatal}.
+ * backend), `lagged` {missed}, `refresh_required` {expires_in, eventId} (the session ends
+ * soon: with a `joinToken` function the client refreshes by itself), `refreshed` {expires_at,
+ * expires_in}, `expired` {reason, eventId} (the session ended; the client then registers
+ * again if its `joinToken` still gives a valid token), `rejoined` {previousId, id, name,
+ * reason}, `error` {error, fatal}.
  */
 export class Switchboard extends EventTarget {
   /** @type {{ autoLeaveOnPagehide: boolean, maxSendRetries: number }} */
@@ -64,6 +67,8 @@ export class Switchboard extends EventTarget {
   #leftOnPagehide = /** @type {string | null} */ (null);
   /** @type {(() => void) | null} */
   #removeWindowListeners = null;
+  /** @type {import('./types.js').JoinToken | undefined} */
+  #joinToken;
 
   /**
    * @param {SwitchboardOptions} options
@@ -91,6 +96,7 @@ export class Switchboard extends EventTarget {
       throw new TypeError('Switchboard: `rooms` must be an array of room names');
     }
     this.#wantedRooms = rooms === undefined ? undefined : [...rooms];
+    this.#joinToken = joinToken;
     const base = String(baseUrl).replace(/\/+$/, '');
     this.#options = { autoLeaveOnPagehide, maxSendRetries };
     this.#api = new Api(fetch, base);
@@ -192,6 +198,22 @@ export class Switchboard extends EventTarget {
       this.#link.start(stored, left);
     }
     return waiting;
+  }
+
+  /**
+   * Moves this session's end with a new join token from the `joinToken` option
+   * (`POST /session/refresh`); done by itself on `refresh_required` when `joinToken` is a
+   * function. Resolves with `{expires_at, expires_in}` and dispatches `refreshed`.
+   * @returns {Promise<{ expires_at: number, expires_in: number }>}
+   */
+  async refresh() {
+    const session = this.#link.session;
+    if (!session) throw new SwitchboardError('not connected: no session yet', { code: 'not_connected' });
+    const joinToken = await currentJoinToken(this.#joinToken);
+    const body = { join_token: joinToken || '' };
+    const refreshed = await this.#api.request('POST', '/session/refresh', body, session.token);
+    this.#emit('refreshed', refreshed);
+    return refreshed;
   }
 
   /**
@@ -354,6 +376,15 @@ export class Switchboard extends EventTarget {
         return;
       case 'lagged':
         this.#emit('lagged', { missed: data.missed });
+        return;
+      case 'refresh_required':
+        this.#emit('refresh_required', { expires_in: data.expires_in, eventId });
+        if (typeof this.#joinToken === 'function') {
+          this.refresh().catch((error) => this.#emit('error', { error, fatal: false }));
+        }
+        return;
+      case 'expired':
+        this.#emit('expired', { reason: data.reason, eventId });
         return;
       default:
         this.#emit(MESSAGES[type], { ...data, eventId });

@@ -41,6 +41,8 @@ const EVENTS = [
   'joined',
   'left',
   'room_count',
+  'refresh_required',
+  'expired',
 ];
 
 /** Server events that carry an `id:` (and so move the resume point). */
@@ -53,6 +55,8 @@ const EVENTS_WITH_ID = new Set([
   'joined',
   'left',
   'room_count',
+  'refresh_required',
+  'expired',
 ]);
 
 /** At most one EventSource at a time; events of one closed or replaced are dropped. */

@@ -58,6 +58,9 @@ pub(crate) struct JoinClaims {
     /// The rooms the session may be in (`rooms`: names or `prefix*` patterns); absent means
     /// `lobby` alone.
     pub(crate) rooms: RoomPatterns,
+    /// Until when the token counts: its `exp` plus the leeway, in seconds since the epoch.
+    /// A session joined (or refreshed) with it ends then.
+    pub(crate) valid_until: u64,
 }
 
 /// Checks join tokens against one key with one pinned algorithm.
@@ -215,6 +218,8 @@ impl Verifier {
             name: claims.name.ok_or(AuthError::MissingClaim("name"))?,
             broadcast: claims.broadcast.unwrap_or(true),
             rooms,
+            // `exp` is required and checked above; a fraction counts as the whole second.
+            valid_until: (claims.exp.max(0.0) as u64).saturating_add(self.leeway_secs),
         })
     }
 
@@ -254,6 +259,8 @@ struct Claims {
     rooms: Option<Vec<String>>,
     /// Seconds since the epoch; a float, as some signers write fractions.
     iat: Option<f64>,
+    /// Seconds since the epoch (required, and checked by jsonwebtoken).
+    exp: f64,
 }
 
 /// The `alg` of a compact JWT's header, read without trusting anything else in it.

@@ -53,7 +53,10 @@ fn leeway(secs: u64) -> JwtChecks {
 #[test]
 fn valid_hs256_token_yields_its_claims() {
     let verifier = hs_verifier(JwtChecks::default());
-    let joined = verifier.verify(&hs256(&claims(json!({})))).expect("valid");
+    let exp = get_current_timestamp() + 300;
+    let joined = verifier
+        .verify(&hs256(&claims(json!({"exp": exp}))))
+        .expect("valid");
     assert_eq!(
         joined,
         JoinClaims {
@@ -61,7 +64,15 @@ fn valid_hs256_token_yields_its_claims() {
             name: "Ada".into(),
             broadcast: true,
             rooms: crate::identity::RoomPatterns::lobby(),
+            valid_until: exp,
         }
+    );
+    let lenient = hs_verifier(leeway(30));
+    let token = hs256(&claims(json!({"exp": exp})));
+    assert_eq!(
+        lenient.verify(&token).unwrap().valid_until,
+        exp + 30,
+        "a session may live until exp plus the leeway"
     );
     let muted = verifier
         .verify(&hs256(&claims(json!({"broadcast": false}))))

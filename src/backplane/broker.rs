@@ -10,11 +10,13 @@
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
+use tokio::time::Instant;
 
 use super::cluster::Cluster;
 use super::local::Local;
 use crate::identity::{RoomName, RoomPatterns, SessionId, Token};
 use crate::limits::AddressGuard;
+use crate::registry::lifetime::Bound;
 use crate::registry::{
     Departure, Event, EventId, Joining, Peer, RegistryError, SendKey, Subscription,
 };
@@ -221,6 +223,22 @@ impl Broker {
         match self {
             Broker::Local(_) => Ok(()),
             Broker::Redis(cluster) => cluster.health().await,
+        }
+    }
+
+    /// Moves the end of session `id`'s lifetime, wherever it lives; its end now.
+    pub(crate) async fn refresh(
+        &self,
+        id: SessionId,
+        ends: Instant,
+        bound: Bound,
+    ) -> Result<Instant, RegistryError> {
+        match self {
+            Broker::Local(local) => local
+                .registry()
+                .refresh(id, ends, bound)
+                .map(|lifetime| lifetime.ends),
+            Broker::Redis(cluster) => cluster.refresh(id, ends, bound).await,
         }
     }
 

@@ -19,6 +19,7 @@
 //! - [`local`], [`cluster`]: the two brokers; [`broker`]: the enum the hub holds.
 //! - [`presence`]: who hears of joins and leaves.
 //! - [`rooms`]: the hub's room operations: who may be where, joining and leaving, rosters.
+//! - [`lifetime`]: moving the end of sessions' lifetimes (refreshes).
 //! - this file: [`Hub`] (the edge's operations, then the server API's), and [`Here`], where
 //!   a broker's events land.
 //! - [`backend`]: the server API's words (targets, pages); its operations are the hub's.
@@ -27,6 +28,7 @@ mod backend;
 mod broker;
 pub(crate) mod cluster;
 mod events;
+mod lifetime;
 mod local;
 pub(crate) mod presence;
 mod rooms;
@@ -466,7 +468,19 @@ impl Hub {
     /// # Errors
     /// `UnknownSession` for a session that is not registered; `Unavailable`.
     pub async fn disconnect(&self, target: &Target) -> Result<usize, RegistryError> {
-        let peers = match target {
+        let peers = self.targeted(target).await?;
+        for peer in &peers {
+            self.remove(peer).await?;
+        }
+        Ok(peers.len())
+    }
+
+    /// The sessions `target` names.
+    ///
+    /// # Errors
+    /// `UnknownSession` for a session that is not registered; `Unavailable`.
+    async fn targeted(&self, target: &Target) -> Result<Vec<Peer>, RegistryError> {
+        Ok(match target {
             Target::Session(id) => vec![
                 self.peer(*id)
                     .await?
@@ -475,10 +489,6 @@ impl Hub {
             Target::User(user) => self.sessions_of(user).await?,
             Target::Room(room) => self.room_members(room).await?,
             Target::Everyone => self.list().await?,
-        };
-        for peer in &peers {
-            self.remove(peer).await?;
-        }
-        Ok(peers.len())
+        })
     }
 }

@@ -3,35 +3,27 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 
-use crate::auth::JoinPolicy;
-use crate::auth::api_key::ApiKey;
-use crate::auth::jwt::{JwtChecks, JwtKeyFile, Verifier};
 use crate::backplane::HubSettings;
-use crate::limits::{
-    AddressCap, AttachRates, AttachSettings, LimitKind, Limits, Rate, RateLimits, RateSettings,
-    default_connection_share, default_per_address,
-};
-use crate::metrics::Metrics;
 use crate::registry::event::ENVELOPE_OVERHEAD;
 
+mod auth;
+mod limits;
 mod parse;
 mod rooms;
+mod sessions;
 mod streams;
 
+pub use auth::AuthMode;
 pub use parse::{parse_listen, parse_log_filter};
 use parse::{parse_origin, parse_proxy};
 pub use rooms::{DirectMessages, RoomFlags};
+pub use sessions::SessionFlags;
 pub use streams::{StreamAuthFlags, UrlTokens};
-
-/// File descriptors kept back from the stream limit for the listener, the runtime, static files
-/// and short-lived API requests, so that a full house of streams still leaves room to answer 503.
-pub const RESERVED_FDS: u64 = 512;
 
 /// switchboard: clients register with POST /helo, read their events from an SSE stream and
 /// message each other with plain HTTP POSTs.
@@ -194,7 +186,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
 
     /// Longest wait for a new connection's first byte and its whole request head (both the
-    /// stream path and hyper's), and for the next request on an idle keep-alive connection.
+    /// stream path and hyper's), and for the next request on an idle keep-alive connection
+    /// (over HTTP/2: the next stream on a connection with none open).
     #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
 
@@ -220,6 +213,10 @@ pub struct Config {
     /// The stream credential flags (`--url-tokens`, `--ticket-ttl`).
     #[command(flatten)]
     pub streams: StreamAuthFlags,
+
+    /// The session lifetime flags (`--max-session-age`).
+    #[command(flatten)]
+    pub sessions: SessionFlags,
 
     /// Serve the web client at `/` from this directory instead of the copy built into the
     /// binary (for working on the page without rebuilding).
@@ -276,16 +273,6 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-/// Who may join (`--auth`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum AuthMode {
-    /// Anyone may join, under the name it sends.
-    #[default]
-    Open,
-    /// `POST /helo` needs `Authorization: Bearer <JWT>` from the app's backend.
-    Jwt,
-}
-
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -336,6 +323,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             presence: true,
             rooms: RoomFlags::default(),
+            sessions: SessionFlags::default(),
             streams: StreamAuthFlags::default(),
             public_dir: None,
             drain_window: Duration::from_secs(1),
@@ -353,117 +341,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The process's soft open-file limit, when it can be read.
-    pub fn open_file_limit() -> Option<u64> {
-        rlimit::getrlimit(rlimit::Resource::NOFILE)
-            .ok()
-            .map(|(soft, _hard)| soft)
-    }
-
-    /// Most streams to accept: `max_streams` if set, else the open-file limit less
-    /// [`RESERVED_FDS`] (each stream holds one socket).
-    pub fn stream_limit(&self) -> usize {
-        self.max_streams.unwrap_or_else(|| {
-            let fds = Self::open_file_limit().unwrap_or(1024);
-            usize::try_from(fds.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
-        })
-    }
-
-    /// The rate limits and per-address caps these flags ask for.
-    pub(crate) fn limits(&self, metrics: Arc<Metrics>) -> Limits {
-        // Every series at 0 from the start, so a dashboard has one before the first refusal.
-        for kind in LimitKind::ALL {
-            metrics.limited_series(kind.as_str());
-        }
-        let share = |flag: Option<usize>, total| flag.unwrap_or_else(|| default_per_address(total));
-        Limits {
-            rates: RateLimits::new(RateSettings {
-                helo: Rate {
-                    per_second: self.helo_rate,
-                    burst: self.helo_burst,
-                },
-                messages: Rate {
-                    per_second: self.message_rate,
-                    burst: self.message_burst,
-                },
-                bytes_per_second: self.byte_rate,
-                byte_burst: self.byte_burst,
-            }),
-            attaches: AttachRates::new(AttachSettings {
-                per_session: self.session_attaches,
-                per_address: Rate {
-                    per_second: self.address_attach_rate,
-                    burst: self.address_attach_burst,
-                },
-                lists: Rate {
-                    per_second: self.list_rate,
-                    burst: self.list_burst,
-                },
-            }),
-            // An abandoned session frees its place within one TTL; a stream at once.
-            sessions: AddressCap::new(
-                LimitKind::SessionsPerAddress,
-                share(self.max_sessions_per_address, self.max_sessions),
-                self.session_ttl,
-            ),
-            streams: AddressCap::new(
-                LimitKind::StreamsPerAddress,
-                share(self.max_streams_per_address, self.stream_limit()),
-                self.sse_retry,
-            ),
-            // Connections come and go; the client's own reconnect delay is a fair wait.
-            connections: AddressCap::new(
-                LimitKind::ConnectionsPerAddress,
-                self.max_connections_per_address
-                    .unwrap_or_else(|| default_connection_share(self.connection_limit())),
-                self.sse_retry,
-            ),
-            trusted_proxies: self.trusted_proxies.clone(),
-            metrics,
-        }
-    }
-
-    /// The join policy `--auth` and the `--jwt-*` flags ask for, its key loaded.
-    ///
-    /// # Errors
-    /// One line naming the flag: `--auth jwt` without exactly one key file, a key file that
-    /// cannot be read or holds no usable key, or a key file given with `--auth open`.
-    pub(crate) fn join_policy(&self) -> Result<JoinPolicy, String> {
-        let key = match (&self.jwt_secret_file, &self.jwt_public_key_file) {
-            (Some(path), None) => Some(("--jwt-secret-file", JwtKeyFile::Secret(path.clone()))),
-            (None, Some(path)) => {
-                Some(("--jwt-public-key-file", JwtKeyFile::PublicKey(path.clone())))
-            }
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                return Err(
-                    "--jwt-secret-file and --jwt-public-key-file exclude each other: give one key"
-                        .to_owned(),
-                );
-            }
-        };
-        match (self.auth, key) {
-            (AuthMode::Open, None) => Ok(JoinPolicy::Open),
-            (AuthMode::Open, Some((flag, _))) => Err(format!(
-                "{flag} is only used with --auth jwt; add --auth jwt, or drop the key file"
-            )),
-            (AuthMode::Jwt, None) => Err(
-                "--auth jwt needs a key: --jwt-secret-file (HS256) or --jwt-public-key-file (PEM)"
-                    .to_owned(),
-            ),
-            (AuthMode::Jwt, Some((flag, key))) => {
-                let checks = JwtChecks {
-                    audience: self.jwt_audience.clone(),
-                    issuer: self.jwt_issuer.clone(),
-                    leeway: self.jwt_leeway,
-                };
-                Verifier::load(&key, checks)
-                    .map(|verifier| JoinPolicy::Jwt(Box::new(verifier)))
-                    .map_err(|err| format!("{flag}: {err}"))
-            }
-        }
-    }
-
     /// Whether the largest message a client may send fits a mailbox: otherwise every such
     /// direct message would be refused with 429 for ever, which a client can only retry.
     ///
@@ -485,17 +362,6 @@ impl Config {
         self.rooms.hub_settings(self.presence)
     }
 
-    /// The server API's key, when `--api-key-file` enables the API.
-    ///
-    /// # Errors
-    /// One line naming the flag: the file cannot be read or holds too short a key.
-    pub(crate) fn api_key(&self) -> Result<Option<ApiKey>, String> {
-        self.api_key_file
-            .as_deref()
-            .map(|path| ApiKey::load(path).map_err(|err| format!("--api-key-file: {err}")))
-            .transpose()
-    }
-
     /// The files of `--tls-cert` and `--tls-key`, when HTTPS is asked for.
     ///
     /// # Errors
@@ -508,12 +374,6 @@ impl Config {
             (Some(_), None) => missing("--tls-cert", "--tls-key, the certificate's private key"),
             (None, Some(_)) => missing("--tls-key", "--tls-cert, the certificate it signs for"),
         }
-    }
-
-    /// Most connections of any kind: the open-file limit less a few for the process itself.
-    pub fn connection_limit(&self) -> usize {
-        let fds = Self::open_file_limit().unwrap_or(1024);
-        usize::try_from(fds.saturating_sub(64).max(1)).unwrap_or(usize::MAX)
     }
 }
 

@@ -1,6 +1,8 @@
 use clap::{CommandFactory, FromArgMatches};
 
+use super::limits::RESERVED_FDS;
 use super::*;
+use crate::auth::JoinPolicy;
 
 #[test]
 fn flags_default_to_the_contract() {

@@ -52,7 +52,10 @@ error_codes! {
     InvalidIdempotencyKey => "invalid_idempotency_key",
     IdempotencyKeyReused => "idempotency_key_reused",
     Unauthorized => "unauthorized",
+    SessionExpired => "session_expired",
+    InvalidJoinToken => "invalid_join_token",
     Forbidden => "forbidden",
+    WrongUser => "wrong_user",
     RoomForbidden => "room_forbidden",
     NotAMember => "not_a_member",
     NoSharedRoom => "no_shared_room",
@@ -181,6 +184,11 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, ErrorCode::UnknownRecipient, message)
             }
             RegistryError::BadToken => ApiError::unauthorized(message),
+            RegistryError::SessionExpired(_) => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::SessionExpired,
+                format!("{message}; join again with POST /helo"),
+            ),
             RegistryError::BroadcastDenied => {
                 ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
             }

@@ -16,6 +16,7 @@ use super::message::Message;
 use super::{sse, stream_auth};
 use crate::backplane::{Hub, PageQuery};
 use crate::identity::{DisplayName, NameError, RoomName, SessionId, Token, check_user};
+use crate::registry::lifetime::instant_of_unix;
 use crate::registry::sent::MAX_KEY_LEN;
 use crate::registry::{Joining, Peer, RegistryError, SendKey};
 
@@ -82,6 +83,7 @@ pub(crate) async fn helo(
                 user: Some(claims.sub),
                 may_broadcast: claims.broadcast,
                 may_join: Some(claims.rooms),
+                expires: Some(instant_of_unix(claims.valid_until)),
             }
         }
     };

@@ -8,7 +8,8 @@
 //! - `filters`: extract and validate a request's parts; `message`: a client's `message` body.
 //! - `handlers`: one function per client route, calling the hub; `server_api`: the app
 //!   backend's routes (`/api/*`); `stats`: its figures stream for the admin console;
-//!   `listing`: the paged session list both serve; `rooms`: the room routes of both.
+//!   `listing`: the paged session list both serve; `rooms`: the room routes of both;
+//!   `lifetime`: refreshing sessions' lifetimes, for both.
 //! - `stream_auth`: the session cookie and stream tickets (`POST /session/ticket`), so no
 //!   secret need stand in a stream's URL.
 //! - `sse`: the stream wire format; `lean`: stream connections served without hyper;
@@ -27,6 +28,7 @@ pub mod error;
 mod filters;
 mod handlers;
 mod lean;
+mod lifetime;
 mod listing;
 mod message;
 mod page;
@@ -161,6 +163,12 @@ pub fn routes(
                 .untuple_one(),
         )
         .then(stream_auth::post_ticket);
+    let refresh = warp::path!("session" / "refresh")
+        .and(warp::post())
+        .and(with_context())
+        .and(authenticated.clone())
+        .and(json_body(max_body))
+        .then(lifetime::refresh);
     let join_room = warp::path!("session" / "rooms" / String)
         .and(warp::put())
         .and(with_context())
@@ -225,6 +233,8 @@ pub fn routes(
         .or(delete)
         .unify()
         .or(ticket)
+        .unify()
+        .or(refresh)
         .unify()
         .or(join_room)
         .unify()

@@ -158,23 +158,7 @@ pub(crate) async fn api_join(
     context: Context,
     mover: Mover,
 ) -> Result<Response, ApiError> {
-    let room = room_of(&room)?;
-    let mut moved = 0;
-    for peer in sessions_of(&context, &mover).await? {
-        match context.hub.put_in_room(&peer, room.clone()).await {
-            Ok(_) => moved += 1,
-            // Left meanwhile.
-            Err(RegistryError::BadToken) => {}
-            Err(err) => return Err(full_house(err, context.session_ttl)),
-        }
-    }
-    let members = context.hub.room_size(&room).await?;
-    Ok(warp::reply::json(&Moved {
-        room,
-        members,
-        moved,
-    })
-    .into_response())
+    move_members(room, context, mover, Way::In).await
 }
 
 /// `DELETE /api/rooms/{room}/members`: the backend takes a session (or every session of a
@@ -185,16 +169,38 @@ pub(crate) async fn api_leave(
     context: Context,
     mover: Mover,
 ) -> Result<Response, ApiError> {
+    move_members(room, context, mover, Way::Out).await
+}
+
+/// Which way the server API moves sessions.
+#[derive(Clone, Copy)]
+enum Way {
+    In,
+    Out,
+}
+
+/// Moves the sessions `mover` names into or out of `room`, and answers how many moved and how
+/// many members the room has now. A session that left the hub meanwhile is skipped.
+async fn move_members(
+    room: String,
+    context: Context,
+    mover: Mover,
+    way: Way,
+) -> Result<Response, ApiError> {
     let room = room_of(&room)?;
     let mut moved = 0;
     for peer in sessions_of(&context, &mover).await? {
-        match context.hub.leave_room(&peer, room.clone()).await {
+        let outcome = match way {
+            Way::In => context.hub.put_in_room(&peer, room.clone()).await.map(drop),
+            Way::Out => context.hub.leave_room(&peer, room.clone()).await,
+        };
+        match outcome {
             Ok(()) => moved += 1,
             Err(err @ RegistryError::NotAMember(_)) if matches!(mover, Mover::Session(_)) => {
                 return Err(not_in_it(err));
             }
             Err(RegistryError::NotAMember(_) | RegistryError::BadToken) => {}
-            Err(err) => return Err(err.into()),
+            Err(err) => return Err(full_house(err, context.session_ttl)),
         }
     }
     let members = context.hub.room_size(&room).await?;

@@ -29,6 +29,11 @@ pub const ROUTES: &[(&str, &str, &[u16])] = &[
     ("DELETE", "/session", &[204, 401, 503]),
     ("POST", "/session/ticket", &[201, 401, 429, 503]),
     (
+        "POST",
+        "/session/refresh",
+        &[200, 400, 401, 403, 408, 411, 413, 415, 503],
+    ),
+    (
         "PUT",
         "/session/rooms/{room}",
         &[200, 400, 401, 403, 409, 503],
@@ -46,6 +51,7 @@ pub const ROUTES: &[(&str, &str, &[u16])] = &[
     ),
     ("POST", "/api/publish", &[202, 400, 401, 404, 429, 503]),
     ("POST", "/api/disconnect", &[200, 400, 401, 404, 503]),
+    ("POST", "/api/refresh", &[200, 400, 401, 404, 503]),
     ("GET", "/api/sessions", &[200, 400, 401, 503]),
     ("GET", "/api/stats", &[200, 401]),
     ("GET", "/api/rooms", &[200, 400, 401, 503]),

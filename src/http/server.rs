@@ -31,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
@@ -305,28 +306,36 @@ where
     // every layer and route (about 1.3 KiB) that a stream connection would hold for its life.
     let service = Arc::new(service);
     let graceful_ref = &graceful;
+    // What the TLS listener's connections watch instead of `graceful` (see `secure`).
+    let drain = CancellationToken::new();
+    let drain_ref = &drain;
     let shared_context = context;
     let tls = options.tls.clone();
     let serve = move |stream: TcpStream, peer: SocketAddr| {
         let service = Arc::clone(&service);
-        let watcher = graceful_ref.watcher();
         let context = shared_context.clone();
         let origins = origins.clone();
-        let tls = tls.clone();
+        let listener = match &tls {
+            Some(acceptor) => Side::Tls(acceptor.clone(), drain_ref.clone()),
+            None => Side::Plain(graceful_ref.watcher()),
+        };
         async move {
-            if let Some(acceptor) = tls {
-                // Boxed: inline, its state would size every plain connection's task too.
-                let secure = secure::serve(
-                    stream,
-                    peer,
-                    acceptor,
-                    service.as_ref(),
-                    watcher,
-                    header_timeout,
-                    write_timeout,
-                );
-                return Box::pin(secure).await;
-            }
+            let watcher = match listener {
+                Side::Plain(watcher) => watcher,
+                Side::Tls(acceptor, drain) => {
+                    // Boxed: inline, its state would size every plain connection's task too.
+                    let secure = secure::serve(
+                        stream,
+                        peer,
+                        acceptor,
+                        service.as_ref(),
+                        drain,
+                        header_timeout,
+                        write_timeout,
+                    );
+                    return Box::pin(secure).await;
+                }
+            };
             // The first byte has the same deadline as the head: a connection that sends
             // nothing must not hold its permit for ever.
             let started = tokio::time::Instant::now();
@@ -334,10 +343,10 @@ where
             else {
                 return;
             };
-            let header_timeout = header_timeout.saturating_sub(started.elapsed());
+            let first_head = header_timeout.saturating_sub(started.elapsed());
             let (stream, head) = if lean {
                 let mut stream = stream;
-                let Some(head) = lean::read_request(&mut stream, header_timeout).await else {
+                let Some(head) = lean::read_request(&mut stream, first_head).await else {
                     return;
                 };
                 (stream, head)
@@ -349,8 +358,11 @@ where
                     peer,
                     service.as_ref(),
                     watcher,
-                    header_timeout,
-                    write_timeout,
+                    Deadlines {
+                        first_head,
+                        idle: header_timeout,
+                        write: write_timeout,
+                    },
                 );
                 let Some((stream, request)) = Box::pin(hyper).await else {
                     return;
@@ -382,17 +394,28 @@ where
     Connections {
         tracker,
         graceful,
+        drain,
         drain_window: options.drain_window,
         shutdown_grace: options.shutdown_grace,
     }
+}
+
+/// A connection's listener, and what tells the connection that the server is stopping:
+/// hyper's watcher on the plain listener; on the TLS listener a token, since those
+/// connections also close themselves when idle (see `secure`).
+enum Side {
+    Plain(Watcher),
+    Tls(TlsAcceptor, CancellationToken),
 }
 
 /// The connections open when the edge stopped accepting.
 pub(crate) struct Connections {
     /// Every connection task; closed: no new one joins.
     tracker: TaskTracker,
-    /// hyper's side of the connections it serves.
+    /// hyper's side of the plain listener's connections.
     graceful: GracefulShutdown,
+    /// The same for the TLS listener's.
+    drain: CancellationToken,
     drain_window: Duration,
     shutdown_grace: Duration,
 }
@@ -404,6 +427,7 @@ impl Connections {
         let Connections {
             tracker,
             graceful,
+            drain,
             drain_window,
             shutdown_grace,
         } = self;
@@ -411,6 +435,7 @@ impl Connections {
             // Idle keep-alive connections stay for the drain window, answering with
             // `Connection: close`: closing one just as its client sends a request would reset it.
             let _ = tokio::time::timeout(drain_window, tracker.wait()).await;
+            drain.cancel();
             graceful.shutdown().await;
             tracker.wait().await;
         };
@@ -420,6 +445,16 @@ impl Connections {
     }
 }
 
+/// The deadlines of a connection hyper serves.
+struct Deadlines {
+    /// For the first request's head: what is left of the header timeout after its first byte.
+    first_head: Duration,
+    /// For each next request's head, from the end of the previous answer (the header timeout).
+    idle: Duration,
+    /// For the socket to accept a byte.
+    write: Duration,
+}
+
 /// Serves `stream` with hyper and the routes until it closes, or until its client asks for a
 /// stream: then the socket and that request, for `lean` to answer (see `takeover`).
 async fn serve_with_hyper<B>(
@@ -427,8 +462,7 @@ async fn serve_with_hyper<B>(
     peer: SocketAddr,
     routes: &BoxCloneSyncService<Request<Incoming>, Response<B>, Infallible>,
     watcher: Watcher,
-    header_timeout: Duration,
-    write_timeout: Duration,
+    deadlines: Deadlines,
 ) -> Option<(TcpStream, Parts)>
 where
     B: hyper::body::Body + Send + 'static,
@@ -437,25 +471,32 @@ where
 {
     let (takeover, handed) = Takeover::new();
     let routes = BoxCloneSyncService::clone(routes);
-    let service = TowerToHyperService::new(tower::service_fn(move |request: Request<Incoming>| {
-        match takeover.take(request) {
-            Some(mut request) => {
-                request.extensions_mut().insert(PeerAddr(peer));
-                Either::Left(routes.clone().oneshot(request))
+    let asked = Arc::new(AtomicBool::new(false));
+    let service = TowerToHyperService::new(tower::service_fn({
+        let asked = Arc::clone(&asked);
+        move |request: Request<Incoming>| {
+            asked.store(true, Ordering::Relaxed);
+            match takeover.take(request) {
+                Some(mut request) => {
+                    request.extensions_mut().insert(PeerAddr(peer));
+                    Either::Left(routes.clone().oneshot(request))
+                }
+                // The connection is dropped before this would ever answer.
+                None => Either::Right(std::future::pending()),
             }
-            // The connection is dropped before this would ever answer.
-            None => Either::Right(std::future::pending()),
         }
     }));
     let socket = Arc::new(stream);
     // A client that stops reading (a large answer it never takes) holds its connection only
-    // until the socket has accepted nothing for `write_timeout`, as on the stream path. Reads
-    // get no deadline here beyond hyper's own for a head.
+    // until the socket has accepted nothing for the write timeout, as on the stream path.
+    // Reads get no deadline here beyond those for a head.
     let mut io = TimeoutStream::new(SharedSocket(Arc::clone(&socket)));
-    io.set_write_timeout(Some(write_timeout));
+    io.set_write_timeout(Some(deadlines.write));
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        // Every wait for a head, the next one on a keep-alive connection included, gets the
+        // whole header timeout; the first is held to what is left of it by `first_head`.
+        .header_read_timeout(deadlines.idle)
         // hyper's buffer limit is also its head limit, the stream path's. At its minimum
         // (hyper's default lets a connection queue ~400 KiB of response before it stops
         // pulling the body), a slow reader stops pulling at once.
@@ -463,8 +504,15 @@ where
         .max_headers(lean::MAX_HEADERS)
         .serve_connection(TokioIo::new(Box::pin(io)), service);
     let connection = watcher.watch(connection);
+    let first_head = async {
+        tokio::time::sleep(deadlines.first_head).await;
+        if asked.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     let request = tokio::select! {
         _ = connection => return None,
+        () = first_head => return None,
         Ok(request) = handed => request,
     };
     // hyper's connection is gone (dropped when the select ended): the socket is ours alone.

@@ -15,6 +15,7 @@ use warp::reply::{Reply, Response};
 use super::context::Context;
 use super::error::ApiError;
 use super::filters::{bearer_credential, json_body};
+use super::lifetime;
 use super::listing::{page_query, page_reply};
 use super::message::Message;
 use super::rooms;
@@ -23,7 +24,7 @@ use crate::auth::api_key::ApiKey;
 use crate::backplane::{PageQuery, Target};
 use crate::registry::RegistryError;
 
-/// `/api/publish`, `/api/disconnect`, `/api/sessions`, `/api/stats` and `/api/rooms...`, each behind the
+/// `/api/publish`, `/api/disconnect`, `/api/refresh`, `/api/sessions`, `/api/stats` and `/api/rooms...`, each behind the
 /// key. Boxed: one type for all, so the whole API's filter type stays small enough to compile
 /// quickly.
 pub(crate) fn routes(
@@ -44,6 +45,12 @@ pub(crate) fn routes(
         .and(with_context.clone())
         .and(json_body(max_body))
         .then(disconnect);
+    let refresh = warp::path!("api" / "refresh")
+        .and(warp::post())
+        .and(key.clone())
+        .and(with_context.clone())
+        .and(json_body(max_body))
+        .then(lifetime::api_refresh);
     let sessions = warp::path!("api" / "sessions")
         .and(warp::get().or(warp::head()).unify())
         .and(key.clone())
@@ -82,6 +89,8 @@ pub(crate) fn routes(
         .then(rooms::api_leave);
     publish
         .or(disconnect)
+        .unify()
+        .or(refresh)
         .unify()
         .or(sessions)
         .unify()

@@ -87,6 +87,8 @@ fn kind(event: &Event) -> EventKind {
         Event::Joined(_) => EventKind::Joined,
         Event::Left(_) => EventKind::Left,
         Event::RoomCount(_) => EventKind::RoomCount,
+        Event::RefreshRequired(_) => EventKind::RefreshRequired,
+        Event::Expired(_) => EventKind::Expired,
     }
 }
 
@@ -198,6 +200,7 @@ async fn next_batch(state: &mut Stream) -> Option<()> {
                 match reason {
                     Closed::TakenOver => info!(%session, "takeover: older stream closed"),
                     Closed::Removed => info!(%session, "stream closed: session removed"),
+                    Closed::Expired => info!(%session, "stream closed: session expired"),
                     Closed::Shutdown => {
                         let window = state.settings.drain_window.as_millis() as u64;
                         let delay = if window == 0 {

@@ -86,11 +86,13 @@ pub enum EventKind {
     Joined,
     Left,
     RoomCount,
+    RefreshRequired,
+    Expired,
 }
 
 impl EventKind {
     /// Every kind, in label order.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Ready,
         EventKind::NewUser,
         EventKind::ClientResponse,
@@ -101,6 +103,8 @@ impl EventKind {
         EventKind::Joined,
         EventKind::Left,
         EventKind::RoomCount,
+        EventKind::RefreshRequired,
+        EventKind::Expired,
     ];
 
     /// The `event` label: the event's name on the wire.
@@ -116,6 +120,8 @@ impl EventKind {
             EventKind::Joined => "joined",
             EventKind::Left => "left",
             EventKind::RoomCount => "room_count",
+            EventKind::RefreshRequired => "refresh_required",
+            EventKind::Expired => "expired",
         }
     }
 }
@@ -227,6 +233,10 @@ pub struct Metrics {
     bus_received: Family<ChannelLabel, Counter>,
     /// Sessions of dead cluster instances this instance adopted.
     pub sessions_adopted: Counter,
+    /// Sessions ended at the end of their lifetime (join token, `--max-session-age`, server).
+    pub sessions_expired: Counter,
+    /// Session lifetimes moved by `POST /session/refresh` or `POST /api/refresh`.
+    pub session_refreshes: Counter,
     /// Connections closed on accept because every connection slot was taken.
     pub connections_refused: Counter,
     /// Sends to parked streams' sockets (see `registry::writer`): that took everything, and
@@ -278,6 +288,8 @@ impl Metrics {
                 channels
             },
             sessions_adopted: Counter::default(),
+            sessions_expired: Counter::default(),
+            session_refreshes: Counter::default(),
             connections_refused: Counter::default(),
             parked_sends,
             registry: Registry::default(),
@@ -362,6 +374,17 @@ impl Metrics {
             "sessions_adopted",
             "Sessions of dead cluster instances adopted here, with their ids and tokens",
             metrics.sessions_adopted.clone(),
+        );
+        registry.register(
+            "sessions_expired",
+            "Sessions ended at the end of their lifetime (join token exp, --max-session-age, \
+             or the server API)",
+            metrics.sessions_expired.clone(),
+        );
+        registry.register(
+            "session_refreshes",
+            "Session lifetimes moved by POST /session/refresh or POST /api/refresh",
+            metrics.session_refreshes.clone(),
         );
         registry.register(
             "http_requests",

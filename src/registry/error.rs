@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::event::EventId;
+use super::lifetime::Bound;
 use crate::identity::{RoomName, SessionId};
 
 /// What the registry refuses, in domain terms; the HTTP edge picks the status codes.
@@ -15,6 +16,8 @@ pub enum RegistryError {
     UnknownRecipient(SessionId),
     #[error("the token is not valid for this session")]
     BadToken,
+    #[error("this session expired: {}", .0.reason())]
+    SessionExpired(Bound),
     #[error("this session may not broadcast (its join token says so)")]
     BroadcastDenied,
     #[error("this session is not in the room {0}")]

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::lifetime::Bound;
 use crate::identity::{DisplayName, RoomName, SessionId};
 
 /// Per-session event number; strictly increasing within one session, starting at 1.
@@ -83,6 +84,20 @@ pub struct Left {
 pub struct RoomCount {
     pub room: RoomName,
     pub members: usize,
+}
+
+/// Data of `refresh_required`: the session ends in `expires_in` seconds unless refreshed
+/// (`POST /session/refresh` with a new join token).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RefreshRequired {
+    pub expires_in: u64,
+}
+
+/// Data of `expired`: the session ended at the end of its lifetime, and why; the stream ends
+/// after it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Expired {
+    pub reason: Bound,
 }
 
 /// Data of a direct message (`client_response` on the wire).
@@ -164,6 +179,8 @@ pub enum Event {
     Joined(Joined),
     Left(Left),
     RoomCount(RoomCount),
+    RefreshRequired(RefreshRequired),
+    Expired(Expired),
 }
 
 impl Event {
@@ -189,12 +206,14 @@ impl Event {
             Event::Joined(data) => serde_json::to_string(data),
             Event::Left(data) => serde_json::to_string(data),
             Event::RoomCount(data) => serde_json::to_string(data),
+            Event::RefreshRequired(data) => serde_json::to_string(data),
+            Event::Expired(data) => serde_json::to_string(data),
         };
         json.expect("event data always serialises")
     }
 
     /// Every event name a stream can carry, in the order the docs list them.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 12] = [
         "ready",
         "new_user",
         "client_response",
@@ -205,14 +224,16 @@ impl Event {
         "joined",
         "left",
         "room_count",
+        "refresh_required",
+        "expired",
     ];
 
     /// Whether this event is addressed to its recipient in particular: a direct message, or a
-    /// server message to a session or a user. Such events are refused when the recipient is
-    /// full rather than dropped (see the mailbox).
+    /// server message to a session or a user, or news of its own lifetime. Such events are
+    /// refused when the recipient is full rather than dropped (see the mailbox).
     pub fn is_addressed(&self) -> bool {
         match self {
-            Event::Direct(_) => true,
+            Event::Direct(_) | Event::RefreshRequired(_) | Event::Expired(_) => true,
             Event::ServerMessage(server) => server.is_addressed(),
             _ => false,
         }
@@ -231,6 +252,8 @@ impl Event {
             Event::Joined(_) => "joined",
             Event::Left(_) => "left",
             Event::RoomCount(_) => "room_count",
+            Event::RefreshRequired(_) => "refresh_required",
+            Event::Expired(_) => "expired",
         }
     }
 }

@@ -1,10 +1,13 @@
 //! Who a new session is, as its join decided ([`Joining`]), and what proves it later
 //! ([`Credential`]): the token itself, or only its hash.
 
+use tokio::time::Instant;
+
 use crate::identity::{DisplayName, RoomPatterns, Token, TokenHash};
 
 /// Who a new session is, as its join decided: the name it goes by, the app's user id when a
-/// join token named one, whether it may broadcast, and the rooms its token allows.
+/// join token named one, whether it may broadcast, the rooms its token allows, and when the
+/// token stops counting.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Joining {
     pub name: DisplayName,
@@ -12,6 +15,8 @@ pub struct Joining {
     pub may_broadcast: bool,
     /// The join token's `rooms` (`lobby` alone when it has none); `None` on an open join.
     pub may_join: Option<RoomPatterns>,
+    /// When its join token runs out (`exp` plus the leeway); `None` on an open join.
+    pub expires: Option<Instant>,
 }
 
 /// An open join: a name, no user id, broadcasting allowed, rooms as the server allows.
@@ -22,6 +27,7 @@ impl From<DisplayName> for Joining {
             user: None,
             may_broadcast: true,
             may_join: None,
+            expires: None,
         }
     }
 }

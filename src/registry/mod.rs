@@ -17,7 +17,9 @@
 //!   it across a restart.
 //! - [`sent`]: the keys of idempotent sends a session got, so a retry is not delivered twice.
 //! - [`writer`]: writing a parked stream's new events to its client without waking it.
-//! - [`reaper`]: the TTL task.
+//! - [`lifetime`]: how long a session may live whatever its streams do (a join token's `exp`,
+//!   `--max-session-age`), and the sessions that ended so.
+//! - [`reaper`]: the task that ends sessions at their TTL or lifetime.
 //!
 //! # Locks
 //! [`Registry`] is a cheap handle around shared state. Three levels of `std::sync::Mutex`,
@@ -49,6 +51,7 @@ mod error;
 pub mod event;
 mod fan_out;
 pub mod join;
+pub mod lifetime;
 pub mod mailbox;
 pub(crate) mod outbox;
 pub mod reaper;
@@ -82,6 +85,7 @@ pub use event::{Envelope, Event, EventId, Peer};
 pub(crate) use fan_out::Reach;
 use join::Credential;
 pub use join::Joining;
+use lifetime::Lifetime;
 use mailbox::Mailbox;
 pub use rooms::{Departure, Entered};
 pub use sent::SendKey;
@@ -106,6 +110,8 @@ pub struct Settings {
     pub max_rooms_per_session: usize,
     /// Most rooms with members at once.
     pub max_rooms: usize,
+    /// How long a session may live after its join, streams or not (`--max-session-age`).
+    pub max_session_age: Option<Duration>,
 }
 
 #[cfg(test)]
@@ -121,6 +127,7 @@ impl Settings {
             session_ttl: Duration::from_secs(30),
             max_rooms_per_session: 4,
             max_rooms: 10,
+            max_session_age: None,
         }
     }
 }
@@ -170,6 +177,11 @@ struct State {
     /// Detached sessions by deadline. Entries go stale when a session re-attaches; the reaper
     /// checks each against the session before removing anything.
     expirations: BTreeSet<(Instant, SessionId)>,
+    /// Sessions with a lifetime by its next moment (a warning or the end); stale when a
+    /// refresh moved it, which the reaper checks likewise (see [`lifetime`]).
+    lifetimes: BTreeSet<(Instant, SessionId)>,
+    /// Sessions that ended at their lifetime lately, so their tokens are refused as expired.
+    ended: lifetime::Ended,
     /// Streams attached, counted against `max_streams`.
     attached: usize,
     /// The rooms with members here (see [`rooms`]).
@@ -253,6 +265,8 @@ impl Registry {
         let settings = &self.shared.settings;
         let mailbox = Mailbox::new(settings.mailbox_size, settings.mailbox_bytes);
         let now = Instant::now();
+        let cap = settings.max_session_age.map(|age| now + age);
+        let lifetime = Lifetime::at_join(joining.expires, cap, now);
         let rights = Rights {
             may_broadcast: joining.may_broadcast,
             may_join: joining.may_join.map(Arc::new),
@@ -262,7 +276,7 @@ impl Registry {
             rights,
             Credential::Token(token.clone()),
             (mailbox, Sent::default()),
-            now,
+            (now, lifetime),
             (Some(place), &[]),
         )?;
         info!(session = %id, name = peer.name.as_str(), "helo");
@@ -270,15 +284,16 @@ impl Registry {
     }
 
     /// Adds a session with `mailbox`, detached since `detached_since`: it is removed one TTL
-    /// after that unless a stream attaches. It is put into `rooms` at once (a session restored
-    /// or arriving from another instance), with no room limit checked.
+    /// after that unless a stream attaches, and at the end of its `lifetime` in any case. It
+    /// is put into `rooms` at once (a session restored or arriving from another instance),
+    /// with no room limit checked.
     fn insert(
         &self,
         peer: Peer,
         rights: Rights,
         token: Credential,
         (mailbox, sent): (Mailbox, Sent),
-        detached_since: Instant,
+        (detached_since, lifetime): (Instant, Option<Lifetime>),
         (place, rooms): (Option<AddressGuard>, &[RoomName]),
     ) -> Result<(), RegistryError> {
         let settings = &self.shared.settings;
@@ -288,7 +303,7 @@ impl Registry {
             rights,
             token,
             (mailbox, sent),
-            detached_since,
+            (detached_since, lifetime),
             place,
         ));
         let mut state = self.lock();
@@ -301,6 +316,9 @@ impl Registry {
         state
             .expirations
             .insert((detached_since + settings.session_ttl, id));
+        if let Some(lifetime) = lifetime {
+            state.lifetimes.insert((lifetime.next(), id));
+        }
         self.shared
             .metrics
             .sessions
@@ -313,12 +331,14 @@ impl Registry {
     /// Checks a token and returns the session it proves.
     ///
     /// # Errors
-    /// [`RegistryError::BadToken`] when the session does not exist or the secret is wrong.
+    /// [`RegistryError::BadToken`] when the session does not exist or the secret is wrong;
+    /// [`RegistryError::SessionExpired`] when it ended at its lifetime lately.
     pub(crate) fn authenticate(&self, token: &Token) -> Result<Peer, RegistryError> {
         let state = self.lock();
         match state.sessions.get(&token.session()) {
             Some(session) if session.token.matches(token) => Ok(session.peer.clone()),
-            _ => Err(RegistryError::BadToken),
+            Some(_) => Err(RegistryError::BadToken),
+            None => Err(state.gone(token.session(), token, RegistryError::BadToken)),
         }
     }
 
@@ -416,14 +436,31 @@ impl Registry {
         Some(rooms)
     }
 
-    /// Removes sessions detached for longer than the TTL; returns them and the next deadline.
+    /// Removes sessions detached for longer than the TTL, and warns or ends those whose
+    /// lifetime reached a moment (see [`lifetime`]); returns the removed and the next deadline.
     pub(crate) fn expire(&self, now: Instant) -> (Vec<Departure>, Option<Instant>) {
-        let ttl = self.shared.settings.session_ttl;
         let mut state = self.lock();
         let mut expired = Vec::new();
+        let lifetimes = self.run_lifetimes(&mut state, now, &mut expired);
+        let ttl = self.run_ttl(&mut state, now, &mut expired);
+        let next = match (lifetimes, ttl) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        (expired, next)
+    }
+
+    /// Removes sessions detached for longer than the TTL into `expired`; the next deadline.
+    fn run_ttl(
+        &self,
+        state: &mut State,
+        now: Instant,
+        expired: &mut Vec<Departure>,
+    ) -> Option<Instant> {
+        let ttl = self.shared.settings.session_ttl;
         while let Some(&(deadline, id)) = state.expirations.first() {
             if deadline > now {
-                return (expired, Some(deadline));
+                return Some(deadline);
             }
             state.expirations.pop_first();
             let Some(session) = state.sessions.get(&id).cloned() else {
@@ -432,7 +469,7 @@ impl Registry {
             let detached_since = session.lock().detached_since;
             // Stale entry: the session re-attached, or detached again later.
             if detached_since.is_some_and(|since| since + ttl <= now)
-                && let Some(rooms) = self.remove_locked(&mut state, &session, Closed::Removed)
+                && let Some(rooms) = self.remove_locked(state, &session, Closed::Removed)
             {
                 info!(session = %id, "expire");
                 expired.push(Departure {
@@ -441,7 +478,7 @@ impl Registry {
                 });
             }
         }
-        (expired, None)
+        None
     }
 
     /// Session `id` as others see it, when it lives here.

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::event::{Envelope, EventId, Peer};
 use super::join::Credential;
+use super::lifetime::Lifetime;
 use super::mailbox::{self, Mailbox};
 use super::sent::{Seen, SendKey, Sent};
 use super::writer::Writer;
@@ -59,6 +60,9 @@ pub(crate) struct SessionInner {
     pub(crate) sent: Sent,
     /// The rooms it is in, sorted; changed under the registry lock too (see `rooms`).
     pub(crate) rooms: Vec<RoomName>,
+    /// When it ends whatever its streams do, if anything bounds it (see `lifetime`); changed
+    /// under the registry lock too, beside its entry in the `lifetimes` queue.
+    pub(crate) lifetime: Option<Lifetime>,
 }
 
 /// Why a keyed push was refused.
@@ -139,8 +143,11 @@ impl Attachment {
 pub enum Closed {
     /// Another stream attached to the same session.
     TakenOver,
-    /// The session was deleted or expired.
+    /// The session was deleted, or expired after its TTL.
     Removed,
+    /// The session reached the end of its lifetime (see `lifetime`): its stream writes what
+    /// it holds, `expired` last, then ends.
+    Expired,
     /// The server is stopping ([`Registry::close_streams`](super::Registry::close_streams)).
     Shutdown,
 }
@@ -153,7 +160,7 @@ impl Session {
         rights: Rights,
         token: Credential,
         (mailbox, sent): (Mailbox, Sent),
-        now: Instant,
+        (now, lifetime): (Instant, Option<Lifetime>),
         place: Option<AddressGuard>,
     ) -> Self {
         Session {
@@ -170,6 +177,7 @@ impl Session {
                 closed: None,
                 sent,
                 rooms: Vec::new(),
+                lifetime,
             }),
         }
     }
@@ -245,9 +253,14 @@ impl Session {
     pub(crate) fn close(&self, reason: Closed) -> bool {
         let mut inner = self.lock();
         inner.closed = Some(reason);
-        match inner.attachment.take() {
-            Some(attachment) => {
-                attachment.wake.notify_one();
+        let wake = match reason {
+            // Its stream still reads what its mailbox holds, through its attachment.
+            Closed::Expired => inner.attachment.as_ref().map(|a| Arc::clone(&a.wake)),
+            _ => inner.attachment.take().map(|a| a.wake),
+        };
+        match wake {
+            Some(wake) => {
+                wake.notify_one();
                 true
             }
             None => false,

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::event::{Envelope, Event, EventId, Peer};
 use super::join::Credential;
+use super::lifetime::Deadline;
 use super::mailbox::Mailbox;
 use super::sent::Sent;
 use super::session::{Closed, Rights, Session, SessionInner};
@@ -42,6 +43,9 @@ pub struct Snapshot {
     /// The keyed direct messages it got lately, so a retry is not delivered twice after a move.
     #[serde(default, skip_serializing_if = "Sent::is_empty")]
     pub sent: Sent,
+    /// When it ends whatever its streams do, if anything bounds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<Deadline>,
 }
 
 /// A session as the cluster's directory holds it: who it is, what it may do, its rooms and
@@ -212,7 +216,7 @@ impl Registry {
             rights,
             credential,
             (mailbox, snapshot.sent),
-            detached_since,
+            (detached_since, snapshot.lifetime.map(|d| d.lifetime())),
             (None, &snapshot.rooms),
         )
     }
@@ -236,6 +240,7 @@ impl Snapshot {
                 .map(|(id, envelope)| (id, envelope.event.clone()))
                 .collect(),
             sent: sent.clone(),
+            lifetime: inner.lifetime.as_ref().map(Deadline::of),
         }
     }
 }

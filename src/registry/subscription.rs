@@ -77,13 +77,15 @@ impl Subscription {
 
     /// Reads up to `limit` events past this stream's cursor without waiting, handing them to
     /// `sink` under the session's lock; first, what its writer could not write. Once the server
-    /// is stopping, a stream with nothing left to read gets `Closed(Shutdown)`.
+    /// is stopping, a stream with nothing left to read gets `Closed(Shutdown)`; so does one
+    /// whose session expired, with `Closed(Expired)`.
     ///
     /// The stream is unparked while it has something to write, and parked once it has nothing
     /// (`Idle`) if it has a writer, which then writes for it.
     pub fn pull_into(&mut self, limit: usize, sink: &mut impl ReplaySink) -> Pull {
         let mut inner = self.session.lock();
-        if let Some(reason) = inner.closed {
+        let closed = inner.closed;
+        if let Some(reason) = closed.filter(|&reason| reason != Closed::Expired) {
             return Pull::Closed(reason);
         }
         let inner = &mut *inner;
@@ -99,6 +101,9 @@ impl Subscription {
         attachment.cursor = replayed.through;
         if replayed.events > 0 || replayed.missed > 0 {
             Pull::Events(replayed)
+        } else if let Some(reason) = closed {
+            // Expired, and everything written: its `expired` was the last event.
+            Pull::Closed(reason)
         } else if self.registry.is_stopping() {
             Pull::Closed(Closed::Shutdown)
         } else {
@@ -148,7 +153,8 @@ impl Registry {
     /// event's roster is empty; the hub fills it.
     ///
     /// # Errors
-    /// `UnknownSession` when `id` is not registered, `BadToken` when the token does not belong
+    /// `UnknownSession` when `id` is not registered (`SessionExpired` when it ended at its
+    /// lifetime lately and the token is its own), `BadToken` when the token does not belong
     /// to it, `ResumePointAhead` when `last_event_id` is after the newest event of the session
     /// (a client cannot have seen it), `StreamLimit` when a new stream would pass `max_streams`.
     pub(crate) fn attach(
@@ -163,7 +169,7 @@ impl Registry {
             .sessions
             .get(&id)
             .cloned()
-            .ok_or(RegistryError::UnknownSession(id))?;
+            .ok_or_else(|| state.gone(id, token, RegistryError::UnknownSession(id)))?;
         if !session.token.matches(token) {
             return Err(RegistryError::BadToken);
         }

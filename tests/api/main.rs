@@ -6,6 +6,7 @@ mod auth;
 mod broadcast;
 mod concurrency;
 mod errors;
+mod expiry;
 mod helo;
 mod idempotency;
 mod lifetime;

@@ -19,6 +19,7 @@ mod chat;
 mod cross_origin;
 mod page;
 mod page_states;
+mod proxy_log;
 mod reconnect;
 mod rooms;
 mod rooms_client;

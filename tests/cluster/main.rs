@@ -28,6 +28,7 @@ mod backplane;
 mod crashes;
 mod departures;
 mod deploys;
+mod expiry;
 mod messaging;
 mod proxy;
 mod redis_cluster;

@@ -9,24 +9,16 @@
 //! Needs `nginx` (Debian: `apt-get install -y nginx`) and `redis-server`.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{Value, json};
-use tokio::time::sleep;
 
 use crate::support::cluster::Cluster;
+use crate::support::nginx::{Nginx, upstream_count};
 use crate::support::*;
 
 const RECIPE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
-const NGINX_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cluster/nginx.conf");
-
-/// Where Debian's `nginx` package installs it (often not on a non-root `PATH`).
-const NGINX: &str = "/usr/sbin/nginx";
-
 /// The share that makes a second join from one address a refusal on each instance.
 const ONE_SESSION_PER_ADDRESS: [&str; 2] = ["--max-sessions-per-address", "1"];
 
@@ -63,7 +55,12 @@ async fn two_clients_through_nginx(test: &str, flags: &[String]) -> (Answer, Ans
     flags.extend(ONE_SESSION_PER_ADDRESS);
     let instances = vec![flags.as_slice(); upstream_count()];
     let cluster = Cluster::start(test, &instances).await;
-    let nginx = Nginx::start(&cluster).await;
+    let upstreams: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| node.base_url.trim_start_matches("http://").to_owned())
+        .collect();
+    let nginx = Nginx::start(&cluster.prefix, &upstreams).await;
     let a = nginx.client_from(IpAddr::from([127, 0, 0, 2]));
     let b = nginx.client_from(IpAddr::from([127, 0, 0, 3]));
 
@@ -185,167 +182,4 @@ fn without_flag(flags: &[String], flag: &str) -> Vec<String> {
         }
     }
     kept
-}
-
-fn nginx_conf() -> String {
-    std::fs::read_to_string(NGINX_CONF).expect("reading docs/cluster/nginx.conf")
-}
-
-/// The `server` lines of nginx.conf's `upstream` block.
-fn upstream_count() -> usize {
-    upstream_lines(&nginx_conf()).count()
-}
-
-fn upstream_lines(conf: &str) -> impl Iterator<Item = usize> + '_ {
-    let mut in_upstream = false;
-    conf.lines().enumerate().filter_map(move |(i, line)| {
-        let line = line.trim();
-        if line.starts_with("upstream ") {
-            in_upstream = true;
-        } else if line.starts_with('}') {
-            in_upstream = false;
-        } else if in_upstream && line.starts_with("server ") {
-            return Some(i);
-        }
-        None
-    })
-}
-
-/// nginx.conf with its `listen` on `port` and its upstream servers at `upstreams`, in order;
-/// every other line as the recipe has it.
-fn derived_conf(port: u16, upstreams: &[String]) -> String {
-    let conf = nginx_conf();
-    let servers: Vec<usize> = upstream_lines(&conf).collect();
-    assert_eq!(servers.len(), upstreams.len(), "one upstream per instance");
-    let mut listens = 0;
-    let lines = conf.lines().enumerate().map(|(i, line)| {
-        let indent = &line[..line.len() - line.trim_start().len()];
-        if let Some(at) = servers.iter().position(|&s| s == i) {
-            format!("{indent}server {};", upstreams[at])
-        } else if line.trim_start().starts_with("listen ") {
-            listens += 1;
-            format!("{indent}listen 127.0.0.1:{port};")
-        } else {
-            line.to_owned()
-        }
-    });
-    let derived = lines.collect::<Vec<_>>().join("\n");
-    assert_eq!(listens, 1, "nginx.conf listens once");
-    derived
-}
-
-/// nginx as the recipe runs it (`nginx -p <dir> -c nginx.conf`, in the foreground), with the
-/// derived config in a directory of its own, so its pid file, logs and temporary files land
-/// there. Its process group (master and workers) is killed on drop.
-struct Nginx {
-    port: u16,
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Nginx {
-    /// Starts nginx in front of `cluster`'s instances and waits until `/healthz` answers 200
-    /// through it.
-    async fn start(cluster: &Cluster) -> Nginx {
-        let upstreams: Vec<String> = cluster
-            .nodes
-            .iter()
-            .map(|node| node.base_url.trim_start_matches("http://").to_owned())
-            .collect();
-        let dir = std::env::temp_dir().join(format!(
-            "switchboard-nginx-{}-{}",
-            cluster.prefix,
-            free_port()
-        ));
-        std::fs::create_dir_all(dir.join("tmp")).expect("creating nginx's directory");
-        let port = free_port();
-        std::fs::write(dir.join("nginx.conf"), derived_conf(port, &upstreams))
-            .expect("writing nginx.conf");
-        let child = spawn_nginx(&dir);
-        let mut nginx = Nginx { port, dir, child };
-        nginx.wait_until_it_proxies().await;
-        nginx
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// An HTTP client whose connections come from `address`.
-    fn client_from(&self, address: IpAddr) -> reqwest::Client {
-        reqwest::Client::builder()
-            .local_address(address)
-            .connect_timeout(WAIT)
-            .no_proxy()
-            .build()
-            .unwrap()
-    }
-
-    async fn wait_until_it_proxies(&mut self) {
-        let probe = self.client_from(IpAddr::from([127, 0, 0, 1]));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(exit)) = self.child.try_wait() {
-                panic!("nginx exited ({exit}): {}", self.errors());
-            }
-            let answer = tokio::time::timeout(WAIT, probe.get(self.url("/healthz")).send()).await;
-            if let Ok(Ok(response)) = answer
-                && response.status() == StatusCode::OK
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx never proxied /healthz: {}",
-                self.errors()
-            );
-            sleep(POLL).await;
-        }
-    }
-
-    /// What nginx logged, for a failure message.
-    fn errors(&self) -> String {
-        ["startup.log", "error.log"]
-            .map(|log| std::fs::read_to_string(self.dir.join(log)).unwrap_or_default())
-            .join("\n")
-    }
-}
-
-fn spawn_nginx(dir: &Path) -> Child {
-    use std::os::unix::process::CommandExt;
-
-    let program = if Path::new(NGINX).exists() {
-        NGINX
-    } else {
-        "nginx"
-    };
-    let spawned = Command::new(program)
-        .arg("-p")
-        .arg(dir)
-        .args(["-c", "nginx.conf"])
-        // Errors before the config is read go here instead of the system's log.
-        .arg("-e")
-        .arg(dir.join("startup.log"))
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    match spawned {
-        Ok(child) => child,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            panic!("nginx is not installed; this test needs it: apt-get install -y nginx")
-        }
-        Err(err) => panic!("cannot run {program}: {err}"),
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGKILL to the group: the master would leave its workers serving if it died alone.
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }

@@ -271,16 +271,22 @@ async fn a_stream_that_reads_slowly_gets_every_event_whole_and_in_order() {
         let complete = text.rsplit_once("\n\n").map_or("", |(done, _)| done);
         complete.matches("event: client_broadcast").count()
     };
+    // Megabytes through a receive window of a few KiB: a round trip per window, which on a
+    // loaded machine adds up to more than one wait. The server must keep the bytes coming
+    // (each read within the wait), and all of them come within a few waits.
     let rest = async {
         while whole(&seen) < EVENTS {
-            let read = stream.read(&mut chunk).await.unwrap();
+            let read = timeout(WAIT, stream.read(&mut chunk))
+                .await
+                .expect("the stream stalled: no byte within the wait")
+                .unwrap();
             assert_ne!(read, 0, "the stream ended early");
             seen.extend_from_slice(&chunk[..read]);
         }
     };
-    timeout(WAIT, rest)
+    timeout(6 * WAIT, rest)
         .await
-        .expect("every event within the wait");
+        .expect("every event within six waits");
 
     let text = String::from_utf8(seen).expect("frames are never cut into invalid UTF-8");
     // The fan-out's sends stopped midway (the case this test is about), and went out whole

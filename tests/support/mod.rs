@@ -7,6 +7,7 @@
 //!   every server offers, driven through `switchboard-client`.
 //! - [`instance`]: the real binary as a child process ([`Instance`], started by a [`Launch`]).
 //! - [`jwt`]: join tokens for servers running `--auth jwt`.
+//! - [`nginx`]: the nginx of `docs/cluster/nginx.conf` in front of servers, and its access log.
 //! - [`cluster`]: a `redis-server` child and a [`cluster::Cluster`] of binaries sharing it.
 //! - [`redis_cluster`]: a Redis Cluster: the test script's, or one a test starts and breaks.
 //! - [`redis_proxy`]: a proxy in front of Redis that holds an instance's messages back.
@@ -24,6 +25,7 @@ pub mod browser;
 pub mod cluster;
 pub mod instance;
 pub mod jwt;
+pub mod nginx;
 pub mod redis_cluster;
 pub mod redis_proxy;
 pub mod server;

@@ -94,6 +94,15 @@ pub struct Peer {
 }
 
 /// One event of a session's stream.
+/// When a session ends now, as `POST /session/refresh` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct Refreshed {
+    /// Seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// Seconds from now.
+    pub expires_in: u64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Frame {
     /// The stream's last event id after this event, as a browser's `EventSource.lastEventId`
@@ -404,6 +413,21 @@ impl Client {
             .delete(self.url("/session"))
             .bearer_auth(&session.token);
         expect(request, StatusCode::NO_CONTENT).await.map(drop)
+    }
+
+    /// Moves `session`'s end to when `join_token` (a new join token for the same user) ends
+    /// (`POST /session/refresh`, `--auth jwt`): do it on `refresh_required`.
+    ///
+    /// # Errors
+    /// [`Error::Status`]: 401 `invalid_join_token` (the session is unchanged) or
+    /// `session_expired` (too late: join again); 403 `wrong_user` for another user's token.
+    pub async fn refresh(&self, session: &Session, join_token: &str) -> Result<Refreshed, Error> {
+        let request = self
+            .http
+            .post(self.url("/session/refresh"))
+            .bearer_auth(&session.token)
+            .json(&json!({ "join_token": join_token }));
+        expect_json(request, StatusCode::OK).await
     }
 
     /// The first page (up to 1,000, in id order) of the sessions registered on the server (or

@@ -18,6 +18,7 @@ use super::transit::Pulled;
 use super::wire::{DRAINED, Message, Outcome, with_sizes};
 use crate::identity::SessionId;
 use crate::registry::RegistryError;
+use crate::registry::lifetime::{instant_of_unix_ms, unix_ms_of_instant};
 
 impl Cluster {
     /// Applies one bus message, in bus order; `seq` is its number if it is numbered (see
@@ -112,7 +113,7 @@ impl Cluster {
                 }
             }
             // Not ours, and not on its way here (the arrival's buffer has it): it moved.
-            Message::Direct { to, .. }
+            Message::Direct { to, .. } | Message::Refresh { session: to, .. }
                 if !self.registry.homes(to) && transit.request(to).is_none() =>
             {
                 self.redirect(transit.sent_to(to), message);
@@ -129,10 +130,11 @@ impl Cluster {
         }
     }
 
-    /// Sends a direct message on to the instance its session was sent to, or answers that
-    /// the recipient is unknown when it was sent to none.
+    /// Sends a direct message (or a refresh) on to the instance its session was sent to, or
+    /// answers that the recipient is unknown when it was sent to none.
     fn redirect(self: &Arc<Self>, to: Option<Uuid>, message: Message) {
-        let Message::Direct { req, origin, .. } = message else {
+        let (Message::Direct { req, origin, .. } | Message::Refresh { req, origin, .. }) = message
+        else {
             return;
         };
         match to {
@@ -214,6 +216,24 @@ impl Cluster {
                     Ok((id, false)) => Outcome::Repeated(id),
                     Err(RegistryError::MailboxFull { .. }) => Outcome::MailboxFull,
                     Err(RegistryError::KeyReused) => Outcome::KeyReused,
+                    Err(_) => Outcome::UnknownRecipient,
+                };
+                self.publish_soon(Message::Reply {
+                    req: *req,
+                    origin: *origin,
+                    outcome,
+                });
+            }
+            Message::Refresh {
+                req,
+                origin,
+                session,
+                ends_ms,
+                bound,
+            } if self.registry.homes(*session) => {
+                let ends = instant_of_unix_ms(*ends_ms);
+                let outcome = match self.registry.refresh(*session, ends, *bound) {
+                    Ok(lifetime) => Outcome::Refreshed(unix_ms_of_instant(lifetime.ends)),
                     Err(_) => Outcome::UnknownRecipient,
                 };
                 self.publish_soon(Message::Reply {

@@ -81,6 +81,7 @@
 //! - [`dispatch`]: what each message does when it comes back.
 //! - [`migrate`]: pulling a session here; giving one up when pulled.
 //! - [`drain`]: sending every session to the others when this instance stops.
+//! - [`lifetime`]: refreshing a session homed elsewhere (its home's reaper ends it).
 //! - [`recovery`]: keeping alive, adopting a dead instance's sessions, re-registering.
 //!
 //! Locks, in order: the migration lock ([`transit`]), then the registry's (see
@@ -93,6 +94,7 @@ mod dispatch;
 mod drain;
 mod instance;
 mod keys;
+mod lifetime;
 mod liveness;
 mod migrate;
 mod operations;

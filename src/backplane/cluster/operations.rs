@@ -72,8 +72,12 @@ impl Cluster {
 
     /// The session `token` proves, here or in the directory.
     pub(crate) async fn authenticate(&self, token: &Token) -> Result<Peer, RegistryError> {
-        if let Ok(peer) = self.registry.authenticate(token) {
-            return Ok(peer);
+        match self.registry.authenticate(token) {
+            // Ended here at its lifetime: only this instance knows why.
+            Ok(_) | Err(RegistryError::SessionExpired(_)) => {
+                return self.registry.authenticate(token);
+            }
+            Err(_) => {}
         }
         let id = token.session();
         let entry = self
@@ -114,7 +118,10 @@ impl Cluster {
         }
         if !self.registry.homes(id) {
             if self.directory.get(id).await?.is_none() {
-                return Err(RegistryError::UnknownSession(id));
+                return Err(match self.registry.authenticate(token) {
+                    Err(expired @ RegistryError::SessionExpired(_)) => expired,
+                    _ => RegistryError::UnknownSession(id),
+                });
             }
             if token.session() != id {
                 return Err(RegistryError::BadToken);
@@ -172,7 +179,10 @@ impl Cluster {
                 retry_after: Duration::from_secs(1),
             }),
             Ok(Outcome::KeyReused) => Err(RegistryError::KeyReused),
-            Ok(Outcome::UnknownRecipient) => Err(RegistryError::UnknownRecipient(to)),
+            // (`Refreshed` answers a refresh, never a direct message.)
+            Ok(Outcome::UnknownRecipient | Outcome::Refreshed(_)) => {
+                Err(RegistryError::UnknownRecipient(to))
+            }
             Err(Unanswered::Unpublished(err)) => Err(err),
             Err(Unanswered::TimedOut | Unanswered::Withdrawn) => {
                 Err(unavailable("the recipient's instance did not answer"))

@@ -129,6 +129,8 @@ impl Cluster {
                 delivered: last_id,
                 events: Vec::new(),
                 sent: Default::default(),
+                // The directory does not know its lifetime (see the module doc).
+                lifetime: None,
             };
             match self.registry.import(snapshot, hash) {
                 Ok(()) => {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::directory::Entry;
 use crate::identity::{RoomName, SessionId, TokenHash};
+use crate::registry::lifetime::Bound;
 use crate::registry::{Event, EventId, Peer, SendKey, Snapshot};
 
 /// Everything instances send each other.
@@ -114,6 +115,15 @@ pub(super) enum Message {
     Adopted { home: Uuid, sessions: Vec<Orphan> },
     /// Published by `/healthz` and answered by itself coming back.
     Probe { req: u64, origin: Uuid },
+    /// Moves the end of `session`'s lifetime to `ends_ms` (Unix milliseconds), set by
+    /// `bound`; sent to its home, which answers with `Reply` (`refreshed`).
+    Refresh {
+        req: u64,
+        origin: Uuid,
+        session: SessionId,
+        ends_ms: u64,
+        bound: Bound,
+    },
 }
 
 /// What missing `rooms` mean: a message from before rooms, when everyone was in one.
@@ -144,6 +154,8 @@ pub(super) enum Outcome {
     /// Its `Idempotency-Key` came before with another message.
     KeyReused,
     UnknownRecipient,
+    /// The answer to `Refresh`: the session now ends then (Unix milliseconds).
+    Refreshed(u64),
 }
 
 /// A session of a dead instance, as `adopted` carries it.
@@ -186,6 +198,8 @@ impl Message {
             Message::Broadcast { from, .. } => Some(Audience::AllBut(from.id)),
             Message::Announce { .. } => Some(Audience::All),
             Message::Direct { to, .. } => Some(Audience::Only(*to)),
+            // Its own stream hears of it later (`refresh_required`, `expired`), from its home.
+            Message::Refresh { session, .. } => Some(Audience::Only(*session)),
             _ => None,
         }
     }
@@ -269,6 +283,7 @@ mod tests {
                 }),
             )],
             sent: Default::default(),
+            lifetime: None,
         };
         let json = Message::Migrated {
             req: 1,

@@ -9,7 +9,7 @@ use super::Common;
 use super::measure::*;
 use super::workers::*;
 use crate::outcome::{Outcome, Progress, clock};
-use crate::proto::{Report, Target, Work};
+use crate::proto::{Target, Work};
 
 /// `churn`: sessions start at `rate`/s, each held `hold` then deleted, for `duration`;
 /// server RSS sampled every `sample`.
@@ -32,10 +32,9 @@ pub async fn churn(
     out.param("hold_ms", hold.as_millis() as u64);
     out.param("workers", workers);
     target_param(c, &mut out);
-    let per_rate = rate / workers as f64;
     // Each worker numbers its sessions from far apart bases so names and addresses differ.
     let mut jobs = jobs(c, workers, workers, 500, |_| Work::Churn {
-        rate: per_rate,
+        rate: per_worker(rate, workers),
         duration_ms: duration.as_millis() as u64,
         hold_ms: hold.as_millis() as u64,
     });
@@ -86,27 +85,14 @@ pub async fn churn(
     let churn_s = t0.elapsed().as_secs_f64();
     let end = memory(c);
     prog.done();
-    w.send("stop").await;
-    let done = w
-        .collect(
-            "done",
-            Duration::from_secs(60),
-            |_| {},
-            |r| match r {
-                Report::Done {
-                    cpu_secs, error, ..
-                } => Some((cpu_secs, error)),
-                _ => None,
-            },
-        )
-        .await?;
-    let t = w.totals();
+    let done = w.stop().await?;
+    let t = &done.totals;
     out.metric("cycles", t.cycles as f64);
     out.metric("cycles_per_s", t.cycles as f64 / churn_s.max(1e-3));
     out.metric("cycle_failures", t.cycle_failures as f64);
     out.metric("cycles_skipped", t.cycles_skipped as f64);
     out.metric("events_received", (t.other_events + t.received) as f64);
-    win.finish(c, &mut out, done.iter().map(|d| d.0).sum());
+    win.finish(c, &mut out, done.cpu_secs);
     if let (Some(m0), Some(end)) = (mem0, end) {
         let warm = warm.unwrap_or(m0.rss_kb);
         let max = out
@@ -135,7 +121,7 @@ pub async fn churn(
         out.fail(format!(
             "{} cycles failed; first: {}",
             t.cycle_failures,
-            done.iter().find_map(|d| d.1.clone()).unwrap_or_default()
+            done.error.clone().unwrap_or_default()
         ));
     }
     if t.cycles_skipped > 0 {

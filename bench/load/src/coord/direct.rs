@@ -8,8 +8,7 @@ use super::Common;
 use super::measure::*;
 use super::workers::*;
 use crate::outcome::{Outcome, Progress, clock};
-use crate::proto::{Report, Target, Work};
-use crate::worker::new_hist;
+use crate::proto::{Target, Work};
 
 /// `direct`: `pairs` sender→receiver pairs at `rate`/s for `duration`.
 pub async fn direct(
@@ -41,15 +40,12 @@ pub async fn direct(
     out.param("duration_s", duration.as_secs_f64());
     out.param("workers", workers);
     target_param(c, &mut out);
-    let jobs = {
-        let per_rate = rate / workers as f64;
-        jobs(c, pairs, workers, 250, |n| Work::Direct {
-            pairs: n,
-            rate: per_rate,
-            duration_ms: duration.as_millis() as u64,
-            payload,
-        })
-    };
+    let jobs = jobs(c, pairs, workers, 250, |n| Work::Direct {
+        pairs: n,
+        rate: per_worker(rate, workers),
+        duration_ms: duration.as_millis() as u64,
+        payload,
+    });
     let (mut w, ph) = start_streams(c, &mut out, jobs, pairs * 2, &mut prog).await?;
     out.metric("streams_attached", ph.attached as f64);
     w.send("go").await;
@@ -93,31 +89,8 @@ pub async fn direct(
         }
     }
     prog.done();
-    w.send("stop").await;
-    let done = w
-        .collect(
-            "done",
-            Duration::from_secs(60),
-            |_| {},
-            |r| match r {
-                Report::Done {
-                    latency,
-                    rtt,
-                    cpu_secs,
-                    error,
-                    ..
-                } => Some((latency, rtt, cpu_secs, error)),
-                _ => None,
-            },
-        )
-        .await?;
-    let (mut lat, mut rtt, mut cpu) = (new_hist(), new_hist(), 0.0);
-    for d in &done {
-        merge_hist(&mut lat, &d.0);
-        merge_hist(&mut rtt, &d.1);
-        cpu += d.2;
-    }
-    let t = w.totals();
+    let done = w.stop().await?;
+    let t = &done.totals;
     out.metric("sent_ok", t.sent_ok as f64);
     out.metric("received", t.received as f64);
     out.metric("lost", t.sent_ok.saturating_sub(t.received) as f64);
@@ -127,10 +100,10 @@ pub async fn direct(
     );
     out.metric("rejected_429", t.rejected as f64);
     out.metric("send_errors", t.send_errors as f64);
-    latency_metrics(&mut out, "latency", &lat);
-    latency_metrics(&mut out, "post_rtt", &rtt);
+    latency_metrics(&mut out, "latency", &done.latency);
+    latency_metrics(&mut out, "post_rtt", &done.rtt);
     out.metric("reordered", t.dup as f64);
-    win.finish(c, &mut out, cpu);
+    win.finish(c, &mut out, done.cpu_secs);
     if t.received < t.sent_ok {
         out.fail(format!("{} messages lost", t.sent_ok - t.received));
     }
@@ -138,7 +111,7 @@ pub async fn direct(
         out.fail(format!(
             "{} sends failed: {}",
             t.send_errors,
-            done.iter().find_map(|d| d.3.clone()).unwrap_or_default()
+            done.error.clone().unwrap_or_default()
         ));
     }
     if t.dup > 0 {

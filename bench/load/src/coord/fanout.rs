@@ -13,7 +13,7 @@ use super::measure::*;
 use super::publisher::*;
 use super::workers::*;
 use crate::outcome::{Outcome, Progress, clock};
-use crate::proto::{Report, Target, Work};
+use crate::proto::{Target, Work};
 use crate::worker::new_hist;
 
 /// Options of the fanout mode.
@@ -171,30 +171,8 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
         });
     }
     prog.done();
-    w.send("stop").await;
-    let done = w
-        .collect(
-            "done",
-            Duration::from_secs(60),
-            |_| {},
-            |r| match r {
-                Report::Done {
-                    latency,
-                    cpu_secs,
-                    error,
-                    ..
-                } => Some((latency, cpu_secs, error)),
-                _ => None,
-            },
-        )
-        .await?;
-    let mut hist = new_hist();
-    let mut worker_cpu = 0.0;
-    for (lat, cpu, _) in &done {
-        merge_hist(&mut hist, lat);
-        worker_cpu += cpu;
-    }
-    let tot = w.totals();
+    let done = w.stop().await?;
+    let tot = &done.totals;
     let expected = expect(&publisher);
     let span_us = tot.last_us.saturating_sub(publisher.first_us.get()).max(1);
     out.metric("broadcasts_ok", publisher.ok.get() as f64);
@@ -215,12 +193,12 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
                 .max(1) as f64
                 / 1e6),
     );
-    latency_metrics(&mut out, "latency", &hist);
+    latency_metrics(&mut out, "latency", &done.latency);
     latency_metrics(&mut out, "publish_rtt", &publisher.rtt.borrow());
     out.metric("lagged_missed", tot.lagged_missed as f64);
     out.metric("reordered", tot.dup as f64);
     out.metric("closed", tot.closed as f64);
-    win.finish(c, &mut out, worker_cpu);
+    win.finish(c, &mut out, done.cpu_secs);
     if tot.received < expected {
         out.fail(format!(
             "{} events lost ({} received of {expected})",
@@ -259,7 +237,7 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
             ));
         }
     }
-    if let Some(e) = done.iter().find_map(|d| d.2.clone()) {
+    if let Some(e) = &done.error {
         out.notes.push(format!("worker error: {e}"));
     }
     await_cleanup(c, &mut w).await;

@@ -8,7 +8,7 @@ use super::Common;
 use super::measure::*;
 use super::workers::*;
 use crate::outcome::{Outcome, Progress, clock};
-use crate::proto::{Report, Target, Work};
+use crate::proto::{Target, Work};
 
 /// `idle`: hold `streams` streams; server memory before, after and per stream. `shared`: each
 /// stream's helo goes first on the stream's own connection (switchboard only).
@@ -71,20 +71,8 @@ pub async fn idle(
     }
     prog.done();
     let mem2 = memory(c);
-    w.send("stop").await;
-    let done = w
-        .collect(
-            "done",
-            Duration::from_secs(60),
-            |_| {},
-            |r| match r {
-                Report::Done { cpu_secs, .. } => Some(cpu_secs),
-                _ => None,
-            },
-        )
-        .await?;
-    let tot = w.totals();
-    let worker_cpu: f64 = done.iter().sum();
+    let done = w.stop().await?;
+    let tot = &done.totals;
     out.metric("closed_during_hold", tot.closed as f64);
     out.metric("events_received", (tot.other_events + tot.received) as f64);
     out.metric("stream_bytes_received", tot.bytes as f64);
@@ -116,7 +104,7 @@ pub async fn idle(
             .push("no --server-pid: server memory not measured".into());
     }
     // CPU covers register + attach + hold.
-    win.finish(c, &mut out, worker_cpu);
+    win.finish(c, &mut out, done.cpu_secs);
     await_cleanup(c, &mut w).await;
     if let Some(m3) = memory(c) {
         sleep(Duration::from_secs(1)).await;

@@ -15,7 +15,7 @@ use super::rooms::start_rooms;
 use super::workers::await_cleanup;
 use crate::http::HttpConn;
 use crate::outcome::{Outcome, Progress, clock};
-use crate::proto::{Report, Target, room_name};
+use crate::proto::{Target, room_name};
 use crate::worker::new_hist;
 
 /// Options of the join mode.
@@ -129,26 +129,15 @@ pub async fn join(c: &Common, a: &JoinArgs) -> Result<Outcome, String> {
     if let Some(e) = first_error {
         out.fail(format!("{errors} joins or leaves failed; first: {e}"));
     }
-    w.send("stop").await;
-    let done = w
-        .collect(
-            "done",
-            Duration::from_secs(60),
-            |_| {},
-            |r| match r {
-                Report::Done { cpu_secs, .. } => Some(cpu_secs),
-                _ => None,
-            },
-        )
-        .await?;
-    let t = w.totals();
+    let done = w.stop().await?;
+    let t = &done.totals;
     out.metric("closed", t.closed as f64);
     out.metric("lagged_missed", t.lagged_missed as f64);
     out.metric("presence_events", t.other_events as f64);
     if t.closed > 0 {
         out.fail(format!("{} background streams closed", t.closed));
     }
-    win.finish(c, &mut out, done.iter().sum());
+    win.finish(c, &mut out, done.cpu_secs);
     await_cleanup(c, &mut w).await;
     Ok(out)
 }

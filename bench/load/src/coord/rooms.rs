@@ -115,7 +115,7 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
         let t0 = Instant::now();
         w.send(&format!(
             "step {} {}",
-            rate / workers as f64,
+            per_worker(rate, workers),
             a.step.as_millis()
         ))
         .await;
@@ -214,24 +214,13 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
             a.rates.last().copied().unwrap_or(0.0)
         ));
     }
-    w.send("stop").await;
-    let done = w
-        .collect(
-            "done",
-            Duration::from_secs(60),
-            |_| {},
-            |r| match r {
-                Report::Done { cpu_secs, .. } => Some(cpu_secs),
-                _ => None,
-            },
-        )
-        .await?;
-    let t = w.totals();
+    let done = w.stop().await?;
+    let t = &done.totals;
     out.metric("closed", t.closed as f64);
     if t.closed > 0 {
         out.fail(format!("{} streams closed during the run", t.closed));
     }
-    win.finish(c, &mut out, done.iter().sum());
+    win.finish(c, &mut out, done.cpu_secs);
     await_cleanup(c, &mut w).await;
     Ok(out)
 }

@@ -7,9 +7,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
+use hdrhistogram::Histogram;
+
 use super::Common;
+use super::measure::merge_hist;
 use crate::outcome::{Outcome, Progress, clock};
 use crate::proto::{Counters, Job, Report, Target, Work};
+use crate::worker::new_hist;
 
 pub(super) struct Workers {
     stdins: Vec<ChildStdin>,
@@ -122,6 +126,43 @@ impl Workers {
         Ok(got.into_iter().flatten().collect())
     }
 
+    /// Tells every worker to stop and collects what each reports when done (within a minute).
+    pub(super) async fn stop(&mut self) -> Result<Finished, String> {
+        self.send("stop").await;
+        let done = self
+            .collect(
+                "done",
+                Duration::from_secs(60),
+                |_| {},
+                |r| match r {
+                    Report::Done {
+                        latency,
+                        rtt,
+                        cpu_secs,
+                        error,
+                        ..
+                    } => Some((latency, rtt, cpu_secs, error)),
+                    _ => None,
+                },
+            )
+            .await?;
+        let mut finished = Finished {
+            latency: new_hist(),
+            rtt: new_hist(),
+            cpu_secs: 0.0,
+            error: None,
+            // `next` took each worker's final counters from its `Done`.
+            totals: self.totals(),
+        };
+        for (latency, rtt, cpu_secs, error) in done {
+            merge_hist(&mut finished.latency, &latency);
+            merge_hist(&mut finished.rtt, &rtt);
+            finished.cpu_secs += cpu_secs;
+            finished.error = finished.error.or(error);
+        }
+        Ok(finished)
+    }
+
     pub(super) fn totals(&self) -> Counters {
         let mut t = Counters::empty();
         for c in &self.latest {
@@ -129,6 +170,21 @@ impl Workers {
         }
         t
     }
+}
+
+/// What the workers reported when they stopped: their histograms merged, their CPU seconds
+/// summed, the first error any of them met, and the totals of their counters.
+pub(super) struct Finished {
+    pub(super) latency: Histogram<u64>,
+    pub(super) rtt: Histogram<u64>,
+    pub(super) cpu_secs: f64,
+    pub(super) error: Option<String>,
+    pub(super) totals: Counters,
+}
+
+/// Each worker's share of a rate the workers make together.
+pub(super) fn per_worker(rate: f64, workers: usize) -> f64 {
+    rate / workers.max(1) as f64
 }
 
 /// How many workers: the user's choice, else as few as the per-worker limit allows (fewer

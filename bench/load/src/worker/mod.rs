@@ -31,7 +31,8 @@ use self::control::*;
 use self::state::*;
 use self::stream::*;
 use self::traffic::*;
-use crate::proto::{Counters, Job, Report, Target, Work};
+use crate::http::Endpoint;
+use crate::proto::{Counters, Job, Report, RoomPlan, Target, Work};
 use crate::sys;
 
 /// A histogram of microseconds, 1 µs to 1 h, 3 significant digits.
@@ -115,18 +116,7 @@ async fn run() {
                 count,
                 shared: false,
             },
-        ) => {
-            helo_all(&st, base, *count, None).await;
-            expect(&mut cmds, "attach").await;
-            let opens = st
-                .sessions
-                .borrow()
-                .iter()
-                .flatten()
-                .map(|s| Open::Get(events_path(s)))
-                .collect();
-            attach_all(&st, base, opens, true).await;
-        }
+        ) => helo_then_attach(&st, base, &mut cmds, *count, None).await,
         (
             Target::Switchboard { base, .. },
             Work::Streams {
@@ -171,16 +161,7 @@ async fn run() {
             });
         }
         (Target::Switchboard { base, .. }, Work::Rooms { plan, .. }) => {
-            helo_all(&st, base, count, Some(plan)).await;
-            expect(&mut cmds, "attach").await;
-            let opens = st
-                .sessions
-                .borrow()
-                .iter()
-                .flatten()
-                .map(|s| Open::Get(events_path(s)))
-                .collect();
-            attach_all(&st, base, opens, true).await;
+            helo_then_attach(&st, base, &mut cmds, count, Some(plan)).await;
         }
         (Target::Nchan { sub }, Work::Rooms { plan, .. }) => {
             skip_helo(count);
@@ -276,6 +257,27 @@ async fn run() {
 }
 
 /// Waits for the command `want`, ignoring others; exits when the coordinator is gone.
+/// Registers `count` sessions (each in its room of `rooms`, when given) and, once told to,
+/// attaches every registered session's stream.
+async fn helo_then_attach(
+    st: &Rc<State>,
+    base: &Endpoint,
+    cmds: &mut mpsc::UnboundedReceiver<String>,
+    count: usize,
+    rooms: Option<&RoomPlan>,
+) {
+    helo_all(st, base, count, rooms).await;
+    expect(cmds, "attach").await;
+    let opens = st
+        .sessions
+        .borrow()
+        .iter()
+        .flatten()
+        .map(|s| Open::Get(events_path(s)))
+        .collect();
+    attach_all(st, base, opens, true).await;
+}
+
 async fn expect(cmds: &mut mpsc::UnboundedReceiver<String>, want: &str) {
     loop {
         match cmds.recv().await {
