@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio::time::{sleep, timeout};
 
 use crate::support::cluster::{Cluster, Redis, bus_reads};
+use crate::support::redis_cluster::needs_its_own_server;
 use crate::support::*;
 
 /// Longer than the dead instance's liveness key (3 s) plus a sweep, plus a margin for a busy box.
@@ -99,6 +100,12 @@ async fn a_killed_instances_session_resumes_elsewhere_with_every_lost_event_coun
 
 #[tokio::test]
 async fn counts_lost_with_a_redis_restart_are_rebuilt_and_a_later_crash_still_counts_exactly() {
+    if needs_its_own_server(
+        "counts_lost_with_a_redis_restart_are_rebuilt_and_a_later_crash_still_counts_exactly",
+        "restarts its Redis empty",
+    ) {
+        return;
+    }
     let mut cluster = Cluster::start("recount", &[&[], &[]]).await;
     let kai = cluster.nodes[0].helo("kai").await;
     cluster.settle().await;

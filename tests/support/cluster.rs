@@ -43,6 +43,11 @@ impl Redis {
     /// Starts a server on `port` and waits until it answers and proves it is this child (its
     /// `process_id`), not some other server that owns the port.
     pub async fn start_on(port: u16) -> Result<Redis, String> {
+        Redis::start_with(port, &[]).await
+    }
+
+    /// [`Redis::start_on`], with more flags (cluster mode, for one).
+    pub async fn start_with(port: u16, flags: &[&str]) -> Result<Redis, String> {
         let program = if Path::new(REDIS_SERVER).exists() {
             REDIS_SERVER
         } else {
@@ -52,6 +57,7 @@ impl Redis {
         let spawned = Command::new(program)
             .args(["--port", &port_arg, "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(flags)
             .arg("--dir")
             .arg(std::env::temp_dir())
             .stdin(Stdio::null())
@@ -91,25 +97,55 @@ impl Redis {
         }
     }
 
+    /// No server of its own: the cluster runs on a Redis Cluster (see [`super::redis_cluster`]).
+    pub fn absent() -> Redis {
+        Redis {
+            port: 0,
+            child: None,
+        }
+    }
+
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Whether the server still runs (it was not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// `INFO <section>` over a fresh connection, within [`WAIT`].
     async fn info(&self, section: &str) -> Result<String, String> {
+        self.try_command(redis::cmd("INFO").arg(section))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// `cmd` over a fresh connection, within [`WAIT`].
+    pub async fn try_command<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
         let exchange = async {
             let client = redis::Client::open(self.url())?;
             let mut connection = client.get_multiplexed_async_connection().await?;
-            redis::cmd("INFO")
-                .arg(section)
-                .query_async::<String>(&mut connection)
-                .await
+            cmd.query_async::<T>(&mut connection).await
         };
         match timeout(WAIT, exchange).await {
-            Ok(reply) => reply.map_err(|e| e.to_string()),
-            Err(_) => Err("no reply within the wait".to_owned()),
+            Ok(reply) => reply,
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no reply within the wait",
+            ))),
         }
+    }
+
+    /// `cmd`, which must succeed.
+    pub async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        self.try_command(cmd)
+            .await
+            .unwrap_or_else(|err| panic!("{cmd:?} on port {}: {err}", self.port))
     }
 
     /// SIGKILL, and wait until the process is gone (its port is then free again).
@@ -167,11 +203,23 @@ pub struct Cluster {
 
 impl Cluster {
     /// One instance per entry of `extra` (its extra flags), labelled A, B, C; returns once
-    /// every instance is subscribed to the bus.
+    /// every instance is subscribed to the bus. Over a Redis server of its own, or the test
+    /// script's Redis Cluster when it gave one ([`super::redis_cluster::SHARED_VAR`]).
     pub async fn start(test: &str, extra: &[&[&str]]) -> Cluster {
+        match super::redis_cluster::shared() {
+            Some(url) => Cluster::start_on(Redis::absent(), &url, test, extra).await,
+            None => {
+                let redis = Redis::start().await;
+                let url = redis.url();
+                Cluster::start_on(redis, &url, test, extra).await
+            }
+        }
+    }
+
+    /// [`Cluster::start`] on Redis at `redis_url` (`redis`, or a Redis Cluster).
+    pub async fn start_on(redis: Redis, redis_url: &str, test: &str, extra: &[&[&str]]) -> Cluster {
         const LABELS: [&str; 3] = ["A", "B", "C"];
-        let redis = Redis::start().await;
-        let redis_url = redis.url();
+        let redis_url = redis_url.to_owned();
         let prefix = format!("sbtest-{test}-{}", std::process::id());
         let mut nodes = Vec::new();
         let mut all = Vec::new();

@@ -7,9 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::AsyncCommands;
-use redis::aio::PubSubSink;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
@@ -17,6 +14,7 @@ use uuid::Uuid;
 use super::instance::Cluster;
 use super::keys::unavailable;
 use super::protocol::{Unknown, read};
+use super::transport::{Sink, Subscription};
 use super::wire::{Message, seq_of};
 use crate::identity::SessionId;
 use crate::registry::RegistryError;
@@ -91,8 +89,7 @@ impl Cluster {
     /// With [`listen`] and [`unlisten`], one of the three raw pub/sub calls.
     async fn publish_on(&self, channel: String, message: &Message) -> Result<u64, RegistryError> {
         self.conn
-            .clone()
-            .publish::<_, _, u64>(channel, message.to_json())
+            .publish(channel, message.to_json())
             .await
             .map_err(unavailable)
     }
@@ -138,30 +135,34 @@ impl Cluster {
 
     /// Reads the bus, this instance's channel and its rooms' until shutdown, reconnecting with
     /// backoff; after each (re)connection it re-registers the sessions homed here (Redis may
-    /// have restarted empty).
+    /// have restarted empty), and reports to each what it may have missed meanwhile: every
+    /// numbered message published while this instance was not subscribed (a lost connection;
+    /// on a Redis Cluster, also a resharding that moved the slot, or a failover), as `lagged`.
     pub(super) async fn subscribe(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let channel = self.keys.bus();
         let own = self.keys.channel_of(self.instance);
+        let mut was_subscribed = false;
         loop {
             let connected = async {
-                let (mut sink, messages) = self.client.get_async_pubsub().await?.split();
                 // One connection for all: Redis writes to it in PUBLISH order (module doc).
-                listen(&mut sink, &[channel.clone(), own.clone()]).await?;
+                let (sink, subscription) =
+                    Subscription::open(&self.target, &[channel.as_str(), own.as_str()]).await?;
                 let rooms = self.registry.rooms().into_iter().map(|(room, _)| room);
                 self.subscriptions.connected(sink, rooms.collect()).await?;
-                Ok::<_, redis::RedisError>(messages)
+                Ok::<_, redis::RedisError>(subscription)
             };
             let connected = tokio::select! {
                 () = shutdown.cancelled() => return,
                 c = tokio::time::timeout(Duration::from_secs(2), connected) => c,
             };
             match connected {
-                Ok(Ok(mut messages)) => {
+                Ok(Ok(mut subscription)) => {
                     backoff = Duration::from_millis(100);
                     info!(channel, "subscribed to the Redis bus");
                     // Healthy only once re-registered: the command connection may still be
                     // reconnecting, so retry until it works (bus messages wait meanwhile).
+                    let applied = self.sequence.applied();
                     while let Err(err) = self.reregister().await {
                         warn!(error = %err, "could not re-register homed sessions; retrying");
                         tokio::select! {
@@ -169,6 +170,14 @@ impl Cluster {
                             () = tokio::time::sleep(backoff) => {}
                         }
                     }
+                    // The numbered messages published while cut off (re-registering read
+                    // where the bus stands) never came: each mailbox reports them as missed.
+                    let missed = self.sequence.applied().saturating_sub(applied);
+                    if was_subscribed && missed > 0 {
+                        warn!(missed, "numbered messages lost while cut off from the bus");
+                        self.registry.skip_everywhere(missed as u64);
+                    }
+                    was_subscribed = true;
                     // Before any message is applied: what was published meanwhile is not replayed.
                     self.peers.reload(&self.directory).await;
                     self.subscribed.store(true, Ordering::Relaxed);
@@ -176,19 +185,20 @@ impl Cluster {
                     loop {
                         let message = tokio::select! {
                             () = shutdown.cancelled() => return,
-                            m = messages.next() => m,
+                            m = subscription.next() => m,
                         };
-                        let Some(message) = message else { break };
-                        let name = message.get_channel_name();
+                        let Some((name, payload)) = message else {
+                            break;
+                        };
                         let kind = if name == own {
                             "instance"
-                        } else if self.keys.room_of(name).is_some() {
+                        } else if self.keys.room_of(&name).is_some() {
                             "room"
                         } else {
                             "bus"
                         };
                         self.registry.metrics().bus_received(kind);
-                        let payload = message.get_payload_bytes();
+                        let payload = payload.as_slice();
                         let (message, unknown) = read(payload);
                         if let Some(unknown) = unknown {
                             self.not_understood(unknown);
@@ -253,11 +263,11 @@ impl Cluster {
 }
 
 /// Subscribes `sink`'s connection to `channels`; returns once Redis confirmed it.
-pub(super) async fn listen(sink: &mut PubSubSink, channels: &[String]) -> redis::RedisResult<()> {
-    sink.subscribe(channels).await
+pub(super) async fn listen(sink: &mut Sink, channels: &[String]) -> redis::RedisResult<()> {
+    sink.listen(channels).await
 }
 
 /// Unsubscribes `sink`'s connection from `channels`.
-pub(super) async fn unlisten(sink: &mut PubSubSink, channels: &[String]) -> redis::RedisResult<()> {
-    sink.unsubscribe(channels).await
+pub(super) async fn unlisten(sink: &mut Sink, channels: &[String]) -> redis::RedisResult<()> {
+    sink.unlisten(channels).await
 }

@@ -13,12 +13,12 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use super::keys::{Keys, unavailable};
+use super::transport::Conn;
 use crate::identity::{DisplayName, RoomName, RoomPatterns, SessionId, Token, TokenHash};
 use crate::registry::{Homed, Peer, RegistryError};
 
@@ -128,7 +128,7 @@ impl Entry {
 
 /// This instance's view of the directory hash and the room counts.
 pub(super) struct Directory {
-    conn: ConnectionManager,
+    conn: Conn,
     /// `<prefix>:sessions`.
     key: String,
     /// `<prefix>:rooms`.
@@ -138,7 +138,7 @@ pub(super) struct Directory {
 }
 
 impl Directory {
-    pub(super) fn new(conn: ConnectionManager, keys: &Keys, here: Uuid) -> Self {
+    pub(super) fn new(conn: Conn, keys: &Keys, here: Uuid) -> Self {
         Directory {
             conn,
             key: keys.sessions(),

@@ -5,7 +5,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
@@ -19,6 +18,7 @@ use super::restart::Restart;
 use super::sequence::Sequence;
 use super::subscriptions::Subscriptions;
 use super::transit::Migrations;
+use super::transport::{Conn, Target};
 use super::wire::Outcome;
 use crate::backplane::events::BrokerEvents;
 use crate::registry::{Registry, RegistryError};
@@ -39,10 +39,11 @@ pub(crate) struct Cluster {
     pub(super) events: Arc<dyn BrokerEvents>,
     pub(crate) instance: Uuid,
     pub(super) keys: Keys,
-    /// Opens the pub/sub connection (a dedicated one, reopened after each loss).
-    pub(super) client: redis::Client,
-    /// Commands and PUBLISH; reconnects by itself.
-    pub(super) conn: ConnectionManager,
+    /// Where Redis is: the pub/sub connection is opened there (a dedicated one, reopened
+    /// after each loss).
+    pub(super) target: Target,
+    /// Commands and publishing; reconnects by itself.
+    pub(super) conn: Conn,
     pub(super) directory: Directory,
     /// Who is in which room, kept from the bus: the rosters attaches read.
     pub(super) peers: Peers,
@@ -69,7 +70,8 @@ impl Cluster {
     /// joins and leaves put events into mailboxes (presence on).
     ///
     /// # Errors
-    /// When `url` is not a valid Redis URL.
+    /// When `url` is not a valid Redis URL (one server) or seed list (a Redis Cluster, see
+    /// [`transport`](super::transport)).
     pub(crate) fn start(
         registry: Registry,
         events: Arc<dyn BrokerEvents>,
@@ -78,16 +80,10 @@ impl Cluster {
         prefix: &str,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RegistryError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let target = Target::parse(url).map_err(unavailable)?;
+        let conn = target.connect_lazily().map_err(unavailable)?;
         let instance = Uuid::new_v4();
-        let keys = Keys::new(prefix);
+        let keys = Keys::new(&target.key_prefix(prefix));
         let cluster = Arc::new(Cluster {
             registry,
             events,
@@ -99,7 +95,7 @@ impl Cluster {
             restart: Restart::new(conn.clone(), keys.clone(), instance),
             subscriptions: Subscriptions::new(keys.clone()),
             keys,
-            client,
+            target,
             conn,
             replies: Requests::default(),
             probes: Requests::default(),

@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use tracing::info;
 use uuid::Uuid;
 
 use super::keys::{Keys, LIVENESS, unavailable};
 use super::protocol::PROTOCOL;
+use super::transport::Conn;
 use crate::registry::RegistryError;
 
 /// The liveness key's value of an instance that takes sessions.
@@ -42,7 +42,7 @@ pub(super) enum Standing {
 
 /// This instance's liveness key, and what it reads of the others'.
 pub(super) struct Liveness {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     here: Uuid,
     /// Stopping: its sessions are being drained to the others, and it takes no new ones.
@@ -53,7 +53,7 @@ pub(super) struct Liveness {
 }
 
 impl Liveness {
-    pub(super) fn new(conn: ConnectionManager, keys: Keys, here: Uuid) -> Self {
+    pub(super) fn new(conn: Conn, keys: Keys, here: Uuid) -> Self {
         Liveness {
             conn,
             keys,
@@ -118,19 +118,15 @@ impl Liveness {
 
     /// Every instance with a liveness key.
     async fn alive_keys(&self) -> Result<Vec<Uuid>, RegistryError> {
-        let mut conn = self.conn.clone();
-        let mut scan = conn
-            .scan_match::<_, String>(self.keys.instances())
+        let keys = self
+            .conn
+            .keys_matching(self.keys.instances())
             .await
             .map_err(unavailable)?;
-        let mut instances = Vec::new();
-        while let Some(key) = scan.next_item().await {
-            let key = key.map_err(unavailable)?;
-            if let Some(instance) = key.rsplit(':').next().and_then(|id| id.parse().ok()) {
-                instances.push(instance);
-            }
-        }
-        Ok(instances)
+        Ok(keys
+            .iter()
+            .filter_map(|key| key.rsplit(':').next()?.parse().ok())
+            .collect())
     }
 
     /// Whether this instance is stopping.
@@ -195,16 +191,20 @@ impl Liveness {
         Ok(self.standing(instance).await? != Standing::Dead)
     }
 
-    /// What `instance` can do now for the sessions homed on it, in one round trip.
+    /// What `instance` can do now for the sessions homed on it.
     pub(super) async fn standing(&self, instance: Uuid) -> Result<Standing, RegistryError> {
         let key = self.keys.instance(instance);
-        let (state, ttl, (_, readers)): (Option<String>, i64, (String, u64)) = redis::pipe()
+        // The key and its life in one round trip (one slot); the readers apart, as a channel's
+        // readers are counted where the channel lives (sharded on a cluster).
+        let (state, ttl): (Option<String>, i64) = redis::pipe()
             .get(&key)
             .pttl(&key)
-            .cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(self.keys.channel_of(instance))
             .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let readers = self
+            .conn
+            .readers(self.keys.channel_of(instance))
             .await
             .map_err(unavailable)?;
         Ok(match state {

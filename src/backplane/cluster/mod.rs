@@ -4,11 +4,15 @@
 //! said hello, then wherever its stream last attached. Redis holds what every instance must see
 //! (the names are built in [`keys`]):
 //!
-//! | key (`<prefix>` = `--redis-prefix`) | type | what |
+//! On one Redis server `<prefix>` is `--redis-prefix`; on a Redis Cluster it is `{<prefix>}`, one
+//! hash tag, so that every key and channel below lives in one slot, and the channels are sharded
+//! (`SPUBLISH`, `SSUBSCRIBE`): why, and how topology changes are followed, in [`transport`].
+//!
+//! | key or channel | type | what |
 //! |---|---|---|
-//! | [`BUS`](keys::BUS) `<prefix>:bus` | pub/sub channel | what every instance must see: `lobby`'s joins, leaves and broadcasts, server messages to all, migration requests, drains, adoptions, JSON ([`wire`]) |
-//! | [`ROOM`](keys::ROOM) `<prefix>:room:<room>` | pub/sub channel | one room's traffic (joins, leaves, broadcasts, server messages), read by the instances homing a member ([`rooms`], [`subscriptions`]) |
-//! | [`TO`](keys::TO) `<prefix>:to:<uuid>` | pub/sub channel | what concerns one instance: direct messages to the sessions it homes, `prepare` requests, and the answers to its own requests |
+//! | [`BUS`](keys::BUS) `<prefix>:bus` | pub/sub channel (sharded on a cluster) | what every instance must see: `lobby`'s joins, leaves and broadcasts, server messages to all, migration requests, drains, adoptions, JSON ([`wire`]) |
+//! | [`ROOM`](keys::ROOM) `<prefix>:room:<room>` | pub/sub channel (sharded on a cluster) | one room's traffic (joins, leaves, broadcasts, server messages), read by the instances homing a member ([`rooms`], [`subscriptions`]) |
+//! | [`TO`](keys::TO) `<prefix>:to:<uuid>` | pub/sub channel (sharded on a cluster) | what concerns one instance: direct messages to the sessions it homes, `prepare` requests, and the answers to its own requests |
 //! | [`SESSIONS`](keys::SESSIONS) `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home", "rooms"}` |
 //! | [`ROOMS`](keys::ROOMS) `<prefix>:rooms` | hash | room name → its members in the cluster (written with the entries) |
 //! | [`INSTANCE`](keys::INSTANCE) `<prefix>:instance:<uuid>` | string, expiring | this instance is alive (`alive`), or alive and stopping (`leaving`) |
@@ -42,7 +46,10 @@
 //! Faults: pub/sub does not queue for a disconnected subscriber, so while Redis is unreachable
 //! writes fail with `Unavailable` (503) and `/healthz` says why; on reconnection the instance
 //! re-subscribes and re-registers the sessions it homes. Events published while an instance was
-//! cut off are not replayed to it.
+//! cut off are not replayed to it, but numbered ones are reported: each mailbox skips as many
+//! ids as numbered messages went by meanwhile (a lost connection, a resharding, a failover), so
+//! its stream says `lagged` (see [`channels`]). A gap in the numbers while subscribed is no
+//! loss: the numbers are shared by every room's channel, and an instance reads only its rooms'.
 //!
 //! # Mixed versions (rolling upgrades)
 //!
@@ -91,6 +98,7 @@
 //!
 //! # Layout
 //! Types that own their state, each imported by the ones below it:
+//! - [`transport`]: one Redis server or a Redis Cluster: commands, publishing, subscribing.
 //! - [`keys`]: the key and channel names, and the error a Redis failure becomes.
 //! - [`request`]: request/reply over the bus ([`request::Requests`]).
 //! - [`directory`]: the sessions hash ([`directory::Directory`]).
@@ -141,6 +149,7 @@ mod rooms;
 mod sequence;
 mod subscriptions;
 mod transit;
+mod transport;
 mod wire;
 
 pub(crate) use instance::Cluster;

@@ -26,11 +26,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::instance::Cluster;
 use super::keys::{Keys, LIVENESS, unavailable};
+use super::transport::Conn;
 use crate::registry::RegistryError;
 
 /// Longest a recovery lasts, whatever the instances say.
@@ -58,7 +58,7 @@ static REGISTERED: LazyLock<Script> = LazyLock::new(|| {
 
 /// This instance's part in recovering from a Redis restart (module doc).
 pub(super) struct Restart {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     here: Uuid,
     /// Whether this instance has re-registered before: a subscription again, not its first.
@@ -66,7 +66,7 @@ pub(super) struct Restart {
 }
 
 impl Restart {
-    pub(super) fn new(conn: ConnectionManager, keys: Keys, here: Uuid) -> Self {
+    pub(super) fn new(conn: Conn, keys: Keys, here: Uuid) -> Self {
         Restart {
             conn,
             keys,
@@ -110,10 +110,9 @@ impl Restart {
         if elapsed < RESUBSCRIBED_WITHIN {
             return Ok(Some(RETRY));
         }
-        let channels: Vec<String> = redis::cmd("PUBSUB")
-            .arg("CHANNELS")
-            .arg(self.keys.channels())
-            .query_async(&mut conn)
+        let channels = self
+            .conn
+            .channels_matching(self.keys.channels())
             .await
             .map_err(unavailable)?;
         let marks: Vec<String> = channels

@@ -45,11 +45,11 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::keys::{Keys, unavailable};
+use super::transport::Conn;
 use super::wire::Message;
 use crate::identity::SessionId;
 use crate::registry::RegistryError;
@@ -57,32 +57,24 @@ use crate::registry::RegistryError;
 /// Numbers a message and publishes it with `"seq": n` as its first key (instances that do
 /// not know the field ignore it), counting it as its sender's own. KEYS: the counter, the
 /// sender's counts (or none); ARGV: the channel, the message (a JSON object).
-static NUMBERED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-        local n = redis.call('INCR', KEYS[1])
-        if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
-            redis.call('HINCRBY', KEYS[2], 'own', 1)
-        end
-        redis.call('PUBLISH', ARGV[1], '{"seq":' .. n .. ',' .. string.sub(ARGV[2], 2))
-        return n
-        "#,
-    )
-});
+const NUMBERED: &str = r#"
+    local n = redis.call('INCR', KEYS[1])
+    if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+        redis.call('HINCRBY', KEYS[2], 'own', 1)
+    end
+    redis.call(PUBLISH, ARGV[1], '{"seq":' .. n .. ',' .. string.sub(ARGV[2], 2))
+    return n
+    "#;
 
 /// Publishes a direct message to its recipient's home, counting it when somebody read it.
 /// KEYS: the recipient's counts; ARGV: the home's channel, the message. Returns the readers.
-static COUNTED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local readers = redis.call('PUBLISH', ARGV[1], ARGV[2])
-        if readers > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
-            redis.call('HINCRBY', KEYS[1], 'direct', 1)
-        end
-        return readers
-        ",
-    )
-});
+const COUNTED: &str = r"
+    local readers = redis.call(PUBLISH, ARGV[1], ARGV[2])
+    if readers > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+        redis.call('HINCRBY', KEYS[1], 'direct', 1)
+    end
+    return readers
+    ";
 
 /// Adds ARGV[2] to field ARGV[1] of a session's counts, if the session still has them.
 static COUNT: LazyLock<Script> = LazyLock::new(|| {
@@ -98,38 +90,40 @@ static COUNT: LazyLock<Script> = LazyLock::new(|| {
 /// Rehomes the sessions ARGV[5..] still homed on the dead ARGV[1] to ARGV[2], and publishes
 /// `adopted` with each one's entry and total on the bus ARGV[4]. KEYS: the directory, the
 /// counter; ARGV[3]: the prefix of the counts keys. Returns how many it adopted.
-static ADOPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-        local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-        local adopted = {}
-        for i = 5, #ARGV do
-            local id = ARGV[i]
-            local json = redis.call('HGET', KEYS[1], id)
-            if json then
-                local entry = cjson.decode(json)
-                if entry.home == ARGV[1] then
-                    entry.home = ARGV[2]
-                    redis.call('HSET', KEYS[1], id, cjson.encode(entry))
-                    local c = redis.call('HMGET', ARGV[3] .. id, 'base', 'own', 'direct')
-                    local total = -1
-                    if c[1] then
-                        total = seq - tonumber(c[1]) - tonumber(c[2] or '0')
-                            + tonumber(c[3] or '0')
-                    end
-                    table.insert(adopted, string.format(
-                        '{"id":"%s","total":%d,"entry":%s}', id, total, json))
+const ADOPT: &str = r#"
+    local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+    local adopted = {}
+    for i = 5, #ARGV do
+        local id = ARGV[i]
+        local json = redis.call('HGET', KEYS[1], id)
+        if json then
+            local entry = cjson.decode(json)
+            if entry.home == ARGV[1] then
+                entry.home = ARGV[2]
+                redis.call('HSET', KEYS[1], id, cjson.encode(entry))
+                local c = redis.call('HMGET', ARGV[3] .. id, 'base', 'own', 'direct')
+                local total = -1
+                if c[1] then
+                    total = seq - tonumber(c[1]) - tonumber(c[2] or '0')
+                        + tonumber(c[3] or '0')
                 end
+                table.insert(adopted, string.format(
+                    '{"id":"%s","total":%d,"entry":%s}', id, total, json))
             end
         end
-        if #adopted > 0 then
-            redis.call('PUBLISH', ARGV[4], '{"type":"adopted","body":{"home":"' .. ARGV[2]
-                .. '","sessions":[' .. table.concat(adopted, ',') .. ']}}')
-        end
-        return #adopted
-        "#,
-    )
-});
+    end
+    if #adopted > 0 then
+        redis.call(PUBLISH, ARGV[4], '{"type":"adopted","body":{"home":"' .. ARGV[2]
+            .. '","sessions":[' .. table.concat(adopted, ',') .. ']}}')
+    end
+    return #adopted
+    "#;
+
+/// A script that publishes, where `PUBLISH` is `publish` (the command, see
+/// [`Conn::publish_command`]).
+fn publishing(publish: &str, body: &str) -> Script {
+    Script::new(&format!("local PUBLISH = '{publish}'\n{body}"))
+}
 
 /// Sessions adopted per script call.
 const ADOPT_CHUNK: usize = 200;
@@ -137,7 +131,11 @@ const ADOPT_CHUNK: usize = 200;
 /// This instance's side of the count: where the bus stands here, and the scripts that number,
 /// count and adopt.
 pub(super) struct Sequence {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// [`NUMBERED`], [`COUNTED`] and [`ADOPT`], publishing as `conn` does.
+    numbered: Script,
+    counted: Script,
+    adopt: Script,
     keys: Keys,
     /// Whether joins and leaves put events into mailboxes (presence on): then they are numbered.
     announces: bool,
@@ -147,8 +145,12 @@ pub(super) struct Sequence {
 }
 
 impl Sequence {
-    pub(super) fn new(conn: ConnectionManager, keys: Keys, announces: bool) -> Self {
+    pub(super) fn new(conn: Conn, keys: Keys, announces: bool) -> Self {
+        let publish = conn.publish_command();
         Sequence {
+            numbered: publishing(publish, NUMBERED),
+            counted: publishing(publish, COUNTED),
+            adopt: publishing(publish, ADOPT),
             conn,
             keys,
             announces,
@@ -184,7 +186,7 @@ impl Sequence {
         message: &Message,
         from: Option<SessionId>,
     ) -> Result<(), RegistryError> {
-        let mut invocation = NUMBERED.key(self.keys.seq());
+        let mut invocation = self.numbered.key(self.keys.seq());
         if let Some(from) = from {
             invocation.key(self.keys.counts(from));
         }
@@ -208,7 +210,7 @@ impl Sequence {
         to: SessionId,
         message: &Message,
     ) -> Result<u64, RegistryError> {
-        COUNTED
+        self.counted
             .key(self.keys.counts(to))
             .arg(channel)
             .arg(message.to_json())
@@ -259,6 +261,9 @@ impl Sequence {
 
     /// Whether the numbered message `seq` is new here; records it. Called under the migration
     /// lock, in bus order. A number at or below the last one was read before (re)subscribing.
+    /// A gap in the numbers is no loss: numbers are shared by every channel, and this instance
+    /// reads only the rooms it homes members of (what went by while it was cut off is counted
+    /// when it subscribes again, see [`channels`](super::channels)).
     pub(super) fn advance(&self, seq: u64) -> bool {
         self.applied.fetch_max(seq, Ordering::Relaxed) < seq
     }
@@ -285,7 +290,7 @@ impl Sequence {
     ) -> Result<usize, RegistryError> {
         let mut adopted = 0;
         for chunk in ids.chunks(ADOPT_CHUNK) {
-            let mut invocation = ADOPT.key(self.keys.sessions());
+            let mut invocation = self.adopt.key(self.keys.sessions());
             invocation
                 .key(self.keys.seq())
                 .arg(dead.to_string())

@@ -16,12 +16,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use redis::aio::PubSubSink;
 use tokio::sync::Mutex;
 use tracing::warn;
 
 use super::channels::{listen, unlisten};
 use super::keys::{Keys, unavailable};
+use super::transport::Sink;
 use crate::identity::RoomName;
 use crate::registry::RegistryError;
 
@@ -34,7 +34,7 @@ pub(super) struct Subscriptions {
 #[derive(Default)]
 struct State {
     /// Subscribes and unsubscribes on the current pub/sub connection; `None` while there is none.
-    sink: Option<PubSubSink>,
+    sink: Option<Sink>,
     /// The rooms whose channels the current connection reads.
     rooms: HashSet<RoomName>,
     /// Rooms to read until the instant, whether or not a session here is in them.
@@ -90,7 +90,7 @@ impl Subscriptions {
     /// When the subscription failed; the connection is then not kept.
     pub(super) async fn connected(
         &self,
-        mut sink: PubSubSink,
+        mut sink: Sink,
         rooms: Vec<RoomName>,
     ) -> redis::RedisResult<()> {
         let mut state = self.state.lock().await;
