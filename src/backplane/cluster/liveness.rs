@@ -9,11 +9,11 @@
 //! cluster is *mixed* ([`Liveness::mixed`]).
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Script};
 use tracing::info;
 use uuid::Uuid;
 
@@ -21,6 +21,17 @@ use super::keys::{Keys, LIVENESS, unavailable};
 use super::protocol::PROTOCOL;
 use super::transport::Conn;
 use crate::registry::RegistryError;
+
+/// Sets the protocol key KEYS[1] to ARGV[1] and the liveness key KEYS[2] to ARGV[2], both for
+/// ARGV[3] milliseconds.
+static REFRESH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+        redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+        ",
+    )
+});
 
 /// The liveness key's value of an instance that takes sessions.
 const ALIVE: &str = "alive";
@@ -145,21 +156,19 @@ impl Liveness {
     }
 
     /// Sets this instance's key for another [`LIVENESS`], saying whether it is leaving, and
-    /// its protocol key with it (one transaction: no instance sees the one without the other).
+    /// its protocol key with it (one script: no instance sees the one without the other; a
+    /// script, not MULTI, because a Redis Cluster client follows a moved slot for a script and
+    /// not for a transaction).
     pub(super) async fn refresh(&self) -> Result<(), RegistryError> {
         let state = if self.is_leaving() { LEAVING } else { ALIVE };
         let lifetime = LIVENESS.as_millis() as u64;
-        redis::pipe()
-            .atomic()
-            .set(self.keys.protocol(self.here), PROTOCOL)
-            .arg("PX")
+        REFRESH
+            .key(self.keys.protocol(self.here))
+            .key(self.keys.instance(self.here))
+            .arg(PROTOCOL)
+            .arg(state)
             .arg(lifetime)
-            .ignore()
-            .set(self.keys.instance(self.here), state)
-            .arg("PX")
-            .arg(lifetime)
-            .ignore()
-            .query_async::<()>(&mut self.conn.clone())
+            .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
     }

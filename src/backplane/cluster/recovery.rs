@@ -114,7 +114,8 @@ impl Cluster {
         let retry_after = expires + LIVENESS / 3;
         Err(RegistryError::Recovering {
             message: format!(
-                "the instance holding this session stopped answering (it died, or lost Redis);                  a survivor adopts its sessions once its liveness key runs out: retry in {} s",
+                "the instance holding this session stopped answering (it died, or lost Redis); \
+                 a survivor adopts its sessions once its liveness key runs out: retry in {} s",
                 retry_after.as_secs_f64().ceil()
             ),
             retry_after,
