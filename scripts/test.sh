@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: unit, API integration, client, docs-drift and browser tests and doctests,
-# then the operations checks: an installed binary run from elsewhere, the OpenAPI document
-# through a real validator, and the systemd unit through systemd-analyze.
+# Runs every test: unit, API integration, client, docs-drift and browser tests and doctests
+# (the cluster suite's mixed-version test runs the previous release's binary, built first from
+# its commit: a clone with full history), then the operations checks: an installed binary run
+# from elsewhere, the OpenAPI document through a real validator, and the systemd unit through
+# systemd-analyze.
 # Installs the system packages the tests need when they are missing (as root, Debian):
 # Chromium and its driver, redis-server, nginx (the cluster recipe's proxy), jq (the README
 # walkthrough), Python's prometheus_client (the metrics format test), Prometheus itself (the
@@ -29,6 +31,9 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# The previous release's binary, for the mixed-version cluster test (cached in target/prev).
+bash scripts/prev-release.sh
+
 cargo test --workspace --all-targets
 # --all-targets leaves out doctests: the examples in the crates' docs must compile too.
 cargo test --workspace --doc
@@ -44,6 +49,42 @@ for _ in $(seq 1 50); do
 done
 TEST_REDIS_URL="redis://127.0.0.1:$redis_port" cargo test --workspace --test api
 
+# The cluster suite again over a Redis Cluster: three masters with a replica each, on free
+# loopback ports, every test on a prefix of its own (tests/support/redis_cluster.rs).
+cluster_dir=$(mktemp -d /tmp/switchboard-redis-cluster.XXXXXX)
+cluster_pids=()
+cluster_nodes=()
+for _ in 1 2 3 4 5 6; do
+    # Each node's cluster bus port too (by default its port + 10000, which may be taken or
+    # past 65535).
+    read -r port bus < <(python3 -c 'import socket; s=[socket.socket() for _ in (0, 1)]; [x.bind(("127.0.0.1", 0)) for x in s]; print(*(x.getsockname()[1] for x in s))')
+    redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 --cluster-enabled yes \
+        --cluster-config-file "$cluster_dir/nodes-$port.conf" --cluster-node-timeout 1000 \
+        --repl-diskless-sync-delay 0 \
+        --dir "$cluster_dir" --save '' --appendonly no --logfile "$cluster_dir/$port.log" &
+    cluster_pids+=($!)
+    cluster_nodes+=("127.0.0.1:$port")
+done
+trap 'kill "$redis_pid" "${cluster_pids[@]}" 2>/dev/null || true; rm -rf "$cluster_dir"' EXIT
+for node in "${cluster_nodes[@]}"; do
+    for _ in $(seq 1 50); do
+        redis-cli -p "${node##*:}" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+done
+redis-cli --cluster create "${cluster_nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
+for node in "${cluster_nodes[@]}"; do
+    for _ in $(seq 1 100); do
+        redis-cli -p "${node##*:}" cluster info | grep -q '^cluster_state:ok' && break
+        sleep 0.1
+    done
+done
+seeds=$(IFS=,; echo "${cluster_nodes[*]}")
+TEST_REDIS_CLUSTER="redis+cluster://$seeds" cargo test --workspace --test cluster
+# And the API suite in cluster mode over it.
+TEST_REDIS_URL="redis+cluster://$seeds" cargo test --workspace --test api
+kill "${cluster_pids[@]}" 2>/dev/null || true
+
 # The load generator against a real server, briefly: every event must arrive.
 bash bench/smoke.sh
 
@@ -54,7 +95,7 @@ CARGO_TARGET_DIR=$PWD/target cargo install --quiet --debug --locked --path . --r
 install_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 (cd "$install_root" && exec ./bin/switchboard --listen "$install_port" --log warn) &
 install_pid=$!
-trap 'kill "$redis_pid" "$install_pid" 2>/dev/null || true' EXIT
+trap 'kill "$redis_pid" "${cluster_pids[@]}" "$install_pid" 2>/dev/null || true; rm -rf "$cluster_dir"' EXIT
 page=""
 for _ in $(seq 1 100); do
     page=$(curl -fsS --max-time 1 "http://127.0.0.1:$install_port/" 2>/dev/null) && break

@@ -218,8 +218,9 @@ impl Verifier {
             name: claims.name.ok_or(AuthError::MissingClaim("name"))?,
             broadcast: claims.broadcast.unwrap_or(true),
             rooms,
-            // `exp` is required and checked above; a fraction counts as the whole second.
-            valid_until: (claims.exp.max(0.0) as u64).saturating_add(self.leeway_secs),
+            // A fraction of a second counts as the whole second.
+            valid_until: (claims.exp.ok_or(AuthError::MissingClaim("exp"))?.max(0.0) as u64)
+                .saturating_add(self.leeway_secs),
         })
     }
 
@@ -259,8 +260,9 @@ struct Claims {
     rooms: Option<Vec<String>>,
     /// Seconds since the epoch; a float, as some signers write fractions.
     iat: Option<f64>,
-    /// Seconds since the epoch (required, and checked by jsonwebtoken).
-    exp: f64,
+    /// Seconds since the epoch (required, and checked by jsonwebtoken; optional here so that
+    /// a missing one is reported as such).
+    exp: Option<f64>,
 }
 
 /// The `alg` of a compact JWT's header, read without trusting anything else in it.

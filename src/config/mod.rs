@@ -248,8 +248,10 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
-    /// Redis URL (`redis://host:port/db`) for cluster mode: several instances acting as one
-    /// hub. Without it everything stays in this process and no Redis is needed.
+    /// Redis URL (`redis://host:port/db`, `rediss://` for TLS) for cluster mode: several
+    /// instances acting as one hub; or a Redis Cluster's seed nodes, comma-separated
+    /// (`redis+cluster://h1:7000,h2:7001`, `rediss+cluster://` for TLS). Without it everything
+    /// stays in this process and no Redis is needed.
     #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
     pub redis_url: Option<String>,
 

@@ -75,6 +75,7 @@ error_codes! {
     StreamLimit => "stream_limit",
     RoomLimit => "room_limit",
     BackplaneUnavailable => "backplane_unavailable",
+    BackplaneRecovering => "backplane_recovering",
 }
 
 impl Display for ErrorCode {
@@ -247,6 +248,13 @@ impl From<RegistryError> for ApiError {
                 )
                 .retry_after(Duration::from_secs(1))
             }
+            // Not "gone": a client that retries finds the session once the cluster recovered.
+            RegistryError::Recovering { retry_after, .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::BackplaneRecovering,
+                message,
+            )
+            .retry_after(retry_after),
         }
     }
 }

@@ -50,6 +50,11 @@ impl RoomName {
         RoomName(Arc::from(Self::LOBBY))
     }
 
+    /// Whether this is `lobby`.
+    pub fn is_lobby(&self) -> bool {
+        &*self.0 == Self::LOBBY
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -159,6 +159,11 @@ struct ChannelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -229,8 +234,10 @@ pub struct Metrics {
     http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     /// Requests refused by a rate limit or a per-address cap, by the limit's name.
     limited: Family<LimitLabel, Counter>,
-    /// Cluster messages this instance read from Redis, by channel (`bus`, `instance`).
+    /// Cluster messages this instance read from Redis, by channel (`bus`, `room`, `instance`).
     bus_received: Family<ChannelLabel, Counter>,
+    /// Cluster messages (or fields of them) this version did not understand, by reason.
+    bus_ignored: Family<ReasonLabel, Counter>,
     /// Sessions of dead cluster instances this instance adopted.
     pub sessions_adopted: Counter,
     /// Sessions ended at the end of their lifetime (join token, `--max-session-age`, server).
@@ -282,10 +289,17 @@ impl Metrics {
             limited: Family::default(),
             bus_received: {
                 let channels = Family::default();
-                for channel in ["bus", "instance"] {
+                for channel in ["bus", "room", "instance"] {
                     let _ = channels.get_or_create(&ChannelLabel { channel });
                 }
                 channels
+            },
+            bus_ignored: {
+                let reasons = Family::default();
+                for reason in ["unknown_kind", "unknown_field", "malformed"] {
+                    let _ = reasons.get_or_create(&ReasonLabel { reason });
+                }
+                reasons
             },
             sessions_adopted: Counter::default(),
             sessions_expired: Counter::default(),
@@ -367,8 +381,15 @@ impl Metrics {
         );
         registry.register(
             "bus_messages_received",
-            "Cluster messages read from Redis, by channel: bus (every instance) or instance (this one)",
+            "Cluster messages read from Redis, by channel: bus (every instance), room (the \
+             instances with members in the room) or instance (this one)",
             metrics.bus_received.clone(),
+        );
+        registry.register(
+            "bus_messages_ignored",
+            "Cluster messages or fields this version did not understand (a newer instance's), \
+             by reason: unknown_kind and malformed ignored, unknown_field applied without it",
+            metrics.bus_ignored.clone(),
         );
         registry.register(
             "sessions_adopted",
@@ -433,7 +454,14 @@ impl Metrics {
         let _ = self.http_latency.get_or_create(&RouteLabel { route });
     }
 
-    /// Counts one cluster message read from `channel` (`bus` or `instance`).
+    /// Counts one cluster message (or its fields) not understood, for `reason`.
+    pub fn bus_ignored(&self, reason: &'static str) {
+        self.bus_ignored
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts one cluster message read from `channel` (`bus`, `room` or `instance`).
     pub fn bus_received(&self, channel: &'static str) {
         self.bus_received
             .get_or_create(&ChannelLabel { channel })

@@ -43,4 +43,12 @@ pub enum RegistryError {
     /// Raised by the cluster hub, never by the registry itself.
     #[error("the cluster backplane is unavailable: {0}")]
     Unavailable(String),
+    /// Raised by the cluster hub: the session may well exist, but cannot be reached until the
+    /// cluster has recovered from a fault `message` names (its instance died and a survivor
+    /// is about to adopt it; Redis lost its state and the instances re-register theirs).
+    #[error("{message}")]
+    Recovering {
+        message: String,
+        retry_after: Duration,
+    },
 }

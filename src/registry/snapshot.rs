@@ -100,6 +100,17 @@ impl Registry {
         sessions.iter().map(|s| Homed::of(s)).collect()
     }
 
+    /// Up to `count` events meant for every session living here were lost on their way (a
+    /// cluster instance cut off from its backplane for a while): each mailbox skips that many
+    /// ids, so each stream reports them as `lagged` (see [`Mailbox::skip`]).
+    pub(crate) fn skip_everywhere(&self, count: u64) {
+        let sessions: Vec<Arc<Session>> = self.lock().sessions.values().cloned().collect();
+        for session in sessions {
+            session.lock().mailbox.skip(count);
+            session.wake();
+        }
+    }
+
     /// Session `id` as a directory would write it, if it lives here.
     pub(crate) fn homed_one(&self, id: SessionId) -> Option<Homed> {
         let session = self.lock().sessions.get(&id).cloned()?;

@@ -9,6 +9,7 @@ use serde_json::json;
 use tokio::time::sleep;
 
 use crate::support::cluster::{Cluster, Redis};
+use crate::support::redis_cluster::needs_its_own_server;
 use crate::support::*;
 
 /// How long an instance's liveness key outlives its last refresh (`backplane::cluster::LIVENESS`);
@@ -73,6 +74,12 @@ async fn a_session_that_expires_on_one_instance_is_announced_as_user_left_on_the
 
 #[tokio::test]
 async fn an_instance_too_busy_to_refresh_its_liveness_key_keeps_its_sessions() {
+    if needs_its_own_server(
+        "an_instance_too_busy_to_refresh_its_liveness_key_keeps_its_sessions",
+        "counts the PUBSUB NUMSUB its Redis runs",
+    ) {
+        return;
+    }
     let cluster = Cluster::start("paused", &[&[], &[]]).await;
     let wen = cluster.nodes[1].helo("wen").await;
     cluster.settle().await;
@@ -139,6 +146,12 @@ async fn numsub_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
 
 #[tokio::test]
 async fn a_redis_restart_makes_health_and_writes_503_then_the_cluster_recovers_by_itself() {
+    if needs_its_own_server(
+        "a_redis_restart_makes_health_and_writes_503_then_the_cluster_recovers_by_itself",
+        "restarts its Redis",
+    ) {
+        return;
+    }
     let mut cluster = Cluster::start("restart", &[&[], &[]]).await;
     let xan = cluster.nodes[0].helo("xan").await;
     cluster.settle().await;

@@ -32,6 +32,7 @@ async fn a_refresh_reaches_the_home_and_the_end_survives_a_drain() {
     // A stops and drains rae to B, which ends it at the same moment.
     assert!(cluster.nodes[0].terminate().await.success(), "a clean exit");
     let mut rae_on_b = cluster.nodes[1].attach_ready(&rae).await;
+    rae_on_b.expect_new_user(&sam).await;
     let warned = rae_on_b.next_named("refresh_required").await;
     assert!(warned.data["expires_in"].as_u64().unwrap() <= 5);
     let expired = rae_on_b.next_named("expired").await;

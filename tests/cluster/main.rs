@@ -16,6 +16,11 @@
 //!
 //! A failing test prints the end of each instance's log; `CLUSTER_LOGS=1` prints them always.
 //!
+//! With `TEST_REDIS_CLUSTER=redis+cluster://127.0.0.1:P1,...` (scripts/test.sh starts one) every
+//! test runs over that Redis Cluster instead, on a prefix of its own, but those that need a
+//! server of their own (they kill it, count its commands, or put a proxy before it).
+//! `redis_cluster` starts clusters of its own to reshard and break under traffic.
+//!
 //! Needs `redis-server` (Debian: `apt-get install -y redis-server`); without it every test fails
 //! and says so. `proxy` also needs `nginx` (`apt-get install -y nginx`).
 
@@ -25,11 +30,15 @@ mod departures;
 mod deploys;
 mod expiry;
 mod messaging;
+mod outages;
 mod proxy;
+mod redis_cluster;
 mod resume;
 mod rooms;
+mod rosters;
 mod stats;
 mod tokens;
+mod upgrade;
 
 #[path = "../support/mod.rs"]
 mod support;

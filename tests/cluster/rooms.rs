@@ -1,12 +1,14 @@
 //! Rooms across instances: presence, rosters, broadcasts and listings span the cluster; a room's
-//! traffic is appended only where it has members; joining and leaving through any instance
-//! reaches the session's home in-band; a drain on deploy carries each session's rooms; a room
-//! above the presence limit is counted for its members on every instance.
+//! traffic is read and appended only where it has members; joining and leaving through any
+//! instance reaches the session's home in-band; a drain on deploy carries each session's rooms;
+//! a room above the presence limit is counted for its members on every instance.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::cluster::Cluster;
+use std::time::{Duration, Instant};
+
+use crate::support::cluster::{Cluster, bus_reads};
 use crate::support::*;
 
 /// GETs `path` on `node` with `credential`; the JSON body, which must come with 200.
@@ -284,4 +286,132 @@ async fn a_room_above_the_presence_limit_is_counted_for_its_members_on_every_ins
     ann_stream.expect_response(id, &bob, &ann, &marker).await;
     let id = a.respond(&ann, &bob, &marker).await;
     bob_stream.expect_response(id, &ann, &bob, &marker).await;
+
+/// What `node` read from Redis on the bus and on room channels so far.
+async fn shared_reads(node: &Endpoint) -> (u64, u64) {
+    (bus_reads(node, "bus").await, bus_reads(node, "room").await)
+}
+
+/// Waits (bounded) until exactly `readers` connections read `channel`.
+async fn wait_for_readers(cluster: &Cluster, channel: &str, readers: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cluster.readers(channel).await != readers {
+        assert!(
+            Instant::now() < deadline,
+            "{channel} never had {readers} readers"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[tokio::test]
+async fn a_rooms_traffic_is_read_only_by_the_instances_with_members_in_it() {
+    let cluster = Cluster::start("roomreads", &[&[], &[], &[]]).await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let dev = format!("{}:room:dev", cluster.prefix);
+    let ann = a.helo_in("ann", json!(["dev"])).await;
+    let bob = b.helo_in("bob", json!(["dev"])).await;
+    let cat = c.helo_in("cat", json!(["ops"])).await;
+    let eve = a.helo_in("eve", json!([])).await;
+    cluster.settle().await;
+    assert_eq!(
+        cluster.readers(&dev).await,
+        2,
+        "A and B read dev, C does not"
+    );
+    let mut ann_stream = a.attach_ready(&ann).await;
+    assert_eq!(
+        ann_stream.next_named("new_user").await.data,
+        bob.member("dev")
+    );
+    let mut bob_stream = b.attach_ready(&bob).await;
+    let mut eve_stream = a.attach_ready(&eve).await;
+    let mut cat_stream = c.attach_ready(&cat).await;
+    cluster.settle().await;
+    let on_c = shared_reads(c).await;
+    let rooms_on = (bus_reads(a, "room").await, bus_reads(b, "room").await);
+
+    // dev's traffic, through every instance: a join, a broadcast, a session joining through
+    // another instance than its home and leaving again, a session leaving the hub.
+    let dan = c.helo_in("dan", json!(["dev"])).await;
+    assert_eq!(
+        ann_stream.next_named("new_user").await.data,
+        dan.member("dev")
+    );
+    assert_eq!(
+        bob_stream.next_named("new_user").await.data,
+        dan.member("dev")
+    );
+    let body = json!({"room": "dev", "message": "dev only"}).to_string();
+    let response = b.post_raw("/broadcast", Some(&bob.token), &body).await;
+    assert_eq!(body_json(response).await, json!({"recipients": 2}));
+    assert_eq!(
+        ann_stream.next_named("client_broadcast").await.data["message"],
+        "dev only"
+    );
+    assert_eq!(b.join_room(&eve, "dev").await, 4);
+    eve_stream.next_named("joined").await;
+    assert_eq!(
+        bob_stream.next_named("new_user").await.data,
+        eve.member("dev")
+    );
+    let response = c.room_request(Method::DELETE, &eve, "dev").await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    eve_stream.next_named("left").await;
+    assert_eq!(
+        bob_stream.next_named("user_left").await.data,
+        eve.member("dev")
+    );
+    assert_eq!(c.delete(&dan.token).await.status(), 204);
+    assert_eq!(
+        bob_stream.next_named("user_left").await.data,
+        dan.member("dev")
+    );
+
+    // C homed dan for a while: it read dev then, and leaves it once he is gone.
+    wait_for_readers(&cluster, &dev, 2).await;
+    cluster.settle().await;
+    let on_c = shared_reads(c).await.1 - on_c.1;
+    let body = json!({"room": "dev", "message": "after dan"}).to_string();
+    let response = a.post_raw("/broadcast", Some(&ann.token), &body).await;
+    assert_eq!(body_json(response).await, json!({"recipients": 1}));
+    bob_stream.next_named("client_broadcast").await;
+    cluster.settle().await;
+    // Six messages of dev (join, broadcast, enter, exit, leave, broadcast): A and B read each
+    // once on dev's channel.
+    assert_eq!(bus_reads(a, "room").await - rooms_on.0, 6);
+    assert_eq!(bus_reads(b, "room").await - rooms_on.1, 6);
+    assert!(on_c <= 5, "C read dev only while dan was there");
+
+    // The same without C ever homing a member: nothing of dev reaches it.
+    let quiet = shared_reads(c).await;
+    let fay = a.helo_in("fay", json!(["dev"])).await;
+    bob_stream.next_named("new_user").await;
+    let body = json!({"room": "dev", "message": "quiet"}).to_string();
+    a.post_raw("/broadcast", Some(&fay.token), &body).await;
+    bob_stream.next_named("client_broadcast").await;
+    assert_eq!(a.join_room(&eve, "dev").await, 4);
+    eve_stream.next_named("joined").await;
+    a.room_request(Method::DELETE, &eve, "dev").await;
+    eve_stream.next_named("left").await;
+    assert_eq!(a.delete(&fay.token).await.status(), 204);
+    for (event, who) in [("new_user", &eve), ("user_left", &eve), ("user_left", &fay)] {
+        assert_eq!(bob_stream.next_named(event).await.data, who.member("dev"));
+    }
+    cluster.settle().await;
+    assert_eq!(
+        shared_reads(c).await,
+        quiet,
+        "C reads none of dev's traffic"
+    );
+    let marker = json!("marker");
+    let id = a.respond(&ann, &cat, &marker).await;
+    cat_stream.expect_response(id, &ann, &cat, &marker).await;
+
+    // B's last member of dev leaves: B stops reading dev.
+    let response = b.room_request(Method::DELETE, &bob, "dev").await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    wait_for_readers(&cluster, &dev, 1).await;
 }

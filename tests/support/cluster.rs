@@ -43,6 +43,11 @@ impl Redis {
     /// Starts a server on `port` and waits until it answers and proves it is this child (its
     /// `process_id`), not some other server that owns the port.
     pub async fn start_on(port: u16) -> Result<Redis, String> {
+        Redis::start_with(port, &[]).await
+    }
+
+    /// [`Redis::start_on`], with more flags (cluster mode, for one).
+    pub async fn start_with(port: u16, flags: &[&str]) -> Result<Redis, String> {
         let program = if Path::new(REDIS_SERVER).exists() {
             REDIS_SERVER
         } else {
@@ -52,6 +57,7 @@ impl Redis {
         let spawned = Command::new(program)
             .args(["--port", &port_arg, "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(flags)
             .arg("--dir")
             .arg(std::env::temp_dir())
             .stdin(Stdio::null())
@@ -91,25 +97,55 @@ impl Redis {
         }
     }
 
+    /// No server of its own: the cluster runs on a Redis Cluster (see [`super::redis_cluster`]).
+    pub fn absent() -> Redis {
+        Redis {
+            port: 0,
+            child: None,
+        }
+    }
+
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Whether the server still runs (it was not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// `INFO <section>` over a fresh connection, within [`WAIT`].
     async fn info(&self, section: &str) -> Result<String, String> {
+        self.try_command(redis::cmd("INFO").arg(section))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// `cmd` over a fresh connection, within [`WAIT`].
+    pub async fn try_command<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
         let exchange = async {
             let client = redis::Client::open(self.url())?;
             let mut connection = client.get_multiplexed_async_connection().await?;
-            redis::cmd("INFO")
-                .arg(section)
-                .query_async::<String>(&mut connection)
-                .await
+            cmd.query_async::<T>(&mut connection).await
         };
         match timeout(WAIT, exchange).await {
-            Ok(reply) => reply.map_err(|e| e.to_string()),
-            Err(_) => Err("no reply within the wait".to_owned()),
+            Ok(reply) => reply,
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no reply within the wait",
+            ))),
         }
+    }
+
+    /// `cmd`, which must succeed.
+    pub async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        self.try_command(cmd)
+            .await
+            .unwrap_or_else(|err| panic!("{cmd:?} on port {}: {err}", self.port))
     }
 
     /// SIGKILL, and wait until the process is gone (its port is then free again).
@@ -122,10 +158,16 @@ impl Redis {
 
     /// How many `PUBLISH` commands this server has executed (`INFO commandstats`).
     pub async fn publish_calls(&self) -> u64 {
+        self.calls("publish").await
+    }
+
+    /// How many `command`s (lower case) this server has executed (`INFO commandstats`).
+    pub async fn calls(&self, command: &str) -> u64 {
         let stats = self.info("commandstats").await.expect("INFO commandstats");
+        let prefix = format!("cmdstat_{command}:calls=");
         stats
             .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_publish:calls="))
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
             .map_or(0, |rest| {
                 rest.split(',')
                     .next()
@@ -142,7 +184,7 @@ impl Drop for Redis {
 }
 
 /// `switchboard_bus_messages_received_total{channel}` on `node`: what it read from Redis on
-/// the shared bus (`"bus"`) or its own channel (`"instance"`).
+/// the shared bus (`"bus"`), room channels (`"room"`) or its own channel (`"instance"`).
 pub async fn bus_reads(node: &Endpoint, channel: &str) -> u64 {
     let series = format!("switchboard_bus_messages_received_total{{channel=\"{channel}\"}}");
     sample(&node.metrics().await, &series).map_or(0, |n| n as u64)
@@ -161,11 +203,23 @@ pub struct Cluster {
 
 impl Cluster {
     /// One instance per entry of `extra` (its extra flags), labelled A, B, C; returns once
-    /// every instance is subscribed to the bus.
+    /// every instance is subscribed to the bus. Over a Redis server of its own, or the test
+    /// script's Redis Cluster when it gave one ([`super::redis_cluster::SHARED_VAR`]).
     pub async fn start(test: &str, extra: &[&[&str]]) -> Cluster {
+        match super::redis_cluster::shared() {
+            Some(url) => Cluster::start_on(Redis::absent(), &url, test, extra).await,
+            None => {
+                let redis = Redis::start().await;
+                let url = redis.url();
+                Cluster::start_on(redis, &url, test, extra).await
+            }
+        }
+    }
+
+    /// [`Cluster::start`] on Redis at `redis_url` (`redis`, or a Redis Cluster).
+    pub async fn start_on(redis: Redis, redis_url: &str, test: &str, extra: &[&[&str]]) -> Cluster {
         const LABELS: [&str; 3] = ["A", "B", "C"];
-        let redis = Redis::start().await;
-        let redis_url = redis.url();
+        let redis_url = redis_url.to_owned();
         let prefix = format!("sbtest-{test}-{}", std::process::id());
         let mut nodes = Vec::new();
         let mut all = Vec::new();
@@ -195,6 +249,49 @@ impl Cluster {
         self.args
             .push(args.into_iter().map(str::to_owned).collect());
         self.nodes.len() - 1
+    }
+
+    /// [`Cluster::add`] with `program` as the binary (another release's).
+    pub async fn add_program(&mut self, label: &str, program: &Path, flags: &[&str]) -> usize {
+        let redis_url = self.redis.url();
+        let mut args = vec!["--redis-url", &redis_url, "--redis-prefix", &self.prefix];
+        args.extend_from_slice(flags);
+        let node = Instance::launch(label).program(program).start(&args).await;
+        self.nodes.push(node);
+        self.args
+            .push(args.into_iter().map(str::to_owned).collect());
+        self.nodes.len() - 1
+    }
+
+    /// How many connections read `channel` (`PUBSUB NUMSUB`).
+    pub async fn readers(&self, channel: &str) -> u64 {
+        let client = redis::Client::open(self.redis.url()).expect("a Redis URL");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection to the test's Redis");
+        let (_, readers): (String, u64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut connection)
+            .await
+            .expect("PUBSUB NUMSUB");
+        readers
+    }
+
+    /// Publishes `payload` on `channel` as an instance would.
+    pub async fn publish_raw(&self, channel: &str, payload: &str) {
+        let client = redis::Client::open(self.redis.url()).expect("a Redis URL");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection to the test's Redis");
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async::<u64>(&mut connection)
+            .await
+            .expect("PUBLISH");
     }
 
     /// Node `i`'s instance id, from its `cluster mode` log line.

@@ -58,6 +58,7 @@ impl Instance {
         Launch {
             label: label.to_owned(),
             dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            program: None,
             open_files: None,
         }
     }
@@ -180,6 +181,8 @@ impl Drop for Instance {
 pub struct Launch {
     label: String,
     dir: PathBuf,
+    /// The binary to run; this build's when `None`.
+    program: Option<PathBuf>,
     /// `RLIMIT_NOFILE` (soft, hard) for the child; inherited when `None`.
     open_files: Option<(u64, u64)>,
 }
@@ -188,6 +191,12 @@ impl Launch {
     /// Runs the binary in `dir`.
     pub fn dir(mut self, dir: &Path) -> Launch {
         self.dir = dir.to_owned();
+        self
+    }
+
+    /// Runs `program` instead of this build's binary (another release's, say).
+    pub fn program(mut self, program: &Path) -> Launch {
+        self.program = Some(program.to_owned());
         self
     }
 
@@ -226,9 +235,11 @@ impl Launch {
         let Launch {
             label,
             dir,
+            program,
             open_files,
         } = self;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        let program = program.unwrap_or_else(|| env!("CARGO_BIN_EXE_switchboard").into());
+        let mut command = Command::new(program);
         command
             .args(args)
             .current_dir(dir)

@@ -9,6 +9,7 @@
 //! - [`jwt`]: join tokens for servers running `--auth jwt`.
 //! - [`nginx`]: the nginx of `docs/cluster/nginx.conf` in front of servers, and its access log.
 //! - [`cluster`]: a `redis-server` child and a [`cluster::Cluster`] of binaries sharing it.
+//! - [`redis_cluster`]: a Redis Cluster: the test script's, or one a test starts and breaks.
 //! - [`redis_proxy`]: a proxy in front of Redis that holds an instance's messages back.
 //! - [`browser`]: a `chromedriver` of our own that opens headless Chromium pages.
 //! - [`tls`]: certificates made by the test, and HTTPS clients that trust them.
@@ -25,6 +26,7 @@ pub mod cluster;
 pub mod instance;
 pub mod jwt;
 pub mod nginx;
+pub mod redis_cluster;
 pub mod redis_proxy;
 pub mod server;
 pub mod sse;

@@ -1,20 +1,20 @@
-//! The channels: the one every instance reads in the same order ([`BUS`](super::keys::BUS))
-//! and each instance's own ([`TO`](super::keys::TO)); publishing on them, and the task that
-//! reads both on one connection and applies what comes, in order (see
-//! [`dispatch`](super::dispatch)).
+//! The channels: the one every instance reads in the same order ([`BUS`](super::keys::BUS)),
+//! each room's ([`ROOM`](super::keys::ROOM)) and each instance's own ([`TO`](super::keys::TO));
+//! publishing on them, and the task that reads them on one connection and applies what comes,
+//! in order (see [`dispatch`](super::dispatch)). Every raw pub/sub call is in this file.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::instance::Cluster;
 use super::keys::unavailable;
+use super::protocol::{Unknown, read};
+use super::transport::{Sink, Subscription};
 use super::wire::{Message, seq_of};
 use crate::identity::SessionId;
 use crate::registry::RegistryError;
@@ -29,17 +29,28 @@ fn reached(readers: u64) -> Result<(), RegistryError> {
 }
 
 impl Cluster {
-    /// Publishes `message` where it belongs: an answer to its asker's channel, everything
-    /// else on the bus. (A direct message goes to its recipient's home: [`Cluster::send`].)
+    /// Publishes `message` where it belongs: an answer to its asker's channel, a room's
+    /// traffic on the room's channel, everything else on the bus. (A direct message goes to
+    /// its recipient's home: [`Cluster::send`].)
     pub(super) async fn publish(&self, message: &Message) -> Result<(), RegistryError> {
-        if let Some(from) = self.sequence.numbering(message) {
-            return self.sequence.publish_numbered(message, from).await;
-        }
         let channel = match message.answers() {
             Some(asker) => self.keys.channel_of(asker),
-            None => self.keys.bus(),
+            None => self.channel_for(message),
         };
+        if let Some(from) = self.sequence.numbering(message) {
+            return self.sequence.publish_numbered(channel, message, from).await;
+        }
         self.publish_on(channel, message).await.map(drop)
+    }
+
+    /// The channel of what every instance may need to read: the room's, for the traffic of one
+    /// room but `lobby`, while every instance alive reads room channels; else the bus (see the
+    /// [module doc](super) on mixed versions).
+    fn channel_for(&self, message: &Message) -> String {
+        match message.room() {
+            Some(room) if !self.liveness.mixed() => self.keys.room(room),
+            _ => self.keys.bus(),
+        }
     }
 
     /// Publishes `message` to `instance` alone.
@@ -74,10 +85,11 @@ impl Cluster {
     }
 
     /// Publishes on `channel`; returns how many subscribers got it.
+    ///
+    /// With [`listen`] and [`unlisten`], one of the three raw pub/sub calls.
     async fn publish_on(&self, channel: String, message: &Message) -> Result<u64, RegistryError> {
         self.conn
-            .clone()
-            .publish::<_, _, u64>(channel, message.to_json())
+            .publish(channel, message.to_json())
             .await
             .map_err(unavailable)
     }
@@ -121,29 +133,36 @@ impl Cluster {
         });
     }
 
-    /// Reads the bus until shutdown, reconnecting with backoff; after each (re)connection it
-    /// re-registers the sessions homed here (Redis may have restarted empty).
+    /// Reads the bus, this instance's channel and its rooms' until shutdown, reconnecting with
+    /// backoff; after each (re)connection it re-registers the sessions homed here (Redis may
+    /// have restarted empty), and reports to each what it may have missed meanwhile: every
+    /// numbered message published while this instance was not subscribed (a lost connection;
+    /// on a Redis Cluster, also a resharding that moved the slot, or a failover), as `lagged`.
     pub(super) async fn subscribe(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let channel = self.keys.bus();
         let own = self.keys.channel_of(self.instance);
+        let mut was_subscribed = false;
         loop {
             let connected = async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
-                // One connection for both: Redis writes to it in PUBLISH order (module doc).
-                pubsub.subscribe(&[&channel, &own]).await?;
-                Ok::<_, redis::RedisError>(pubsub)
+                // One connection for all: Redis writes to it in PUBLISH order (module doc).
+                let (sink, subscription) =
+                    Subscription::open(&self.target, &[channel.as_str(), own.as_str()]).await?;
+                let rooms = self.registry.rooms().into_iter().map(|(room, _)| room);
+                self.subscriptions.connected(sink, rooms.collect()).await?;
+                Ok::<_, redis::RedisError>(subscription)
             };
             let connected = tokio::select! {
                 () = shutdown.cancelled() => return,
                 c = tokio::time::timeout(Duration::from_secs(2), connected) => c,
             };
             match connected {
-                Ok(Ok(mut pubsub)) => {
+                Ok(Ok(mut subscription)) => {
                     backoff = Duration::from_millis(100);
                     info!(channel, "subscribed to the Redis bus");
                     // Healthy only once re-registered: the command connection may still be
                     // reconnecting, so retry until it works (bus messages wait meanwhile).
+                    let applied = self.sequence.applied();
                     while let Err(err) = self.reregister().await {
                         warn!(error = %err, "could not re-register homed sessions; retrying");
                         tokio::select! {
@@ -151,30 +170,48 @@ impl Cluster {
                             () = tokio::time::sleep(backoff) => {}
                         }
                     }
+                    // The numbered messages published while cut off (re-registering read
+                    // where the bus stands) never came: each mailbox reports them as missed.
+                    let missed = self.sequence.applied().saturating_sub(applied);
+                    if was_subscribed && missed > 0 {
+                        warn!(missed, "numbered messages lost while cut off from the bus");
+                        self.registry.skip_everywhere(missed as u64);
+                    }
+                    was_subscribed = true;
+                    // Before any message is applied: what was published meanwhile is not replayed.
+                    self.peers.reload(&self.directory).await;
                     self.subscribed.store(true, Ordering::Relaxed);
                     self.registry.metrics().backplane_up.set(1);
-                    let mut messages = pubsub.on_message();
                     loop {
                         let message = tokio::select! {
                             () = shutdown.cancelled() => return,
-                            m = messages.next() => m,
+                            m = subscription.next() => m,
                         };
-                        let Some(message) = message else { break };
-                        let kind = if message.get_channel_name() == own {
+                        let Some((name, payload)) = message else {
+                            break;
+                        };
+                        let kind = if name == own {
                             "instance"
+                        } else if self.keys.room_of(&name).is_some() {
+                            "room"
                         } else {
                             "bus"
                         };
                         self.registry.metrics().bus_received(kind);
-                        let payload = message.get_payload_bytes();
-                        match serde_json::from_slice::<Message>(payload) {
-                            // Inline, fan-outs included: this one task holds at most one
-                            // worker, and the others keep serving requests meanwhile.
-                            Ok(message) => self.apply(message, seq_of(payload)),
-                            Err(err) => warn!(error = %err, "ignoring a malformed bus message"),
+                        let payload = payload.as_slice();
+                        let (message, unknown) = read(payload);
+                        if let Some(unknown) = unknown {
+                            self.not_understood(unknown);
+                        }
+                        // Inline, fan-outs included: this one task holds at most one worker,
+                        // and the others keep serving requests meanwhile.
+                        if let Some(message) = message {
+                            self.apply(message, seq_of(payload));
                         }
                     }
+                    self.subscriptions.disconnected().await;
                     self.subscribed.store(false, Ordering::Relaxed);
+                    self.peers.lost();
                     self.registry.metrics().backplane_up.set(0);
                     error!("lost the Redis bus subscription; reconnecting");
                 }
@@ -190,4 +227,47 @@ impl Cluster {
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
+
+    /// Counts a message (or part of one) this build did not understand, and logs each kind of
+    /// it once: a newer instance may send it for as long as a deploy lasts.
+    fn not_understood(&self, unknown: Unknown) {
+        self.registry.metrics().bus_ignored(unknown.reason());
+        let what = match &unknown {
+            Unknown::Kind(kind) => kind.clone(),
+            Unknown::Fields(fields) => fields.join(","),
+            Unknown::Malformed(_) => String::new(),
+        };
+        let first = self
+            .not_understood
+            .lock()
+            .expect("not_understood lock poisoned")
+            .insert((unknown.reason(), what));
+        if first {
+            match unknown {
+                Unknown::Kind(kind) => warn!(
+                    kind,
+                    "ignoring cluster messages of a kind this version does not know (a newer \
+                     instance's?); logged once"
+                ),
+                Unknown::Fields(fields) => warn!(
+                    ?fields,
+                    "applying cluster messages without fields this version does not know; \
+                     logged once"
+                ),
+                Unknown::Malformed(err) => {
+                    warn!(error = %err, "ignoring a malformed cluster message; logged once")
+                }
+            }
+        }
+    }
+}
+
+/// Subscribes `sink`'s connection to `channels`; returns once Redis confirmed it.
+pub(super) async fn listen(sink: &mut Sink, channels: &[String]) -> redis::RedisResult<()> {
+    sink.listen(channels).await
+}
+
+/// Unsubscribes `sink`'s connection from `channels`.
+pub(super) async fn unlisten(sink: &mut Sink, channels: &[String]) -> redis::RedisResult<()> {
+    sink.unlisten(channels).await
 }

@@ -13,12 +13,12 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use super::keys::{Keys, unavailable};
+use super::transport::Conn;
 use crate::identity::{DisplayName, RoomName, RoomPatterns, SessionId, Token, TokenHash};
 use crate::registry::{Homed, Peer, RegistryError};
 
@@ -66,6 +66,9 @@ static DELETE: LazyLock<Script> = LazyLock::new(|| {
         "
     ))
 });
+
+/// Entries per round trip of a walk of the directory ([`Directory::homes`]).
+const SCAN_PAGE: usize = 1000;
 
 /// A session in the directory.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -125,7 +128,7 @@ impl Entry {
 
 /// This instance's view of the directory hash and the room counts.
 pub(super) struct Directory {
-    conn: ConnectionManager,
+    conn: Conn,
     /// `<prefix>:sessions`.
     key: String,
     /// `<prefix>:rooms`.
@@ -135,7 +138,7 @@ pub(super) struct Directory {
 }
 
 impl Directory {
-    pub(super) fn new(conn: ConnectionManager, keys: &Keys, here: Uuid) -> Self {
+    pub(super) fn new(conn: Conn, keys: &Keys, here: Uuid) -> Self {
         Directory {
             conn,
             key: keys.sessions(),
@@ -211,13 +214,13 @@ impl Directory {
     }
 
     /// Removes an entry, its rooms' counts and the session's counts (`counts` is their key);
-    /// the rooms it was in when this call removed it (so the caller announces the leave in
-    /// them, and only one caller does).
+    /// the rooms it was in when this call removed it and its home (so the caller announces the
+    /// leave in them and to its home, and only one caller does).
     pub(super) async fn delete(
         &self,
         id: SessionId,
         counts: String,
-    ) -> Result<Option<Vec<RoomName>>, RegistryError> {
+    ) -> Result<Option<(Vec<RoomName>, Option<Uuid>)>, RegistryError> {
         let removed: Option<String> = DELETE
             .key(&self.key)
             .key(&self.rooms)
@@ -229,7 +232,7 @@ impl Directory {
         // An entry that does not parse was still removed: it left no rooms anyone knows.
         Ok(removed.map(|json| {
             serde_json::from_str::<Entry>(&json)
-                .map(|entry| entry.rooms)
+                .map(|entry| (entry.rooms, Some(entry.home)))
                 .unwrap_or_default()
         }))
     }
@@ -295,6 +298,33 @@ impl Directory {
             .filter_map(|json| serde_json::from_str::<Entry>(json).ok())
             .filter(|entry| entry.home == home)
             .count())
+    }
+
+    /// Every well-formed entry, read [`SCAN_PAGE`] a round trip (`HSCAN`): the sweep
+    /// reads the whole directory every second, and one `HGETALL` of a large one would hold
+    /// Redis for one long reply each time. An entry written or removed meanwhile may be missed;
+    /// the next sweep sees it.
+    pub(super) async fn scan_entries(&self) -> Result<Vec<(SessionId, Entry)>, RegistryError> {
+        let mut conn = self.conn.clone();
+        let mut scan = redis::cmd("HSCAN")
+            .arg(&self.key)
+            .cursor_arg(0)
+            .arg("COUNT")
+            .arg(SCAN_PAGE)
+            .clone()
+            .iter_async::<(String, String)>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut entries = Vec::new();
+        while let Some(item) = scan.next_item().await {
+            let (id, json) = item.map_err(unavailable)?;
+            if let (Some(id), Ok(entry)) =
+                (SessionId::parse(&id), serde_json::from_str::<Entry>(&json))
+            {
+                entries.push((id, entry));
+            }
+        }
+        Ok(entries)
     }
 
     /// Every well-formed entry.

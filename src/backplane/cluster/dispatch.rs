@@ -10,13 +10,14 @@
 
 use std::sync::Arc;
 
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 use uuid::Uuid;
 
-use super::instance::Cluster;
+use super::drain::DRAIN_TIMEOUT;
+use super::instance::{Cluster, HOLD};
 use super::transit::Pulled;
 use super::wire::{DRAINED, Message, Outcome, with_sizes};
-use crate::identity::SessionId;
+use crate::identity::{RoomName, SessionId};
 use crate::registry::RegistryError;
 use crate::registry::lifetime::{instant_of_unix_ms, unix_ms_of_instant};
 
@@ -30,6 +31,7 @@ impl Cluster {
             return;
         }
         transit.buffer(&message);
+        self.peers.apply(&message);
         let mine = |origin: &Uuid| *origin == self.instance;
         match message {
             Message::Reply {
@@ -59,9 +61,15 @@ impl Cluster {
                 req,
                 origin,
                 session,
+                rooms,
             } => {
                 if mine(&origin) {
                     transit.seen(session, req);
+                } else if self.registry.homes(session)
+                    && (transit.is_pinned(session) || !self.reads_rooms_of(session, rooms))
+                {
+                    // Joining a room, or its puller does not read all of its rooms: ask again.
+                    self.publish_soon(Message::NotYet { req, origin });
                 } else if let Some(snapshot) = self.migrate_away(session, origin) {
                     transit.sent(session, origin);
                     self.publish_soon(Message::Migrated {
@@ -97,6 +105,18 @@ impl Cluster {
                 self.migrations.answer(req, Pulled::NotYet);
             }
             Message::NotComing { origin, session } if mine(&origin) => transit.not_coming(session),
+            Message::Prepare {
+                req,
+                origin,
+                session,
+                rooms,
+            } => self.prepare_for(req, origin, session, rooms),
+            Message::Enter {
+                ref peer, ref room, ..
+            } => {
+                transit.entered(peer.id, room);
+                self.apply_to(&message, None);
+            }
             Message::Drain { from, to, sessions } => {
                 if mine(&to) {
                     self.receive_drain(&mut transit, sessions);
@@ -120,6 +140,50 @@ impl Cluster {
             }
             message => self.apply_to(&message, None),
         }
+    }
+
+    /// Whether an instance reading the channels of `rooms` (`None`: an instance of an older
+    /// protocol, which reads room traffic on the bus) reads every room of `session`.
+    fn reads_rooms_of(&self, session: SessionId, rooms: Option<Vec<RoomName>>) -> bool {
+        let Some(read) = rooms else { return true };
+        self.registry
+            .rooms_of(session)
+            .unwrap_or_default()
+            .iter()
+            .all(|room| room.is_lobby() || read.contains(room))
+    }
+
+    /// Answers `origin`'s `prepare` once this instance reads `rooms` (see
+    /// [`rooms`](super::rooms)): for `session` joining one, or sessions drained here.
+    fn prepare_for(
+        self: &Arc<Self>,
+        req: u64,
+        origin: Uuid,
+        session: Option<SessionId>,
+        rooms: Vec<RoomName>,
+    ) {
+        let cluster = Arc::clone(self);
+        // Not inline: preparing takes the migration lock, which this message holds.
+        tokio::spawn(async move {
+            let hold = if session.is_some() {
+                HOLD
+            } else {
+                DRAIN_TIMEOUT
+            };
+            let outcome = match cluster.prepare_here(session, rooms, hold).await {
+                Ok(true) => Outcome::Prepared,
+                Ok(false) => Outcome::NotHere,
+                Err(err) => {
+                    warn!(error = %err, "could not read the channels of rooms asked for");
+                    return;
+                }
+            };
+            cluster.publish_soon(Message::Reply {
+                req,
+                origin,
+                outcome,
+            });
+        });
     }
 
     /// Sends a direct message (or a refresh) on to the instance its session was sent to, or

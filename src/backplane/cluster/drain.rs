@@ -17,12 +17,12 @@ use uuid::Uuid;
 use super::instance::{ANSWER_TIMEOUT, Cluster};
 use super::transit::{Pulled, Transit};
 use super::wire::{DRAINED, Message};
-use crate::identity::{SessionId, TokenHash};
+use crate::identity::{RoomName, SessionId, TokenHash};
 use crate::registry::{Closed, RegistryError, Snapshot};
 
 /// Longest a stopping instance waits for the others to take its sessions; also how long a
 /// session drained to an instance may take to arrive there.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sessions per `Drain` message.
 const DRAIN_CHUNK: usize = 100;
 
@@ -84,12 +84,19 @@ impl Cluster {
             // the next is exported, so a large drain paces itself instead of flooding Redis.
             for chunk in homed.chunks(DRAIN_CHUNK) {
                 let mut shares: HashMap<Uuid, Vec<(SessionId, TokenHash)>> = HashMap::new();
+                let mut rooms: HashMap<Uuid, Vec<RoomName>> = HashMap::new();
                 for session in chunk {
                     let to = *next.next().expect("hosts is not empty");
                     let share = (session.peer.id, session.token_hash.clone());
                     shares.entry(to).or_default().push(share);
+                    rooms
+                        .entry(to)
+                        .or_default()
+                        .extend(session.rooms.iter().cloned());
                 }
                 for (to, sessions) in shares {
+                    self.prepare_host(to, rooms.remove(&to).unwrap_or_default())
+                        .await;
                     let drain = Message::Drain {
                         from: self.instance,
                         to,
@@ -116,6 +123,29 @@ impl Cluster {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
+        }
+    }
+
+    /// Has `to` read the channels of `rooms` before sessions in them are drained there, so
+    /// that they miss nothing of their rooms on the way. One that does not answer in time is
+    /// drained to anyway (logged): its sessions may miss what their rooms said meanwhile. An
+    /// instance of an older protocol reads room traffic on the bus: nothing to prepare.
+    async fn prepare_host(&self, to: Uuid, mut rooms: Vec<RoomName>) {
+        rooms.retain(|room| !room.is_lobby());
+        rooms.sort();
+        rooms.dedup();
+        if rooms.is_empty() || self.liveness.is_older(to) {
+            return;
+        }
+        let request = self.replies.open();
+        let prepare = Message::Prepare {
+            req: request.id(),
+            origin: self.instance,
+            session: None,
+            rooms,
+        };
+        if let Err(err) = request.ask(self.send(to, &prepare), ANSWER_TIMEOUT).await {
+            warn!(%to, error = ?err, "an instance did not prepare the rooms drained to it");
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use redis::AsyncCommands;
 
 use super::instance::Cluster;
-use super::keys::{LIVENESS, matching, unavailable};
+use super::keys::{LIVENESS, unavailable};
 use crate::registry::RegistryError;
 
 impl Cluster {
@@ -46,7 +46,11 @@ impl Cluster {
     /// `Unavailable` when Redis cannot be reached.
     pub(crate) async fn figures_elsewhere(&self) -> Result<Vec<Arc<str>>, RegistryError> {
         let here = self.keys.stats(self.instance);
-        let mut keys = matching(&self.conn, &self.keys.all_stats()).await?;
+        let mut keys = self
+            .conn
+            .keys_matching(self.keys.all_stats())
+            .await
+            .map_err(unavailable)?;
         keys.retain(|key| *key != here);
         if keys.is_empty() {
             return Ok(Vec::new());

@@ -1,10 +1,10 @@
 //! This instance's side of the cluster: what it holds, and the tasks it starts.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
@@ -12,15 +12,22 @@ use uuid::Uuid;
 use super::directory::Directory;
 use super::keys::{Keys, unavailable};
 use super::liveness::Liveness;
+use super::peers::Peers;
 use super::request::Requests;
+use super::restart::Restart;
 use super::sequence::Sequence;
+use super::subscriptions::Subscriptions;
 use super::transit::Migrations;
+use super::transport::{Conn, Target};
 use super::wire::Outcome;
 use crate::backplane::events::BrokerEvents;
 use crate::registry::{Registry, RegistryError};
 
 /// Longest wait for another instance's answer (a direct message, a migration).
 pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a room channel subscribed for a session on its way here stays read without it (see
+/// [`subscriptions`](super::subscriptions)).
+pub(super) const HOLD: Duration = Duration::from_secs(5);
 /// Longest wait for a health probe to come back.
 pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -32,20 +39,29 @@ pub(crate) struct Cluster {
     pub(super) events: Arc<dyn BrokerEvents>,
     pub(crate) instance: Uuid,
     pub(super) keys: Keys,
-    /// Opens the pub/sub connection (a dedicated one, reopened after each loss).
-    pub(super) client: redis::Client,
-    /// Commands and PUBLISH; reconnects by itself.
-    pub(super) conn: ConnectionManager,
+    /// Where Redis is: the pub/sub connection is opened there (a dedicated one, reopened
+    /// after each loss).
+    pub(super) target: Target,
+    /// Commands and publishing; reconnects by itself.
+    pub(super) conn: Conn,
     pub(super) directory: Directory,
+    /// Who is in which room, kept from the bus: the rosters attaches read.
+    pub(super) peers: Peers,
     pub(super) sequence: Sequence,
     pub(super) liveness: Liveness,
+    /// Telling a forgotten session from a gone one after Redis restarted empty.
+    pub(super) restart: Restart,
     /// Direct messages awaiting their home's reply.
     pub(super) replies: Requests<Outcome>,
     /// Health probes awaiting their own return.
     pub(super) probes: Requests<()>,
     pub(super) migrations: Migrations,
+    /// The room channels read here.
+    pub(super) subscriptions: Subscriptions,
     /// Subscribed to the bus and re-registered: healthy.
     pub(super) subscribed: AtomicBool,
+    /// What was not understood on the channels and logged already: (reason, kind or fields).
+    pub(super) not_understood: Mutex<HashSet<(&'static str, String)>>,
 }
 
 impl Cluster {
@@ -54,7 +70,8 @@ impl Cluster {
     /// joins and leaves put events into mailboxes (presence on).
     ///
     /// # Errors
-    /// When `url` is not a valid Redis URL.
+    /// When `url` is not a valid Redis URL (one server) or seed list (a Redis Cluster, see
+    /// [`transport`](super::transport)).
     pub(crate) fn start(
         registry: Registry,
         events: Arc<dyn BrokerEvents>,
@@ -63,30 +80,28 @@ impl Cluster {
         prefix: &str,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RegistryError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let target = Target::parse(url).map_err(unavailable)?;
+        let conn = target.connect_lazily().map_err(unavailable)?;
         let instance = Uuid::new_v4();
-        let keys = Keys::new(prefix);
+        let keys = Keys::new(&target.key_prefix(prefix));
         let cluster = Arc::new(Cluster {
             registry,
             events,
             instance,
             directory: Directory::new(conn.clone(), &keys, instance),
+            peers: Peers::default(),
             sequence: Sequence::new(conn.clone(), keys.clone(), announces),
             liveness: Liveness::new(conn.clone(), keys.clone(), instance),
+            restart: Restart::new(conn.clone(), keys.clone(), instance),
+            subscriptions: Subscriptions::new(keys.clone()),
             keys,
-            client,
+            target,
             conn,
             replies: Requests::default(),
             probes: Requests::default(),
             migrations: Migrations::default(),
             subscribed: AtomicBool::new(false),
+            not_understood: Mutex::default(),
         });
         info!(instance = %cluster.instance, prefix, "cluster mode");
         tokio::spawn(Arc::clone(&cluster).subscribe(shutdown.clone()));

@@ -1,30 +1,42 @@
 //! The names of everything the cluster keeps in Redis (the table in the [module doc](super)),
-//! built from `--redis-prefix` in one place; finding the keys that match a pattern; and the
-//! error every Redis failure becomes.
+//! built from `--redis-prefix` in one place, and the error every Redis failure becomes.
 
 use std::time::Duration;
 
-use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use crate::identity::SessionId;
+use crate::identity::{RoomName, SessionId};
 use crate::registry::RegistryError;
 
 /// Suffix of the pub/sub channel every instance subscribes to.
 pub const BUS: &str = "bus";
 /// Suffix (then `:<instance uuid>`) of each instance's own pub/sub channel.
 pub const TO: &str = "to";
+/// Suffix (then `:<room>`) of a room's pub/sub channel, read by the instances that home one of
+/// its members (`lobby`'s traffic rides the bus: see [`rooms`](super::rooms)).
+pub const ROOM: &str = "room";
 /// Suffix of the directory hash: session id → entry JSON.
 pub const SESSIONS: &str = "sessions";
 /// Suffix of the room counts hash: room name → members in the cluster.
 pub const ROOMS: &str = "rooms";
 /// Suffix (then `:<instance uuid>`) of each instance's liveness key.
 pub const INSTANCE: &str = "instance";
+/// Suffix (then `:<instance uuid>`) of the key beside the liveness key that gives an
+/// instance's wire protocol; instances older than protocol 2 write none.
+pub const PROTOCOL: &str = "protocol";
 /// Suffix of the counter that numbers the messages putting an event into every mailbox.
 pub const SEQ: &str = "seq";
 /// Suffix (then `:<session id>`) of a session's counts: `base`, `own`, `direct`.
 pub const COUNTS: &str = "counts";
+/// Suffix of the key saying Redis holds the cluster's state: written by the first instance
+/// to register, never expiring; missing after Redis restarted empty.
+pub const STATE: &str = "state";
+/// Suffix of the key that lives while the instances re-register their sessions after Redis
+/// restarted empty (see [`restart`](super::restart)).
+pub const RECOVERING: &str = "recovering";
+/// Suffix (then `:<instance uuid>`) of the key an instance writes once it re-registered the
+/// sessions it homes.
+pub const REGISTERED: &str = "registered";
 /// Suffix (then `:<instance uuid>`) of each instance's newest figures for the admin console.
 pub const STATS: &str = "stats";
 /// How long an instance's liveness key outlives its last refresh.
@@ -57,6 +69,24 @@ impl Keys {
         self.key(&format!("{TO}:{instance}"))
     }
 
+    /// The channel of `room`'s traffic; `lobby`'s is the bus.
+    pub(super) fn room(&self, room: &RoomName) -> String {
+        if room.is_lobby() {
+            self.bus()
+        } else {
+            self.key(&format!("{ROOM}:{room}"))
+        }
+    }
+
+    /// The room a room channel carries, if `channel` is one.
+    pub(super) fn room_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(':')?
+            .strip_prefix(ROOM)?
+            .strip_prefix(':')
+    }
+
     /// The directory hash.
     pub(super) fn sessions(&self) -> String {
         self.key(SESSIONS)
@@ -70,6 +100,31 @@ impl Keys {
     /// `instance`'s liveness key.
     pub(super) fn instance(&self, instance: Uuid) -> String {
         self.key(&format!("{INSTANCE}:{instance}"))
+    }
+
+    /// The pattern every instance's own channel matches.
+    pub(super) fn channels(&self) -> String {
+        self.key(&format!("{TO}:*"))
+    }
+
+    /// The key saying Redis holds the cluster's state.
+    pub(super) fn state(&self) -> String {
+        self.key(STATE)
+    }
+
+    /// The key that lives while the instances re-register after Redis lost its state.
+    pub(super) fn recovering(&self) -> String {
+        self.key(RECOVERING)
+    }
+
+    /// The key `instance` writes once it re-registered its sessions.
+    pub(super) fn registered(&self, instance: Uuid) -> String {
+        self.key(&format!("{REGISTERED}:{instance}"))
+    }
+
+    /// `instance`'s protocol key.
+    pub(super) fn protocol(&self, instance: Uuid) -> String {
+        self.key(&format!("{PROTOCOL}:{instance}"))
     }
 
     /// The pattern every liveness key matches.
@@ -101,26 +156,6 @@ impl Keys {
     pub(super) fn counts(&self, id: SessionId) -> String {
         self.key(&format!("{COUNTS}:{id}"))
     }
-}
-
-/// Every key matching `pattern` (`SCAN`, so Redis serves others between its steps).
-///
-/// # Errors
-/// `Unavailable` when Redis cannot be reached.
-pub(super) async fn matching(
-    conn: &ConnectionManager,
-    pattern: &str,
-) -> Result<Vec<String>, RegistryError> {
-    let mut conn = conn.clone();
-    let mut scan = conn
-        .scan_match::<_, String>(pattern)
-        .await
-        .map_err(unavailable)?;
-    let mut keys = Vec::new();
-    while let Some(key) = scan.next_item().await {
-        keys.push(key.map_err(unavailable)?);
-    }
-    Ok(keys)
 }
 
 /// A failure to reach Redis (or through it, another instance), as the hub reports it.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::instance::{ANSWER_TIMEOUT, Cluster};
+use super::instance::{ANSWER_TIMEOUT, Cluster, HOLD};
 use super::keys::unavailable;
 use super::request::Unanswered;
 use super::transit::Pulled;
@@ -63,6 +63,15 @@ impl Cluster {
         token: &Token,
         deadline: Instant,
     ) -> Result<bool, RegistryError> {
+        // Read before asking: from the `handover` on, what its rooms say reaches this instance.
+        // Its home checks these cover the session's rooms (a join may have raced this read).
+        let rooms = self
+            .directory
+            .get(id)
+            .await?
+            .ok_or(RegistryError::UnknownSession(id))?
+            .rooms;
+        self.subscriptions.ensure(&rooms, HOLD).await?;
         let request = self.migrations.open();
         let req = request.id();
         let _guard = {
@@ -79,6 +88,7 @@ impl Cluster {
             req,
             origin: self.instance,
             session: id,
+            rooms: Some(rooms),
         };
         let wait = deadline.saturating_duration_since(Instant::now());
         let snapshot = match request.ask(self.publish(&ask), wait).await {

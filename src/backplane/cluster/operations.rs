@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::instance::{ANSWER_TIMEOUT, Cluster, PROBE_TIMEOUT};
+use super::instance::{ANSWER_TIMEOUT, Cluster, HOLD, PROBE_TIMEOUT};
 use super::keys::unavailable;
 use super::request::Unanswered;
 use super::wire::{Message, Outcome};
@@ -18,6 +18,13 @@ use crate::limits::AddressGuard;
 use crate::registry::{
     Departure, Event, EventId, Joining, Peer, RegistryError, SendKey, Subscription,
 };
+
+/// Which of the two a presence message says.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    Join,
+    Leave,
+}
 
 /// What an instance that is stopping answers to a new session or stream.
 fn leaving() -> RegistryError {
@@ -41,6 +48,8 @@ impl Cluster {
             return Err(RegistryError::SessionLimit(limit));
         }
         self.check_room_limit(&rooms).await?;
+        // Read before the join is published: the session misses nothing of its rooms.
+        self.subscriptions.ensure(&rooms, HOLD).await?;
         let (peer, token, base) = {
             // No bus message is applied meanwhile: the session gets exactly those after `base`.
             let _bus = self.migrations.lock();
@@ -60,13 +69,8 @@ impl Cluster {
             self.registry.remove(peer.id);
             return Err(err);
         }
-        let sizes = self.sizes(&rooms).await?;
-        self.publish(&Message::Join {
-            peer: peer.clone(),
-            rooms,
-            sizes,
-        })
-        .await?;
+        self.publish_presence(Presence::Join, peer.clone(), rooms, None)
+            .await?;
         Ok((peer, token))
     }
 
@@ -80,11 +84,9 @@ impl Cluster {
             Err(_) => {}
         }
         let id = token.session();
-        let entry = self
-            .directory
-            .get(id)
-            .await?
-            .ok_or(RegistryError::BadToken)?;
+        let Some(entry) = self.directory.get(id).await? else {
+            return Err(self.unknown(RegistryError::BadToken).await);
+        };
         if entry.proves(token) {
             Ok(entry.peer(id))
         } else {
@@ -117,16 +119,17 @@ impl Cluster {
             return Err(leaving());
         }
         if !self.registry.homes(id) {
-            if self.directory.get(id).await?.is_none() {
+            let Some(entry) = self.directory.get(id).await? else {
                 return Err(match self.registry.authenticate(token) {
                     Err(expired @ RegistryError::SessionExpired(_)) => expired,
-                    _ => RegistryError::UnknownSession(id),
+                    _ => self.unknown(RegistryError::UnknownSession(id)).await,
                 });
-            }
+            };
             if token.session() != id {
                 return Err(RegistryError::BadToken);
             }
             self.authenticate(token).await?;
+            self.reachable(id, entry.home).await?;
             self.migrate_here(id, token).await?;
         }
         self.registry.attach(id, token, last_event_id)
@@ -179,10 +182,12 @@ impl Cluster {
                 retry_after: Duration::from_secs(1),
             }),
             Ok(Outcome::KeyReused) => Err(RegistryError::KeyReused),
-            // (`Refreshed` answers a refresh, never a direct message.)
-            Ok(Outcome::UnknownRecipient | Outcome::Refreshed(_)) => {
-                Err(RegistryError::UnknownRecipient(to))
-            }
+            Ok(Outcome::UnknownRecipient) => Err(RegistryError::UnknownRecipient(to)),
+            // (`Refreshed` answers a refresh, `Prepared` and `NotHere` a prepare, never a
+            // direct message.)
+            Ok(Outcome::Refreshed(_) | Outcome::Prepared | Outcome::NotHere) => Err(unavailable(
+                "the recipient's instance answered something else",
+            )),
             Err(Unanswered::Unpublished(err)) => Err(err),
             Err(Unanswered::TimedOut | Unanswered::Withdrawn) => {
                 Err(unavailable("the recipient's instance did not answer"))
@@ -192,10 +197,10 @@ impl Cluster {
 
     /// The instance session `to` is homed on.
     async fn home_of(&self, to: SessionId) -> Result<Uuid, RegistryError> {
-        let entry = self.directory.get(to).await?;
-        entry
-            .map(|entry| entry.home)
-            .ok_or(RegistryError::UnknownRecipient(to))
+        match self.directory.get(to).await? {
+            Some(entry) => Ok(entry.home),
+            None => Err(self.unknown(RegistryError::UnknownRecipient(to)).await),
+        }
     }
 
     /// Sends `home` the direct message for `to` that `direct` makes for a request id, and
@@ -255,22 +260,60 @@ impl Cluster {
 
     /// Removes `peer` from the directory and publishes its leave (once, by whoever removed it).
     pub(crate) async fn remove(&self, peer: &Peer) -> Result<(), RegistryError> {
-        if let Some(rooms) = self
+        if let Some((rooms, home)) = self
             .directory
             .delete(peer.id, self.keys.counts(peer.id))
             .await?
         {
-            self.publish_leave(peer.clone(), rooms).await?;
+            self.publish_presence(Presence::Leave, peer.clone(), rooms, home)
+                .await?;
         }
         // Applied here too when our own Leave comes back; removing now ends the stream at once.
         self.registry.remove(peer.id);
         Ok(())
     }
 
-    /// Publishes that `peer` left the hub and with it `rooms`.
-    async fn publish_leave(&self, peer: Peer, rooms: Vec<RoomName>) -> Result<(), RegistryError> {
+    /// Publishes that `peer` joined or left the hub, in `rooms`: one message per room, on its
+    /// channel, so that only the instances with members there read it. A leave also goes to
+    /// the session's `home`, which must let it go even if it reads none of those channels
+    /// (the directory may have missed a room change, see [`directory`](super::directory)),
+    /// or on the bus when it was in no room. While the cluster is mixed, one message on the
+    /// bus names every room, as older instances expect.
+    async fn publish_presence(
+        &self,
+        presence: Presence,
+        peer: Peer,
+        rooms: Vec<RoomName>,
+        home: Option<Uuid>,
+    ) -> Result<(), RegistryError> {
         let sizes = self.sizes(&rooms).await?;
-        self.publish(&Message::Leave { peer, rooms, sizes }).await
+        let message = |rooms, sizes| match presence {
+            Presence::Join => Message::Join {
+                peer: peer.clone(),
+                rooms,
+                sizes,
+            },
+            Presence::Leave => Message::Leave {
+                peer: peer.clone(),
+                rooms,
+                sizes,
+            },
+        };
+        // Known here at once: a join's own `ready` follows, perhaps before it comes back.
+        self.peers.apply(&message(rooms.clone(), sizes.clone()));
+        if self.liveness.mixed() || (rooms.is_empty() && presence == Presence::Leave) {
+            return self.publish(&message(rooms, sizes)).await;
+        }
+        for (room, size) in rooms.into_iter().zip(sizes) {
+            self.publish(&message(vec![room], vec![size])).await?;
+        }
+        if presence == Presence::Leave
+            && let Some(home) = home.filter(|home| *home != self.instance)
+        {
+            // Not there (gone): nobody holds the session any more.
+            let _ = self.send(home, &message(Vec::new(), Vec::new())).await;
+        }
+        Ok(())
     }
 
     /// Every session of the cluster.
@@ -309,7 +352,8 @@ impl Cluster {
                     .await
                 {
                     Ok(Some(_)) => {
-                        if let Err(err) = cluster.publish_leave(peer, rooms).await {
+                        let leave = cluster.publish_presence(Presence::Leave, peer, rooms, None);
+                        if let Err(err) = leave.await {
                             warn!(error = %err, "could not announce an expiry");
                         }
                     }

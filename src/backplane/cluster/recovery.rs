@@ -4,21 +4,25 @@
 //! the directory: entries homed on an instance that is dead are adopted (see
 //! [`sequence`](super::sequence)), so a crashed instance's sessions continue on a survivor
 //! within [`LIVENESS`] plus a sweep, with their ids and tokens, and leave (`user_left`) only if
-//! nobody resumes them within their TTL. After each (re)subscription an instance re-registers
-//! the sessions it homes, since Redis may have restarted empty.
+//! nobody resumes them within their TTL. Until then an attach is told at once to retry
+//! ([`Cluster::reachable`]), instead of asking the dead instance and waiting in vain. After
+//! each (re)subscription an instance re-registers the sessions it homes, since Redis may have
+//! restarted empty (see [`restart`](super::restart)).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::instance::Cluster;
+use super::instance::{Cluster, HOLD};
 use super::keys::LIVENESS;
+use super::liveness::Standing;
 use super::wire::Orphan;
-use crate::identity::SessionId;
+use crate::identity::{RoomName, SessionId};
 use crate::registry::{Departure, EventId, RegistryError, Snapshot};
 
 impl Cluster {
@@ -38,12 +42,14 @@ impl Cluster {
             let settled = reachable && Instant::now() >= sweep_after;
             let result = async {
                 self.liveness.refresh().await?;
+                self.liveness.observe().await?;
                 if settled {
                     self.sweep().await?;
                 }
                 Ok::<_, RegistryError>(())
             }
             .await;
+            self.tidy_rooms().await;
             match result {
                 Ok(()) if !reachable => {
                     info!("Redis reachable again");
@@ -57,6 +63,12 @@ impl Cluster {
                 _ => {}
             }
         }
+    }
+
+    /// Reads the channels of the rooms with a session here (and held ones), no others.
+    pub(super) async fn tidy_rooms(&self) {
+        let rooms = self.registry.rooms().into_iter().map(|(room, _)| room);
+        self.subscriptions.tidy(rooms.collect()).await;
     }
 
     /// Re-writes the directory entries of the sessions homed here, liveness key first: Redis
@@ -81,24 +93,62 @@ impl Cluster {
         if count > 0 {
             info!(sessions = count, "re-registered homed sessions");
         }
-        Ok(())
+        self.restart.registered().await
+    }
+
+    /// Before asking `home` for session `id`: a home that stopped reading its channel cannot
+    /// answer, and a pull would wait
+    /// [`ANSWER_TIMEOUT`](super::instance::ANSWER_TIMEOUT) for nothing. `Recovering` at once,
+    /// then, saying when a survivor adopts the session (its liveness key's life, then a sweep).
+    /// A stopping home is asked: its sessions are on their way elsewhere, and the instance they
+    /// go to answers (see [`migrate`](super::migrate)).
+    pub(super) async fn reachable(&self, id: SessionId, home: Uuid) -> Result<(), RegistryError> {
+        if home == self.instance || self.migrations.lock().is_drained_here(id) {
+            return Ok(());
+        }
+        let expires = match self.liveness.standing(home).await? {
+            Standing::Reading | Standing::Leaving => return Ok(()),
+            Standing::Silent(expires) => expires,
+            Standing::Dead => Duration::ZERO,
+        };
+        let retry_after = expires + LIVENESS / 3;
+        Err(RegistryError::Recovering {
+            message: format!(
+                "the instance holding this session stopped answering (it died, or lost Redis); \
+                 a survivor adopts its sessions once its liveness key runs out: retry in {} s",
+                retry_after.as_secs_f64().ceil()
+            ),
+            retry_after,
+        })
     }
 
     /// Adopts the directory entries homed on instances that died (see
     /// [`sequence`](super::sequence)); each session is adopted once, by whichever instance's
-    /// script finds it first. A stopping instance adopts none.
+    /// script finds it first: the script rewrites an entry only while it still names the dead
+    /// instance, in one step, so two sweeps never both adopt a session. A stopping instance
+    /// adopts none.
+    ///
+    /// Releases before adoption (before issue 11) removed a dead instance's entries instead,
+    /// entry by entry and whatever home they named by then: mixed with this one in a rolling
+    /// upgrade, such a sweep may remove a session just adopted here, which then leaves
+    /// (`user_left`), as it would have with that release alone. No claim can stop a binary
+    /// that reads none; every release since adopts through the one script.
     async fn sweep(&self) -> Result<(), RegistryError> {
         if self.liveness.is_leaving() {
             return Ok(());
         }
-        let mut homes: HashMap<Uuid, Vec<SessionId>> = HashMap::new();
-        for (id, entry) in self.directory.entries().await? {
+        let mut homes: HashMap<Uuid, (Vec<SessionId>, Vec<RoomName>)> = HashMap::new();
+        for (id, entry) in self.directory.scan_entries().await? {
             if entry.home != self.instance {
-                homes.entry(entry.home).or_default().push(id);
+                let (ids, rooms) = homes.entry(entry.home).or_default();
+                ids.push(id);
+                rooms.extend(entry.rooms);
             }
         }
-        for (home, ids) in homes {
+        for (home, (ids, rooms)) in homes {
             if !self.liveness.is_alive(home).await? {
+                // Read before `adopted` is published: the sessions miss nothing of their rooms.
+                self.subscriptions.ensure(&rooms, HOLD).await?;
                 self.sequence.adopt_from(home, self.instance, &ids).await?;
             }
         }

@@ -1,27 +1,38 @@
-//! Rooms across the cluster: joining and leaving one, and reading who is in which.
+//! Rooms across the cluster: joining and leaving one, reading who is in which, and where a
+//! room's traffic travels.
 //!
 //! The directory holds each session's rooms and each room's member count
 //! ([`directory`](super::directory)); a session's home holds its membership in its registry,
 //! which is what fan-outs read. A change is decided by whichever instance took the request: it
 //! checks the limits against the directory, rewrites the entry, and publishes `enter` or
-//! `exit` on the bus; every instance applies it in bus order (the home puts the session in or
-//! out and appends `joined` or `left` to its mailbox, every instance announces it to the
-//! room's members it homes).
+//! `exit`; the home puts the session in or out and appends `joined` or `left` to its mailbox,
+//! and every instance with members of the room announces it to those it homes.
 //!
-//! Why one bus for every room rather than a channel per room: Redis orders what one connection
-//! reads, so a channel per room (subscribed while an instance homes a member) would keep the
-//! one order too, but an instance would have to subscribe before its first member arrives and
-//! every message published meanwhile would race the subscription. On the one bus, room traffic
-//! is tagged with its room, and an instance without members there reads it and appends it
-//! nowhere (the room's list of recipients here is empty): one parse per message, no fan-out.
-//! Every mailbox keeps the bus's single order, so `Last-Event-ID` and `lagged` stay exact across
-//! rooms.
+//! A room's traffic (its joins, leaves, broadcasts and server messages) travels on the room's
+//! own channel ([`ROOM`](super::keys::ROOM)), which only the instances homing a member read
+//! ([`subscriptions`](super::subscriptions)): an instance without members there reads none of
+//! it. `lobby`'s traffic stays on the bus: every session is in it unless it says otherwise, so
+//! nearly every instance would read its channel anyway, and a cluster of default sessions
+//! keeps the single order (and exact `lagged`, see [`sequence`](super::sequence)) it had.
+//!
+//! The one race a room channel adds is a session joining a room its home does not read yet:
+//! what is published there between the `enter` and the home's subscription would be lost to
+//! it. So before publishing `enter`, the instance deciding asks the home to `prepare`: the
+//! home subscribes (Redis confirms before it answers) and keeps the session from migrating
+//! until it reads that `enter` (a pull meanwhile is answered "not yet"), so the `enter` finds
+//! the session on an instance reading the room. A pull names the rooms its puller reads, and
+//! the home lets the session go only when they cover its rooms.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::instance::Cluster;
-use super::wire::Message;
+use uuid::Uuid;
+
+use super::instance::{ANSWER_TIMEOUT, Cluster, HOLD};
+use super::keys::unavailable;
+use super::request::Unanswered;
+use super::wire::{Message, Outcome};
 use crate::identity::{RoomName, RoomPatterns, SessionId};
 use crate::registry::{Peer, RegistryError};
 
@@ -48,23 +59,110 @@ impl Cluster {
             return Err(RegistryError::SessionRoomLimit(per_session));
         }
         self.check_room_limit(std::slice::from_ref(&room)).await?;
+        if !room.is_lobby() {
+            self.prepare_home(peer.id, entry.home, &room).await?;
+        }
         entry.rooms.push(room.clone());
         entry.rooms.sort();
         self.directory.rewrite(peer.id, &entry).await?;
         let members = self.directory.room_size(&room).await?;
-        let roster = if self.events.listed(members) {
-            Some(self.directory.room_members(&room).await?)
-        } else {
-            None
-        };
-        self.publish(&Message::Enter {
+        let mut enter = Message::Enter {
             peer: peer.clone(),
-            room,
+            room: room.clone(),
             members,
-            roster,
-        })
-        .await?;
+            roster: None,
+        };
+        // Known here at once: the roster below counts it, as the directory's count does.
+        self.peers.apply(&enter);
+        if self.events.listed(members)
+            && let Message::Enter { roster, .. } = &mut enter
+        {
+            *roster = Some(self.room_members(&room).await?);
+        }
+        self.publish(&enter).await?;
         Ok(members)
+    }
+
+    /// Has session `id`'s home (`home`, as the directory said) read `room`'s channel and keep
+    /// the session until its `enter` comes back; follows the session if it moved meanwhile.
+    /// An instance of an older protocol reads room traffic on the bus (the cluster is mixed
+    /// while it lives): nothing to prepare there.
+    ///
+    /// # Errors
+    /// `Unavailable` when no home answered in time.
+    async fn prepare_home(
+        &self,
+        id: SessionId,
+        mut home: Uuid,
+        room: &RoomName,
+    ) -> Result<(), RegistryError> {
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let prepared = if home == self.instance {
+                self.prepare_here(Some(id), vec![room.clone()], HOLD)
+                    .await
+                    .map(|pinned| {
+                        if pinned {
+                            Outcome::Prepared
+                        } else {
+                            Outcome::NotHere
+                        }
+                    })
+            } else if self.liveness.is_older(home) {
+                return Ok(());
+            } else {
+                let request = self.replies.open();
+                let prepare = Message::Prepare {
+                    req: request.id(),
+                    origin: self.instance,
+                    session: Some(id),
+                    rooms: vec![room.clone()],
+                };
+                let wait = deadline.saturating_duration_since(Instant::now());
+                match request.ask(self.send(home, &prepare), wait).await {
+                    Ok(outcome) => Ok(outcome),
+                    // Gone: the directory names its next home.
+                    Err(Unanswered::Unpublished(_)) => Ok(Outcome::NotHere),
+                    Err(_) => Err(unavailable("the session's instance did not answer")),
+                }
+            };
+            match prepared? {
+                Outcome::Prepared => return Ok(()),
+                _ if Instant::now() >= deadline => {
+                    return Err(unavailable(
+                        "the session is moving between instances; retry",
+                    ));
+                }
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    home = self
+                        .directory
+                        .get(id)
+                        .await?
+                        .ok_or(RegistryError::BadToken)?
+                        .home;
+                }
+            }
+        }
+    }
+
+    /// Reads `rooms`' channels for at least `hold` and, for a session `id` homed here, keeps it
+    /// from migrating until its `enter` comes back; false when `id` is not homed here.
+    pub(super) async fn prepare_here(
+        &self,
+        id: Option<SessionId>,
+        rooms: Vec<RoomName>,
+        hold: Duration,
+    ) -> Result<bool, RegistryError> {
+        if let Some(id) = id {
+            let mut transit = self.migrations.lock();
+            if !self.registry.homes(id) {
+                return Ok(false);
+            }
+            transit.pin(id, rooms.clone(), hold);
+        }
+        self.subscriptions.ensure(&rooms, hold).await?;
+        Ok(true)
     }
 
     /// Takes `peer`'s session out of `room`.
@@ -87,12 +185,13 @@ impl Cluster {
         entry.rooms.remove(at);
         self.directory.rewrite(peer.id, &entry).await?;
         let members = self.directory.room_size(&room).await?;
-        self.publish(&Message::Exit {
+        let exit = Message::Exit {
             peer: peer.clone(),
             room,
             members,
-        })
-        .await
+        };
+        self.peers.apply(&exit);
+        self.publish(&exit).await
     }
 
     /// `RoomLimit` when creating those of `rooms` that have no members would pass
@@ -150,9 +249,16 @@ impl Cluster {
         }))
     }
 
-    /// Every member of `room` in the cluster.
+    /// Every member of `room` in the cluster: from the peer directory when its count agrees
+    /// with the directory's, else (reloading it first, at most once a second) from the
+    /// directory (see [`peers`](super::peers)).
     pub(crate) async fn room_members(&self, room: &RoomName) -> Result<Vec<Peer>, RegistryError> {
-        self.directory.room_members(room).await
+        let size = self.directory.room_size(room).await?;
+        let known = self.peers.members_reloading(room, size, &self.directory);
+        match known.await {
+            Some(members) => Ok(members),
+            None => self.directory.room_members(room).await,
+        }
     }
 
     /// How many members `room` has in the cluster.

@@ -5,12 +5,10 @@
 //! loses the mailbox, but not the *count*, because Redis can tell how many events each
 //! session was given:
 //!
-//! - every message that puts events into mailboxes beyond one (a join or leave with presence
-//!   on, a broadcast, a server message to everyone or a room) is numbered by one counter,
+//! - every message that puts an event into every mailbox but its sender's (a join or leave
+//!   with presence on, a broadcast, a server message to everyone) is numbered by one counter,
 //!   [`SEQ`](super::keys::SEQ), in the same script that publishes it, which also counts it
-//!   as the sender's own. It advances the counter by the most events one mailbox can get from
-//!   it ([`weight`]): one, or for a join or leave one per room, since a session sharing
-//!   several rooms with the joiner hears `new_user` in each;
+//!   as the sender's own;
 //! - a direct message is counted for its recipient when it is published to the recipient's
 //!   home (or before a local append), and uncounted when the home did not append it;
 //! - a session's `base` is the last numbered message its home had applied when the session
@@ -27,12 +25,20 @@
 //! before answering (its sender got 503) may be counted as missed; an accepted event is never
 //! missed uncounted.
 //!
+//! Room channels (see [`rooms`](super::rooms)): an instance reads the numbered messages of
+//! the bus and of its rooms only, in the one order of its connection (numbers still only grow
+//! along it), so its last applied number lags behind the counter by what other rooms said. A
+//! session created there starts its `base` at that number: its count also holds what rooms it
+//! is not in said before it joined, so after a crash its `lagged` may say more than it missed,
+//! never fewer. It is exact while every session is in `lobby` only (all of that traffic is on
+//! the bus, which every instance reads); with other rooms it says at most how many.
+//!
 //! One kind of event is not counted: `room_count`, which each instance sends to the members it
-//! homes at most once a second, outside the bus. A session that got some since its last
-//! numbered event can be adopted with a total below ids it has seen; the client then gets no
-//! `lagged` and new events reuse those ids. Counting them needs each instance to count a
-//! room's members here as direct recipients (one `HINCRBY` each) before appending, under the
-//! bus's order; that is not done.
+//! homes at most once a second, outside the bus. A session that got one after its last
+//! numbered event (its own join into a room above the presence limit is enough) can be adopted
+//! with a total below ids it has seen; the client then gets no `lagged`, and new events reuse
+//! those ids. Counting them needs each instance to count a room's members here as direct
+//! recipients (one `HINCRBY` each) before appending, in the bus's order; that is not done.
 //!
 //! An instance cut off from Redis starts again from where the bus stands when it is back
 //! ([`Sequence::catch_up`]): what it missed meanwhile was counted, so it is reported as missed
@@ -46,44 +52,36 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::keys::{Keys, unavailable};
+use super::transport::Conn;
 use super::wire::Message;
 use crate::identity::SessionId;
 use crate::registry::RegistryError;
 
 /// Numbers a message and publishes it with `"seq": n` as its first key (instances that do
 /// not know the field ignore it), counting it as its sender's own. KEYS: the counter, the
-/// sender's counts (or none); ARGV: the channel, the message (a JSON object), its weight.
-static NUMBERED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-        local n = redis.call('INCRBY', KEYS[1], ARGV[3])
-        if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
-            redis.call('HINCRBY', KEYS[2], 'own', ARGV[3])
-        end
-        redis.call('PUBLISH', ARGV[1], '{"seq":' .. n .. ',' .. string.sub(ARGV[2], 2))
-        return n
-        "#,
-    )
-});
+/// sender's counts (or none); ARGV: the channel, the message (a JSON object).
+const NUMBERED: &str = r#"
+    local n = redis.call('INCR', KEYS[1])
+    if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+        redis.call('HINCRBY', KEYS[2], 'own', 1)
+    end
+    redis.call(PUBLISH, ARGV[1], '{"seq":' .. n .. ',' .. string.sub(ARGV[2], 2))
+    return n
+    "#;
 
 /// Publishes a direct message to its recipient's home, counting it when somebody read it.
 /// KEYS: the recipient's counts; ARGV: the home's channel, the message. Returns the readers.
-static COUNTED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local readers = redis.call('PUBLISH', ARGV[1], ARGV[2])
-        if readers > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
-            redis.call('HINCRBY', KEYS[1], 'direct', 1)
-        end
-        return readers
-        ",
-    )
-});
+const COUNTED: &str = r"
+    local readers = redis.call(PUBLISH, ARGV[1], ARGV[2])
+    if readers > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+        redis.call('HINCRBY', KEYS[1], 'direct', 1)
+    end
+    return readers
+    ";
 
 /// Adds ARGV[2] to field ARGV[1] of a session's counts, if the session still has them.
 static COUNT: LazyLock<Script> = LazyLock::new(|| {
@@ -99,47 +97,39 @@ static COUNT: LazyLock<Script> = LazyLock::new(|| {
 /// Rehomes the sessions ARGV[5..] still homed on the dead ARGV[1] to ARGV[2], and publishes
 /// `adopted` with each one's entry and total on the bus ARGV[4]. KEYS: the directory, the
 /// counter; ARGV[3]: the prefix of the counts keys. Returns how many it adopted.
-static ADOPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-        local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-        local adopted = {}
-        for i = 5, #ARGV do
-            local id = ARGV[i]
-            local json = redis.call('HGET', KEYS[1], id)
-            if json then
-                local entry = cjson.decode(json)
-                if entry.home == ARGV[1] then
-                    entry.home = ARGV[2]
-                    redis.call('HSET', KEYS[1], id, cjson.encode(entry))
-                    local c = redis.call('HMGET', ARGV[3] .. id, 'base', 'own', 'direct')
-                    local total = -1
-                    if c[1] then
-                        total = seq - tonumber(c[1]) - tonumber(c[2] or '0')
-                            + tonumber(c[3] or '0')
-                    end
-                    table.insert(adopted, string.format(
-                        '{"id":"%s","total":%d,"entry":%s}', id, total, json))
+const ADOPT: &str = r#"
+    local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+    local adopted = {}
+    for i = 5, #ARGV do
+        local id = ARGV[i]
+        local json = redis.call('HGET', KEYS[1], id)
+        if json then
+            local entry = cjson.decode(json)
+            if entry.home == ARGV[1] then
+                entry.home = ARGV[2]
+                redis.call('HSET', KEYS[1], id, cjson.encode(entry))
+                local c = redis.call('HMGET', ARGV[3] .. id, 'base', 'own', 'direct')
+                local total = -1
+                if c[1] then
+                    total = seq - tonumber(c[1]) - tonumber(c[2] or '0')
+                        + tonumber(c[3] or '0')
                 end
+                table.insert(adopted, string.format(
+                    '{"id":"%s","total":%d,"entry":%s}', id, total, json))
             end
         end
-        if #adopted > 0 then
-            redis.call('PUBLISH', ARGV[4], '{"type":"adopted","body":{"home":"' .. ARGV[2]
-                .. '","sessions":[' .. table.concat(adopted, ',') .. ']}}')
-        end
-        return #adopted
-        "#,
-    )
-});
+    end
+    if #adopted > 0 then
+        redis.call(PUBLISH, ARGV[4], '{"type":"adopted","body":{"home":"' .. ARGV[2]
+            .. '","sessions":[' .. table.concat(adopted, ',') .. ']}}')
+    end
+    return #adopted
+    "#;
 
-/// The most events one mailbox gets from a numbered message: a join or leave tells each
-/// member once per room it shares with the session (at least one, so that every numbered
-/// message has a number of its own); anything else, one.
-fn weight(message: &Message) -> usize {
-    match message {
-        Message::Join { rooms, .. } | Message::Leave { rooms, .. } => rooms.len().max(1),
-        _ => 1,
-    }
+/// A script that publishes, where `PUBLISH` is `publish` (the command, see
+/// [`Conn::publish_command`]).
+fn publishing(publish: &str, body: &str) -> Script {
+    Script::new(&format!("local PUBLISH = '{publish}'\n{body}"))
 }
 
 /// Sessions adopted per script call.
@@ -148,7 +138,11 @@ const ADOPT_CHUNK: usize = 200;
 /// This instance's side of the count: where the bus stands here, and the scripts that number,
 /// count and adopt.
 pub(super) struct Sequence {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// [`NUMBERED`], [`COUNTED`] and [`ADOPT`], publishing as `conn` does.
+    numbered: Script,
+    counted: Script,
+    adopt: Script,
     keys: Keys,
     /// Whether joins and leaves put events into mailboxes (presence on): then they are numbered.
     announces: bool,
@@ -158,8 +152,12 @@ pub(super) struct Sequence {
 }
 
 impl Sequence {
-    pub(super) fn new(conn: ConnectionManager, keys: Keys, announces: bool) -> Self {
+    pub(super) fn new(conn: Conn, keys: Keys, announces: bool) -> Self {
+        let publish = conn.publish_command();
         Sequence {
+            numbered: publishing(publish, NUMBERED),
+            counted: publishing(publish, COUNTED),
+            adopt: publishing(publish, ADOPT),
             conn,
             keys,
             announces,
@@ -170,10 +168,11 @@ impl Sequence {
     /// Whether `message` puts an event into mailboxes beyond one (so it is numbered), and
     /// whose own it is, if anyone's.
     ///
-    /// Numbered as if it reached every mailbox with its [`weight`], whatever rooms it is for:
-    /// the count of a session that is not in them is more than it got, so after a crash its
-    /// `lagged` says at most how many it missed (exact while every session is in the same
-    /// rooms), and never fewer.
+    /// Numbered as if it reached every mailbox, whatever room it is for: the count of a
+    /// session that is not in the room is one more than it got, so after a crash its `lagged`
+    /// says at most how many it missed, and never fewer. A join or leave is numbered once
+    /// per room (it is published a room at a time), as a session sharing two rooms with the
+    /// joiner hears it twice.
     pub(super) fn numbering(&self, message: &Message) -> Option<Option<SessionId>> {
         match message {
             Message::Broadcast { from, .. } => Some(Some(from.id)),
@@ -186,21 +185,21 @@ impl Sequence {
         }
     }
 
-    /// Publishes a message that puts an event into the mailboxes, numbered; `from` is the
-    /// session that does not get it (a broadcast's sender, the session joining).
+    /// Publishes on `channel` a message that puts an event into the mailboxes, numbered; `from`
+    /// is the session that does not get it (a broadcast's sender, the session joining).
     pub(super) async fn publish_numbered(
         &self,
+        channel: String,
         message: &Message,
         from: Option<SessionId>,
     ) -> Result<(), RegistryError> {
-        let mut invocation = NUMBERED.key(self.keys.seq());
+        let mut invocation = self.numbered.key(self.keys.seq());
         if let Some(from) = from {
             invocation.key(self.keys.counts(from));
         }
         invocation
-            .arg(self.keys.bus())
+            .arg(channel)
             .arg(message.to_json())
-            .arg(weight(message))
             .invoke_async::<u64>(&mut self.conn.clone())
             .await
             .map(drop)
@@ -218,7 +217,7 @@ impl Sequence {
         to: SessionId,
         message: &Message,
     ) -> Result<u64, RegistryError> {
-        COUNTED
+        self.counted
             .key(self.keys.counts(to))
             .arg(channel)
             .arg(message.to_json())
@@ -269,6 +268,9 @@ impl Sequence {
 
     /// Whether the numbered message `seq` is new here; records it. Called under the migration
     /// lock, in bus order. A number at or below the last one was read before (re)subscribing.
+    /// A gap in the numbers is no loss: numbers are shared by every channel, and this instance
+    /// reads only the rooms it homes members of (what went by while it was cut off is counted
+    /// when it subscribes again, see [`channels`](super::channels)).
     pub(super) fn advance(&self, seq: u64) -> bool {
         self.applied.fetch_max(seq, Ordering::Relaxed) < seq
     }
@@ -295,7 +297,7 @@ impl Sequence {
     ) -> Result<usize, RegistryError> {
         let mut adopted = 0;
         for chunk in ids.chunks(ADOPT_CHUNK) {
-            let mut invocation = ADOPT.key(self.keys.sessions());
+            let mut invocation = self.adopt.key(self.keys.sessions());
             invocation
                 .key(self.keys.seq())
                 .arg(dead.to_string())

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::request::{Request, Requests};
 use super::wire::{DRAINED, Message};
-use crate::identity::{SessionId, TokenHash};
+use crate::identity::{RoomName, SessionId, TokenHash};
 use crate::registry::Snapshot;
 
 /// Sessions on their way here, behind the migration lock, and the pulls awaiting a snapshot.
@@ -47,6 +47,9 @@ pub(super) struct Transit {
     /// Waits for sessions on their way here opened so far (drains to here, late answers):
     /// each has a number, which [`Transit::expire`] ends.
     waits: u64,
+    /// Sessions homed here that are joining rooms: kept here until their `enter` comes back
+    /// (see [`rooms`](super::rooms)), or until the instant.
+    pinned: HashMap<SessionId, (Vec<RoomName>, Instant)>,
 }
 
 /// How long a session sent away is remembered, to forward direct messages sent to it here by
@@ -76,6 +79,33 @@ impl Transit {
         for (session, m) in &mut self.arrivals {
             if m.seen && message.concerns(*session) {
                 m.buffer.push(message.clone());
+            }
+        }
+    }
+
+    /// Keeps `session` here until its `enter` into each of `rooms` comes back, for at most `hold`.
+    pub(super) fn pin(&mut self, session: SessionId, rooms: Vec<RoomName>, hold: Duration) {
+        let until = Instant::now() + hold;
+        let now = Instant::now();
+        self.pinned.retain(|_, (_, when)| *when > now);
+        let (pinned, when) = self.pinned.entry(session).or_insert((Vec::new(), until));
+        pinned.extend(rooms);
+        *when = until;
+    }
+
+    /// Whether `session` is joining a room and must not migrate yet.
+    pub(super) fn is_pinned(&self, session: SessionId) -> bool {
+        self.pinned
+            .get(&session)
+            .is_some_and(|(_, until)| *until > Instant::now())
+    }
+
+    /// `session`'s `enter` into `room` came back: it may migrate again once its other joins did.
+    pub(super) fn entered(&mut self, session: SessionId, room: &RoomName) {
+        if let Some((rooms, _)) = self.pinned.get_mut(&session) {
+            rooms.retain(|r| r != room);
+            if rooms.is_empty() {
+                self.pinned.remove(&session);
             }
         }
     }

@@ -3,13 +3,19 @@
 //!
 //! The JSON is the contract between versions during a rolling deploy: a variant's tag and its
 //! fields keep their names (`handover`, `handed_over`, `handoff` predate the words *migrate* and
-//! *drain*), and a field an older instance does not know must be one it can ignore.
+//! *drain*), and a field an older instance does not know must be one it can ignore. Every
+//! message says which protocol wrote it (`"v"`, first after a numbered message's `"seq"`;
+//! absent: protocol 1, before room channels). A reader takes what it knows of a message from a
+//! newer protocol and ignores the rest; a kind it does not know at all is ignored. Either is
+//! logged once and counted ([`read`]), never an error that ends the subscription
+//! ([`protocol`](super::protocol)).
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::directory::Entry;
+use super::protocol::PROTOCOL;
 use crate::identity::{RoomName, SessionId, TokenHash};
 use crate::registry::lifetime::Bound;
 use crate::registry::{Event, EventId, Peer, SendKey, Snapshot};
@@ -81,11 +87,26 @@ pub(super) enum Message {
     },
     /// `origin` asks the session's home to let it migrate there; the home answers with
     /// `Migrated`.
+    /// `rooms`: the room channels `origin` reads for the session (protocol 2); its home lets it
+    /// go only when they cover the session's rooms, else answers `NotYet`.
     #[serde(rename = "handover")]
     Migrate {
         req: u64,
         origin: Uuid,
         session: SessionId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rooms: Option<Vec<RoomName>>,
+    },
+    /// `origin` asks its receiver to read `rooms`' channels (answered `Reply` `Prepared` once
+    /// it does): before a session joins one of them there (then `session` is that session, and
+    /// its receiver keeps it from migrating until it reads the session's `Enter`, or answers
+    /// `NotHere`), or before sessions in them are drained there. Protocol 2.
+    Prepare {
+        req: u64,
+        origin: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<SessionId>,
+        rooms: Vec<RoomName>,
     },
     /// The session itself, for `origin`: the answer to `Migrate` (`req` its request id), or a
     /// session drained to `origin` (`req` [`DRAINED`]).
@@ -154,6 +175,10 @@ pub(super) enum Outcome {
     /// Its `Idempotency-Key` came before with another message.
     KeyReused,
     UnknownRecipient,
+    /// The answer to `Prepare`: reading the rooms' channels.
+    Prepared,
+    /// The answer to `Prepare`: the session is not homed here (it moved).
+    NotHere,
     /// The answer to `Refresh`: the session now ends then (Unix milliseconds).
     Refreshed(u64),
 }
@@ -209,6 +234,22 @@ impl Message {
         self.audience().is_some_and(|a| a.includes(session))
     }
 
+    /// The one room this message is the traffic of, if it is: it travels on that room's
+    /// channel. A join or leave is one room's when it names one room only (they are published
+    /// a room at a time, but while the cluster is mixed).
+    pub(super) fn room(&self) -> Option<&RoomName> {
+        match self {
+            Message::Join { rooms, .. } | Message::Leave { rooms, .. } if rooms.len() == 1 => {
+                rooms.first()
+            }
+            Message::Enter { room, .. }
+            | Message::Exit { room, .. }
+            | Message::Broadcast { room, .. } => Some(room),
+            Message::Announce { room, .. } => room.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The one instance an answer is for (its asker); `None` for what every instance reads.
     pub(super) fn answers(&self) -> Option<Uuid> {
         match self {
@@ -221,9 +262,10 @@ impl Message {
         }
     }
 
-    /// The JSON that travels.
+    /// The JSON that travels, its protocol first.
     pub(super) fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("bus messages serialise")
+        let json = serde_json::to_string(self).expect("bus messages serialise");
+        format!(r#"{{"v":{PROTOCOL},{}"#, &json[1..])
     }
 }
 
@@ -292,7 +334,10 @@ mod tests {
             snapshot: Box::new(snapshot),
         }
         .to_json();
-        assert!(json.starts_with(r#"{"type":"handed_over","#), "{json}");
+        assert!(
+            json.starts_with(r#"{"v":2,"type":"handed_over","#),
+            "{json}"
+        );
         let Message::Migrated { snapshot, .. } = serde_json::from_str(&json).unwrap() else {
             panic!("wrong variant from {json}");
         };
@@ -358,13 +403,18 @@ mod tests {
             req: 1,
             origin: Uuid::nil(),
             session: id,
+            rooms: None,
         };
-        assert!(migrate.to_json().starts_with(r#"{"type":"handover","#));
+        assert!(
+            migrate
+                .to_json()
+                .starts_with(r#"{"v":2,"type":"handover","#)
+        );
         let drain = Message::Drain {
             from: Uuid::nil(),
             to: Uuid::nil(),
             sessions: Vec::new(),
         };
-        assert!(drain.to_json().starts_with(r#"{"type":"handoff","#));
+        assert!(drain.to_json().starts_with(r#"{"v":2,"type":"handoff","#));
     }
 }

@@ -211,6 +211,12 @@ impl Mailbox {
         self.direct.len() + self.fanned.len()
     }
 
+    /// `count` events meant for this mailbox never reached it (a cluster's backplane lost
+    /// them): their ids become a gap, which the reader is told about as for an eviction.
+    pub fn skip(&mut self, count: u64) {
+        self.last_id += count;
+    }
+
     /// Id of the newest event this mailbox ever held (0 before the first).
     pub fn newest(&self) -> EventId {
         self.last_id

@@ -110,6 +110,17 @@ fn a_direct_message_evicts_unread_broadcasts_rather_than_being_refused() {
 }
 
 #[test]
+fn skipped_ids_are_reported_as_missed_where_they_fell() {
+    let mut mailbox = Mailbox::new(8, usize::MAX);
+    mailbox.push(broadcast(2)).unwrap();
+    mailbox.skip(3);
+    // A gap at the end is reported before any event follows it.
+    assert_eq!(read_all(&mut mailbox, 1), [(3, vec![])]);
+    assert_eq!(mailbox.push(direct(2)), Ok((5, 0)));
+    assert_eq!(read_all(&mut mailbox, 0), [(0, vec![1]), (3, vec![5])]);
+}
+
+#[test]
 fn eviction_of_unread_events_is_reported_as_missed() {
     let mut mailbox = Mailbox::new(2, usize::MAX);
     for _ in 0..5 {
