@@ -286,6 +286,7 @@ async fn a_room_above_the_presence_limit_is_counted_for_its_members_on_every_ins
     ann_stream.expect_response(id, &bob, &ann, &marker).await;
     let id = a.respond(&ann, &bob, &marker).await;
     bob_stream.expect_response(id, &ann, &bob, &marker).await;
+}
 
 /// What `node` read from Redis on the bus and on room channels so far.
 async fn shared_reads(node: &Endpoint) -> (u64, u64) {
