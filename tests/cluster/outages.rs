@@ -49,7 +49,7 @@ async fn an_attach_to_a_session_whose_instance_just_died_is_told_at_once_to_retr
 
 #[tokio::test]
 async fn after_redis_restarts_empty_a_live_recipient_not_written_again_yet_is_503_not_404() {
-    let mut cluster = Cluster::start("forgotten", &[&[], &[]]).await;
+    let mut cluster = Cluster::start_own("forgotten", &[&[], &[]]).await;
     let kai = cluster.nodes[0].helo("kai").await;
     cluster.settle().await;
     let wen = cluster.nodes[1].helo("wen").await;

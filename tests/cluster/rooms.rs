@@ -307,7 +307,7 @@ async fn wait_for_readers(cluster: &Cluster, channel: &str, readers: u64) {
 
 #[tokio::test]
 async fn a_rooms_traffic_is_read_only_by_the_instances_with_members_in_it() {
-    let cluster = Cluster::start("roomreads", &[&[], &[], &[]]).await;
+    let cluster = Cluster::start_own("roomreads", &[&[], &[], &[]]).await;
     let [a, b, c] = &cluster.nodes[..] else {
         unreachable!()
     };

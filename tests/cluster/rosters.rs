@@ -37,7 +37,7 @@ async fn restart_redis(cluster: &mut Cluster) {
 
 #[tokio::test]
 async fn ready_rosters_follow_changes_made_through_other_instances_and_a_redis_restart() {
-    let mut cluster = Cluster::start("rosters", &[&[], &[], &[]]).await;
+    let mut cluster = Cluster::start_own("rosters", &[&[], &[], &[]]).await;
     let [a, b, c] = &cluster.nodes[..] else {
         unreachable!()
     };
@@ -98,7 +98,7 @@ async fn storm(node: &Instance, everyone: &[Session]) -> Vec<SseReader> {
 #[tokio::test]
 async fn a_storm_of_attaches_reads_no_whole_directory_per_attach() {
     const SESSIONS: usize = 24;
-    let mut cluster = Cluster::start("storm", &[&[], &[]]).await;
+    let mut cluster = Cluster::start_own("storm", &[&[], &[]]).await;
     let mut everyone = Vec::new();
     for n in 0..SESSIONS {
         everyone.push(cluster.nodes[0].helo(&format!("s{n}")).await);

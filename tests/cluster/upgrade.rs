@@ -47,7 +47,7 @@ async fn ignored(node: &Endpoint, reason: &str) -> u64 {
 #[tokio::test]
 async fn the_previous_release_and_this_one_serve_one_cluster_side_by_side() {
     let previous = previous_release();
-    let mut cluster = Cluster::start("upgrade", &[&[]]).await;
+    let mut cluster = Cluster::start_own("upgrade", &[&[]]).await;
     let old = cluster.add_program("OLD", &previous, &[]).await;
     cluster.settle().await;
     let (new, old_node) = (&cluster.nodes[0], &cluster.nodes[old]);
@@ -180,7 +180,7 @@ async fn the_previous_release_and_this_one_serve_one_cluster_side_by_side() {
 
 #[tokio::test]
 async fn what_a_newer_instance_sends_that_this_one_does_not_know_is_logged_and_counted() {
-    let cluster = Cluster::start("newer", &[&[], &[]]).await;
+    let cluster = Cluster::start_own("newer", &[&[], &[]]).await;
     let [a, b] = &cluster.nodes[..] else {
         unreachable!()
     };

@@ -216,6 +216,15 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::start`] on a `redis-server` of its own even when the test script gave a
+    /// Redis Cluster: for a test that restarts its Redis, reads its command counts, or runs a
+    /// release that speaks to one server only.
+    pub async fn start_own(test: &str, extra: &[&[&str]]) -> Cluster {
+        let redis = Redis::start().await;
+        let url = redis.url();
+        Cluster::start_on(redis, &url, test, extra).await
+    }
+
     /// [`Cluster::start`] on Redis at `redis_url` (`redis`, or a Redis Cluster).
     pub async fn start_on(redis: Redis, redis_url: &str, test: &str, extra: &[&[&str]]) -> Cluster {
         const LABELS: [&str; 3] = ["A", "B", "C"];
