@@ -1,12 +1,13 @@
 //! The figures the admin console shows (`GET /api/stats`), as each instance reports its own.
 //!
 //! One task an instance ([`Hub::report_figures`]) reads the counters once a second and
-//! publishes the figures of that second twice: to this instance's streams (a watch channel,
-//! [`Hub::watch_figures`]) and, in a cluster, to the broker, where every other instance's
-//! streams read them ([`Hub::figures_elsewhere`]). So a console open on any instance sees every
-//! instance, each marked by its id and its state, and the figures are read once a second
-//! whatever the number of consoles. They never travel on the bus: a console reads the others'
-//! when it shows its own, and an instance that dies is forgotten when its figures expire.
+//! publishes the figures of that second twice: in a cluster to the broker, where the other
+//! instances read them, and to this instance's consoles (a watch channel,
+//! [`Hub::watch_figures`]), together with the newest figures of every other instance, read once
+//! for all of them and only while a console watches. So a console open on any instance sees
+//! every instance, each marked by its id and its state, and the cluster's figures are read once
+//! a second per instance whatever the number of consoles. They never travel on the bus, and an
+//! instance that dies is forgotten when its figures expire.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,23 +20,23 @@ use tracing::debug;
 use super::Hub;
 use crate::limits::LimitKind;
 use crate::metrics::Reading;
-use crate::registry::RegistryError;
 
 /// How often the figures are read.
 const PERIOD: Duration = Duration::from_secs(1);
 /// The largest rooms listed.
 const TOP_ROOMS: usize = 10;
 
-/// What this instance's reporter published last.
+/// What this instance's reporter published last: figures as JSON (`openapi.yaml`'s `Stats`),
+/// this instance's first, then every other live instance's.
 #[derive(Clone, Debug, Default)]
 pub enum Report {
     /// Nothing yet: the reporter has not read the counters.
     #[default]
     Pending,
-    /// The figures of the last second, JSON (`openapi.yaml`'s `Stats`).
-    Figures(Arc<str>),
+    /// The figures of the last second.
+    Figures(Arc<[Arc<str>]>),
     /// The figures read as the instance stopped (its state `draining`): the last there will be.
-    Last(Arc<str>),
+    Last(Arc<[Arc<str>]>),
 }
 
 /// One instance's figures, as `openapi.yaml`'s `Stats` describes them.
@@ -90,32 +91,36 @@ impl Hub {
                 if let Err(err) = self.broker.withdraw_figures().await {
                     debug!(error = %err, "could not withdraw this instance's figures");
                 }
-                self.here.figures.send_replace(Report::Last(json));
+                let all = self.with_elsewhere(json).await;
+                self.here.figures.send_replace(Report::Last(all));
                 return;
             }
-            self.here
-                .figures
-                .send_replace(Report::Figures(Arc::clone(&json)));
             // Redis down: the other consoles lose this instance, whose own says `unready`.
             if let Err(err) = self.broker.report_figures(&json).await {
                 debug!(error = %err, "could not report this instance's figures");
             }
+            let all = self.with_elsewhere(json).await;
+            self.here.figures.send_replace(Report::Figures(all));
         }
     }
 
-    /// This instance's figures as its reporter publishes them, the newest marked unseen.
+    /// `own` followed by every other live instance's figures, read only while a console
+    /// watches (the reads are a scan of Redis); alone when Redis is down, its state says why.
+    async fn with_elsewhere(&self, own: Arc<str>) -> Arc<[Arc<str>]> {
+        let elsewhere = if self.here.figures.receiver_count() > 0 {
+            self.broker.figures_elsewhere().await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        std::iter::once(own).chain(elsewhere).collect()
+    }
+
+    /// The figures as the reporter publishes them, the newest marked unseen. Published before
+    /// the first console watched, they hold this instance's alone: the next second has all.
     pub fn watch_figures(&self) -> watch::Receiver<Report> {
         let mut figures = self.here.figures.subscribe();
         figures.mark_changed();
         figures
-    }
-
-    /// The newest figures of every other instance that is alive, by instance id; none alone.
-    ///
-    /// # Errors
-    /// `Unavailable` when the backplane cannot be reached.
-    pub async fn figures_elsewhere(&self) -> Result<Vec<Arc<str>>, RegistryError> {
-        self.broker.figures_elsewhere().await
     }
 
     /// The figures now, with rates since `previous` (a period ago; the first ones are 0).

@@ -1,8 +1,8 @@
 //! `GET /api/stats` (the API key): an SSE stream of figures for the admin console, one `stats`
 //! event per instance a second. Each second, when this instance's reporter publishes its
-//! figures (see `backplane::figures`), the stream writes them, then the newest figures of
-//! every other instance of the cluster, each marked by its `instance` and `state`. The stream
-//! ends at shutdown, after this instance's last figures (saying `draining`).
+//! figures with the newest of every other instance of the cluster (see `backplane::figures`),
+//! the stream writes them, each marked by its `instance` and `state`. The stream ends at
+//! shutdown, after this instance's last figures (saying `draining`).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -16,8 +16,7 @@ use super::error::ApiError;
 use crate::backplane::Report;
 
 /// `GET /api/stats`: the stream; the key was checked by the route. A task of its own follows
-/// the figures (reading the other instances' waits on Redis) and ends when the client goes or
-/// after the last figures.
+/// the figures and ends when the client goes or after the last figures.
 pub(crate) async fn stats(context: Context) -> Result<Response, ApiError> {
     let (frames, body) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(1);
     let hub = context.hub;
@@ -29,15 +28,13 @@ pub(crate) async fn stats(context: Context) -> Result<Response, ApiError> {
                 return;
             }
             let report = own.borrow_and_update().clone();
-            let (figures, last) = match report {
+            let (all, last) = match report {
                 Report::Pending => continue,
-                Report::Figures(figures) => (figures, false),
-                Report::Last(figures) => (figures, true),
+                Report::Figures(all) => (all, false),
+                Report::Last(all) => (all, true),
             };
-            // Redis down: this instance alone, whose state says `unready`.
-            let elsewhere = hub.figures_elsewhere().await.unwrap_or_default();
             let mut frame = String::new();
-            for figures in std::iter::once(&figures).chain(&elsewhere) {
+            for figures in all.iter() {
                 let _ = write!(frame, "event: stats\ndata: {figures}\n\n");
             }
             // The send fails once the client has gone.
