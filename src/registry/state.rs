@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use tokio::time::Instant;
 
 use super::session::Session;
-use super::{lifetime, rooms};
+use super::{RegistryError, lifetime, rooms};
 use crate::identity::SessionId;
 
 #[derive(Default)]
@@ -33,4 +33,18 @@ pub(super) struct State {
     pub(super) attached: usize,
     /// The rooms with members here (see [`rooms`]).
     pub(super) rooms: rooms::Rooms,
+}
+
+impl State {
+    /// Session `id`, as a handle of its own, so that the caller can go on changing the state
+    /// (its rooms, its deadlines) while it holds the session.
+    ///
+    /// # Errors
+    /// `UnknownSession` when it does not live here.
+    pub(super) fn session(&self, id: SessionId) -> Result<Arc<Session>, RegistryError> {
+        self.sessions
+            .get(&id)
+            .cloned()
+            .ok_or(RegistryError::UnknownSession(id))
+    }
 }
