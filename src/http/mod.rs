@@ -17,8 +17,9 @@
 //! - `error`: every failure as JSON (its [`error::ErrorCode`] is public, so tests can hold the
 //!   docs to it); `redact`: what of a request may be logged; `cors`; `page`: the web client
 //!   and the admin console.
-//! - `server`: the accept loop with tower-http's layers and graceful shutdown; `secure`: a
-//!   connection of the TLS listener (HTTP/2 or HTTP/1.1); `tls`: its certificate, reloaded.
+//! - `server`: the accept loop with tower-http's layers and graceful shutdown; `plain`: a
+//!   connection of the plain listener (`lean` or hyper); `secure`: a connection of the TLS
+//!   listener (HTTP/2 or HTTP/1.1); `tls`: its certificate, reloaded.
 //!
 //! Lower files never import from this one; only what tests need is `pub`.
 
@@ -32,6 +33,7 @@ mod lifetime;
 mod listing;
 mod message;
 mod page;
+mod plain;
 mod redact;
 mod rooms;
 mod route_table;

@@ -6,14 +6,14 @@
 //! Refused connections are logged sampled (see [`Sampled`]) and counted in `/metrics`: a flood
 //! of them must not become a flood of log lines.
 //!
-//! With `--tls-cert` every connection is TLS and goes to [`secure`] instead.
+//! A plain connection is served by [`plain`]; with `--tls-cert` every connection is TLS and
+//! goes to [`secure`] instead.
 //!
 //! Layers, outermost first: mark `Authorization` sensitive (never printed), trace each request
 //! with the query's `token` redacted, and CORS when origins are configured (none: same origin
 //! only, so no CORS headers at all).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
@@ -22,34 +22,29 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use futures_util::future::Either;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{Level, info, warn};
 use warp::Filter;
-use warp::http::request::Parts;
 use warp::http::{HeaderValue, Request, Response, header};
 use warp::reply::Reply;
 
-use super::context::{Context, PeerAddr};
+use super::context::Context;
 use super::cors::Origins;
 use super::error::ApiError;
 use super::lean;
+use super::plain::{Deadlines, claimed_by_lean, serve_with_hyper};
 use super::redact::request_span;
 use super::secure;
-use super::takeover::{SharedSocket, Takeover};
 use crate::limits::{Limited, Limits};
 
 /// Most refused connections answered at once (see [`Listener::refuse`]).
@@ -443,96 +438,4 @@ impl Connections {
             warn!("connections still open after the shutdown grace period; leaving them");
         }
     }
-}
-
-/// The deadlines of a connection hyper serves.
-struct Deadlines {
-    /// For the first request's head: what is left of the header timeout after its first byte.
-    first_head: Duration,
-    /// For each next request's head, from the end of the previous answer (the header timeout).
-    idle: Duration,
-    /// For the socket to accept a byte.
-    write: Duration,
-}
-
-/// Serves `stream` with hyper and the routes until it closes, or until its client asks for a
-/// stream: then the socket and that request, for `lean` to answer (see `takeover`).
-async fn serve_with_hyper<B>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    routes: &BoxCloneSyncService<Request<Incoming>, Response<B>, Infallible>,
-    watcher: Watcher,
-    deadlines: Deadlines,
-) -> Option<(TcpStream, Parts)>
-where
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let (takeover, handed) = Takeover::new();
-    let routes = BoxCloneSyncService::clone(routes);
-    let asked = Arc::new(AtomicBool::new(false));
-    let service = TowerToHyperService::new(tower::service_fn({
-        let asked = Arc::clone(&asked);
-        move |request: Request<Incoming>| {
-            asked.store(true, Ordering::Relaxed);
-            match takeover.take(request) {
-                Some(mut request) => {
-                    request.extensions_mut().insert(PeerAddr(peer));
-                    Either::Left(routes.clone().oneshot(request))
-                }
-                // The connection is dropped before this would ever answer.
-                None => Either::Right(std::future::pending()),
-            }
-        }
-    }));
-    let socket = Arc::new(stream);
-    // A client that stops reading (a large answer it never takes) holds its connection only
-    // until the socket has accepted nothing for the write timeout, as on the stream path.
-    // Reads get no deadline here beyond those for a head.
-    let mut io = TimeoutStream::new(SharedSocket(Arc::clone(&socket)));
-    io.set_write_timeout(Some(deadlines.write));
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        // Every wait for a head, the next one on a keep-alive connection included, gets the
-        // whole header timeout; the first is held to what is left of it by `first_head`.
-        .header_read_timeout(deadlines.idle)
-        // hyper's buffer limit is also its head limit, the stream path's. At its minimum
-        // (hyper's default lets a connection queue ~400 KiB of response before it stops
-        // pulling the body), a slow reader stops pulling at once.
-        .max_buf_size(lean::MAX_HEAD)
-        .max_headers(lean::MAX_HEADERS)
-        .serve_connection(TokioIo::new(Box::pin(io)), service);
-    let connection = watcher.watch(connection);
-    let first_head = async {
-        tokio::time::sleep(deadlines.first_head).await;
-        if asked.load(Ordering::Relaxed) {
-            std::future::pending::<()>().await;
-        }
-    };
-    let request = tokio::select! {
-        _ = connection => return None,
-        () = first_head => return None,
-        Ok(request) = handed => request,
-    };
-    // hyper's connection is gone (dropped when the select ended): the socket is ours alone.
-    let stream = Arc::try_unwrap(socket).ok()?;
-    Some((stream, request))
-}
-
-/// Whether a new connection starts with `GET /events/` (see `lean`). Requests arrive in one
-/// packet in practice; a head split before the prefix is decided goes to hyper, which serves
-/// `/events` as well, only with larger buffers.
-async fn claimed_by_lean(stream: &TcpStream) -> bool {
-    let mut start = [0u8; lean::PREFIX.len()];
-    for _ in 0..4 {
-        match stream.peek(&mut start).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => match lean::claims(&start[..n]) {
-                Some(answer) => return answer,
-                None => tokio::time::sleep(Duration::from_millis(5)).await,
-            },
-        }
-    }
-    false
 }

@@ -269,11 +269,7 @@ impl Registry {
     ) -> Result<Lifetime, RegistryError> {
         let now = Instant::now();
         let mut state = self.lock();
-        let session = state
-            .sessions
-            .get(&id)
-            .cloned()
-            .ok_or(RegistryError::UnknownSession(id))?;
+        let session = state.session(id)?;
         let lifetime = {
             let mut inner = session.lock();
             let old = inner.lifetime.unwrap_or(Lifetime {

@@ -12,6 +12,8 @@
 //! - `error`: what the registry (and the hub above it) refuses, as [`RegistryError`].
 //! - `fan_out`: one event to every session here or every member of a room (broadcasts,
 //!   presence), in one order.
+//! - `state`: what the registry lock guards (`State`): the session map, the deadlines, the
+//!   stream count, the rooms.
 //! - [`rooms`]: which sessions here are in which room.
 //! - [`snapshot`]: a session as a value ([`Snapshot`]), to move it between instances or keep
 //!   it across a restart.
@@ -59,18 +61,17 @@ pub mod rooms;
 pub mod sent;
 pub mod session;
 pub mod snapshot;
+mod state;
 pub mod subscription;
 pub mod writer;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use indexmap::IndexMap;
 #[cfg(test)]
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
@@ -93,6 +94,7 @@ use sent::Sent;
 pub use session::Closed;
 use session::{Rights, Session};
 pub use snapshot::{Homed, Kept, Snapshot};
+use state::State;
 pub use subscription::{Pull, Subscription};
 
 /// Sizes the registry needs; a slice of the server's `Config`.
@@ -164,28 +166,6 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Parked streams waiting for a fan-out's write.
     outbox: outbox::Outbox,
-}
-
-#[derive(Default)]
-struct State {
-    /// In the order they came (a leave moves the last one into its place), which is close to
-    /// the order of their allocations and their sockets': fan-outs walk them in this order.
-    sessions: IndexMap<SessionId, Arc<Session>>,
-    /// Every session, for fan-outs; kept until the next join or leave, so that a fan-out takes
-    /// one reference here instead of one on each of 10,000 sessions under the registry lock.
-    audience: Option<Arc<[Arc<Session>]>>,
-    /// Detached sessions by deadline. Entries go stale when a session re-attaches; the reaper
-    /// checks each against the session before removing anything.
-    expirations: BTreeSet<(Instant, SessionId)>,
-    /// Sessions with a lifetime by its next moment (a warning or the end); stale when a
-    /// refresh moved it, which the reaper checks likewise (see [`lifetime`]).
-    lifetimes: BTreeSet<(Instant, SessionId)>,
-    /// Sessions that ended at their lifetime lately, so their tokens are refused as expired.
-    ended: lifetime::Ended,
-    /// Streams attached, counted against `max_streams`.
-    attached: usize,
-    /// The rooms with members here (see [`rooms`]).
-    rooms: rooms::Rooms,
 }
 
 impl Registry {

@@ -139,11 +139,7 @@ impl Registry {
     ) -> Result<Vec<Entered>, RegistryError> {
         let settings = &self.shared.settings;
         let mut state = self.lock();
-        let session = state
-            .sessions
-            .get(&id)
-            .cloned()
-            .ok_or(RegistryError::UnknownSession(id))?;
+        let session = state.session(id)?;
         let mut new: Vec<&RoomName> = {
             let inner = session.lock();
             rooms
@@ -183,11 +179,7 @@ impl Registry {
         room: &RoomName,
     ) -> Result<usize, RegistryError> {
         let mut state = self.lock();
-        let session = state
-            .sessions
-            .get(&id)
-            .cloned()
-            .ok_or(RegistryError::UnknownSession(id))?;
+        let session = state.session(id)?;
         state
             .exit(&session, room)
             .ok_or_else(|| RegistryError::NotAMember(room.clone()))

@@ -166,10 +166,8 @@ impl Registry {
         let max_streams = self.shared.settings.max_streams;
         let mut state = self.lock();
         let session = state
-            .sessions
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| state.gone(id, token, RegistryError::UnknownSession(id)))?;
+            .session(id)
+            .map_err(|unknown| state.gone(id, token, unknown))?;
         if !session.token.matches(token) {
             return Err(RegistryError::BadToken);
         }

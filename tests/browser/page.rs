@@ -1,5 +1,6 @@
 //! [`Page`]: one Chromium showing the web client, driven through WebDriver, and
 //! [`Snapshot`]: what the page shows, read in one round trip so every wait polls one value.
+//! [`two_pages_before_a_restart`]: the start of the tests that restart the server under two pages.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -231,6 +232,27 @@ impl Page {
     pub(crate) async fn quit(self) {
         let _ = self.client.close().await;
     }
+}
+
+/// Two pages of `url` (one that joins, `/?join=1`), each live before the next opens, and a
+/// direct message from the second to the first ("before the restart") seen by the first: both
+/// sessions hold something when the server then stops. The pages with what they showed when
+/// live, first page first.
+pub(crate) async fn two_pages_before_a_restart(
+    driver: &ChromeDriver,
+    url: &str,
+) -> [(Page, Snapshot); 2] {
+    let first = Page::open(driver, url, Screen::Desktop).await;
+    let me1 = first.wait_until_live("the first page to go live").await;
+    let second = Page::open(driver, url, Screen::Desktop).await;
+    let me2 = second.wait_until_live("the second page to go live").await;
+    second.send(&me1.me_id, "before the restart").await;
+    first
+        .wait_for("the message before the restart", |s| {
+            s.has_entry("client_response", &me2.me_id, "before the restart")
+        })
+        .await;
+    [(first, me1), (second, me2)]
 }
 
 fn screenshot_dir() -> PathBuf {

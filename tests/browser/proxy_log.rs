@@ -10,8 +10,8 @@
 
 use std::time::Instant;
 
-use crate::page::Page;
-use crate::support::browser::{ChromeDriver, PAGE_WAIT as WAIT, Screen, page_config};
+use crate::page::two_pages_before_a_restart;
+use crate::support::browser::{ChromeDriver, PAGE_WAIT as WAIT, page_config};
 use crate::support::nginx::Nginx;
 use crate::support::{POLL, spawn_app, spawn_app_on};
 use crate::{bounded, scratch_dir};
@@ -31,16 +31,8 @@ async fn behind_the_recipes_nginx_the_access_log_holds_no_secret() {
         let nginx = Nginx::start("browser", &[addr.to_string()]).await;
         let driver = ChromeDriver::start().await;
 
-        let first = Page::open(&driver, &nginx.url("/?join=1"), Screen::Desktop).await;
-        let me1 = first.wait_until_live("the first page to go live").await;
-        let second = Page::open(&driver, &nginx.url("/?join=1"), Screen::Desktop).await;
-        let me2 = second.wait_until_live("the second page to go live").await;
-        second.send(&me1.me_id, "before the restart").await;
-        first
-            .wait_for("the message before the restart", |s| {
-                s.has_entry("client_response", &me2.me_id, "before the restart")
-            })
-            .await;
+        let [(first, me1), (second, me2)] =
+            two_pages_before_a_restart(&driver, &nginx.url("/?join=1")).await;
 
         // A restart: both streams end, the pages reconnect through nginx (which answers 502
         // until the server is back) and resume their sessions.

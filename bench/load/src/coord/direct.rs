@@ -75,19 +75,7 @@ pub async fn direct(
         }
     }
     let send_s = t0.elapsed().as_secs_f64();
-    let mut last_change = Instant::now();
-    let mut last = w.totals().received;
-    while w.totals().received < w.totals().sent_ok && last_change.elapsed() < drain_timeout {
-        tokio::select! {
-            _ = w.next() => {}
-            _ = sleep(Duration::from_millis(50)) => {}
-        }
-        let r = w.totals().received;
-        if r != last {
-            last = r;
-            last_change = Instant::now();
-        }
-    }
+    w.drain(|t| t.received >= t.sent_ok, drain_timeout).await;
     prog.done();
     let done = w.stop().await?;
     let t = &done.totals;

@@ -34,6 +34,15 @@ pub(super) fn latency_metrics(out: &mut Outcome, prefix: &str, h: &Histogram<u64
     out.metric(&format!("{prefix}_max_ms"), ms(h.max()));
 }
 
+/// `closed`: the streams the server closed during the run, which fails the run (saying
+/// `"{closed} {why}"`) unless there were none.
+pub(super) fn closed_streams(out: &mut Outcome, closed: u64, why: &str) {
+    out.metric("closed", closed as f64);
+    if closed > 0 {
+        out.fail(format!("{closed} {why}"));
+    }
+}
+
 /// Server memory, CPU and the generator's own CPU over one measured window.
 pub(super) struct Window {
     t0: Instant,

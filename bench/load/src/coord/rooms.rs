@@ -141,7 +141,9 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
             });
         }
         let send_s = a.step.as_secs_f64();
-        drain(&mut w, &before, a.drain_timeout).await;
+        // The step's deliveries, or until they stop coming.
+        let step_done = |t: &Counters| t.received - before.received >= t.expected - before.expected;
+        w.drain(step_done, a.drain_timeout).await;
         w.send("mark").await;
         let marks = w
             .collect(
@@ -216,36 +218,10 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
     }
     let done = w.stop().await?;
     let t = &done.totals;
-    out.metric("closed", t.closed as f64);
-    if t.closed > 0 {
-        out.fail(format!("{} streams closed during the run", t.closed));
-    }
+    closed_streams(&mut out, t.closed, "streams closed during the run");
     win.finish(c, &mut out, done.cpu_secs);
     await_cleanup(c, &mut w).await;
     Ok(out)
-}
-
-/// Waits for the step's deliveries, or for them to stop coming.
-async fn drain(w: &mut Workers, before: &Counters, limit: Duration) {
-    let mut last = w.totals().received;
-    let mut last_change = Instant::now();
-    loop {
-        let t = w.totals();
-        if t.received - before.received >= t.expected - before.expected
-            || last_change.elapsed() >= limit
-        {
-            return;
-        }
-        tokio::select! {
-            _ = w.next() => {}
-            _ = sleep(Duration::from_millis(50)) => {}
-        }
-        let r = w.totals().received;
-        if r != last {
-            last = r;
-            last_change = Instant::now();
-        }
-    }
 }
 
 /// One step's figures from the counters before and after it.

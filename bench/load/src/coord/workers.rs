@@ -163,6 +163,27 @@ impl Workers {
         Ok(finished)
     }
 
+    /// Reads reports until `done` holds for the totals, or until no delivery has arrived for
+    /// `quiet`: what is missing then is lost, for the caller to count.
+    pub(super) async fn drain(&mut self, done: impl Fn(&Counters) -> bool, quiet: Duration) {
+        let mut last = self.totals().received;
+        let mut last_change = Instant::now();
+        loop {
+            if done(&self.totals()) || last_change.elapsed() >= quiet {
+                return;
+            }
+            tokio::select! {
+                _ = self.next() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            let r = self.totals().received;
+            if r != last {
+                last = r;
+                last_change = Instant::now();
+            }
+        }
+    }
+
     pub(super) fn totals(&self) -> Counters {
         let mut t = Counters::empty();
         for c in &self.latest {
