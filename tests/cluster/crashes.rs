@@ -15,7 +15,6 @@ use serde_json::json;
 use tokio::time::{sleep, timeout};
 
 use crate::support::cluster::{Cluster, Redis, bus_reads};
-use crate::support::redis_cluster::needs_its_own_server;
 use crate::support::*;
 
 /// Longer than the dead instance's liveness key (3 s) plus a sweep, plus a margin for a busy box.
@@ -126,13 +125,7 @@ async fn a_join_heard_in_two_rooms_is_counted_twice_so_ids_go_on_after_a_crash()
 
 #[tokio::test]
 async fn counts_lost_with_a_redis_restart_are_rebuilt_and_a_later_crash_still_counts_exactly() {
-    if needs_its_own_server(
-        "counts_lost_with_a_redis_restart_are_rebuilt_and_a_later_crash_still_counts_exactly",
-        "restarts its Redis empty",
-    ) {
-        return;
-    }
-    let mut cluster = Cluster::start("recount", &[&[], &[]]).await;
+    let mut cluster = Cluster::start_own("recount", &[&[], &[]]).await;
     let kai = cluster.nodes[0].helo("kai").await;
     cluster.settle().await;
     let wen = cluster.nodes[1].helo("wen").await;
