@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::time::sleep;
 
 use crate::crashes::resume_after_crash;
-use crate::support::cluster::{Cluster, Redis};
+use crate::support::cluster::{Cluster, KaiAndWen, Redis};
 use crate::support::redis_proxy::RedisProxy;
 use crate::support::*;
 
@@ -51,12 +51,12 @@ async fn an_attach_to_a_session_whose_instance_just_died_is_told_at_once_to_retr
 #[tokio::test]
 async fn after_redis_restarts_empty_a_live_recipient_not_written_again_yet_is_503_not_404() {
     let mut cluster = Cluster::start_own("forgotten", &[&[], &[]]).await;
-    let kai = cluster.nodes[0].helo("kai").await;
-    cluster.settle().await;
-    let wen = cluster.nodes[1].helo("wen").await;
-    cluster.settle().await;
-    let (mut kai_on_a, _) = cluster.nodes[0].attach_roster(&kai, None).await;
-    kai_on_a.expect_new_user(&wen).await;
+    let KaiAndWen {
+        kai,
+        wen,
+        mut kai_on_a,
+        ..
+    } = cluster.kai_on_a_wen_on_b().await;
 
     // A is frozen through the restart: it writes kai to Redis again only once it runs.
     cluster.nodes[0].pause();
