@@ -147,15 +147,21 @@ async fn an_instance_cut_off_past_its_liveness_gives_up_the_sessions_adopted_mea
     let a_id = cluster.instance_id(0).await;
     assert_eq!(home_of(&cluster, &kai).await, a_id, "the directory keeps A");
     let nodes = &cluster.nodes;
-    let homed = |node: usize| async move {
-        sample(&nodes[node].metrics().await, "switchboard_sessions")
-    };
-    let adopted_from_b = format!("{}:adopted:{}", cluster.prefix, cluster.instance_id(b).await);
+    let homed =
+        |node: usize| async move { sample(&nodes[node].metrics().await, "switchboard_sessions") };
+    let adopted_from_b = format!(
+        "{}:adopted:{}",
+        cluster.prefix,
+        cluster.instance_id(b).await
+    );
     let exists: bool = cluster
         .redis
         .command(redis::cmd("EXISTS").arg(&adopted_from_b))
         .await;
-    assert!(!exists, "B read and removed the record of what was adopted from it");
+    assert!(
+        !exists,
+        "B read and removed the record of what was adopted from it"
+    );
     assert_eq!(homed(0).await, Some(2.0), "A holds wen and kai");
     assert_eq!(homed(b).await, Some(0.0), "B holds no copy of kai");
 
@@ -168,7 +174,9 @@ async fn an_instance_cut_off_past_its_liveness_gives_up_the_sessions_adopted_mea
     let after = json!("after the return");
     let after_id = cluster.nodes[0].respond(&wen, &kai, &after).await;
     assert_eq!(after_id, meanwhile_id + 1);
-    kai_again.expect_response(after_id, &wen, &kai, &after).await;
+    kai_again
+        .expect_response(after_id, &wen, &kai, &after)
+        .await;
     let b_id = cluster.instance_id(b).await;
     assert_eq!(home_of(&cluster, &kai).await, b_id);
     assert_eq!(homed(0).await, Some(1.0), "A holds wen only");

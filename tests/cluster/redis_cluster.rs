@@ -146,7 +146,10 @@ async fn a_resharding_that_moves_the_live_slot_loses_nothing_accepted_silently()
 
 #[tokio::test]
 async fn a_master_killed_under_traffic_fails_over_and_loses_nothing_accepted_silently() {
-    if ran_in_the_first_pass("failover", "it kills a master of a Redis Cluster of its own") {
+    if ran_in_the_first_pass(
+        "failover",
+        "it kills a master of a Redis Cluster of its own",
+    ) {
         return;
     }
     let mut redis = RedisCluster::start().await;

@@ -281,7 +281,9 @@ impl Peers {
     fn next_reload(&self) -> Duration {
         let mut state = self.lock();
         let now = Instant::now();
-        let at = state.asked.map_or(now, |last| (last + RELOAD_PAUSE).max(now));
+        let at = state
+            .asked
+            .map_or(now, |last| (last + RELOAD_PAUSE).max(now));
         state.asked = Some(at);
         at - now
     }
