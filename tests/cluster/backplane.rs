@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use crate::support::cluster::{Cluster, Redis};
-use crate::support::redis_cluster::needs_its_own_server;
 use crate::support::*;
 
 /// Polls `node`'s `/metrics` until `switchboard_backplane_up` is `up`, for at most `within`.
@@ -26,13 +25,7 @@ async fn wait_for_backplane(node: &Instance, up: f64, within: Duration) {
 
 #[tokio::test]
 async fn backplane_up_follows_the_redis_bus() {
-    if needs_its_own_server(
-        "backplane_up_follows_the_redis_bus",
-        "kills and restarts its Redis",
-    ) {
-        return;
-    }
-    let mut cluster = Cluster::start("backplane", &[&[]]).await;
+    let mut cluster = Cluster::start_own("backplane", &[&[]]).await;
     // Healthy (settled): a probe went round the bus, so the subscription is up.
     wait_for_backplane(&cluster.nodes[0], 1.0, WAIT).await;
 

@@ -14,8 +14,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::time::{sleep, timeout};
 
-use crate::support::cluster::{Cluster, Redis, bus_reads};
-use crate::support::redis_cluster::needs_its_own_server;
+use crate::support::cluster::{Cluster, KaiAndWen, Redis, bus_reads};
 use crate::support::*;
 
 /// Longer than the dead instance's liveness key (3 s) plus a sweep, plus a margin for a busy box.
@@ -48,12 +47,12 @@ pub(crate) async fn resume_after_crash(node: &Instance, session: &Session, last:
 #[tokio::test]
 async fn a_killed_instances_session_resumes_elsewhere_with_every_lost_event_counted() {
     let mut cluster = Cluster::start("sigkill", &[&[], &[]]).await;
-    let kai = cluster.nodes[0].helo("kai").await;
-    cluster.settle().await;
-    let wen = cluster.nodes[1].helo("wen").await;
-    cluster.settle().await;
-    let (mut kai_on_a, _) = cluster.nodes[0].attach_roster(&kai, None).await;
-    let greeted = kai_on_a.expect_new_user(&wen).await;
+    let KaiAndWen {
+        kai,
+        wen,
+        mut kai_on_a,
+        greeted,
+    } = cluster.kai_on_a_wen_on_b().await;
     let (mut wen_stream, _) = cluster.nodes[1].attach_roster(&wen, None).await;
 
     // kai reads the first of three direct messages; the other two and a broadcast wait on A.
@@ -126,19 +125,13 @@ async fn a_join_heard_in_two_rooms_is_counted_twice_so_ids_go_on_after_a_crash()
 
 #[tokio::test]
 async fn counts_lost_with_a_redis_restart_are_rebuilt_and_a_later_crash_still_counts_exactly() {
-    if needs_its_own_server(
-        "counts_lost_with_a_redis_restart_are_rebuilt_and_a_later_crash_still_counts_exactly",
-        "restarts its Redis empty",
-    ) {
-        return;
-    }
-    let mut cluster = Cluster::start("recount", &[&[], &[]]).await;
-    let kai = cluster.nodes[0].helo("kai").await;
-    cluster.settle().await;
-    let wen = cluster.nodes[1].helo("wen").await;
-    cluster.settle().await;
-    let (mut kai_on_a, _) = cluster.nodes[0].attach_roster(&kai, None).await;
-    kai_on_a.expect_new_user(&wen).await;
+    let mut cluster = Cluster::start_own("recount", &[&[], &[]]).await;
+    let KaiAndWen {
+        kai,
+        wen,
+        mut kai_on_a,
+        ..
+    } = cluster.kai_on_a_wen_on_b().await;
     let before = json!("before the Redis restart");
     let id = cluster.nodes[1].respond(&wen, &kai, &before).await;
     kai_on_a.expect_response(id, &wen, &kai, &before).await;

@@ -9,7 +9,6 @@ use serde_json::json;
 use tokio::time::sleep;
 
 use crate::support::cluster::{Cluster, Redis};
-use crate::support::redis_cluster::needs_its_own_server;
 use crate::support::*;
 
 /// How long an instance's liveness key outlives its last refresh (`backplane::cluster::LIVENESS`);
@@ -74,13 +73,7 @@ async fn a_session_that_expires_on_one_instance_is_announced_as_user_left_on_the
 
 #[tokio::test]
 async fn an_instance_too_busy_to_refresh_its_liveness_key_keeps_its_sessions() {
-    if needs_its_own_server(
-        "an_instance_too_busy_to_refresh_its_liveness_key_keeps_its_sessions",
-        "counts the PUBSUB NUMSUB its Redis runs",
-    ) {
-        return;
-    }
-    let cluster = Cluster::start("paused", &[&[], &[]]).await;
+    let cluster = Cluster::start_own("paused", &[&[], &[]]).await;
     let wen = cluster.nodes[1].helo("wen").await;
     cluster.settle().await;
     let kai = cluster.nodes[0].helo("kai").await;
@@ -146,13 +139,7 @@ async fn numsub_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
 
 #[tokio::test]
 async fn a_redis_restart_makes_health_and_writes_503_then_the_cluster_recovers_by_itself() {
-    if needs_its_own_server(
-        "a_redis_restart_makes_health_and_writes_503_then_the_cluster_recovers_by_itself",
-        "restarts its Redis",
-    ) {
-        return;
-    }
-    let mut cluster = Cluster::start("restart", &[&[], &[]]).await;
+    let mut cluster = Cluster::start_own("restart", &[&[], &[]]).await;
     let xan = cluster.nodes[0].helo("xan").await;
     cluster.settle().await;
     let yul = cluster.nodes[1].helo("yul").await;

@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use tokio::time::timeout;
 
 use crate::support::cluster::{Cluster, bus_reads};
-use crate::support::redis_cluster::needs_its_own_server;
 use crate::support::redis_proxy::RedisProxy;
 use crate::support::*;
 
@@ -405,14 +404,8 @@ async fn a_rolling_restart_of_every_instance_loses_no_session_and_no_message() {
 
 #[tokio::test]
 async fn a_stream_attaching_while_its_session_is_handed_off_elsewhere_waits_for_it_to_arrive() {
-    if needs_its_own_server(
-        "a_stream_attaching_while_its_session_is_handed_off_elsewhere_waits_for_it_to_arrive",
-        "puts a proxy in front of its Redis",
-    ) {
-        return;
-    }
     // B alone at first, and F, whose Redis is behind a proxy that can hold its messages back.
-    let mut cluster = Cluster::start("transit", &[]).await;
+    let mut cluster = Cluster::start_own("transit", &[]).await;
     let redis_url = cluster.redis.url();
     let b = cluster.add("B", &redis_url, &[]).await;
     let proxy = RedisProxy::start(cluster.redis.port).await;

@@ -18,8 +18,9 @@
 //!
 //! With `TEST_REDIS_CLUSTER=redis+cluster://127.0.0.1:P1,...` (scripts/test.sh starts one) every
 //! test runs over that Redis Cluster instead, on a prefix of its own, but those that need a
-//! server of their own (they kill it, count its commands, or put a proxy before it).
-//! `redis_cluster` starts clusters of its own to reshard and break under traffic.
+//! server of their own (they kill it, count its commands, or put a proxy before it), which
+//! start one (`Cluster::start_own`) in both passes. `redis_cluster` starts clusters of its own
+//! to reshard and break under traffic, in the first pass only.
 //!
 //! Needs `redis-server` (Debian: `apt-get install -y redis-server`); without it every test fails
 //! and says so. `proxy` also needs `nginx` (`apt-get install -y nginx`).

@@ -5,7 +5,6 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::support::cluster::{Cluster, bus_reads};
-use crate::support::redis_cluster::needs_its_own_server;
 use crate::support::*;
 
 #[tokio::test]
@@ -69,13 +68,7 @@ async fn response_through_one_instance_reaches_a_recipient_attached_to_another_w
 
 #[tokio::test]
 async fn broadcast_through_one_instance_reaches_the_others_with_a_single_redis_publish() {
-    if needs_its_own_server(
-        "broadcast_through_one_instance_reaches_the_others_with_a_single_redis_publish",
-        "counts the PUBLISH its Redis runs",
-    ) {
-        return;
-    }
-    let cluster = Cluster::start("broadcast", &[&[], &[], &[]]).await;
+    let cluster = Cluster::start_own("broadcast", &[&[], &[], &[]]).await;
     let [a, b, c] = &cluster.nodes[..] else {
         unreachable!()
     };

@@ -4,7 +4,6 @@
 use serde_json::{Value, json};
 
 use crate::support::cluster::Cluster;
-use crate::support::redis_cluster::needs_its_own_server;
 use crate::support::*;
 
 #[tokio::test]
@@ -95,14 +94,8 @@ async fn reattaching_through_another_instance_after_evictions_reports_lagged_fir
 
 #[tokio::test]
 async fn a_direct_message_that_reaches_the_old_home_after_a_move_is_forwarded_to_the_new_one() {
-    if needs_its_own_server(
-        "a_direct_message_that_reaches_the_old_home_after_a_move_is_forwarded_to_the_new_one",
-        "publishes on an instance channel of its Redis by hand",
-    ) {
-        return;
-    }
     use futures_util::StreamExt;
-    let cluster = Cluster::start("forward", &[&[], &[], &[]]).await;
+    let cluster = Cluster::start_own("forward", &[&[], &[], &[]]).await;
     let [a, b, c] = &cluster.nodes[..] else {
         unreachable!()
     };

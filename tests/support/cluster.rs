@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use tokio::time::{sleep, timeout};
 
-use super::{Endpoint, Instance, POLL, WAIT, free_port, sample, wait_for_health};
+use super::{
+    Endpoint, Instance, POLL, Session, SseReader, WAIT, free_port, sample, wait_for_health,
+};
 
 /// Where Debian's `redis-server` package installs the server.
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
@@ -190,6 +192,18 @@ pub async fn bus_reads(node: &Endpoint, channel: &str) -> u64 {
     sample(&node.metrics().await, &series).map_or(0, |n| n as u64)
 }
 
+/// What [`Cluster::kai_on_a_wen_on_b`] set up.
+pub struct KaiAndWen {
+    /// Homed on node 0, attached there.
+    pub kai: Session,
+    /// Homed on node 1, not attached.
+    pub wen: Session,
+    /// kai's stream on node 0, read past wen's `new_user`.
+    pub kai_on_a: SseReader,
+    /// The id of that `new_user`.
+    pub greeted: u64,
+}
+
 /// One Redis and a few instances sharing a prefix of their own.
 pub struct Cluster {
     // Dropped first: instances die before their Redis.
@@ -330,6 +344,24 @@ impl Cluster {
         let label = self.nodes[i].label.clone();
         self.nodes[i] = Instance::start(&label, &args).await;
         wait_for_health(&self.nodes[i], StatusCode::OK, Duration::from_secs(10)).await;
+    }
+
+    /// The start of most fault tests: kai joins on node 0 and wen on node 1 (settled after
+    /// each, so kai hears wen join), and kai's stream attaches on node 0, read past `ready`
+    /// and wen's `new_user`.
+    pub async fn kai_on_a_wen_on_b(&self) -> KaiAndWen {
+        let kai = self.nodes[0].helo("kai").await;
+        self.settle().await;
+        let wen = self.nodes[1].helo("wen").await;
+        self.settle().await;
+        let (mut kai_on_a, _) = self.nodes[0].attach_roster(&kai, None).await;
+        let greeted = kai_on_a.expect_new_user(&wen).await;
+        KaiAndWen {
+            kai,
+            wen,
+            kai_on_a,
+            greeted,
+        }
     }
 
     /// A bus barrier: waits until every live instance answers `/healthz` 200, i.e. a probe it

@@ -23,13 +23,15 @@ pub fn shared() -> Option<String> {
     std::env::var(SHARED_VAR).ok().filter(|url| !url.is_empty())
 }
 
-/// Whether the test must not run over the shared cluster: it needs a `redis-server` of its own
-/// (it kills it, or watches its commands, or puts a proxy in front of it). Says so when it is
-/// left out.
-pub fn needs_its_own_server(test: &str, why: &str) -> bool {
+/// Whether the test is left out of the pass over the shared cluster: it starts a Redis Cluster
+/// of its own and breaks it, so it ran in full in the pass before, and once is enough. Says so
+/// when it is left out. (A test that needs a `redis-server` of its own, to kill it, count its
+/// commands or put a proxy in front of it, starts one:
+/// [`Cluster::start_own`](super::cluster::Cluster::start_own).)
+pub fn ran_in_the_first_pass(test: &str, why: &str) -> bool {
     let skip = shared().is_some();
     if skip {
-        eprintln!("{test}: not run over a Redis Cluster: {why}");
+        eprintln!("{test}: not run again over the shared Redis Cluster: {why}");
     }
     skip
 }

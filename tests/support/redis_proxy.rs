@@ -2,7 +2,9 @@
 //! and once [armed](RedisProxy::hold_publishes_to) it holds back what a client sends from its
 //! first `PUBLISH` to one channel on, until [released](RedisProxy::release). An instance whose
 //! `--redis-url` points at the proxy then sees its message to that channel delayed, as on a
-//! slow network, without the test writing any bus message itself.
+//! slow network, without the test writing any bus message itself. [Cut](RedisProxy::cut), it
+//! closes every connection and refuses new ones until [mended](RedisProxy::mend): the
+//! instance is cut off from Redis while it runs, and Redis sees its subscription end.
 //!
 //! Commands are read as RESP arrays of bulk strings (what clients send), only as far as
 //! needed: where each ends, its name, its first argument.
@@ -31,6 +33,8 @@ enum Mode {
 pub struct RedisProxy {
     pub port: u16,
     mode: Arc<watch::Sender<Mode>>,
+    /// True while cut: no connection passes.
+    cut: Arc<watch::Sender<bool>>,
     task: JoinHandle<()>,
 }
 
@@ -40,20 +44,44 @@ impl RedisProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
         let port = listener.local_addr().unwrap().port();
         let mode = Arc::new(watch::Sender::new(Mode::Pass));
+        let cut = Arc::new(watch::Sender::new(false));
         let task = tokio::spawn({
-            let mode = Arc::clone(&mode);
+            let (mode, cut) = (Arc::clone(&mode), Arc::clone(&cut));
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     let mode = Arc::clone(&mode);
+                    let mut cuts = cut.subscribe();
+                    if *cuts.borrow_and_update() {
+                        continue; // closed at once
+                    }
                     tokio::spawn(async move {
                         if let Ok(redis) = TcpStream::connect(("127.0.0.1", redis_port)).await {
-                            relay(client, redis, &mode).await;
+                            tokio::select! {
+                                () = relay(client, redis, &mode) => {}
+                                _ = cuts.wait_for(|cut| *cut) => {}
+                            }
                         }
                     });
                 }
             }
         });
-        RedisProxy { port, mode, task }
+        RedisProxy {
+            port,
+            mode,
+            cut,
+            task,
+        }
+    }
+
+    /// Closes every connection through the proxy, and each new one at once, until
+    /// [`RedisProxy::mend`].
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Passes connections again.
+    pub fn mend(&self) {
+        self.cut.send_replace(false);
     }
 
     /// `redis://127.0.0.1:<port>`, for `--redis-url`.
@@ -96,9 +124,10 @@ impl Drop for RedisProxy {
 async fn relay(client: TcpStream, redis: TcpStream, mode: &watch::Sender<Mode>) {
     let (mut client_in, mut client_out) = client.into_split();
     let (mut redis_in, mut redis_out) = redis.into_split();
-    let replies = tokio::spawn(async move {
+    // Aborted when the relay is dropped (cut): both sockets close at once.
+    let mut replies = AbortOnDrop(tokio::spawn(async move {
         let _ = tokio::io::copy(&mut redis_in, &mut client_out).await;
-    });
+    }));
     let mut modes = mode.subscribe();
     // Read from the client, not yet sent: a command's incomplete start, or all that is held.
     let mut pending = Vec::new();
@@ -141,7 +170,16 @@ async fn relay(client: TcpStream, redis: TcpStream, mode: &watch::Sender<Mode>) 
         }
     }
     let _ = redis_out.shutdown().await;
-    let _ = replies.await;
+    let _ = (&mut replies.0).await;
+}
+
+/// A task that ends with its handle.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How many bytes of `bytes` come before the first `PUBLISH` to `channel`, or before the

@@ -52,6 +52,23 @@ static PUT: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+/// [`PUT`], unless session ARGV[1] is in the set KEYS[3] of the sessions a survivor adopted
+/// from this instance; returns whether it wrote. An instance re-registering after it was cut
+/// off from Redis for longer than its liveness key lived: what was adopted meanwhile lives
+/// elsewhere now (or left since), and its entry must stand.
+static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{ROOM_COUNTS}
+        if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
+        local old = redis.call('HGET', KEYS[1], ARGV[1])
+        if old then count(KEYS[2], rooms_of(old), -1) end
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        count(KEYS[2], rooms_of(ARGV[2]), 1)
+        return 1
+        "
+    ))
+});
+
 /// Removes session ARGV[1]'s entry and its counts KEYS[3], and it from the room counts;
 /// returns the entry it removed, if any. KEYS: the directory, the room counts, the counts.
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
@@ -133,6 +150,8 @@ pub(super) struct Directory {
     key: String,
     /// `<prefix>:rooms`.
     rooms: String,
+    /// `<prefix>:adopted:<this instance>`.
+    adopted: String,
     /// This instance: the home written for the sessions it puts.
     here: Uuid,
 }
@@ -143,6 +162,7 @@ impl Directory {
             conn,
             key: keys.sessions(),
             rooms: keys.rooms(),
+            adopted: keys.adopted(here),
             here,
         }
     }
@@ -165,6 +185,31 @@ impl Directory {
             .arg(session.peer.id.to_string())
             .arg(self.entry(session))
             .invoke_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Writes `session`'s entry, homed here, unless a survivor adopted it while this instance
+    /// was cut off from Redis: false then.
+    pub(super) async fn reclaim(&self, session: &Homed) -> Result<bool, RegistryError> {
+        RECLAIM
+            .key(&self.key)
+            .key(&self.rooms)
+            .key(&self.adopted)
+            .arg(session.peer.id.to_string())
+            .arg(self.entry(session))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Forgets which sessions were adopted from this instance, once it re-registered the
+    /// others (none is adopted while its liveness key lives): a session that comes back here
+    /// later is homed here again.
+    pub(super) async fn reclaimed(&self) -> Result<(), RegistryError> {
+        self.conn
+            .clone()
+            .del(&self.adopted)
             .await
             .map_err(unavailable)
     }

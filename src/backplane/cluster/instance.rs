@@ -45,8 +45,9 @@ pub(crate) struct Cluster {
     /// Commands and publishing; reconnects by itself.
     pub(super) conn: Conn,
     pub(super) directory: Directory,
-    /// Who is in which room, kept from the bus: the rosters attaches read.
-    pub(super) peers: Peers,
+    /// Who is in which room, kept from the bus: the rosters attaches read. Shared with
+    /// `subscriptions`, which tells it which rooms are read.
+    pub(super) peers: Arc<Peers>,
     pub(super) sequence: Sequence,
     pub(super) liveness: Liveness,
     /// Telling a forgotten session from a gone one after Redis restarted empty.
@@ -84,16 +85,17 @@ impl Cluster {
         let conn = target.connect_lazily().map_err(unavailable)?;
         let instance = Uuid::new_v4();
         let keys = Keys::new(&target.key_prefix(prefix));
+        let peers = Arc::new(Peers::default());
         let cluster = Arc::new(Cluster {
             registry,
             events,
             instance,
             directory: Directory::new(conn.clone(), &keys, instance),
-            peers: Peers::default(),
+            subscriptions: Subscriptions::new(keys.clone(), Arc::clone(&peers)),
+            peers,
             sequence: Sequence::new(conn.clone(), keys.clone(), announces),
             liveness: Liveness::new(conn.clone(), keys.clone(), instance),
             restart: Restart::new(conn.clone(), keys.clone(), instance),
-            subscriptions: Subscriptions::new(keys.clone()),
             keys,
             target,
             conn,

@@ -39,6 +39,9 @@ pub const RECOVERING: &str = "recovering";
 pub const REGISTERED: &str = "registered";
 /// Suffix (then `:<instance uuid>`) of each instance's newest figures for the admin console.
 pub const STATS: &str = "stats";
+/// Suffix (then `:<instance uuid>`) of the set of that instance's sessions a survivor adopted,
+/// kept until it re-registers (it may only have been cut off) or for a day.
+pub const ADOPTED: &str = "adopted";
 /// How long an instance's liveness key outlives its last refresh.
 pub const LIVENESS: Duration = Duration::from_secs(3);
 
@@ -120,6 +123,11 @@ impl Keys {
     /// The key `instance` writes once it re-registered its sessions.
     pub(super) fn registered(&self, instance: Uuid) -> String {
         self.key(&format!("{REGISTERED}:{instance}"))
+    }
+
+    /// The sessions adopted from `instance`.
+    pub(super) fn adopted(&self, instance: Uuid) -> String {
+        self.key(&format!("{ADOPTED}:{instance}"))
     }
 
     /// `instance`'s protocol key.

@@ -16,6 +16,7 @@
 //! | [`SESSIONS`](keys::SESSIONS) `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home", "rooms"}` |
 //! | [`ROOMS`](keys::ROOMS) `<prefix>:rooms` | hash | room name → its members in the cluster (written with the entries) |
 //! | [`INSTANCE`](keys::INSTANCE) `<prefix>:instance:<uuid>` | string, expiring | this instance is alive (`alive`), or alive and stopping (`leaving`) |
+//! | [`ADOPTED`](keys::ADOPTED) `<prefix>:adopted:<uuid>` | set, expiring after a day | the sessions of this instance that survivors adopted; read and removed when it re-registers (it was only cut off: see [`recovery`]) |
 //! | [`PROTOCOL`](keys::PROTOCOL) `<prefix>:protocol:<uuid>` | string, expiring with the above | the wire protocol this instance speaks (2; older instances write none) |
 //! | [`STATS`](keys::STATS) `<prefix>:stats:<uuid>` | string, expiring | this instance's newest figures for the admin console, JSON ([`figures`]) |
 //! | [`SEQ`](keys::SEQ) `<prefix>:seq` | string (integer) | the number of the last message that put an event into every mailbox (see [`sequence`]) |
@@ -46,7 +47,8 @@
 //!
 //! Faults: pub/sub does not queue for a disconnected subscriber, so while Redis is unreachable
 //! writes fail with `Unavailable` (503) and `/healthz` says why; on reconnection the instance
-//! re-subscribes and re-registers the sessions it homes. Events published while an instance was
+//! re-subscribes and re-registers the sessions it homes, but those a survivor adopted while it
+//! was cut off, which it drops (see [`recovery`]): a session has one home. Events published while an instance was
 //! cut off are not replayed to it, but numbered ones are reported: each mailbox skips as many
 //! ids as numbered messages went by meanwhile (a lost connection, a resharding, a failover), so
 //! its stream says `lagged` (see [`channels`]). A gap in the numbers while subscribed is no

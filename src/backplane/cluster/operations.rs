@@ -143,6 +143,13 @@ impl Cluster {
         key: Option<SendKey>,
     ) -> Result<EventId, RegistryError> {
         if self.registry.homes(to) {
+            // Not between a lost subscription and the re-registration after it: a survivor
+            // may have adopted the session meanwhile, and the copy here is about to go.
+            if !self.subscribed.load(Ordering::Relaxed) {
+                return Err(unavailable(
+                    "this instance is reconnecting to Redis; retry, the session may live elsewhere now",
+                ));
+            }
             // Counted first: a crash between the two overcounts a message its sender saw fail.
             self.sequence.count_direct(to, 1).await?;
             let delivered = self.events.direct(to, event.clone(), key.clone());

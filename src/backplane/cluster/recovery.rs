@@ -23,7 +23,7 @@ use super::keys::LIVENESS;
 use super::liveness::Standing;
 use super::wire::Orphan;
 use crate::identity::{RoomName, SessionId};
-use crate::registry::{Departure, EventId, RegistryError, Snapshot};
+use crate::registry::{Closed, Departure, EventId, RegistryError, Snapshot};
 
 impl Cluster {
     /// Refreshes this instance's liveness key and removes sessions of instances that died,
@@ -77,19 +77,36 @@ impl Cluster {
     /// any message is applied: counting starts again from where the bus stands, and a session
     /// whose counts Redis lost starts them at its newest event id
     /// (see [`sequence`](super::sequence)).
+    ///
+    /// A session a survivor adopted is not written: this instance was cut off for longer than
+    /// its liveness key lived, and the session lives elsewhere now (or left since). The
+    /// adoption script rehomes only while the liveness key is missing, and records what it
+    /// adopted; this key is written first, so each session is either adopted and given up
+    /// here, or kept here. The copy here is dropped, without a leave, and its stream ends:
+    /// the client reconnects, with `Last-Event-ID`, to the session where it now lives, whose
+    /// count covers every event accepted here before the cut (`lagged`, as after a crash).
+    /// Nothing is accepted here meanwhile: a local delivery waits for this
+    /// ([`Cluster::deliver`]).
     pub(super) async fn reregister(&self) -> Result<(), RegistryError> {
         self.liveness.refresh().await?;
         self.sequence.catch_up().await?;
         let homed = self.registry.homed();
-        let count = homed.len();
+        let mut count = 0;
         for session in homed {
-            self.directory.put(&session).await?;
             let id = session.peer.id;
+            if !self.directory.reclaim(&session).await? {
+                if self.registry.export(id, Closed::TakenOver).is_some() {
+                    warn!(session = %id, "adopted elsewhere while cut off from Redis: dropped here");
+                }
+                continue;
+            }
+            count += 1;
             let newest = self.registry.newest(id).unwrap_or(0);
             self.sequence
                 .restart_counts(id, self.sequence.applied() - newest as i64)
                 .await?;
         }
+        self.directory.reclaimed().await?;
         if count > 0 {
             info!(sessions = count, "re-registered homed sessions");
         }

@@ -96,8 +96,12 @@ static COUNT: LazyLock<Script> = LazyLock::new(|| {
 
 /// Rehomes the sessions ARGV[5..] still homed on the dead ARGV[1] to ARGV[2], and publishes
 /// `adopted` with each one's entry and total on the bus ARGV[4]. KEYS: the directory, the
-/// counter; ARGV[3]: the prefix of the counts keys. Returns how many it adopted.
+/// counter, the dead instance's liveness key, the set of its sessions adopted (for a day);
+/// ARGV[3]: the prefix of the counts keys. Returns how many it adopted: none once the liveness
+/// key is back (the instance was only cut off; when it re-registers it gives up those in the
+/// set and keeps the others: see `reregister` in [`recovery`](super::recovery)).
 const ADOPT: &str = r#"
+    if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
     local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
     local adopted = {}
     for i = 5, #ARGV do
@@ -108,6 +112,7 @@ const ADOPT: &str = r#"
             if entry.home == ARGV[1] then
                 entry.home = ARGV[2]
                 redis.call('HSET', KEYS[1], id, cjson.encode(entry))
+                redis.call('SADD', KEYS[4], id)
                 local c = redis.call('HMGET', ARGV[3] .. id, 'base', 'own', 'direct')
                 local total = -1
                 if c[1] then
@@ -120,6 +125,7 @@ const ADOPT: &str = r#"
         end
     end
     if #adopted > 0 then
+        redis.call('PEXPIRE', KEYS[4], 86400000)
         redis.call(PUBLISH, ARGV[4], '{"type":"adopted","body":{"home":"' .. ARGV[2]
             .. '","sessions":[' .. table.concat(adopted, ',') .. ']}}')
     end
@@ -300,6 +306,8 @@ impl Sequence {
             let mut invocation = self.adopt.key(self.keys.sessions());
             invocation
                 .key(self.keys.seq())
+                .key(self.keys.instance(dead))
+                .key(self.keys.adopted(dead))
                 .arg(dead.to_string())
                 .arg(here.to_string())
                 .arg(self.keys.counts_prefix())

@@ -11,9 +11,11 @@
 //! costs reads, never a message.
 //!
 //! The subscription state and the calls that change it are behind one async lock, so a tidy
-//! never leaves a channel that an operation has just been told is read.
+//! never leaves a channel that an operation has just been told is read. Each change is told
+//! to the [peer directory](super::peers), which keeps the members of the rooms read here only.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
@@ -21,6 +23,7 @@ use tracing::warn;
 
 use super::channels::{listen, unlisten};
 use super::keys::{Keys, unavailable};
+use super::peers::Peers;
 use super::transport::Sink;
 use crate::identity::RoomName;
 use crate::registry::RegistryError;
@@ -28,6 +31,8 @@ use crate::registry::RegistryError;
 /// The room channels read here.
 pub(super) struct Subscriptions {
     keys: Keys,
+    /// Told which rooms are read, under the lock below: it keeps their members only.
+    peers: Arc<Peers>,
     state: Mutex<State>,
 }
 
@@ -42,11 +47,24 @@ struct State {
 }
 
 impl Subscriptions {
-    pub(super) fn new(keys: Keys) -> Self {
+    pub(super) fn new(keys: Keys, peers: Arc<Peers>) -> Self {
         Subscriptions {
             keys,
+            peers,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Subscribes `sink` to the channels of `rooms`, telling the peer directory first (what
+    /// comes once Redis confirmed is kept); it forgets them again if that failed.
+    async fn listen(&self, sink: &mut Sink, rooms: &[RoomName]) -> redis::RedisResult<()> {
+        self.peers.reading(rooms);
+        let channels: Vec<String> = rooms.iter().map(|room| self.keys.room(room)).collect();
+        let listened = listen(sink, &channels).await;
+        if listened.is_err() {
+            self.peers.stopped(rooms);
+        }
+        listened
     }
 
     /// Reads the channels of `rooms` (`lobby`'s is the bus, always read) for at least `hold`;
@@ -77,8 +95,7 @@ impl Subscriptions {
             .sink
             .as_mut()
             .ok_or_else(|| unavailable("not subscribed to Redis"))?;
-        let channels: Vec<String> = missing.iter().map(|room| self.keys.room(room)).collect();
-        listen(sink, &channels).await.map_err(unavailable)?;
+        self.listen(sink, &missing).await.map_err(unavailable)?;
         state.rooms.extend(missing);
         Ok(())
     }
@@ -96,8 +113,8 @@ impl Subscriptions {
         let mut state = self.state.lock().await;
         let wanted = wanted(&mut state.holds, rooms);
         if !wanted.is_empty() {
-            let channels: Vec<String> = wanted.iter().map(|room| self.keys.room(room)).collect();
-            listen(&mut sink, &channels).await?;
+            let rooms: Vec<RoomName> = wanted.iter().cloned().collect();
+            self.listen(&mut sink, &rooms).await?;
         }
         state.rooms = wanted;
         state.sink = Some(sink);
@@ -108,12 +125,14 @@ impl Subscriptions {
     pub(super) async fn disconnected(&self) {
         let mut state = self.state.lock().await;
         state.sink = None;
-        state.rooms.clear();
+        let rooms: Vec<RoomName> = state.rooms.drain().collect();
+        self.peers.stopped(&rooms);
     }
 
     /// Makes the channels read those of `rooms` (the rooms with a session here) and of the
-    /// live holds: leaves the others, and reads any of those not read yet (a session that
-    /// arrived from an instance of an older protocol, which prepared nothing).
+    /// live holds: leaves the others, and the peer directory forgets their members; reads any
+    /// of those not read yet (a session that arrived from an instance of an older protocol,
+    /// which prepared nothing).
     pub(super) async fn tidy(&self, rooms: Vec<RoomName>) {
         let mut state = self.state.lock().await;
         let wanted = wanted(&mut state.holds, rooms);
@@ -121,17 +140,18 @@ impl Subscriptions {
         let Some(sink) = sink.as_mut() else { return };
         let left: Vec<RoomName> = rooms.difference(&wanted).cloned().collect();
         let joined: Vec<RoomName> = wanted.difference(rooms).cloned().collect();
-        let names = |list: &[RoomName]| -> Vec<String> {
-            list.iter().map(|room| self.keys.room(room)).collect()
-        };
         if !left.is_empty() {
-            match unlisten(sink, &names(&left)).await {
-                Ok(()) => rooms.retain(|room| !left.contains(room)),
+            let channels: Vec<String> = left.iter().map(|room| self.keys.room(room)).collect();
+            match unlisten(sink, &channels).await {
+                Ok(()) => {
+                    rooms.retain(|room| !left.contains(room));
+                    self.peers.stopped(&left);
+                }
                 Err(err) => warn!(error = %err, "could not leave room channels"),
             }
         }
         if !joined.is_empty() {
-            match listen(sink, &names(&joined)).await {
+            match self.listen(sink, &joined).await {
                 Ok(()) => rooms.extend(joined),
                 Err(err) => warn!(error = %err, "could not read room channels"),
             }
@@ -168,7 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_connection_nothing_is_read_and_holds_outlive_their_sessions() {
-        let subscriptions = Subscriptions::new(Keys::new("t"));
+        let subscriptions = Subscriptions::new(Keys::new("t"), Arc::default());
         let refused = subscriptions
             .ensure(&rooms(&["dev"]), Duration::from_secs(60))
             .await;
