@@ -188,10 +188,14 @@ pub(super) fn per_worker(rate: f64, workers: usize) -> f64 {
 }
 
 /// How many workers: the user's choice, else as few as the per-worker limit allows (fewer
-/// processes wake up less often and so spend less CPU per event on this shared host).
+/// processes wake up less often and so spend less CPU per event on this shared host); a
+/// multiple of the instances, so that each instance gets the same share.
 pub(super) fn worker_count(c: &Common, streams: usize) -> usize {
     let need = streams.div_ceil(c.max_per_worker.max(1)).max(1);
-    c.workers.unwrap_or(need).max(need)
+    c.workers
+        .unwrap_or(need)
+        .max(need)
+        .next_multiple_of(c.bases.len().max(1))
 }
 
 pub(super) fn jobs(
@@ -207,7 +211,7 @@ pub(super) fn jobs(
         let share = total / workers + usize::from(i < total % workers);
         out.push(Job {
             index: i,
-            target: c.target.clone(),
+            target: balanced(c, i),
             work: work(share),
             first,
             conns_per_ip: c.conns_per_ip,
@@ -220,6 +224,32 @@ pub(super) fn jobs(
         first += share.max(1) * 2;
     }
     out
+}
+
+/// Worker `i`'s target: with several instances, the `i`-th in turn (all of a worker's
+/// sessions and streams on one instance, as a balancer pinning a client would).
+fn balanced(c: &Common, i: usize) -> Target {
+    match &c.target {
+        Target::Switchboard { posts, .. } if c.bases.len() > 1 => Target::Switchboard {
+            base: c.bases[i % c.bases.len()].clone(),
+            posts: posts.clone(),
+        },
+        target => target.clone(),
+    }
+}
+
+/// Runs `--phase-cmd` with `phase` appended and waits for it; a failure is only a note.
+pub(super) fn phase(c: &Common, out: &mut Outcome, phase: &str) {
+    let Some(cmd) = &c.phase_cmd else { return };
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{cmd} {phase}"))
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => out.notes.push(format!("--phase-cmd {phase}: {s}")),
+        Err(e) => out.notes.push(format!("--phase-cmd {phase}: {e}")),
+    }
 }
 
 /// Waits (bounded) for the workers' `Cleaned` reports.
