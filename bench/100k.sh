@@ -43,9 +43,11 @@ PIDS+=($REDIS)
 sleep 0.5
 URLS=()
 SERVERS=()
+# A session lives 300 s unattached (not 30): registering 100,000 sessions before the first
+# attach takes more than 30 s on a loaded machine, and the first would expire meanwhile.
 for i in $(seq 1 "$INSTANCES"); do
-    "$BIN/switchboard" --listen "127.0.0.1:$((4700 + i))" --presence false --log warn "${NO_LIMITS[@]}" \
-        --redis-url "redis://127.0.0.1:$REDIS_PORT" >>"$OUT/instance-$i.log" 2>&1 &
+    "$BIN/switchboard" --listen "127.0.0.1:$((4700 + i))" --presence false --session-ttl 300s \
+        --log warn "${NO_LIMITS[@]}" --redis-url "redis://127.0.0.1:$REDIS_PORT" >>"$OUT/instance-$i.log" 2>&1 &
     PIDS+=($!)
     SERVERS+=($!)
     URLS+=("http://127.0.0.1:$((4700 + i))")
