@@ -366,3 +366,63 @@ pub(super) async fn start_streams(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, common};
+
+    fn common_of(args: &[&str]) -> Common {
+        let cli = Cli::parse_from([&["switchboard-load"], args, &["fanout"]].concat());
+        common(&cli.opts).expect("valid options")
+    }
+
+    fn base_port(job: &Job) -> String {
+        match &job.target {
+            Target::Switchboard { base, .. } => base.host.clone(),
+            Target::Nchan { .. } => unreachable!("a switchboard target"),
+        }
+    }
+
+    #[test]
+    fn the_workers_are_spread_over_a_clusters_instances_in_equal_shares() {
+        let urls = "http://127.0.0.1:4701,http://127.0.0.1:4702,http://127.0.0.1:4703";
+        let c = common_of(&["--url", urls, "--max-per-worker", "17000"]);
+        // 100,000 streams need 6 workers of at most 17,000: a multiple of 3 already.
+        assert_eq!(worker_count(&c, 100_000), 6);
+        // 20,000 need 2, rounded up to one per instance.
+        assert_eq!(worker_count(&c, 20_000), 3);
+        let jobs = jobs(&c, 100_000, 6, 200, |n| Work::Streams {
+            count: n,
+            shared: false,
+        });
+        let hosts: Vec<_> = jobs.iter().map(base_port).collect();
+        let want =
+            ["4701", "4702", "4703", "4701", "4702", "4703"].map(|p| format!("127.0.0.1:{p}"));
+        assert_eq!(hosts, want);
+        for job in &jobs {
+            let Work::Streams { count, .. } = job.work else {
+                unreachable!("streams")
+            };
+            assert!((16_666..=16_667).contains(&count), "{count}");
+            // The publisher's endpoint stays the first instance.
+            let Target::Switchboard { posts, .. } = &job.target else {
+                unreachable!("switchboard")
+            };
+            assert_eq!(posts.host, "127.0.0.1:4701");
+        }
+    }
+
+    #[test]
+    fn one_url_keeps_every_worker_on_it() {
+        let c = common_of(&["--url", "http://127.0.0.1:4400"]);
+        assert_eq!(worker_count(&c, 40_000), 3);
+        let jobs = jobs(&c, 40_000, 3, 200, |n| Work::Streams {
+            count: n,
+            shared: false,
+        });
+        assert!(jobs.iter().all(|j| base_port(j) == "127.0.0.1:4400"));
+    }
+}
