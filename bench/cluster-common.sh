@@ -1,5 +1,6 @@
-# Sourced by bench/cluster.sh and bench/handoff.sh: the binaries, a cleanup of what the script
-# started (by pid), a wait for an instance, and the flags that turn the per-client limits off.
+# Sourced by bench/cluster.sh, handoff.sh, storm.sh and 100k.sh: the binaries, a cleanup of
+# what the script started (by pid), a wait for an instance, and the flags that turn the
+# per-client limits off.
 # Expects ROOT (the repository) and `set -euo pipefail`.
 
 command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install -y redis-server)" >&2; exit 1; }

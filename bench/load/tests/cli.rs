@@ -1,7 +1,7 @@
 //! `switchboard-load` run for real against a small SSE server in this test (an nchan stand-in:
 //! `GET /sub/{channel}` holds an event stream, `POST /pub/{channel}` sends the body to the
 //! channel's streams), on loopback: its progress line appears on a terminal only, and the rooms
-//! mode steps through its rates.
+//! mode steps through its rates, and fanout runs `--phase-cmd` and sums several `--server-pid`s.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -229,4 +229,65 @@ fn rooms_mode_steps_through_its_rates_per_channel() {
         .find(|m| m["name"] == "max_rate_per_s")
         .expect("max_rate_per_s");
     assert_eq!(max["value"], 40.0);
+}
+
+#[test]
+fn fanout_runs_the_phase_command_around_the_broadcasts_and_sums_several_servers() {
+    let port = fake_nchan();
+    let dir = std::env::temp_dir().join(format!("load-phases-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let log = dir.join("phases");
+    // Two stand-ins for a cluster's instances: their memory is summed.
+    let mut sleepers: Vec<_> = (0..2)
+        .map(|_| Command::new("sleep").arg("60").spawn().expect("sleep"))
+        .collect();
+    let pids: Vec<String> = sleepers.iter().map(|c| c.id().to_string()).collect();
+    let one_kb = |pid: &str| -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS");
+        line.split_whitespace()
+            .nth(1)
+            .expect("kB")
+            .parse()
+            .expect("number")
+    };
+    let out = load(port)
+        .arg("--phase-cmd")
+        .arg(format!("echo >>{} ", log.display()))
+        .args(["--server-pid", &pids.join(","), "--json"])
+        .args(FANOUT)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "fanout failed: {err}");
+    let phases = std::fs::read_to_string(&log).expect("the phase command ran");
+    assert_eq!(
+        phases.split_whitespace().collect::<Vec<_>>(),
+        ["attached", "drained"]
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let metric = |name: &str| {
+        v["metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .find(|m| m["name"] == name)
+            .and_then(|m| m["value"].as_f64())
+            .unwrap_or_else(|| panic!("no {name} in {v}"))
+    };
+    let both = one_kb(&pids[0]) + one_kb(&pids[1]);
+    let rss = metric("server_rss_kb");
+    assert!(
+        rss > one_kb(&pids[0]) && (rss - both).abs() <= both * 0.5,
+        "{rss} vs {both}"
+    );
+    assert_eq!(metric("lost"), 0.0);
+    for s in &mut sleepers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -47,6 +47,7 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
     out.param("publishers", a.publishers);
     out.param("payload_bytes", a.payload);
     out.param("workers", workers);
+    out.param("instances", c.bases.len());
     target_param(c, &mut out);
 
     let (ep, path, token) = match (&c.target, &c.publish) {
@@ -90,6 +91,7 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
         error: RefCell::new(None),
         rtt: RefCell::new(new_hist()),
     });
+    phase(c, &mut out, "attached");
     w.send("go").await;
     let win = Window::start(c);
     let (allow_tx, allow_rx) = watch::channel(0u64);
@@ -171,6 +173,7 @@ pub async fn fanout(c: &Common, a: &FanoutArgs) -> Result<Outcome, String> {
         });
     }
     prog.done();
+    phase(c, &mut out, "drained");
     let done = w.stop().await?;
     let tot = &done.totals;
     let expected = expect(&publisher);

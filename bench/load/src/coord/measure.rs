@@ -10,8 +10,21 @@ use crate::outcome::Outcome;
 use crate::proto::Target;
 use crate::sys::{self, Memory};
 
+/// The memory of every server process named, summed; `None` when none is named or alive.
 pub(super) fn memory(c: &Common) -> Option<Memory> {
-    c.server_pid.and_then(sys::memory)
+    c.server_pids
+        .iter()
+        .filter_map(|pid| sys::memory(*pid))
+        .reduce(|a, b| Memory {
+            rss_kb: a.rss_kb + b.rss_kb,
+            pss_kb: a.pss_kb + b.pss_kb,
+            processes: a.processes + b.processes,
+        })
+}
+
+/// The CPU time of every server process named, summed; `None` when none is named.
+fn server_cpu(c: &Common) -> Option<Duration> {
+    (!c.server_pids.is_empty()).then(|| c.server_pids.iter().map(|p| sys::tree_cpu(*p)).sum())
 }
 
 pub(super) fn merge_hist(into: &mut Histogram<u64>, pairs: &[(u64, u64)]) {
@@ -55,7 +68,7 @@ impl Window {
         Self {
             t0: Instant::now(),
             cpu0: sys::self_cpu_secs(),
-            server_cpu0: c.server_pid.map(sys::tree_cpu),
+            server_cpu0: server_cpu(c),
         }
     }
 
@@ -66,8 +79,8 @@ impl Window {
         out.metric("window_s", wall);
         out.metric("gen_cpu_s", gen_cpu);
         out.metric("gen_cpu_pct", 100.0 * gen_cpu / wall);
-        if let (Some(pid), Some(s0)) = (c.server_pid, self.server_cpu0) {
-            let s = sys::tree_cpu(pid).saturating_sub(s0).as_secs_f64();
+        if let (Some(now), Some(s0)) = (server_cpu(c), self.server_cpu0) {
+            let s = now.saturating_sub(s0).as_secs_f64();
             out.metric("server_cpu_s", s);
             out.metric("server_cpu_pct", 100.0 * s / wall);
         }

@@ -38,7 +38,12 @@ pub struct Common {
     pub target_name: String,
     /// nchan publish URL (channel filled in).
     pub publish: Option<Endpoint>,
-    pub server_pid: Option<u32>,
+    /// Every instance the streams are spread over (`--url`); the target's `base` is the first.
+    pub bases: Vec<Endpoint>,
+    /// The server's processes (several: a cluster's instances), summed.
+    pub server_pids: Vec<u32>,
+    /// `fanout`: run at each phase, the phase's name appended (`--phase-cmd`).
+    pub phase_cmd: Option<String>,
     pub workers: Option<usize>,
     pub max_per_worker: usize,
     pub conns_per_ip: usize,

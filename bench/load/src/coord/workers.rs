@@ -209,10 +209,14 @@ pub(super) fn per_worker(rate: f64, workers: usize) -> f64 {
 }
 
 /// How many workers: the user's choice, else as few as the per-worker limit allows (fewer
-/// processes wake up less often and so spend less CPU per event on this shared host).
+/// processes wake up less often and so spend less CPU per event on this shared host); a
+/// multiple of the instances, so that each instance gets the same share.
 pub(super) fn worker_count(c: &Common, streams: usize) -> usize {
     let need = streams.div_ceil(c.max_per_worker.max(1)).max(1);
-    c.workers.unwrap_or(need).max(need)
+    c.workers
+        .unwrap_or(need)
+        .max(need)
+        .next_multiple_of(c.bases.len().max(1))
 }
 
 pub(super) fn jobs(
@@ -228,7 +232,7 @@ pub(super) fn jobs(
         let share = total / workers + usize::from(i < total % workers);
         out.push(Job {
             index: i,
-            target: c.target.clone(),
+            target: balanced(c, i),
             work: work(share),
             first,
             conns_per_ip: c.conns_per_ip,
@@ -241,6 +245,32 @@ pub(super) fn jobs(
         first += share.max(1) * 2;
     }
     out
+}
+
+/// Worker `i`'s target: with several instances, the `i`-th in turn (all of a worker's
+/// sessions and streams on one instance, as a balancer pinning a client would).
+fn balanced(c: &Common, i: usize) -> Target {
+    match &c.target {
+        Target::Switchboard { posts, .. } if c.bases.len() > 1 => Target::Switchboard {
+            base: c.bases[i % c.bases.len()].clone(),
+            posts: posts.clone(),
+        },
+        target => target.clone(),
+    }
+}
+
+/// Runs `--phase-cmd` with `phase` appended and waits for it; a failure is only a note.
+pub(super) fn phase(c: &Common, out: &mut Outcome, phase: &str) {
+    let Some(cmd) = &c.phase_cmd else { return };
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{cmd} {phase}"))
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => out.notes.push(format!("--phase-cmd {phase}: {s}")),
+        Err(e) => out.notes.push(format!("--phase-cmd {phase}: {e}")),
+    }
 }
 
 /// Waits (bounded) for the workers' `Cleaned` reports.
@@ -356,4 +386,64 @@ pub(super) async fn start_streams(
             failed,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, common};
+
+    fn common_of(args: &[&str]) -> Common {
+        let cli = Cli::parse_from([&["switchboard-load"], args, &["fanout"]].concat());
+        common(&cli.opts).expect("valid options")
+    }
+
+    fn base_port(job: &Job) -> String {
+        match &job.target {
+            Target::Switchboard { base, .. } => base.host.clone(),
+            Target::Nchan { .. } => unreachable!("a switchboard target"),
+        }
+    }
+
+    #[test]
+    fn the_workers_are_spread_over_a_clusters_instances_in_equal_shares() {
+        let urls = "http://127.0.0.1:4701,http://127.0.0.1:4702,http://127.0.0.1:4703";
+        let c = common_of(&["--url", urls, "--max-per-worker", "17000"]);
+        // 100,000 streams need 6 workers of at most 17,000: a multiple of 3 already.
+        assert_eq!(worker_count(&c, 100_000), 6);
+        // 20,000 need 2, rounded up to one per instance.
+        assert_eq!(worker_count(&c, 20_000), 3);
+        let jobs = jobs(&c, 100_000, 6, 200, |n| Work::Streams {
+            count: n,
+            shared: false,
+        });
+        let hosts: Vec<_> = jobs.iter().map(base_port).collect();
+        let want =
+            ["4701", "4702", "4703", "4701", "4702", "4703"].map(|p| format!("127.0.0.1:{p}"));
+        assert_eq!(hosts, want);
+        for job in &jobs {
+            let Work::Streams { count, .. } = job.work else {
+                unreachable!("streams")
+            };
+            assert!((16_666..=16_667).contains(&count), "{count}");
+            // The publisher's endpoint stays the first instance.
+            let Target::Switchboard { posts, .. } = &job.target else {
+                unreachable!("switchboard")
+            };
+            assert_eq!(posts.host, "127.0.0.1:4701");
+        }
+    }
+
+    #[test]
+    fn one_url_keeps_every_worker_on_it() {
+        let c = common_of(&["--url", "http://127.0.0.1:4400"]);
+        assert_eq!(worker_count(&c, 40_000), 3);
+        let jobs = jobs(&c, 40_000, 3, 200, |n| Work::Streams {
+            count: n,
+            shared: false,
+        });
+        assert!(jobs.iter().all(|j| base_port(j) == "127.0.0.1:4400"));
+    }
 }
