@@ -259,7 +259,10 @@ fn instance_rows(seen: &Value) -> BTreeMap<String, [String; 3]> {
             let [id, state, sessions, streams] = &cells[..] else {
                 panic!("four cells: {row}");
             };
-            (id.clone(), [state.clone(), sessions.clone(), streams.clone()])
+            (
+                id.clone(),
+                [state.clone(), sessions.clone(), streams.clone()],
+            )
         })
         .collect()
 }

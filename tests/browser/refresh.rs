@@ -19,7 +19,7 @@ use crate::bounded;
 use crate::page::{Page, Snapshot};
 use crate::support::browser::{ChromeDriver, PAGE_WAIT, Screen, page_config};
 use crate::support::jwt::{self, SECRET};
-use crate::support::{POLL, spawn_app};
+use crate::support::{POLL, body_json, spawn_app};
 use switchboard::{AuthMode, Config};
 
 /// How long the first token lives: long enough for a busy machine to start Chromium's page
@@ -152,7 +152,11 @@ async fn the_page_refreshes_through_its_token_function_before_exp_and_lives_past
             .await;
         assert!(says(&refreshed, WARNED), "warned first: {refreshed:#?}");
         let seen = host_seen(&page).await;
-        assert_eq!(seen.asked.len(), 2, "one token to join, one to refresh: {seen:?}");
+        assert_eq!(
+            seen.asked.len(),
+            2,
+            "one token to join, one to refresh: {seen:?}"
+        );
         let [refresh] = &seen.refreshes[..] else {
             panic!("one POST /session/refresh: {seen:?}");
         };
@@ -252,8 +256,12 @@ async fn a_page_whose_token_function_fails_or_gives_nothing_is_told_its_session_
         let mut expected = vec![ada.me_id.clone(), cy.me_id.clone()];
         expected.sort();
         assert_eq!(gone, expected, "both sessions ended");
-        let left = server.client_ids().await;
-        assert_eq!(left, [bob.id.clone()].into(), "only Bob is left");
+        let left = body_json(server.get_as_backend("/api/sessions").await).await;
+        assert_eq!(
+            left,
+            json!([{"id": bob.id, "name": "Bob", "user": "user-Bob"}]),
+            "only Bob is left"
+        );
 
         // The throwing function sent no refresh; the empty one's was refused.
         let ada_seen = host_seen(&throws).await;
