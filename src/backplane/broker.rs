@@ -131,14 +131,6 @@ impl Broker {
         }
     }
 
-    /// Takes this instance's figures away from the others: it stops.
-    pub(crate) async fn withdraw_figures(&self) -> Result<(), RegistryError> {
-        match self {
-            Broker::Local(_) => Ok(()),
-            Broker::Redis(cluster) => cluster.withdraw_figures().await,
-        }
-    }
-
     /// The newest figures of every other instance alive, by instance id; none alone.
     pub(crate) async fn figures_elsewhere(&self) -> Result<Vec<Arc<str>>, RegistryError> {
         match self {

@@ -72,8 +72,9 @@ struct RoomSize {
 
 impl Hub {
     /// Reads this instance's figures once a second and publishes them (see the module doc),
-    /// until `cancel` fires; then publishes the last ones, withdraws them from the other
-    /// instances, and ends. Rates and the latency are those of the second before each reading.
+    /// until `cancel` fires; then publishes the last ones (their state `draining`), which the
+    /// other instances see until they expire, and ends. Rates and the latency are those of the
+    /// second before each reading.
     pub(crate) async fn report_figures(self, cancel: CancellationToken) {
         let mut previous = self.metrics().reading();
         let mut interval = tokio::time::interval(PERIOD);
@@ -87,20 +88,21 @@ impl Hub {
             let figures = self.figures(&previous, &now).await;
             previous = now;
             let json: Arc<str> = serde_json::to_string(&figures).unwrap_or_default().into();
-            if stopping {
-                if let Err(err) = self.broker.withdraw_figures().await {
-                    debug!(error = %err, "could not withdraw this instance's figures");
-                }
-                let all = self.with_elsewhere(json).await;
-                self.here.figures.send_replace(Report::Last(all));
-                return;
-            }
-            // Redis down: the other consoles lose this instance, whose own says `unready`.
+            // Redis down: the other consoles lose this instance, whose own says `unready`. The
+            // last figures, saying `draining`, are left to expire rather than removed: a drain
+            // often takes less than a period, and the other consoles should see it.
             if let Err(err) = self.broker.report_figures(&json).await {
                 debug!(error = %err, "could not report this instance's figures");
             }
             let all = self.with_elsewhere(json).await;
-            self.here.figures.send_replace(Report::Figures(all));
+            self.here.figures.send_replace(if stopping {
+                Report::Last(all)
+            } else {
+                Report::Figures(all)
+            });
+            if stopping {
+                return;
+            }
         }
     }
 

@@ -1,9 +1,11 @@
 //! The admin console in Chromium: a wrong key refused; signing in, a figure moving when a test
 //! client joins and sends, a publish from the console reaching the client's stream, and
 //! disconnecting it, each action confirmed in the console's dialog; disconnecting a user (a
-//! JWT `sub`) ends every session of theirs.
+//! JWT `sub`) ends every session of theirs; in a cluster, every instance listed with its state,
+//! and one that stops shown draining, then gone.
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
 use serde_json::{Value, json};
@@ -11,6 +13,7 @@ use serde_json::{Value, json};
 use crate::bounded;
 use crate::page::Page;
 use crate::support::browser::{ChromeDriver, PAGE_WAIT as WAIT, Screen, page_config};
+use crate::support::cluster::Cluster;
 use crate::support::jwt::{self, SECRET};
 use crate::support::{POLL, TEST_API_KEY, body_json, spawn_app};
 use switchboard::{AuthMode, Config};
@@ -26,6 +29,7 @@ return {
   sessions: figure('sessions'),
   messages: figure('messages_per_second'),
   instances: [...document.querySelectorAll('#instances tr')].map((tr) => tr.cells[1].textContent),
+  rows: [...document.querySelectorAll('#instances tr')].map((tr) => [...tr.cells].map((td) => td.textContent)),
   found: [...document.querySelectorAll('#sessions tr')].map((tr) => tr.dataset.id),
   dialog: q('#confirm').open,
   result: q('#action-result').textContent,
@@ -33,7 +37,16 @@ return {
 "#;
 
 async fn wait_for(page: &Page, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
+    wait_within(page, WAIT, what, ready).await
+}
+
+async fn wait_within(
+    page: &Page,
+    limit: Duration,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
     loop {
         let seen = page
             .client
@@ -232,6 +245,75 @@ async fn the_console_disconnects_a_user_and_every_session_of_theirs_ends() {
             json!([{"id": bob.id, "name": "bob", "user": "user-bob"}]),
             "bob stays"
         );
+        page.quit().await;
+    })
+    .await;
+}
+
+/// The console's instances table: each instance's id, and its state, sessions and streams.
+fn instance_rows(seen: &Value) -> BTreeMap<String, [String; 3]> {
+    let rows = seen["rows"].as_array().expect("the rows");
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = serde_json::from_value(row.clone()).expect("cells of text");
+            let [id, state, sessions, streams] = &cells[..] else {
+                panic!("four cells: {row}");
+            };
+            (
+                id.clone(),
+                [state.clone(), sessions.clone(), streams.clone()],
+            )
+        })
+        .collect()
+}
+
+fn row(state: &str, sessions: &str, streams: &str) -> [String; 3] {
+    [state.into(), sessions.into(), streams.into()]
+}
+
+/// How long a stopped instance may stay listed: its last figures live 3 s in Redis, the
+/// console keeps an instance it has not heard from for 5 s, and a second for the next round.
+const GONE_WITHIN: Duration = Duration::from_secs(12);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_lists_both_instances_and_one_that_stops_drains_then_goes() {
+    bounded(async {
+        let mut cluster = Cluster::start("console", &[&[], &[]]).await;
+        let a = cluster.instance_id(0).await;
+        let b = cluster.instance_id(1).await;
+        // A client on B, so that B has a session to drain.
+        let bob = cluster.nodes[1].helo("bob").await;
+        let mut bob_stream = cluster.nodes[1].attach_ready(&bob).await;
+
+        // Signed in on A, the console lists both, by id, ready, with bob on B.
+        let driver = ChromeDriver::start().await;
+        let page = Page::open(&driver, &cluster.nodes[0].url("/admin"), Screen::Desktop).await;
+        sign_in(&page, TEST_API_KEY).await;
+        let both = BTreeMap::from([
+            (a.clone(), row("ready", "0", "0")),
+            (b.clone(), row("ready", "1", "1")),
+        ]);
+        let seen = wait_for(&page, "both instances, bob on B", |s| {
+            instance_rows(s) == both
+        })
+        .await;
+        assert_eq!(seen["sessions"], "1", "the sum of both: {seen}");
+
+        // B stops: the console shows it draining, then A alone, holding bob.
+        cluster.nodes[1].send_sigterm();
+        wait_for(&page, "B draining", |s| {
+            instance_rows(s).get(&b).is_some_and(|r| r[0] == "draining")
+        })
+        .await;
+        bob_stream.until_end().await;
+        let alone = BTreeMap::from([(a.clone(), row("ready", "1", "0"))]);
+        let seen = wait_within(&page, GONE_WITHIN, "B gone, bob on A", |s| {
+            instance_rows(s) == alone
+        })
+        .await;
+        assert_eq!(seen["sessions"], "1", "{seen}");
+        let exit = cluster.nodes[1].wait_for_exit(WAIT).await;
+        assert!(exit.success(), "B stops cleanly: {exit:?}");
         page.quit().await;
     })
     .await;

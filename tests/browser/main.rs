@@ -21,6 +21,7 @@ mod page;
 mod page_states;
 mod proxy_log;
 mod reconnect;
+mod refresh;
 mod rooms;
 mod rooms_client;
 mod stream_url;

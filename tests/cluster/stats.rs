@@ -1,6 +1,7 @@
 //! The admin console's figures across instances: `GET /api/stats` on any instance streams every
 //! instance's figures, each marked by its id and state, and follows what clients do on the
-//! others; an instance that stops or dies drops out within a bounded time.
+//! others; an instance that stops shows `draining`, and one that stops or dies drops out within
+//! a bounded time.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -103,8 +104,8 @@ async fn stats_on_one_instance_follow_every_instance_until_it_stops_or_dies() {
     eprintln!("C dropped out {:?} after the kill", killed.elapsed());
     assert!(round.contains_key(b), "B still there: {round:#?}");
 
-    // B stops: it drains bob to A, then drops out at once. A stream on B ends with B's last
-    // figures, saying `draining`.
+    // B stops: it drains bob to A, and A shows it `draining` until its last figures expire.
+    // A stream on B ends with those last figures.
     let on_b = StatsStream::open(&cluster.nodes[1]).await;
     cluster.nodes[1].send_sigterm();
     let rest = on_b.rest(WAIT * 2).await;
@@ -114,6 +115,10 @@ async fn stats_on_one_instance_follow_every_instance_until_it_stops_or_dies() {
         .find(|f| f["instance"] == **b)
         .expect("B's own figures");
     assert_eq!(last["state"], "draining", "{rest:#?}");
+    round_until(&mut stats, a, WAIT, "B draining, seen on A", |round| {
+        round.get(b).is_some_and(|f| f["state"] == "draining")
+    })
+    .await;
     let round = round_until(&mut stats, a, WAIT * 2, "B gone, bob on A", |round| {
         !round.contains_key(b) && round[a]["sessions"] == 1
     })

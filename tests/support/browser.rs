@@ -189,6 +189,29 @@ impl ChromeDriver {
         client.goto(url).await.expect("open the page");
         client
     }
+
+    /// Has `page` run `script` before any script of its own in every document it loads from
+    /// now on, as a host page's script runs before the web client's module (CDP's
+    /// `Page.addScriptToEvaluateOnNewDocument`, through chromedriver's `goog/cdp/execute`).
+    pub async fn run_first_in_each_document(&self, page: &Client, script: &str) {
+        let session = page
+            .session_id()
+            .await
+            .expect("read the WebDriver session")
+            .expect("a WebDriver session");
+        let command = json!({
+            "cmd": "Page.addScriptToEvaluateOnNewDocument",
+            "params": { "source": script },
+        });
+        let url = format!("{}/session/{session}/goog/cdp/execute", self.url);
+        let response = super::send(reqwest::Client::new().post(url).json(&command)).await;
+        assert!(
+            response.status().is_success(),
+            "chromedriver refused the CDP command: {}; see {}",
+            response.status(),
+            self.log().display()
+        );
+    }
 }
 
 impl Drop for ChromeDriver {

@@ -1,8 +1,10 @@
 //! Figures: each instance's newest figures for the admin console (see
 //! [`backplane::figures`](crate::backplane)), under its own [`STATS`](super::keys::STATS) key.
 //! The key expires [`LIVENESS`] after its last write, as the liveness key does, so an instance
-//! that dies is forgotten within that time; one that stops removes it at once. They are read
-//! only by an open console's stream, and written once a second: nothing of it travels on the bus.
+//! that dies is forgotten within that time, and so is one that stops, its last figures saying
+//! `draining` meanwhile (a drain is often over before the next period: removing the key would
+//! hide it). They are read only by an open console's stream, and written once a second:
+//! nothing of it travels on the bus.
 
 use std::sync::Arc;
 
@@ -24,18 +26,6 @@ impl Cluster {
             .arg("PX")
             .arg(LIVENESS.as_millis() as u64)
             .query_async::<()>(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)
-    }
-
-    /// Removes this instance's figures: it stops.
-    ///
-    /// # Errors
-    /// `Unavailable` when Redis cannot be reached.
-    pub(crate) async fn withdraw_figures(&self) -> Result<(), RegistryError> {
-        self.conn
-            .clone()
-            .del::<_, ()>(self.keys.stats(self.instance))
             .await
             .map_err(unavailable)
     }
