@@ -10,6 +10,7 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::directory::Directory;
+use super::ended::Ended;
 use super::keys::{Keys, unavailable};
 use super::liveness::Liveness;
 use super::peers::Peers;
@@ -45,6 +46,9 @@ pub(crate) struct Cluster {
     /// Commands and publishing; reconnects by itself.
     pub(super) conn: Conn,
     pub(super) directory: Directory,
+    /// Sessions that ended at their lifetime lately, for every instance to refuse their tokens
+    /// as expired.
+    pub(super) ended: Ended,
     /// Who is in which room, kept from the bus: the rosters attaches read.
     pub(super) peers: Peers,
     pub(super) sequence: Sequence,
@@ -84,11 +88,13 @@ impl Cluster {
         let conn = target.connect_lazily().map_err(unavailable)?;
         let instance = Uuid::new_v4();
         let keys = Keys::new(&target.key_prefix(prefix));
+        let session_ttl = registry.settings().session_ttl;
         let cluster = Arc::new(Cluster {
             registry,
             events,
             instance,
             directory: Directory::new(conn.clone(), &keys, instance),
+            ended: Ended::new(conn.clone(), keys.clone(), session_ttl),
             peers: Peers::default(),
             sequence: Sequence::new(conn.clone(), keys.clone(), announces),
             liveness: Liveness::new(conn.clone(), keys.clone(), instance),
