@@ -166,7 +166,10 @@ async fn a_session_adopted_after_its_instance_died_still_ends_at_its_end() {
         streams.push(resume_after_crash(b, who, 0).await);
     }
     let ends_ms = exp * 1000;
-    for (stream, reason) in streams.iter_mut().zip(["join_token", "join_token", "server"]) {
+    for (stream, reason) in streams
+        .iter_mut()
+        .zip(["join_token", "join_token", "server"])
+    {
         let (ended_by, arrived) = read_to_expiry(stream, Duration::from_secs(20)).await;
         assert_eq!(ended_by, reason);
         // Not before its end (the clocks are one), and not long after.

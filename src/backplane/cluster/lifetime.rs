@@ -115,7 +115,11 @@ impl Cluster {
         let old = entry.lifetime.as_ref().map(Deadline::lifetime);
         let lifetime = Lifetime::refreshed(old, ends, bound, Instant::now());
         let deadline = Deadline::of(&lifetime);
-        if !self.directory.set_lifetime(id, entry.home, &deadline).await? {
+        if !self
+            .directory
+            .set_lifetime(id, entry.home, &deadline)
+            .await?
+        {
             return Ok(None);
         }
         self.registry.metrics().session_refreshes.inc();
@@ -175,8 +179,7 @@ impl Cluster {
     /// when it ended at its lifetime lately, here or on another instance; else `missing`, or
     /// that Redis is recovering (see [`restart`](super::restart)).
     pub(super) async fn gone(&self, token: &Token, missing: RegistryError) -> RegistryError {
-        if let Err(expired @ RegistryError::SessionExpired(_)) = self.registry.authenticate(token)
-        {
+        if let Err(expired @ RegistryError::SessionExpired(_)) = self.registry.authenticate(token) {
             return expired;
         }
         match self.ended.check(token).await {
