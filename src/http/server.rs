@@ -6,8 +6,8 @@
 //! Refused connections are logged sampled (see [`Sampled`]) and counted in `/metrics`: a flood
 //! of them must not become a flood of log lines.
 //!
-//! A plain connection is served by [`plain`]; with `--tls-cert` every connection is TLS and
-//! goes to [`secure`] instead.
+//! A plain connection is served by [`plain`](super::plain); with `--tls-cert` every connection
+//! is TLS and goes to [`secure`] instead.
 //!
 //! Layers, outermost first: mark `Authorization` sensitive (never printed), trace each request
 //! with the query's `token` redacted, and CORS when origins are configured (none: same origin

@@ -105,6 +105,18 @@ impl Lifetime {
         }
     }
 
+    /// A session's lifetime after a refresh to `ends` set by `bound`: `old` moved (see
+    /// [`Lifetime::moved`]), or, for a session that had none, one ending then without a cap.
+    pub fn refreshed(old: Option<Lifetime>, ends: Instant, bound: Bound, now: Instant) -> Self {
+        let old = old.unwrap_or(Lifetime {
+            ends,
+            bound,
+            warn_at: None,
+            cap: None,
+        });
+        old.moved(ends, bound, now)
+    }
+
     /// The next moment the reaper must look at this session.
     pub fn next(&self) -> Instant {
         self.warn_at.unwrap_or(self.ends)
@@ -146,6 +158,11 @@ impl Deadline {
             warn_at_ms: lifetime.warn_at.map(|at| clock.wall(at)),
             cap_ms: lifetime.cap.map(|at| clock.wall(at)),
         }
+    }
+
+    /// Why it ended, if it has by wall-clock time `now_ms` (milliseconds since the epoch).
+    pub fn ended_at(&self, now_ms: u64) -> Option<Bound> {
+        (self.ends_ms <= now_ms).then_some(self.bound)
     }
 
     /// Back in this process's time; moments already past are now.
@@ -231,6 +248,11 @@ impl Ended {
         self.0.insert(id, (hash, bound));
     }
 
+    /// Why session `id` ended, and its token's hash, if it is one of them.
+    pub fn get(&self, id: SessionId) -> Option<(TokenHash, Bound)> {
+        self.0.get(&id).cloned()
+    }
+
     /// Why `token`'s session ended, if it is one of them and the token is its own.
     pub fn check(&self, token: &Token) -> Option<Bound> {
         let (hash, bound) = self.0.get(&token.session())?;
@@ -272,13 +294,7 @@ impl Registry {
         let session = state.session(id)?;
         let lifetime = {
             let mut inner = session.lock();
-            let old = inner.lifetime.unwrap_or(Lifetime {
-                ends,
-                bound,
-                warn_at: None,
-                cap: None,
-            });
-            let moved = old.moved(ends, bound, now);
+            let moved = Lifetime::refreshed(inner.lifetime, ends, bound, now);
             inner.lifetime = Some(moved);
             moved
         };
@@ -288,6 +304,35 @@ impl Registry {
         self.shared.reaper.notify_one();
         info!(session = %id, ?bound, "lifetime moved");
         Ok(lifetime)
+    }
+
+    /// Gives session `id` the lifetime `deadline` describes, if it lives here without one: a
+    /// deadline the cluster's directory kept for it while it lived where none was enforced
+    /// (see `backplane::cluster::lifetime`). Whether it took it.
+    pub(crate) fn take_deadline(&self, id: SessionId, deadline: &Deadline) -> bool {
+        let mut state = self.lock();
+        let Some(session) = state.sessions.get(&id).cloned() else {
+            return false;
+        };
+        let lifetime = {
+            let mut inner = session.lock();
+            if inner.lifetime.is_some() {
+                return false;
+            }
+            let lifetime = deadline.lifetime();
+            inner.lifetime = Some(lifetime);
+            lifetime
+        };
+        state.lifetimes.insert((lifetime.next(), id));
+        drop(state);
+        self.shared.reaper.notify_one();
+        info!(session = %id, bound = ?lifetime.bound, "lifetime taken from the directory");
+        true
+    }
+
+    /// Why session `id` ended at its lifetime lately, and its token's hash, if it did here.
+    pub(crate) fn ended(&self, id: SessionId) -> Option<(TokenHash, Bound)> {
+        self.lock().ended.get(id)
     }
 
     /// Sends `refresh_required` to the sessions whose warning is due by `now`, and ends those

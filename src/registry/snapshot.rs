@@ -48,8 +48,8 @@ pub struct Snapshot {
     pub lifetime: Option<Deadline>,
 }
 
-/// A session as the cluster's directory holds it: who it is, what it may do, its rooms and
-/// its token's hash.
+/// A session as the cluster's directory holds it: who it is, what it may do, its rooms, its
+/// token's hash, and when it ends (so that a survivor adopting it after a crash ends it then).
 #[derive(Debug, Clone)]
 pub struct Homed {
     pub peer: Peer,
@@ -57,16 +57,19 @@ pub struct Homed {
     pub may_join: Option<RoomPatterns>,
     pub rooms: Vec<RoomName>,
     pub token_hash: TokenHash,
+    pub lifetime: Option<Deadline>,
 }
 
 impl Homed {
     fn of(session: &Session) -> Homed {
+        let inner = session.lock();
         Homed {
             peer: session.peer.clone(),
             may_broadcast: session.may_broadcast,
             may_join: session.may_join.as_deref().cloned(),
-            rooms: session.lock().rooms.clone(),
+            rooms: inner.rooms.clone(),
             token_hash: session.token.hash(),
+            lifetime: inner.lifetime.as_ref().map(Deadline::of),
         }
     }
 }

@@ -9,9 +9,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use tokio::time::sleep;
 
 use crate::support::cluster::{Cluster, bus_reads};
 use crate::support::*;
@@ -161,6 +163,25 @@ async fn the_previous_release_and_this_one_serve_one_cluster_side_by_side() {
         assert_eq!(ignored(new, reason).await, 0, "{reason}");
     }
 
+    // A refresh of a session homed on the old instance, which knows no lifetimes: the new
+    // instance records the end in the directory and answers (it used to wait for an answer
+    // that never came: 503). The old instance does not enforce it; the new one it drains to does.
+    let oz = old_node.helo_in("oz", json!(["solo"])).await;
+    let ends = jsonwebtoken::get_current_timestamp() + 6;
+    let refreshed = send(
+        new.client
+            .post(new.url("/api/refresh"))
+            .bearer_auth(TEST_API_KEY)
+            .json(&json!({ "to": { "session": oz.id }, "expires_at": ends })),
+    )
+    .await;
+    assert_eq!(
+        refreshed.status(),
+        StatusCode::OK,
+        "answered for the old home"
+    );
+    assert_eq!(body_json(refreshed).await, json!({ "refreshed": 1 }));
+
     // The deploy: the old instance drains to the new one and comes back as this release.
     cluster.restart(old).await;
     cluster.settle().await;
@@ -176,6 +197,19 @@ async fn the_previous_release_and_this_one_serve_one_cluster_side_by_side() {
     ann_stream
         .expect_response(id, &olga, &ann, &json!("upgraded"))
         .await;
+
+    // oz, drained to a new instance, ends at the end recorded for it there (long before its
+    // TTL would remove it), and its token then says why.
+    let gone_by = Instant::now() + Duration::from_secs(15);
+    while new.client_ids().await.contains(&oz.id) {
+        assert!(
+            Instant::now() < gone_by,
+            "oz outlived the end recorded for it"
+        );
+        sleep(POLL).await;
+    }
+    let refused = upgraded.delete(&oz.token).await;
+    assert_error(refused, StatusCode::UNAUTHORIZED, "session_expired").await;
 }
 
 #[tokio::test]

@@ -9,26 +9,36 @@
 //! writes of one session at once (a join on one instance while it moves to another) may lose
 //! one of the two room changes in the directory; its home's registry, which applies them in
 //! bus order, stays right, and the next write of the entry carries it.
+//!
+//! An entry also carries when its session ends (its lifetime, see
+//! [`lifetime`](super::lifetime)), so that a survivor adopting it after a crash ends it then.
+//! The lifetime is written by its home (with the entry, and alone on each refresh); a write
+//! without one keeps the one the entry has (see [`PUT`]): a room change read and written back
+//! elsewhere cannot undo a refresh it raced with, and an entry written by a release without
+//! lifetimes does not wipe one recorded for it.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use redis::{AsyncCommands, Script};
-use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
+pub(super) use super::entry::Entry;
 use super::keys::{Keys, unavailable};
 use super::transport::Conn;
-use crate::identity::{DisplayName, RoomName, RoomPatterns, SessionId, Token, TokenHash};
+use crate::identity::{RoomName, SessionId};
+use crate::registry::lifetime::Deadline;
 use crate::registry::{Homed, Peer, RegistryError};
 
 /// The Lua both entry scripts share: an entry's rooms (those of an entry written before rooms
 /// existed: `lobby`), and adding to the room counts.
 const ROOM_COUNTS: &str = r"
+local function rooms_in(entry)
+    if entry.rooms == nil then return {'lobby'} end
+    return entry.rooms
+end
 local function rooms_of(json)
-    local rooms = cjson.decode(json).rooms
-    if rooms == nil then return {'lobby'} end
-    return rooms
+    return rooms_in(cjson.decode(json))
 end
 local function count(key, rooms, by)
     for _, room in ipairs(rooms) do
@@ -39,34 +49,70 @@ end
 
 /// Writes entry ARGV[2] of session ARGV[1], moving the room counts from its old rooms to its
 /// new ones; with KEYS[3], also starts the session's counts at `base` ARGV[3]. KEYS: the
-/// directory, the room counts.
+/// directory, the room counts. An entry without a `lifetime` keeps the one its old entry had,
+/// and returns it (JSON); else nothing.
 static PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{ROOM_COUNTS}
-        local old = redis.call('HGET', KEYS[1], ARGV[1])
-        if old then count(KEYS[2], rooms_of(old), -1) end
-        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-        count(KEYS[2], rooms_of(ARGV[2]), 1)
+        r"{ROOM_COUNTS}{WRITE_ENTRY}
+        local kept = write_entry()
         if KEYS[3] then redis.call('HSET', KEYS[3], 'base', ARGV[3]) end
+        return kept
         "
     ))
 });
 
-/// [`PUT`], unless session ARGV[1] is in the set KEYS[3] of the sessions a survivor adopted
-/// from this instance; returns whether it wrote. An instance re-registering after it was cut
-/// off from Redis for longer than its liveness key lived: what was adopted meanwhile lives
-/// elsewhere now (or left since), and its entry must stand.
+/// The body [`PUT`] and [`RECLAIM`] share: writes entry ARGV[2] of session ARGV[1] in the
+/// directory KEYS[1], moves the room counts KEYS[2], keeps the old entry's lifetime when the new
+/// one has none, and returns that lifetime (JSON) or false.
+const WRITE_ENTRY: &str = r"
+local function write_entry()
+    local old = redis.call('HGET', KEYS[1], ARGV[1])
+    local json, kept = ARGV[2], false
+    if old then
+        local was = cjson.decode(old)
+        count(KEYS[2], rooms_in(was), -1)
+        local new = was.lifetime and cjson.decode(json)
+        if new and not new.lifetime then
+            new.lifetime = was.lifetime
+            json = cjson.encode(new)
+            kept = cjson.encode(was.lifetime)
+        end
+    end
+    redis.call('HSET', KEYS[1], ARGV[1], json)
+    count(KEYS[2], rooms_of(json), 1)
+    return kept
+end
+";
+
+/// [`PUT`] without counts, unless session ARGV[1] is in the set KEYS[3] of the sessions a
+/// survivor adopted from this instance: `{0, ''}` then, else `{1, kept lifetime or ''}`. For an
+/// instance re-registering after it was cut off from Redis for longer than its liveness key
+/// lived: what was adopted meanwhile lives elsewhere now (or left since), and its entry must
+/// stand.
 static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{ROOM_COUNTS}
-        if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
-        local old = redis.call('HGET', KEYS[1], ARGV[1])
-        if old then count(KEYS[2], rooms_of(old), -1) end
-        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-        count(KEYS[2], rooms_of(ARGV[2]), 1)
-        return 1
+        r"{ROOM_COUNTS}{WRITE_ENTRY}
+        if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {{0, ''}} end
+        return {{1, write_entry() or ''}}
         "
     ))
+});
+
+/// Sets the `lifetime` of session ARGV[1]'s entry to ARGV[3] (JSON) if the entry still names
+/// ARGV[2] its home; 1 if it did. KEYS: the directory. (Lua's JSON keeps the numbers exact:
+/// milliseconds since the epoch have 13 digits, and it writes 14.)
+static SET_LIFETIME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local json = redis.call('HGET', KEYS[1], ARGV[1])
+        if not json then return 0 end
+        local entry = cjson.decode(json)
+        if entry.home ~= ARGV[2] then return 0 end
+        entry.lifetime = cjson.decode(ARGV[3])
+        redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
+        return 1
+        ",
+    )
 });
 
 /// Removes session ARGV[1]'s entry and its counts KEYS[3], and it from the room counts;
@@ -86,62 +132,6 @@ static DELETE: LazyLock<Script> = LazyLock::new(|| {
 
 /// Entries per round trip of a walk of the directory ([`Directory::homes`]).
 const SCAN_PAGE: usize = 1000;
-
-/// A session in the directory.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct Entry {
-    pub(super) name: DisplayName,
-    /// The app's user id, on a server running `--auth jwt`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    user: Option<String>,
-    /// False when its join token said `"broadcast": false`; entries written before the field
-    /// existed mean yes.
-    #[serde(default = "allowed")]
-    pub(super) may_broadcast: bool,
-    /// The rooms it is in; entries written before rooms existed mean `lobby`. Read as a list
-    /// or an empty object: Lua's JSON writes an empty list as `{}`.
-    #[serde(default = "in_lobby", deserialize_with = "list_or_empty")]
-    pub(super) rooms: Vec<RoomName>,
-    /// The rooms its join token allows, if it had a claim.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "some_list_or_empty"
-    )]
-    pub(super) may_join: Option<Vec<String>>,
-    /// The [`TokenHash`] of the token, hex: enough to check a token, useless to forge one.
-    token: String,
-    /// The instance holding the session's mailbox.
-    pub(super) home: Uuid,
-}
-
-impl Entry {
-    /// Session `id` as others see it.
-    pub(super) fn peer(&self, id: SessionId) -> Peer {
-        Peer {
-            id,
-            name: self.name.clone(),
-            user: self.user.clone(),
-        }
-    }
-
-    /// The rooms its join token allows, if it had a claim; a claim that no longer parses
-    /// allows none.
-    pub(super) fn claim(&self) -> Option<RoomPatterns> {
-        let claim = self.may_join.as_ref()?;
-        Some(RoomPatterns::parse(claim).unwrap_or_else(|_| RoomPatterns::none()))
-    }
-
-    /// The hash of the session's token.
-    pub(super) fn token_hash(&self) -> Option<TokenHash> {
-        TokenHash::from_hex(&self.token)
-    }
-
-    /// Whether `token` is the one this entry was written with, compared in constant time.
-    pub(super) fn proves(&self, token: &Token) -> bool {
-        TokenHash::from_hex(&self.token).is_some_and(|hash| hash.verifies(token))
-    }
-}
 
 /// This instance's view of the directory hash and the room counts.
 pub(super) struct Directory {
@@ -178,21 +168,27 @@ impl Directory {
         Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
     }
 
-    /// Writes `session`'s entry, homed here.
-    pub(super) async fn put(&self, session: &Homed) -> Result<(), RegistryError> {
-        PUT.key(&self.key)
+    /// Writes `session`'s entry, homed here. Returns the lifetime the entry kept when
+    /// `session` has none (see [`PUT`]).
+    pub(super) async fn put(&self, session: &Homed) -> Result<Option<Deadline>, RegistryError> {
+        let kept: Option<String> = PUT
+            .key(&self.key)
             .key(&self.rooms)
             .arg(session.peer.id.to_string())
             .arg(self.entry(session))
-            .invoke_async::<()>(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(kept.and_then(|json| serde_json::from_str(&json).ok()))
     }
 
     /// Writes `session`'s entry, homed here, unless a survivor adopted it while this instance
-    /// was cut off from Redis: false then.
-    pub(super) async fn reclaim(&self, session: &Homed) -> Result<bool, RegistryError> {
-        RECLAIM
+    /// was cut off from Redis: `None` then, else the lifetime the entry kept, as [`put`](Self::put).
+    pub(super) async fn reclaim(
+        &self,
+        session: &Homed,
+    ) -> Result<Option<Option<Deadline>>, RegistryError> {
+        let (written, kept): (bool, Option<String>) = RECLAIM
             .key(&self.key)
             .key(&self.rooms)
             .key(&self.adopted)
@@ -200,7 +196,8 @@ impl Directory {
             .arg(self.entry(session))
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(written.then(|| kept.and_then(|json| serde_json::from_str(&json).ok())))
     }
 
     /// Forgets which sessions were adopted from this instance, once it re-registered the
@@ -232,14 +229,36 @@ impl Directory {
             .map_err(unavailable)
     }
 
-    /// Rewrites `entry` of session `id` as it stands (its rooms changed).
+    /// Rewrites `entry` of session `id` as it stands (its rooms changed), keeping the lifetime
+    /// the directory has: `entry`'s may be older.
     pub(super) async fn rewrite(&self, id: SessionId, entry: &Entry) -> Result<(), RegistryError> {
-        let json = serde_json::to_string(entry).expect("entries serialise");
+        let entry = Entry {
+            lifetime: None,
+            ..entry.clone()
+        };
+        let json = serde_json::to_string(&entry).expect("entries serialise");
         PUT.key(&self.key)
             .key(&self.rooms)
             .arg(id.to_string())
             .arg(json)
             .invoke_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Sets when session `id` ends, if its entry still names `home` its home; whether it did.
+    pub(super) async fn set_lifetime(
+        &self,
+        id: SessionId,
+        home: Uuid,
+        lifetime: &Deadline,
+    ) -> Result<bool, RegistryError> {
+        SET_LIFETIME
+            .key(&self.key)
+            .arg(id.to_string())
+            .arg(home.to_string())
+            .arg(serde_json::to_string(lifetime).expect("deadlines serialise"))
+            .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)
     }
@@ -254,6 +273,7 @@ impl Directory {
             may_join: session.may_join.clone().map(Vec::from),
             token: session.token_hash.to_hex(),
             home: self.here,
+            lifetime: session.lifetime.clone(),
         };
         serde_json::to_string(&entry).expect("entries serialise")
     }
@@ -396,86 +416,5 @@ impl Directory {
             .into_iter()
             .map(|(id, entry)| entry.peer(id))
             .collect())
-    }
-}
-
-/// What a missing `may_broadcast` means: an entry from before the field, when all could.
-fn allowed() -> bool {
-    true
-}
-
-/// What missing `rooms` mean: an entry from before rooms, when everyone was in one.
-fn in_lobby() -> Vec<RoomName> {
-    vec![RoomName::lobby()]
-}
-
-/// A list, or the empty object Lua's JSON writes for an empty one.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ListOrEmpty<T> {
-    List(Vec<T>),
-    Empty(HashMap<String, serde_json::Value>),
-}
-
-fn list_or_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Vec<T>, D::Error> {
-    match ListOrEmpty::deserialize(deserializer)? {
-        ListOrEmpty::List(list) => Ok(list),
-        ListOrEmpty::Empty(map) if map.is_empty() => Ok(Vec::new()),
-        ListOrEmpty::Empty(_) => Err(serde::de::Error::custom("expected a list")),
-    }
-}
-
-fn some_list_or_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Option<Vec<T>>, D::Error> {
-    list_or_empty(deserializer).map(Some)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_stored_hashed() {
-        let token = Token::parse(&format!(
-            "67e55044-10b1-426f-9247-bb680e5fe0c8.{}",
-            "ab".repeat(32)
-        ))
-        .unwrap();
-        let hash = TokenHash::of(&token).to_hex();
-        assert_eq!(hash.len(), 64);
-        assert!(!token.reveal().contains(&hash));
-        let entry = Entry {
-            name: DisplayName::parse("ann").unwrap(),
-            user: None,
-            may_broadcast: true,
-            rooms: vec![RoomName::lobby()],
-            may_join: None,
-            token: hash,
-            home: Uuid::nil(),
-        };
-        assert!(entry.proves(&token));
-        let other = Token::parse(&format!("{}.{}", token.session(), "cd".repeat(32))).unwrap();
-        assert!(!entry.proves(&other));
-    }
-
-    #[test]
-    fn entries_read_rooms_as_lua_writes_them_and_old_ones_as_the_lobby() {
-        let home = Uuid::nil();
-        let old = format!(r#"{{"name":"ann","token":"00","home":"{home}"}}"#);
-        let entry: Entry = serde_json::from_str(&old).unwrap();
-        assert_eq!(entry.rooms, vec![RoomName::lobby()]);
-        assert_eq!(entry.claim(), None);
-        let lua = format!(
-            r#"{{"name":"ann","token":"00","home":"{home}","rooms":{{}},"may_join":{{}}}}"#
-        );
-        let entry: Entry = serde_json::from_str(&lua).unwrap();
-        assert!(entry.rooms.is_empty());
-        assert_eq!(
-            entry.claim(),
-            Some(RoomPatterns::parse::<&str>(&[]).unwrap())
-        );
     }
 }

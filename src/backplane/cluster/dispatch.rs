@@ -19,7 +19,7 @@ use super::transit::Pulled;
 use super::wire::{DRAINED, Message, Outcome, with_sizes};
 use crate::identity::{RoomName, SessionId};
 use crate::registry::RegistryError;
-use crate::registry::lifetime::{instant_of_unix_ms, unix_ms_of_instant};
+use crate::registry::lifetime::instant_of_unix_ms;
 
 impl Cluster {
     /// Applies one bus message, in bus order; `seq` is its number if it is numbered (see
@@ -288,15 +288,15 @@ impl Cluster {
                 bound,
             } if self.registry.homes(*session) => {
                 let ends = instant_of_unix_ms(*ends_ms);
-                let outcome = match self.registry.refresh(*session, ends, *bound) {
-                    Ok(lifetime) => Outcome::Refreshed(unix_ms_of_instant(lifetime.ends)),
-                    Err(_) => Outcome::UnknownRecipient,
-                };
-                self.publish_soon(Message::Reply {
-                    req: *req,
-                    origin: *origin,
-                    outcome,
-                });
+                match self.registry.refresh(*session, ends, *bound) {
+                    // Answered once the directory holds the new end.
+                    Ok(lifetime) => self.refreshed_for((*req, *origin), *session, lifetime),
+                    Err(_) => self.publish_soon(Message::Reply {
+                        req: *req,
+                        origin: *origin,
+                        outcome: Outcome::UnknownRecipient,
+                    }),
+                }
             }
             _ => {}
         }

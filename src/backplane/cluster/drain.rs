@@ -228,7 +228,7 @@ impl Cluster {
         };
         let cluster = Arc::clone(self);
         tokio::spawn(async move {
-            match cluster.directory.put(&homed).await {
+            match cluster.put_homed(&homed).await {
                 Ok(()) => debug!(session = %peer.id, "handed off here"),
                 Err(err) => {
                     warn!(session = %peer.id, error = %err, "could not write a session's new home")

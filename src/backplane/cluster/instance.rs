@@ -10,6 +10,7 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::directory::Directory;
+use super::ended::Ended;
 use super::keys::{Keys, unavailable};
 use super::liveness::Liveness;
 use super::peers::Peers;
@@ -45,6 +46,9 @@ pub(crate) struct Cluster {
     /// Commands and publishing; reconnects by itself.
     pub(super) conn: Conn,
     pub(super) directory: Directory,
+    /// Sessions that ended at their lifetime lately, for every instance to refuse their tokens
+    /// as expired.
+    pub(super) ended: Ended,
     /// Who is in which room, kept from the bus: the rosters attaches read. Shared with
     /// `subscriptions`, which tells it which rooms are read.
     pub(super) peers: Arc<Peers>,
@@ -86,6 +90,7 @@ impl Cluster {
         let instance = Uuid::new_v4();
         let keys = Keys::new(&target.key_prefix(prefix));
         let peers = Arc::new(Peers::default());
+        let session_ttl = registry.settings().session_ttl;
         let cluster = Arc::new(Cluster {
             registry,
             events,
@@ -93,6 +98,7 @@ impl Cluster {
             directory: Directory::new(conn.clone(), &keys, instance),
             subscriptions: Subscriptions::new(keys.clone(), Arc::clone(&peers)),
             peers,
+            ended: Ended::new(conn.clone(), keys.clone(), session_ttl),
             sequence: Sequence::new(conn.clone(), keys.clone(), announces),
             liveness: Liveness::new(conn.clone(), keys.clone(), instance),
             restart: Restart::new(conn.clone(), keys.clone(), instance),

@@ -28,6 +28,10 @@ pub const PROTOCOL: &str = "protocol";
 pub const SEQ: &str = "seq";
 /// Suffix (then `:<session id>`) of a session's counts: `base`, `own`, `direct`.
 pub const COUNTS: &str = "counts";
+/// Suffix (then `:<session id>`) of the expiring key that remembers a session which ended at
+/// its lifetime, so that every instance refuses its token as expired (see
+/// [`ended`](super::ended)).
+pub const ENDED: &str = "ended";
 /// Suffix of the key saying Redis holds the cluster's state: written by the first instance
 /// to register, never expiring; missing after Redis restarted empty.
 pub const STATE: &str = "state";
@@ -108,6 +112,11 @@ impl Keys {
     /// The pattern every instance's own channel matches.
     pub(super) fn channels(&self) -> String {
         self.key(&format!("{TO}:*"))
+    }
+
+    /// The key remembering that session `id` ended at its lifetime.
+    pub(super) fn ended(&self, id: SessionId) -> String {
+        self.key(&format!("{ENDED}:{id}"))
     }
 
     /// The key saying Redis holds the cluster's state.

@@ -118,7 +118,7 @@ impl Cluster {
         }
         self.registry.authenticate(token)?;
         let homed = self.registry.homed_one(id).ok_or(RegistryError::BadToken)?;
-        self.directory.put(&homed).await?;
+        self.put_homed(&homed).await?;
         info!(session = %id, "moved here");
         Ok(true)
     }

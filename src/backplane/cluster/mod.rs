@@ -13,7 +13,7 @@
 //! | [`BUS`](keys::BUS) `<prefix>:bus` | pub/sub channel (sharded on a cluster) | what every instance must see: `lobby`'s joins, leaves and broadcasts, server messages to all, migration requests, drains, adoptions, JSON ([`wire`]) |
 //! | [`ROOM`](keys::ROOM) `<prefix>:room:<room>` | pub/sub channel (sharded on a cluster) | one room's traffic (joins, leaves, broadcasts, server messages), read by the instances homing a member ([`rooms`], [`subscriptions`]) |
 //! | [`TO`](keys::TO) `<prefix>:to:<uuid>` | pub/sub channel (sharded on a cluster) | what concerns one instance: direct messages to the sessions it homes, `prepare` requests, and the answers to its own requests |
-//! | [`SESSIONS`](keys::SESSIONS) `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home", "rooms"}` |
+//! | [`SESSIONS`](keys::SESSIONS) `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home", "rooms", "lifetime"}` ([`entry`]; `lifetime`: when it ends, if anything bounds it) |
 //! | [`ROOMS`](keys::ROOMS) `<prefix>:rooms` | hash | room name → its members in the cluster (written with the entries) |
 //! | [`INSTANCE`](keys::INSTANCE) `<prefix>:instance:<uuid>` | string, expiring | this instance is alive (`alive`), or alive and stopping (`leaving`) |
 //! | [`ADOPTED`](keys::ADOPTED) `<prefix>:adopted:<uuid>` | set, expiring after a day | the sessions of this instance that survivors adopted; read and removed when it re-registers (it was only cut off: see [`recovery`]) |
@@ -21,6 +21,7 @@
 //! | [`STATS`](keys::STATS) `<prefix>:stats:<uuid>` | string, expiring | this instance's newest figures for the admin console, JSON ([`figures`]) |
 //! | [`SEQ`](keys::SEQ) `<prefix>:seq` | string (integer) | the number of the last message that put an event into every mailbox (see [`sequence`]) |
 //! | [`COUNTS`](keys::COUNTS) `<prefix>:counts:<session id>` | hash | `base`, `own`, `direct`: how many events the session was given (see [`sequence`]) |
+//! | [`ENDED`](keys::ENDED) `<prefix>:ended:<session id>` | string, expiring (the session TTL, at least 60 s) | a session that ended at its lifetime: its token's hash and why, so every instance answers `session_expired` ([`ended`]) |
 //! | [`STATE`](keys::STATE) `<prefix>:state` | string | Redis holds the cluster's state; missing once it restarted empty (see [`restart`]) |
 //! | [`RECOVERING`](keys::RECOVERING) `<prefix>:recovering` | string, expiring | the instances are re-registering their sessions after Redis restarted empty |
 //! | [`REGISTERED`](keys::REGISTERED) `<prefix>:registered:<uuid>` | string, expiring | this instance has re-registered its sessions |
@@ -104,7 +105,9 @@
 //! - [`transport`]: one Redis server or a Redis Cluster: commands, publishing, subscribing.
 //! - [`keys`]: the key and channel names, and the error a Redis failure becomes.
 //! - [`request`]: request/reply over the bus ([`request::Requests`]).
+//! - [`entry`]: one session as the directory stores it ([`entry::Entry`]).
 //! - [`directory`]: the sessions hash ([`directory::Directory`]).
+//! - [`ended`]: sessions that ended at their lifetime lately ([`ended::Ended`]).
 //! - [`peers`]: who is in which room, kept in memory from the bus ([`peers::Peers`]).
 //! - [`wire`]: every message instances send each other.
 //! - [`protocol`]: the protocol version on the wire, and reading a newer instance's messages.
@@ -124,7 +127,8 @@
 //! - [`dispatch`]: what each message does when it comes back.
 //! - [`migrate`]: pulling a session here; giving one up when pulled.
 //! - [`drain`]: sending every session to the others when this instance stops.
-//! - [`lifetime`]: refreshing a session homed elsewhere (its home's reaper ends it).
+//! - [`lifetime`]: refreshing a session homed elsewhere (its home's reaper ends it); its end in
+//!   the directory, so it survives a crash; why an ended session's token is refused.
 //! - [`recovery`]: keeping alive, adopting a dead instance's sessions, re-registering;
 //!   telling an attach at once that a session's instance died.
 //! - [`restart`]: after Redis restarted empty, telling a forgotten session from a gone one.
@@ -138,6 +142,8 @@ mod channels;
 mod directory;
 mod dispatch;
 mod drain;
+mod ended;
+mod entry;
 mod figures;
 mod instance;
 mod keys;

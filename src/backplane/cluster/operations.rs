@@ -85,13 +85,16 @@ impl Cluster {
         }
         let id = token.session();
         let Some(entry) = self.directory.get(id).await? else {
-            return Err(self.unknown(RegistryError::BadToken).await);
+            return Err(self.gone(token, RegistryError::BadToken).await);
         };
-        if entry.proves(token) {
-            Ok(entry.peer(id))
-        } else {
-            Err(RegistryError::BadToken)
+        if !entry.proves(token) {
+            return Err(RegistryError::BadToken);
         }
+        // Its end passed: its home (or the survivor adopting it) is ending it now.
+        if let Some(bound) = entry.ended() {
+            return Err(RegistryError::SessionExpired(bound));
+        }
+        Ok(entry.peer(id))
     }
 
     /// Whether session `id`, wherever it is homed, may broadcast.
@@ -120,9 +123,11 @@ impl Cluster {
         }
         if !self.registry.homes(id) {
             let Some(entry) = self.directory.get(id).await? else {
-                return Err(match self.registry.authenticate(token) {
-                    Err(expired @ RegistryError::SessionExpired(_)) => expired,
-                    _ => self.unknown(RegistryError::UnknownSession(id)).await,
+                let missing = RegistryError::UnknownSession(id);
+                return Err(if token.session() == id {
+                    self.gone(token, missing).await
+                } else {
+                    self.unknown(missing).await
                 });
             };
             if token.session() != id {
@@ -353,6 +358,12 @@ impl Cluster {
         let cluster = Arc::clone(self);
         tokio::spawn(async move {
             for Departure { peer, rooms } in departed {
+                // Remembered before the entry goes, so that no instance finds neither.
+                if let Some((hash, bound)) = cluster.registry.ended(peer.id)
+                    && let Err(err) = cluster.ended.record(peer.id, &hash, bound).await
+                {
+                    warn!(error = %err, "could not tell the other instances of an expiry");
+                }
                 match cluster
                     .directory
                     .delete(peer.id, cluster.keys.counts(peer.id))

@@ -3,8 +3,9 @@
 //! Every instance refreshes its liveness key (see [`liveness`](super::liveness)) and sweeps
 //! the directory: entries homed on an instance that is dead are adopted (see
 //! [`sequence`](super::sequence)), so a crashed instance's sessions continue on a survivor
-//! within [`LIVENESS`] plus a sweep, with their ids and tokens, and leave (`user_left`) only if
-//! nobody resumes them within their TTL. Until then an attach is told at once to retry
+//! within [`LIVENESS`] plus a sweep, with their ids, tokens and lifetimes (the entry carries
+//! when each ends, see [`lifetime`](super::lifetime)), and leave (`user_left`) only if nobody
+//! resumes them within their TTL, or at their end. Until then an attach is told at once to retry
 //! ([`Cluster::reachable`]), instead of asking the dead instance and waiting in vain. After
 //! each (re)subscription an instance re-registers the sessions it homes, since Redis may have
 //! restarted empty (see [`restart`](super::restart)).
@@ -94,11 +95,15 @@ impl Cluster {
         let mut count = 0;
         for session in homed {
             let id = session.peer.id;
-            if !self.directory.reclaim(&session).await? {
+            let Some(kept) = self.directory.reclaim(&session).await? else {
                 if self.registry.export(id, Closed::TakenOver).is_some() {
                     warn!(session = %id, "adopted elsewhere while cut off from Redis: dropped here");
                 }
                 continue;
+            };
+            // A lifetime recorded while the session was homed on an older instance.
+            if let Some(kept) = kept {
+                self.registry.take_deadline(id, &kept);
             }
             count += 1;
             let newest = self.registry.newest(id).unwrap_or(0);
@@ -196,8 +201,8 @@ impl Cluster {
                 delivered: last_id,
                 events: Vec::new(),
                 sent: Default::default(),
-                // The directory does not know its lifetime (see the module doc).
-                lifetime: None,
+                // Its end, as its home last wrote it: a session ended by now ends at once.
+                lifetime: entry.lifetime.clone(),
             };
             match self.registry.import(snapshot, hash) {
                 Ok(()) => {
