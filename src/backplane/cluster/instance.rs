@@ -47,7 +47,7 @@ pub(crate) struct Cluster {
     pub(super) directory: Directory,
     /// Who is in which room, kept from the bus: the rosters attaches read.
     pub(super) peers: Peers,
-    pub(super) sequence: Sequence,
+    pub(super) sequence: Arc<Sequence>,
     pub(super) liveness: Liveness,
     /// Telling a forgotten session from a gone one after Redis restarted empty.
     pub(super) restart: Restart,
@@ -66,8 +66,7 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Connects lazily (an unreachable Redis at start is reported, not fatal) and starts the
-    /// subscriber and liveness tasks, which end when `shutdown` fires. `announces`: whether
-    /// joins and leaves put events into mailboxes (presence on).
+    /// subscriber and liveness tasks, which end when `shutdown` fires.
     ///
     /// # Errors
     /// When `url` is not a valid Redis URL (one server) or seed list (a Redis Cluster, see
@@ -75,7 +74,6 @@ impl Cluster {
     pub(crate) fn start(
         registry: Registry,
         events: Arc<dyn BrokerEvents>,
-        announces: bool,
         url: &str,
         prefix: &str,
         shutdown: CancellationToken,
@@ -84,16 +82,17 @@ impl Cluster {
         let conn = target.connect_lazily().map_err(unavailable)?;
         let instance = Uuid::new_v4();
         let keys = Keys::new(&target.key_prefix(prefix));
+        let sequence = Arc::new(Sequence::new(conn.clone(), keys.clone()));
         let cluster = Arc::new(Cluster {
             registry,
             events,
             instance,
             directory: Directory::new(conn.clone(), &keys, instance),
             peers: Peers::default(),
-            sequence: Sequence::new(conn.clone(), keys.clone(), announces),
+            sequence: Arc::clone(&sequence),
             liveness: Liveness::new(conn.clone(), keys.clone(), instance),
             restart: Restart::new(conn.clone(), keys.clone(), instance),
-            subscriptions: Subscriptions::new(keys.clone()),
+            subscriptions: Subscriptions::new(keys.clone(), sequence),
             keys,
             target,
             conn,

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::instance::{Cluster, HOLD};
 use super::keys::LIVENESS;
 use super::liveness::Standing;
+use super::sequence::Missed;
 use super::wire::Orphan;
 use crate::identity::{RoomName, SessionId};
 use crate::registry::{Departure, EventId, RegistryError, Snapshot};
@@ -74,26 +75,28 @@ impl Cluster {
     /// Re-writes the directory entries of the sessions homed here, liveness key first: Redis
     /// may have restarted empty, and another instance's sweep must not find these entries
     /// without it and adopt them as a dead instance's. Called after (re)subscribing, before
-    /// any message is applied: counting starts again from where the bus stands, and a session
-    /// whose counts Redis lost starts them at its newest event id
-    /// (see [`sequence`](super::sequence)).
-    pub(super) async fn reregister(&self) -> Result<(), RegistryError> {
+    /// any message is applied: counting starts again from where each line stands, and a
+    /// session whose counts Redis lost starts them at its newest event id (see
+    /// [`sequence`](super::sequence)). Returns what each line went by meanwhile.
+    pub(super) async fn reregister(&self) -> Result<Missed, RegistryError> {
         self.liveness.refresh().await?;
-        self.sequence.catch_up().await?;
+        let missed = self.subscriptions.catch_up().await?;
         let homed = self.registry.homed();
         let count = homed.len();
         for session in homed {
             self.directory.put(&session).await?;
             let id = session.peer.id;
-            let newest = self.registry.newest(id).unwrap_or(0);
+            // Its mailbox skips what it missed before the stream reads on.
+            let newest = self.registry.newest(id).unwrap_or(0) + missed.of(&session.rooms);
             self.sequence
-                .restart_counts(id, self.sequence.applied() - newest as i64)
+                .restart_counts(id, &session.rooms, newest)
                 .await?;
         }
         if count > 0 {
             info!(sessions = count, "re-registered homed sessions");
         }
-        self.restart.registered().await
+        self.restart.registered().await?;
+        Ok(missed)
     }
 
     /// Before asking `home` for session `id`: a home that stopped reading its channel cannot

@@ -14,6 +14,7 @@
 //! never leaves a channel that an operation has just been told is read.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
@@ -21,6 +22,7 @@ use tracing::warn;
 
 use super::channels::{listen, unlisten};
 use super::keys::{Keys, unavailable};
+use super::sequence::{Missed, Sequence};
 use super::transport::Sink;
 use crate::identity::RoomName;
 use crate::registry::RegistryError;
@@ -28,6 +30,8 @@ use crate::registry::RegistryError;
 /// The room channels read here.
 pub(super) struct Subscriptions {
     keys: Keys,
+    /// Told where each room's counter stands when its channel is subscribed.
+    sequence: Arc<Sequence>,
     state: Mutex<State>,
 }
 
@@ -42,9 +46,10 @@ struct State {
 }
 
 impl Subscriptions {
-    pub(super) fn new(keys: Keys) -> Self {
+    pub(super) fn new(keys: Keys, sequence: Arc<Sequence>) -> Self {
         Subscriptions {
             keys,
+            sequence,
             state: Mutex::new(State::default()),
         }
     }
@@ -79,8 +84,29 @@ impl Subscriptions {
             .ok_or_else(|| unavailable("not subscribed to Redis"))?;
         let channels: Vec<String> = missing.iter().map(|room| self.keys.room(room)).collect();
         listen(sink, &channels).await.map_err(unavailable)?;
-        state.rooms.extend(missing);
+        state.rooms.extend(missing.iter().cloned());
+        self.read_from_now(&missing).await.map_err(unavailable)
+    }
+
+    /// Tells the sequence where the counters of `rooms`, whose channels were just subscribed,
+    /// stand: what they numbered so far was published before anything this instance does
+    /// next, so a session created here starts after it (see [`sequence`](super::sequence)).
+    async fn read_from_now(&self, rooms: &[RoomName]) -> redis::RedisResult<()> {
+        let at = self.sequence.counters(rooms).await?;
+        self.sequence.reading(rooms, &at);
         Ok(())
+    }
+
+    /// Starts counting from where every line read here stands (see [`Sequence::catch_up`]),
+    /// with no channel subscribed or left meanwhile; what each missed since the last message
+    /// applied.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis cannot be reached.
+    pub(super) async fn catch_up(&self) -> Result<Missed, RegistryError> {
+        let state = self.state.lock().await;
+        let rooms: Vec<RoomName> = state.rooms.iter().cloned().collect();
+        self.sequence.catch_up(&rooms).await
     }
 
     /// A new pub/sub connection, subscribed to the bus and this instance's channel: subscribes
@@ -126,13 +152,21 @@ impl Subscriptions {
         };
         if !left.is_empty() {
             match unlisten(sink, &names(&left)).await {
-                Ok(()) => rooms.retain(|room| !left.contains(room)),
+                Ok(()) => {
+                    rooms.retain(|room| !left.contains(room));
+                    self.sequence.not_reading(&left);
+                }
                 Err(err) => warn!(error = %err, "could not leave room channels"),
             }
         }
         if !joined.is_empty() {
             match listen(sink, &names(&joined)).await {
-                Ok(()) => rooms.extend(joined),
+                Ok(()) => {
+                    rooms.extend(joined.iter().cloned());
+                    if let Err(err) = self.read_from_now(&joined).await {
+                        warn!(error = %err, "could not read where room counters stand");
+                    }
+                }
                 Err(err) => warn!(error = %err, "could not read room channels"),
             }
         }
@@ -168,7 +202,12 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_connection_nothing_is_read_and_holds_outlive_their_sessions() {
-        let subscriptions = Subscriptions::new(Keys::new("t"));
+        // Never connected: nothing here reaches Redis.
+        let conn = super::super::transport::Target::parse("redis://127.0.0.1:1")
+            .and_then(|target| target.connect_lazily())
+            .unwrap();
+        let sequence = Arc::new(Sequence::new(conn, Keys::new("t")));
+        let subscriptions = Subscriptions::new(Keys::new("t"), sequence);
         let refused = subscriptions
             .ensure(&rooms(&["dev"]), Duration::from_secs(60))
             .await;
