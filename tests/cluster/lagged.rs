@@ -27,7 +27,11 @@ async fn publish_to_everyone(node: &Endpoint, message: Value) {
     let body = json!({ "to": "everyone", "message": message });
     let request = node.client.post(node.url("/api/publish"));
     let response = send(request.bearer_auth(TEST_API_KEY).json(&body)).await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED, "publish to everyone");
+    assert_eq!(
+        response.status(),
+        StatusCode::ACCEPTED,
+        "publish to everyone"
+    );
 }
 
 /// Sends `to` a direct message from `from` through `node` and reads `to`'s stream up to it:
@@ -50,7 +54,13 @@ async fn read_up_to_marker(
 
 /// `session` resumes through `node` after `seen`, its instance killed: its stream must say
 /// `lagged` with exactly `missed` (none when 0), and a direct message then gets the next id.
-async fn resumes_with(node: &Endpoint, sender: &Session, session: &Session, seen: u64, missed: u64) {
+async fn resumes_with(
+    node: &Instance,
+    sender: &Session,
+    session: &Session,
+    seen: u64,
+    missed: u64,
+) {
     let mut stream = resume_after_crash(node, session, seen).await;
     let marker = json!(format!("after the crash, to {}", session.name));
     let id = node.respond(sender, session, &marker).await;

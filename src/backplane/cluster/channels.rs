@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use super::counting::Counting;
 use super::instance::Cluster;
 use super::keys::unavailable;
-use super::counting::Counting;
 use super::protocol::{ROOM_NUMBERS, Unknown, read, version_of};
 use super::sequence::Numbers;
 use super::transport::{Sink, Subscription};
@@ -201,7 +201,10 @@ impl Cluster {
                         let Some((name, payload)) = message else {
                             break;
                         };
-                        let room = self.keys.room_of(&name).and_then(|r| RoomName::parse(r).ok());
+                        let room = self
+                            .keys
+                            .room_of(&name)
+                            .and_then(|r| RoomName::parse(r).ok());
                         let kind = match (&room, name == own) {
                             (_, true) => "instance",
                             (Some(_), _) => "room",

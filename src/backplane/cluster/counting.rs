@@ -258,7 +258,6 @@ impl Counting {
             _ => Counting::Plain,
         }
     }
-
 }
 
 /// The field of a session's counts holding its starting point in `room`.

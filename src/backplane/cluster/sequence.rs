@@ -161,11 +161,7 @@ impl Sequence {
                 let published = self.conn.publish(channel, message.to_json()).await;
                 return published.map(drop).map_err(unavailable);
             }
-            Counting::Numbered {
-                counters,
-                all,
-                own,
-            } => {
+            Counting::Numbered { counters, all, own } => {
                 invocation = invoke(&self.scripts.numbered, &counters);
                 if let Some(own) = own {
                     invocation.key(self.keys.counts(own));
@@ -235,8 +231,12 @@ impl Sequence {
     ///
     /// # Errors
     /// `Unavailable` when Redis cannot be reached: then none of a chunk may be counted.
-    pub(super) async fn count_each(&self, counts: &[(SessionId, i64)]) -> Result<(), RegistryError> {
-        static SCRIPT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(DIRECT));
+    pub(super) async fn count_each(
+        &self,
+        counts: &[(SessionId, i64)],
+    ) -> Result<(), RegistryError> {
+        static SCRIPT: std::sync::LazyLock<Script> =
+            std::sync::LazyLock::new(|| Script::new(DIRECT));
         for chunk in counts.chunks(CHUNK) {
             let mut invocation = SCRIPT.prepare_invoke();
             for (id, by) in chunk {
@@ -368,7 +368,10 @@ impl Sequence {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        let standing: Vec<u64> = standing.into_iter().map(Option::unwrap_or_default).collect();
+        let standing: Vec<u64> = standing
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
         let mut applied = self.applied();
         let mut now = Applied {
             caught_up: true,
