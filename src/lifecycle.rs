@@ -50,6 +50,7 @@ pub(crate) async fn run(
 ) -> std::io::Result<()> {
     // Start 1: the configuration.
     config.check_mailbox().map_err(std::io::Error::other)?;
+    config.check_redis_prefix().map_err(std::io::Error::other)?;
     let join = config.join_policy().map_err(std::io::Error::other)?;
     let api_key = config.api_key().map_err(std::io::Error::other)?;
     let certificates = match config.tls_files().map_err(std::io::Error::other)? {

@@ -7,6 +7,8 @@
 //! `only` narrows an event to one session: a session that migrated here replays what it
 //! missed on the way, and nobody else hears it twice.
 
+use std::collections::HashSet;
+
 use serde_json::value::RawValue;
 
 use crate::identity::{RoomName, SessionId};
@@ -53,9 +55,13 @@ pub(crate) trait BrokerEvents: Send + Sync + 'static {
     /// Whether a room above the presence limit changed its count since the last `counted`.
     fn counts_due(&self) -> bool;
 
-    /// The rooms above the presence limit whose count changed hear `room_count`, each count
-    /// read from `size`.
-    fn counted(&self, size: &dyn Fn(&RoomName) -> usize);
+    /// The rooms above the presence limit whose count changed, each with its count read from
+    /// `size`; they are told by [`BrokerEvents::count_to`] (a cluster counts each
+    /// `room_count` in Redis before it appends it).
+    fn due_counts(&self, size: &dyn Fn(&RoomName) -> usize) -> Vec<(RoomName, usize)>;
+
+    /// `room_count` of `members` to the members of `room` here that are among `to`.
+    fn count_to(&self, room: (&RoomName, usize), to: &HashSet<SessionId>);
 
     /// An addressed event for session `to`, homed here: its id, and whether it was appended
     /// (false: a retry with the same `key`, answered with the first one's id).

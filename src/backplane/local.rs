@@ -159,8 +159,12 @@ impl Local {
             return; // most seconds: no turn taken
         }
         let registry = self.registry.clone();
-        self.fan_out(move |events| events.counted(&|room| registry.room_size(room)))
-            .await;
+        self.fan_out(move |events| {
+            for (room, members) in events.due_counts(&|room| registry.room_size(room)) {
+                events.count_to((&room, members), &registry.room_member_ids(&room));
+            }
+        })
+        .await;
     }
 
     pub(crate) fn peer(&self, id: SessionId) -> Option<Peer> {

@@ -37,6 +37,7 @@ mod rooms;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -162,8 +163,12 @@ impl BrokerEvents for Here {
         self.presence.counts_due()
     }
 
-    fn counted(&self, size: &dyn Fn(&RoomName) -> usize) {
-        self.presence.count(&self.registry, size);
+    fn due_counts(&self, size: &dyn Fn(&RoomName) -> usize) -> Vec<(RoomName, usize)> {
+        self.presence.due(size)
+    }
+
+    fn count_to(&self, room: (&RoomName, usize), to: &HashSet<SessionId>) {
+        self.presence.count_to(&self.registry, room, to);
     }
 
     fn direct(
@@ -223,10 +228,9 @@ impl Hub {
         prefix: &str,
         shutdown: CancellationToken,
     ) -> Result<Self, RegistryError> {
-        let presence = settings.presence;
         let here = Here::new(registry.clone(), settings);
         let events = Arc::new(here.clone());
-        let cluster = Cluster::start(registry, events, presence, url, prefix, shutdown)?;
+        let cluster = Cluster::start(registry, events, url, prefix, shutdown)?;
         Ok(Hub(Arc::new(Parts {
             here,
             broker: Broker::Redis(cluster),

@@ -14,7 +14,7 @@
 //! With presence off (`--presence false`) nobody hears of anyone, and `ready` and `joined` carry
 //! counts only; the sessions are still there for `GET /clients` and the room listings.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::identity::{RoomName, SessionId};
@@ -152,20 +152,33 @@ impl Presence {
         !self.changed.lock().expect("presence lock").is_empty()
     }
 
-    /// Sends `room_count` into each room above the limit whose count changed since the last
-    /// call, with its count from `size`.
-    pub(crate) fn count(&self, registry: &Registry, size: impl Fn(&RoomName) -> usize) {
+    /// The rooms above the limit whose count changed since the last call, each with its count
+    /// from `size` (those left empty are not told): a cluster counts each `room_count` before
+    /// it sends it with [`Presence::count_to`].
+    pub(crate) fn due(&self, size: impl Fn(&RoomName) -> usize) -> Vec<(RoomName, usize)> {
         let changed = std::mem::take(&mut *self.changed.lock().expect("presence lock"));
-        for room in changed {
-            let members = size(&room);
-            if members > 0 {
-                let event = Event::RoomCount(RoomCount {
-                    room: room.clone(),
-                    members,
-                });
-                registry.fan_out(event, Reach::Room(&room), None, None);
-            }
-        }
+        changed
+            .into_iter()
+            .map(|room| {
+                let members = size(&room);
+                (room, members)
+            })
+            .filter(|(_, members)| *members > 0)
+            .collect()
+    }
+
+    /// Sends `room_count` of `members` to the members of `room` here that are among `to`.
+    pub(crate) fn count_to(
+        &self,
+        registry: &Registry,
+        (room, members): (&RoomName, usize),
+        to: &HashSet<SessionId>,
+    ) {
+        let event = Event::RoomCount(RoomCount {
+            room: room.clone(),
+            members,
+        });
+        registry.fan_out(event, Reach::Among(room, to), None, None);
     }
 
     /// Fills `subscription`'s `ready` with each of its rooms' roster (see
@@ -286,7 +299,9 @@ mod tests {
         }
         assert!(heard(&mut stream).is_empty(), "above 2: not announced");
         assert!(presence.counts_due());
-        presence.count(&registry, |r| registry.room_size(r));
+        for (big, members) in presence.due(|r| registry.room_size(r)) {
+            presence.count_to(&registry, (&big, members), &registry.room_member_ids(&big));
+        }
         assert_eq!(
             heard(&mut stream),
             [r#"room_count {"room":"big","members":4}"#]

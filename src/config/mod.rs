@@ -357,6 +357,26 @@ impl Config {
         Ok(())
     }
 
+    /// Whether `--redis-prefix` can tag a Redis Cluster's keys: there every key and channel of
+    /// the deployment carries the hash tag `{<prefix>}`, which Redis ignores when it is empty
+    /// (the keys would scatter over every slot, and the scripts fail) and a brace would cut.
+    ///
+    /// # Errors
+    /// One line naming the flag.
+    pub(crate) fn check_redis_prefix(&self) -> Result<(), String> {
+        // The schemes of a Redis Cluster's seed list (see the cluster transport).
+        let cluster = self.redis_url.as_deref().is_some_and(|url| {
+            url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://")
+        });
+        if cluster && (self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}'])) {
+            return Err(format!(
+                "--redis-prefix {:?} cannot tag the keys of a Redis Cluster: give a prefix that is not empty and has no braces",
+                self.redis_prefix
+            ));
+        }
+        Ok(())
+    }
+
     /// What the hub decides: presence, and who may be in which room and message whom.
     pub fn hub_settings(&self) -> HubSettings {
         self.rooms.hub_settings(self.presence)

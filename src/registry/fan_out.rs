@@ -2,6 +2,7 @@
 //! presence event (the hub decides which). Whatever the room, fan-outs take the one fan-out
 //! lock, so every mailbox gets them in one order.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -16,6 +17,8 @@ use crate::identity::{RoomName, SessionId};
 pub(crate) enum Reach<'a> {
     Everyone,
     Room(&'a RoomName),
+    /// The members of a room here who are among these sessions.
+    Among(&'a RoomName, &'a HashSet<SessionId>),
 }
 
 impl State {
@@ -81,6 +84,12 @@ impl Registry {
                     .collect(),
                 (None, Reach::Everyone) => state.audience(),
                 (None, Reach::Room(room)) => state.room_audience(room),
+                (_, Reach::Among(room, ids)) => state
+                    .room_audience(room)
+                    .iter()
+                    .filter(|s| ids.contains(&s.peer.id) && only.is_none_or(|id| id == s.peer.id))
+                    .cloned()
+                    .collect(),
             }
         };
         let mut recipients = 0;

@@ -12,7 +12,7 @@
 //! each mailbox keeps one order whatever rooms its events come from. Who hears of a join is
 //! the hub's business, like everything about presence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -203,6 +203,12 @@ impl Registry {
     pub(crate) fn room_members(&self, room: &RoomName) -> Vec<Peer> {
         let members = self.lock().room_audience(room);
         members.iter().map(|s| s.peer.clone()).collect()
+    }
+
+    /// The ids of the members of `room` here.
+    pub(crate) fn room_member_ids(&self, room: &RoomName) -> HashSet<SessionId> {
+        let members = self.lock().room_audience(room);
+        members.iter().map(|s| s.peer.id).collect()
     }
 
     /// How many members `room` has here.

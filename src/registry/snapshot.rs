@@ -103,14 +103,20 @@ impl Registry {
         sessions.iter().map(|s| Homed::of(s)).collect()
     }
 
-    /// Up to `count` events meant for every session living here were lost on their way (a
-    /// cluster instance cut off from its backplane for a while): each mailbox skips that many
-    /// ids, so each stream reports them as `lagged` (see [`Mailbox::skip`]).
-    pub(crate) fn skip_everywhere(&self, count: u64) {
+    /// Events meant for the sessions living here were lost on their way (a cluster instance
+    /// cut off from its backplane for a while): each mailbox skips as many ids as `missed`
+    /// says for the rooms its session is in, so each stream reports them as `lagged` (see
+    /// [`Mailbox::skip`]).
+    pub(crate) fn skip_missed(&self, missed: impl Fn(&[RoomName]) -> u64) {
         let sessions: Vec<Arc<Session>> = self.lock().sessions.values().cloned().collect();
         for session in sessions {
-            session.lock().mailbox.skip(count);
-            session.wake();
+            let mut inner = session.lock();
+            let count = missed(&inner.rooms);
+            if count > 0 {
+                inner.mailbox.skip(count);
+                drop(inner);
+                session.wake();
+            }
         }
     }
 

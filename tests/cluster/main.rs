@@ -30,6 +30,7 @@ mod crashes;
 mod departures;
 mod deploys;
 mod expiry;
+mod lagged;
 mod messaging;
 mod outages;
 mod proxy;

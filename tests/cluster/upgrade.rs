@@ -226,12 +226,12 @@ async fn what_a_newer_instance_sends_that_this_one_does_not_know_is_logged_and_c
     // A kind it does not know, twice; a known kind with a field it does not know; junk.
     for _ in 0..2 {
         cluster
-            .publish_raw(&bus, r#"{"v":3,"type":"teleport","body":{"to":"mars"}}"#)
+            .publish_raw(&bus, r#"{"v":4,"type":"teleport","body":{"to":"mars"}}"#)
             .await;
     }
     // As instances write them: the version first, the kind before its body.
     let newer =
-        r#"{"v":3,"type":"announce","body":{"message":"from the future","priority":"high"}}"#;
+        r#"{"v":4,"type":"announce","body":{"message":"from the future","priority":"high"}}"#;
     cluster.publish_raw(&bus, newer).await;
     cluster.publish_raw(&bus, "not json").await;
     cluster.settle().await;

@@ -11,12 +11,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use super::counting::Counting;
 use super::instance::Cluster;
 use super::keys::unavailable;
-use super::protocol::{Unknown, read};
+use super::protocol::{ROOM_NUMBERS, Unknown, read, version_of};
+use super::sequence::Numbers;
 use super::transport::{Sink, Subscription};
-use super::wire::{Message, seq_of};
-use crate::identity::SessionId;
+use super::wire::{Message, all_of, seq_of};
+use crate::identity::{RoomName, SessionId};
 use crate::registry::RegistryError;
 
 /// What a PUBLISH to one instance's channel that `readers` subscribers got means: none, and
@@ -33,23 +35,28 @@ impl Cluster {
     /// traffic on the room's channel, everything else on the bus. (A direct message goes to
     /// its recipient's home: [`Cluster::send`].)
     pub(super) async fn publish(&self, message: &Message) -> Result<(), RegistryError> {
-        let channel = match message.answers() {
-            Some(asker) => self.keys.channel_of(asker),
-            None => self.channel_for(message),
-        };
-        if let Some(from) = self.sequence.numbering(message) {
-            return self.sequence.publish_numbered(channel, message, from).await;
+        if let Some(asker) = message.answers() {
+            return self
+                .publish_on(self.keys.channel_of(asker), message)
+                .await
+                .map(drop);
         }
-        self.publish_on(channel, message).await.map(drop)
+        let room = self.room_channel_for(message);
+        let channel = room.map_or_else(|| self.keys.bus(), |room| self.keys.room(room));
+        let listed = |size| self.events.listed(size);
+        let counting = Counting::of(&self.keys, message, room, &listed);
+        self.sequence
+            .publish_counted(channel, message, counting)
+            .await
     }
 
-    /// The channel of what every instance may need to read: the room's, for the traffic of one
-    /// room but `lobby`, while every instance alive reads room channels; else the bus (see the
-    /// [module doc](super) on mixed versions).
-    fn channel_for(&self, message: &Message) -> String {
+    /// The room whose channel carries what every instance may need to read: the room's, for
+    /// the traffic of one room but `lobby`, while every instance alive reads room channels;
+    /// else none: the bus (see the [module doc](super) on mixed versions).
+    fn room_channel_for<'m>(&self, message: &'m Message) -> Option<&'m RoomName> {
         match message.room() {
-            Some(room) if !self.liveness.mixed() => self.keys.room(room),
-            _ => self.keys.bus(),
+            Some(room) if !room.is_lobby() && !self.liveness.mixed() => Some(room),
+            _ => None,
         }
     }
 
@@ -162,20 +169,24 @@ impl Cluster {
                     info!(channel, "subscribed to the Redis bus");
                     // Healthy only once re-registered: the command connection may still be
                     // reconnecting, so retry until it works (bus messages wait meanwhile).
-                    let applied = self.sequence.applied();
-                    while let Err(err) = self.reregister().await {
-                        warn!(error = %err, "could not re-register homed sessions; retrying");
+                    let missed = loop {
+                        match self.reregister().await {
+                            Ok(missed) => break missed,
+                            Err(err) => {
+                                warn!(error = %err, "could not re-register homed sessions; retrying")
+                            }
+                        }
                         tokio::select! {
                             () = shutdown.cancelled() => return,
                             () = tokio::time::sleep(backoff) => {}
                         }
-                    }
+                    };
                     // The numbered messages published while cut off (re-registering read
-                    // where the bus stands) never came: each mailbox reports them as missed.
-                    let missed = self.sequence.applied().saturating_sub(applied);
-                    if was_subscribed && missed > 0 {
-                        warn!(missed, "numbered messages lost while cut off from the bus");
-                        self.registry.skip_everywhere(missed as u64);
+                    // where each line stands) never came: each mailbox reports those of its
+                    // lines as missed.
+                    if was_subscribed {
+                        warn!(?missed, "numbered messages lost while cut off from the bus");
+                        self.registry.skip_missed(|rooms| missed.of(rooms));
                     }
                     was_subscribed = true;
                     // Before any message is applied: what was published meanwhile is not replayed.
@@ -190,15 +201,18 @@ impl Cluster {
                         let Some((name, payload)) = message else {
                             break;
                         };
-                        let kind = if name == own {
-                            "instance"
-                        } else if self.keys.room_of(&name).is_some() {
-                            "room"
-                        } else {
-                            "bus"
+                        let room = self
+                            .keys
+                            .room_of(&name)
+                            .and_then(|r| RoomName::parse(r).ok());
+                        let kind = match (&room, name == own) {
+                            (_, true) => "instance",
+                            (Some(_), _) => "room",
+                            (None, _) => "bus",
                         };
                         self.registry.metrics().bus_received(kind);
                         let payload = payload.as_slice();
+                        let numbers = numbers_of(payload, room, name == own);
                         let (message, unknown) = read(payload);
                         if let Some(unknown) = unknown {
                             self.not_understood(unknown);
@@ -206,7 +220,7 @@ impl Cluster {
                         // Inline, fan-outs included: this one task holds at most one worker,
                         // and the others keep serving requests meanwhile.
                         if let Some(message) = message {
-                            self.apply(message, seq_of(payload));
+                            self.apply(message, numbers);
                         }
                     }
                     self.subscriptions.disconnected().await;
@@ -260,6 +274,20 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The numbers of `payload`, read on `room`'s channel (or the bus, or this instance's own,
+/// which carries none); a room's number from an instance older than protocol
+/// [`ROOM_NUMBERS`] is the bus's, not compared with the room's.
+fn numbers_of(payload: &[u8], room: Option<RoomName>, own: bool) -> Option<Numbers> {
+    if own || (room.is_some() && version_of(payload) < ROOM_NUMBERS) {
+        return None;
+    }
+    Some(Numbers {
+        seq: seq_of(payload)?,
+        all: all_of(payload),
+        room,
+    })
 }
 
 /// Subscribes `sink`'s connection to `channels`; returns once Redis confirmed it.

@@ -48,14 +48,14 @@ end
 ";
 
 /// Writes entry ARGV[2] of session ARGV[1], moving the room counts from its old rooms to its
-/// new ones; with KEYS[3], also starts the session's counts at `base` ARGV[3]. KEYS: the
-/// directory, the room counts. An entry without a `lifetime` keeps the one its old entry had,
-/// and returns it (JSON); else nothing.
+/// new ones; with KEYS[3], also starts the session's counts with the field/value pairs
+/// ARGV[3..]. KEYS: the directory, the room counts. An entry without a `lifetime` keeps the one
+/// its old entry had, and returns it (JSON); else nothing.
 static PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{ROOM_COUNTS}{WRITE_ENTRY}
         local kept = write_entry()
-        if KEYS[3] then redis.call('HSET', KEYS[3], 'base', ARGV[3]) end
+        if KEYS[3] then redis.call('HSET', KEYS[3], 'direct', 0, unpack(ARGV, 3)) end
         return kept
         "
     ))
@@ -211,19 +211,24 @@ impl Directory {
             .map_err(unavailable)
     }
 
-    /// Writes a new session's entry, homed here, with the `base` of its counts (key `counts`,
-    /// see [`sequence`](super::sequence)), at once: an entry is never adopted without them.
+    /// Writes a new session's entry, homed here, with the starting points of its counts (key
+    /// `counts`, see [`sequence`](super::sequence)), at once: an entry is never adopted
+    /// without them.
     pub(super) async fn put_new(
         &self,
         session: &Homed,
-        (counts, base): (String, i64),
+        (counts, starts): (String, Vec<(String, u64)>),
     ) -> Result<(), RegistryError> {
-        PUT.key(&self.key)
+        let mut invocation = PUT.key(&self.key);
+        invocation
             .key(&self.rooms)
             .key(counts)
             .arg(session.peer.id.to_string())
-            .arg(self.entry(session))
-            .arg(base)
+            .arg(self.entry(session));
+        for (field, at) in starts {
+            invocation.arg(field).arg(at);
+        }
+        invocation
             .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::drain::DRAIN_TIMEOUT;
 use super::instance::{Cluster, HOLD};
+use super::sequence::Numbers;
 use super::transit::Pulled;
 use super::wire::{DRAINED, Message, Outcome, with_sizes};
 use crate::identity::{RoomName, SessionId};
@@ -22,12 +23,12 @@ use crate::registry::RegistryError;
 use crate::registry::lifetime::instant_of_unix_ms;
 
 impl Cluster {
-    /// Applies one bus message, in bus order; `seq` is its number if it is numbered (see
+    /// Applies one bus message, in bus order; `numbers` are its numbers if it is numbered (see
     /// [`sequence`](super::sequence)).
-    pub(super) fn apply(self: &Arc<Self>, message: Message, seq: Option<u64>) {
+    pub(super) fn apply(self: &Arc<Self>, message: Message, numbers: Option<Numbers>) {
         // Held for the whole message, so an arrival completes atomically with respect to it.
         let mut transit = self.migrations.lock();
-        if seq.is_some_and(|seq| !self.sequence.advance(seq)) {
+        if numbers.is_some_and(|numbers| !self.sequence.advance(&numbers)) {
             return;
         }
         transit.buffer(&message);

@@ -52,7 +52,7 @@ pub(crate) struct Cluster {
     /// Who is in which room, kept from the bus: the rosters attaches read. Shared with
     /// `subscriptions`, which tells it which rooms are read.
     pub(super) peers: Arc<Peers>,
-    pub(super) sequence: Sequence,
+    pub(super) sequence: Arc<Sequence>,
     pub(super) liveness: Liveness,
     /// Telling a forgotten session from a gone one after Redis restarted empty.
     pub(super) restart: Restart,
@@ -71,8 +71,7 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Connects lazily (an unreachable Redis at start is reported, not fatal) and starts the
-    /// subscriber and liveness tasks, which end when `shutdown` fires. `announces`: whether
-    /// joins and leaves put events into mailboxes (presence on).
+    /// subscriber and liveness tasks, which end when `shutdown` fires.
     ///
     /// # Errors
     /// When `url` is not a valid Redis URL (one server) or seed list (a Redis Cluster, see
@@ -80,7 +79,6 @@ impl Cluster {
     pub(crate) fn start(
         registry: Registry,
         events: Arc<dyn BrokerEvents>,
-        announces: bool,
         url: &str,
         prefix: &str,
         shutdown: CancellationToken,
@@ -91,17 +89,18 @@ impl Cluster {
         let keys = Keys::new(&target.key_prefix(prefix));
         let peers = Arc::new(Peers::default());
         let session_ttl = registry.settings().session_ttl;
+        let sequence = Arc::new(Sequence::new(conn.clone(), keys.clone()));
         let cluster = Arc::new(Cluster {
             registry,
             events,
             instance,
             directory: Directory::new(conn.clone(), &keys, instance),
-            subscriptions: Subscriptions::new(keys.clone(), Arc::clone(&peers)),
-            peers,
             ended: Ended::new(conn.clone(), keys.clone(), session_ttl),
-            sequence: Sequence::new(conn.clone(), keys.clone(), announces),
+            sequence: Arc::clone(&sequence),
             liveness: Liveness::new(conn.clone(), keys.clone(), instance),
             restart: Restart::new(conn.clone(), keys.clone(), instance),
+            subscriptions: Subscriptions::new(keys.clone(), Arc::clone(&peers), sequence),
+            peers,
             keys,
             target,
             conn,

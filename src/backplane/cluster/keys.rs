@@ -24,9 +24,14 @@ pub const INSTANCE: &str = "instance";
 /// Suffix (then `:<instance uuid>`) of the key beside the liveness key that gives an
 /// instance's wire protocol; instances older than protocol 2 write none.
 pub const PROTOCOL: &str = "protocol";
-/// Suffix of the counter that numbers the messages putting an event into every mailbox.
+/// Suffix of the counter that numbers the bus's messages that put events into mailboxes
+/// (`lobby`'s traffic and server messages to everyone); then `:<room>`, of the counter that
+/// numbers those of a room but `lobby`.
 pub const SEQ: &str = "seq";
-/// Suffix (then `:<session id>`) of a session's counts: `base`, `own`, `direct`.
+/// Suffix of the counter that numbers the server messages to everyone.
+pub const EVERYONE: &str = "everyone";
+/// Suffix (then `:<session id>`) of a session's counts: `direct`, `own`, `done`, and its
+/// starting points `base`, `all` and `r:<room>` (see [`sequence`](super::sequence)).
 pub const COUNTS: &str = "counts";
 /// Suffix (then `:<session id>`) of the expiring key that remembers a session which ended at
 /// its lifetime, so that every instance refuses its token as expired (see
@@ -159,9 +164,28 @@ impl Keys {
         self.key(&format!("{STATS}:*"))
     }
 
-    /// The message counter.
+    /// The bus's counter, which is `lobby`'s.
     pub(super) fn seq(&self) -> String {
         self.key(SEQ)
+    }
+
+    /// The counter of `room`'s messages (`lobby`'s is the bus's).
+    pub(super) fn room_seq(&self, room: &RoomName) -> String {
+        if room.is_lobby() {
+            self.seq()
+        } else {
+            format!("{}{room}", self.room_seqs())
+        }
+    }
+
+    /// The prefix of every room's counter but `lobby`'s.
+    pub(super) fn room_seqs(&self) -> String {
+        self.key(&format!("{SEQ}:"))
+    }
+
+    /// The counter of the server messages to everyone.
+    pub(super) fn everyone(&self) -> String {
+        self.key(EVERYONE)
     }
 
     /// The prefix of every session's counts key.

@@ -18,7 +18,7 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::keys::{Keys, LIVENESS, unavailable};
-use super::protocol::PROTOCOL;
+use super::protocol::{PROTOCOL, ROOM_CHANNELS};
 use super::transport::Conn;
 use crate::registry::RegistryError;
 
@@ -104,7 +104,7 @@ impl Liveness {
                 instances
                     .iter()
                     .zip(protocols)
-                    .filter(|(_, protocol)| protocol.is_none_or(|p| p < PROTOCOL))
+                    .filter(|(_, protocol)| protocol.is_none_or(|p| p < ROOM_CHANNELS))
                     .map(|(instance, _)| *instance),
             );
         }
@@ -115,7 +115,7 @@ impl Liveness {
                 instances = older.len(),
                 "an instance of an older protocol is alive: room traffic rides the bus"
             ),
-            (false, true) => info!("every instance alive speaks protocol {PROTOCOL}"),
+            (false, true) => info!("every instance alive reads room channels"),
             _ => {}
         }
         if !older.is_empty() {

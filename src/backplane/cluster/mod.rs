@@ -17,10 +17,12 @@
 //! | [`ROOMS`](keys::ROOMS) `<prefix>:rooms` | hash | room name → its members in the cluster (written with the entries) |
 //! | [`INSTANCE`](keys::INSTANCE) `<prefix>:instance:<uuid>` | string, expiring | this instance is alive (`alive`), or alive and stopping (`leaving`) |
 //! | [`ADOPTED`](keys::ADOPTED) `<prefix>:adopted:<uuid>` | set, expiring after a day | the sessions of this instance that survivors adopted; read and removed when it re-registers (it was only cut off: see [`recovery`]) |
-//! | [`PROTOCOL`](keys::PROTOCOL) `<prefix>:protocol:<uuid>` | string, expiring with the above | the wire protocol this instance speaks (2; older instances write none) |
+//! | [`PROTOCOL`](keys::PROTOCOL) `<prefix>:protocol:<uuid>` | string, expiring with the above | the wire protocol this instance speaks (3; protocol 1 writes none) |
 //! | [`STATS`](keys::STATS) `<prefix>:stats:<uuid>` | string, expiring | this instance's newest figures for the admin console, JSON ([`figures`]) |
-//! | [`SEQ`](keys::SEQ) `<prefix>:seq` | string (integer) | the number of the last message that put an event into every mailbox (see [`sequence`]) |
-//! | [`COUNTS`](keys::COUNTS) `<prefix>:counts:<session id>` | hash | `base`, `own`, `direct`: how many events the session was given (see [`sequence`]) |
+//! | [`SEQ`](keys::SEQ) `<prefix>:seq` | string (integer) | the number of the bus's last message that put events into mailboxes: `lobby`'s traffic and server messages to everyone (see [`sequence`]) |
+//! | [`SEQ`](keys::SEQ) `<prefix>:seq:<room>` | string (integer) | the number of the last message of a room (but `lobby`) that put events into its members' mailboxes |
+//! | [`EVERYONE`](keys::EVERYONE) `<prefix>:everyone` | string (integer) | the number of the last server message to everyone |
+//! | [`COUNTS`](keys::COUNTS) `<prefix>:counts:<session id>` | hash | `direct`, `own`, `done`, and a starting point on each counter the session hears (`base`, `r:<room>`, `all`): how many events it was given (see [`sequence`], [`counting`]) |
 //! | [`ENDED`](keys::ENDED) `<prefix>:ended:<session id>` | string, expiring (the session TTL, at least 60 s) | a session that ended at its lifetime: its token's hash and why, so every instance answers `session_expired` ([`ended`]) |
 //! | [`STATE`](keys::STATE) `<prefix>:state` | string | Redis holds the cluster's state; missing once it restarted empty (see [`restart`]) |
 //! | [`RECOVERING`](keys::RECOVERING) `<prefix>:recovering` | string, expiring | the instances are re-registering their sessions after Redis restarted empty |
@@ -51,9 +53,10 @@
 //! re-subscribes and re-registers the sessions it homes, but those a survivor adopted while it
 //! was cut off, which it drops (see [`recovery`]): a session has one home. Events published while an instance was
 //! cut off are not replayed to it, but numbered ones are reported: each mailbox skips as many
-//! ids as numbered messages went by meanwhile (a lost connection, a resharding, a failover), so
-//! its stream says `lagged` (see [`channels`]). A gap in the numbers while subscribed is no
-//! loss: the numbers are shared by every room's channel, and an instance reads only its rooms'.
+//! ids as numbered messages of its rooms (and to everyone) went by meanwhile (a lost
+//! connection, a resharding, a failover), so its stream says `lagged` (see [`channels`],
+//! [`sequence`]). A gap in a room's numbers while subscribed is no loss: an instance reads a
+//! room's channel only while it homes a member.
 //!
 //! # Mixed versions (rolling upgrades)
 //!
@@ -74,6 +77,12 @@
 //!   so the switch back loses nothing. An older instance that starts in a cluster of newer
 //!   ones is seen within a liveness tick (1 s); room traffic published meanwhile on room
 //!   channels does not reach its sessions.
+//! - Protocol 3 numbers a room's messages on the room's own counter (protocol 2 numbered them
+//!   on the bus's, wherever they travelled), and adds `"all"` to server messages to everyone
+//!   ([`sequence`]): a reader takes a room channel's `"seq"` as the room's number only from
+//!   protocol 3 on. Protocol 2 instances read protocol 3's messages as their own. While
+//!   instances of both are alive, what the older ones publish is counted the old way, so a
+//!   crash then may report a `lagged` that is off for sessions outside `lobby`.
 //! - Protocol 1 is commit 13e0970; `tests/cluster/upgrade.rs` runs its binary beside this one.
 //!
 //! # Glossary
@@ -83,8 +92,9 @@
 //!   read by every `ready` ([`peers`]).
 //! - *bus*: the channel every instance reads in one order; an instance's *own channel* carries
 //!   what concerns it alone.
-//! - *numbered message*: one that puts an event into every mailbox, counted in Redis so that a
-//!   crash loses no count ([`sequence`]).
+//! - *numbered message*: one that puts an event into the mailboxes of a room's members (or of
+//!   every session), numbered on the room's counter in Redis so that a crash loses no count
+//!   ([`sequence`]).
 //! - *migrate*: a session's mailbox moves, ids included, to the instance its stream attached
 //!   to, which pulls it from its home ([`migrate`]; on the wire `handover`, `handed_over`).
 //! - *drain*: a stopping instance sends every session it homes to the others before it stops
@@ -111,6 +121,7 @@
 //! - [`peers`]: who is in which room, kept in memory from the bus ([`peers::Peers`]).
 //! - [`wire`]: every message instances send each other.
 //! - [`protocol`]: the protocol version on the wire, and reading a newer instance's messages.
+//! - [`counting`]: the scripts that number and count, and what each message counts for.
 //! - [`sequence`]: counting each session's events in Redis ([`sequence::Sequence`]).
 //! - [`liveness`]: this instance's key, and reading the others' ([`liveness::Liveness`]).
 //! - [`restart`]: the keys that tell when Redis lost its state ([`restart::Restart`]).
@@ -139,6 +150,7 @@
 //! remove one waiter.
 
 mod channels;
+mod counting;
 mod directory;
 mod dispatch;
 mod drain;

@@ -50,17 +50,17 @@ impl Cluster {
         self.check_room_limit(&rooms).await?;
         // Read before the join is published: the session misses nothing of its rooms.
         self.subscriptions.ensure(&rooms, HOLD).await?;
-        let (peer, token, base) = {
-            // No bus message is applied meanwhile: the session gets exactly those after `base`.
+        let (peer, token, starts) = {
+            // No message is applied meanwhile: the session gets exactly those after `starts`.
             let _bus = self.migrations.lock();
             let (peer, token) = self.registry.register(joining, place)?;
             if let Err(err) = self.registry.join_rooms(peer.id, &rooms) {
                 self.registry.remove(peer.id);
                 return Err(err);
             }
-            (peer, token, self.sequence.applied())
+            (peer, token, self.sequence.starts(&rooms))
         };
-        let counts = (self.keys.counts(peer.id), base);
+        let counts = (self.keys.counts(peer.id), starts);
         let written = match self.registry.homed_one(peer.id) {
             Some(homed) => self.directory.put_new(&homed, counts).await,
             None => Err(RegistryError::BadToken), // gone already (a DELETE with its token)

@@ -8,8 +8,18 @@ use serde_json::Value;
 use super::wire::Message;
 
 /// This build's protocol: 2 added room channels, `prepare`, `"rooms"` in `handover` and the
-/// `"v"` field itself (see the [module doc](super) on mixed versions).
-pub(super) const PROTOCOL: u32 = 2;
+/// `"v"` field itself; 3 numbers a room's messages on the room's own counter, and a server
+/// message to everyone also on the everyone line (`"all"`, see [`sequence`](super::sequence))
+/// (see the [module doc](super) on mixed versions).
+pub(super) const PROTOCOL: u32 = 3;
+
+/// The first protocol that reads room traffic on room channels: a cluster with an instance
+/// older than that alive is mixed.
+pub(super) const ROOM_CHANNELS: u32 = 2;
+
+/// The first protocol whose `"seq"` on a room's channel is the room's own number (before, the
+/// bus's, which this build does not compare with the room's).
+pub(super) const ROOM_NUMBERS: u32 = 3;
 
 /// Why a message read was not (wholly) understood.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,8 +74,8 @@ fn unknown_fields(payload: &[u8], message: &Message) -> Vec<String> {
     };
     let mut fields = Vec::new();
     missing(&sent, &known, "", &mut fields);
-    // `seq` and `v` are read before the message, by `seq_of` and `version_of`.
-    fields.retain(|field| field != "seq" && field != "v");
+    // `seq`, `all` and `v` are read before the message, by `seq_of`, `all_of` and `version_of`.
+    fields.retain(|field| !["seq", "all", "v"].contains(&field.as_str()));
     fields
 }
 
@@ -161,7 +171,7 @@ mod tests {
             "protocol 1 wrote no v"
         );
 
-        let known = r#"{"v":3,"type":"announce","body":{"message":1,"priority":"high"}}"#;
+        let known = r#"{"v":4,"type":"announce","body":{"message":1,"priority":"high"}}"#;
         let (message, unknown) = read(known.as_bytes());
         assert!(matches!(
             message,

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::instance::{Cluster, HOLD};
 use super::keys::LIVENESS;
 use super::liveness::Standing;
+use super::sequence::Missed;
 use super::wire::Orphan;
 use crate::identity::{RoomName, SessionId};
 use crate::registry::{Closed, Departure, EventId, RegistryError, Snapshot};
@@ -75,9 +76,9 @@ impl Cluster {
     /// Re-writes the directory entries of the sessions homed here, liveness key first: Redis
     /// may have restarted empty, and another instance's sweep must not find these entries
     /// without it and adopt them as a dead instance's. Called after (re)subscribing, before
-    /// any message is applied: counting starts again from where the bus stands, and a session
-    /// whose counts Redis lost starts them at its newest event id
-    /// (see [`sequence`](super::sequence)).
+    /// any message is applied: counting starts again from where each line stands, and a
+    /// session whose counts Redis lost starts them at its newest event id (see
+    /// [`sequence`](super::sequence)). Returns what each line went by meanwhile.
     ///
     /// A session a survivor adopted is not written: this instance was cut off for longer than
     /// its liveness key lived, and the session lives elsewhere now (or left since). The
@@ -88,9 +89,9 @@ impl Cluster {
     /// count covers every event accepted here before the cut (`lagged`, as after a crash).
     /// Nothing is accepted here meanwhile: a local delivery waits for this
     /// ([`Cluster::deliver`]).
-    pub(super) async fn reregister(&self) -> Result<(), RegistryError> {
+    pub(super) async fn reregister(&self) -> Result<Missed, RegistryError> {
         self.liveness.refresh().await?;
-        self.sequence.catch_up().await?;
+        let missed = self.subscriptions.catch_up().await?;
         let homed = self.registry.homed();
         let mut count = 0;
         for session in homed {
@@ -106,16 +107,18 @@ impl Cluster {
                 self.registry.take_deadline(id, &kept);
             }
             count += 1;
-            let newest = self.registry.newest(id).unwrap_or(0);
+            // Its mailbox skips what it missed before the stream reads on.
+            let newest = self.registry.newest(id).unwrap_or(0) + missed.of(&session.rooms);
             self.sequence
-                .restart_counts(id, self.sequence.applied() - newest as i64)
+                .restart_counts(id, &session.rooms, newest)
                 .await?;
         }
         self.directory.reclaimed().await?;
         if count > 0 {
             info!(sessions = count, "re-registered homed sessions");
         }
-        self.restart.registered().await
+        self.restart.registered().await?;
+        Ok(missed)
     }
 
     /// Before asking `home` for session `id`: a home that stopped reading its channel cannot

@@ -23,7 +23,7 @@
 //! the session on an instance reading the room. A pull names the rooms its puller reads, and
 //! the home lets the session go only when they cover its rooms.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -272,20 +272,41 @@ impl Cluster {
     }
 
     /// Sends `room_count` into the rooms above the presence limit whose count changed, here,
-    /// with their counts in the cluster. Each instance tells the members it homes.
+    /// with their counts in the cluster. Each instance tells the members it homes, counting
+    /// each `room_count` as a direct event of its recipient first (see
+    /// [`sequence`](super::sequence)): a member that left or moved away meanwhile does not get
+    /// it (counted, not appended: its `lagged` after a crash may say one more), one that came
+    /// meanwhile gets the next.
     pub(crate) async fn count_rooms(&self) {
         if !self.events.counts_due() {
             return;
         }
-        match self.directory.rooms().await {
-            Ok(rooms) => {
-                let sizes: HashMap<RoomName, usize> = rooms.into_iter().collect();
-                let size = |room: &RoomName| sizes.get(room).copied().unwrap_or(0);
-                // In the bus's order, like every other fan-out here.
-                let _bus = self.migrations.lock();
-                self.events.counted(&size);
-            }
-            Err(err) => tracing::warn!(error = %err, "could not read the room counts"),
+        let sizes: HashMap<RoomName, usize> = match self.directory.rooms().await {
+            Ok(rooms) => rooms.into_iter().collect(),
+            Err(err) => return tracing::warn!(error = %err, "could not read the room counts"),
+        };
+        let size = |room: &RoomName| sizes.get(room).copied().unwrap_or(0);
+        let told: Vec<((RoomName, usize), HashSet<SessionId>)> = {
+            let _bus = self.migrations.lock();
+            let due = self.events.due_counts(&size).into_iter();
+            due.map(|(room, members)| {
+                let ids = self.registry.room_member_ids(&room);
+                ((room, members), ids)
+            })
+            .collect()
+        };
+        let mut counts: HashMap<SessionId, i64> = HashMap::new();
+        for id in told.iter().flat_map(|(_, ids)| ids) {
+            *counts.entry(*id).or_default() += 1;
+        }
+        let counts: Vec<(SessionId, i64)> = counts.into_iter().collect();
+        if let Err(err) = self.sequence.count_each(&counts).await {
+            return tracing::warn!(error = %err, "could not count room counts; not sent");
+        }
+        // In the bus's order, like every other fan-out here.
+        let _bus = self.migrations.lock();
+        for ((room, members), ids) in &told {
+            self.events.count_to((room, *members), ids);
         }
     }
 }

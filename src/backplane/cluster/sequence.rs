@@ -3,210 +3,198 @@
 //!
 //! A session's mailbox numbers its events 1, 2, 3, ... (see [`crate::registry`]); a crash
 //! loses the mailbox, but not the *count*, because Redis can tell how many events each
-//! session was given:
+//! session was given. Events come down *lines*, each with its own counter in Redis, and every
+//! message that puts an event into the mailboxes of a line's sessions is numbered on it by the
+//! script that publishes it ([`counting`](super::counting)):
 //!
-//! - every message that puts an event into every mailbox but its sender's (a join or leave
-//!   with presence on, a broadcast, a server message to everyone) is numbered by one counter,
-//!   [`SEQ`](super::keys::SEQ), in the same script that publishes it, which also counts it
-//!   as the sender's own;
-//! - a direct message is counted for its recipient when it is published to the recipient's
-//!   home (or before a local append), and uncounted when the home did not append it;
-//! - a session's `base` is the last numbered message its home had applied when the session
-//!   was created there (the bus applies in order, so it receives exactly those after it).
+//! - each room is a line (its counter [`SEQ`](super::keys::SEQ)`:<room>`; `lobby`'s is the
+//!   bus's, `seq`): its broadcasts, server messages, and the joins and leaves its other
+//!   members hear of (only those: not with presence off, nor above the presence limit);
+//! - server messages to everyone are a line of their own ([`EVERYONE`](super::keys::EVERYONE)),
+//!   which the sessions outside `lobby` are on (those in `lobby` hear them as `lobby`'s
+//!   traffic, on the bus, numbered on the bus's counter too);
+//! - a session keeps a starting point on each line it is on (its counts hash,
+//!   [`COUNTS`](super::keys::COUNTS)): `r:<room>` per room, `base` for `lobby`, `all` for the
+//!   everyone line while out of `lobby`. It is set where the session joins the line, at that
+//!   point in the line's order: at creation, the number its home had applied on each line (the
+//!   home reads the line's channel in order, so the session gets exactly those after it), and
+//!   on entering a room by the script that publishes the `enter`. Leaving a room, the script
+//!   that publishes the `exit` moves what the room gave it into `done` and drops the point.
+//! - what the session hears alone is `direct`: direct messages (counted when published to its
+//!   home, or before a local append, and uncounted when the home did not append them), its own
+//!   `joined` and `left` (by the scripts above), and `room_count` (counted by its home before
+//!   appending it, [`Sequence::count_each`]); `own` is what it sent itself on its lines (its
+//!   broadcasts, its own join), which it does not hear.
 //!
-//! So at any point in the bus's order, session S has been given
-//! `total = (seq - base) - own + direct` events, whichever instances held it meanwhile (a
-//! migration moves the mailbox, ids included). When an instance is found dead, a survivor
-//! adopts its sessions in one script ([`ADOPT`]): it rewrites their home, reads `total` at
-//! that point, and publishes `adopted` on the bus at that very point. Reading `adopted`, the
-//! survivor creates each session with an empty mailbox whose newest id is `total`: a client
-//! resuming with `Last-Event-ID: n` gets `lagged` with `total - n` missed, then every event
-//! after. Counting before appending makes an error safe: a direct message whose home died
-//! before answering (its sender got 503) may be counted as missed; an accepted event is never
-//! missed uncounted.
+//! So at any point, session S has been given exactly
+//! `total = direct + done - own + Σ over its lines (counter - start)` events, whichever
+//! instances held it meanwhile (a migration moves the mailbox, ids included). When an instance
+//! is found dead, a survivor adopts its sessions in one script: it rewrites their home, reads
+//! each `total` at that point, and publishes `adopted` on the bus at that very point (the
+//! survivor reads the sessions' rooms before, so it gets every later message of their lines).
+//! Reading `adopted`, the survivor creates each session with an empty mailbox whose newest id
+//! is `total`: a client resuming with `Last-Event-ID: n` gets `lagged` with `total - n`
+//! missed, then every event after. Counting before appending makes an error safe: a direct
+//! message whose home died before answering (its sender got 503), a `room_count` to a session
+//! that left the room meanwhile, may be counted as missed; an event appended is never missed
+//! uncounted, so a total is never below an id the session was given.
 //!
-//! Room channels (see [`rooms`](super::rooms)): an instance reads the numbered messages of
-//! the bus and of its rooms only, in the one order of its connection (numbers still only grow
-//! along it), so its last applied number lags behind the counter by what other rooms said. A
-//! session created there starts its `base` at that number: its count also holds what rooms it
-//! is not in said before it joined, so after a crash its `lagged` may say more than it missed,
-//! never fewer. It is exact while every session is in `lobby` only (all of that traffic is on
-//! the bus, which every instance reads); with other rooms it says at most how many.
+//! A message carries its channel's number (`"seq"`, first), and a server message to everyone
+//! also its everyone number (`"all"`, after `"v"`): an instance keeps, per line it reads, the
+//! last number it applied, to drop what it read twice (around a re-subscription) and to know a
+//! session's starting points. A gap in a room's numbers is no loss (a room's channel is read
+//! only while a session here is in it). An instance cut off from Redis starts again from
+//! where each line stands when it is back ([`Sequence::catch_up`]); what went by meanwhile is
+//! reported in each mailbox as missed: per line the session is on, the numbers it did not read.
 //!
-//! One kind of event is not counted: `room_count`, which each instance sends to the members it
-//! homes at most once a second, outside the bus. A session that got one after its last
-//! numbered event (its own join into a room above the presence limit is enough) can be adopted
-//! with a total below ids it has seen; the client then gets no `lagged`, and new events reuse
-//! those ids. Counting them needs each instance to count a room's members here as direct
-//! recipients (one `HINCRBY` each) before appending, in the bus's order; that is not done.
-//!
-//! An instance cut off from Redis starts again from where the bus stands when it is back
-//! ([`Sequence::catch_up`]): what it missed meanwhile was counted, so it is reported as missed
-//! if that instance dies later. A stream resuming without `Last-Event-ID` starts after the
-//! crash: nothing says what it had read.
+//! While the cluster is mixed (an instance of protocol 1 lives, see the [module doc](super)),
+//! room traffic travels on the bus, numbered on the bus's counter as protocol 1 requires and on
+//! its rooms' counters: a session in `lobby` and another room counts it twice, and an instance
+//! cut off meanwhile may report more missed than a later adoption counts. Counts are exact
+//! again once the cluster is not mixed; sessions that lived through it may keep an overstated
+//! `lagged` after a crash.
 //!
 //! The cost: numbered messages are published by a script (`EVALSHA`) instead of `PUBLISH`; a
-//! direct message to a local session takes one Redis round trip it did not take before.
+//! direct message to a local session takes one Redis round trip it did not take before, and so
+//! does each `room_count` round (one script for all of an instance's recipients).
 
-use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::counting::{Counting, DIRECT, RESTART, Scripts, start_field};
 use super::keys::{Keys, unavailable};
 use super::transport::Conn;
 use super::wire::Message;
-use crate::identity::SessionId;
+use crate::identity::{RoomName, SessionId};
 use crate::registry::RegistryError;
 
-/// Numbers a message and publishes it with `"seq": n` as its first key (instances that do
-/// not know the field ignore it), counting it as its sender's own. KEYS: the counter, the
-/// sender's counts (or none); ARGV: the channel, the message (a JSON object).
-const NUMBERED: &str = r#"
-    local n = redis.call('INCR', KEYS[1])
-    if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
-        redis.call('HINCRBY', KEYS[2], 'own', 1)
-    end
-    redis.call(PUBLISH, ARGV[1], '{"seq":' .. n .. ',' .. string.sub(ARGV[2], 2))
-    return n
-    "#;
+/// Sessions adopted per script call, and counts written per call.
+const CHUNK: usize = 200;
 
-/// Publishes a direct message to its recipient's home, counting it when somebody read it.
-/// KEYS: the recipient's counts; ARGV: the home's channel, the message. Returns the readers.
-const COUNTED: &str = r"
-    local readers = redis.call(PUBLISH, ARGV[1], ARGV[2])
-    if readers > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
-        redis.call('HINCRBY', KEYS[1], 'direct', 1)
-    end
-    return readers
-    ";
-
-/// Adds ARGV[2] to field ARGV[1] of a session's counts, if the session still has them.
-static COUNT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        if redis.call('EXISTS', KEYS[1]) == 1 then
-            redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-        end
-        ",
-    )
-});
-
-/// Rehomes the sessions ARGV[5..] still homed on the dead ARGV[1] to ARGV[2], and publishes
-/// `adopted` with each one's entry and total on the bus ARGV[4]. KEYS: the directory, the
-/// counter, the dead instance's liveness key, the set of its sessions adopted (for a day);
-/// ARGV[3]: the prefix of the counts keys. Returns how many it adopted: none once the liveness
-/// key is back (the instance was only cut off; when it re-registers it gives up those in the
-/// set and keeps the others: see `reregister` in [`recovery`](super::recovery)).
-const ADOPT: &str = r#"
-    if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-    local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-    local adopted = {}
-    for i = 5, #ARGV do
-        local id = ARGV[i]
-        local json = redis.call('HGET', KEYS[1], id)
-        if json then
-            local entry = cjson.decode(json)
-            if entry.home == ARGV[1] then
-                entry.home = ARGV[2]
-                redis.call('HSET', KEYS[1], id, cjson.encode(entry))
-                redis.call('SADD', KEYS[4], id)
-                local c = redis.call('HMGET', ARGV[3] .. id, 'base', 'own', 'direct')
-                local total = -1
-                if c[1] then
-                    total = seq - tonumber(c[1]) - tonumber(c[2] or '0')
-                        + tonumber(c[3] or '0')
-                end
-                table.insert(adopted, string.format(
-                    '{"id":"%s","total":%d,"entry":%s}', id, total, json))
-            end
-        end
-    end
-    if #adopted > 0 then
-        redis.call('PEXPIRE', KEYS[4], 86400000)
-        redis.call(PUBLISH, ARGV[4], '{"type":"adopted","body":{"home":"' .. ARGV[2]
-            .. '","sessions":[' .. table.concat(adopted, ',') .. ']}}')
-    end
-    return #adopted
-    "#;
-
-/// A script that publishes, where `PUBLISH` is `publish` (the command, see
-/// [`Conn::publish_command`]).
-fn publishing(publish: &str, body: &str) -> Script {
-    Script::new(&format!("local PUBLISH = '{publish}'\n{body}"))
+/// The numbers a message came with, and where: on the bus (`room` none) or a room's channel.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Numbers {
+    pub(super) room: Option<RoomName>,
+    pub(super) seq: u64,
+    /// Its number on the everyone line, for a server message to everyone.
+    pub(super) all: Option<u64>,
 }
 
-/// Sessions adopted per script call.
-const ADOPT_CHUNK: usize = 200;
+/// The last number applied here on each line read.
+#[derive(Clone, Debug, Default)]
+struct Applied {
+    /// Whether a line was read since start (before, nothing was missed).
+    caught_up: bool,
+    bus: u64,
+    everyone: u64,
+    rooms: HashMap<RoomName, u64>,
+}
 
-/// This instance's side of the count: where the bus stands here, and the scripts that number,
-/// count and adopt.
+/// How many numbered messages of each line went by while this instance was cut off.
+#[derive(Debug, Default)]
+pub(super) struct Missed(Applied);
+
+impl Missed {
+    /// What a session in `rooms` missed.
+    pub(super) fn of(&self, rooms: &[RoomName]) -> u64 {
+        let Applied {
+            bus,
+            everyone,
+            rooms: missed,
+            ..
+        } = &self.0;
+        let in_lobby = rooms.iter().any(RoomName::is_lobby);
+        let lines: u64 = rooms
+            .iter()
+            .map(|room| match room.is_lobby() {
+                true => *bus,
+                false => missed.get(room).copied().unwrap_or(0),
+            })
+            .sum();
+        lines + if in_lobby { 0 } else { *everyone }
+    }
+}
+
+/// This instance's side of the count: where each line stands here, and the scripts that
+/// number, count and adopt.
 pub(super) struct Sequence {
     conn: Conn,
-    /// [`NUMBERED`], [`COUNTED`] and [`ADOPT`], publishing as `conn` does.
-    numbered: Script,
-    counted: Script,
-    adopt: Script,
+    scripts: Scripts,
     keys: Keys,
-    /// Whether joins and leaves put events into mailboxes (presence on): then they are numbered.
-    announces: bool,
-    /// The number of the last numbered message applied here; written under the migration lock
-    /// (see [`transit`](super::transit)).
-    applied: AtomicU64,
+    /// Written by the task reading the channels (under the migration lock, see
+    /// [`transit`](super::transit)) and when a room's channel is subscribed; held only to read
+    /// or write numbers.
+    applied: Mutex<Applied>,
 }
 
 impl Sequence {
-    pub(super) fn new(conn: Conn, keys: Keys, announces: bool) -> Self {
-        let publish = conn.publish_command();
+    pub(super) fn new(conn: Conn, keys: Keys) -> Self {
         Sequence {
-            numbered: publishing(publish, NUMBERED),
-            counted: publishing(publish, COUNTED),
-            adopt: publishing(publish, ADOPT),
+            scripts: Scripts::new(conn.publish_command()),
             conn,
             keys,
-            announces,
-            applied: AtomicU64::new(0),
+            applied: Mutex::default(),
         }
     }
 
-    /// Whether `message` puts an event into mailboxes beyond one (so it is numbered), and
-    /// whose own it is, if anyone's.
+    fn applied(&self) -> std::sync::MutexGuard<'_, Applied> {
+        self.applied.lock().expect("sequence lock poisoned")
+    }
+
+    /// Publishes `message` on `channel` as `counting` says.
     ///
-    /// Numbered as if it reached every mailbox, whatever room it is for: the count of a
-    /// session that is not in the room is one more than it got, so after a crash its `lagged`
-    /// says at most how many it missed, and never fewer. A join or leave is numbered once
-    /// per room (it is published a room at a time), as a session sharing two rooms with the
-    /// joiner hears it twice.
-    pub(super) fn numbering(&self, message: &Message) -> Option<Option<SessionId>> {
-        match message {
-            Message::Broadcast { from, .. } => Some(Some(from.id)),
-            Message::Announce { .. } => Some(None),
-            // The session itself gets `joined` or `left`, with presence on or off.
-            Message::Enter { .. } | Message::Exit { .. } => Some(None),
-            Message::Join { peer, .. } if self.announces => Some(Some(peer.id)),
-            Message::Leave { .. } if self.announces => Some(None),
-            _ => None,
-        }
-    }
-
-    /// Publishes on `channel` a message that puts an event into the mailboxes, numbered; `from`
-    /// is the session that does not get it (a broadcast's sender, the session joining).
-    pub(super) async fn publish_numbered(
+    /// # Errors
+    /// `Unavailable` when Redis cannot be reached.
+    pub(super) async fn publish_counted(
         &self,
         channel: String,
         message: &Message,
-        from: Option<SessionId>,
+        counting: Counting,
     ) -> Result<(), RegistryError> {
-        let mut invocation = self.numbered.key(self.keys.seq());
-        if let Some(from) = from {
-            invocation.key(self.keys.counts(from));
+        let mut invocation;
+        match counting {
+            Counting::Plain => {
+                let published = self.conn.publish(channel, message.to_json()).await;
+                return published.map(drop).map_err(unavailable);
+            }
+            Counting::Numbered { counters, all, own } => {
+                invocation = invoke(&self.scripts.numbered, &counters);
+                if let Some(own) = own {
+                    invocation.key(self.keys.counts(own));
+                }
+                invocation
+                    .arg(channel)
+                    .arg(message.to_json())
+                    .arg(counters.len() - 1)
+                    .arg(u8::from(all));
+            }
+            Counting::Move {
+                counters,
+                numbered,
+                peer,
+                room,
+                enter,
+            } => {
+                invocation = invoke(&self.scripts.moved, &counters);
+                invocation
+                    .key(self.keys.counts(peer))
+                    .key(self.keys.room_seq(&room))
+                    .key(self.keys.everyone())
+                    .arg(channel)
+                    .arg(message.to_json())
+                    .arg(counters.len() - 1)
+                    .arg(u8::from(numbered))
+                    .arg(if enter { "enter" } else { "exit" })
+                    .arg(start_field(&room))
+                    .arg(u8::from(room.is_lobby()));
+            }
         }
         invocation
-            .arg(channel)
-            .arg(message.to_json())
-            .invoke_async::<u64>(&mut self.conn.clone())
+            .invoke_async::<redis::Value>(&mut self.conn.clone())
             .await
             .map(drop)
             .map_err(unavailable)
@@ -223,7 +211,8 @@ impl Sequence {
         to: SessionId,
         message: &Message,
     ) -> Result<u64, RegistryError> {
-        self.counted
+        self.scripts
+            .counted
             .key(self.keys.counts(to))
             .arg(channel)
             .arg(message.to_json())
@@ -232,15 +221,33 @@ impl Sequence {
             .map_err(unavailable)
     }
 
-    /// Adds `by` to the direct messages counted for session `id`.
+    /// Adds `by` to the direct events counted for session `id`.
     pub(super) async fn count_direct(&self, id: SessionId, by: i64) -> Result<(), RegistryError> {
-        COUNT
-            .key(self.keys.counts(id))
-            .arg("direct")
-            .arg(by)
-            .invoke_async::<()>(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)
+        self.count_each(&[(id, by)]).await
+    }
+
+    /// Adds to the direct events counted for each session its number (the `room_count`s its
+    /// home is about to append).
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis cannot be reached: then none of a chunk may be counted.
+    pub(super) async fn count_each(
+        &self,
+        counts: &[(SessionId, i64)],
+    ) -> Result<(), RegistryError> {
+        static SCRIPT: std::sync::LazyLock<Script> =
+            std::sync::LazyLock::new(|| Script::new(DIRECT));
+        for chunk in counts.chunks(CHUNK) {
+            let mut invocation = SCRIPT.prepare_invoke();
+            for (id, by) in chunk {
+                invocation.key(self.keys.counts(*id)).arg(*by);
+            }
+            invocation
+                .invoke_async::<()>(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     /// Takes back a direct message's count: its home did not append it.
@@ -250,47 +257,146 @@ impl Sequence {
         }
     }
 
-    /// Starts the counts of session `id` at `base` unless it has some: Redis lost them when
-    /// it restarted empty. (A new session's are written with its entry.)
+    /// The starting points of a session created here now in `rooms`: where each of its lines
+    /// stands here. Read under the migration lock, so that no message is applied meanwhile.
+    pub(super) fn starts(&self, rooms: &[RoomName]) -> Vec<(String, u64)> {
+        let applied = self.applied();
+        let mut starts: Vec<(String, u64)> = rooms
+            .iter()
+            .map(|room| {
+                let at = match room.is_lobby() {
+                    true => applied.bus,
+                    false => applied.rooms.get(room).copied().unwrap_or(0),
+                };
+                (start_field(room), at)
+            })
+            .collect();
+        if !rooms.iter().any(RoomName::is_lobby) {
+            starts.push(("all".to_owned(), applied.everyone));
+        }
+        starts
+    }
+
+    /// Starts the counts of session `id`, in `rooms`, so that its total is `newest` now, unless
+    /// it has some: Redis lost them when it restarted empty. (A new session's are written with
+    /// its entry.)
     pub(super) async fn restart_counts(
         &self,
         id: SessionId,
-        base: i64,
+        rooms: &[RoomName],
+        newest: u64,
     ) -> Result<(), RegistryError> {
-        redis::cmd("HSETNX")
-            .arg(self.keys.counts(id))
-            .arg("base")
-            .arg(base)
-            .query_async::<()>(&mut self.conn.clone())
+        static SCRIPT: std::sync::LazyLock<Script> =
+            std::sync::LazyLock::new(|| Script::new(RESTART));
+        let mut invocation = SCRIPT.key(self.keys.counts(id));
+        invocation.arg("done").arg(newest);
+        for (field, at) in self.starts(rooms) {
+            invocation.arg(field).arg(at);
+        }
+        invocation
+            .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
     }
 
-    /// The last numbered message applied here. Read under the migration lock, it is the
-    /// point in the bus's order where a session created now starts.
-    pub(super) fn applied(&self) -> i64 {
-        self.applied.load(Ordering::Relaxed) as i64
+    /// Whether the numbered message `numbers` is new here; records it. Called under the
+    /// migration lock, in the order of the channels. A number at or below the last one of its
+    /// channel was read before (re)subscribing.
+    pub(super) fn advance(&self, numbers: &Numbers) -> bool {
+        let mut applied = self.applied();
+        let last = match &numbers.room {
+            None => &mut applied.bus,
+            Some(room) => applied.rooms.entry(room.clone()).or_default(),
+        };
+        if numbers.seq <= *last {
+            return false;
+        }
+        *last = numbers.seq;
+        if let Some(all) = numbers.all {
+            applied.everyone = applied.everyone.max(all);
+        }
+        true
     }
 
-    /// Whether the numbered message `seq` is new here; records it. Called under the migration
-    /// lock, in bus order. A number at or below the last one was read before (re)subscribing.
-    /// A gap in the numbers is no loss: numbers are shared by every channel, and this instance
-    /// reads only the rooms it homes members of (what went by while it was cut off is counted
-    /// when it subscribes again, see [`channels`](super::channels)).
-    pub(super) fn advance(&self, seq: u64) -> bool {
-        self.applied.fetch_max(seq, Ordering::Relaxed) < seq
+    /// `rooms`' channels were just subscribed, and their counters stood at `at` after: their
+    /// messages up to there were published before anything this instance does next.
+    pub(super) fn reading(&self, rooms: &[RoomName], at: &[u64]) {
+        let mut applied = self.applied();
+        for (room, at) in rooms.iter().zip(at) {
+            let last = applied.rooms.entry(room.clone()).or_default();
+            *last = (*last).max(*at);
+        }
     }
 
-    /// Starts counting from where the bus stands now: after (re)subscribing, before any
-    /// message is applied. What was published while this instance was cut off is not replayed.
-    pub(super) async fn catch_up(&self) -> Result<(), RegistryError> {
-        let seq: Option<u64> = redis::cmd("GET")
-            .arg(self.keys.seq())
+    /// `rooms`' channels are no longer read here.
+    pub(super) fn not_reading(&self, rooms: &[RoomName]) {
+        let mut applied = self.applied();
+        for room in rooms {
+            applied.rooms.remove(room);
+        }
+    }
+
+    /// Where the counters of `rooms` stand now.
+    ///
+    /// # Errors
+    /// When Redis cannot be reached.
+    pub(super) async fn counters(&self, rooms: &[RoomName]) -> redis::RedisResult<Vec<u64>> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut mget = redis::cmd("MGET");
+        for room in rooms {
+            mget.arg(self.keys.room_seq(room));
+        }
+        let values: Vec<Option<u64>> = mget.query_async(&mut self.conn.clone()).await?;
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// Starts counting from where every line read here stands now (the bus's, the everyone
+    /// line, `rooms`'): after (re)subscribing, before any message is applied; returns how many
+    /// numbered messages of each went by since the last message applied here. What was
+    /// published while this instance was cut off is not replayed.
+    pub(super) async fn catch_up(&self, rooms: &[RoomName]) -> Result<Missed, RegistryError> {
+        let rooms: Vec<&RoomName> = rooms.iter().filter(|room| !room.is_lobby()).collect();
+        // One command, so every line is read at the same point.
+        let mut mget = redis::cmd("MGET");
+        mget.arg(self.keys.seq()).arg(self.keys.everyone());
+        for room in &rooms {
+            mget.arg(self.keys.room_seq(room));
+        }
+        let standing: Vec<Option<u64>> = mget
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        self.applied.store(seq.unwrap_or(0), Ordering::Relaxed);
-        Ok(())
+        let standing: Vec<u64> = standing
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        let mut applied = self.applied();
+        let mut now = Applied {
+            caught_up: true,
+            bus: standing[0],
+            everyone: standing[1],
+            rooms: HashMap::new(),
+        };
+        if !applied.caught_up {
+            applied.bus = now.bus;
+            applied.everyone = now.everyone;
+        }
+        let mut missed = Applied {
+            caught_up: true,
+            bus: now.bus.saturating_sub(applied.bus),
+            everyone: now.everyone.saturating_sub(applied.everyone),
+            rooms: HashMap::new(),
+        };
+        for (room, at) in rooms.into_iter().zip(standing.into_iter().skip(2)) {
+            if let Some(last) = applied.rooms.get(room) {
+                missed.rooms.insert(room.clone(), at.saturating_sub(*last));
+            }
+            now.rooms.insert(room.clone(), at);
+        }
+        *applied = now;
+        Ok(Missed(missed))
     }
 
     /// Adopts `ids`, sessions of the dead instance `dead`, for instance `here`; returns how
@@ -302,16 +408,18 @@ impl Sequence {
         ids: &[SessionId],
     ) -> Result<usize, RegistryError> {
         let mut adopted = 0;
-        for chunk in ids.chunks(ADOPT_CHUNK) {
-            let mut invocation = self.adopt.key(self.keys.sessions());
+        for chunk in ids.chunks(CHUNK) {
+            let mut invocation = self.scripts.adopt.key(self.keys.sessions());
             invocation
                 .key(self.keys.seq())
+                .key(self.keys.everyone())
                 .key(self.keys.instance(dead))
                 .key(self.keys.adopted(dead))
                 .arg(dead.to_string())
                 .arg(here.to_string())
                 .arg(self.keys.counts_prefix())
-                .arg(self.keys.bus());
+                .arg(self.keys.bus())
+                .arg(self.keys.room_seqs());
             for id in chunk {
                 invocation.arg(id.to_string());
             }
@@ -324,5 +432,35 @@ impl Sequence {
             info!(sessions = adopted, %dead, "adopted the sessions of a dead instance");
         }
         Ok(adopted)
+    }
+}
+
+/// An invocation of `script` with `counters` as its first keys.
+fn invoke<'a>(script: &'a Script, counters: &[String]) -> ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    for counter in counters {
+        invocation.key(counter);
+    }
+    invocation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_misses_what_its_own_lines_went_by_and_no_other() {
+        let room = |name: &str| RoomName::parse(name).unwrap();
+        let missed = Missed(Applied {
+            caught_up: true,
+            bus: 5,
+            everyone: 2,
+            rooms: HashMap::from([(room("x"), 3)]),
+        });
+        // In lobby: its traffic, server messages to everyone included.
+        assert_eq!(missed.of(&[RoomName::lobby(), room("x")]), 8);
+        assert_eq!(missed.of(&[room("x")]), 3 + 2);
+        assert_eq!(missed.of(&[room("y")]), 2, "y was not read here");
+        assert_eq!(missed.of(&[]), 2);
     }
 }

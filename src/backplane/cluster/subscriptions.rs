@@ -24,6 +24,7 @@ use tracing::warn;
 use super::channels::{listen, unlisten};
 use super::keys::{Keys, unavailable};
 use super::peers::Peers;
+use super::sequence::{Missed, Sequence};
 use super::transport::Sink;
 use crate::identity::RoomName;
 use crate::registry::RegistryError;
@@ -33,6 +34,8 @@ pub(super) struct Subscriptions {
     keys: Keys,
     /// Told which rooms are read, under the lock below: it keeps their members only.
     peers: Arc<Peers>,
+    /// Told where each room's counter stands when its channel is subscribed.
+    sequence: Arc<Sequence>,
     state: Mutex<State>,
 }
 
@@ -47,10 +50,11 @@ struct State {
 }
 
 impl Subscriptions {
-    pub(super) fn new(keys: Keys, peers: Arc<Peers>) -> Self {
+    pub(super) fn new(keys: Keys, peers: Arc<Peers>, sequence: Arc<Sequence>) -> Self {
         Subscriptions {
             keys,
             peers,
+            sequence,
             state: Mutex::new(State::default()),
         }
     }
@@ -96,8 +100,29 @@ impl Subscriptions {
             .as_mut()
             .ok_or_else(|| unavailable("not subscribed to Redis"))?;
         self.listen(sink, &missing).await.map_err(unavailable)?;
-        state.rooms.extend(missing);
+        state.rooms.extend(missing.iter().cloned());
+        self.read_from_now(&missing).await.map_err(unavailable)
+    }
+
+    /// Tells the sequence where the counters of `rooms`, whose channels were just subscribed,
+    /// stand: what they numbered so far was published before anything this instance does
+    /// next, so a session created here starts after it (see [`sequence`](super::sequence)).
+    async fn read_from_now(&self, rooms: &[RoomName]) -> redis::RedisResult<()> {
+        let at = self.sequence.counters(rooms).await?;
+        self.sequence.reading(rooms, &at);
         Ok(())
+    }
+
+    /// Starts counting from where every line read here stands (see [`Sequence::catch_up`]),
+    /// with no channel subscribed or left meanwhile; what each missed since the last message
+    /// applied.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis cannot be reached.
+    pub(super) async fn catch_up(&self) -> Result<Missed, RegistryError> {
+        let state = self.state.lock().await;
+        let rooms: Vec<RoomName> = state.rooms.iter().cloned().collect();
+        self.sequence.catch_up(&rooms).await
     }
 
     /// A new pub/sub connection, subscribed to the bus and this instance's channel: subscribes
@@ -146,13 +171,19 @@ impl Subscriptions {
                 Ok(()) => {
                     rooms.retain(|room| !left.contains(room));
                     self.peers.stopped(&left);
+                    self.sequence.not_reading(&left);
                 }
                 Err(err) => warn!(error = %err, "could not leave room channels"),
             }
         }
         if !joined.is_empty() {
             match self.listen(sink, &joined).await {
-                Ok(()) => rooms.extend(joined),
+                Ok(()) => {
+                    rooms.extend(joined.iter().cloned());
+                    if let Err(err) = self.read_from_now(&joined).await {
+                        warn!(error = %err, "could not read where room counters stand");
+                    }
+                }
                 Err(err) => warn!(error = %err, "could not read room channels"),
             }
         }
@@ -188,7 +219,12 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_connection_nothing_is_read_and_holds_outlive_their_sessions() {
-        let subscriptions = Subscriptions::new(Keys::new("t"), Arc::default());
+        // Never connected: nothing here reaches Redis.
+        let conn = super::super::transport::Target::parse("redis://127.0.0.1:1")
+            .and_then(|target| target.connect_lazily())
+            .unwrap();
+        let sequence = Arc::new(Sequence::new(conn, Keys::new("t")));
+        let subscriptions = Subscriptions::new(Keys::new("t"), Arc::default(), sequence);
         let refused = subscriptions
             .ensure(&rooms(&["dev"]), Duration::from_secs(60))
             .await;

@@ -5,10 +5,11 @@
 //!
 //! # On a Redis Cluster
 //! Every key and channel carries one hash tag, `{<prefix>}`, so it all lives in one slot:
-//! - the scripts tie the shared keys together (a numbered message increments
-//!   [`SEQ`](super::keys::SEQ) and a session's [`COUNTS`](super::keys::COUNTS); adopting reads
-//!   [`SESSIONS`](super::keys::SESSIONS), `SEQ` and every `COUNTS`), and publish in the same
-//!   step, so keys and channels must share a slot;
+//! - the scripts tie the shared keys together (a numbered message increments its room's
+//!   counter ([`SEQ`](super::keys::SEQ)) and its sender's [`COUNTS`](super::keys::COUNTS); a
+//!   room change moves a session's starting point on the room's counter; adopting reads
+//!   [`SESSIONS`](super::keys::SESSIONS), every `COUNTS` and the counters they name), and
+//!   publish in the same step, so keys and channels must share a slot;
 //! - an instance reads the bus and its own channel on one connection, which keeps the single
 //!   order the module doc's migrations rely on ([`super`]); two slots could be two shards and
 //!   two connections, with no order between them.

@@ -272,9 +272,22 @@ impl Message {
 /// The number of a numbered message (its first key, `"seq"`), if it is one (see
 /// [`sequence`](super::sequence)).
 pub(super) fn seq_of(payload: &[u8]) -> Option<u64> {
+    number(payload.strip_prefix(br#"{"seq":"#)?)
+}
+
+/// The number of a server message to everyone on the everyone line (`"all"`, right after a
+/// numbered message's `"v"`), if it has one (see [`sequence`](super::sequence)).
+pub(super) fn all_of(payload: &[u8]) -> Option<u64> {
+    let after = |rest: &[u8]| rest.iter().position(|b| *b == b',').map(|end| end + 1);
     let rest = payload.strip_prefix(br#"{"seq":"#)?;
-    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
-    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+    let rest = rest[after(rest)?..].strip_prefix(br#""v":"#)?;
+    number(rest[after(rest)?..].strip_prefix(br#""all":"#)?)
+}
+
+/// The number `text` starts with, ended by a non-digit.
+fn number(text: &[u8]) -> Option<u64> {
+    let end = text.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&text[..end]).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -335,7 +348,7 @@ mod tests {
         }
         .to_json();
         assert!(
-            json.starts_with(r#"{"v":2,"type":"handed_over","#),
+            json.starts_with(r#"{"v":3,"type":"handed_over","#),
             "{json}"
         );
         let Message::Migrated { snapshot, .. } = serde_json::from_str(&json).unwrap() else {
@@ -394,6 +407,10 @@ mod tests {
         assert_eq!(seq_of(br#"{"type":"probe","body":{}}"#), None);
         assert_eq!(seq_of(br#"{"seq":x}"#), None);
         assert_eq!(seq_of(b""), None);
+        let everyone = br#"{"seq":7,"v":3,"all":3,"type":"announce","body":{"message":1}}"#;
+        assert_eq!((seq_of(everyone), all_of(everyone)), (Some(7), Some(3)));
+        assert_eq!(all_of(numbered), None);
+        assert_eq!(all_of(br#"{"seq":7,"v":3,"type":"x"}"#), None);
     }
 
     #[test]
@@ -408,13 +425,13 @@ mod tests {
         assert!(
             migrate
                 .to_json()
-                .starts_with(r#"{"v":2,"type":"handover","#)
+                .starts_with(r#"{"v":3,"type":"handover","#)
         );
         let drain = Message::Drain {
             from: Uuid::nil(),
             to: Uuid::nil(),
             sessions: Vec::new(),
         };
-        assert!(drain.to_json().starts_with(r#"{"v":2,"type":"handoff","#));
+        assert!(drain.to_json().starts_with(r#"{"v":3,"type":"handoff","#));
     }
 }
