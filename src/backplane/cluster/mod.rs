@@ -16,6 +16,7 @@
 //! | [`SESSIONS`](keys::SESSIONS) `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home", "rooms"}` |
 //! | [`ROOMS`](keys::ROOMS) `<prefix>:rooms` | hash | room name → its members in the cluster (written with the entries) |
 //! | [`INSTANCE`](keys::INSTANCE) `<prefix>:instance:<uuid>` | string, expiring | this instance is alive (`alive`), or alive and stopping (`leaving`) |
+//! | [`INSTANCES`](keys::INSTANCES) `<prefix>:instances` | set, expiring with the newest liveness key | the instances that list themselves at each refresh (not those of releases before issue 13), so that the live ones are read without a keyspace scan ([`liveness`]) |
 //! | [`ADOPTED`](keys::ADOPTED) `<prefix>:adopted:<uuid>` | set, expiring after a day | the sessions of this instance that survivors adopted; read and removed when it re-registers (it was only cut off: see [`recovery`]) |
 //! | [`PROTOCOL`](keys::PROTOCOL) `<prefix>:protocol:<uuid>` | string, expiring with the above | the wire protocol this instance speaks (2; older instances write none) |
 //! | [`STATS`](keys::STATS) `<prefix>:stats:<uuid>` | string, expiring | this instance's newest figures for the admin console, JSON ([`figures`]) |
