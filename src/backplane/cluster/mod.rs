@@ -72,8 +72,9 @@
 //!   is published on the bus, a join or leave as one message naming all of its rooms, as
 //!   protocol 1 does. Instances of protocol 2 keep reading their rooms' channels meanwhile,
 //!   so the switch back loses nothing. An older instance that starts in a cluster of newer
-//!   ones is seen within a liveness tick (1 s); room traffic published meanwhile on room
-//!   channels does not reach its sessions.
+//!   ones is seen within a liveness tick (1 s), by the bus's readers outnumbering the listed
+//!   instances (rarely, within a keyspace scan's 15 s: see [`liveness`]); room traffic
+//!   published meanwhile on room channels does not reach its sessions.
 //! - Protocol 1 is commit 13e0970; `tests/cluster/upgrade.rs` runs its binary beside this one.
 //!
 //! # Glossary
