@@ -370,8 +370,8 @@ impl Directory {
             .count())
     }
 
-    /// Every well-formed entry, read [`SCAN_PAGE`] a round trip (`HSCAN`): the sweep
-    /// reads the whole directory every second, and one `HGETALL` of a large one would hold
+    /// Every well-formed entry, read [`SCAN_PAGE`] a round trip (`HSCAN`): a sweep reads
+    /// the whole directory, and one `HGETALL` of a large one would hold
     /// Redis for one long reply each time. An entry written or removed meanwhile may be missed;
     /// the next sweep sees it.
     pub(super) async fn scan_entries(&self) -> Result<Vec<(SessionId, Entry)>, RegistryError> {

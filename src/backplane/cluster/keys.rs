@@ -21,6 +21,9 @@ pub const SESSIONS: &str = "sessions";
 pub const ROOMS: &str = "rooms";
 /// Suffix (then `:<instance uuid>`) of each instance's liveness key.
 pub const INSTANCE: &str = "instance";
+/// Suffix of the set of the instances that list themselves (protocol 2 since issue 13), each
+/// with its liveness key: the live instances are read from it, not from a keyspace scan.
+pub const INSTANCES: &str = "instances";
 /// Suffix (then `:<instance uuid>`) of the key beside the liveness key that gives an
 /// instance's wire protocol; instances older than protocol 2 write none.
 pub const PROTOCOL: &str = "protocol";
@@ -147,6 +150,11 @@ impl Keys {
     /// `instance`'s protocol key.
     pub(super) fn protocol(&self, instance: Uuid) -> String {
         self.key(&format!("{PROTOCOL}:{instance}"))
+    }
+
+    /// The set of the instances that list themselves.
+    pub(super) fn listed(&self) -> String {
+        self.key(INSTANCES)
     }
 
     /// The pattern every liveness key matches.

@@ -7,6 +7,16 @@
 //! key with the same lifetime; a live instance without one is of an older protocol, which
 //! reads room traffic on the bus only. While one is alive, and for [`LIVENESS`] after, the
 //! cluster is *mixed* ([`Liveness::mixed`]).
+//!
+//! Which instances are alive costs O(instances), not O(keys): each refresh lists the instance
+//! in the set [`INSTANCES`](super::keys::INSTANCES), and a look reads its members' keys (one
+//! MGET), removing the members whose liveness key is gone. Releases before this one do not list
+//! themselves, so a look also scans the keyspace for liveness keys: at the first look, every
+//! [`SCAN_EVERY`], and whenever the bus has more readers than the live instances known (each
+//! instance reads it on one connection), which is how an unlisted instance that starts shows up
+//! within a tick. The trade-off: should an unlisted instance start while a listed one, alive
+//! but cut off, stops reading the bus (the counts match), it is seen within [`SCAN_EVERY`], not
+//! a tick; and while the bus has a reader that is no instance, every look scans, as all did.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,15 +33,22 @@ use super::transport::Conn;
 use crate::registry::RegistryError;
 
 /// Sets the protocol key KEYS[1] to ARGV[1] and the liveness key KEYS[2] to ARGV[2], both for
-/// ARGV[3] milliseconds.
+/// ARGV[3] milliseconds, and lists the instance ARGV[4] in the set KEYS[3], which lives as long.
 static REFRESH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
         redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+        redis.call('SADD', KEYS[3], ARGV[4])
+        redis.call('PEXPIRE', KEYS[3], ARGV[3])
         ",
     )
 });
+
+/// How often a look scans the keyspace for instances that do not list themselves, whatever the
+/// bus's readers say: a backstop, as a scan costs O(keys) (one per session) and the readers'
+/// count usually tells sooner.
+const SCAN_EVERY: Duration = Duration::from_secs(15);
 
 /// The liveness key's value of an instance that takes sessions.
 const ALIVE: &str = "alive";
@@ -58,10 +75,25 @@ pub(super) struct Liveness {
     here: Uuid,
     /// Stopping: its sessions are being drained to the others, and it takes no new ones.
     leaving: AtomicBool,
-    /// The live instances of an older protocol at the last look, and until when the cluster
-    /// counts as mixed (`None`: not looked yet, so it may be).
-    older: Mutex<(HashSet<Uuid>, Option<Instant>)>,
+    /// What the last look found.
+    looked: Mutex<Looked>,
 }
+
+/// What [`Liveness::observe`] found.
+#[derive(Default)]
+struct Looked {
+    /// The live instances of an older protocol.
+    older: HashSet<Uuid>,
+    /// Until when the cluster counts as mixed (`None`: not looked yet, so it may be).
+    until: Option<Instant>,
+    /// The live instances that do not list themselves, as the last scan found them.
+    unlisted: HashSet<Uuid>,
+    /// When the keyspace was last scanned.
+    scanned: Option<Instant>,
+}
+
+/// An instance, its liveness key's value and its protocol key's.
+type Seen = (Uuid, String, Option<u32>);
 
 impl Liveness {
     pub(super) fn new(conn: Conn, keys: Keys, here: Uuid) -> Self {
@@ -70,7 +102,7 @@ impl Liveness {
             keys,
             here,
             leaving: AtomicBool::new(false),
-            older: Mutex::new((HashSet::new(), None)),
+            looked: Mutex::default(),
         }
     }
 
@@ -79,38 +111,67 @@ impl Liveness {
     /// this protocol subscribe to the rooms such an instance handed it before traffic leaves
     /// the bus.
     pub(super) fn mixed(&self) -> bool {
-        let until = self.older.lock().expect("liveness lock poisoned").1;
+        let until = self.looked().until;
         until.is_none_or(|until| Instant::now() < until)
     }
 
     /// Whether `instance` was of an older protocol at the last look.
     pub(super) fn is_older(&self, instance: Uuid) -> bool {
-        self.older
-            .lock()
-            .expect("liveness lock poisoned")
-            .0
-            .contains(&instance)
+        self.looked().older.contains(&instance)
     }
 
-    /// Looks which live instances are of an older protocol.
-    pub(super) async fn observe(&self) -> Result<(), RegistryError> {
-        let mut conn = self.conn.clone();
-        let instances = self.alive_keys().await?;
-        let mut older = HashSet::new();
-        if !instances.is_empty() {
-            let keys: Vec<String> = instances.iter().map(|i| self.keys.protocol(*i)).collect();
-            let protocols: Vec<Option<u32>> = conn.mget(&keys).await.map_err(unavailable)?;
-            older.extend(
-                instances
-                    .iter()
-                    .zip(protocols)
-                    .filter(|(_, protocol)| protocol.is_none_or(|p| p < ROOM_CHANNELS))
-                    .map(|(instance, _)| *instance),
-            );
+    fn looked(&self) -> std::sync::MutexGuard<'_, Looked> {
+        self.looked.lock().expect("liveness lock poisoned")
+    }
+
+    /// Looks which instances are alive, and which of them are of an older protocol.
+    pub(super) async fn observe(&self) -> Result<HashSet<Uuid>, RegistryError> {
+        let (unlisted, scanned) = {
+            let looked = self.looked();
+            (looked.unlisted.clone(), looked.scanned)
+        };
+        let listed = self.listed().await?;
+        let mut candidates: HashSet<Uuid> = listed.iter().chain(&unlisted).copied().collect();
+        let due = scanned.is_none_or(|at| at.elapsed() >= SCAN_EVERY);
+        let mut scan = due;
+        if due {
+            candidates.extend(self.scan().await?);
         }
-        let mut state = self.older.lock().expect("liveness lock poisoned");
+        let mut seen = self.read(&candidates).await?;
+        if !scan {
+            let readers = self
+                .conn
+                .readers(self.keys.bus())
+                .await
+                .map_err(unavailable)?;
+            if readers > seen.len() as u64 {
+                scan = true;
+                candidates.extend(self.scan().await?);
+                seen = self.read(&candidates).await?;
+            }
+        }
+        let alive: HashSet<Uuid> = seen.iter().map(|(instance, _, _)| *instance).collect();
+        let gone: Vec<String> = listed
+            .iter()
+            .filter(|instance| !alive.contains(instance))
+            .map(ToString::to_string)
+            .collect();
+        if !gone.is_empty() {
+            let () = self
+                .conn
+                .clone()
+                .srem(self.keys.listed(), gone)
+                .await
+                .map_err(unavailable)?;
+        }
+        let older: HashSet<Uuid> = seen
+            .iter()
+            .filter(|(_, _, protocol)| protocol.is_none_or(|p| p < ROOM_CHANNELS))
+            .map(|(instance, _, _)| *instance)
+            .collect();
+        let mut looked = self.looked();
         let now = Instant::now();
-        match (state.0.is_empty(), older.is_empty()) {
+        match (looked.older.is_empty(), older.is_empty()) {
             (true, false) => info!(
                 instances = older.len(),
                 "an instance of an older protocol is alive: room traffic rides the bus"
@@ -119,16 +180,31 @@ impl Liveness {
             _ => {}
         }
         if !older.is_empty() {
-            state.1 = Some(now + LIVENESS);
-        } else if state.1.is_none() {
-            state.1 = Some(now);
+            looked.until = Some(now + LIVENESS);
+        } else if looked.until.is_none() {
+            looked.until = Some(now);
         }
-        state.0 = older;
-        Ok(())
+        looked.older = older;
+        looked.unlisted = alive.difference(&listed).copied().collect();
+        if scan {
+            looked.scanned = Some(now);
+        }
+        Ok(alive)
     }
 
-    /// Every instance with a liveness key.
-    async fn alive_keys(&self) -> Result<Vec<Uuid>, RegistryError> {
+    /// The instances in the set of listed ones.
+    async fn listed(&self) -> Result<HashSet<Uuid>, RegistryError> {
+        let members: Vec<String> = self
+            .conn
+            .clone()
+            .smembers(self.keys.listed())
+            .await
+            .map_err(unavailable)?;
+        Ok(members.iter().filter_map(|m| m.parse().ok()).collect())
+    }
+
+    /// Every instance with a liveness key, found by scanning the keyspace: O(keys).
+    async fn scan(&self) -> Result<Vec<Uuid>, RegistryError> {
         let keys = self
             .conn
             .keys_matching(self.keys.instances())
@@ -137,6 +213,31 @@ impl Liveness {
         Ok(keys
             .iter()
             .filter_map(|key| key.rsplit(':').next()?.parse().ok())
+            .collect())
+    }
+
+    /// Those of `instances` whose liveness key is there, with its value and their protocol
+    /// key's: one MGET (the keys share a slot).
+    async fn read(&self, instances: &HashSet<Uuid>) -> Result<Vec<Seen>, RegistryError> {
+        if instances.is_empty() {
+            return Ok(Vec::new());
+        }
+        let instances: Vec<Uuid> = instances.iter().copied().collect();
+        let keys: Vec<String> = instances
+            .iter()
+            .map(|i| self.keys.instance(*i))
+            .chain(instances.iter().map(|i| self.keys.protocol(*i)))
+            .collect();
+        let values: Vec<Option<String>> =
+            self.conn.clone().mget(&keys).await.map_err(unavailable)?;
+        let (states, protocols) = values.split_at(instances.len());
+        Ok(instances
+            .into_iter()
+            .zip(states.iter().zip(protocols))
+            .filter_map(|(instance, (state, protocol))| {
+                let protocol = protocol.as_deref().and_then(|p| p.parse().ok());
+                Some((instance, state.clone()?, protocol))
+            })
             .collect())
     }
 
@@ -158,37 +259,35 @@ impl Liveness {
     /// Sets this instance's key for another [`LIVENESS`], saying whether it is leaving, and
     /// its protocol key with it (one script: no instance sees the one without the other; a
     /// script, not MULTI, because a Redis Cluster client follows a moved slot for a script and
-    /// not for a transaction).
+    /// not for a transaction), and lists it among the instances.
     pub(super) async fn refresh(&self) -> Result<(), RegistryError> {
         let state = if self.is_leaving() { LEAVING } else { ALIVE };
         let lifetime = LIVENESS.as_millis() as u64;
         REFRESH
             .key(self.keys.protocol(self.here))
             .key(self.keys.instance(self.here))
+            .key(self.keys.listed())
             .arg(PROTOCOL)
             .arg(state)
             .arg(lifetime)
+            .arg(self.here.to_string())
             .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
     }
 
-    /// The other instances that are alive and take sessions.
+    /// The other instances that are alive and take sessions: the listed ones, and those the
+    /// last look found unlisted.
     pub(super) async fn hosts(&self) -> Result<Vec<Uuid>, RegistryError> {
-        let instances = self.alive_keys().await?;
-        if instances.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = instances.iter().map(|i| self.keys.instance(*i)).collect();
-        let values: Vec<Option<String>> =
-            self.conn.clone().mget(&keys).await.map_err(unavailable)?;
-        Ok(instances
+        let mut instances = self.listed().await?;
+        instances.extend(self.looked().unlisted.iter().copied());
+        Ok(self
+            .read(&instances)
+            .await?
             .into_iter()
-            .zip(values)
             // Anything but "leaving" takes sessions: older instances wrote "1".
-            .filter(|(_, value)| value.as_deref().is_some_and(|v| v != LEAVING))
-            .map(|(instance, _)| instance)
-            .filter(|instance| *instance != self.here)
+            .filter(|(instance, state, _)| state != LEAVING && *instance != self.here)
+            .map(|(instance, _, _)| instance)
             .collect())
     }
 

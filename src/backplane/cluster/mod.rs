@@ -16,6 +16,7 @@
 //! | [`SESSIONS`](keys::SESSIONS) `<prefix>:sessions` | hash | session id → `{"name", "token" (SHA-256), "home", "rooms", "lifetime"}` ([`entry`]; `lifetime`: when it ends, if anything bounds it) |
 //! | [`ROOMS`](keys::ROOMS) `<prefix>:rooms` | hash | room name → its members in the cluster (written with the entries) |
 //! | [`INSTANCE`](keys::INSTANCE) `<prefix>:instance:<uuid>` | string, expiring | this instance is alive (`alive`), or alive and stopping (`leaving`) |
+//! | [`INSTANCES`](keys::INSTANCES) `<prefix>:instances` | set, expiring with the newest liveness key | the instances that list themselves at each refresh (not those of releases before issue 13), so that the live ones are read without a keyspace scan ([`liveness`]) |
 //! | [`ADOPTED`](keys::ADOPTED) `<prefix>:adopted:<uuid>` | set, expiring after a day | the sessions of this instance that survivors adopted; read and removed when it re-registers (it was only cut off: see [`recovery`]) |
 //! | [`PROTOCOL`](keys::PROTOCOL) `<prefix>:protocol:<uuid>` | string, expiring with the above | the wire protocol this instance speaks (3; protocol 1 writes none) |
 //! | [`STATS`](keys::STATS) `<prefix>:stats:<uuid>` | string, expiring | this instance's newest figures for the admin console, JSON ([`figures`]) |
@@ -75,8 +76,9 @@
 //!   is published on the bus, a join or leave as one message naming all of its rooms, as
 //!   protocol 1 does. Instances of protocol 2 keep reading their rooms' channels meanwhile,
 //!   so the switch back loses nothing. An older instance that starts in a cluster of newer
-//!   ones is seen within a liveness tick (1 s); room traffic published meanwhile on room
-//!   channels does not reach its sessions.
+//!   ones is seen within a liveness tick (1 s), by the bus's readers outnumbering the listed
+//!   instances (rarely, within a keyspace scan's 15 s: see [`liveness`]); room traffic
+//!   published meanwhile on room channels does not reach its sessions.
 //! - Protocol 3 numbers a room's messages on the room's own counter (protocol 2 numbered them
 //!   on the bus's, wherever they travelled), and adds `"all"` to server messages to everyone
 //!   ([`sequence`]): a reader takes a room channel's `"seq"` as the room's number only from

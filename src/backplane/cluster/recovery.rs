@@ -5,12 +5,17 @@
 //! [`sequence`](super::sequence)), so a crashed instance's sessions continue on a survivor
 //! within [`LIVENESS`] plus a sweep, with their ids, tokens and lifetimes (the entry carries
 //! when each ends, see [`lifetime`](super::lifetime)), and leave (`user_left`) only if nobody
-//! resumes them within their TTL, or at their end. Until then an attach is told at once to retry
+//! resumes them within their TTL, or at their end. A sweep reads the whole directory
+//! (O(sessions)), so it runs only when there may be something to adopt: when an instance alive
+//! at the previous look is not any more, at the first settled tick after start or after Redis
+//! was unreachable, while a home without a liveness key still reads its channel, and every
+//! [`SWEEP_EVERY`] whatever (a home that died unseen: one that started and died between two
+//! looks). Until then an attach is told at once to retry
 //! ([`Cluster::reachable`]), instead of asking the dead instance and waiting in vain. After
 //! each (re)subscription an instance re-registers the sessions it homes, since Redis may have
 //! restarted empty (see [`restart`](super::restart)).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +32,9 @@ use super::wire::Orphan;
 use crate::identity::{RoomName, SessionId};
 use crate::registry::{Closed, Departure, EventId, RegistryError, Snapshot};
 
+/// How often a sweep runs when nothing called for one: a backstop for a death no look saw.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
 impl Cluster {
     /// Refreshes this instance's liveness key and removes sessions of instances that died,
     /// until `shutdown` fires.
@@ -36,6 +44,11 @@ impl Cluster {
         // two liveness periods have passed, a missing key means "not back yet", not "dead".
         let mut reachable = true;
         let mut sweep_after = Instant::now();
+        // Whether a sweep is called for (at the first settled tick: yes), the instances alive at
+        // the previous look, and when the last sweep ran.
+        let mut sweep_due = true;
+        let mut seen: HashSet<Uuid> = HashSet::new();
+        let mut swept = Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -44,10 +57,15 @@ impl Cluster {
             let settled = reachable && Instant::now() >= sweep_after;
             let result = async {
                 self.liveness.refresh().await?;
-                self.liveness.observe().await?;
-                if settled {
-                    self.sweep().await?;
+                let alive = self.liveness.observe().await?;
+                if seen.iter().any(|instance| !alive.contains(instance)) {
+                    sweep_due = true;
                 }
+                if settled && (sweep_due || swept.elapsed() >= SWEEP_EVERY) {
+                    sweep_due = self.sweep(&alive).await?;
+                    swept = Instant::now();
+                }
+                seen = alive;
                 Ok::<_, RegistryError>(())
             }
             .await;
@@ -61,6 +79,7 @@ impl Cluster {
                 Err(err) if reachable => {
                     error!(error = %err, "Redis unreachable");
                     reachable = false;
+                    sweep_due = true;
                 }
                 _ => {}
             }
@@ -158,10 +177,14 @@ impl Cluster {
     /// upgrade, such a sweep may remove a session just adopted here, which then leaves
     /// (`user_left`), as it would have with that release alone. No claim can stop a binary
     /// that reads none; every release since adopts through the one script.
-    async fn sweep(&self) -> Result<(), RegistryError> {
+    ///
+    /// Whether to sweep again at the next tick: a home not among the `alive` ones still reads
+    /// its channel (cut off, or too busy to refresh its key), and may die any time.
+    async fn sweep(&self, alive: &HashSet<Uuid>) -> Result<bool, RegistryError> {
         if self.liveness.is_leaving() {
-            return Ok(());
+            return Ok(false);
         }
+        let mut again = false;
         let mut homes: HashMap<Uuid, (Vec<SessionId>, Vec<RoomName>)> = HashMap::new();
         for (id, entry) in self.directory.scan_entries().await? {
             if entry.home != self.instance {
@@ -171,13 +194,15 @@ impl Cluster {
             }
         }
         for (home, (ids, rooms)) in homes {
-            if !self.liveness.is_alive(home).await? {
+            if self.liveness.is_alive(home).await? {
+                again |= !alive.contains(&home);
+            } else {
                 // Read before `adopted` is published: the sessions miss nothing of their rooms.
                 self.subscriptions.ensure(&rooms, HOLD).await?;
                 self.sequence.adopt_from(home, self.instance, &ids).await?;
             }
         }
-        Ok(())
+        Ok(again)
     }
 
     /// Reads `adopted` for this instance, at its point in the bus's order: each session
