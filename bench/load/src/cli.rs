@@ -78,10 +78,10 @@ pub struct Opts {
     /// Children count too (nginx's workers); several, comma-separated, are summed (a cluster).
     #[arg(long, global = true, value_delimiter = ',')]
     server_pid: Vec<u32>,
-    /// `fanout`: a shell command run, and waited for, at each phase with the phase's name
-    /// appended: `attached` (every stream attached, before the first broadcast) and `drained`
-    /// (the last delivery in, before the streams stop). `bench/100k.sh` reads Redis's and
-    /// each instance's figures there.
+    /// `fanout` and `rooms`: a shell command run, and waited for, at each phase with the
+    /// phase's name appended: `attached` (every stream attached, before the first broadcast)
+    /// and `drained` (the last delivery in, or the ladder's last step over, before the
+    /// streams stop). `bench/100k.sh` reads Redis's and each instance's figures there.
     #[arg(long, global = true)]
     phase_cmd: Option<String>,
     /// Worker processes holding the streams (default: as few as `--max-per-worker` allows).

@@ -29,6 +29,10 @@ pub struct Step {
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
+    /// The server's CPU time (every `--server-pid`) per broadcast sent in the step, its drain
+    /// included: what a rate costs the server whatever the generator could send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_broadcast: Option<f64>,
     /// p99 within the limit, nothing lost, no errors, the rate reached.
     pub ok: bool,
 }

@@ -23,7 +23,7 @@ pub(super) fn memory(c: &Common) -> Option<Memory> {
 }
 
 /// The CPU time of every server process named, summed; `None` when none is named.
-fn server_cpu(c: &Common) -> Option<Duration> {
+pub(super) fn server_cpu(c: &Common) -> Option<Duration> {
     (!c.server_pids.is_empty()).then(|| c.server_pids.iter().map(|p| sys::tree_cpu(*p)).sum())
 }
 

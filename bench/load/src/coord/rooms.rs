@@ -48,20 +48,11 @@ pub(super) async fn start_rooms(
     out.param("room_size", size);
     out.param("streams", streams);
     out.param("workers", workers);
-    let (target, publish) = match &c.target {
-        Target::Switchboard { posts, .. } => {
-            let mut p = posts.clone();
-            p.path = "/broadcast".into();
-            (c.target.clone(), publishers.map(|_| p))
-        }
-        Target::Nchan { .. } => (
-            Target::Nchan {
-                sub: Endpoint::parse(&c.sub_url)?,
-            },
-            publishers
-                .map(|_| Endpoint::parse(&c.pub_url))
-                .transpose()?,
-        ),
+    let nchan_publish = match &c.target {
+        Target::Switchboard { .. } => None,
+        Target::Nchan { .. } => publishers
+            .map(|_| Endpoint::parse(&c.pub_url))
+            .transpose()?,
     };
     let mut jobs = jobs(c, rooms, workers, progress_ms, |_| Work::Streams {
         count: 0,
@@ -70,7 +61,18 @@ pub(super) async fn start_rooms(
     let mut first_room = 0;
     for j in &mut jobs {
         let share = rooms / workers + usize::from(j.index < rooms % workers);
-        j.target = target.clone();
+        // A worker's sessions, streams and broadcasts all go to its own instance (with
+        // several `--url`s, one each in turn), as a balancer that pins a room's clients.
+        let publish = match &mut j.target {
+            Target::Switchboard { base, posts } => publishers.map(|_| Endpoint {
+                path: "/broadcast".into(),
+                ..(if c.bases.len() > 1 { base } else { posts }).clone()
+            }),
+            Target::Nchan { sub } => {
+                *sub = Endpoint::parse(&c.sub_url)?;
+                nchan_publish.clone()
+            }
+        };
         j.first = first_room * size;
         j.work = Work::Rooms {
             plan: RoomPlan {
@@ -79,7 +81,7 @@ pub(super) async fn start_rooms(
                 rooms: share,
                 size,
             },
-            publish: publish.clone(),
+            publish,
             publishers: publishers.unwrap_or(0),
         };
         first_room += share;
@@ -105,6 +107,7 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
         return Ok(out);
     }
     let workers = w.count();
+    phase(c, &mut out, "attached");
     w.send("go").await;
     let win = Window::start(c);
     let mut before = w.totals();
@@ -113,6 +116,7 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
     while let Some(&rate) = a.rates.get(i) {
         steps_run += 1;
         let t0 = Instant::now();
+        let cpu0 = server_cpu(c);
         w.send(&format!(
             "step {} {}",
             per_worker(rate, workers),
@@ -166,7 +170,11 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
             merge_hist(&mut hist, lat);
             now.merge(cn);
         }
-        let step = step_result(rate, send_s, &before, &now, &hist, a.p99_limit_ms);
+        let mut step = step_result(rate, send_s, &before, &now, &hist, a.p99_limit_ms);
+        if let (Some(cpu0), Some(cpu1)) = (cpu0, server_cpu(c)) {
+            let us = cpu1.saturating_sub(cpu0).as_secs_f64() * 1e6;
+            step.server_cpu_us_per_broadcast = Some(us / step.broadcasts.max(1) as f64);
+        }
         prog.note(format_args!(
             "[rooms] {rate}/s: sent {:.0}/s, p99 {:.1} ms, lost {}, {}",
             step.achieved_per_s,
@@ -195,6 +203,7 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
         i += 1;
     }
     prog.done();
+    phase(c, &mut out, "drained");
     match &best {
         Some(s) => {
             out.metric("max_rate_per_s", s.rate);
@@ -204,6 +213,9 @@ pub async fn rooms(c: &Common, a: &RoomsArgs) -> Result<Outcome, String> {
                 s.received as f64 / a.step.as_secs_f64(),
             );
             out.metric("max_rate_latency_p99_ms", s.latency_p99_ms);
+            if let Some(us) = s.server_cpu_us_per_broadcast {
+                out.metric("max_rate_server_cpu_us_per_broadcast", us);
+            }
         }
         None => {
             out.metric("max_rate_per_s", 0.0);
@@ -256,6 +268,7 @@ fn step_result(
         latency_p50_ms: q(0.5),
         latency_p99_ms: q(0.99),
         latency_max_ms: if hist.is_empty() { 0.0 } else { ms(hist.max()) },
+        server_cpu_us_per_broadcast: None,
         ok: false,
     };
     s.ok = s.lost == 0

@@ -97,8 +97,10 @@ async fn step(st: Rc<State>, r: Rc<Rooms>, rate: f64, dur: Duration) {
 }
 
 /// Sends at `rate`/s from `start` for `dur`, each broadcast to the next room. Behind schedule
-/// (the server or this host too slow) it sends back to back, so the step's achieved rate
-/// tells whether the target was reached.
+/// (the server or this host too slow) it sends back to back, and stops at the end of `dur`
+/// all the same, so the step's achieved rate tells whether the target was reached. (It used
+/// to send every broadcast of the schedule however long that took, and a step asked beyond
+/// what the server carries was reported as reached: fixed in session 14.)
 async fn sender(st: Rc<State>, r: Rc<Rooms>, rate: f64, start: Instant, dur: Duration) {
     if rate <= 0.0 || r.plan.rooms == 0 {
         return;
@@ -106,9 +108,10 @@ async fn sender(st: Rc<State>, r: Rc<Rooms>, rate: f64, start: Instant, dur: Dur
     let src = st.control_ip();
     let mut conn: Option<HttpConn> = None;
     let mut n = 0u64;
+    let end = start + dur;
     loop {
         let due = start + Duration::from_secs_f64(n as f64 / rate);
-        if due >= start + dur {
+        if due >= end || Instant::now() >= end {
             return;
         }
         sleep_until(due).await;
