@@ -8,6 +8,7 @@
 #   WORKLOAD="fanout --streams 10000 --broadcasts 200 --publishers 2 --window 64" FLOOR=0 \
 #       bash bench/ab.sh /tmp/before /tmp/after               # saturated fanout
 #   WORKLOAD="direct --pairs 64 --rate 0 --duration 10" FLOOR=0 bash bench/ab.sh ...
+#   WORKLOAD="idle --streams 19000" FLOOR=0 bash bench/ab.sh ...           # memory per idle stream
 #
 # Each argument is a directory holding a release `switchboard` (copy it there: a binary that
 # the next build overwrites would be measured twice). The generator is this checkout's
@@ -78,7 +79,7 @@ for round in $(seq 1 "$ROUNDS"); do
 import json, sys
 run = json.load(sys.stdin)
 m = {x["name"]: x["value"] for x in run["metrics"]}
-keys = ["deliveries_per_s", "sustained_per_s", "latency_p50_ms", "latency_p99_ms", "lost", "server_cpu_s"]
+keys = ["deliveries_per_s", "sustained_per_s", "latency_p50_ms", "latency_p99_ms", "lost", "rss_per_stream_bytes", "server_cpu_s"]
 print(sys.argv[1], sys.argv[2], " ".join(f"{k}={m[k]:.6g}" for k in keys if k in m))
 ' "$round" "$target" | tee -a "$WORK/results.txt"
     done
