@@ -107,7 +107,7 @@ impl Hub {
     }
 
     /// `own` followed by every other live instance's figures, read only while a console
-    /// watches (the reads are a scan of Redis); alone when Redis is down, its state says why.
+    /// watches (two reads of Redis a second); alone when Redis is down, its state says why.
     async fn with_elsewhere(&self, own: Arc<str>) -> Arc<[Arc<str>]> {
         let elsewhere = if self.here.figures.receiver_count() > 0 {
             self.broker.figures_elsewhere().await.unwrap_or_default()

@@ -9,7 +9,7 @@
 //! ([`RoomPatterns`]).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,13 +41,17 @@ impl RoomName {
     /// # Errors
     /// [`RoomError`] naming the first rule broken: length, then characters, then the start.
     pub fn parse(raw: &str) -> Result<Self, RoomError> {
+        if raw == Self::LOBBY {
+            return Ok(Self::lobby());
+        }
         check(raw, false)?;
         Ok(RoomName(Arc::from(raw)))
     }
 
-    /// `lobby`.
+    /// `lobby`: one name shared by every session in it, not an allocation each.
     pub fn lobby() -> Self {
-        RoomName(Arc::from(Self::LOBBY))
+        static LOBBY: LazyLock<RoomName> = LazyLock::new(|| RoomName(Arc::from(RoomName::LOBBY)));
+        LOBBY.clone()
     }
 
     /// Whether this is `lobby`.

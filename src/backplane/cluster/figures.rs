@@ -30,25 +30,27 @@ impl Cluster {
             .map_err(unavailable)
     }
 
-    /// The newest figures of every other instance alive, by instance id.
+    /// The newest figures of every other instance alive, by instance id: one `MGET` of the
+    /// figures keys of the instances [`known`](super::liveness::Liveness::known), no scan.
     ///
     /// # Errors
     /// `Unavailable` when Redis cannot be reached.
     pub(crate) async fn figures_elsewhere(&self) -> Result<Vec<Arc<str>>, RegistryError> {
-        let here = self.keys.stats(self.instance);
-        let mut keys = self
-            .conn
-            .keys_matching(self.keys.all_stats())
-            .await
-            .map_err(unavailable)?;
-        keys.retain(|key| *key != here);
+        let mut keys: Vec<String> = self
+            .liveness
+            .known()
+            .await?
+            .into_iter()
+            .filter(|instance| *instance != self.instance)
+            .map(|instance| self.keys.stats(instance))
+            .collect();
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         keys.sort_unstable();
         let figures: Vec<Option<String>> =
             self.conn.clone().mget(&keys).await.map_err(unavailable)?;
-        // A key that expired between the scan and the read is an instance gone meanwhile.
+        // An instance gone since it was listed has no figures key any more.
         Ok(figures.into_iter().flatten().map(Arc::from).collect())
     }
 }

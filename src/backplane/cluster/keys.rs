@@ -167,11 +167,6 @@ impl Keys {
         self.key(&format!("{STATS}:{instance}"))
     }
 
-    /// The pattern every instance's figures key matches.
-    pub(super) fn all_stats(&self) -> String {
-        self.key(&format!("{STATS}:*"))
-    }
-
     /// The bus's counter, which is `lobby`'s.
     pub(super) fn seq(&self) -> String {
         self.key(SEQ)

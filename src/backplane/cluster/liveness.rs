@@ -276,11 +276,17 @@ impl Liveness {
             .map_err(unavailable)
     }
 
-    /// The other instances that are alive and take sessions: the listed ones, and those the
-    /// last look found unlisted.
-    pub(super) async fn hosts(&self) -> Result<Vec<Uuid>, RegistryError> {
+    /// The instances known without a scan: the listed ones, and those the last look found
+    /// unlisted. Some may be gone since (their keys expired).
+    pub(super) async fn known(&self) -> Result<HashSet<Uuid>, RegistryError> {
         let mut instances = self.listed().await?;
         instances.extend(self.looked().unlisted.iter().copied());
+        Ok(instances)
+    }
+
+    /// The other instances that are alive and take sessions, of those [`known`](Self::known).
+    pub(super) async fn hosts(&self) -> Result<Vec<Uuid>, RegistryError> {
+        let instances = self.known().await?;
         Ok(self
             .read(&instances)
             .await?
