@@ -318,6 +318,15 @@ impl Directory {
         Ok(size.unwrap_or(0))
     }
 
+    /// How many rooms have members in the cluster (a room's count is removed at 0).
+    pub(super) async fn room_count(&self) -> Result<usize, RegistryError> {
+        self.conn
+            .clone()
+            .hlen(&self.rooms)
+            .await
+            .map_err(unavailable)
+    }
+
     /// Every room of the cluster with its member count.
     pub(super) async fn rooms(&self) -> Result<Vec<(RoomName, usize)>, RegistryError> {
         let all: HashMap<String, i64> = self

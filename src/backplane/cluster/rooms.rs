@@ -198,15 +198,17 @@ impl Cluster {
     /// `--max-rooms` in the cluster.
     pub(super) async fn check_room_limit(&self, rooms: &[RoomName]) -> Result<(), RegistryError> {
         let limit = self.registry.settings().max_rooms;
-        let existing: HashMap<RoomName, usize> =
-            self.directory.rooms().await?.into_iter().collect();
-        let mut created: Vec<&RoomName> = rooms
-            .iter()
-            .filter(|r| !existing.contains_key(*r))
-            .collect();
-        created.sort();
-        created.dedup();
-        if existing.len() + created.len() > limit {
+        // A count of the rooms and one look at each asked for, not a read of every room's
+        // count: that was a walk of the whole rooms hash for every join, which made joining
+        // 100,000 sessions into 10,000 rooms take minutes.
+        let mut created: Vec<&RoomName> = Vec::new();
+        for room in rooms {
+            if !created.contains(&room) && self.directory.room_size(room).await? == 0 {
+                created.push(room);
+            }
+        }
+        let existing = self.directory.room_count().await?;
+        if existing + created.len() > limit {
             return Err(RegistryError::RoomLimit(limit));
         }
         Ok(())
