@@ -294,8 +294,8 @@ impl Registry {
         let session = state.session(id)?;
         let lifetime = {
             let mut inner = session.lock();
-            let moved = Lifetime::refreshed(inner.lifetime, ends, bound, now);
-            inner.lifetime = Some(moved);
+            let moved = Lifetime::refreshed(inner.lifetime.as_deref().copied(), ends, bound, now);
+            inner.lifetime = Some(Box::new(moved));
             moved
         };
         state.lifetimes.insert((lifetime.next(), id));
@@ -320,7 +320,7 @@ impl Registry {
                 return false;
             }
             let lifetime = deadline.lifetime();
-            inner.lifetime = Some(lifetime);
+            inner.lifetime = Some(Box::new(lifetime));
             lifetime
         };
         state.lifetimes.insert((lifetime.next(), id));
@@ -353,17 +353,22 @@ impl Registry {
             };
             let mut inner = session.lock();
             // Stale: a refresh moved it, and queued its new moment.
-            let Some(lifetime) = inner.lifetime.filter(|l| l.next() == at) else {
+            let Some(lifetime) = inner
+                .lifetime
+                .as_deref()
+                .copied()
+                .filter(|l| l.next() == at)
+            else {
                 continue;
             };
             if lifetime.ends <= now {
                 drop(inner);
                 self.end(state, &session, lifetime.bound, departed);
             } else {
-                inner.lifetime = Some(Lifetime {
+                inner.lifetime = Some(Box::new(Lifetime {
                     warn_at: None,
                     ..lifetime
-                });
+                }));
                 drop(inner);
                 state.lifetimes.insert((lifetime.ends, id));
                 let expires_in = lifetime.seconds_left(now);

@@ -117,7 +117,7 @@ impl State {
 
     /// Takes `session` out of every room it is in; returns them.
     pub(super) fn exit_all(&mut self, session: &Session) -> Vec<RoomName> {
-        let rooms = session.lock().rooms.clone();
+        let rooms = session.lock().rooms.to_vec();
         for room in &rooms {
             self.exit(session, room);
         }
@@ -188,7 +188,7 @@ impl Registry {
     /// The rooms session `id` is in, sorted; `None` when it does not live here.
     pub(crate) fn rooms_of(&self, id: SessionId) -> Option<Vec<RoomName>> {
         let session = self.lock().sessions.get(&id).cloned()?;
-        let rooms = session.lock().rooms.clone();
+        let rooms = session.lock().rooms.to_vec();
         Some(rooms)
     }
 

@@ -13,6 +13,8 @@ use tokio::time::Instant;
 
 use super::event::{Envelope, EventId, Peer};
 use super::join::Credential;
+use smallvec::SmallVec;
+
 use super::lifetime::Lifetime;
 use super::mailbox::{self, Mailbox};
 use super::sent::{Seen, SendKey, Sent};
@@ -58,11 +60,14 @@ pub(crate) struct SessionInner {
     pub(crate) closed: Option<Closed>,
     /// The keyed direct messages it was sent lately.
     pub(crate) sent: Sent,
-    /// The rooms it is in, sorted; changed under the registry lock too (see `rooms`).
-    pub(crate) rooms: Vec<RoomName>,
+    /// The rooms it is in, sorted; changed under the registry lock too (see `rooms`). Most
+    /// sessions are in one room: held inline, not in an allocation of its own.
+    pub(crate) rooms: SmallVec<[RoomName; 1]>,
     /// When it ends whatever its streams do, if anything bounds it (see `lifetime`); changed
     /// under the registry lock too, beside its entry in the `lifetimes` queue.
-    pub(crate) lifetime: Option<Lifetime>,
+    /// Boxed: most sessions have none (`open` mode without `--max-session-age`), and inline
+    /// it cost each of them 48 bytes.
+    pub(crate) lifetime: Option<Box<Lifetime>>,
 }
 
 /// Why a keyed push was refused.
@@ -176,8 +181,8 @@ impl Session {
                 detached_since: Some(now),
                 closed: None,
                 sent,
-                rooms: Vec::new(),
-                lifetime,
+                rooms: SmallVec::new(),
+                lifetime: lifetime.map(Box::new),
             }),
         }
     }

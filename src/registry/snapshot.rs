@@ -67,9 +67,9 @@ impl Homed {
             peer: session.peer.clone(),
             may_broadcast: session.may_broadcast,
             may_join: session.may_join.as_deref().cloned(),
-            rooms: inner.rooms.clone(),
+            rooms: inner.rooms.to_vec(),
             token_hash: session.token.hash(),
-            lifetime: inner.lifetime.as_ref().map(Deadline::of),
+            lifetime: inner.lifetime.as_deref().map(Deadline::of),
         }
     }
 }
@@ -240,7 +240,7 @@ impl Snapshot {
         Snapshot {
             peer: session.peer.clone(),
             may_broadcast: session.may_broadcast,
-            rooms: inner.rooms.clone(),
+            rooms: inner.rooms.to_vec(),
             may_join: session.may_join.as_deref().cloned(),
             last_id,
             delivered,
@@ -249,7 +249,7 @@ impl Snapshot {
                 .map(|(id, envelope)| (id, envelope.event.clone()))
                 .collect(),
             sent: sent.clone(),
-            lifetime: inner.lifetime.as_ref().map(Deadline::of),
+            lifetime: inner.lifetime.as_deref().map(Deadline::of),
         }
     }
 }
