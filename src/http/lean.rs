@@ -270,6 +270,26 @@ async fn answer(
     origins: &Origins,
     write_timeout: Duration,
 ) {
+    // Boxed: the request, the attach and the response head are needed only until the stream
+    // starts. Inline, their state (kept twice over by the compiler: the request as argument
+    // and as local) sized the connection's task, which an idle stream holds for its whole
+    // life: 2,135 bytes of it while streaming, where the loop below needs about 1,050.
+    let opened = Box::pin(open(socket, head, client, context, origins)).await;
+    if let Some(events) = opened {
+        stream_events(socket, events, write_timeout).await;
+    }
+    debug!("stream connection closed");
+}
+
+/// Attaches the stream and writes the response head, or the refusal whole: the stream's
+/// events once its head is out, `None` when nothing more goes to the client.
+async fn open(
+    socket: &mut SharedSocket,
+    head: Head,
+    client: IpAddr,
+    context: Context,
+    origins: &Origins,
+) -> Option<sse::Stream> {
     let started = std::time::Instant::now();
     // Boxed: attaching needs a large future only until the response starts; inline, it would
     // size the connection's task, which an idle stream holds for its whole life.
@@ -315,7 +335,7 @@ async fn answer(
         header("access-control-allow-origin", origin);
         header("vary", "origin");
     }
-    let mut events = match attached {
+    let events = match attached {
         Ok(events) => events,
         Err(refusal) => {
             let bytes = match refusal.into_body().collect().await {
@@ -324,15 +344,22 @@ async fn answer(
             };
             let _ = write!(out, "content-length: {}\r\n\r\n", bytes.len());
             let _ = socket.write_all_buf(&mut out.as_bytes().chain(bytes)).await;
-            return;
+            return None;
         }
     };
     out.push_str("\r\n");
-    if socket.write_all(out.as_bytes()).await.is_err() {
-        return;
-    }
-    drop(out);
+    socket.write_all(out.as_bytes()).await.ok()?;
     events.write_directly(Arc::clone(&socket.0) as Arc<dyn Writer>);
+    Some(events)
+}
+
+/// Writes `events` to the client as they come, until the stream ends, the client goes, or
+/// it reads nothing for `write_timeout`.
+async fn stream_events(
+    socket: &mut SharedSocket,
+    mut events: sse::Stream,
+    write_timeout: Duration,
+) {
     let mut pending = Chunks::default();
     loop {
         tokio::select! {
@@ -357,7 +384,6 @@ async fn answer(
             }
         }
     }
-    debug!("stream connection closed");
 }
 
 /// A stream's socket, as the registry writes to it while the stream is parked: a send that
