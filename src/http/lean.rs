@@ -32,6 +32,7 @@ use std::fmt::Write as _;
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -237,8 +238,8 @@ impl Head {
     }
 }
 
-/// Answers a stream request read from `stream` (by [`read_request`] or hyper), the stream to
-/// its end.
+/// Answers a stream request read from `stream` (by [`read_request`] or hyper): the stream to
+/// run once its head is written, or `None` when nothing more goes to the client.
 pub(crate) async fn serve_head(
     stream: TcpStream,
     head: Head,
@@ -246,7 +247,7 @@ pub(crate) async fn serve_head(
     context: Context,
     origins: &Origins,
     write_timeout: Duration,
-) {
+) -> Option<Streaming> {
     let span = request_span(&"GET", &head.uri);
     let client = context.limits.client(
         peer,
@@ -255,30 +256,74 @@ pub(crate) async fn serve_head(
     );
     // Shared with the registry, which writes to it while the stream is parked.
     let mut socket = SharedSocket(Arc::new(stream));
-    answer(&mut socket, head, client, context, origins, write_timeout)
-        .instrument(span)
+    let opened = open(&mut socket, head, client, context, origins)
+        .instrument(span.clone())
         .await;
-    let _ = socket.shutdown().await;
+    match opened {
+        Some(events) => Some(Streaming {
+            socket,
+            events,
+            pending: Chunks::default(),
+            write_timeout,
+            span,
+        }),
+        None => {
+            debug!(parent: &span, "stream connection closed");
+            let _ = socket.shutdown().await;
+            None
+        }
+    }
 }
 
-/// Writes the response to one parsed request, the stream to its end.
-async fn answer(
-    socket: &mut SharedSocket,
-    head: Head,
-    client: IpAddr,
-    context: Context,
-    origins: &Origins,
+/// One stream once its head is written: all that its connection's task holds for the
+/// stream's life (the task runs it in place of what came before, see `server`), so kept to
+/// what writing needs.
+pub(crate) struct Streaming {
+    socket: SharedSocket,
+    events: sse::Stream,
+    /// Chunks taken from `events` and not yet written.
+    pending: Chunks,
     write_timeout: Duration,
-) {
-    // Boxed: the request, the attach and the response head are needed only until the stream
-    // starts. Inline, their state (the compiler kept the request and the attach result twice,
-    // as argument and as local: `-Zprint-type-sizes`) sized the connection's task, which an
-    // idle stream holds for its whole life; boxed, each idle stream costs 120 bytes less.
-    let opened = Box::pin(open(socket, head, client, context, origins)).await;
-    if let Some(events) = opened {
-        stream_events(socket, events, write_timeout).await;
+    span: tracing::Span,
+}
+
+impl Streaming {
+    /// Writes the events to the client as they come, until the stream ends, the client goes,
+    /// or it reads nothing for the write timeout; then closes the connection.
+    pub(crate) async fn run(&mut self) {
+        let span = self.span.clone();
+        self.write_events().instrument(span).await;
+        debug!(parent: &self.span, "stream connection closed");
+        let _ = self.socket.shutdown().await;
     }
-    debug!("stream connection closed");
+
+    async fn write_events(&mut self) {
+        loop {
+            tokio::select! {
+                chunks = self.events.next() => match chunks {
+                    Some(chunks) => chunks.for_each(|chunk| self.pending.push(chunk)),
+                    None => break,
+                },
+                // The client only ever sends its request: readable means it closed, or sent
+                // bytes after it, which no real client does: the stream is closed either way
+                // (reading them 64 at a time cost 2.2 s of CPU per 200 MB).
+                () = client_gone(&self.socket.0) => break,
+            }
+            let write = self.socket.write_all_buf(&mut self.pending);
+            match tokio::time::timeout(self.write_timeout, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    debug!("client read nothing within the write timeout; closing its stream");
+                    // Closed with a reset: a graceful close would leave the unsent queue (up
+                    // to the kernel's send buffer, megabytes) held for a client that reads
+                    // nothing.
+                    let _ = self.socket.0.set_zero_linger();
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Attaches the stream and writes the response head, or the refusal whole: the stream's
@@ -291,8 +336,8 @@ async fn open(
     origins: &Origins,
 ) -> Option<sse::Stream> {
     let started = std::time::Instant::now();
-    // Boxed: attaching needs a large future only until the response starts; inline, it would
-    // size the connection's task, which an idle stream holds for its whole life.
+    // Boxed: attaching needs a large future only for a moment; inline, it would size the
+    // preamble of every connection, which a keep-alive connection served by hyper holds.
     let attached = Box::pin(attach(&head, client, context.clone())).await;
     let status = match &attached {
         Ok(_) => StatusCode::OK,
@@ -351,39 +396,6 @@ async fn open(
     socket.write_all(out.as_bytes()).await.ok()?;
     events.write_directly(Arc::clone(&socket.0) as Arc<dyn Writer>);
     Some(events)
-}
-
-/// Writes `events` to the client as they come, until the stream ends, the client goes, or
-/// it reads nothing for `write_timeout`.
-async fn stream_events(
-    socket: &mut SharedSocket,
-    mut events: sse::Stream,
-    write_timeout: Duration,
-) {
-    let mut pending = Chunks::default();
-    loop {
-        tokio::select! {
-            chunks = events.next() => match chunks {
-                Some(chunks) => chunks.for_each(|chunk| pending.push(chunk)),
-                None => break,
-            },
-            // The client only ever sends its request: readable means it closed, or sent
-            // bytes after it, which no real client does: the stream is closed either way
-            // (reading them 64 at a time cost 2.2 s of CPU per 200 MB).
-            () = client_gone(&socket.0) => break,
-        }
-        match tokio::time::timeout(write_timeout, socket.write_all_buf(&mut pending)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => break,
-            Err(_) => {
-                debug!("client read nothing within the write timeout; closing its stream");
-                // Closed with a reset: a graceful close would leave the unsent queue (up to
-                // the kernel's send buffer, megabytes) held for a client that reads nothing.
-                let _ = socket.0.set_zero_linger();
-                break;
-            }
-        }
-    }
 }
 
 /// A stream's socket, as the registry writes to it while the stream is parked: a send that
@@ -454,17 +466,22 @@ impl Buf for Chunks {
 }
 
 /// Resolves when the socket is readable: the client closed it or sent bytes after its request.
+/// Polled on the socket's own readiness, with no future of tokio's to hold (`readable()`'s is
+/// 176 bytes, in every idle stream's task).
 async fn client_gone(stream: &TcpStream) {
-    loop {
-        if stream.readable().await.is_err() {
-            return;
+    std::future::poll_fn(|cx| {
+        loop {
+            if ready!(stream.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(());
+            }
+            // Readiness may be stale; only a read that does not block tells (and clears it).
+            match stream.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => return Poll::Ready(()),
+            }
         }
-        // Readiness may be stale; only a read that does not block tells.
-        match stream.try_read(&mut [0u8; 1]) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            _ => return,
-        }
-    }
+    })
+    .await;
 }
 
 /// What the warp route does: `handlers::attach`, or the refusal its error maps to.

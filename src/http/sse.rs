@@ -169,6 +169,19 @@ impl Stream {
     }
 }
 
+/// Encodes the next batch of the mailbox into `state.queued`. Apart from [`next_batch`], so
+/// that its buffers and tally (300 bytes) are not part of the future that an idle stream
+/// holds while it waits.
+fn pull(state: &mut Stream) -> Pull {
+    let mut buf = BytesMut::new();
+    let mut tally = Deliveries::default();
+    let mut batch = Batch::new(&mut state.queued, &mut buf, &mut tally);
+    let pulled = state.subscription.pull_into(BATCH, &mut batch);
+    batch.flush();
+    state.metrics.add_deliveries(&mut tally);
+    pulled
+}
+
 /// Queues the next chunks to write (at least one), or returns `None` when the stream ends.
 async fn next_batch(state: &mut Stream) -> Option<()> {
     if let Some(ready) = state.subscription.take_ready() {
@@ -180,13 +193,7 @@ async fn next_batch(state: &mut Stream) -> Option<()> {
         return Some(());
     }
     loop {
-        let mut buf = BytesMut::new();
-        let mut tally = Deliveries::default();
-        let mut batch = Batch::new(&mut state.queued, &mut buf, &mut tally);
-        let pulled = state.subscription.pull_into(BATCH, &mut batch);
-        batch.flush();
-        state.metrics.add_deliveries(&mut tally);
-        match pulled {
+        match pull(state) {
             Pull::Events(_) => {
                 state.next_ping = Instant::now() + state.settings.heartbeat;
                 return Some(());
