@@ -18,6 +18,11 @@
 //! broadcast to 10,000 streams wakes none of their tasks. The task writes what such a send
 //! left, everything it reads itself, and heartbeats.
 //!
+//! Once the head is written, the connection's task holds only [`Streaming`]: what came before
+//! (reading the head, attaching, hyper's connection when the stream came through it) runs in
+//! a boxed future that is freed when the stream starts (see `server`). An idle stream's task
+//! was 3.2 KB when it kept the largest of those states for the stream's life.
+//!
 //! A batch's chunks (its own buffer, and any large frame shared with every other recipient) go
 //! out in one vectored write, never copied again; a socket that accepts none of them for
 //! `write_timeout` is closed, leaving the session and its mailbox for a reconnect.
