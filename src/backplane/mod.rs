@@ -21,9 +21,8 @@
 //! - [`rooms`]: the hub's room operations: who may be where, joining and leaving, rosters.
 //! - [`figures`]: the figures each instance reports once a second for the admin console.
 //! - [`lifetime`]: moving the end of sessions' lifetimes (refreshes).
-//! - this file: [`Hub`] (the edge's operations, then the server API's), and [`Here`], where
-//!   a broker's events land.
-//! - [`backend`]: the server API's words (targets, pages); its operations are the hub's.
+//! - this file: [`Hub`] (the edge's operations), and [`Here`], where a broker's events land.
+//! - [`backend`]: the server API: its words (targets, pages) and the hub's operations for it.
 
 mod backend;
 mod broker;
@@ -51,7 +50,6 @@ use crate::registry::event::{Scope, ServerMessage};
 use crate::registry::{
     Departure, Event, EventId, Joining, Peer, Reach, Registry, RegistryError, SendKey, Subscription,
 };
-use backend::Published;
 pub use backend::{Page, PageQuery, Target};
 use broker::Broker;
 use cluster::Cluster;
@@ -380,124 +378,5 @@ impl Hub {
     /// Tells the others about sessions the reaper removed here.
     pub(crate) fn expired(&self, departed: Vec<Departure>) {
         self.broker.expired(departed);
-    }
-}
-
-/// The server API: what the app's backend may do (see [`backend`]). The same in both modes:
-/// each operation is made of the hub's own (deliver, remove, list), plus one broker message
-/// for "everyone".
-impl Hub {
-    /// Session `id` as others see it, wherever it lives; `None` when there is no such session.
-    ///
-    /// # Errors
-    /// `Unavailable`.
-    pub async fn peer(&self, id: SessionId) -> Result<Option<Peer>, RegistryError> {
-        self.broker.peer(id).await
-    }
-
-    /// One page of the sessions.
-    ///
-    /// # Errors
-    /// `Unavailable`.
-    pub async fn page(&self, query: &PageQuery) -> Result<Page, RegistryError> {
-        Ok(query.select(self.list().await?))
-    }
-
-    /// The sessions of `user`, in id order.
-    async fn sessions_of(&self, user: &str) -> Result<Vec<Peer>, RegistryError> {
-        let query = PageQuery {
-            limit: usize::MAX,
-            user: Some(user.to_owned()),
-            ..PageQuery::default()
-        };
-        Ok(self.page(&query).await?.peers)
-    }
-
-    /// A `server_message` to `to`. A session's message is kept like a direct message (never
-    /// evicted unread); so is a user's, in each of their sessions; one to everyone is fanned
-    /// out like a broadcast.
-    ///
-    /// # Errors
-    /// For a session: `UnknownRecipient`, `MailboxFull`. `Unavailable` for any.
-    pub async fn publish(
-        &self,
-        to: &Target,
-        message: Box<RawValue>,
-    ) -> Result<Published, RegistryError> {
-        let addressed = |to, message| {
-            Event::ServerMessage(ServerMessage {
-                to,
-                room: None,
-                message,
-            })
-        };
-        match to {
-            Target::Session(id) => {
-                self.deliver_event(*id, addressed(Scope::Session, message))
-                    .await?;
-                Ok(Published {
-                    recipients: 1,
-                    refused: 0,
-                })
-            }
-            Target::User(user) => {
-                let mut published = Published::default();
-                for peer in self.sessions_of(user).await? {
-                    let event = addressed(Scope::User, message.clone());
-                    match self.deliver_event(peer.id, event).await {
-                        Ok(_) => published.recipients += 1,
-                        Err(RegistryError::MailboxFull { .. }) => published.refused += 1,
-                        // Left meanwhile: not a recipient.
-                        Err(RegistryError::UnknownRecipient(_)) => {}
-                        Err(err) => return Err(err),
-                    }
-                }
-                Ok(published)
-            }
-            Target::Room(room) => {
-                let recipients = self.broker.announce(message, Some(room.clone())).await?;
-                Ok(Published {
-                    recipients,
-                    refused: 0,
-                })
-            }
-            Target::Everyone => {
-                let recipients = self.broker.announce(message, None).await?;
-                Ok(Published {
-                    recipients,
-                    refused: 0,
-                })
-            }
-        }
-    }
-
-    /// Ends the sessions `target` names, as if each had left: its stream closes and the members
-    /// of its rooms hear `user_left`. Returns how many there were.
-    ///
-    /// # Errors
-    /// `UnknownSession` for a session that is not registered; `Unavailable`.
-    pub async fn disconnect(&self, target: &Target) -> Result<usize, RegistryError> {
-        let peers = self.targeted(target).await?;
-        for peer in &peers {
-            self.remove(peer).await?;
-        }
-        Ok(peers.len())
-    }
-
-    /// The sessions `target` names.
-    ///
-    /// # Errors
-    /// `UnknownSession` for a session that is not registered; `Unavailable`.
-    async fn targeted(&self, target: &Target) -> Result<Vec<Peer>, RegistryError> {
-        Ok(match target {
-            Target::Session(id) => vec![
-                self.peer(*id)
-                    .await?
-                    .ok_or(RegistryError::UnknownSession(*id))?,
-            ],
-            Target::User(user) => self.sessions_of(user).await?,
-            Target::Room(room) => self.room_members(room).await?,
-            Target::Everyone => self.list().await?,
-        })
     }
 }
