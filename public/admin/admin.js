@@ -12,6 +12,7 @@ const STALE_MS = 5000; // an instance silent this long is dropped from the table
 const $ = (selector) => document.querySelector(selector);
 let api = null;
 let streaming = null;
+let own = null; // the id of the instance this console's stream comes from
 const instances = new Map(); // instance id -> { figures, seen }
 let charts = null;
 
@@ -75,9 +76,10 @@ function render(sample) {
   fillTable($('#instances'), [...instances.entries()].map(([id, { figures }]) => [
     id, figures.state, formatNumber(figures.sessions), formatNumber(figures.streams),
   ]));
-  // Every instance lists the whole hub's rooms: the newest list is the one shown.
-  const newest = [...instances.values()].sort((a, b) => b.seen - a.seen)[0].figures;
-  fillTable($('#rooms'), newest.rooms.map((r) => [r.room, formatNumber(r.members)]));
+  // The whole hub's rooms, as the instance this console watches lists them (the others list
+  // theirs only while a console watches them).
+  const mine = instances.get(own);
+  if (mine) fillTable($('#rooms'), mine.figures.rooms.map((r) => [r.room, formatNumber(r.members)]));
   const refusals = {};
   for (const f of all) {
     for (const [limit, count] of Object.entries(f.refusals)) {
@@ -94,7 +96,7 @@ async function watch() {
     try {
       setLive('connecting', 'connecting…');
       // Each second the stream's own instance comes first, then the others of a cluster.
-      let own = null;
+      own = null;
       await api.stats((figures) => {
         own = own || figures.instance;
         instances.set(figures.instance, { figures, seen: Date.now() });

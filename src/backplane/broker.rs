@@ -115,6 +115,14 @@ impl Broker {
         }
     }
 
+    /// How many rooms have members.
+    pub(crate) async fn room_count(&self) -> Result<usize, RegistryError> {
+        match self {
+            Broker::Local(local) => Ok(local.registry().room_count()),
+            Broker::Redis(cluster) => cluster.room_count().await,
+        }
+    }
+
     /// Every room with members, and how many.
     pub(crate) async fn rooms(&self) -> Result<Vec<(RoomName, usize)>, RegistryError> {
         match self {

@@ -48,7 +48,8 @@ struct Figures {
     sessions: usize,
     streams: usize,
     stream_limit: usize,
-    /// How many rooms have members, and the largest of them, largest first.
+    /// How many rooms have members, and the largest of them, largest first (empty while no
+    /// console watches this instance: see `Hub::figures`).
     room_count: usize,
     rooms: Vec<RoomSize>,
     joins_per_second: f64,
@@ -85,7 +86,8 @@ impl Hub {
                 () = cancel.cancelled() => true,
             };
             let now = self.metrics().reading();
-            let figures = self.figures(&previous, &now).await;
+            let watched = self.here.figures.receiver_count() > 0;
+            let figures = self.figures(&previous, &now, watched).await;
             previous = now;
             let json: Arc<str> = serde_json::to_string(&figures).unwrap_or_default().into();
             // Redis down: the other consoles lose this instance, whose own says `unready`. The
@@ -125,8 +127,11 @@ impl Hub {
         figures
     }
 
-    /// The figures now, with rates since `previous` (a period ago; the first ones are 0).
-    async fn figures(&self, previous: &Reading, now: &Reading) -> Figures {
+    /// The figures now, with rates since `previous` (a period ago; the first ones are 0). The
+    /// largest rooms only while a console watches this instance: in a cluster they are the
+    /// whole hub's, a read of every room's count, which each console takes from the instance
+    /// it watches; otherwise only how many rooms there are (one `HLEN`).
+    async fn figures(&self, previous: &Reading, now: &Reading, watched: bool) -> Figures {
         let metrics = self.metrics();
         let stats = self.stats();
         let state = if metrics.draining.get() == 1 {
@@ -137,9 +142,14 @@ impl Hub {
             "unready"
         };
         // A backplane that cannot list its rooms shows none: the state says why.
-        let mut rooms = self.rooms().await.unwrap_or_default();
+        let (room_count, mut rooms) = if watched {
+            let rooms = self.rooms().await.unwrap_or_default();
+            (rooms.len(), rooms)
+        } else {
+            let count = self.broker.room_count().await.unwrap_or_default();
+            (count, Vec::new())
+        };
         rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
-        let room_count = rooms.len();
         let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / PERIOD.as_secs_f64();
         let limits = LimitKind::ALL.map(LimitKind::as_str);
         Figures {

@@ -216,6 +216,11 @@ impl Registry {
         self.lock().rooms.get(room).map_or(0, |r| r.members.len())
     }
 
+    /// How many rooms have members here.
+    pub(crate) fn room_count(&self) -> usize {
+        self.lock().rooms.len()
+    }
+
     /// Every room here with its member count, in no particular order.
     pub(crate) fn rooms(&self) -> Vec<(RoomName, usize)> {
         let state = self.lock();

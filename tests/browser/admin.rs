@@ -31,6 +31,7 @@ return {
   instances: [...document.querySelectorAll('#instances tr')].map((tr) => tr.cells[1].textContent),
   rows: [...document.querySelectorAll('#instances tr')].map((tr) => [...tr.cells].map((td) => td.textContent)),
   found: [...document.querySelectorAll('#sessions tr')].map((tr) => tr.dataset.id),
+  rooms: [...document.querySelectorAll('#rooms tr')].map((tr) => [...tr.cells].map((td) => td.textContent)),
   dialog: q('#confirm').open,
   result: q('#action-result').textContent,
 };
@@ -298,6 +299,16 @@ async fn the_console_lists_both_instances_and_one_that_stops_drains_then_goes() 
         })
         .await;
         assert_eq!(seen["sessions"], "1", "the sum of both: {seen}");
+
+        // The hub's rooms, as A lists them (B, which no console watches, lists none): shown,
+        // and still shown over the next rounds of figures, whichever instance's came last.
+        let lobby = json!([["lobby", "1"]]);
+        wait_for(&page, "bob's room", |s| s["rooms"] == lobby).await;
+        for _ in 0..30 {
+            tokio::time::sleep(POLL * 4).await;
+            let seen = page.client.execute(READ_JS, vec![]).await.expect("read");
+            assert_eq!(seen["rooms"], lobby, "{seen}");
+        }
 
         // B stops: the console shows it draining, then A alone, holding bob.
         cluster.nodes[1].send_sigterm();

@@ -94,6 +94,18 @@ async fn stats_on_one_instance_follow_every_instance_until_it_stops_or_dies() {
     assert_eq!(round[a]["sessions"], 0, "bob is homed on B: {round:#?}");
     assert_eq!(round[c]["sessions"], 0);
 
+    // The hub's rooms are listed by the watched instance alone (A, read from Redis); B and C,
+    // which no console watches, say only how many there are.
+    let lobby = serde_json::json!([{"room": "lobby", "members": 1}]);
+    let round = round_until(&mut stats, a, WAIT, "A listing bob's room", |round| {
+        round[a]["rooms"] == lobby
+    })
+    .await;
+    for other in [b, c] {
+        assert_eq!(round[other]["rooms"], serde_json::json!([]), "{round:#?}");
+        assert_eq!(round[other]["room_count"], 1, "{round:#?}");
+    }
+
     // C dies: it drops out once its figures expire.
     cluster.nodes[2].kill();
     let killed = Instant::now();

@@ -268,6 +268,11 @@ impl Cluster {
         self.directory.room_size(room).await
     }
 
+    /// How many rooms have members in the cluster (one `HLEN`).
+    pub(crate) async fn room_count(&self) -> Result<usize, RegistryError> {
+        self.directory.room_count().await
+    }
+
     /// Every room of the cluster, with its member count.
     pub(crate) async fn rooms(&self) -> Result<Vec<(RoomName, usize)>, RegistryError> {
         self.directory.rooms().await
