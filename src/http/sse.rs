@@ -170,8 +170,8 @@ impl Stream {
 }
 
 /// Encodes the next batch of the mailbox into `state.queued`. Apart from [`next_batch`], so
-/// that its buffers and tally (300 bytes) are not part of the future that an idle stream
-/// holds while it waits.
+/// that its buffer, batch, tally and result (368 bytes) are not part of the future that an
+/// idle stream holds while it waits.
 fn pull(state: &mut Stream) -> Pull {
     let mut buf = BytesMut::new();
     let mut tally = Deliveries::default();
