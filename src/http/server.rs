@@ -367,7 +367,17 @@ where
                 let head = lean::Head::copied_from(request)?;
                 (stream, head)
             };
-            lean::serve_head(stream, head, peer, context, &origins, write_timeout).await
+            // Boxed: the preamble's allocation is sized by its largest step, and a TLS or
+            // keep-alive connection holds it for its whole life; attaching is the largest.
+            Box::pin(lean::serve_head(
+                stream,
+                head,
+                peer,
+                context,
+                &origins,
+                write_timeout,
+            ))
+            .await
         });
         preamble.then(|mut streaming| async move {
             if let Some(streaming) = streaming.as_mut() {
