@@ -96,7 +96,7 @@ impl Hub {
             if let Err(err) = self.broker.report_figures(&json).await {
                 debug!(error = %err, "could not report this instance's figures");
             }
-            let all = self.with_elsewhere(json).await;
+            let all = self.with_elsewhere(json, watched).await;
             self.here.figures.send_replace(if stopping {
                 Report::Last(all)
             } else {
@@ -110,8 +110,8 @@ impl Hub {
 
     /// `own` followed by every other live instance's figures, read only while a console
     /// watches (two reads of Redis a second); alone when Redis is down, its state says why.
-    async fn with_elsewhere(&self, own: Arc<str>) -> Arc<[Arc<str>]> {
-        let elsewhere = if self.here.figures.receiver_count() > 0 {
+    async fn with_elsewhere(&self, own: Arc<str>, watched: bool) -> Arc<[Arc<str>]> {
+        let elsewhere = if watched {
             self.broker.figures_elsewhere().await.unwrap_or_default()
         } else {
             Vec::new()

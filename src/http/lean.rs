@@ -341,9 +341,8 @@ async fn open(
     origins: &Origins,
 ) -> Option<sse::Stream> {
     let started = std::time::Instant::now();
-    // Boxed: attaching needs a large future only for a moment; inline, it would size the
-    // preamble of every connection, which a keep-alive connection served by hyper holds.
-    let attached = Box::pin(attach(&head, client, context.clone())).await;
+    // Inline: this runs in a box of its own (`server`), freed once the stream starts.
+    let attached = attach(&head, client, context.clone()).await;
     let status = match &attached {
         Ok(_) => StatusCode::OK,
         Err(refusal) => refusal.status(),

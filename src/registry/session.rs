@@ -8,13 +8,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::event::{Envelope, EventId, Peer};
 use super::join::Credential;
-use smallvec::SmallVec;
-
 use super::lifetime::Lifetime;
 use super::mailbox::{self, Mailbox};
 use super::sent::{Seen, SendKey, Sent};

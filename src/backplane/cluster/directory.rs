@@ -318,6 +318,32 @@ impl Directory {
         Ok(size.unwrap_or(0))
     }
 
+    /// Which of `rooms` have no member in the cluster (one `HMGET`), each once.
+    pub(super) async fn empty_rooms<'a>(
+        &self,
+        rooms: &'a [RoomName],
+    ) -> Result<Vec<&'a RoomName>, RegistryError> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fields: Vec<&str> = rooms.iter().map(RoomName::as_str).collect();
+        let sizes: Vec<Option<usize>> = redis::cmd("HMGET")
+            .arg(&self.rooms)
+            .arg(&fields)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut empty: Vec<&RoomName> = rooms
+            .iter()
+            .zip(sizes)
+            .filter(|(_, size)| size.unwrap_or(0) == 0)
+            .map(|(room, _)| room)
+            .collect();
+        empty.sort();
+        empty.dedup();
+        Ok(empty)
+    }
+
     /// How many rooms have members in the cluster (a room's count is removed at 0).
     pub(super) async fn room_count(&self) -> Result<usize, RegistryError> {
         self.conn
