@@ -117,6 +117,7 @@ pub(crate) async fn run(
             config.hub_settings(),
             url,
             &config.redis_prefix,
+            config.redis_shard_rooms,
             bus.clone(),
         )
         .map_err(|err| std::io::Error::other(format!("--redis-url: {err}")))?,

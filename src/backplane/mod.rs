@@ -215,7 +215,8 @@ impl Hub {
         Hub(Arc::new(Parts { here, broker }))
     }
 
-    /// A hub over Redis at `url`, keys under `prefix`; its tasks end when `shutdown` fires.
+    /// A hub over Redis at `url`, keys under `prefix` (on a Redis Cluster, each room in a slot
+    /// of its own with `shard_rooms`); its tasks end when `shutdown` fires.
     ///
     /// # Errors
     /// When `url` is not a valid Redis URL.
@@ -224,11 +225,12 @@ impl Hub {
         settings: HubSettings,
         url: &str,
         prefix: &str,
+        shard_rooms: bool,
         shutdown: CancellationToken,
     ) -> Result<Self, RegistryError> {
         let here = Here::new(registry.clone(), settings);
         let events = Arc::new(here.clone());
-        let cluster = Cluster::start(registry, events, url, prefix, shutdown)?;
+        let cluster = Cluster::start(registry, events, url, (prefix, shard_rooms), shutdown)?;
         Ok(Hub(Arc::new(Parts {
             here,
             broker: Broker::Redis(cluster),

@@ -259,6 +259,13 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard")]
     pub redis_prefix: String,
 
+    /// On a Redis Cluster, give each room (but `lobby`) a slot of its own, so that a
+    /// deployment's room traffic spreads over the shards; off, everything of the deployment is
+    /// in one slot, as before this flag. Every instance of a deployment must agree: switch it
+    /// with every instance stopped. No effect on one Redis server.
+    #[arg(long, env = "SWITCHBOARD_REDIS_SHARD_ROOMS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub redis_shard_rooms: bool,
+
     /// Serve `GET /metrics` on this address (same forms as `--listen`) instead of the public
     /// one, which then answers 404 there: metrics stay on an internal network.
     #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN", value_parser = parse_listen)]
@@ -333,6 +340,7 @@ impl Default for Config {
             tls_key: None,
             redis_url: None,
             redis_prefix: "switchboard".to_owned(),
+            redis_shard_rooms: true,
             metrics_listen: None,
             log: "info".to_owned(),
             log_format: LogFormat::Text,

@@ -46,7 +46,7 @@ impl Cluster {
         let listed = |size| self.events.listed(size);
         let counting = Counting::of(&self.keys, message, room, &listed);
         self.sequence
-            .publish_counted(channel, message, counting)
+            .publish_counted(channel, room, message, counting)
             .await
     }
 
@@ -58,6 +58,13 @@ impl Cluster {
             Some(room) if !room.is_lobby() && !self.liveness.mixed() => Some(room),
             _ => None,
         }
+    }
+
+    /// Whether room traffic rides the bus, as an older instance alive reads it there: never
+    /// with rooms sharded (a message on the bus could not be numbered on a room's counter in
+    /// another slot; releases before protocol 2 speak to no Redis Cluster).
+    pub(super) fn mixed(&self) -> bool {
+        !self.keys.is_sharded() && self.liveness.mixed()
     }
 
     /// Publishes `message` to `instance` alone.

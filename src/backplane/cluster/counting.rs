@@ -104,6 +104,67 @@ const MOVE: &str = r#"
     redis.call(PUBLISH, ARGV[1], payload)
     "#;
 
+/// With rooms sharded (see [`sequence`](super::sequence)): numbers a message of one room on
+/// the room's counter KEYS[1] and publishes it on ARGV[1] with `"seq"`, counting it as the
+/// sender ARGV[3]'s own (when given and still a member) by moving its starting point in the
+/// room's hash KEYS[2] past it. ARGV[2]: the message. Returns the number.
+const NUMBERED_ROOM: &str = r"
+    local n = redis.call('INCR', KEYS[1])
+    local sender = ARGV[3]
+    if sender ~= '' and redis.call('HEXISTS', KEYS[2], sender) == 1 then
+        redis.call('HINCRBY', KEYS[2], sender, 1)
+    end
+    redis.call(PUBLISH, ARGV[1], numbered(ARGV[2], n, ''))
+    return n
+    ";
+
+/// With rooms sharded: [`MOVE`] in the room's own slot. Publishes session ARGV[5]'s `enter` or
+/// `exit` (ARGV[4]) of a room on ARGV[1], numbered on the room's counter KEYS[1] when ARGV[3]
+/// = 1, and moves the session's starting point in the room's hash KEYS[2] at that very point:
+/// entering, it starts after this message; leaving, what the room gave it is kept as
+/// `<id>:done` and the point dropped. (Its own `joined` or `left` was counted in its counts
+/// before: [`COUNT_MOVE`].) ARGV[2]: the message.
+const MOVE_ROOM: &str = r#"
+    local counter, starts, id = KEYS[1], KEYS[2], ARGV[5]
+    if ARGV[4] == 'exit' then
+        local start = redis.call('HGET', starts, id)
+        if start then
+            redis.call('HINCRBY', starts, id .. ':done', now(counter) - tonumber(start))
+            redis.call('HDEL', starts, id)
+        end
+    end
+    local payload = ARGV[2]
+    if ARGV[3] == '1' then payload = numbered(payload, redis.call('INCR', counter), '') end
+    if ARGV[4] == 'enter' and redis.call('HEXISTS', starts, id) == 0 then
+        redis.call('HSET', starts, id, now(counter))
+    end
+    redis.call(PUBLISH, ARGV[1], payload)
+    "#;
+
+/// With rooms sharded, before [`MOVE_ROOM`]: counts the session's own `joined` or `left` as a
+/// direct event in its counts KEYS[1] (first: an error overcounts, never under) and, leaving,
+/// notes the room (field ARGV[1], `x:<room>`) whose hash keeps what the room gave it.
+const COUNT_MOVE: &str = r"
+    if redis.call('EXISTS', KEYS[1]) == 1 then
+        redis.call('HINCRBY', KEYS[1], 'direct', 1)
+        if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], 1) end
+    end
+    ";
+
+/// With rooms sharded: where the room's counter KEYS[1] stands, then what the room gave each
+/// session ARGV[i] by then (what it kept as done, plus since its starting point in KEYS[2]).
+const ROOM_PARTS: &str = r"
+    local at = now(KEYS[1])
+    local parts = {at}
+    for i = 1, #ARGV do
+        local given = tonumber(redis.call('HGET', KEYS[2], ARGV[i] .. ':done') or '0')
+        local start = redis.call('HGET', KEYS[2], ARGV[i])
+        if start then given = given + at - tonumber(start) end
+        parts[i + 1] = given
+    end
+    return parts
+    ";
+
 /// Publishes a direct message to its recipient's home, counting it when somebody read it.
 /// KEYS: the recipient's counts; ARGV: the home's channel, the message. Returns the readers.
 const COUNTED: &str = r"
@@ -133,7 +194,8 @@ pub(super) const RESTART: &str = r"
     ";
 
 /// Rehomes the sessions ARGV[6..] still homed on the dead ARGV[1] to ARGV[2], and publishes
-/// `adopted` with each one's entry and total on the bus ARGV[4]. KEYS: the directory, the
+/// `adopted` with each one's entry and total on the bus ARGV[4] (with rooms sharded, the total
+/// of its counts alone, and the rooms it left: see [`recovery`](super::recovery)). KEYS: the directory, the
 /// bus's counter, the everyone counter, the dead instance's liveness key, the set of its
 /// sessions adopted (kept a day); ARGV[3]: the prefix of the counts keys, ARGV[5]: of the room
 /// counters. Returns how many it adopted: none once the liveness key is back (the instance was
@@ -152,8 +214,15 @@ const ADOPT: &str = r#"
                 redis.call('HSET', KEYS[1], id, cjson.encode(entry))
                 redis.call('SADD', KEYS[5], id)
                 local given = total(ARGV[3] .. id, KEYS[2], KEYS[3], ARGV[5]) or -1
+                local left = {}
+                for _, field in ipairs(redis.call('HKEYS', ARGV[3] .. id)) do
+                    if string.sub(field, 1, 2) == 'x:' then
+                        table.insert(left, cjson.encode(string.sub(field, 3)))
+                    end
+                end
                 table.insert(adopted, string.format(
-                    '{"id":"%s","total":%d,"entry":%s}', id, given, json))
+                    '{"id":"%s","total":%d,"entry":%s,"left":[%s]}', id, given, json,
+                    table.concat(left, ',')))
             end
         end
     end
@@ -282,6 +351,10 @@ pub(super) struct Scripts {
     pub(super) moved: Script,
     pub(super) counted: Script,
     pub(super) adopt: Script,
+    pub(super) numbered_room: Script,
+    pub(super) moved_room: Script,
+    pub(super) count_move: Script,
+    pub(super) room_parts: Script,
 }
 
 impl Scripts {
@@ -296,6 +369,10 @@ impl Scripts {
             moved: script(MOVE),
             counted: script(COUNTED),
             adopt: script(ADOPT),
+            numbered_room: script(NUMBERED_ROOM),
+            moved_room: script(MOVE_ROOM),
+            count_move: script(COUNT_MOVE),
+            room_parts: script(ROOM_PARTS),
         }
     }
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::drain::DRAIN_TIMEOUT;
 use super::instance::{Cluster, HOLD};
-use super::sequence::Numbers;
+use super::sequence::{Numbers, Points};
 use super::transit::Pulled;
 use super::wire::{DRAINED, Message, Outcome, with_sizes};
 use crate::identity::{RoomName, SessionId};
@@ -28,10 +28,13 @@ impl Cluster {
     pub(super) fn apply(self: &Arc<Self>, message: Message, numbers: Option<Numbers>) {
         // Held for the whole message, so an arrival completes atomically with respect to it.
         let mut transit = self.migrations.lock();
-        if numbers.is_some_and(|numbers| !self.sequence.advance(&numbers)) {
+        if numbers
+            .as_ref()
+            .is_some_and(|numbers| !self.sequence.advance(numbers))
+        {
             return;
         }
-        transit.buffer(&message);
+        transit.buffer(&message, numbers.as_ref());
         self.peers.apply(&message);
         let mine = |origin: &Uuid| *origin == self.instance;
         match message {
@@ -46,16 +49,15 @@ impl Cluster {
                 self.probes.answer(req, ());
             }
             Message::Adopted { home, sessions } => {
-                let ids: Vec<SessionId> = sessions.iter().map(|orphan| orphan.id).collect();
-                if mine(&home) {
-                    self.adopted(sessions);
-                }
                 // A pull here waiting on the dead home (a pull that timed out keeps waiting
                 // for a late answer) would refuse the session's attaches for seconds.
-                for id in ids {
-                    if let Some(req) = transit.orphaned(id) {
+                for orphan in &sessions {
+                    if let Some(req) = transit.orphaned(orphan.id) {
                         self.migrations.answer(req, Pulled::NotYet);
                     }
+                }
+                if mine(&home) {
+                    self.adopted(&mut transit, sessions);
                 }
             }
             Message::Migrate {
@@ -63,21 +65,28 @@ impl Cluster {
                 origin,
                 session,
                 rooms,
+                points,
             } => {
                 if mine(&origin) {
                     transit.seen(session, req);
                 } else if self.registry.homes(session)
-                    && (transit.is_pinned(session) || !self.reads_rooms_of(session, rooms))
+                    && (transit.is_pinned(session)
+                        || !self.reads_rooms_of(session, rooms)
+                        || !self.applied_as_far(session, points.as_ref()))
                 {
-                    // Joining a room, or its puller does not read all of its rooms: ask again.
+                    // Joining a room, its puller does not read all of its rooms, or (rooms
+                    // sharded) this instance has not yet applied what its puller has on
+                    // each of them: ask again.
                     self.publish_soon(Message::NotYet { req, origin });
                 } else if let Some(snapshot) = self.migrate_away(session, origin) {
                     transit.sent(session, origin);
+                    let applied = self.applied_on(&snapshot.rooms);
                     self.publish_soon(Message::Migrated {
                         req,
                         origin,
                         session,
                         snapshot: Box::new(snapshot),
+                        applied,
                     });
                 } else if transit.is_drained_here(session) {
                     self.publish_soon(Message::NotYet { req, origin });
@@ -88,8 +97,11 @@ impl Cluster {
                 origin,
                 session,
                 snapshot,
+                applied,
             } if mine(&origin) => match transit.take_drained(session) {
-                Some((hash, buffer, asked)) => self.arrive_drained(*snapshot, hash, buffer, asked),
+                Some((hash, held, asked)) => {
+                    self.arrive_drained(*snapshot, hash, (held, applied.as_ref()), asked);
+                }
                 // A retried publish whose first try had landed.
                 None if self.registry.homes(session) => {
                     debug!(%session, "a session handed here arrived twice; the copy is ignored");
@@ -97,7 +109,10 @@ impl Cluster {
                 None if req == DRAINED => {
                     error!(%session, "a session handed off here arrived too late; it is lost");
                 }
-                None if !self.migrations.answer(req, Pulled::Snapshot(snapshot)) => {
+                None if !self
+                    .migrations
+                    .answer(req, Pulled::Snapshot(snapshot, applied)) =>
+                {
                     error!(%session, "a session handed over arrived after its asker gave up; it is lost");
                 }
                 None => {}
@@ -152,6 +167,25 @@ impl Cluster {
             .unwrap_or_default()
             .iter()
             .all(|room| room.is_lobby() || read.contains(room))
+    }
+
+    /// Whether this instance applied as far as `points` on each room line of `session` here
+    /// (the lines its puller keeps from; none: rooms not sharded).
+    fn applied_as_far(&self, session: SessionId, points: Option<&Points>) -> bool {
+        let Some(points) = points else { return true };
+        let rooms = self.registry.rooms_of(session).unwrap_or_default();
+        let its: Points = points
+            .iter()
+            .filter(|(room, _)| rooms.contains(room))
+            .map(|(room, at)| (room.clone(), *at))
+            .collect();
+        self.sequence.covers(&its)
+    }
+
+    /// With rooms sharded, the last number applied here on each line of `rooms`: sent with a
+    /// session handed to another instance.
+    pub(super) fn applied_on(&self, rooms: &[RoomName]) -> Option<Points> {
+        self.keys.is_sharded().then(|| self.sequence.points(rooms))
     }
 
     /// Answers `origin`'s `prepare` once this instance reads `rooms` (see

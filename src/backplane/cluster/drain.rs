@@ -15,7 +15,9 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use super::instance::{ANSWER_TIMEOUT, Cluster};
-use super::transit::{Pulled, Transit};
+use super::migrate::skip_missed;
+use super::sequence::Points;
+use super::transit::{Held, Pulled, Transit};
 use super::wire::{DRAINED, Message};
 use crate::identity::{RoomName, SessionId, TokenHash};
 use crate::registry::{Closed, RegistryError, Snapshot};
@@ -156,7 +158,11 @@ impl Cluster {
         transit: &mut Transit,
         sessions: Vec<(SessionId, TokenHash)>,
     ) {
-        let wait = transit.expect_drained(sessions);
+        let from = self
+            .keys
+            .is_sharded()
+            .then(|| Arc::new(self.sequence.all_points()));
+        let wait = transit.expect_drained(sessions, from);
         self.forget_later(wait);
     }
 
@@ -185,11 +191,13 @@ impl Cluster {
             match self.registry.export(id, Closed::Shutdown) {
                 Some(snapshot) => {
                     transit.sent(id, to);
+                    let applied = self.applied_on(&snapshot.rooms);
                     self.publish_soon(Message::Migrated {
                         req: DRAINED,
                         origin: to,
                         session: id,
                         snapshot: Box::new(snapshot),
+                        applied,
                     });
                 }
                 // Moved elsewhere or left since the drain listed it.
@@ -201,15 +209,19 @@ impl Cluster {
         }
     }
 
-    /// A session drained here arrived: continues it, applies what it buffered on the way,
-    /// and names this instance its home in the directory.
+    /// A session drained here arrived: continues it, applies what it kept on the way (after
+    /// what its old home `applied` on its room lines, with rooms sharded), and names this
+    /// instance its home in the directory. Also how a session adopted here with rooms sharded
+    /// is created (see [`recovery`](super::recovery)).
     pub(super) fn arrive_drained(
         self: &Arc<Self>,
-        snapshot: Snapshot,
+        mut snapshot: Snapshot,
         hash: TokenHash,
-        buffer: Vec<Message>,
+        (held, applied): (Held, Option<&Points>),
         asked: Option<u64>,
     ) {
+        let (missed, buffer) = held.after(applied, &snapshot.rooms);
+        skip_missed(&mut snapshot, missed);
         let peer = snapshot.peer.clone();
         let imported = self.registry.import(snapshot, hash);
         // Our own request for it gets no answer of its own: it is here now.

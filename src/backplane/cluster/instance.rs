@@ -80,13 +80,16 @@ impl Cluster {
         registry: Registry,
         events: Arc<dyn BrokerEvents>,
         url: &str,
-        prefix: &str,
+        (prefix, shard_rooms): (&str, bool),
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RegistryError> {
         let target = Target::parse(url).map_err(unavailable)?;
         let conn = target.connect_lazily().map_err(unavailable)?;
         let instance = Uuid::new_v4();
-        let keys = Keys::new(&target.key_prefix(prefix));
+        let keys = match target.shards_rooms(shard_rooms) {
+            true => Keys::sharded(prefix),
+            false => Keys::new(&target.key_prefix(prefix)),
+        };
         let peers = Arc::new(Peers::default());
         let session_ttl = registry.settings().session_ttl;
         let sequence = Arc::new(Sequence::new(conn.clone(), keys.clone()));
@@ -110,7 +113,8 @@ impl Cluster {
             subscribed: AtomicBool::new(false),
             not_understood: Mutex::default(),
         });
-        info!(instance = %cluster.instance, prefix, "cluster mode");
+        let rooms_sharded = cluster.keys.is_sharded();
+        info!(instance = %cluster.instance, prefix, rooms_sharded, "cluster mode");
         tokio::spawn(Arc::clone(&cluster).subscribe(shutdown.clone()));
         tokio::spawn(Arc::clone(&cluster).keep_alive(shutdown));
         Ok(cluster)

@@ -31,6 +31,11 @@ pub const PROTOCOL: &str = "protocol";
 /// (`lobby`'s traffic and server messages to everyone); then `:<room>`, of the counter that
 /// numbers those of a room but `lobby`.
 pub const SEQ: &str = "seq";
+/// With rooms sharded (on a Redis Cluster, `--redis-shard-rooms`): suffix of a room's hash
+/// `{<prefix>:<room>}:starts`, in the room's own slot, holding each member's starting point on
+/// the room's counter (field `<session id>`) and what the room gave a session that left it
+/// (field `<session id>:done`): see [`sequence`](super::sequence).
+pub const STARTS: &str = "starts";
 /// Suffix of the counter that numbers the server messages to everyone.
 pub const EVERYONE: &str = "everyone";
 /// Suffix (then `:<session id>`) of a session's counts: `direct`, `own`, `done`, and its
@@ -61,17 +66,48 @@ pub const LIVENESS: Duration = Duration::from_secs(3);
 #[derive(Clone, Debug)]
 pub(super) struct Keys {
     prefix: String,
+    /// With rooms sharded: the bare prefix, which each room's hash tag starts with.
+    rooms: Option<String>,
 }
 
 impl Keys {
+    /// Every key and channel under `prefix` (on a Redis Cluster, one hash tag: `{<prefix>}`).
     pub(super) fn new(prefix: &str) -> Self {
         Keys {
             prefix: prefix.to_owned(),
+            rooms: None,
         }
+    }
+
+    /// On a Redis Cluster with rooms sharded: the deployment's keys in the slot of `{<prefix>}`,
+    /// each room's channel, counter and starting points (but `lobby`'s) in the slot of
+    /// `{<prefix>:<room>}`.
+    pub(super) fn sharded(prefix: &str) -> Self {
+        Keys {
+            prefix: format!("{{{prefix}}}"),
+            rooms: Some(prefix.to_owned()),
+        }
+    }
+
+    /// Whether each room but `lobby` has a slot of its own.
+    pub(super) fn is_sharded(&self) -> bool {
+        self.rooms.is_some()
     }
 
     fn key(&self, suffix: &str) -> String {
         format!("{}:{suffix}", self.prefix)
+    }
+
+    /// `room`'s key `suffix` in the room's own slot, with rooms sharded (never `lobby`'s).
+    fn in_room_slot(&self, room: &RoomName, suffix: &str) -> Option<String> {
+        let prefix = self.rooms.as_ref().filter(|_| !room.is_lobby())?;
+        Some(format!("{{{prefix}:{room}}}:{suffix}"))
+    }
+
+    /// The hash of the starting points on `room`'s counter, with rooms sharded (see
+    /// [`STARTS`]); `None` when they are in each session's counts.
+    pub(super) fn starts(&self, room: &RoomName) -> Option<String> {
+        self.in_room_slot(room, STARTS)
     }
 
     /// The channel every instance reads.
@@ -86,7 +122,9 @@ impl Keys {
 
     /// The channel of `room`'s traffic; `lobby`'s is the bus.
     pub(super) fn room(&self, room: &RoomName) -> String {
-        if room.is_lobby() {
+        if let Some(channel) = self.in_room_slot(room, ROOM) {
+            channel
+        } else if room.is_lobby() {
             self.bus()
         } else {
             self.key(&format!("{ROOM}:{room}"))
@@ -95,6 +133,14 @@ impl Keys {
 
     /// The room a room channel carries, if `channel` is one.
     pub(super) fn room_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        if let Some(prefix) = &self.rooms {
+            return channel
+                .strip_prefix('{')?
+                .strip_prefix(prefix.as_str())?
+                .strip_prefix(':')?
+                .strip_suffix(ROOM)?
+                .strip_suffix("}:");
+        }
         channel
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix(':')?
@@ -174,7 +220,9 @@ impl Keys {
 
     /// The counter of `room`'s messages (`lobby`'s is the bus's).
     pub(super) fn room_seq(&self, room: &RoomName) -> String {
-        if room.is_lobby() {
+        if let Some(counter) = self.in_room_slot(room, SEQ) {
+            counter
+        } else if room.is_lobby() {
             self.seq()
         } else {
             format!("{}{room}", self.room_seqs())
@@ -205,4 +253,44 @@ impl Keys {
 /// A failure to reach Redis (or through it, another instance), as the hub reports it.
 pub(super) fn unavailable(err: impl std::fmt::Display) -> RegistryError {
     RegistryError::Unavailable(err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::cluster_routing::{Route, SlotAddr};
+
+    use super::*;
+
+    fn slot(key: &str) -> Route {
+        Route::with_key(key, SlotAddr::Master)
+    }
+
+    #[test]
+    fn with_rooms_sharded_each_room_has_a_slot_of_its_own_and_lobby_stays_on_the_bus() {
+        let keys = Keys::sharded("sb");
+        let dev = RoomName::parse("dev").unwrap();
+        assert_eq!(keys.room(&dev), "{sb:dev}:room");
+        assert_eq!(keys.room_seq(&dev), "{sb:dev}:seq");
+        assert_eq!(keys.starts(&dev).as_deref(), Some("{sb:dev}:starts"));
+        assert_eq!(keys.room_of("{sb:dev}:room"), Some("dev"));
+        assert_eq!(keys.room_of(&keys.bus()), None);
+        assert_eq!(keys.room(&RoomName::lobby()), "{sb}:bus");
+        assert_eq!(keys.room_seq(&RoomName::lobby()), "{sb}:seq");
+        assert_eq!(keys.starts(&RoomName::lobby()), None);
+        // What one script touches shares a slot: a room's channel, counter and starts; the
+        // deployment's keys; and rooms spread.
+        assert_eq!(slot(&keys.room(&dev)), slot(&keys.room_seq(&dev)));
+        assert_eq!(slot(&keys.room(&dev)), slot(&keys.starts(&dev).unwrap()));
+        assert_eq!(slot(&keys.bus()), slot(&keys.counts(SessionId::random())));
+        let rooms: std::collections::HashSet<String> = (0..50)
+            .map(|n| format!("{:?}", slot(&keys.room_seq(&RoomName::parse(&format!("r{n}")).unwrap()))))
+            .collect();
+        assert!(rooms.len() > 40, "50 rooms over {} slots", rooms.len());
+
+        let together = Keys::new("{sb}");
+        assert!(!together.is_sharded());
+        assert_eq!(together.room(&dev), "{sb}:room:dev");
+        assert_eq!(together.room_of("{sb}:room:dev"), Some("dev"));
+        assert_eq!(together.starts(&dev), None);
+    }
 }

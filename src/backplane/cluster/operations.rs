@@ -60,9 +60,15 @@ impl Cluster {
             }
             (peer, token, self.sequence.starts(&rooms))
         };
-        let counts = (self.keys.counts(peer.id), starts);
         let written = match self.registry.homed_one(peer.id) {
-            Some(homed) => self.directory.put_new(&homed, counts).await,
+            Some(homed) => {
+                let in_rooms = self.sequence.start_in_rooms(peer.id, &starts.rooms).await;
+                let counts = (self.keys.counts(peer.id), starts.counts);
+                match in_rooms {
+                    Ok(()) => self.directory.put_new(&homed, counts).await,
+                    Err(err) => Err(err),
+                }
+            }
             None => Err(RegistryError::BadToken), // gone already (a DELETE with its token)
         };
         if let Err(err) = written {
@@ -272,17 +278,26 @@ impl Cluster {
 
     /// Removes `peer` from the directory and publishes its leave (once, by whoever removed it).
     pub(crate) async fn remove(&self, peer: &Peer) -> Result<(), RegistryError> {
+        let left = self.sequence.rooms_left(peer.id).await?;
         if let Some((rooms, home)) = self
             .directory
             .delete(peer.id, self.keys.counts(peer.id))
             .await?
         {
+            self.forget_starts(peer.id, &rooms, left).await;
             self.publish_presence(Presence::Leave, peer.clone(), rooms, home)
                 .await?;
         }
         // Applied here too when our own Leave comes back; removing now ends the stream at once.
         self.registry.remove(peer.id);
         Ok(())
+    }
+
+    /// With rooms sharded, removes session `id`, gone from the directory, from the hashes of
+    /// the rooms it was `in` and those it `left`.
+    async fn forget_starts(&self, id: SessionId, rooms: &[RoomName], mut left: Vec<RoomName>) {
+        left.extend(rooms.iter().cloned());
+        self.sequence.forget(id, &left).await;
     }
 
     /// Publishes that `peer` joined or left the hub, in `rooms`: one message per room, on its
@@ -313,7 +328,7 @@ impl Cluster {
         };
         // Known here at once: a join's own `ready` follows, perhaps before it comes back.
         self.peers.apply(&message(rooms.clone(), sizes.clone()));
-        if self.liveness.mixed() || (rooms.is_empty() && presence == Presence::Leave) {
+        if self.mixed() || (rooms.is_empty() && presence == Presence::Leave) {
             return self.publish(&message(rooms, sizes)).await;
         }
         for (room, size) in rooms.into_iter().zip(sizes) {
@@ -364,12 +379,20 @@ impl Cluster {
                 {
                     warn!(error = %err, "could not tell the other instances of an expiry");
                 }
+                let left = match cluster.sequence.rooms_left(peer.id).await {
+                    Ok(left) => left,
+                    Err(err) => {
+                        warn!(error = %err, "could not remove an expired session");
+                        continue;
+                    }
+                };
                 match cluster
                     .directory
                     .delete(peer.id, cluster.keys.counts(peer.id))
                     .await
                 {
-                    Ok(Some(_)) => {
+                    Ok(Some((in_rooms, _))) => {
+                        cluster.forget_starts(peer.id, &in_rooms, left).await;
                         let leave = cluster.publish_presence(Presence::Leave, peer, rooms, None);
                         if let Err(err) = leave.await {
                             warn!(error = %err, "could not announce an expiry");

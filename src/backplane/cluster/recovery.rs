@@ -19,17 +19,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::instance::{Cluster, HOLD};
+use super::instance::{ANSWER_TIMEOUT, Cluster, HOLD};
 use super::keys::LIVENESS;
 use super::liveness::Standing;
-use super::sequence::Missed;
+use super::sequence::{Missed, Points};
+use super::transit::Transit;
 use super::wire::Orphan;
-use crate::identity::{RoomName, SessionId};
+use crate::identity::{RoomName, SessionId, TokenHash};
 use crate::registry::{Closed, Departure, EventId, RegistryError, Snapshot};
 
 /// How often a sweep runs when nothing called for one: a backstop for a death no look saw.
@@ -207,41 +209,140 @@ impl Cluster {
 
     /// Reads `adopted` for this instance, at its point in the bus's order: each session
     /// continues here, detached, its mailbox empty and its newest id its total.
-    pub(super) fn adopted(self: &Arc<Self>, orphans: Vec<Orphan>) {
-        for Orphan { id, total, entry } in orphans {
-            let last_id: EventId = u64::try_from(total).unwrap_or_else(|_| {
-                warn!(session = %id, "a session without counts: its lost events are not counted");
-                0
-            });
-            let Some(hash) = entry.token_hash() else {
-                error!(session = %id, "an adopted session's entry has no valid token hash");
+    ///
+    /// With rooms sharded, the total from the bus is that of the session's counts alone:
+    /// what each of its rooms gave it is in the room's own slot, read after this point by
+    /// [`Cluster::adopt_rooms`]; meanwhile each session is on its way here, keeping what
+    /// concerns it.
+    pub(super) fn adopted(self: &Arc<Self>, transit: &mut Transit, orphans: Vec<Orphan>) {
+        if self.keys.is_sharded() {
+            let arriving = orphans
+                .iter()
+                .filter_map(|orphan| Some((orphan.id, orphan.entry.token_hash()?)))
+                .collect();
+            let wait = transit.expect_adopted(arriving);
+            self.forget_later(wait);
+            tokio::spawn(Arc::clone(self).adopt_rooms(orphans));
+            return;
+        }
+        for orphan in orphans {
+            let Some((snapshot, hash)) = self.snapshot_of(&orphan, 0) else {
                 continue;
             };
-            let peer = entry.peer(id);
-            let rooms = entry.rooms.clone();
-            let snapshot = Snapshot {
-                peer: peer.clone(),
-                may_broadcast: entry.may_broadcast,
-                rooms: rooms.clone(),
-                may_join: entry.claim(),
-                last_id,
-                // A stream resuming without `Last-Event-ID` starts after the crash.
-                delivered: last_id,
-                events: Vec::new(),
-                sent: Default::default(),
-                // Its end, as its home last wrote it: a session ended by now ends at once.
-                lifetime: entry.lifetime.clone(),
-            };
+            let peer = snapshot.peer.clone();
+            let rooms = snapshot.rooms.clone();
             match self.registry.import(snapshot, hash) {
                 Ok(()) => {
                     self.registry.metrics().sessions_adopted.inc();
                 }
                 Err(err) => {
                     // Homed here in the directory but not held: it must leave, not linger.
-                    error!(session = %id, error = %err, "could not adopt a session; it leaves");
+                    error!(session = %orphan.id, error = %err, "could not adopt a session; it leaves");
                     self.expired(vec![Departure { peer, rooms }]);
                 }
             }
         }
+    }
+
+    /// With rooms sharded, completes the adoption of `orphans`: reads what each of their rooms
+    /// gave them and where each room's counter stands (one script in each room's slot), waits
+    /// until this instance has applied each room that far (what it reads later is after), and
+    /// creates each session with its whole total, applying what it kept meanwhile after those
+    /// points.
+    async fn adopt_rooms(self: Arc<Self>, orphans: Vec<Orphan>) {
+        let mut rooms: HashMap<RoomName, Vec<SessionId>> = HashMap::new();
+        for orphan in &orphans {
+            let all = orphan.entry.rooms.iter().chain(&orphan.left);
+            for room in all.filter(|room| !room.is_lobby()) {
+                rooms.entry(room.clone()).or_default().push(orphan.id);
+            }
+        }
+        // A slot each: read at once, a few dozen at a time, each tried three times.
+        let reads = rooms.into_iter().map(|(room, ids)| {
+            let sequence = Arc::clone(&self.sequence);
+            async move {
+                let mut parts = sequence.room_parts(&room, &ids).await;
+                for _ in 0..2 {
+                    if parts.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    parts = sequence.room_parts(&room, &ids).await;
+                }
+                (room, ids, parts)
+            }
+        });
+        let read: Vec<_> = futures_util::stream::iter(reads)
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        let mut given: HashMap<SessionId, u64> = HashMap::new();
+        let mut at = Points::new();
+        for (room, ids, parts) in read {
+            match parts {
+                Ok((counter, parts)) => {
+                    at.insert(room, counter);
+                    for (id, part) in ids.iter().zip(parts) {
+                        *given.entry(*id).or_default() += part;
+                    }
+                }
+                Err(err) => error!(
+                    %room, error = %err,
+                    "could not read what a room gave adopted sessions: their lagged may be short"
+                ),
+            }
+        }
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        while !self.sequence.covers(&at) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut transit = self.migrations.lock();
+        for orphan in orphans {
+            // Gone meanwhile (it left, or expired: nothing to create).
+            let Some((hash, held, _)) = transit.take_drained(orphan.id) else {
+                continue;
+            };
+            let extra = given.get(&orphan.id).copied().unwrap_or(0);
+            let Some((snapshot, _)) = self.snapshot_of(&orphan, extra) else {
+                continue;
+            };
+            let applied: Points = at
+                .iter()
+                .filter(|(room, _)| snapshot.rooms.contains(room))
+                .map(|(room, n)| (room.clone(), *n))
+                .collect();
+            self.registry.metrics().sessions_adopted.inc();
+            self.arrive_drained(snapshot, hash, (held, Some(&applied)), None);
+        }
+    }
+
+    /// An adopted session as this instance creates it: its mailbox empty, its newest id its
+    /// total (the orphan's, plus `extra`), and its token's hash.
+    fn snapshot_of(&self, orphan: &Orphan, extra: u64) -> Option<(Snapshot, TokenHash)> {
+        let Orphan {
+            id, total, entry, ..
+        } = orphan;
+        let last_id: EventId = u64::try_from(*total).unwrap_or_else(|_| {
+            warn!(session = %id, "a session without counts: its lost events are not counted");
+            0
+        }) + extra;
+        let Some(hash) = entry.token_hash() else {
+            error!(session = %id, "an adopted session's entry has no valid token hash");
+            return None;
+        };
+        let snapshot = Snapshot {
+            peer: entry.peer(*id),
+            may_broadcast: entry.may_broadcast,
+            rooms: entry.rooms.clone(),
+            may_join: entry.claim(),
+            last_id,
+            // A stream resuming without `Last-Event-ID` starts after the crash.
+            delivered: last_id,
+            events: Vec::new(),
+            sent: Default::default(),
+            // Its end, as its home last wrote it: a session ended by now ends at once.
+            lifetime: entry.lifetime.clone(),
+        };
+        Some((snapshot, hash))
     }
 }

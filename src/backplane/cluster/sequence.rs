@@ -61,6 +61,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use futures_util::future::join_all;
+
 use redis::{Script, ScriptInvocation};
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -74,6 +76,22 @@ use crate::registry::RegistryError;
 
 /// Sessions adopted per script call, and counts written per call.
 const CHUNK: usize = 200;
+
+/// The prefix of the fields of a session's counts naming a room with a slot of its own that it
+/// left (`x:<room>`): that room's hash keeps what the room gave it.
+const LEFT: &str = "x:";
+
+/// The last number applied on each room line (but `lobby`'s): where a session's mailbox stood
+/// on each when it was handed from one instance to another (see [`transit`](super::transit)).
+pub(super) type Points = std::collections::BTreeMap<RoomName, u64>;
+
+/// A new session's starting points: those in its counts (and with rooms not sharded, every
+/// one), and those in the hashes of rooms with a slot of their own (the hash's key, the point).
+#[derive(Debug, Default)]
+pub(super) struct Starts {
+    pub(super) counts: Vec<(String, u64)>,
+    pub(super) rooms: Vec<(String, u64)>,
+}
 
 /// The numbers a message came with, and where: on the bus (`room` none) or a room's channel.
 #[derive(Debug, PartialEq, Eq)]
@@ -145,16 +163,23 @@ impl Sequence {
         self.applied.lock().expect("sequence lock poisoned")
     }
 
-    /// Publishes `message` on `channel` as `counting` says.
+    /// Publishes `message` on `channel` (`room`'s, if it is a room's) as `counting` says.
     ///
     /// # Errors
     /// `Unavailable` when Redis cannot be reached.
     pub(super) async fn publish_counted(
         &self,
         channel: String,
+        room: Option<&RoomName>,
         message: &Message,
         counting: Counting,
     ) -> Result<(), RegistryError> {
+        // With rooms sharded, a room's traffic is numbered in the room's own slot.
+        if let Some(starts) = room.and_then(|room| self.keys.starts(room)) {
+            return self
+                .publish_in_room(channel, starts, message, counting)
+                .await;
+        }
         let mut invocation;
         match counting {
             Counting::Plain => {
@@ -191,6 +216,68 @@ impl Sequence {
                     .arg(if enter { "enter" } else { "exit" })
                     .arg(start_field(&room))
                     .arg(u8::from(room.is_lobby()));
+            }
+        }
+        invocation
+            .invoke_async::<redis::Value>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    /// [`Sequence::publish_counted`] for a room with a slot of its own, whose hash of starting
+    /// points is `starts`: a room message is numbered on the room's counter alone (the cluster
+    /// is never mixed with rooms sharded: see [`Cluster`](super::Cluster)).
+    async fn publish_in_room(
+        &self,
+        channel: String,
+        starts: String,
+        message: &Message,
+        counting: Counting,
+    ) -> Result<(), RegistryError> {
+        let mut invocation;
+        match counting {
+            Counting::Plain => {
+                let published = self.conn.publish(channel, message.to_json()).await;
+                return published.map(drop).map_err(unavailable);
+            }
+            Counting::Numbered { counters, own, .. } => {
+                invocation = self.scripts.numbered_room.prepare_invoke();
+                invocation
+                    .key(&counters[0])
+                    .key(starts)
+                    .arg(channel)
+                    .arg(message.to_json())
+                    .arg(own.map(|id| id.to_string()).unwrap_or_default());
+            }
+            Counting::Move {
+                counters,
+                numbered,
+                peer,
+                room,
+                enter,
+            } => {
+                let left = if enter {
+                    String::new()
+                } else {
+                    format!("{LEFT}{room}")
+                };
+                self.scripts
+                    .count_move
+                    .key(self.keys.counts(peer))
+                    .arg(left)
+                    .invoke_async::<()>(&mut self.conn.clone())
+                    .await
+                    .map_err(unavailable)?;
+                invocation = self.scripts.moved_room.prepare_invoke();
+                invocation
+                    .key(&counters[0])
+                    .key(starts)
+                    .arg(channel)
+                    .arg(message.to_json())
+                    .arg(u8::from(numbered))
+                    .arg(if enter { "enter" } else { "exit" })
+                    .arg(peer.to_string());
             }
         }
         invocation
@@ -259,22 +346,103 @@ impl Sequence {
 
     /// The starting points of a session created here now in `rooms`: where each of its lines
     /// stands here. Read under the migration lock, so that no message is applied meanwhile.
-    pub(super) fn starts(&self, rooms: &[RoomName]) -> Vec<(String, u64)> {
+    pub(super) fn starts(&self, rooms: &[RoomName]) -> Starts {
         let applied = self.applied();
-        let mut starts: Vec<(String, u64)> = rooms
-            .iter()
-            .map(|room| {
-                let at = match room.is_lobby() {
-                    true => applied.bus,
-                    false => applied.rooms.get(room).copied().unwrap_or(0),
-                };
-                (start_field(room), at)
-            })
-            .collect();
+        let mut starts = Starts::default();
+        for room in rooms {
+            let at = match room.is_lobby() {
+                true => applied.bus,
+                false => applied.rooms.get(room).copied().unwrap_or(0),
+            };
+            match self.keys.starts(room) {
+                Some(hash) => starts.rooms.push((hash, at)),
+                None => starts.counts.push((start_field(room), at)),
+            }
+        }
         if !rooms.iter().any(RoomName::is_lobby) {
-            starts.push(("all".to_owned(), applied.everyone));
+            starts.counts.push(("all".to_owned(), applied.everyone));
         }
         starts
+    }
+
+    /// Writes session `id`'s starting points in the rooms with a slot of their own (before its
+    /// entry: a session adopted is never without them), unless it has some there.
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis cannot be reached.
+    pub(super) async fn start_in_rooms(
+        &self,
+        id: SessionId,
+        rooms: &[(String, u64)],
+    ) -> Result<(), RegistryError> {
+        let id = id.to_string();
+        let writes = rooms.iter().map(|(hash, at)| {
+            let mut conn = self.conn.clone();
+            let write = redis::cmd("HSETNX").arg(hash).arg(&id).arg(*at).clone();
+            async move { write.query_async::<()>(&mut conn).await }
+        });
+        let written: redis::RedisResult<Vec<()>> = join_all(writes).await.into_iter().collect();
+        written.map(drop).map_err(unavailable)
+    }
+
+    /// The rooms with a slot of their own that session `id` left, whose hashes keep what they
+    /// gave it; read before its counts go.
+    pub(super) async fn rooms_left(&self, id: SessionId) -> Result<Vec<RoomName>, RegistryError> {
+        if !self.keys.is_sharded() {
+            return Ok(Vec::new());
+        }
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(self.keys.counts(id))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let left = fields.iter().filter_map(|field| field.strip_prefix(LEFT));
+        Ok(left.filter_map(|room| RoomName::parse(room).ok()).collect())
+    }
+
+    /// Removes session `id`, which left the hub, from the hashes of `rooms` with a slot of
+    /// their own (those it was in, and those it left).
+    pub(super) async fn forget(&self, id: SessionId, rooms: &[RoomName]) {
+        let id = id.to_string();
+        let done = format!("{id}:done");
+        let removals = rooms
+            .iter()
+            .filter_map(|room| self.keys.starts(room))
+            .map(|hash| {
+                let mut conn = self.conn.clone();
+                let remove = redis::cmd("HDEL").arg(hash).arg(&id).arg(&done).clone();
+                async move { remove.query_async::<()>(&mut conn).await }
+            });
+        for removed in join_all(removals).await {
+            if let Err(err) = removed {
+                warn!(session = %id, error = %err, "could not forget a session's room starts");
+            }
+        }
+    }
+
+    /// Where `room`'s counter stands, and what it gave each of `ids` by then (rooms sharded).
+    ///
+    /// # Errors
+    /// `Unavailable` when Redis cannot be reached.
+    pub(super) async fn room_parts(
+        &self,
+        room: &RoomName,
+        ids: &[SessionId],
+    ) -> Result<(u64, Vec<u64>), RegistryError> {
+        let Some(starts) = self.keys.starts(room) else {
+            return Ok((0, vec![0; ids.len()]));
+        };
+        let mut invocation = self.scripts.room_parts.prepare_invoke();
+        invocation.key(self.keys.room_seq(room)).key(starts);
+        for id in ids {
+            invocation.arg(id.to_string());
+        }
+        let mut parts: Vec<u64> = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let at = parts.remove(0);
+        Ok((at, parts))
     }
 
     /// Starts the counts of session `id`, in `rooms`, so that its total is `newest` now, unless
@@ -288,15 +456,41 @@ impl Sequence {
     ) -> Result<(), RegistryError> {
         static SCRIPT: std::sync::LazyLock<Script> =
             std::sync::LazyLock::new(|| Script::new(RESTART));
+        let starts = self.starts(rooms);
+        self.start_in_rooms(id, &starts.rooms).await?;
         let mut invocation = SCRIPT.key(self.keys.counts(id));
         invocation.arg("done").arg(newest);
-        for (field, at) in self.starts(rooms) {
+        for (field, at) in starts.counts {
             invocation.arg(field).arg(at);
         }
         invocation
             .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
+    }
+
+    /// The last numbers applied here on the lines of `rooms` (but `lobby`'s).
+    pub(super) fn points(&self, rooms: &[RoomName]) -> Points {
+        let applied = self.applied();
+        rooms
+            .iter()
+            .filter(|room| !room.is_lobby())
+            .map(|room| (room.clone(), applied.rooms.get(room).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    /// The last numbers applied here on every room line read.
+    pub(super) fn all_points(&self) -> Points {
+        let applied = self.applied();
+        applied.rooms.iter().map(|(r, n)| (r.clone(), *n)).collect()
+    }
+
+    /// Whether this instance has applied each room line of `points` up to its number.
+    pub(super) fn covers(&self, points: &Points) -> bool {
+        let applied = self.applied();
+        points
+            .iter()
+            .all(|(room, at)| applied.rooms.get(room).is_some_and(|n| n >= at))
     }
 
     /// Whether the numbered message `numbers` is new here; records it. Called under the
@@ -344,6 +538,19 @@ impl Sequence {
         if rooms.is_empty() {
             return Ok(Vec::new());
         }
+        if self.keys.is_sharded() {
+            // A slot each: one read each, at once.
+            let reads = rooms.iter().map(|room| {
+                let mut conn = self.conn.clone();
+                let get = redis::cmd("GET").arg(self.keys.room_seq(room)).clone();
+                async move { get.query_async::<Option<u64>>(&mut conn).await }
+            });
+            let values: Vec<Option<u64>> = join_all(reads)
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+            return Ok(values.into_iter().map(Option::unwrap_or_default).collect());
+        }
         let mut mget = redis::cmd("MGET");
         for room in rooms {
             mget.arg(self.keys.room_seq(room));
@@ -358,20 +565,27 @@ impl Sequence {
     /// published while this instance was cut off is not replayed.
     pub(super) async fn catch_up(&self, rooms: &[RoomName]) -> Result<Missed, RegistryError> {
         let rooms: Vec<&RoomName> = rooms.iter().filter(|room| !room.is_lobby()).collect();
-        // One command, so every line is read at the same point.
+        // One command, so every line is read at the same point (with rooms sharded, each
+        // room's line on its own, after the deployment's: each line counts on its own).
         let mut mget = redis::cmd("MGET");
         mget.arg(self.keys.seq()).arg(self.keys.everyone());
-        for room in &rooms {
-            mget.arg(self.keys.room_seq(room));
+        if !self.keys.is_sharded() {
+            for room in &rooms {
+                mget.arg(self.keys.room_seq(room));
+            }
         }
         let standing: Vec<Option<u64>> = mget
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        let standing: Vec<u64> = standing
+        let mut standing: Vec<u64> = standing
             .into_iter()
             .map(Option::unwrap_or_default)
             .collect();
+        if self.keys.is_sharded() {
+            let owned: Vec<RoomName> = rooms.iter().map(|room| (*room).clone()).collect();
+            standing.extend(self.counters(&owned).await.map_err(unavailable)?);
+        }
         let mut applied = self.applied();
         let mut now = Applied {
             caught_up: true,

@@ -9,12 +9,13 @@
 //! completes, so the two never interleave.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use super::request::{Request, Requests};
+use super::sequence::{Numbers, Points};
 use super::wire::{DRAINED, Message};
 use crate::identity::{RoomName, SessionId, TokenHash};
 use crate::registry::Snapshot;
@@ -30,7 +31,9 @@ pub(super) struct Migrations {
 
 /// The answer to a `Migrate` request.
 pub(super) enum Pulled {
-    Snapshot(Box<Snapshot>),
+    /// The session, and the last number its old home applied on each of its room lines (with
+    /// rooms sharded).
+    Snapshot(Box<Snapshot>, Option<Points>),
     /// The session is on its way to the instance that answered (drained by an instance that
     /// is stopping): ask again in a moment. Also what our own request gets when the session
     /// arrived here another way meanwhile (drained here, a late answer): look again.
@@ -56,13 +59,77 @@ pub(super) struct Transit {
 /// senders that read the directory before its new home wrote it.
 const FORWARD_FOR: Duration = Duration::from_secs(30);
 
+/// What an arrival kept on the way.
+///
+/// With rooms sharded, an instance reads a room's channel on another connection than the bus
+/// (another shard), so there is no one order in which "before the request" means the same for
+/// room traffic at both ends. Room lines are numbered instead: the arrival keeps every message
+/// of a room line that concerns the session from its start (`from`: the last number applied
+/// here on each line then), and its old home says the last number it applied on each (a home
+/// lets a pulled session go only once that is at least `from`, see
+/// [`dispatch`](super::dispatch)): what comes after that is applied, the rest was applied
+/// there. Where a home had applied less than `from` (a drain, which cannot wait), the numbers
+/// in between went by here before the arrival began: each counts as missed (`lagged`).
+#[derive(Default)]
+pub(super) struct Held {
+    buffer: Vec<Buffered>,
+    /// With rooms sharded: the last number applied here on each room line when the arrival
+    /// began.
+    from: Option<Arc<Points>>,
+}
+
+/// One message kept for an arrival.
+struct Buffered {
+    message: Message,
+    /// Its room line and number, for a numbered message on a room's channel.
+    line: Option<(RoomName, u64)>,
+    /// Kept after the arrival's own request came back (what the bus's order says is after).
+    seen: bool,
+}
+
+impl Held {
+    fn starting(from: Option<Arc<Points>>) -> Self {
+        Held {
+            buffer: Vec::new(),
+            from,
+        }
+    }
+
+    /// The messages to apply to the session, in order, once its old home says it applied
+    /// `applied` on its room lines (`None`: a home that does not say, or rooms not sharded:
+    /// what came after the request); and how many numbers of its `rooms`' lines went by here
+    /// before the arrival began that its old home had not applied.
+    pub(super) fn after(self, applied: Option<&Points>, rooms: &[RoomName]) -> (u64, Vec<Message>) {
+        let missed = match (applied, &self.from) {
+            (Some(applied), Some(from)) => rooms
+                .iter()
+                .filter_map(|room| Some(from.get(room)?.saturating_sub(*applied.get(room)?)))
+                .sum(),
+            _ => 0,
+        };
+        let after = |b: &Buffered| match (&b.line, applied) {
+            (Some((room, seq)), Some(applied)) if applied.contains_key(room) => {
+                *seq > applied[room]
+            }
+            _ => b.seen,
+        };
+        let messages = self.buffer.into_iter().filter(after);
+        (missed, messages.map(|b| b.message).collect())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buffer.len()
+    }
+}
+
 /// A session on its way here.
 pub(super) struct Arrival {
     /// The request id of our `Migrate` message ([`DRAINED`] when we did not ask).
     req: u64,
     /// Our own request came back on the bus: from now on, buffer what concerns the session.
     seen: bool,
-    buffer: Vec<Message>,
+    held: Held,
     /// For a session drained here: the hash of its token (its client is not here to show
     /// the token itself), and which `Drain` message announced it (or which wait for a late
     /// answer, see `late`).
@@ -74,11 +141,18 @@ pub(super) struct Arrival {
 }
 
 impl Transit {
-    /// Keeps `message` for every arrival past its own request that it concerns.
-    pub(super) fn buffer(&mut self, message: &Message) {
+    /// Keeps `message` for every arrival past its own request that it concerns, and with
+    /// rooms sharded, every numbered message of a room line since the arrival began (`numbers`).
+    pub(super) fn buffer(&mut self, message: &Message, numbers: Option<&Numbers>) {
+        let line = numbers.and_then(|n| Some((n.room.clone()?, n.seq)));
         for (session, m) in &mut self.arrivals {
-            if m.seen && message.concerns(*session) {
-                m.buffer.push(message.clone());
+            let kept = m.seen || (line.is_some() && m.held.from.is_some());
+            if kept && message.concerns(*session) {
+                m.held.buffer.push(Buffered {
+                    message: message.clone(),
+                    line: line.clone(),
+                    seen: m.seen,
+                });
             }
         }
     }
@@ -187,13 +261,18 @@ impl Transit {
     /// off here instead: its old home exports it at this point, not at our request's, so
     /// buffering starts here. (One whose request came back first reached its old home first:
     /// it comes as the answer to that request.)
-    pub(super) fn expect_drained(&mut self, sessions: Vec<(SessionId, TokenHash)>) -> u64 {
+    /// With rooms sharded, `from` is where each room line stands here now.
+    pub(super) fn expect_drained(
+        &mut self,
+        sessions: Vec<(SessionId, TokenHash)>,
+        from: Option<Arc<Points>>,
+    ) -> u64 {
         let drain = self.next_wait();
         for (session, hash) in sessions {
             let m = self.arrivals.entry(session).or_insert(Arrival {
                 req: DRAINED,
                 seen: false,
-                buffer: Vec::new(),
+                held: Held::starting(from.clone()),
                 drained: None,
                 late: false,
             });
@@ -206,16 +285,35 @@ impl Transit {
         drain
     }
 
+    /// `sessions` of a dead instance were adopted here (with rooms sharded, see
+    /// [`recovery`](super::recovery)): keep what concerns them from this point on, until
+    /// they are created here. Any arrival of theirs ends: nothing comes from a dead home.
+    /// Returns which wait this is.
+    pub(super) fn expect_adopted(&mut self, sessions: Vec<(SessionId, TokenHash)>) -> u64 {
+        let wait = self.next_wait();
+        for (session, hash) in sessions {
+            let adopted = Arrival {
+                req: DRAINED,
+                seen: true,
+                held: Held::default(),
+                drained: Some((hash, wait)),
+                late: false,
+            };
+            self.arrivals.insert(session, adopted);
+        }
+        wait
+    }
+
     /// Ends the arrival of a session drained here: its token hash, what it buffered, and the
     /// request of ours it answers instead, if any.
     pub(super) fn take_drained(
         &mut self,
         session: SessionId,
-    ) -> Option<(TokenHash, Vec<Message>, Option<u64>)> {
+    ) -> Option<(TokenHash, Held, Option<u64>)> {
         self.arrivals.get(&session)?.drained.as_ref()?;
         let m = self.arrivals.remove(&session)?;
         let asked = (m.req != DRAINED).then_some(m.req);
-        Some((m.drained?.0, m.buffer, asked))
+        Some((m.drained?.0, m.held, asked))
     }
 
     /// Ends wait number `wait`: forgets the sessions it waited for that never arrived; how many.
@@ -265,11 +363,13 @@ impl Migrations {
 
     /// Starts pull `req` of `session` (its caller holds `transit`, the lock); the guard ends
     /// it however its puller returns. `None` when the session is already on its way here.
+    /// With rooms sharded, `from` is where the session's room lines stand here now.
     pub(super) fn begin<'a>(
         &'a self,
         transit: &mut Transit,
         session: SessionId,
         req: u64,
+        from: Option<Arc<Points>>,
     ) -> Option<PullGuard<'a>> {
         if transit.arrivals.contains_key(&session) {
             return None;
@@ -277,7 +377,7 @@ impl Migrations {
         let fresh = Arrival {
             req,
             seen: false,
-            buffer: Vec::new(),
+            held: Held::starting(from),
             drained: None,
             late: false,
         };
@@ -292,10 +392,10 @@ impl Migrations {
 
 impl Transit {
     /// Ends our pull of `session`, which got its snapshot: what it buffered on the way.
-    pub(super) fn take_pulled(&mut self, session: SessionId) -> Vec<Message> {
+    pub(super) fn take_pulled(&mut self, session: SessionId) -> Held {
         self.arrivals
             .remove(&session)
-            .map(|a| a.buffer)
+            .map(|a| a.held)
             .unwrap_or_default()
     }
 }
@@ -337,8 +437,8 @@ mod tests {
         };
         let hash = TokenHash::of(&Token::issue(ann));
         let mut transit = Transit::default();
-        let first = transit.expect_drained(vec![(ann, hash.clone())]);
-        let again = transit.expect_drained(vec![(ann, hash.clone())]);
+        let first = transit.expect_drained(vec![(ann, hash.clone())], None);
+        let again = transit.expect_drained(vec![(ann, hash.clone())], None);
         let direct = |n: &str| Message::Direct {
             req: 1,
             origin: Uuid::nil(),
@@ -346,12 +446,15 @@ mod tests {
             event: Event::direct(&bob, ann, RawValue::from_string(n.into()).unwrap()),
             key: None,
         };
-        transit.buffer(&direct("1"));
-        transit.buffer(&Message::Join {
-            peer: bob.clone(),
-            rooms: Vec::new(),
-            sizes: Vec::new(),
-        });
+        transit.buffer(&direct("1"), None);
+        transit.buffer(
+            &Message::Join {
+                peer: bob.clone(),
+                rooms: Vec::new(),
+                sizes: Vec::new(),
+            },
+            None,
+        );
         assert_eq!(
             transit.expire(again),
             0,
@@ -369,7 +472,7 @@ mod tests {
         );
 
         // One that leaves on the way is forgotten; no request of ours to withdraw.
-        transit.expect_drained(vec![(ann, hash.clone())]);
+        transit.expect_drained(vec![(ann, hash.clone())], None);
         assert_eq!(transit.left(ann), None);
         assert!(transit.request(ann).is_none());
 
@@ -378,17 +481,17 @@ mod tests {
         let ours = |seen| Arrival {
             req: 7,
             seen,
-            buffer: Vec::new(),
+            held: Held::default(),
             drained: None,
             late: false,
         };
         transit.arrivals.insert(ann, ours(false));
-        transit.expect_drained(vec![(ann, hash.clone())]);
-        transit.buffer(&direct("2"));
+        transit.expect_drained(vec![(ann, hash.clone())], None);
+        transit.buffer(&direct("2"), None);
         let (_, buffer, asked) = transit.take_drained(ann).expect("now drained here");
         assert_eq!((buffer.len(), asked), (1, Some(7)));
         transit.arrivals.insert(ann, ours(true));
-        transit.expect_drained(vec![(ann, hash.clone())]);
+        transit.expect_drained(vec![(ann, hash.clone())], None);
         assert!(transit.take_drained(ann).is_none(), "still our own pull");
         assert_eq!(transit.request(ann), Some(7));
         transit.arrivals.clear();
@@ -400,7 +503,7 @@ mod tests {
         assert!(transit.wait_late(ann, 7, hash.clone(), wait));
         assert!(!transit.is_drained_here(ann));
         transit.not_coming(ann);
-        transit.buffer(&direct("3"));
+        transit.buffer(&direct("3"), None);
         let (_, buffer, asked) = transit
             .take_drained(ann)
             .expect("the late answer is adopted");
@@ -411,9 +514,66 @@ mod tests {
         );
 
         // One that never arrives is forgotten by its own drain's expiry only.
-        let late = transit.expect_drained(vec![(ann, hash)]);
+        let late = transit.expect_drained(vec![(ann, hash)], None);
         assert_eq!(transit.expire(first), 0);
         assert_eq!(transit.expire(late), 1);
         assert!(!transit.is_drained_here(ann));
+    }
+
+    #[test]
+    fn with_rooms_sharded_an_arrival_applies_each_room_after_what_its_old_home_applied() {
+        let ann = SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
+        let bob = Peer {
+            id: SessionId::parse("0b7e5d2c-1d9e-4b8f-9a77-3f2a1c4e5d6f").unwrap(),
+            name: DisplayName::parse("bob").unwrap(),
+            user: None,
+        };
+        let (dev, ops) = (RoomName::parse("dev").unwrap(), RoomName::parse("ops").unwrap());
+        let said = |room: &RoomName, n: &str| Message::Broadcast {
+            from: bob.clone(),
+            room: room.clone(),
+            message: RawValue::from_string(n.into()).unwrap(),
+        };
+        let numbers = |room: &RoomName, seq| Numbers {
+            room: Some(room.clone()),
+            seq,
+            all: None,
+        };
+        let mut transit = Transit::default();
+        // Here, dev stood at 10 and ops at 4 when the pull began.
+        let from = Arc::new(Points::from([(dev.clone(), 10), (ops.clone(), 4)]));
+        let migrations = Migrations::default();
+        let guard = migrations.begin(&mut transit, ann, 7, Some(from));
+        assert!(guard.is_some());
+        // Room traffic is kept before the request comes back; bus traffic only after.
+        transit.buffer(&said(&dev, "11"), Some(&numbers(&dev, 11)));
+        transit.buffer(&said(&dev, "12"), Some(&numbers(&dev, 12)));
+        transit.buffer(&said(&RoomName::lobby(), "\"bus early\""), None);
+        transit.seen(ann, 7);
+        transit.buffer(&said(&ops, "5"), Some(&numbers(&ops, 5)));
+        transit.buffer(&said(&RoomName::lobby(), "\"bus late\""), None);
+        let held = transit.take_pulled(ann);
+        assert_eq!(held.len(), 4);
+        // Its old home applied dev to 11 and ops to 4: dev's 12, ops' 5 and the bus's late.
+        let applied = Points::from([(dev.clone(), 11), (ops.clone(), 4)]);
+        let (missed, messages) = held.after(Some(&applied), &[dev.clone(), ops.clone()]);
+        let said: Vec<String> = messages
+            .iter()
+            .map(|m| match m {
+                Message::Broadcast { message, .. } => message.get().to_owned(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(said, ["12", "5", "\"bus late\""]);
+        assert_eq!(missed, 0);
+
+        // A drained session whose old home had applied dev only to 8: 9 and 10 went by here
+        // before the arrival began, and are counted as missed.
+        let from = Arc::new(Points::from([(dev.clone(), 10)]));
+        let hash = TokenHash::of(&Token::issue(ann));
+        transit.expect_drained(vec![(ann, hash)], Some(from));
+        let (_, held, _) = transit.take_drained(ann).unwrap();
+        let (missed, _) = held.after(Some(&Points::from([(dev.clone(), 8)])), &[dev.clone()]);
+        assert_eq!(missed, 2);
     }
 }

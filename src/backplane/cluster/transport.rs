@@ -27,8 +27,9 @@
 //! one from the seeds (which learns the current topology) and, as after any outage, counts
 //! what it may have missed meanwhile (see [`channels`](super::channels)).
 
+use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -92,6 +93,11 @@ impl Target {
             Target::Server(_) => prefix.to_owned(),
             Target::Cluster(_) => format!("{{{prefix}}}"),
         }
+    }
+
+    /// Whether each room gets a slot of its own (`--redis-shard-rooms`): on a cluster only.
+    pub(super) fn shards_rooms(&self, asked: bool) -> bool {
+        asked && matches!(self, Target::Cluster(_))
     }
 
     /// The command connection; it connects on first use and reconnects by itself.
@@ -300,17 +306,23 @@ pub(super) enum Subscription {
     Server(Pin<Box<dyn Stream<Item = redis::Msg> + Send>>),
     Cluster {
         pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
-        /// The channels it was opened with: their `sunsubscribe` means the subscription is lost
-        /// (a room's is this instance's own doing, or comes with theirs).
-        fixed: Vec<String>,
+        /// The channels this instance is leaving: their `sunsubscribe` is its own doing. Any
+        /// other means the server moved the channel's slot away: the subscription is lost.
+        leaving: Leaving,
     },
 }
+
+/// The channels a cluster subscription is leaving, shared by its [`Sink`] and reader.
+type Leaving = Arc<Mutex<HashSet<String>>>;
 
 /// Where a [`Subscription`]'s connection is told to read more channels, or fewer.
 pub(super) enum Sink {
     Server(PubSubSink),
     /// Kept open: dropping every handle would end the subscription.
-    Cluster(ClusterConnection),
+    Cluster {
+        conn: ClusterConnection,
+        leaving: Leaving,
+    },
 }
 
 impl Sink {
@@ -318,7 +330,18 @@ impl Sink {
     pub(super) async fn listen(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Sink::Server(sink) => sink.subscribe(channels).await,
-            Sink::Cluster(conn) => conn.ssubscribe(channels).await,
+            Sink::Cluster { conn, leaving } => {
+                {
+                    let mut leaving = leaving.lock().expect("leaving lock poisoned");
+                    for channel in channels {
+                        leaving.remove(channel);
+                    }
+                }
+                each_channel(conn, channels, |mut conn, channel| async move {
+                    conn.ssubscribe(channel).await
+                })
+                .await
+            }
         }
     }
 
@@ -326,9 +349,35 @@ impl Sink {
     pub(super) async fn unlisten(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Sink::Server(sink) => sink.unsubscribe(channels).await,
-            Sink::Cluster(conn) => conn.sunsubscribe(channels).await,
+            Sink::Cluster { conn, leaving } => {
+                (leaving.lock().expect("leaving lock poisoned")).extend(channels.iter().cloned());
+                each_channel(conn, channels, |mut conn, channel| async move {
+                    conn.sunsubscribe(channel).await
+                })
+                .await
+            }
         }
     }
+}
+
+/// Runs `call` for each of `channels` at once, each on its own: one `SSUBSCRIBE` names
+/// channels of one slot only, and with rooms sharded each room has a slot of its own.
+async fn each_channel<F, Fut>(
+    conn: &ClusterConnection,
+    channels: &[String],
+    call: F,
+) -> RedisResult<()>
+where
+    F: Fn(ClusterConnection, String) -> Fut,
+    Fut: Future<Output = RedisResult<()>>,
+{
+    let calls = channels
+        .iter()
+        .map(|channel| call(conn.clone(), channel.clone()));
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .collect()
 }
 
 impl Subscription {
@@ -353,14 +402,18 @@ impl Subscription {
                     .get_async_connection()
                     .await?;
                 conn.ssubscribe(channels).await?;
-                let fixed = channels.iter().map(|&c| c.to_owned()).collect();
-                Ok((Sink::Cluster(conn), Subscription::Cluster { pushes, fixed }))
+                let leaving = Leaving::default();
+                let sink = Sink::Cluster {
+                    conn,
+                    leaving: Arc::clone(&leaving),
+                };
+                Ok((sink, Subscription::Cluster { pushes, leaving }))
             }
         }
     }
 
     /// The next message: its channel and payload; `None` once the subscription is lost (the
-    /// connection closed, or on a cluster the server moved the slot away: `sunsubscribe`).
+    /// connection closed, or on a cluster the server moved a slot away: `sunsubscribe`).
     pub(super) async fn next(&mut self) -> Option<(String, Vec<u8>)> {
         match self {
             Subscription::Server(messages) => {
@@ -370,7 +423,7 @@ impl Subscription {
                     message.get_payload_bytes().to_vec(),
                 ))
             }
-            Subscription::Cluster { pushes, fixed } => loop {
+            Subscription::Cluster { pushes, leaving } => loop {
                 let push = pushes.recv().await?;
                 match push.kind {
                     PushKind::SMessage => {
@@ -383,8 +436,12 @@ impl Subscription {
                     PushKind::SUnsubscribe => {
                         let channel = push.data.first().cloned();
                         let channel =
-                            channel.and_then(|c| redis::from_redis_value::<String>(c).ok());
-                        if channel.is_none_or(|channel| fixed.contains(&channel)) {
+                            channel.and_then(|c| redis::from_redis_value::<String>(c).ok())?;
+                        let ours = leaving
+                            .lock()
+                            .expect("leaving lock poisoned")
+                            .remove(&channel);
+                        if !ours {
                             return None;
                         }
                     }

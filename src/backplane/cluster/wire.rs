@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::directory::Entry;
 use super::protocol::PROTOCOL;
+use super::sequence::Points;
 use crate::identity::{RoomName, SessionId, TokenHash};
 use crate::registry::lifetime::Bound;
 use crate::registry::{Event, EventId, Peer, SendKey, Snapshot};
@@ -96,6 +97,11 @@ pub(super) enum Message {
         session: SessionId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rooms: Option<Vec<RoomName>>,
+        /// With rooms sharded: where `origin` started buffering each room line of the session
+        /// (its last number applied there). The home lets the session go only once it has
+        /// applied as far on each, else answers `NotYet` (see [`transit`](super::transit)).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        points: Option<Points>,
     },
     /// `origin` asks its receiver to read `rooms`' channels (answered `Reply` `Prepared` once
     /// it does): before a session joins one of them there (then `session` is that session, and
@@ -116,6 +122,10 @@ pub(super) enum Message {
         origin: Uuid,
         session: SessionId,
         snapshot: Box<Snapshot>,
+        /// With rooms sharded: the last number its old home applied on each room line of the
+        /// session; its receiver applies what it buffered of each room after that.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        applied: Option<Points>,
     },
     /// The answer to `Migrate` from the instance the session is being drained to, before it
     /// arrived there: ask again.
@@ -190,6 +200,9 @@ pub(super) struct Orphan {
     /// How many events it was given, -1 when its counts were missing.
     pub(super) total: i64,
     pub(super) entry: Entry,
+    /// With rooms sharded: the rooms it left, whose hashes keep what they gave it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) left: Vec<RoomName>,
 }
 
 /// Whose stream a message changes.
@@ -345,6 +358,7 @@ mod tests {
             origin: Uuid::nil(),
             session: snapshot.peer.id,
             snapshot: Box::new(snapshot),
+            applied: None,
         }
         .to_json();
         assert!(
@@ -421,6 +435,7 @@ mod tests {
             origin: Uuid::nil(),
             session: id,
             rooms: None,
+            points: None,
         };
         assert!(
             migrate
