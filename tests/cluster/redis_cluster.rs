@@ -1,8 +1,9 @@
 //! Over a Redis Cluster of the test's own (three masters, a replica each), the topology changes
 //! under traffic: the slot holding the cluster's keys and channels moves to another master
-//! (resharding), and its master is killed (its replica takes over). Every message accepted
-//! (202) reaches its stream, or the stream reports it missed (`lagged`); the rest were refused
-//! (503 with `Retry-After`). Nothing accepted is lost silently.
+//! (resharding), and its master is killed (its replica takes over); so does the slot of a room
+//! (each room has a slot of its own, `--redis-shard-rooms`) under traffic in that room. Every
+//! message accepted (202) reaches its stream, or the stream reports it missed (`lagged`); the
+//! rest were refused (503 with `Retry-After`). Nothing accepted is lost silently.
 //!
 //! Left out over the test script's shared cluster: they break the cluster they run on.
 
@@ -26,9 +27,15 @@ struct Sent {
     refused: usize,
 }
 
-/// Sends numbered messages from `from` on `node`, alternately to `to` and to everyone, until
-/// `stop` is set and then `AFTER` more were accepted, 5 ms apart (a steady load, not a flood).
-async fn traffic(node: &Instance, from: &Session, to: &Session, stop: &AtomicBool) -> Sent {
+/// Sends numbered messages from `from` on `node`, alternately to `to` and to everyone (or
+/// everyone in `room`), until `stop` is set and then `AFTER` more were accepted, 5 ms apart (a
+/// steady load, not a flood).
+async fn traffic(
+    node: &Instance,
+    (from, to): (&Session, &Session),
+    room: Option<&str>,
+    stop: &AtomicBool,
+) -> Sent {
     const AFTER: usize = 20;
     let mut sent = Sent::default();
     let mut accepted_after_stop = 0;
@@ -38,10 +45,13 @@ async fn traffic(node: &Instance, from: &Session, to: &Session, stop: &AtomicBoo
             break;
         }
         let message = json!({ "n": n });
-        let response = if n % 2 == 0 {
-            node.post_response(from, &to.id, &message).await
-        } else {
-            node.broadcast(from, &message).await
+        let response = match room {
+            _ if n % 2 == 0 => node.post_response(from, &to.id, &message).await,
+            None => node.broadcast(from, &message).await,
+            Some(room) => {
+                let body = json!({ "room": room, "message": message }).to_string();
+                node.post_raw("/broadcast", Some(&from.token), &body).await
+            }
         };
         match response.status() {
             StatusCode::ACCEPTED | StatusCode::OK => {
@@ -82,25 +92,32 @@ async fn received(stream: &mut SseReader) -> (BTreeSet<u64>, u64) {
     }
 }
 
-/// Starts two instances on `redis`, ann on A sending to bob on B (whose stream is open), runs
-/// `fault` under traffic, and checks that every accepted message arrived or was reported.
+/// Starts two instances on `redis`, ann on A sending to bob on B (whose stream is open), both
+/// in `lobby` or else in `room` alone, runs `fault` under traffic on the hash tag of the slot
+/// that carries it (the deployment's, or the room's), and checks that every accepted message
+/// arrived or was reported.
 async fn under_traffic<F: Future<Output = ()>>(
     test: &str,
     redis_url: &str,
+    room: Option<&str>,
     fault: impl FnOnce(String) -> F,
 ) {
     let cluster = Cluster::start_on(Redis::absent(), redis_url, test, &[&[], &[]]).await;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let ann = a.helo("ann").await;
+    let rooms = json!([room.unwrap_or("lobby")]);
+    let ann = a.helo_in("ann", rooms.clone()).await;
     cluster.settle().await;
-    let bob = b.helo("bob").await;
+    let bob = b.helo_in("bob", rooms).await;
     cluster.settle().await;
     let (mut stream, _) = b.attach_roster(&bob, None).await;
 
     let stop = AtomicBool::new(false);
-    let tag = format!("{{{}}}", cluster.prefix);
+    let tag = match room {
+        None => format!("{{{}}}", cluster.prefix),
+        Some(room) => format!("{{{}:{room}}}", cluster.prefix),
+    };
     let run = async {
-        tokio::join!(traffic(a, &ann, &bob, &stop), async {
+        tokio::join!(traffic(a, (&ann, &bob), room, &stop), async {
             // Traffic first, then the fault in the middle of it.
             tokio::time::sleep(Duration::from_millis(300)).await;
             fault(tag).await;
@@ -136,12 +153,13 @@ async fn a_resharding_that_moves_the_live_slot_loses_nothing_accepted_silently()
     }
     let redis = RedisCluster::start().await;
     let redis = &redis;
-    under_traffic("reshard", &redis.url(), |tag| async move {
+    let reshard = |tag: String| async move {
         let from = redis.owner(&tag).await;
         let to = redis.other_master(from).await;
         redis.move_slot(&tag, from, to).await;
-    })
-    .await;
+    };
+    under_traffic("reshard", &redis.url(), None, reshard).await;
+    under_traffic("reshardroom", &redis.url(), Some("dev"), reshard).await;
 }
 
 #[tokio::test]
@@ -152,19 +170,125 @@ async fn a_master_killed_under_traffic_fails_over_and_loses_nothing_accepted_sil
     ) {
         return;
     }
-    let mut redis = RedisCluster::start().await;
-    let url = redis.url();
-    let redis = &mut redis;
-    under_traffic("failover", &url, |tag| async move {
-        let master = redis.owner(&tag).await;
-        redis.kill(master);
-        // Its replica takes over once the others see it failed (node timeout: 1 s).
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while redis.owner(&tag).await == master {
-            assert!(std::time::Instant::now() < deadline, "no replica took over");
-            tokio::time::sleep(POLL).await;
+    for room in [None, Some("dev")] {
+        let mut redis = RedisCluster::start().await;
+        let url = redis.url();
+        let redis = &mut redis;
+        under_traffic("failover", &url, room, |tag| async move {
+            let master = redis.owner(&tag).await;
+            redis.kill(master);
+            // Its replica takes over once the others see it failed (node timeout: 1 s).
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while redis.owner(&tag).await == master {
+                assert!(std::time::Instant::now() < deadline, "no replica took over");
+                tokio::time::sleep(POLL).await;
+            }
+            redis.wait_until_ok().await;
+        })
+        .await;
+    }
+}
+
+/// One deployment's rooms spread over the shards: each room's traffic is numbered and
+/// published by the master owning the room's own slot (`{<prefix>:<room>}`), not by the one
+/// holding the deployment's keys.
+#[tokio::test]
+async fn one_deployments_rooms_spread_over_the_shards() {
+    if ran_in_the_first_pass(
+        "spread",
+        "it reads each master of a Redis Cluster of its own",
+    ) {
+        return;
+    }
+    let redis = RedisCluster::start().await;
+    let cluster = Cluster::start_on(Redis::absent(), &redis.url(), "spread", &[&[], &[]]).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    // A room on each master (the names are tried in turn until every master owns one).
+    let counter = |room: &str| format!("{{{}:{room}}}:seq", cluster.prefix);
+    let mut rooms: Vec<(String, usize)> = Vec::new();
+    for n in 0.. {
+        let room = format!("r{n}");
+        let owner = redis.owner(&counter(&room)).await;
+        if rooms.iter().all(|(_, taken)| *taken != owner) {
+            rooms.push((room, owner));
         }
-        redis.wait_until_ok().await;
-    })
+        if rooms.len() == 3 {
+            break;
+        }
+    }
+    let names: Vec<&str> = rooms.iter().map(|(room, _)| room.as_str()).collect();
+    let ann = a.helo_in("ann", json!(names)).await;
+    let bob = b.helo_in("bob", json!(names)).await;
+    cluster.settle().await;
+    let (mut stream, _) = b.attach_roster(&bob, None).await;
+    let deployment = redis.owner(&format!("{{{}}}:seq", cluster.prefix)).await;
+
+    for (room, owner) in &rooms {
+        let at = || async {
+            let value: Option<u64> = redis.nodes[*owner]
+                .command(redis::cmd("GET").arg(counter(room)))
+                .await;
+            value.unwrap_or(0)
+        };
+        let before = at().await;
+        let body = json!({ "room": room, "message": room }).to_string();
+        let response = a.post_raw("/broadcast", Some(&ann.token), &body).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::ACCEPTED,
+            "broadcast in {room}"
+        );
+        let heard = stream.next_named("client_broadcast").await.data;
+        assert_eq!(
+            (&heard["room"], &heard["message"]),
+            (&json!(room), &json!(room))
+        );
+        // Numbered on its master, in its own slot.
+        assert_eq!(at().await, before + 1, "{room}'s counter on its own master");
+    }
+    let owners: BTreeSet<usize> = rooms.iter().map(|(_, owner)| *owner).collect();
+    assert_eq!(owners.len(), 3, "the three rooms on three masters");
+    assert!(
+        owners.contains(&deployment),
+        "and one of them the deployment's"
+    );
+}
+
+/// `--redis-shard-rooms false`: everything of the deployment in one slot, as builds before the
+/// flag keep it (the layout a deployment is upgraded from).
+#[tokio::test]
+async fn with_rooms_not_sharded_everything_stays_in_the_deployments_slot() {
+    if ran_in_the_first_pass("one slot", "it reads a Redis Cluster of its own") {
+        return;
+    }
+    let redis = RedisCluster::start().await;
+    let together: &[&str] = &["--redis-shard-rooms", "false"];
+    let cluster = Cluster::start_on(
+        Redis::absent(),
+        &redis.url(),
+        "oneslot",
+        &[together, together],
+    )
     .await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let ann = a.helo_in("ann", json!(["dev"])).await;
+    let bob = b.helo_in("bob", json!(["dev"])).await;
+    cluster.settle().await;
+    let (mut stream, _) = b.attach_roster(&bob, None).await;
+    let body = json!({ "room": "dev", "message": "hi" }).to_string();
+    let response = a.post_raw("/broadcast", Some(&ann.token), &body).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        stream.next_named("client_broadcast").await.data["message"],
+        "hi"
+    );
+    let tag = format!("{{{}}}", cluster.prefix);
+    let owner = redis.owner(&tag).await;
+    let counter: Option<u64> = redis.nodes[owner]
+        .command(redis::cmd("GET").arg(format!("{tag}:seq:dev")))
+        .await;
+    assert!(
+        counter.is_some_and(|n| n >= 1),
+        "dev's counter in the deployment's slot"
+    );
 }

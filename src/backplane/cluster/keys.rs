@@ -283,7 +283,12 @@ mod tests {
         assert_eq!(slot(&keys.room(&dev)), slot(&keys.starts(&dev).unwrap()));
         assert_eq!(slot(&keys.bus()), slot(&keys.counts(SessionId::random())));
         let rooms: std::collections::HashSet<String> = (0..50)
-            .map(|n| format!("{:?}", slot(&keys.room_seq(&RoomName::parse(&format!("r{n}")).unwrap()))))
+            .map(|n| {
+                format!(
+                    "{:?}",
+                    slot(&keys.room_seq(&RoomName::parse(&format!("r{n}")).unwrap()))
+                )
+            })
             .collect();
         assert!(rooms.len() > 40, "50 rooms over {} slots", rooms.len());
 

@@ -5,7 +5,10 @@
 //! buffering every later message that concerns the session (see [`transit`](super::transit));
 //! the home A reads the same request at the same point, exports the mailbox (closing its
 //! stream) and publishes `Migrated`; B imports it and applies the buffer. Everything before the
-//! request reached A, everything after it reaches B: nothing twice, nothing lost.
+//! request reached A, everything after it reaches B: nothing twice, nothing lost. With rooms
+//! sharded, a room's traffic is not in the bus's order: B keeps it from where it stood when
+//! the pull began, A lets the session go once it applied as far, and says how far it applied;
+//! B applies what came after (see [`transit`](super::transit)).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -5,8 +5,12 @@
 //! (the names are built in [`keys`]):
 //!
 //! On one Redis server `<prefix>` is `--redis-prefix`; on a Redis Cluster it is `{<prefix>}`, one
-//! hash tag, so that every key and channel below lives in one slot, and the channels are sharded
-//! (`SPUBLISH`, `SSUBSCRIBE`): why, and how topology changes are followed, in [`transport`].
+//! hash tag, so that every key and channel below lives in one slot, but each room's (but
+//! `lobby`'s) channel, counter and starting points, which carry a tag of their own,
+//! `{<prefix>:<room>}`, so that rooms spread over the shards (`--redis-shard-rooms`; off, they
+//! are `<prefix>:room:<room>` and `<prefix>:seq:<room>` in the one slot). The channels are
+//! sharded (`SPUBLISH`, `SSUBSCRIBE`): why, and how topology changes are followed, in
+//! [`transport`].
 //!
 //! | key or channel | type | what |
 //! |---|---|---|
@@ -23,6 +27,7 @@
 //! | [`SEQ`](keys::SEQ) `<prefix>:seq` | string (integer) | the number of the bus's last message that put events into mailboxes: `lobby`'s traffic and server messages to everyone (see [`sequence`]) |
 //! | [`SEQ`](keys::SEQ) `<prefix>:seq:<room>` | string (integer) | the number of the last message of a room (but `lobby`) that put events into its members' mailboxes |
 //! | [`EVERYONE`](keys::EVERYONE) `<prefix>:everyone` | string (integer) | the number of the last server message to everyone |
+//! | [`STARTS`](keys::STARTS) `{<prefix>:<room>}:starts` | hash | with rooms sharded: each member's starting point on the room's counter, and what the room gave each session that left it (`<id>:done`) ([`sequence`]) |
 //! | [`COUNTS`](keys::COUNTS) `<prefix>:counts:<session id>` | hash | `direct`, `own`, `done`, and a starting point on each counter the session hears (`base`, `r:<room>`, `all`): how many events it was given (see [`sequence`], [`counting`]) |
 //! | [`ENDED`](keys::ENDED) `<prefix>:ended:<session id>` | string, expiring (the session TTL, at least 60 s) | a session that ended at its lifetime: its token's hash and why, so every instance answers `session_expired` ([`ended`]) |
 //! | [`STATE`](keys::STATE) `<prefix>:state` | string | Redis holds the cluster's state; missing once it restarted empty (see [`restart`]) |
@@ -41,7 +46,10 @@
 //! own, its rooms') on one connection, and Redis writes to a connection in the order it
 //! executed the PUBLISHes, so what one instance reads is a part of one order, the same for
 //! every instance: a migration sees the same messages before and after its request as before,
-//! provided its puller reads the session's rooms before it asks (see [`rooms`]).
+//! provided its puller reads the session's rooms before it asks (see [`rooms`]). With rooms
+//! sharded, a room's channel is on its own shard, and no order covers two shards: each room's
+//! messages are numbered on its own counter, and a session handed between instances continues
+//! each of its rooms after the number its old home applied there ([`transit`]).
 //! A direct message that reaches the old home of a session that just migrated is forwarded to
 //! the new one (which buffers it until the mailbox arrives).
 //!

@@ -54,6 +54,16 @@
 //! again once the cluster is not mixed; sessions that lived through it may keep an overstated
 //! `lagged` after a crash.
 //!
+//! With rooms sharded (on a Redis Cluster, see [`transport`](super::transport)), a room's
+//! counter is in the room's own slot, and so are its members' starting points (the room's
+//! [`STARTS`](super::keys::STARTS) hash, not `r:<room>` in their counts), so that the scripts
+//! of a room's traffic touch one slot: a sender's own broadcast moves its starting point past
+//! the message instead of counting `own`, and leaving keeps what the room gave as `<id>:done`
+//! in the room's hash (the counts note the room, `x:<room>`). The total is then the counts'
+//! own plus, per room, what [`ROOM_PARTS`](super::counting) reads there; an adopting instance
+//! reads that after `adopted`, and continues each room after where its counter stood then
+//! (see [`recovery`](super::recovery)).
+//!
 //! The cost: numbered messages are published by a script (`EVALSHA`) instead of `PUBLISH`; a
 //! direct message to a local session takes one Redis round trip it did not take before, and so
 //! does each `room_count` round (one script for all of an instance's recipients).

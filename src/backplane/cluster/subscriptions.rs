@@ -1,7 +1,8 @@
 //! The room channels this instance reads: those of the rooms its sessions are in, and those an
 //! operation is about to put a session into (a *hold*), on the one pub/sub connection that
 //! also reads the bus and this instance's own channel (so one order covers all three, see the
-//! [module doc](super)).
+//! [module doc](super); with rooms sharded, the connection reads each shard, and each room's
+//! numbers stand in for the order).
 //!
 //! A channel is subscribed before a session here may need it, and Redis has confirmed the
 //! subscription before the operation that needs it publishes anything: a helo subscribes its

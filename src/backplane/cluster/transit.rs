@@ -528,7 +528,10 @@ mod tests {
             name: DisplayName::parse("bob").unwrap(),
             user: None,
         };
-        let (dev, ops) = (RoomName::parse("dev").unwrap(), RoomName::parse("ops").unwrap());
+        let (dev, ops) = (
+            RoomName::parse("dev").unwrap(),
+            RoomName::parse("ops").unwrap(),
+        );
         let said = |room: &RoomName, n: &str| Message::Broadcast {
             from: bob.clone(),
             room: room.clone(),
@@ -573,7 +576,10 @@ mod tests {
         let hash = TokenHash::of(&Token::issue(ann));
         transit.expect_drained(vec![(ann, hash)], Some(from));
         let (_, held, _) = transit.take_drained(ann).unwrap();
-        let (missed, _) = held.after(Some(&Points::from([(dev.clone(), 8)])), &[dev.clone()]);
+        let (missed, _) = held.after(
+            Some(&Points::from([(dev.clone(), 8)])),
+            std::slice::from_ref(&dev),
+        );
         assert_eq!(missed, 2);
     }
 }

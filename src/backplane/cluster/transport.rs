@@ -4,7 +4,11 @@
 //! scripts, publishing) and [`Subscription`] (reading channels).
 //!
 //! # On a Redis Cluster
-//! Every key and channel carries one hash tag, `{<prefix>}`, so it all lives in one slot:
+//! Every key and channel of the deployment carries one hash tag, `{<prefix>}`, so it lives in
+//! one slot; with rooms sharded (`--redis-shard-rooms`, [`Keys::sharded`](super::keys::Keys))
+//! each room's channel, counter and starting points carry a tag of their own,
+//! `{<prefix>:<room>}`, and the scripts of a room's traffic touch that slot alone
+//! ([`counting`](super::counting)). Without, everything is in the one slot:
 //! - the scripts tie the shared keys together (a numbered message increments its room's
 //!   counter ([`SEQ`](super::keys::SEQ)) and its sender's [`COUNTS`](super::keys::COUNTS); a
 //!   room change moves a session's starting point on the room's counter; adopting reads
@@ -17,13 +21,18 @@
 //! Channels use sharded pub/sub (`SPUBLISH`, `SSUBSCRIBE`): a message is handled by the shard
 //! owning the slot (its master and replicas) instead of being copied to every node, as
 //! `PUBLISH` is on a cluster. The price of one slot: one deployment's Redis work is on one
-//! shard; deployments with different prefixes spread over the shards.
+//! shard; with rooms sharded, only what every instance reads is (`lobby`'s traffic, direct
+//! messages, the directory), and each room's traffic is on the shard owning its slot. One
+//! subscription then reads channels on several shards (the crate keeps a connection per node
+//! and passes every push on one queue); each channel is subscribed on its own, as one
+//! `SSUBSCRIBE` names channels of one slot only.
 //!
 //! Commands go through the redis crate's cluster connection, which follows `MOVED`/`ASK` and
 //! failovers by itself. The crate subscribes to sharded channels too (RESP3 pushes), but
 //! when resharding moves a slot, the server ends the subscription with a `sunsubscribe` push
 //! and the crate does not subscribe again on the slot's new owner. So [`Subscription`] treats
-//! that push, like a lost connection, as the end of the subscription: the caller opens a new
+//! that push (for a channel this instance is not leaving itself), like a lost connection, as
+//! the end of the subscription: the caller opens a new
 //! one from the seeds (which learns the current topology) and, as after any outage, counts
 //! what it may have missed meanwhile (see [`channels`](super::channels)).
 
