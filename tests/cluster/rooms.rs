@@ -1,7 +1,8 @@
 //! Rooms across instances: presence, rosters, broadcasts and listings span the cluster; a room's
 //! traffic is read and appended only where it has members; joining and leaving through any
 //! instance reaches the session's home in-band; a drain on deploy carries each session's rooms;
-//! a room above the presence limit is counted for its members on every instance.
+//! a room above the presence limit is counted for its members on every instance; a session
+//! hopping between instances under its room's traffic hears all of it once.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -415,4 +416,72 @@ async fn a_rooms_traffic_is_read_only_by_the_instances_with_members_in_it() {
     let response = b.room_request(Method::DELETE, &bob, "dev").await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     wait_for_readers(&cluster, &dev, 1).await;
+}
+
+/// A session whose client hops from instance to instance (each hop a migration, resuming with
+/// `Last-Event-ID`) while its room's traffic flows hears every broadcast of the room once, in
+/// order, and is told of no loss. Over a Redis Cluster with rooms sharded the room's channel is
+/// on another shard than the bus, so each hop hands the room over by its numbers.
+#[tokio::test]
+async fn a_session_hopping_between_instances_under_room_traffic_hears_every_broadcast_once() {
+    const SENT: u64 = 150;
+    let cluster = Cluster::start("hops", &[&[], &[], &[]]).await;
+    let nodes = &cluster.nodes;
+    let ann = nodes[0].helo_in("ann", json!(["dev"])).await;
+    cluster.settle().await;
+    let bob = nodes[1].helo_in("bob", json!(["dev"])).await;
+    cluster.settle().await;
+    let say = |message: Value| {
+        let body = json!({ "room": "dev", "message": message }).to_string();
+        let ann = &ann;
+        async move {
+            let response = nodes[0]
+                .post_raw("/broadcast", Some(&ann.token), &body)
+                .await;
+            assert_eq!(
+                response.status(),
+                StatusCode::ACCEPTED,
+                "broadcast {message}"
+            );
+        }
+    };
+    let send = async {
+        for n in 0..SENT {
+            say(json!(n)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        say(json!("end")).await;
+    };
+    let hop = async {
+        let (mut heard, mut last, mut hops) = (Vec::new(), None, 0);
+        loop {
+            let node = &nodes[(hops + 1) % nodes.len()];
+            hops += 1;
+            let mut stream = node.attach(&bob, last).await;
+            let mut here = 0;
+            while here < 10 {
+                let event = stream.next_within(Duration::from_secs(10)).await;
+                last = event.id.or(last);
+                match event.event.as_str() {
+                    "lagged" => panic!("told of a loss after {heard:?}: {}", event.data),
+                    "client_broadcast" if event.data["message"] == "end" => return (heard, hops),
+                    "client_broadcast" => {
+                        heard.push(event.data["message"].as_u64().expect("a number"));
+                        here += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    let ((), (heard, hops)) =
+        tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(send, hop) })
+            .await
+            .expect("the traffic and the hops within a minute");
+    assert!(hops >= 10, "{hops} hops");
+    assert_eq!(
+        heard,
+        (0..SENT).collect::<Vec<_>>(),
+        "every broadcast once, in order"
+    );
 }

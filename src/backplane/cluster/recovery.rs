@@ -292,8 +292,14 @@ impl Cluster {
                 ),
             }
         }
+        // Only the rooms they are in are read here; those they left only gave a count.
+        let read_here: Points = at
+            .iter()
+            .filter(|(room, _)| orphans.iter().any(|o| o.entry.rooms.contains(room)))
+            .map(|(room, n)| (room.clone(), *n))
+            .collect();
         let deadline = Instant::now() + ANSWER_TIMEOUT;
-        while !self.sequence.covers(&at) && Instant::now() < deadline {
+        while !self.sequence.covers(&read_here) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let mut transit = self.migrations.lock();

@@ -83,8 +83,16 @@ struct Buffered {
     message: Message,
     /// Its room line and number, for a numbered message on a room's channel.
     line: Option<(RoomName, u64)>,
-    /// Kept after the arrival's own request came back (what the bus's order says is after).
+    /// Kept after the arrival's own request came back (what the bus's order says is after),
+    /// or, with rooms sharded, the session's own entering or leaving a room whose other
+    /// members do not hear of it (no number says whether its old home applied it; applying
+    /// it again changes nothing: it is in the room, or out, already).
     seen: bool,
+}
+
+/// Whether `message` puts `session` itself into a room or out of one.
+fn moves(message: &Message, session: SessionId) -> bool {
+    matches!(message, Message::Enter { peer, .. } | Message::Exit { peer, .. } if peer.id == session)
 }
 
 impl Held {
@@ -146,12 +154,13 @@ impl Transit {
     pub(super) fn buffer(&mut self, message: &Message, numbers: Option<&Numbers>) {
         let line = numbers.and_then(|n| Some((n.room.clone()?, n.seq)));
         for (session, m) in &mut self.arrivals {
-            let kept = m.seen || (line.is_some() && m.held.from.is_some());
+            let moves = moves(message, *session);
+            let kept = m.seen || (m.held.from.is_some() && (line.is_some() || moves));
             if kept && message.concerns(*session) {
                 m.held.buffer.push(Buffered {
                     message: message.clone(),
                     line: line.clone(),
-                    seen: m.seen,
+                    seen: m.seen || moves,
                 });
             }
         }
