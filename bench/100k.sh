@@ -29,6 +29,11 @@
 #   REDIS=cluster bash bench/100k.sh                 # the same over a three-master Redis Cluster
 #   WORKLOAD=rooms REDIS=cluster bash bench/100k.sh  # 10,000 rooms of 10
 #   STREAMS=20000 BASELINE=0 bash bench/100k.sh      # a quicker look, no single-instance run
+#   SHARD_ROOMS=false REDIS=cluster WORKLOAD=rooms bash bench/100k.sh   # every room in the deployment's slot
+#
+# Over a Redis Cluster the report also gives each master's share of Redis's CPU and commands:
+# with rooms sharded (SHARD_ROOMS=true, `--redis-shard-rooms`, the default) a room workload
+# spreads over the masters; with SHARD_ROOMS=false it is all on the deployment's.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +45,7 @@ RATE=${RATE:-1}
 PER_WORKER=${PER_WORKER:-17000}
 BASELINE=${BASELINE:-10000}
 REDIS=${REDIS:-one}
+SHARD_ROOMS=${SHARD_ROOMS:-true}
 WORKLOAD=${WORKLOAD:-broadcast}
 ROOM_RATES=${ROOM_RATES:-1000,2000,5000,10000,20000,30000,50000,70000}
 ROOM_STEP_SECS=${ROOM_STEP_SECS:-5}
@@ -98,7 +104,8 @@ SERVERS=()
 # attach takes more than 30 s on a loaded machine, and the first would expire meanwhile.
 for i in $(seq 1 "$INSTANCES"); do
     "$BIN/switchboard" --listen "127.0.0.1:$((4700 + i))" --presence false --session-ttl 300s \
-        --log warn "${NO_LIMITS[@]}" --redis-url "$REDIS_URL" >>"$OUT/instance-$i.log" 2>&1 &
+        --log warn "${NO_LIMITS[@]}" --redis-url "$REDIS_URL" --redis-shard-rooms "$SHARD_ROOMS" \
+        >>"$OUT/instance-$i.log" 2>&1 &
     PIDS+=($!)
     SERVERS+=($!)
     URLS+=("http://127.0.0.1:$((4700 + i))")
@@ -117,7 +124,7 @@ for pid in ${SERVERS[*]} ${REDIS_PIDS[*]}; do awk '/^VmRSS:/ { print \$2 }' /pro
 for port in ${REDIS_PORTS[*]}; do redis-cli -p \$port info cpu | tr -d '\r' | grep -E '^used_cpu_(sys|user):'; done >"$OUT/cpu-\$1"
 case \$1 in
 attached) for port in ${REDIS_PORTS[*]}; do redis-cli -p \$port config resetstat >/dev/null; done ;;
-drained) for port in ${MASTERS[*]}; do redis-cli -p \$port info commandstats | tr -d '\r'; done >"$OUT/commandstats" ;;
+drained) for port in ${MASTERS[*]}; do echo "# master \$port"; redis-cli -p \$port info commandstats | tr -d '\r'; done >"$OUT/commandstats" ;;
 esac
 EOF
 
@@ -168,7 +175,7 @@ if [ "$BASELINE" -gt 0 ]; then
     fi
 fi
 
-python3 - "$OUT" "$INSTANCES" "$REDIS" "$WORKLOAD" "${#REDIS_PORTS[@]}" <<'PY'
+REDIS_PORT_LIST="${REDIS_PORTS[*]}" python3 - "$OUT" "$INSTANCES" "$REDIS" "$WORKLOAD" "${#REDIS_PORTS[@]}" <<'PY'
 import json, os, sys
 out, instances, redis, workload, nodes = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 def run(name):
@@ -234,13 +241,24 @@ for name, a, b in zip(names, idle, attached):
 grow = sum(attached) - sum(idle)
 print(f"| all | {sum(idle) / 1024:.1f} MiB | {sum(attached) / 1024:.1f} MiB | {grow * 1024 / max(streams, 1):,.0f} B |")
 print()
-calls = {}
+calls, per_master, master = {}, {}, None
 for line in open(os.path.join(out, "commandstats")):
-    if line.startswith("cmdstat_"):
+    if line.startswith("# master "):
+        master = line.split()[2]
+    elif line.startswith("cmdstat_"):
         name, rest = line[len("cmdstat_"):].split(":", 1)
         fields = dict(f.split("=") for f in rest.split(","))
         calls[name] = calls.get(name, 0) + int(fields["calls"])
+        per_master[master] = per_master.get(master, 0) + int(fields["calls"])
 redis_cpu = cpu("cpu-drained") - cpu("cpu-attached")
+def node_cpu(name):
+    lines = open(os.path.join(out, name)).read().split()
+    return [float(a.split(":")[1]) + float(b.split(":")[1]) for a, b in zip(lines[::2], lines[1::2])]
+if nodes > 1:
+    spent = [b - a for a, b in zip(node_cpu("cpu-attached"), node_cpu("cpu-drained"))]
+    ports = os.environ["REDIS_PORT_LIST"].split()
+    print("Redis CPU per node (s): " + ", ".join(f"{p} {s:.2f}" for p, s in zip(ports, spent)))
+    print("Commands per master: " + ", ".join(f"{p} {c:,}" for p, c in sorted(per_master.items())))
 total = sum(calls.values())
 received = max(m.get("received", 0), 1)
 print(f"Redis between the first broadcast and the last delivery: {redis_cpu:.2f} s CPU over {nodes} "
