@@ -94,6 +94,11 @@
 //!   instances of both are alive, what the older ones publish is counted the old way, so a
 //!   crash then may report a `lagged` that is off for sessions outside `lobby`.
 //! - Protocol 1 is commit 13e0970; `tests/cluster/upgrade.rs` runs its binary beside this one.
+//! - With rooms sharded (a Redis Cluster, `--redis-shard-rooms`), the cluster is never mixed: no
+//!   release before protocol 2 speaks to a Redis Cluster, and the room keys of releases before
+//!   the flag are in the deployment's slot, so every instance of a deployment runs with the same
+//!   setting (a deployment of such a release upgrades with the flag off). `handover` then
+//!   carries `points` and `handed_over` `applied` ([`transit`]).
 //!
 //! # Glossary
 //! - *home*: the instance holding a session's mailbox; the directory names it.
