@@ -485,3 +485,82 @@ async fn a_session_hopping_between_instances_under_room_traffic_hears_every_broa
         "every broadcast once, in order"
     );
 }
+
+/// A session drained off a stopping instance while its room's traffic flows hears every
+/// broadcast of the room once, in order, or is told exactly how many it missed (a drain cannot
+/// wait for a lagging reader: over a Redis Cluster with rooms sharded, the room's channel is on
+/// another shard than the bus).
+#[tokio::test]
+async fn a_session_drained_under_room_traffic_hears_every_broadcast_once_or_is_told() {
+    const SENT: u64 = 150;
+    let mut cluster = Cluster::start("drainroom", &[&[], &[], &[]]).await;
+    let [a, b, c] = &mut cluster.nodes[..] else {
+        unreachable!()
+    };
+    let ann = a.helo_in("ann", json!(["dev"])).await;
+    let bob = b.helo_in("bob", json!(["dev"])).await;
+    // The cluster settles: both hear of each other before the traffic.
+    let mut on_b = b.attach(&bob, None).await;
+    on_b.ready().await;
+    let a = &*a;
+    let send = async {
+        for n in 0..=SENT {
+            let message = if n == SENT { json!("end") } else { json!(n) };
+            let body = json!({ "room": "dev", "message": message }).to_string();
+            let response = a.post_raw("/broadcast", Some(&ann.token), &body).await;
+            assert_eq!(response.status(), StatusCode::ACCEPTED, "broadcast {n}");
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    };
+    let listen = async {
+        let mut seen = Heard::default();
+        // On B until it stops (a third of the way in), then on C, resuming.
+        while seen.heard.len() < (SENT / 3) as usize {
+            seen.read(on_b.next_within(Duration::from_secs(10)).await);
+        }
+        let (stopped, rest) = tokio::join!(b.terminate(), on_b.until_end());
+        assert!(stopped.success(), "B stops cleanly");
+        for event in rest {
+            seen.read(event);
+        }
+        let mut on_c = c.attach(&bob, seen.last).await;
+        while !seen.read(on_c.next_within(Duration::from_secs(10)).await) {}
+        (seen.heard, seen.missed)
+    };
+    let ((), (heard, missed)) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(send, listen)
+    })
+    .await
+    .expect("the traffic and the drain within a minute");
+    assert!(
+        heard.windows(2).all(|w| w[0] < w[1]),
+        "in order, once: {heard:?}"
+    );
+    assert_eq!(
+        heard.len() as u64 + missed,
+        SENT,
+        "every broadcast heard or told missed (lagged {missed}): {heard:?}"
+    );
+}
+
+/// What a stream heard of numbered room broadcasts.
+#[derive(Default)]
+struct Heard {
+    heard: Vec<u64>,
+    missed: u64,
+    last: Option<u64>,
+}
+
+impl Heard {
+    /// Reads one event; true at the marker `"end"`.
+    fn read(&mut self, event: SseEvent) -> bool {
+        self.last = event.id.or(self.last);
+        match event.event.as_str() {
+            "lagged" => self.missed += event.data["missed"].as_u64().expect("missed"),
+            "client_broadcast" if event.data["message"] == "end" => return true,
+            "client_broadcast" => self.heard.push(event.data["message"].as_u64().expect("n")),
+            _ => {}
+        }
+        false
+    }
+}
