@@ -192,10 +192,7 @@ impl Sequence {
         }
         let mut invocation;
         match counting {
-            Counting::Plain => {
-                let published = self.conn.publish(channel, message.to_json()).await;
-                return published.map(drop).map_err(unavailable);
-            }
+            Counting::Plain => return self.publish_plain(channel, message).await,
             Counting::Numbered { counters, all, own } => {
                 invocation = invoke(&self.scripts.numbered, &counters);
                 if let Some(own) = own {
@@ -228,6 +225,17 @@ impl Sequence {
                     .arg(u8::from(room.is_lobby()));
             }
         }
+        self.run(&invocation).await
+    }
+
+    /// Publishes `message` on `channel` as it is.
+    async fn publish_plain(&self, channel: String, message: &Message) -> Result<(), RegistryError> {
+        let published = self.conn.publish(channel, message.to_json()).await;
+        published.map(drop).map_err(unavailable)
+    }
+
+    /// Runs a script that publishes.
+    async fn run(&self, invocation: &ScriptInvocation<'_>) -> Result<(), RegistryError> {
         invocation
             .invoke_async::<redis::Value>(&mut self.conn.clone())
             .await
@@ -247,10 +255,7 @@ impl Sequence {
     ) -> Result<(), RegistryError> {
         let mut invocation;
         match counting {
-            Counting::Plain => {
-                let published = self.conn.publish(channel, message.to_json()).await;
-                return published.map(drop).map_err(unavailable);
-            }
+            Counting::Plain => return self.publish_plain(channel, message).await,
             Counting::Numbered { counters, own, .. } => {
                 invocation = self.scripts.numbered_room.prepare_invoke();
                 invocation
@@ -290,11 +295,7 @@ impl Sequence {
                     .arg(peer.to_string());
             }
         }
-        invocation
-            .invoke_async::<redis::Value>(&mut self.conn.clone())
-            .await
-            .map(drop)
-            .map_err(unavailable)
+        self.run(&invocation).await
     }
 
     /// Publishes direct message `message` for `to` on `channel` (its home's), counting it for
