@@ -292,3 +292,32 @@ async fn with_rooms_not_sharded_everything_stays_in_the_deployments_slot() {
         "dev's counter in the deployment's slot"
     );
 }
+
+/// Two instances of one deployment that disagree on `--redis-shard-rooms` (or one of a release
+/// before the flag beside one with it) would keep a room's keys in two slots: each says so in
+/// `/healthz` (503), naming the flag, so that no balancer sends it traffic.
+#[tokio::test]
+async fn instances_that_disagree_on_sharding_rooms_say_so_in_healthz() {
+    if ran_in_the_first_pass("disagree", "it starts instances that refuse to serve") {
+        return;
+    }
+    let redis = RedisCluster::start().await;
+    let url = redis.url();
+    let mut cluster = Cluster::start_on(Redis::absent(), &url, "disagree", &[&[]]).await;
+    let b = cluster
+        .add("B", &url, &["--redis-shard-rooms", "false"])
+        .await;
+    for node in [&cluster.nodes[0], &cluster.nodes[b]] {
+        let (body, _) = wait_for_health(
+            node,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(10),
+        )
+        .await;
+        let said = body.to_string();
+        assert!(said.contains("--redis-shard-rooms"), "{said}");
+    }
+    // Once the other stops, each serves again.
+    cluster.nodes[b].terminate().await;
+    wait_for_health(&cluster.nodes[0], StatusCode::OK, Duration::from_secs(10)).await;
+}

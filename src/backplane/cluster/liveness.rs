@@ -24,11 +24,11 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::{AsyncCommands, Script};
-use tracing::info;
+use tracing::{error, info};
 use uuid::Uuid;
 
 use super::keys::{Keys, LIVENESS, unavailable};
-use super::protocol::{PROTOCOL, ROOM_CHANNELS};
+use super::protocol::{PROTOCOL, ROOM_CHANNELS, SHARDED_ROOMS};
 use super::transport::Conn;
 use crate::registry::RegistryError;
 
@@ -84,6 +84,8 @@ pub(super) struct Liveness {
 struct Looked {
     /// The live instances of an older protocol.
     older: HashSet<Uuid>,
+    /// The live instances that disagree with this one on sharding rooms.
+    disagree: HashSet<Uuid>,
     /// Until when the cluster counts as mixed (`None`: not looked yet, so it may be).
     until: Option<Instant>,
     /// The live instances that do not list themselves, as the last scan found them.
@@ -113,6 +115,21 @@ impl Liveness {
     pub(super) fn mixed(&self) -> bool {
         let until = self.looked().until;
         until.is_none_or(|until| Instant::now() < until)
+    }
+
+    /// What this instance writes as its protocol key.
+    fn speaks(&self) -> u32 {
+        match self.keys.is_sharded() {
+            true => SHARDED_ROOMS,
+            false => PROTOCOL,
+        }
+    }
+
+    /// Why this instance cannot serve with the others, if an instance alive at the last look
+    /// disagrees with it on sharding rooms.
+    pub(super) fn disagreement(&self) -> Option<String> {
+        let disagree = !self.looked().disagree.is_empty();
+        disagree.then(|| disagreement(self.keys.is_sharded()))
     }
 
     /// Whether `instance` was of an older protocol at the last look.
@@ -169,8 +186,24 @@ impl Liveness {
             .filter(|(_, _, protocol)| protocol.is_none_or(|p| p < ROOM_CHANNELS))
             .map(|(instance, _, _)| *instance)
             .collect();
+        let sharded = |protocol: Option<u32>| protocol == Some(SHARDED_ROOMS);
+        let disagree: HashSet<Uuid> = seen
+            .iter()
+            .filter(|(instance, _, protocol)| {
+                *instance != self.here && sharded(*protocol) != self.keys.is_sharded()
+            })
+            .map(|(instance, _, _)| *instance)
+            .collect();
         let mut looked = self.looked();
         let now = Instant::now();
+        if let Some(other) = disagree.difference(&looked.disagree).next() {
+            error!(
+                %other,
+                "{}",
+                disagreement(self.keys.is_sharded())
+            );
+        }
+        looked.disagree = disagree;
         match (looked.older.is_empty(), older.is_empty()) {
             (true, false) => info!(
                 instances = older.len(),
@@ -267,7 +300,7 @@ impl Liveness {
             .key(self.keys.protocol(self.here))
             .key(self.keys.instance(self.here))
             .key(self.keys.listed())
-            .arg(PROTOCOL)
+            .arg(self.speaks())
             .arg(state)
             .arg(lifetime)
             .arg(self.here.to_string())
@@ -328,4 +361,17 @@ impl Liveness {
             None => Standing::Dead,
         })
     }
+}
+
+/// What an instance says when another alive disagrees with it on sharding rooms.
+fn disagreement(sharded: bool) -> String {
+    let (here, there) = match sharded {
+        true => ("true", "false (or a release before it)"),
+        false => ("false", "true"),
+    };
+    format!(
+        "another instance of this deployment runs with --redis-shard-rooms {there}, this one \
+         with {here}: their room keys are in different slots, so every instance must run with \
+         the same; stop them all to switch"
+    )
 }

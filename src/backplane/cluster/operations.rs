@@ -353,6 +353,9 @@ impl Cluster {
         if !self.subscribed.load(Ordering::Relaxed) {
             return Err("not subscribed to the Redis bus (Redis unreachable?)".to_owned());
         }
+        if let Some(disagreement) = self.liveness.disagreement() {
+            return Err(disagreement);
+        }
         let request = self.probes.open();
         let probe = Message::Probe {
             req: request.id(),

@@ -17,6 +17,13 @@ pub(super) const PROTOCOL: u32 = 3;
 /// older than that alive is mixed.
 pub(super) const ROOM_CHANNELS: u32 = 2;
 
+/// What an instance with rooms sharded (`--redis-shard-rooms` on a Redis Cluster) writes as its
+/// protocol key: protocol 3 on the wire, with each room in a slot of its own and `points` in
+/// `handover` (see [`transit`](super::transit)). Its room keys are not where instances without
+/// it keep theirs, so the two never serve one deployment together: each instance tells an
+/// instance that disagrees from its key, and says so in `/healthz`.
+pub(super) const SHARDED_ROOMS: u32 = 4;
+
 /// The first protocol whose `"seq"` on a room's channel is the room's own number (before, the
 /// bus's, which this build does not compare with the room's).
 pub(super) const ROOM_NUMBERS: u32 = 3;
