@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+set -eu
+for pid in 20667 20668 20669 20670 20671 20672 20557 20558 20559 20560 20561 20562; do awk '/^VmRSS:/ { print $2 }' /proc/$pid/status; done >"/work/main/bench/results/2026-12-07-session16/100k-rooms-oneslot/rss-$1"
+for port in 6491 6492 6493 6494 6495 6496; do redis-cli -p $port info cpu | tr -d '\r' | grep -E '^used_cpu_(sys|user):'; done >"/work/main/bench/results/2026-12-07-session16/100k-rooms-oneslot/cpu-$1"
+case $1 in
+attached) for port in 6491 6492 6493 6494 6495 6496; do redis-cli -p $port config resetstat >/dev/null; done ;;
+drained) for port in 6491 6492 6493; do echo "# master $port"; redis-cli -p $port info commandstats | tr -d '\r'; done >"/work/main/bench/results/2026-12-07-session16/100k-rooms-oneslot/commandstats" ;;
+esac
