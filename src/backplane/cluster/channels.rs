@@ -35,11 +35,20 @@ impl Cluster {
     /// traffic on the room's channel, everything else on the bus. (A direct message goes to
     /// its recipient's home: [`Cluster::send`].)
     pub(super) async fn publish(&self, message: &Message) -> Result<(), RegistryError> {
+        self.publish_counting(message).await.map(drop)
+    }
+
+    /// [`Cluster::publish`]; the members of the message's room when the room's own slot
+    /// counted them (rooms sharded, a numbered message).
+    pub(super) async fn publish_counting(
+        &self,
+        message: &Message,
+    ) -> Result<Option<usize>, RegistryError> {
         if let Some(asker) = message.answers() {
             return self
                 .publish_on(self.keys.channel_of(asker), message)
                 .await
-                .map(drop);
+                .map(|_| None);
         }
         let room = self.room_channel_for(message);
         let channel = room.map_or_else(|| self.keys.bus(), |room| self.keys.room(room));

@@ -107,7 +107,8 @@ const MOVE: &str = r#"
 /// With rooms sharded (see [`sequence`](super::sequence)): numbers a message of one room on
 /// the room's counter KEYS[1] and publishes it on ARGV[1] with `"seq"`, counting it as the
 /// sender ARGV[3]'s own (when given and still a member) by moving its starting point in the
-/// room's hash KEYS[2] past it. ARGV[2]: the message. Returns the number.
+/// room's hash KEYS[2] past it. ARGV[2]: the message. Returns the number and the room's
+/// members (the hash's field `#`), so that a broadcast reads nothing in another slot.
 const NUMBERED_ROOM: &str = r"
     local n = redis.call('INCR', KEYS[1])
     local sender = ARGV[3]
@@ -115,7 +116,25 @@ const NUMBERED_ROOM: &str = r"
         redis.call('HINCRBY', KEYS[2], sender, 1)
     end
     redis.call(PUBLISH, ARGV[1], numbered(ARGV[2], n, ''))
-    return n
+    return {n, tonumber(redis.call('HGET', KEYS[2], '#') or '0')}
+    ";
+
+/// With rooms sharded: writes session ARGV[1]'s starting point ARGV[2] in the room's hash
+/// KEYS[1] unless it has one, counting it as a member (the field `#`: each starting point
+/// written adds one, each removed takes one).
+pub(super) const START_ROOM: &str = r"
+    if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+        redis.call('HINCRBY', KEYS[1], '#', 1)
+    end
+    ";
+
+/// With rooms sharded: removes session ARGV[1], gone from the hub, from the room's hash
+/// KEYS[1] (its point, counted out, and what the room gave it).
+pub(super) const FORGET_ROOM: &str = r"
+    if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+        redis.call('HINCRBY', KEYS[1], '#', -1)
+    end
+    redis.call('HDEL', KEYS[1], ARGV[1] .. ':done')
     ";
 
 /// With rooms sharded: [`MOVE`] in the room's own slot. Publishes session ARGV[5]'s `enter` or
@@ -131,12 +150,14 @@ const MOVE_ROOM: &str = r#"
         if start then
             redis.call('HINCRBY', starts, id .. ':done', now(counter) - tonumber(start))
             redis.call('HDEL', starts, id)
+            redis.call('HINCRBY', starts, '#', -1)
         end
     end
     local payload = ARGV[2]
     if ARGV[3] == '1' then payload = numbered(payload, redis.call('INCR', counter), '') end
     if ARGV[4] == 'enter' and redis.call('HEXISTS', starts, id) == 0 then
         redis.call('HSET', starts, id, now(counter))
+        redis.call('HINCRBY', starts, '#', 1)
     end
     redis.call(PUBLISH, ARGV[1], payload)
     "#;

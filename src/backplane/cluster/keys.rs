@@ -34,7 +34,8 @@ pub const SEQ: &str = "seq";
 /// With rooms sharded (on a Redis Cluster, `--redis-shard-rooms`): suffix of a room's hash
 /// `{<prefix>:<room>}:starts`, in the room's own slot, holding each member's starting point on
 /// the room's counter (field `<session id>`) and what the room gave a session that left it
-/// (field `<session id>:done`): see [`sequence`](super::sequence).
+/// (field `<session id>:done`), and how many members it has (field `#`, which a broadcast
+/// reports): see [`sequence`](super::sequence).
 pub const STARTS: &str = "starts";
 /// Suffix of the counter that numbers the server messages to everyone.
 pub const EVERYONE: &str = "everyone";

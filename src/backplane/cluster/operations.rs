@@ -243,13 +243,21 @@ impl Cluster {
         room: RoomName,
         message: Box<RawValue>,
     ) -> Result<usize, RegistryError> {
-        let count = self.directory.room_size(&room).await?;
-        self.publish(&Message::Broadcast {
-            from: from.clone(),
-            room,
-            message,
-        })
-        .await?;
+        // With rooms sharded the room's own slot counts its members as it numbers the
+        // broadcast: nothing is read in the deployment's slot.
+        let counted = self.keys.starts(&room).is_some();
+        let known = match counted {
+            true => None,
+            false => Some(self.directory.room_size(&room).await?),
+        };
+        let published = self
+            .publish_counting(&Message::Broadcast {
+                from: from.clone(),
+                room,
+                message,
+            })
+            .await?;
+        let count = known.or(published).unwrap_or_default();
         Ok(count.saturating_sub(1))
     }
 

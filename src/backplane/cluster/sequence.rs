@@ -77,7 +77,7 @@ use redis::{Script, ScriptInvocation};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::counting::{Counting, DIRECT, RESTART, Scripts, start_field};
+use super::counting::{Counting, DIRECT, FORGET_ROOM, RESTART, START_ROOM, Scripts, start_field};
 use super::keys::{Keys, unavailable};
 use super::transport::Conn;
 use super::wire::Message;
@@ -173,7 +173,9 @@ impl Sequence {
         self.applied.lock().expect("sequence lock poisoned")
     }
 
-    /// Publishes `message` on `channel` (`room`'s, if it is a room's) as `counting` says.
+    /// Publishes `message` on `channel` (`room`'s, if it is a room's) as `counting` says; the
+    /// room's members when the room's own slot counted them (rooms sharded, a numbered
+    /// message).
     ///
     /// # Errors
     /// `Unavailable` when Redis cannot be reached.
@@ -183,7 +185,7 @@ impl Sequence {
         room: Option<&RoomName>,
         message: &Message,
         counting: Counting,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Option<usize>, RegistryError> {
         // With rooms sharded, a room's traffic is numbered in the room's own slot.
         if let Some(starts) = room.and_then(|room| self.keys.starts(room)) {
             return self
@@ -192,7 +194,7 @@ impl Sequence {
         }
         let mut invocation;
         match counting {
-            Counting::Plain => return self.publish_plain(channel, message).await,
+            Counting::Plain => return self.publish_plain(channel, message).await.map(|()| None),
             Counting::Numbered { counters, all, own } => {
                 invocation = invoke(&self.scripts.numbered, &counters);
                 if let Some(own) = own {
@@ -225,7 +227,7 @@ impl Sequence {
                     .arg(u8::from(room.is_lobby()));
             }
         }
-        self.run(&invocation).await
+        self.run(&invocation).await.map(|()| None)
     }
 
     /// Publishes `message` on `channel` as it is.
@@ -252,18 +254,23 @@ impl Sequence {
         starts: String,
         message: &Message,
         counting: Counting,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Option<usize>, RegistryError> {
         let mut invocation;
         match counting {
-            Counting::Plain => return self.publish_plain(channel, message).await,
+            Counting::Plain => return self.publish_plain(channel, message).await.map(|()| None),
             Counting::Numbered { counters, own, .. } => {
-                invocation = self.scripts.numbered_room.prepare_invoke();
-                invocation
+                let (_, members): (u64, usize) = self
+                    .scripts
+                    .numbered_room
                     .key(&counters[0])
                     .key(starts)
                     .arg(channel)
                     .arg(message.to_json())
-                    .arg(own.map(|id| id.to_string()).unwrap_or_default());
+                    .arg(own.map(|id| id.to_string()).unwrap_or_default())
+                    .invoke_async(&mut self.conn.clone())
+                    .await
+                    .map_err(unavailable)?;
+                return Ok(Some(members));
             }
             Counting::Move {
                 counters,
@@ -295,7 +302,7 @@ impl Sequence {
                     .arg(peer.to_string());
             }
         }
-        self.run(&invocation).await
+        self.run(&invocation).await.map(|()| None)
     }
 
     /// Publishes direct message `message` for `to` on `channel` (its home's), counting it for
@@ -386,11 +393,14 @@ impl Sequence {
         id: SessionId,
         rooms: &[(String, u64)],
     ) -> Result<(), RegistryError> {
+        static SCRIPT: std::sync::LazyLock<Script> =
+            std::sync::LazyLock::new(|| Script::new(START_ROOM));
         let id = id.to_string();
         let writes = rooms.iter().map(|(hash, at)| {
             let mut conn = self.conn.clone();
-            let write = redis::cmd("HSETNX").arg(hash).arg(&id).arg(*at).clone();
-            async move { write.query_async::<()>(&mut conn).await }
+            let mut write = SCRIPT.prepare_invoke();
+            write.key(hash).arg(&id).arg(*at);
+            async move { write.invoke_async::<()>(&mut conn).await }
         });
         let written: redis::RedisResult<Vec<()>> = join_all(writes).await.into_iter().collect();
         written.map(drop).map_err(unavailable)
@@ -414,15 +424,17 @@ impl Sequence {
     /// Removes session `id`, which left the hub, from the hashes of `rooms` with a slot of
     /// their own (those it was in, and those it left).
     pub(super) async fn forget(&self, id: SessionId, rooms: &[RoomName]) {
+        static SCRIPT: std::sync::LazyLock<Script> =
+            std::sync::LazyLock::new(|| Script::new(FORGET_ROOM));
         let id = id.to_string();
-        let done = format!("{id}:done");
         let removals = rooms
             .iter()
             .filter_map(|room| self.keys.starts(room))
             .map(|hash| {
                 let mut conn = self.conn.clone();
-                let remove = redis::cmd("HDEL").arg(hash).arg(&id).arg(&done).clone();
-                async move { remove.query_async::<()>(&mut conn).await }
+                let mut remove = SCRIPT.prepare_invoke();
+                remove.key(hash).arg(&id);
+                async move { remove.invoke_async::<()>(&mut conn).await }
             });
         for removed in join_all(removals).await {
             if let Err(err) = removed {
