@@ -54,22 +54,33 @@ TEST_REDIS_URL="redis://127.0.0.1:$redis_port" cargo test --workspace --test api
 cluster_dir=$(mktemp -d /tmp/switchboard-redis-cluster.XXXXXX)
 cluster_pids=()
 cluster_nodes=()
+trap 'kill "$redis_pid" "${cluster_pids[@]}" 2>/dev/null || true; rm -rf "$cluster_dir"' EXIT
 for _ in 1 2 3 4 5 6; do
     # Each node's cluster bus port too (by default its port + 10000, which may be taken or
-    # past 65535).
-    read -r port bus < <(python3 -c 'import socket; s=[socket.socket() for _ in (0, 1)]; [x.bind(("127.0.0.1", 0)) for x in s]; print(*(x.getsockname()[1] for x in s))')
-    redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 --cluster-enabled yes \
-        --cluster-config-file "$cluster_dir/nodes-$port.conf" --cluster-node-timeout 1000 \
-        --repl-diskless-sync-delay 0 \
-        --dir "$cluster_dir" --save '' --appendonly no --logfile "$cluster_dir/$port.log" &
-    cluster_pids+=($!)
-    cluster_nodes+=("127.0.0.1:$port")
-done
-trap 'kill "$redis_pid" "${cluster_pids[@]}" 2>/dev/null || true; rm -rf "$cluster_dir"' EXIT
-for node in "${cluster_nodes[@]}"; do
-    for _ in $(seq 1 50); do
-        redis-cli -p "${node##*:}" ping >/dev/null 2>&1 && break
-        sleep 0.1
+    # past 65535). A port found free may be taken before the node binds it: then the node
+    # exits, and it is started again on other ports.
+    for attempt in 1 2 3 4 5; do
+        read -r port bus < <(python3 -c 'import socket; s=[socket.socket() for _ in (0, 1)]; [x.bind(("127.0.0.1", 0)) for x in s]; print(*(x.getsockname()[1] for x in s))')
+        redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 --cluster-enabled yes \
+            --cluster-config-file "$cluster_dir/nodes-$port.conf" --cluster-node-timeout 1000 \
+            --repl-diskless-sync-delay 0 \
+            --dir "$cluster_dir" --save '' --appendonly no --logfile "$cluster_dir/$port.log" &
+        pid=$!
+        up=no
+        for _ in $(seq 1 50); do
+            redis-cli -p "$port" ping >/dev/null 2>&1 && { up=yes; break; }
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if [ "$up" = yes ]; then
+            cluster_pids+=("$pid")
+            cluster_nodes+=("127.0.0.1:$port")
+            break
+        fi
+        kill "$pid" 2>/dev/null || true
+        echo "a Redis Cluster node did not start on $port (attempt $attempt):" >&2
+        tail -3 "$cluster_dir/$port.log" >&2 || true
+        [ "$attempt" -lt 5 ] || exit 1
     done
 done
 redis-cli --cluster create "${cluster_nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
