@@ -207,11 +207,13 @@ pub(super) const DIRECT: &str = r"
     ";
 
 /// Starts a session's counts KEYS[1] with the field/value pairs ARGV unless it has some: Redis
-/// lost them when it restarted empty.
+/// lost them when it restarted empty. Returns whether it did.
 pub(super) const RESTART: &str = r"
     if redis.call('EXISTS', KEYS[1]) == 0 then
         redis.call('HSET', KEYS[1], unpack(ARGV))
+        return 1
     end
+    return 0
     ";
 
 /// Rehomes the sessions ARGV[6..] still homed on the dead ARGV[1] to ARGV[2], and publishes

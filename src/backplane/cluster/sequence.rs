@@ -480,16 +480,21 @@ impl Sequence {
         static SCRIPT: std::sync::LazyLock<Script> =
             std::sync::LazyLock::new(|| Script::new(RESTART));
         let starts = self.starts(rooms);
-        self.start_in_rooms(id, &starts.rooms).await?;
         let mut invocation = SCRIPT.key(self.keys.counts(id));
         invocation.arg("done").arg(newest);
         for (field, at) in starts.counts {
             invocation.arg(field).arg(at);
         }
-        invocation
-            .invoke_async::<()>(&mut self.conn.clone())
+        let written: bool = invocation
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        // With rooms sharded, the rooms' slots lost theirs too; else they are not touched, so
+        // that re-registering never waits on a room's shard.
+        if written {
+            self.start_in_rooms(id, &starts.rooms).await?;
+        }
+        Ok(())
     }
 
     /// The last numbers applied here on the lines of `rooms` (but `lobby`'s).
