@@ -98,25 +98,21 @@ impl Cluster {
                 session,
                 snapshot,
                 applied,
-            } if mine(&origin) => match transit.take_drained(session) {
-                Some((hash, held, asked)) => {
-                    self.arrive_drained(*snapshot, hash, (held, applied.as_ref()), asked);
-                }
-                // A retried publish whose first try had landed.
-                None if self.registry.homes(session) => {
+            } if mine(&origin) => {
+                if transit.is_handed_here(session) {
+                    self.arrive_when_read(&mut transit, *snapshot, applied);
+                } else if self.registry.homes(session) {
+                    // A retried publish whose first try had landed.
                     debug!(%session, "a session handed here arrived twice; the copy is ignored");
-                }
-                None if req == DRAINED => {
+                } else if req == DRAINED {
                     error!(%session, "a session handed off here arrived too late; it is lost");
-                }
-                None if !self
+                } else if !self
                     .migrations
-                    .answer(req, Pulled::Snapshot(snapshot, applied)) =>
+                    .answer(req, Pulled::Snapshot(snapshot, applied))
                 {
                     error!(%session, "a session handed over arrived after its asker gave up; it is lost");
                 }
-                None => {}
-            },
+            }
             Message::NotYet { req, origin } if mine(&origin) => {
                 self.migrations.answer(req, Pulled::NotYet);
             }

@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use super::instance::{ANSWER_TIMEOUT, Cluster};
-use super::migrate::skip_missed;
+use super::migrate::{LAGS_BEHIND, skip_missed};
 use super::sequence::Points;
 use super::transit::{Held, Pulled, Transit};
 use super::wire::{DRAINED, Message};
@@ -206,6 +206,46 @@ impl Cluster {
                     session: id,
                 }),
             }
+        }
+    }
+
+    /// A session handed here (drained, or the late answer to a pull) arrived. It continues
+    /// once this instance has applied its rooms as far as its old home had (`applied`):
+    /// what it reads of them later is then after, not a second copy. Until then it stays on
+    /// its way here, buffering, for at most [`ANSWER_TIMEOUT`].
+    pub(super) fn arrive_when_read(
+        self: &Arc<Self>,
+        transit: &mut Transit,
+        snapshot: Snapshot,
+        applied: Option<Points>,
+    ) {
+        match applied {
+            Some(points) if !self.sequence.reached(&points) => {
+                let cluster = Arc::clone(self);
+                tokio::spawn(async move {
+                    if !cluster.sequence.reach(&points, ANSWER_TIMEOUT).await {
+                        warn!(session = %snapshot.peer.id, "{LAGS_BEHIND}");
+                    }
+                    let mut transit = cluster.migrations.lock();
+                    cluster.arrive_handed(&mut transit, snapshot, Some(&points));
+                });
+            }
+            applied => self.arrive_handed(transit, snapshot, applied.as_ref()),
+        }
+    }
+
+    /// [`Cluster::arrive_drained`], unless the session left on its way.
+    fn arrive_handed(
+        self: &Arc<Self>,
+        transit: &mut Transit,
+        snapshot: Snapshot,
+        applied: Option<&Points>,
+    ) {
+        match transit.take_drained(snapshot.peer.id) {
+            Some((hash, held, asked)) => {
+                self.arrive_drained(snapshot, hash, (held, applied), asked)
+            }
+            None => debug!(session = %snapshot.peer.id, "a session handed here left on its way"),
         }
     }
 

@@ -8,7 +8,8 @@
 //! request reached A, everything after it reaches B: nothing twice, nothing lost. With rooms
 //! sharded, a room's traffic is not in the bus's order: B keeps it from where it stood when
 //! the pull began, A lets the session go once it applied as far, and says how far it applied;
-//! B applies what came after (see [`transit`](super::transit)).
+//! B waits until it has read each room as far too (what it reads later then is after), and
+//! applies what came after (see [`transit`](super::transit)).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,14 +28,17 @@ use crate::registry::{Closed, RegistryError, Snapshot};
 /// Pause before asking again for a session that is on its way elsewhere.
 const NOT_YET_PAUSE: Duration = Duration::from_millis(20);
 
+/// Logged when a session arrives before this instance read its rooms as far as its old home.
+pub(super) const LAGS_BEHIND: &str = "this instance lags behind the session's old home on its rooms: it may hear a room message twice";
+
 impl Cluster {
     /// Migrates session `id` from its home to this instance. A session on its way to another
     /// instance (drained by one that is stopping) is asked for again until it has arrived
-    /// there, within [`ANSWER_TIMEOUT`]; one on its way here is waited for.
+    /// there, within [`ANSWER_TIMEOUT`]; one on its way here is waited for, as long.
     ///
     /// # Errors
-    /// `UnknownSession` when it left meanwhile; `Unavailable` when it is already migrating
-    /// here, or its home did not answer in time.
+    /// `UnknownSession` when it left meanwhile; `Unavailable` when its home did not answer,
+    /// or it did not arrive, in time.
     pub(super) async fn migrate_here(
         self: &Arc<Self>,
         id: SessionId,
@@ -52,14 +56,15 @@ impl Cluster {
                 return Ok(());
             }
             if Instant::now() + NOT_YET_PAUSE > deadline {
-                warn!(session = %id, arriving, "still on its way elsewhere: not moved here");
+                warn!(session = %id, arriving, "still on its way: not moved here");
                 return Err(unavailable("the session's instance did not hand it over"));
             }
             tokio::time::sleep(NOT_YET_PAUSE).await;
         }
     }
 
-    /// One request for session `id`; false when it is on its way elsewhere.
+    /// One request for session `id`; false when it is on its way elsewhere, or already on its
+    /// way here.
     async fn pull(
         self: &Arc<Self>,
         id: SessionId,
@@ -86,10 +91,11 @@ impl Cluster {
             // With rooms sharded: where its room lines stand here, from which on they are kept.
             let points = self.applied_on(&rooms);
             let from = points.clone().map(Arc::new);
-            let guard = self
-                .migrations
-                .begin(&mut transit, id, req, from)
-                .ok_or_else(|| unavailable("the session is already moving here; retry"))?;
+            // Already on its way here: another attach's pull, or one that timed out and
+            // waits for a late answer until the bus says the home died. Look again soon.
+            let Some(guard) = self.migrations.begin(&mut transit, id, req, from) else {
+                return Ok(false);
+            };
             (guard, points)
         };
         let ask = Message::Migrate {
@@ -117,6 +123,12 @@ impl Cluster {
                 return Err(unavailable("the session's instance did not hand it over"));
             }
         };
+        // Its rooms read here as far as its old home applied them; meanwhile it keeps buffering.
+        if let Some(applied) = &applied
+            && !self.sequence.reach(applied, ANSWER_TIMEOUT).await
+        {
+            warn!(session = %id, "{LAGS_BEHIND}");
+        }
         {
             let mut transit = self.migrations.lock();
             let held = transit.take_pulled(id);

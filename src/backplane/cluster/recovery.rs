@@ -28,6 +28,7 @@ use uuid::Uuid;
 use super::instance::{ANSWER_TIMEOUT, Cluster, HOLD};
 use super::keys::LIVENESS;
 use super::liveness::Standing;
+use super::migrate::LAGS_BEHIND;
 use super::sequence::{Missed, Points};
 use super::transit::Transit;
 use super::wire::Orphan;
@@ -298,9 +299,8 @@ impl Cluster {
             .filter(|(room, _)| orphans.iter().any(|o| o.entry.rooms.contains(room)))
             .map(|(room, n)| (room.clone(), *n))
             .collect();
-        let deadline = Instant::now() + ANSWER_TIMEOUT;
-        while !self.sequence.covers(&read_here) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if !self.sequence.reach(&read_here, ANSWER_TIMEOUT).await {
+            warn!(sessions = orphans.len(), "{LAGS_BEHIND}");
         }
         let mut transit = self.migrations.lock();
         for orphan in orphans {

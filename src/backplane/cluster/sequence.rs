@@ -70,6 +70,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
@@ -519,6 +520,30 @@ impl Sequence {
         points
             .iter()
             .all(|(room, at)| applied.rooms.get(room).is_some_and(|n| n >= at))
+    }
+
+    /// Whether this instance has applied as far as `points` on each of those lines it reads
+    /// (one it does not read has nothing to wait for).
+    pub(super) fn reached(&self, points: &Points) -> bool {
+        let applied = self.applied();
+        points
+            .iter()
+            .all(|(room, at)| applied.rooms.get(room).is_none_or(|n| n >= at))
+    }
+
+    /// Waits, for at most `within`, until this instance has applied as far as `points` on
+    /// each line it reads; whether it did. A session handed here arrives only then: its old
+    /// home applied up to `points`, and a message of its rooms read here later than its
+    /// arrival would reach it a second time.
+    pub(super) async fn reach(&self, points: &Points, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while !self.reached(points) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Whether the numbered message `numbers` is new here; records it. Called under the

@@ -68,7 +68,9 @@ const FORWARD_FOR: Duration = Duration::from_secs(30);
 /// here on each line then), and its old home says the last number it applied on each (a home
 /// lets a pulled session go only once that is at least `from`, see
 /// [`dispatch`](super::dispatch)): what comes after that is applied, the rest was applied
-/// there. Where a home had applied less than `from` (a drain, which cannot wait), the numbers
+/// there. The arrival ends only once this instance has applied as far on each line itself
+/// ([`Sequence::reach`](super::sequence::Sequence::reach)): a message numbered before that
+/// and read here after the arrival would reach the session a second time. Where a home had applied less than `from` (a drain, which cannot wait), the numbers
 /// in between went by here before the arrival began: each counts as missed (`lagged`).
 #[derive(Default)]
 pub(super) struct Held {
@@ -228,6 +230,14 @@ impl Transit {
         self.arrivals
             .get(&session)
             .is_some_and(|m| m.drained.is_some() && !m.late)
+    }
+
+    /// Whether `session` is handed here without a pull waiting for it: drained here, adopted
+    /// here, or the late answer to a pull that timed out.
+    pub(super) fn is_handed_here(&self, session: SessionId) -> bool {
+        self.arrivals
+            .get(&session)
+            .is_some_and(|m| m.drained.is_some())
     }
 
     /// A number for one wait that [`Transit::expire`] ends.
