@@ -31,6 +31,9 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# A failing test's message, not a page of backtrace, is what a CI log's excerpt should show.
+export RUST_BACKTRACE=0
+
 # The previous release's binary, for the mixed-version cluster test (cached in target/prev).
 bash scripts/prev-release.sh
 
