@@ -346,7 +346,8 @@ async fn a_rolling_restart_of_every_instance_loses_no_session_and_no_message() {
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     let accepted: usize = seen.accepted.iter().map(Vec::len).sum();
     let delivered: usize = seen.received.iter().map(Vec::len).sum();
-    eprintln!(
+    // Part of every failure's message: a CI log's excerpt may show nothing else.
+    let summary = format!(
         "rolling restart of 3 instances in {rolled:?}: {clients_n} sessions; messages accepted \
          {accepted}, delivered {delivered}, reported lagged {}; 5xx {} ({} without Retry-After); \
          connections refused {}, reset {}; streams reconnected {}",
@@ -357,38 +358,50 @@ async fn a_rolling_restart_of_every_instance_loses_no_session_and_no_message() {
         seen.reset,
         seen.reconnects
     );
-    assert_eq!(seen.failures, Vec::<String>::new(), "no session lost");
+    eprintln!("{summary}");
+    assert_eq!(
+        seen.failures,
+        Vec::<String>::new(),
+        "no session lost ({summary})"
+    );
     for r in 0..clients_n {
         let from = (r + clients_n - 1) % clients_n;
         let got: Vec<u64> = seen.received[r].iter().map(|&(_, n, _)| n).collect();
         assert_eq!(
             got, seen.accepted[from],
-            "c{r}: every message of c{from} once, in order: {:?}",
+            "c{r}: every message of c{from} once, in order: {:?} ({summary})",
             seen.received[r]
         );
         assert!(
             seen.received[r]
                 .iter()
                 .all(|&(sender, ..)| sender == from as u64),
-            "c{r} hears c{from} only"
+            "c{r} hears c{from} only ({summary})"
         );
         let ids: Vec<u64> = seen.received[r].iter().map(|&(.., id)| id).collect();
         assert!(
             ids.windows(2).all(|w| w[0] < w[1]),
-            "c{r}: ids increase: {ids:?}"
+            "c{r}: ids increase: {ids:?} ({summary})"
         );
         let later: Vec<String> = (r + 1..clients_n).map(|j| format!("c{j}")).collect();
-        assert_eq!(seen.joined[r], later, "c{r}: each join once, none again");
-        assert_eq!(seen.left[r], Vec::<String>::new(), "c{r}: nobody left");
+        assert_eq!(
+            seen.joined[r], later,
+            "c{r}: each join once, none again ({summary})"
+        );
+        assert_eq!(
+            seen.left[r],
+            Vec::<String>::new(),
+            "c{r}: nobody left ({summary})"
+        );
     }
-    assert_eq!(seen.lagged, 0, "nothing reported lost");
+    assert_eq!(seen.lagged, 0, "nothing reported lost ({summary})");
     assert!(
         accepted >= clients_n * 10,
-        "the clients kept writing: {accepted}"
+        "the clients kept writing ({summary})"
     );
     assert_eq!(
         seen.server_errors, 0,
-        "no 5xx, not even one with Retry-After: {:?}",
+        "no 5xx, not even one with Retry-After: {:?} ({summary})",
         seen.server_error_samples
     );
     let everyone = sessions(&clients.iter().collect::<Vec<_>>());
