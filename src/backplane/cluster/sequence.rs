@@ -730,4 +730,32 @@ mod tests {
         assert_eq!(missed.of(&[room("y")]), 2, "y was not read here");
         assert_eq!(missed.of(&[]), 2);
     }
+
+    #[tokio::test]
+    async fn an_arrival_waits_for_the_lines_read_here_to_reach_its_old_homes_points() {
+        let room = |name: &str| RoomName::parse(name).unwrap();
+        let conn = super::super::transport::Target::parse("redis://127.0.0.1:1")
+            .and_then(|target| target.connect_lazily())
+            .unwrap();
+        let sequence = std::sync::Arc::new(Sequence::new(conn, Keys::new("t")));
+        sequence.reading(&[room("dev")], &[4]);
+        // Its old home applied dev to 6, and ops, which is not read here (nothing to wait for).
+        let points = Points::from([(room("dev"), 6), (room("ops"), 9)]);
+        assert!(!sequence.reached(&points));
+        assert!(!sequence.reach(&points, Duration::from_millis(20)).await);
+        let said = move |seq| Numbers {
+            room: Some(room("dev")),
+            seq,
+            all: None,
+        };
+        let reader = std::sync::Arc::clone(&sequence);
+        let reading = tokio::spawn(async move {
+            assert!(reader.advance(&said(5)));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(reader.advance(&said(6)));
+        });
+        assert!(sequence.reach(&points, Duration::from_secs(5)).await);
+        assert!(sequence.reached(&points));
+        reading.await.unwrap();
+    }
 }
