@@ -245,10 +245,10 @@ impl Cluster {
     ) -> Result<usize, RegistryError> {
         // With rooms sharded the room's own slot counts its members as it numbers the
         // broadcast: nothing is read in the deployment's slot.
-        let counted = self.keys.starts(&room).is_some();
-        let known = match counted {
-            true => None,
-            false => Some(self.directory.room_size(&room).await?),
+        let known = if self.keys.starts(&room).is_some() {
+            None
+        } else {
+            Some(self.directory.room_size(&room).await?)
         };
         let published = self
             .publish_counting(&Message::Broadcast {
